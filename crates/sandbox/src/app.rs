@@ -1,0 +1,91 @@
+//! What one release of the test application answers. A release's version, health
+//! answer and failures are set per release, so a test can deploy a broken v3.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::server::{text, Request, Response};
+
+/// How `/health` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HealthMode {
+    /// 200 "ok".
+    #[default]
+    Ok,
+    /// 200, but a body without "ok" in it.
+    WrongBody,
+    /// 500 "error".
+    Error500,
+    /// Never answers (until the client gives up).
+    Hang,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReleaseSpec {
+    /// What `/version` answers; empty means the image tag.
+    pub version: String,
+    pub health: HealthMode,
+    /// Wait before listening, as a slow boot does.
+    pub boot_delay_ms: u64,
+    /// Exit right after starting, with `exit_code`.
+    pub crash_on_start: bool,
+    pub exit_code: i32,
+}
+
+/// The releases the sandbox knows, by image reference.
+pub type Releases = BTreeMap<String, ReleaseSpec>;
+
+/// The version an image reports when no spec says otherwise: its tag.
+pub fn default_version(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.split_once(':') {
+        Some((_, tag)) if !tag.is_empty() => tag.to_string(),
+        _ => last.to_string(),
+    }
+}
+
+/// The spec for `image`, with its version filled in.
+pub fn spec_for(releases: &Releases, image: &str) -> ReleaseSpec {
+    let mut spec = releases.get(image).cloned().unwrap_or_default();
+    if spec.version.is_empty() {
+        spec.version = default_version(image);
+    }
+    spec
+}
+
+/// The answer of a release to one request.
+pub async fn answer(spec: &ReleaseSpec, request: &Request) -> Response {
+    match request.path.as_str() {
+        "/health" => match spec.health {
+            HealthMode::Ok => text(200, "ok"),
+            HealthMode::WrongBody => text(200, "degraded: database unreachable"),
+            HealthMode::Error500 => text(500, "error"),
+            HealthMode::Hang => {
+                tokio::time::sleep(Duration::from_secs(300)).await;
+                text(504, "hung")
+            }
+        },
+        "/version" => text(200, spec.version.clone()),
+        "/" => text(200, format!("hello from {}\n", spec.version)),
+        _ => text(404, "not found"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_reports_its_tag_unless_told_otherwise() {
+        assert_eq!(default_version("registry.example.com:5000/web:v2"), "v2");
+        assert_eq!(default_version("web"), "web");
+        let mut releases = Releases::new();
+        releases.insert("web:3".into(), ReleaseSpec { version: "3.0.0".into(), ..Default::default() });
+        assert_eq!(spec_for(&releases, "web:3").version, "3.0.0");
+        assert_eq!(spec_for(&releases, "web:4").version, "4");
+    }
+}

@@ -1,0 +1,368 @@
+//! The binary's roles: the action's main step (inputs from `INPUT_*`), its post step,
+//! the CLI subcommands (the same inputs as flags), and the demo. Each run ends in one
+//! place, `finish`, which renders the report as outputs, summary, annotations and the
+//! exit code.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Arg, ArgAction, ArgMatches};
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::http::{HttpClient, RetryConfig};
+use crate::inputs::{RawInputs, INPUTS};
+use crate::report::{exit, Outcome, Report};
+use crate::runner::Runner;
+use crate::secret::Redactor;
+use crate::shutdown::Shutdown;
+use crate::state::Saved;
+use crate::{providers, summary};
+
+/// Where the process gets its environment; tests pass their own.
+pub type Env = dyn Fn(&str) -> Option<String> + Send + Sync;
+
+fn input_args() -> Vec<Arg> {
+    INPUTS
+        .iter()
+        .filter(|i| i.name != "command")
+        .map(|i| {
+            let mut help = i.description.to_string();
+            if !i.default.is_empty() {
+                help.push_str(&format!(" [default: {}]", i.default));
+            }
+            Arg::new(i.name).long(i.name).value_name("VALUE").help(help)
+        })
+        .collect()
+}
+
+fn file_args() -> [Arg; 2] {
+    [
+        Arg::new("summary-file").long("summary-file").value_name("PATH").help("Also write the job summary (Markdown) to PATH."),
+        Arg::new("state-file")
+            .long("state-file")
+            .value_name("PATH")
+            .help("Where to keep the state a cancelled run needs to be finished by `safe-deploy post` (default: a file in the temp directory)."),
+    ]
+}
+
+fn cli() -> clap::Command {
+    let run = |name: &'static str, about: &'static str| clap::Command::new(name).about(about).args(input_args()).args(file_args());
+    clap::Command::new("safe-deploy")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Deploy, prove the new version healthy, roll back by itself when it is not.\n\nWith no subcommand it runs as the GitHub Action's main step, reading INPUT_* variables.")
+        .subcommand(run("deploy", "Roll out --image, prove it healthy, roll back on failure."))
+        .subcommand(run("rollback", "Put the previous release (or --image) back, health-gated."))
+        .subcommand(run("plan", "Show what a deploy would do; change nothing."))
+        .subcommand(
+            clap::Command::new("post")
+                .about("The action's post step: finish the rollback of a cancelled run from its saved state.")
+                .args(input_args())
+                .args(file_args()),
+        )
+        .subcommand(
+            clap::Command::new("demo")
+                .about("Deploy a healthy v2 and a broken v3 on the built-in sandbox; no credentials, no network.")
+                .arg(Arg::new("summary-file").long("summary-file").value_name("PATH").help("Where to write the demo's job summary.")),
+        )
+        .arg(Arg::new("post-role").long("post").action(ArgAction::SetTrue).hide(true))
+}
+
+/// Entry point: returns the exit code.
+pub async fn main(args: Vec<OsString>, env: &Env) -> i32 {
+    let redactor = Redactor::default();
+    let debug = env("RUNNER_DEBUG").as_deref() == Some("1") || env("SAFE_DEPLOY_DEBUG").is_some();
+    init_logging(redactor.clone(), debug);
+
+    // The post entrypoint is the same binary under another name.
+    let invoked_as = args
+        .first()
+        .and_then(|a| Path::new(a).file_name().map(|f| f.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let matches = match cli().try_get_matches_from(&args) {
+        Ok(m) => m,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::BAD_INPUT } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+
+    let runner = Runner::from_env(env, redactor.clone());
+    let shutdown = Shutdown::new();
+    match matches.subcommand() {
+        Some(("demo", sub)) => crate::demo::run(sub.get_one::<String>("summary-file").map(PathBuf::from), redactor).await,
+        Some(("post", sub)) => {
+            let raw = raw_inputs(env, Some(sub), None);
+            post(raw, runner, sub, env).await
+        }
+        Some((command, sub)) => {
+            let raw = raw_inputs(env, Some(sub), Some(command));
+            let _ = crate::shutdown::listen_for_signals(shutdown.clone());
+            let runner = with_files(runner, sub, env);
+            deploy(raw, runner, shutdown).await
+        }
+        None if invoked_as.ends_with("-post") || matches.get_flag("post-role") => {
+            let raw = raw_inputs(env, None, None);
+            post(raw, runner, &matches, env).await
+        }
+        None => {
+            let raw = raw_inputs(env, None, None);
+            let _ = crate::shutdown::listen_for_signals(shutdown.clone());
+            let runner = with_files(runner, &matches, env);
+            deploy(raw, runner, shutdown).await
+        }
+    }
+}
+
+/// `INPUT_*` variables, overridden by flags, and the subcommand as the command input.
+fn raw_inputs(env: &Env, flags: Option<&ArgMatches>, command: Option<&str>) -> RawInputs {
+    let mut raw = RawInputs::from_env(env);
+    if let Some(m) = flags {
+        for spec in INPUTS.iter().filter(|i| i.name != "command") {
+            if let Ok(Some(v)) = m.try_get_one::<String>(spec.name) {
+                raw.set(spec.name, v.clone());
+            }
+        }
+    }
+    if let Some(c) = command {
+        raw.set("command", c);
+    }
+    raw
+}
+
+/// Off a runner, flags name the summary and state files; a state file is always kept
+/// so a cancelled run can be finished.
+fn with_files(mut runner: Runner, m: &ArgMatches, env: &Env) -> Runner {
+    let flag = |name: &str| m.try_get_one::<String>(name).ok().flatten().map(PathBuf::from);
+    if let Some(p) = flag("summary-file") {
+        runner.paths.summary = Some(p);
+    }
+    if let Some(p) = flag("state-file") {
+        runner.paths.state = Some(p);
+    }
+    if runner.paths.state.is_none() {
+        let dir = env("RUNNER_TEMP").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        runner.paths.state = Some(dir.join(format!("safe-deploy-{}.state", std::process::id())));
+    }
+    runner
+}
+
+fn client(redactor: Redactor, config: Option<&Config>) -> anyhow::Result<HttpClient> {
+    let timeout = config.map_or(Duration::from_secs(30), |c| c.health.timeout.max(Duration::from_secs(30)));
+    HttpClient::new(redactor, RetryConfig::default(), timeout)
+}
+
+/// Validates, masks, runs the engine and renders: the action's main step.
+pub async fn deploy(raw: RawInputs, runner: Runner, shutdown: Shutdown) -> i32 {
+    // Masks go out before anything else is printed.
+    for secret in raw.secrets() {
+        runner.mask(secret);
+    }
+    let config = match Config::from_inputs(&raw) {
+        Ok(c) => c,
+        Err(errors) => return bad_input(&raw, &runner, &errors),
+    };
+    let report = match run_engine(&config, &runner, shutdown).await {
+        Ok(report) => report,
+        Err(e) => internal_failure(&config, &runner, e),
+    };
+    finish(&report, &runner, config.summary)
+}
+
+async fn run_engine(config: &Config, runner: &Runner, shutdown: Shutdown) -> anyhow::Result<Report> {
+    let http = client(runner.redactor().clone(), Some(config))?;
+    let provider = providers::build(config, &http)?;
+    runner.say(&format!(
+        "safe-deploy {}: {} {} on {} ({})",
+        env!("CARGO_PKG_VERSION"),
+        config.command.as_str(),
+        config.image.as_deref().unwrap_or("the previous release"),
+        config.app,
+        provider.name()
+    ));
+    let engine = Engine { config, provider: provider.as_ref(), http: &http, runner, shutdown };
+    Ok(engine.run().await)
+}
+
+/// A failure of our own before the engine started (e.g. the HTTP client could not be
+/// built): nothing was changed.
+fn internal_failure(config: &Config, runner: &Runner, e: anyhow::Error) -> Report {
+    let mut report = Report::new(config.command.as_str(), config.provider.as_str(), &config.app, &config.environment);
+    report.target = config.image.clone();
+    report.outcome = Outcome::Failed;
+    report.reason = Some(runner.redactor().redact(&format!("{e:#}")));
+    report
+}
+
+fn bad_input(raw: &RawInputs, runner: &Runner, errors: &[crate::config::InputError]) -> i32 {
+    let mut report = Report::new(
+        raw.get("command").unwrap_or("deploy"),
+        raw.get("provider").unwrap_or("(none)"),
+        raw.get("app").unwrap_or("(none)"),
+        raw.get("environment").unwrap_or("production"),
+    );
+    report.target = raw.get("image").map(str::to_string);
+    report.outcome = Outcome::Failed;
+    report.reason = Some("the inputs below are wrong; fix them and run again".into());
+    for e in errors {
+        runner.error(&format!("input {}", e.input), &format!("{}. {}", e.problem, e.fix));
+        report.input_errors.push(e.to_string());
+    }
+    let summary = raw.get("summary").and_then(|s| crate::config::parse_bool(s).ok()).unwrap_or(true);
+    finish(&report, runner, summary)
+}
+
+/// The post step: finishes a rollback that a cancelled main step left open.
+async fn post(raw: RawInputs, runner: Runner, m: &ArgMatches, env: &Env) -> i32 {
+    for secret in raw.secrets() {
+        runner.mask(secret);
+    }
+    let saved = match m.try_get_one::<String>("state-file").ok().flatten() {
+        Some(path) => match Saved::from_file(Path::new(path)) {
+            Ok(s) => s,
+            Err(e) => {
+                runner.error("post", &format!("{e}; give the state file the main run printed"));
+                return exit::BAD_INPUT;
+            }
+        },
+        None => Saved::from_env(env),
+    };
+    if !saved.stage.is_some_and(|s| s.needs_rollback()) {
+        runner.say("safe-deploy post: the main step finished on its own; nothing to do.");
+        return 0;
+    }
+    let config = match Config::from_inputs(&raw) {
+        Ok(c) => c,
+        Err(errors) => return bad_input(&raw, &runner, &errors),
+    };
+    let mut runner = runner;
+    if let Some(p) = m.try_get_one::<String>("summary-file").ok().flatten() {
+        runner.paths.summary = Some(PathBuf::from(p));
+    }
+    runner.say("safe-deploy post: the main step did not finish; restoring the recorded release.");
+    let http = match client(runner.redactor().clone(), Some(&config)) {
+        Ok(h) => h,
+        Err(e) => return finish(&internal_failure(&config, &runner, e), &runner, config.summary),
+    };
+    let provider = match providers::build(&config, &http) {
+        Ok(p) => p,
+        Err(e) => return finish(&internal_failure(&config, &runner, e), &runner, config.summary),
+    };
+    let engine = Engine { config: &config, provider: provider.as_ref(), http: &http, runner: &runner, shutdown: Shutdown::new() };
+    match engine.post(&saved).await {
+        Some(report) => finish(&report, &runner, config.summary),
+        None => 0,
+    }
+}
+
+/// Renders the report every way it is shown, and returns the exit code. The outputs,
+/// the summary and the code all come from the same report.
+pub fn finish(report: &Report, runner: &Runner, write_summary: bool) -> i32 {
+    let code = report.exit_code();
+    let redact = |s: &str| runner.redactor().redact(s);
+
+    let mut summary_path = String::new();
+    if write_summary {
+        if let Some(path) = &runner.paths.summary {
+            let markdown = redact(&summary::render(report));
+            match append_file(path, &markdown) {
+                Ok(()) => summary_path = path.display().to_string(),
+                Err(e) => runner.warning("summary not written", &format!("could not write {}: {e}", path.display())),
+            }
+        }
+    }
+
+    let outputs = [
+        ("status", report.outcome.status().to_string()),
+        ("release", report.live.clone().unwrap_or_default()),
+        ("previous-release", report.previous.clone().unwrap_or_default()),
+        ("url", report.url.clone().unwrap_or_default()),
+        ("duration-seconds", format!("{:.1}", report.duration.as_secs_f64())),
+        ("rolled-back", report.rolled_back().to_string()),
+        ("summary-path", summary_path),
+    ];
+    for (name, value) in outputs {
+        if let Err(e) = runner.set_output(name, &value) {
+            runner.warning("output not written", &format!("could not write output {name}: {e}"));
+        }
+    }
+
+    let headline = redact(&report.headline());
+    let reason = report.reason.as_deref().map(redact).unwrap_or_default();
+    match report.outcome {
+        _ if !report.input_errors.is_empty() => {}
+        Outcome::Deployed => runner.notice("deployed", &headline),
+        Outcome::Planned => runner.notice("planned", &headline),
+        Outcome::RolledBack | Outcome::Failed => runner.error("deploy failed", &format!("{headline} {reason}")),
+        Outcome::RollbackFailed => runner.error("ROLLBACK FAILED", &format!("{headline} {reason}")),
+        Outcome::Cancelled => runner.warning("deploy cancelled", &format!("{headline} {reason}")),
+    }
+    if !runner.on_runner {
+        for step in &report.plan {
+            runner.say(&format!("  plan: {step}"));
+        }
+        if report.outcome == Outcome::Cancelled && report.changed {
+            if let Some(state) = &runner.paths.state {
+                runner.say(&format!(
+                    "To restore {}, run: safe-deploy post --state-file {} (with the same inputs)",
+                    report.previous.as_deref().unwrap_or("the recorded release"),
+                    state.display()
+                ));
+            }
+        }
+    }
+    runner.say(&headline);
+    if !reason.is_empty() {
+        runner.say(&format!("why: {reason}"));
+    }
+    code
+}
+
+fn append_file(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    f.write_all(text.as_bytes())
+}
+
+/// Logs through tracing, to stdout (one stream keeps workflow commands in order), with
+/// every line redacted; debug when the runner's step debug is on.
+fn init_logging(redactor: Redactor, debug: bool) {
+    let level = if debug { tracing::Level::DEBUG } else { tracing::Level::INFO };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .without_time()
+        .with_target(false)
+        .with_level(false)
+        .with_ansi(false)
+        .with_writer(move || RedactingWriter { redactor: redactor.clone(), buffer: Vec::new() })
+        .try_init();
+}
+
+/// Buffers one log event and writes it redacted when dropped.
+struct RedactingWriter {
+    redactor: Redactor,
+    buffer: Vec<u8>,
+}
+
+impl std::io::Write for RedactingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for RedactingWriter {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let text = self.redactor.redact(&String::from_utf8_lossy(&self.buffer));
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    }
+}

@@ -1,0 +1,750 @@
+//! Raw inputs become one validated [`Config`], or the full list of what is wrong.
+//!
+//! Nothing here touches the network: a bad input must stop the run before any
+//! request is sent, and every problem is reported at once, each naming its input
+//! and the fix.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::inputs::RawInputs;
+use crate::secret::Secret;
+
+/// The longest duration any input accepts: a deploy step that waits longer is stuck.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Command {
+    Deploy,
+    Rollback,
+    Plan,
+}
+
+impl Command {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Deploy => "deploy",
+            Command::Rollback => "rollback",
+            Command::Plan => "plan",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// The provider double: state in a local file, apps served by the sandbox.
+    Memory,
+}
+
+impl ProviderKind {
+    pub const NAMES: &'static str = "memory";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Memory => "memory",
+        }
+    }
+
+    fn needs_token(self) -> bool {
+        match self {
+            ProviderKind::Memory => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    Rolling,
+    Canary,
+    Bluegreen,
+    Immediate,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Rolling => "rolling",
+            Strategy::Canary => "canary",
+            Strategy::Bluegreen => "bluegreen",
+            Strategy::Immediate => "immediate",
+        }
+    }
+}
+
+/// Which HTTP statuses count as healthy: exact codes and whole classes (`2xx`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusSet {
+    codes: Vec<u16>,
+    classes: Vec<u16>,
+}
+
+impl StatusSet {
+    pub fn parse(text: &str) -> Result<StatusSet, String> {
+        let mut set = StatusSet { codes: Vec::new(), classes: Vec::new() };
+        for part in text.split(',').map(str::trim) {
+            let lower = part.to_ascii_lowercase();
+            if let Some(class) = lower.strip_suffix("xx") {
+                match class.parse::<u16>() {
+                    Ok(c @ 1..=5) if class.len() == 1 => set.classes.push(c),
+                    _ => return Err(format!("'{part}' is not a status class; classes are 1xx to 5xx")),
+                }
+            } else {
+                match part.parse::<u16>() {
+                    Ok(code @ 100..=599) if part.len() == 3 => set.codes.push(code),
+                    _ => return Err(format!("'{part}' is not an HTTP status code (100 to 599)")),
+                }
+            }
+        }
+        Ok(set)
+    }
+
+    pub fn contains(&self, status: u16) -> bool {
+        self.codes.contains(&status) || self.classes.contains(&(status / 100))
+    }
+}
+
+impl fmt::Display for StatusSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self
+            .codes
+            .iter()
+            .map(u16::to_string)
+            .chain(self.classes.iter().map(|c| format!("{c}xx")))
+            .collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+/// Everything the health gate needs.
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    pub url: url::Url,
+    pub expect_status: StatusSet,
+    pub check_string: Option<String>,
+    /// Where to look for `expect_version`, and what it must be.
+    pub version: Option<(url::Url, String)>,
+    pub successes: u32,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub deadline: Duration,
+    pub grace: Duration,
+    pub soak: Duration,
+    pub headers: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub command: Command,
+    pub provider: ProviderKind,
+    pub app: String,
+    pub token: Option<Secret>,
+    pub image: Option<String>,
+    pub health: HealthConfig,
+    pub rollback: bool,
+    pub strategy: Strategy,
+    pub deploy_timeout: Duration,
+    pub dry_run: bool,
+    pub github_token: Option<Secret>,
+    pub environment: String,
+    pub api_url: Option<url::Url>,
+    pub summary: bool,
+}
+
+impl Config {
+    /// Plan runs and dry runs change nothing.
+    pub fn changes_nothing(&self) -> bool {
+        self.command == Command::Plan || self.dry_run
+    }
+
+    /// The memory provider's state file, from its `file://` api-url.
+    pub fn memory_state_path(&self) -> Option<PathBuf> {
+        self.api_url.as_ref().and_then(|u| u.to_file_path().ok())
+    }
+}
+
+/// One thing wrong with one input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputError {
+    pub input: &'static str,
+    pub problem: String,
+    pub fix: String,
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "input '{}': {}. {}", self.input, self.problem, self.fix)
+    }
+}
+
+/// Collects problems so that all of them are reported together.
+struct Problems(Vec<InputError>);
+
+impl Problems {
+    fn add(&mut self, input: &'static str, problem: impl Into<String>, fix: impl Into<String>) {
+        self.0.push(InputError { input, problem: problem.into(), fix: fix.into() });
+    }
+
+    /// Runs a parser over an input's value (or default); records its error.
+    fn parse<T>(
+        &mut self,
+        raw: &RawInputs,
+        input: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+        fix: &str,
+    ) -> Option<T> {
+        let value = raw.get(input)?;
+        match parse(value) {
+            Ok(v) => Some(v),
+            Err(problem) => {
+                self.add(input, problem, fix);
+                None
+            }
+        }
+    }
+}
+
+impl Config {
+    pub fn from_inputs(raw: &RawInputs) -> Result<Config, Vec<InputError>> {
+        let mut p = Problems(Vec::new());
+
+        let command = p.parse(raw, "command", parse_command, "Use deploy, rollback or plan.");
+        let provider = match raw.get("provider") {
+            None => {
+                p.add("provider", "is required", format!("Set it to one of: {}.", ProviderKind::NAMES));
+                None
+            }
+            Some(_) => p.parse(raw, "provider", parse_provider, &format!("Use one of: {}.", ProviderKind::NAMES)),
+        };
+        let app = match raw.get("app") {
+            None => {
+                p.add("app", "is required", "Set it to the application's name at the provider.");
+                None
+            }
+            Some(a) if !valid_app_name(a) => {
+                p.add(
+                    "app",
+                    format!("'{a}' is not a valid app name"),
+                    "Use letters, digits, '-' and '_' only (at most 63 characters).",
+                );
+                None
+            }
+            Some(a) => Some(a.to_string()),
+        };
+
+        let token = raw.get("token").map(Secret::new);
+        if let (Some(kind), None) = (provider, &token) {
+            if kind.needs_token() {
+                p.add(
+                    "token",
+                    format!("is required with provider {}", kind.as_str()),
+                    "Pass the provider's API token from a secret, e.g. token: ${{ secrets.DEPLOY_TOKEN }}.",
+                );
+            }
+        }
+
+        let image = raw.get("image").map(str::to_string);
+        if let Some(img) = &image {
+            if img.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                p.add("image", "contains white space", "Give one image reference such as registry.example.com/app:1.2.3.");
+            }
+        }
+        let command_wants_image = matches!(command, Some(Command::Deploy) | Some(Command::Plan));
+        if command_wants_image && image.is_none() {
+            p.add(
+                "image",
+                format!("is required by command {}", command.map_or("deploy", Command::as_str)),
+                "Set it to the image reference to deploy, e.g. registry.example.com/app:1.2.3.",
+            );
+        }
+
+        let health = health_config(raw, &mut p);
+
+        let rollback = p.parse(raw, "rollback", parse_bool, "Use true or false.");
+        let strategy = p.parse(raw, "strategy", parse_strategy, "Use rolling, canary, bluegreen or immediate.");
+        let deploy_timeout = p.parse(raw, "deploy-timeout", parse_positive_duration, DURATION_FIX);
+        let dry_run = p.parse(raw, "dry-run", parse_bool, "Use true or false.");
+        let summary = p.parse(raw, "summary", parse_bool, "Use true or false.");
+        let github_token = raw.get("github-token").map(Secret::new);
+        let environment = raw.get("environment").unwrap_or("production").to_string();
+        if environment.len() > 255 || environment.chars().any(char::is_control) {
+            p.add("environment", "is too long or has control characters", "Use a short name such as production or staging.");
+        }
+
+        let api_url = match raw.get("api-url") {
+            None => None,
+            Some(text) => match (provider, url::Url::parse(text)) {
+                (Some(ProviderKind::Memory), Ok(u)) if u.scheme() == "file" && u.to_file_path().is_ok() => Some(u),
+                (Some(ProviderKind::Memory), _) => {
+                    p.add(
+                        "api-url",
+                        format!("'{text}' is not a file:// URL"),
+                        "The memory provider keeps its state in a file: give file:///path/to/state.json.",
+                    );
+                    None
+                }
+                (_, Ok(u)) => match check_base_url(&u) {
+                    Ok(()) => Some(u),
+                    Err(problem) => {
+                        p.add("api-url", problem, "Use an https:// URL (plain http:// is allowed on loopback only).");
+                        None
+                    }
+                },
+                (_, Err(e)) => {
+                    p.add("api-url", format!("'{text}' is not a URL ({e})"), "Give a full URL such as https://api.example.com.");
+                    None
+                }
+            },
+        };
+        if provider == Some(ProviderKind::Memory) && raw.get("api-url").is_none() {
+            p.add(
+                "api-url",
+                "is required with provider memory",
+                "Give the double's state file as file:///path/to/state.json (safe-deploy demo makes one).",
+            );
+        }
+
+        if !p.0.is_empty() {
+            return Err(p.0);
+        }
+        // Every None above recorded a problem, so these are all present.
+        match (command, provider, app, health, rollback, strategy, deploy_timeout, dry_run, summary) {
+            (
+                Some(command),
+                Some(provider),
+                Some(app),
+                Some(health),
+                Some(rollback),
+                Some(strategy),
+                Some(deploy_timeout),
+                Some(dry_run),
+                Some(summary),
+            ) => Ok(Config {
+                command,
+                provider,
+                app,
+                token,
+                image,
+                health,
+                rollback,
+                strategy,
+                deploy_timeout,
+                dry_run,
+                github_token,
+                environment,
+                api_url,
+                summary,
+            }),
+            _ => Err(vec![InputError {
+                input: "command",
+                problem: "bug: an input was missing without a reported problem".into(),
+                fix: "Please report this with the inputs you used.".into(),
+            }]),
+        }
+    }
+}
+
+const DURATION_FIX: &str = "Use a number with a unit, e.g. 500ms, 10s, 5m or 1h30m (at most 24h).";
+
+fn health_config(raw: &RawInputs, p: &mut Problems) -> Option<HealthConfig> {
+    let url = match raw.get("health-url") {
+        None => {
+            p.add(
+                "health-url",
+                "is required",
+                "Give the URL that proves the app healthy, e.g. https://app.example.com/health.",
+            );
+            None
+        }
+        Some(text) => p.parse(raw, "health-url", |_| parse_probe_url(text), "Give a full URL such as https://app.example.com/health."),
+    };
+    let expect_status = p.parse(raw, "expect-status", StatusSet::parse, "Use codes and classes separated by commas, e.g. 200,204 or 2xx.");
+    let check_string = raw.get("check-string").map(str::to_string);
+    let version_url = raw
+        .get("version-url")
+        .and_then(|text| p.parse(raw, "version-url", |_| parse_probe_url(text), "Give a full URL such as https://app.example.com/version."));
+    let expect_version = raw.get("expect-version").map(str::to_string);
+    if raw.given("version-url") && expect_version.is_none() {
+        p.add(
+            "expect-version",
+            "is required when version-url is set",
+            "Set it to the version the new release reports, e.g. ${{ github.sha }}.",
+        );
+    }
+    let successes = p.parse(
+        raw,
+        "health-successes",
+        |t| match t.parse::<u32>() {
+            Ok(n @ 1..=1000) => Ok(n),
+            _ => Err(format!("'{t}' is not a whole number from 1 to 1000")),
+        },
+        "Use a whole number such as 3.",
+    );
+    let interval = p.parse(raw, "health-interval", parse_positive_duration, DURATION_FIX);
+    let timeout = p.parse(raw, "health-timeout", parse_positive_duration, DURATION_FIX);
+    let deadline = p.parse(raw, "health-deadline", parse_positive_duration, DURATION_FIX);
+    let grace = p.parse(raw, "health-grace", parse_duration, DURATION_FIX);
+    let soak = p.parse(raw, "health-soak", parse_duration, DURATION_FIX);
+    let headers = p.parse(raw, "health-headers", parse_headers, "Write one 'Name: value' per line.").unwrap_or_default();
+
+    if let (Some(deadline), Some(grace), Some(soak)) = (deadline, grace, soak) {
+        if grace + soak >= deadline {
+            p.add(
+                "health-deadline",
+                format!(
+                    "{} leaves no time for checks after health-grace ({}) and health-soak ({})",
+                    human(deadline),
+                    human(grace),
+                    human(soak)
+                ),
+                "Raise health-deadline or lower health-grace or health-soak.",
+            );
+        }
+    }
+
+    let version = match (version_url.or(url.clone()), expect_version) {
+        (Some(u), Some(v)) => Some((u, v)),
+        _ => None,
+    };
+    Some(HealthConfig {
+        url: url?,
+        expect_status: expect_status?,
+        check_string,
+        version,
+        successes: successes?,
+        interval: interval?,
+        timeout: timeout?,
+        deadline: deadline?,
+        grace: grace?,
+        soak: soak?,
+        headers,
+    })
+}
+
+fn parse_command(text: &str) -> Result<Command, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "deploy" => Ok(Command::Deploy),
+        "rollback" => Ok(Command::Rollback),
+        "plan" => Ok(Command::Plan),
+        _ => Err(format!("'{text}' is not a command")),
+    }
+}
+
+fn parse_provider(text: &str) -> Result<ProviderKind, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "memory" => Ok(ProviderKind::Memory),
+        "fly" | "heroku" | "digitalocean" | "droplets" => {
+            Err(format!("provider '{text}' is not available in this version of safe-deploy"))
+        }
+        _ => Err(format!("'{text}' is not a provider")),
+    }
+}
+
+fn parse_strategy(text: &str) -> Result<Strategy, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "rolling" => Ok(Strategy::Rolling),
+        "canary" => Ok(Strategy::Canary),
+        "bluegreen" | "blue-green" => Ok(Strategy::Bluegreen),
+        "immediate" => Ok(Strategy::Immediate),
+        _ => Err(format!("'{text}' is not a strategy")),
+    }
+}
+
+/// Booleans as the Actions toolkit accepts them: the YAML 1.2 core set.
+pub fn parse_bool(text: &str) -> Result<bool, String> {
+    match text {
+        "true" | "True" | "TRUE" => Ok(true),
+        "false" | "False" | "FALSE" => Ok(false),
+        _ => Err(format!("'{text}' is not true or false")),
+    }
+}
+
+fn valid_app_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// A duration such as `500ms`, `10s`, `5m`, `1h30m`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("'{text}' is not a duration");
+    if text.is_empty() {
+        return Err(bad());
+    }
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        let secs: u64 = text.parse().map_err(|_| bad())?;
+        return checked(Duration::from_secs(secs.min(u64::MAX / 2)), text);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 9 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let part = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total = total.checked_add(part).ok_or_else(bad)?;
+    }
+    checked(total, text)
+}
+
+fn checked(d: Duration, text: &str) -> Result<Duration, String> {
+    if d > MAX_DURATION {
+        Err(format!("'{text}' is longer than 24h"))
+    } else {
+        Ok(d)
+    }
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err(format!("'{text}' must be more than zero")),
+        d => Ok(d),
+    }
+}
+
+/// A health URL: http or https with a host. Plain http is fine here: the app may sit
+/// behind a private address, and no secret travels with a health check.
+fn parse_probe_url(text: &str) -> Result<url::Url, String> {
+    let u = url::Url::parse(text).map_err(|e| format!("'{text}' is not a URL ({e})"))?;
+    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none_or(str::is_empty) {
+        return Err(format!("'{text}' is not an http:// or https:// URL"));
+    }
+    Ok(u)
+}
+
+/// A provider API base: https anywhere, http only on loopback (a token travels with it).
+pub fn check_base_url(u: &url::Url) -> Result<(), String> {
+    match u.scheme() {
+        "https" if u.host().is_some() => Ok(()),
+        "http" if is_loopback(u) => Ok(()),
+        "http" => Err(format!("'{u}' is plain http:// and not loopback, so the token would travel unencrypted")),
+        other => Err(format!("'{u}' has scheme '{other}'; only https:// is accepted")),
+    }
+}
+
+pub fn is_loopback(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+fn parse_headers(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(format!("line '{line}' has no ':'"));
+        };
+        let name = name.trim();
+        let value = value.trim();
+        let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if name.is_empty() || !name.chars().all(token_char) {
+            return Err(format!("'{name}' is not a header name"));
+        }
+        if value.chars().any(|c| c.is_control() && c != '\t') || !value.is_ascii() {
+            return Err(format!("the value of header '{name}' has characters a header cannot carry"));
+        }
+        out.push((name.to_string(), value.to_string()));
+    }
+    Ok(out)
+}
+
+/// A duration as people write it: `1m30s`, `250ms`.
+pub fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
+    let tenths = (ms % 1000) / 100;
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 || out.is_empty() {
+        if h == 0 && m == 0 && tenths > 0 {
+            out.push_str(&format!("{s}.{tenths}s"));
+        } else {
+            out.push_str(&format!("{s}s"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(pairs: &[(&str, &str)]) -> RawInputs {
+        let mut r = RawInputs::default();
+        for (k, v) in pairs {
+            r.set(k, *v);
+        }
+        r
+    }
+
+    fn good() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("provider", "memory"),
+            ("app", "web"),
+            ("image", "registry.example.com/web:2"),
+            ("health-url", "http://127.0.0.1:8080/health"),
+            ("api-url", "file:///tmp/state.json"),
+        ]
+    }
+
+    fn inputs_with_problems(pairs: &[(&str, &str)]) -> Vec<&'static str> {
+        let mut all = good();
+        all.extend_from_slice(pairs);
+        match Config::from_inputs(&raw(&all)) {
+            Ok(_) => vec![],
+            Err(errors) => errors.iter().map(|e| e.input).collect(),
+        }
+    }
+
+    #[test]
+    fn a_minimal_deploy_config_is_valid_with_defaults() {
+        let c = Config::from_inputs(&raw(&good())).expect("valid");
+        assert_eq!(c.command, Command::Deploy);
+        assert_eq!(c.health.successes, 3);
+        assert_eq!(c.health.interval, Duration::from_secs(5));
+        assert!(c.health.expect_status.contains(200));
+        assert!(!c.health.expect_status.contains(204));
+        assert!(c.rollback);
+        assert_eq!(c.strategy, Strategy::Rolling);
+    }
+
+    #[test]
+    fn durations_parse_units_and_reject_nonsense() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        for bad in ["-5s", "1e99", "5 s", "s", "5d", "١٠s", "99999999999999999999", "25h", "1.5s", ""] {
+            assert!(parse_duration(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn status_sets_take_codes_and_classes() {
+        let s = StatusSet::parse("200, 204,3xx").unwrap();
+        assert!(s.contains(200) && s.contains(204) && s.contains(301));
+        assert!(!s.contains(500));
+        assert_eq!(s.to_string(), "200,204,3xx");
+        for bad in ["20", "600", "9xx", "2xxx", "ok", ""] {
+            assert!(StatusSet::parse(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_each_naming_its_input() {
+        let errors = Config::from_inputs(&raw(&[
+            ("health-interval", "-5s"),
+            ("health-timeout", "1e99"),
+            ("expect-status", "2oo"),
+            ("rollback", "yes"),
+        ]))
+        .unwrap_err();
+        let names: Vec<_> = errors.iter().map(|e| e.input).collect();
+        for expected in ["provider", "app", "image", "health-url", "health-interval", "health-timeout", "expect-status", "rollback"] {
+            assert!(names.contains(&expected), "{expected} missing from {names:?}");
+        }
+        assert!(errors.iter().all(|e| !e.fix.is_empty()));
+    }
+
+    #[test]
+    fn urls_without_a_scheme_are_refused() {
+        assert_eq!(inputs_with_problems(&[("health-url", "app.example.com/health")]), vec!["health-url"]);
+        assert_eq!(inputs_with_problems(&[("health-url", "ftp://x/health")]), vec!["health-url"]);
+    }
+
+    #[test]
+    fn api_base_urls_must_be_https_unless_loopback() {
+        let ok = |s: &str| check_base_url(&url::Url::parse(s).unwrap()).is_ok();
+        assert!(ok("https://api.machines.dev/v1"));
+        assert!(ok("http://127.0.0.1:4280"));
+        assert!(ok("http://[::1]:4280"));
+        assert!(ok("http://localhost:4280"));
+        assert!(!ok("http://api.machines.dev"));
+        assert!(!ok("http://10.0.0.1"));
+        assert!(!ok("ftp://127.0.0.1"));
+    }
+
+    #[test]
+    fn version_url_needs_an_expected_version() {
+        assert_eq!(inputs_with_problems(&[("version-url", "http://127.0.0.1/version")]), vec!["expect-version"]);
+        let mut all = good();
+        all.push(("expect-version", "abc123"));
+        let c = Config::from_inputs(&raw(&all)).unwrap();
+        let (u, v) = c.health.version.unwrap();
+        assert_eq!(u.as_str(), "http://127.0.0.1:8080/health", "defaults to health-url");
+        assert_eq!(v, "abc123");
+    }
+
+    #[test]
+    fn grace_and_soak_must_leave_room_inside_the_deadline() {
+        assert_eq!(
+            inputs_with_problems(&[("health-deadline", "1m"), ("health-grace", "40s"), ("health-soak", "30s")]),
+            vec!["health-deadline"]
+        );
+    }
+
+    #[test]
+    fn health_headers_are_name_value_lines() {
+        assert_eq!(
+            parse_headers("Host: app.example.com\n\nX-Probe: 1").unwrap(),
+            vec![("Host".into(), "app.example.com".into()), ("X-Probe".into(), "1".into())]
+        );
+        assert!(parse_headers("no colon here").is_err());
+        assert!(parse_headers("Bad Name: x").is_err());
+        assert!(parse_headers("X: caf\u{e9}").is_err());
+    }
+
+    #[test]
+    fn unicode_and_control_bytes_never_panic() {
+        for v in ["\u{0}", "🚀", "\u{202e}evil", "a\u{7f}", "%00", "\n\n"] {
+            for name in crate::inputs::INPUTS.iter().map(|i| i.name) {
+                let mut all = good();
+                all.push((name, v));
+                let _ = Config::from_inputs(&raw(&all));
+            }
+        }
+    }
+
+    #[test]
+    fn rollback_needs_no_image_but_deploy_does() {
+        let mut pairs: Vec<_> = good().into_iter().filter(|(k, _)| *k != "image").collect();
+        pairs.push(("command", "rollback"));
+        assert!(Config::from_inputs(&raw(&pairs)).is_ok());
+        assert_eq!(inputs_with_problems(&[("command", "undeploy")]), vec!["command"]);
+    }
+
+    #[test]
+    fn human_durations_read_naturally() {
+        assert_eq!(human(Duration::from_millis(250)), "250ms");
+        assert_eq!(human(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(human(Duration::from_secs(90)), "1m30s");
+        assert_eq!(human(Duration::from_secs(3600)), "1h");
+    }
+}

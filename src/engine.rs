@@ -1,0 +1,385 @@
+//! The engine: the order of a deploy, its deadlines, its health gate and its rollback.
+//! It knows no provider by name and no GitHub.
+//!
+//! record the live release -> preflight -> roll out -> wait until up -> health gate
+//!   -> deployed, or roll back -> wait until up -> health gate on the old release
+//!
+//! Rollback follows every failure after the first change. A signal stops forward
+//! changes; the post step (`post`) then finishes the rollback from the saved state.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use crate::config::{human, Command, Config};
+use crate::health::{Gate, GateResult};
+use crate::http::HttpClient;
+use crate::providers::{Context, Provider, ProviderError, Severity, Snapshot, Target};
+use crate::report::{Outcome, Phase, PhaseResult, Report, RollbackInfo};
+use crate::runner::Runner;
+use crate::shutdown::Shutdown;
+use crate::state::{self, Saved, Stage};
+
+/// A provider call in flight when a signal comes gets this long to finish: the whole
+/// step must end within the runner's 7.5 s before SIGTERM.
+const IN_FLIGHT_GRACE: Duration = Duration::from_secs(3);
+
+pub struct Engine<'a> {
+    pub config: &'a Config,
+    pub provider: &'a dyn Provider,
+    pub http: &'a HttpClient,
+    pub runner: &'a Runner,
+    pub shutdown: Shutdown,
+}
+
+/// How a step ended, when it did not end well.
+enum Stop {
+    Failed(String),
+    Cancelled(String),
+}
+
+impl Engine<'_> {
+    fn context(&self) -> Context {
+        Context {
+            strategy: self.config.strategy,
+            deadline: Instant::now() + self.config.deploy_timeout,
+            shutdown: self.shutdown.clone(),
+        }
+    }
+
+    fn new_report(&self, command: &str) -> Report {
+        let mut report = Report::new(command, self.provider.name(), &self.config.app, &self.config.environment);
+        report.url = self.provider.app_url().or_else(|| {
+            let u = &self.config.health.url;
+            Some(format!("{}://{}", u.scheme(), u.host_str().unwrap_or("")) + &u.port().map(|p| format!(":{p}")).unwrap_or_default())
+        });
+        report
+    }
+
+    /// Runs one named phase: a log group, a timeline entry, and a deadline-free guard
+    /// against signals (deadlines are the provider's, through `Context`).
+    async fn phase<T>(
+        &self,
+        report: &mut Report,
+        run_start: Instant,
+        name: &str,
+        fut: impl Future<Output = Result<T, ProviderError>>,
+    ) -> Result<T, Stop> {
+        self.runner.group(name);
+        let start = Instant::now();
+        let outcome = self.shutdown.guard(IN_FLIGHT_GRACE, fut).await;
+        let (result, detail, out) = match outcome {
+            Some(Ok(v)) => (PhaseResult::Ok, None, Ok(v)),
+            Some(Err(ProviderError::Cancelled(_))) | None if self.shutdown.is_shutdown() => {
+                let why = format!("{name}: stopped by {}", self.shutdown.cause().unwrap_or("a signal"));
+                (PhaseResult::Cancelled, Some(why.clone()), Err(Stop::Cancelled(why)))
+            }
+            Some(Err(e)) => {
+                let why = self.runner.redactor().redact(&format!("{name}: {e}"));
+                self.runner.say(&format!("failed: {why}"));
+                (PhaseResult::Failed, Some(e.to_string()), Err(Stop::Failed(why)))
+            }
+            None => {
+                let why = format!("{name}: cancelled");
+                (PhaseResult::Cancelled, Some(why.clone()), Err(Stop::Cancelled(why)))
+            }
+        };
+        report.phases.push(Phase {
+            name: name.to_string(),
+            start: start - run_start,
+            duration: start.elapsed(),
+            result,
+            detail: detail.map(|d| self.runner.redactor().redact(&d)),
+        });
+        self.runner.end_group();
+        out
+    }
+
+    /// Runs the health gate as a phase and keeps its attempts for the report.
+    async fn gate(&self, report: &mut Report, run_start: Instant, label: &str, check_version: bool) -> Result<(), Stop> {
+        let name = format!("health gate: {label}");
+        self.runner.group(&name);
+        let start = Instant::now();
+        let gate = Gate { config: &self.config.health, check_version, label };
+        let result = gate.run(self.http, &self.shutdown).await;
+        let (phase_result, out) = match result.result {
+            GateResult::Passed => (PhaseResult::Ok, Ok(())),
+            GateResult::Failed => (
+                PhaseResult::Failed,
+                Err(Stop::Failed(format!("{name}: {}", result.reason.clone().unwrap_or_default()))),
+            ),
+            GateResult::Cancelled => (PhaseResult::Cancelled, Err(Stop::Cancelled(format!("{name}: stopped by a signal")))),
+        };
+        report.phases.push(Phase {
+            name,
+            start: start - run_start,
+            duration: start.elapsed(),
+            result: phase_result,
+            detail: result.reason.clone(),
+        });
+        report.gates.push(result);
+        self.runner.end_group();
+        out
+    }
+
+    /// `deploy`, `rollback` and `plan`.
+    pub async fn run(&self) -> Report {
+        let run_start = Instant::now();
+        let mut report = self.new_report(self.config.command.as_str());
+        let ctx = self.context();
+        let finish = |mut r: Report| {
+            r.duration = run_start.elapsed();
+            r
+        };
+
+        let live = match self.phase(&mut report, run_start, "record the live release", self.provider.snapshot(&ctx)).await {
+            Ok(s) => s,
+            Err(stop) => return finish(self.stopped_before_change(report, stop)),
+        };
+        report.previous = Some(live.release.clone());
+        report.live = Some(live.release.clone());
+        state::save(self.runner, Stage::Recorded, Some(&live), None);
+
+        let target = match self.choose_target(&mut report, run_start, &live, &ctx).await {
+            Ok(t) => t,
+            Err(stop) => return finish(self.stopped_before_change(report, stop)),
+        };
+        report.target = Some(target.release.clone());
+
+        let findings = match self.phase(&mut report, run_start, "preflight", self.provider.preflight(&target, &ctx)).await {
+            Ok(f) => f,
+            Err(stop) => return finish(self.stopped_before_change(report, stop)),
+        };
+        for f in &findings {
+            report.findings.push(format!("{:?}: {}", f.severity, f.message).to_lowercase_first());
+            if f.severity == Severity::Warning {
+                self.runner.warning("preflight", &f.message);
+            }
+        }
+        if let Some(blocker) = findings.iter().find(|f| f.severity == Severity::Blocker) {
+            return finish(self.stopped_before_change(report, Stop::Failed(format!("preflight: {}", blocker.message))));
+        }
+
+        if self.config.changes_nothing() {
+            report.plan = self.plan_steps(&live, &target, &ctx);
+            report.outcome = Outcome::Planned;
+            state::save(self.runner, Stage::Finished, None, None);
+            return finish(report);
+        }
+        if let Some(cause) = self.shutdown.cause() {
+            return finish(self.stopped_before_change(report, Stop::Cancelled(format!("stopped by {cause} before any change"))));
+        }
+
+        // From here on the provider may be changed: the post step must know.
+        state::save(self.runner, Stage::Changing, None, Some(&target.release));
+        report.changed = true;
+        let rolled = self
+            .phase(&mut report, run_start, &format!("roll out {}", target.release), self.provider.roll_out(&live, &target, &ctx))
+            .await;
+        let ready = match rolled {
+            Ok(()) => {
+                report.live = Some(target.release.clone());
+                self.phase(&mut report, run_start, "wait until the provider reports it up", self.provider.wait_ready(&target.release, &ctx))
+                    .await
+            }
+            Err(stop) => {
+                // Part of the roll-out may have happened: nobody can say what is live.
+                report.live = None;
+                Err(stop)
+            }
+        };
+        let verified = match ready {
+            Ok(()) => self.gate(&mut report, run_start, "new release", true).await,
+            Err(stop) => Err(stop),
+        };
+        match verified {
+            Ok(()) => {
+                report.outcome = Outcome::Deployed;
+                state::save(self.runner, Stage::Finished, None, None);
+                finish(report)
+            }
+            Err(Stop::Cancelled(why)) => {
+                report.outcome = Outcome::Cancelled;
+                report.reason = Some(why);
+                finish(report)
+            }
+            Err(Stop::Failed(why)) => finish(self.roll_back(report, run_start, &live, why).await),
+        }
+    }
+
+    /// The target of a deploy is the image; that of a rollback is the given release,
+    /// or the last one before the live one.
+    async fn choose_target(&self, report: &mut Report, run_start: Instant, live: &Snapshot, ctx: &Context) -> Result<Target, Stop> {
+        if let Some(image) = &self.config.image {
+            return Ok(Target { release: image.clone() });
+        }
+        if self.config.command != Command::Rollback {
+            return Err(Stop::Failed("bug: no image to deploy".into()));
+        }
+        let history = self.phase(report, run_start, "find the previous release", self.provider.history(ctx)).await?;
+        history
+            .iter()
+            .rev()
+            .find(|r| r.release != live.release)
+            .map(|r| Target { release: r.release.clone() })
+            .ok_or_else(|| {
+                Stop::Failed(format!(
+                    "no earlier release to roll back to: {} remembers only {}; give one with the image input",
+                    self.provider.name(),
+                    live.release
+                ))
+            })
+    }
+
+    fn plan_steps(&self, live: &Snapshot, target: &Target, ctx: &Context) -> Vec<String> {
+        let h = &self.config.health;
+        let mut steps = vec![format!("record the live release ({})", live.release)];
+        steps.extend(self.provider.plan(live, target, ctx));
+        let mut gate = format!(
+            "health gate: GET {} until {} consecutive answers with status {}",
+            h.url, h.successes, h.expect_status
+        );
+        if let Some(s) = &h.check_string {
+            gate.push_str(&format!(" containing '{s}'"));
+        }
+        if let Some((u, v)) = &h.version {
+            gate.push_str(&format!(", and {u} naming version {v}"));
+        }
+        gate.push_str(&format!(
+            ", every {}, within {} (grace {}, soak {})",
+            human(h.interval),
+            human(h.deadline),
+            human(h.grace),
+            human(h.soak)
+        ));
+        steps.push(gate);
+        steps.push(if self.config.rollback {
+            format!("on any failure: put {} back and check its health", live.release)
+        } else {
+            "on failure: no rollback (rollback: false); the new release stays live".into()
+        });
+        steps
+    }
+
+    fn stopped_before_change(&self, mut report: Report, stop: Stop) -> Report {
+        let (outcome, why) = match stop {
+            Stop::Failed(why) => (Outcome::Failed, why),
+            Stop::Cancelled(why) => (Outcome::Cancelled, why),
+        };
+        report.outcome = outcome;
+        report.reason = Some(why);
+        state::save(self.runner, Stage::Finished, None, None);
+        report
+    }
+
+    /// Puts `live` back after a failure, and proves it healthy.
+    async fn roll_back(&self, mut report: Report, run_start: Instant, live: &Snapshot, why: String) -> Report {
+        report.reason = Some(why.clone());
+        if !self.config.rollback {
+            report.outcome = Outcome::Failed;
+            report.warnings.push("rollback is off (rollback: false), so the failed release was left in place".into());
+            state::save(self.runner, Stage::Finished, None, None);
+            return report;
+        }
+        self.restore(report, run_start, live, why).await
+    }
+
+    /// The rollback itself, shared by main and post.
+    async fn restore(&self, mut report: Report, run_start: Instant, live: &Snapshot, why: String) -> Report {
+        state::save(self.runner, Stage::RollingBack, None, None);
+        let ctx = self.context();
+        let mut info = RollbackInfo { to: live.release.clone(), reason: why, succeeded: false, detail: None };
+        let restored = self.phase(&mut report, run_start, &format!("roll back to {}", live.release), self.provider.roll_back(live, &ctx)).await;
+        let ready = match restored {
+            Ok(()) => {
+                report.live = Some(live.release.clone());
+                self.phase(&mut report, run_start, "wait until the provider reports it up", self.provider.wait_ready(&live.release, &ctx))
+                    .await
+            }
+            Err(stop) => {
+                report.live = None;
+                Err(stop)
+            }
+        };
+        let verified = match ready {
+            Ok(()) => self.gate(&mut report, run_start, "rolled-back release", false).await,
+            Err(stop) => Err(stop),
+        };
+        match verified {
+            Ok(()) => {
+                info.succeeded = true;
+                report.outcome = Outcome::RolledBack;
+                state::save(self.runner, Stage::Finished, None, None);
+            }
+            Err(Stop::Cancelled(detail)) => {
+                info.detail = Some(detail);
+                report.outcome = Outcome::Cancelled;
+            }
+            Err(Stop::Failed(detail)) => {
+                info.detail = Some(detail);
+                report.outcome = Outcome::RollbackFailed;
+                state::save(self.runner, Stage::Finished, None, None);
+            }
+        }
+        report.rollback = Some(info);
+        report
+    }
+
+    /// The post step: finishes a rollback that a cancelled main step left open.
+    /// Returns `None` when there is nothing to do.
+    pub async fn post(&self, saved: &Saved) -> Option<Report> {
+        let (stage, snapshot) = match (saved.stage, &saved.snapshot) {
+            (Some(stage), Some(snapshot)) if stage.needs_rollback() => (stage, snapshot),
+            _ => return None,
+        };
+        let run_start = Instant::now();
+        let mut report = self.new_report("post");
+        report.previous = Some(snapshot.release.clone());
+        report.target = saved.target.clone();
+        report.changed = true;
+        let why = match stage {
+            Stage::RollingBack => "the main step stopped while rolling back".to_string(),
+            _ => "the main step stopped mid-deploy (cancelled or killed)".to_string(),
+        };
+        // Running twice must do no harm: if the recorded release is back, only prove it.
+        let ctx = self.context();
+        let now = self.phase(&mut report, run_start, "read the live release", self.provider.snapshot(&ctx)).await;
+        if let Ok(now) = &now {
+            if now == snapshot {
+                report.live = Some(now.release.clone());
+                report.reason = Some(why.clone());
+                let mut info = RollbackInfo { to: snapshot.release.clone(), reason: why, succeeded: false, detail: None };
+                match self.gate(&mut report, run_start, "rolled-back release", false).await {
+                    Ok(()) => {
+                        info.succeeded = true;
+                        info.detail = Some("the recorded release was already back".into());
+                        report.outcome = Outcome::RolledBack;
+                    }
+                    Err(Stop::Failed(d) | Stop::Cancelled(d)) => {
+                        info.detail = Some(d);
+                        report.outcome = Outcome::RollbackFailed;
+                    }
+                }
+                report.rollback = Some(info);
+                report.duration = run_start.elapsed();
+                return Some(report);
+            }
+        }
+        let mut report = self.restore(report, run_start, snapshot, why).await;
+        report.duration = run_start.elapsed();
+        Some(report)
+    }
+}
+
+trait LowercaseFirst {
+    fn to_lowercase_first(self) -> String;
+}
+
+impl LowercaseFirst for String {
+    fn to_lowercase_first(self) -> String {
+        let mut chars = self.chars();
+        match chars.next() {
+            Some(c) => c.to_lowercase().chain(chars).collect(),
+            None => self,
+        }
+    }
+}

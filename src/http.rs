@@ -1,0 +1,443 @@
+//! One HTTP layer for every request safe-deploy sends.
+//!
+//! A timeout on every request; retries with exponential backoff and full jitter on
+//! connection errors, 408, 429 and 5xx (but 408, 5xx and broken transfers only when the
+//! request is idempotent, since the server may have acted on it); `Retry-After`
+//! honoured; a `User-Agent` with our version; errors that never carry a secret.
+//! Providers decide what a status means; this layer only decides whether to ask again.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::Method;
+
+use crate::config::human;
+use crate::secret::Redactor;
+use crate::shutdown::Shutdown;
+
+pub const USER_AGENT: &str = concat!("safe-deploy/", env!("CARGO_PKG_VERSION"));
+
+/// When and how often to ask again. Plain data, so tests can shrink it.
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    pub max_retries: u32,
+    /// The first backoff; each retry doubles it, up to `max_backoff`.
+    pub base: Duration,
+    pub max_backoff: Duration,
+    /// No retry starts once this much time has gone by since the first attempt.
+    pub budget: Duration,
+    /// The longest `Retry-After` we accept before giving up instead of waiting.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_retries: 5,
+            base: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(10),
+            budget: Duration::from_secs(60),
+            max_retry_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One request to send.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: Method,
+    pub url: url::Url,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Option<serde_json::Value>,
+    /// Safe to send twice: GET, PUT, DELETE, or a POST the provider treats as such.
+    pub idempotent: bool,
+    pub timeout: Option<Duration>,
+}
+
+impl Call {
+    pub fn new(method: Method, url: url::Url) -> Self {
+        let idempotent = matches!(method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS);
+        Call { method, url, headers: Vec::new(), body: None, idempotent, timeout: None }
+    }
+
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    pub fn json(mut self, body: serde_json::Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    pub fn idempotent(mut self, yes: bool) -> Self {
+        self.idempotent = yes;
+        self
+    }
+
+    /// `METHOD scheme://host/path`, with no query string (it may carry a secret).
+    fn describe(&self) -> String {
+        let mut u = self.url.clone();
+        u.set_query(None);
+        u.set_fragment(None);
+        let _ = u.set_password(None);
+        let _ = u.set_username("");
+        format!("{} {}", self.method, u)
+    }
+}
+
+/// A response, whatever its status: callers decide what a status means.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+    pub retries: u32,
+}
+
+impl Reply {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.body)
+    }
+}
+
+/// Why a request got no response at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransportFailure {
+    Timeout,
+    ConnectionRefused,
+    ConnectionReset,
+    Tls,
+    Dns,
+    Other,
+}
+
+impl TransportFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportFailure::Timeout => "timeout",
+            TransportFailure::ConnectionRefused => "connection refused",
+            TransportFailure::ConnectionReset => "connection reset",
+            TransportFailure::Tls => "TLS error",
+            TransportFailure::Dns => "name not resolved",
+            TransportFailure::Other => "transport error",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("{call}: {} ({detail}){}", kind.as_str(), retried(*retries, *elapsed))]
+    Transport { call: String, kind: TransportFailure, detail: String, retries: u32, elapsed: Duration },
+    #[error("{call}: stopped by {cause} before an answer came")]
+    Cancelled { call: String, cause: &'static str },
+    #[error("bug: could not build request {call}: {detail}")]
+    Build { call: String, detail: String },
+}
+
+fn retried(retries: u32, elapsed: Duration) -> String {
+    if retries == 0 {
+        String::new()
+    } else {
+        format!(", after {retries} retries in {}", human(elapsed))
+    }
+}
+
+/// The one client. Cheap to clone.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    retry: RetryConfig,
+    redactor: Redactor,
+    rng_seed: Option<u64>,
+}
+
+impl HttpClient {
+    pub fn new(redactor: Redactor, retry: RetryConfig, default_timeout: Duration) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .timeout(default_timeout)
+            .connect_timeout(default_timeout.min(Duration::from_secs(10)))
+            // Redirects could carry an Authorization header to another host.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(HttpClient { client, retry, redactor, rng_seed: None })
+    }
+
+    /// Makes the backoff jitter repeatable, for tests.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.rng_seed = Some(seed);
+        self
+    }
+
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    /// Sends `call`, retrying as the module doc says. Returns the last response
+    /// whatever its status; errors only when no response came.
+    pub async fn send(&self, call: &Call, shutdown: &Shutdown) -> Result<Reply, HttpError> {
+        let started = Instant::now();
+        let describe = self.redactor.redact(&call.describe());
+        let mut rng = match self.rng_seed {
+            Some(seed) => fastrand::Rng::with_seed(seed),
+            None => fastrand::Rng::new(),
+        };
+        let mut retries = 0;
+        loop {
+            if let Some(cause) = shutdown.cause() {
+                return Err(HttpError::Cancelled { call: describe, cause });
+            }
+            let outcome = self.attempt(call).await;
+            let wait = match &outcome {
+                Ok(reply) => match self.should_retry_status(call, reply.status) {
+                    false => None,
+                    true => Some((format!("{}", reply.status), retry_after(&reply.headers))),
+                },
+                Err(e) => {
+                    let kind = classify(e);
+                    // A refused connection means the request never left: always safe.
+                    let never_sent = e.is_connect() && kind != TransportFailure::Timeout;
+                    (never_sent || call.idempotent).then(|| (kind.as_str().to_string(), None))
+                }
+            };
+            let elapsed = started.elapsed();
+            let give_up = |retries: u32| retries >= self.retry.max_retries || elapsed >= self.retry.budget;
+            match (outcome, wait) {
+                (Ok(mut reply), None) => {
+                    reply.retries = retries;
+                    return Ok(reply);
+                }
+                (Err(e), None) => return Err(self.transport_error(describe, &e, retries, elapsed)),
+                (outcome, Some((why, after))) => {
+                    let backoff = self.backoff(retries, &mut rng);
+                    let delay = after.unwrap_or(backoff);
+                    let too_long = after.is_some_and(|a| a > self.retry.max_retry_after)
+                        || elapsed + delay > self.retry.budget;
+                    if give_up(retries) || too_long {
+                        return match outcome {
+                            Ok(mut reply) => {
+                                reply.retries = retries;
+                                Ok(reply)
+                            }
+                            Err(e) => Err(self.transport_error(describe, &e, retries, elapsed)),
+                        };
+                    }
+                    retries += 1;
+                    tracing::info!(
+                        "retry {retries} of {} after {why} from {describe}, waiting {}",
+                        self.retry.max_retries,
+                        human(delay)
+                    );
+                    if !shutdown.sleep(delay).await {
+                        return Err(HttpError::Cancelled { call: describe, cause: shutdown.cause().unwrap_or("shutdown") });
+                    }
+                }
+            }
+        }
+    }
+
+    fn should_retry_status(&self, call: &Call, status: u16) -> bool {
+        match status {
+            // The server turned the request away unread: safe whatever the method.
+            429 => true,
+            408 | 500..=599 => call.idempotent,
+            _ => false,
+        }
+    }
+
+    /// Full jitter: a random wait up to the doubled backoff, so clients spread out.
+    fn backoff(&self, retries: u32, rng: &mut fastrand::Rng) -> Duration {
+        let ceiling = self
+            .retry
+            .base
+            .saturating_mul(2u32.saturating_pow(retries))
+            .min(self.retry.max_backoff);
+        let ms = ceiling.as_millis() as u64;
+        Duration::from_millis(rng.u64(ms / 2..=ms.max(1)))
+    }
+
+    async fn attempt(&self, call: &Call) -> Result<Reply, reqwest::Error> {
+        let mut req = self.client.request(call.method.clone(), call.url.clone());
+        for (name, value) in &call.headers {
+            req = req.header(name, value);
+        }
+        if let Some(body) = &call.body {
+            req = req.json(body);
+        }
+        if let Some(t) = call.timeout {
+            req = req.timeout(t);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await?.to_vec();
+        Ok(Reply { status, headers, body, retries: 0 })
+    }
+
+    fn transport_error(&self, call: String, e: &reqwest::Error, retries: u32, elapsed: Duration) -> HttpError {
+        HttpError::Transport {
+            call,
+            kind: classify(e),
+            detail: self.redactor.redact(&error_chain(e)),
+            retries,
+            elapsed,
+        }
+    }
+
+    /// One GET with no retry, for the health gate: each probe is its own evidence.
+    pub async fn probe(
+        &self,
+        url: &url::Url,
+        headers: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<(u16, Vec<u8>), (TransportFailure, String)> {
+        let mut req = self.client.get(url.clone()).timeout(timeout);
+        for (name, value) in headers {
+            req = req.header(name.as_str(), value.as_str());
+        }
+        let result = async {
+            let resp = req.send().await?;
+            let status = resp.status().as_u16();
+            let body = resp.bytes().await?;
+            Ok::<_, reqwest::Error>((status, body.to_vec()))
+        }
+        .await;
+        result.map_err(|e| (classify(&e), self.redactor.redact(&error_chain(&e))))
+    }
+}
+
+/// Sorts a reqwest error into what a person can act on.
+pub fn classify(e: &reqwest::Error) -> TransportFailure {
+    if e.is_timeout() {
+        return TransportFailure::Timeout;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => return TransportFailure::ConnectionRefused,
+                std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::UnexpectedEof => return TransportFailure::ConnectionReset,
+                std::io::ErrorKind::TimedOut => return TransportFailure::Timeout,
+                _ => {}
+            }
+        }
+        source = err.source();
+    }
+    let chain = error_chain(e).to_ascii_lowercase();
+    if chain.contains("certificate") || chain.contains("tls") || chain.contains("handshake") {
+        TransportFailure::Tls
+    } else if chain.contains("dns") || chain.contains("resolve") {
+        TransportFailure::Dns
+    } else if chain.contains("connection closed") || chain.contains("reset") || chain.contains("incomplete message") {
+        TransportFailure::ConnectionReset
+    } else {
+        TransportFailure::Other
+    }
+}
+
+/// The error and its causes on one line, without the URL (it may carry a secret).
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut parts = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        let text = err.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        source = err.source();
+    }
+    if parts.is_empty() {
+        parts.push(e.without_url_string());
+    }
+    parts.join(": ")
+}
+
+trait WithoutUrl {
+    fn without_url_string(&self) -> String;
+}
+
+impl WithoutUrl for reqwest::Error {
+    fn without_url_string(&self) -> String {
+        let mut copy = String::new();
+        if self.is_timeout() {
+            copy.push_str("timed out");
+        } else if self.is_connect() {
+            copy.push_str("could not connect");
+        } else if self.is_body() || self.is_decode() {
+            copy.push_str("could not read the response body");
+        } else {
+            copy.push_str("request failed");
+        }
+        copy
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("3"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        let later = SystemTime::now() + Duration::from_secs(30);
+        h.insert(RETRY_AFTER, HeaderValue::from_str(&httpdate::fmt_http_date(later)).unwrap());
+        let d = retry_after(&h).unwrap();
+        assert!(d > Duration::from_secs(25) && d <= Duration::from_secs(30), "{d:?}");
+        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn a_call_is_described_without_query_or_credentials() {
+        let call = Call::new(Method::GET, url::Url::parse("https://user:pw@api.example.com/v1/x?token=s3cret").unwrap());
+        assert_eq!(call.describe(), "GET https://api.example.com/v1/x");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_ceiling_with_jitter() {
+        let c = HttpClient::new(Redactor::default(), RetryConfig::default(), Duration::from_secs(1)).unwrap();
+        let mut rng = fastrand::Rng::with_seed(7);
+        for (retries, ceiling) in [(0, 250), (1, 500), (2, 1000), (10, 10_000)] {
+            let d = c.backoff(retries, &mut rng).as_millis() as u64;
+            assert!(d >= ceiling / 2 && d <= ceiling, "retry {retries}: {d}ms not in {}..={ceiling}", ceiling / 2);
+        }
+    }
+
+    #[test]
+    fn only_idempotent_calls_are_retried_on_5xx_but_429_always_is() {
+        let c = HttpClient::new(Redactor::default(), RetryConfig::default(), Duration::from_secs(1)).unwrap();
+        let u = url::Url::parse("https://x/").unwrap();
+        let post = Call::new(Method::POST, u.clone());
+        let get = Call::new(Method::GET, u);
+        assert!(c.should_retry_status(&get, 503));
+        assert!(!c.should_retry_status(&post, 503));
+        assert!(c.should_retry_status(&post, 429));
+        assert!(c.should_retry_status(&post.clone().idempotent(true), 408));
+        assert!(!c.should_retry_status(&get, 404));
+    }
+}

@@ -1,0 +1,160 @@
+//! The action's inputs, defined once.
+//!
+//! `action.yml`, the CLI flags and the README table all come from [`INPUTS`]; a test
+//! reads `action.yml` and fails when the two disagree. This module only gathers raw
+//! strings: what they mean is `config`'s business.
+
+use std::collections::BTreeMap;
+
+/// One input of the action, as `action.yml` declares it.
+#[derive(Debug, Clone, Copy)]
+pub struct InputSpec {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// The default `action.yml` declares; `""` means none.
+    pub default: &'static str,
+    /// Declared `required: true` (the runner does not enforce it; `config` does).
+    pub required: bool,
+    /// Masked before anything is printed, and never written to outputs or summaries.
+    pub secret: bool,
+}
+
+const fn input(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
+    InputSpec { name, description, default, required: false, secret: false }
+}
+
+const fn secret(name: &'static str, description: &'static str) -> InputSpec {
+    InputSpec { name, description, default: "", required: false, secret: true }
+}
+
+const fn required(name: &'static str, description: &'static str) -> InputSpec {
+    InputSpec { name, description, default: "", required: true, secret: false }
+}
+
+pub const INPUTS: &[InputSpec] = &[
+    input("command", "deploy", "What to do: deploy (roll out image), rollback (put the previous release back) or plan (show what a deploy would do, change nothing)."),
+    required("provider", "Where the app runs: memory (the built-in provider double, for trying the action and for tests; its api-url is a file:// path to its state)."),
+    required("app", "The application's name at the provider."),
+    secret("token", "API token for the provider. Pass it from a secret; it is masked and never printed."),
+    input("image", "", "The release to deploy: a container image reference such as registry.example.com/app:1.2.3. Required by deploy and plan; with rollback, the release to go back to (empty: the previous one)."),
+    input("health-url", "", "URL that must answer healthy once the new version is rolled out, e.g. https://app.example.com/health. Required."),
+    input("expect-status", "200", "Status codes that count as healthy: codes and classes separated by commas, e.g. 200,204 or 2xx."),
+    input("check-string", "", "Text the health response body must contain."),
+    input("version-url", "", "URL whose body must name expect-version: proof that the new version, not the old one, answers. Defaults to health-url when expect-version is set."),
+    input("expect-version", "", "The version the new release reports, e.g. the commit SHA or tag it was built from."),
+    input("health-successes", "3", "Consecutive healthy answers needed to pass."),
+    input("health-interval", "5s", "Wait between two health checks (e.g. 2s, 500ms, 1m)."),
+    input("health-timeout", "10s", "Time limit of one health request."),
+    input("health-deadline", "5m", "Time limit of the whole health gate, grace and soak included."),
+    input("health-grace", "0s", "Wait before the first health check, for apps that warm up."),
+    input("health-soak", "0s", "Keep checking this long after passing; any failure then fails the deploy."),
+    input("health-headers", "", "Extra request headers for health checks, one 'Name: value' per line (e.g. a Host header)."),
+    input("rollback", "true", "Put the previous release back by itself when the deploy fails (true or false)."),
+    input("strategy", "rolling", "How instances are replaced: rolling, canary, bluegreen or immediate (as the provider supports)."),
+    input("deploy-timeout", "10m", "Time limit for the provider to roll out and report the new version up, before the health gate starts."),
+    input("dry-run", "false", "true: plan only; nothing is changed."),
+    secret("github-token", "Token for GitHub Deployments, e.g. ${{ github.token }}. Accepted and masked; the deployment ledger arrives in a later version and is reported as not recorded until then."),
+    input("environment", "production", "The environment name this deploy is for (used in the summary and, later, GitHub Deployments)."),
+    input("api-url", "", "Override the provider's API base URL (https, or http on loopback only)."),
+    input("summary", "true", "Write the job summary (true or false)."),
+];
+
+/// The spec of an input by name. Panics only on a name that is not in the table,
+/// which is a bug in this crate, never a user's input.
+pub fn spec(name: &str) -> &'static InputSpec {
+    INPUTS
+        .iter()
+        .find(|i| i.name == name)
+        .unwrap_or_else(|| panic!("bug: input {name} is not declared in INPUTS"))
+}
+
+/// The environment variable the runner sets for an input: upper case, hyphens kept.
+pub fn env_name(name: &str) -> String {
+    format!("INPUT_{}", name.replace(' ', "_").to_uppercase())
+}
+
+/// Raw input values, trimmed, with empty ones left out (the runner sets every declared
+/// input, so "empty" and "unset" cannot be told apart).
+#[derive(Debug, Clone, Default)]
+pub struct RawInputs {
+    values: BTreeMap<&'static str, String>,
+}
+
+impl RawInputs {
+    /// Reads every declared input from `INPUT_*` variables through `lookup`.
+    pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let mut raw = RawInputs::default();
+        for spec in INPUTS {
+            if let Some(value) = lookup(&env_name(spec.name)) {
+                raw.set(spec.name, value);
+            }
+        }
+        raw
+    }
+
+    /// Sets one value; an empty or blank value unsets it.
+    pub fn set(&mut self, name: &str, value: impl Into<String>) {
+        let spec = spec(name);
+        let value = value.into();
+        let trimmed = value.trim();
+        if trimmed.is_empty() {
+            self.values.remove(spec.name);
+        } else {
+            self.values.insert(spec.name, trimmed.to_string());
+        }
+    }
+
+    /// The value given, or the declared default, or `None`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        let spec = spec(name);
+        self.values
+            .get(spec.name)
+            .map(String::as_str)
+            .or((!spec.default.is_empty()).then_some(spec.default))
+    }
+
+    /// Whether the caller gave a value (defaults do not count).
+    pub fn given(&self, name: &str) -> bool {
+        self.values.contains_key(spec(name).name)
+    }
+
+    /// Every secret value given, for masking before anything is printed.
+    pub fn secrets(&self) -> impl Iterator<Item = &str> {
+        INPUTS
+            .iter()
+            .filter(|s| s.secret)
+            .filter_map(|s| self.values.get(s.name).map(String::as_str))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names_keep_their_hyphens() {
+        assert_eq!(env_name("health-url"), "INPUT_HEALTH-URL");
+        assert_eq!(env_name("dry-run"), "INPUT_DRY-RUN");
+    }
+
+    #[test]
+    fn an_empty_value_means_unset_and_the_default_applies() {
+        let raw = RawInputs::from_env(|k| match k {
+            "INPUT_EXPECT-STATUS" => Some("  ".into()),
+            "INPUT_APP" => Some(" web \n".into()),
+            _ => None,
+        });
+        assert_eq!(raw.get("expect-status"), Some("200"));
+        assert!(!raw.given("expect-status"));
+        assert_eq!(raw.get("app"), Some("web"));
+        assert_eq!(raw.get("check-string"), None);
+    }
+
+    #[test]
+    fn secrets_lists_only_secret_inputs() {
+        let mut raw = RawInputs::default();
+        raw.set("token", "tok-123");
+        raw.set("app", "web");
+        assert_eq!(raw.secrets().collect::<Vec<_>>(), vec!["tok-123"]);
+    }
+}

@@ -1,0 +1,31 @@
+//! safe-deploy: deploy an app, prove the new version healthy, and put the previous
+//! version back by itself when it is not; then say exactly what is live.
+//!
+//! Layout:
+//! - `inputs`: the action's inputs, defined once (action.yml, flags, README).
+//! - `config`: raw inputs become one validated `Config`, or every problem at once.
+//! - `engine`: the order of a deploy, its deadlines, health gate and rollback.
+//! - `health`: the health gate, with every attempt recorded and classified.
+//! - `providers`: the `Provider` trait, and one module per provider.
+//! - `http`: the one HTTP client: timeouts, retries, `Retry-After`, redaction.
+//! - `report`: one record of the run; `summary` renders it as Markdown.
+//! - `runner`: workflow commands and file commands of the GitHub runner.
+//! - `state`: what main leaves for the post step.
+//! - `shutdown`: signals and the cancellation handle.
+//! - `secret`: the `Secret` newtype and the redactor.
+//! - `cli`: the binary's roles; `demo`: the sandbox demo.
+
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod engine;
+pub mod health;
+pub mod http;
+pub mod inputs;
+pub mod providers;
+pub mod report;
+pub mod runner;
+pub mod secret;
+pub mod shutdown;
+pub mod state;
+pub mod summary;

@@ -1,0 +1,217 @@
+//! One report of the run. The job summary, the step outputs and the exit code are all
+//! renderings of it, so they cannot disagree about what happened or what is live.
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::health::GateReport;
+
+/// How the run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The new release is live and proved healthy.
+    Deployed,
+    /// The new release failed; the previous one was put back and proved healthy.
+    RolledBack,
+    /// The run failed. Either nothing was changed, or rollback was off.
+    Failed,
+    /// The run failed and so did putting the previous release back: state unknown.
+    RollbackFailed,
+    /// Stopped by a signal; the post step finishes what is needed.
+    Cancelled,
+    /// A plan or dry run: nothing was changed.
+    Planned,
+}
+
+pub mod exit {
+    //! Exit codes, as the README lists them.
+    pub const DEPLOYED: i32 = 0;
+    pub const FAILED: i32 = 1;
+    pub const BAD_INPUT: i32 = 2;
+    pub const UNKNOWN_STATE: i32 = 3;
+    pub const CANCELLED: i32 = 130;
+}
+
+impl Outcome {
+    /// The `status` output.
+    pub fn status(self) -> &'static str {
+        match self {
+            Outcome::Deployed => "deployed",
+            Outcome::RolledBack => "rolled-back",
+            Outcome::Failed => "failed",
+            Outcome::RollbackFailed => "rollback-failed",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Planned => "planned",
+        }
+    }
+
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Outcome::Deployed | Outcome::Planned => exit::DEPLOYED,
+            Outcome::RolledBack | Outcome::Failed => exit::FAILED,
+            Outcome::RollbackFailed => exit::UNKNOWN_STATE,
+            Outcome::Cancelled => exit::CANCELLED,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PhaseResult {
+    Ok,
+    Failed,
+    Cancelled,
+}
+
+/// One named step of the run, with when it started and how long it took.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Phase {
+    pub name: String,
+    /// Since the run started.
+    pub start: Duration,
+    pub duration: Duration,
+    pub result: PhaseResult,
+    pub detail: Option<String>,
+}
+
+/// What happened when the previous release was put back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RollbackInfo {
+    pub to: String,
+    pub reason: String,
+    pub succeeded: bool,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub command: String,
+    pub provider: String,
+    pub app: String,
+    pub environment: String,
+    /// The release this run set out to make live.
+    pub target: Option<String>,
+    /// The release that was live when the run started.
+    pub previous: Option<String>,
+    /// The release live now; `None` when it cannot be known.
+    pub live: Option<String>,
+    pub outcome: Outcome,
+    /// Why the run did not deploy, in one sentence.
+    pub reason: Option<String>,
+    pub url: Option<String>,
+    pub started_at: SystemTime,
+    pub duration: Duration,
+    pub phases: Vec<Phase>,
+    pub gates: Vec<GateReport>,
+    /// Preflight findings and what the plan would do.
+    pub findings: Vec<String>,
+    pub plan: Vec<String>,
+    pub warnings: Vec<String>,
+    pub rollback: Option<RollbackInfo>,
+    /// Whether anything was changed at the provider.
+    pub changed: bool,
+    /// Inputs that were wrong: the run stopped before sending any request.
+    pub input_errors: Vec<String>,
+}
+
+impl Report {
+    pub fn new(command: &str, provider: &str, app: &str, environment: &str) -> Self {
+        Report {
+            command: command.into(),
+            provider: provider.into(),
+            app: app.into(),
+            environment: environment.into(),
+            target: None,
+            previous: None,
+            live: None,
+            outcome: Outcome::Failed,
+            reason: None,
+            url: None,
+            started_at: SystemTime::now(),
+            duration: Duration::ZERO,
+            phases: Vec::new(),
+            gates: Vec::new(),
+            findings: Vec::new(),
+            plan: Vec::new(),
+            warnings: Vec::new(),
+            rollback: None,
+            changed: false,
+            input_errors: Vec::new(),
+        }
+    }
+
+    /// The process exit code: bad input has its own, whatever the outcome says.
+    pub fn exit_code(&self) -> i32 {
+        if self.input_errors.is_empty() {
+            self.outcome.exit_code()
+        } else {
+            exit::BAD_INPUT
+        }
+    }
+
+    pub fn rolled_back(&self) -> bool {
+        self.rollback.as_ref().is_some_and(|r| r.succeeded)
+    }
+
+    /// The one sentence that opens the summary: the outcome, and what is live now.
+    pub fn headline(&self) -> String {
+        let live = match &self.live {
+            Some(r) => format!("`{r}` is live"),
+            None => "what is live is UNKNOWN".into(),
+        };
+        let target = self.target.as_deref().unwrap_or("the new release");
+        if !self.input_errors.is_empty() {
+            return format!("❌ {} input problem(s): nothing was changed and no request was sent.", self.input_errors.len());
+        }
+        match self.outcome {
+            Outcome::Deployed => format!("✅ Deployed `{target}` to {} — {live} and healthy.", self.app),
+            Outcome::RolledBack => format!("❌ Deploy of `{target}` to {} FAILED and was rolled back — {live}.", self.app),
+            Outcome::Failed if self.changed => format!("❌ Deploy of `{target}` to {} FAILED and was not rolled back — {live}.", self.app),
+            Outcome::Failed => format!("❌ Deploy of `{target}` to {} FAILED before any change — {live}.", self.app),
+            Outcome::RollbackFailed => format!(
+                "🚨 ROLLBACK FAILED: deploy of `{target}` to {} failed and the previous release could not be restored — {live}. Act now.",
+                self.app
+            ),
+            Outcome::Cancelled if self.changed => format!(
+                "⏹️ Deploy of `{target}` to {} was CANCELLED mid-way — {live}; the post step restores the previous release.",
+                self.app
+            ),
+            Outcome::Cancelled => format!("⏹️ Deploy of `{target}` to {} was CANCELLED before any change — {live}.", self.app),
+            Outcome::Planned => format!("📝 Plan for `{target}` on {} — nothing was changed; {live}.", self.app),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_has_its_documented_status_and_exit_code() {
+        let table = [
+            (Outcome::Deployed, "deployed", 0),
+            (Outcome::Planned, "planned", 0),
+            (Outcome::RolledBack, "rolled-back", 1),
+            (Outcome::Failed, "failed", 1),
+            (Outcome::RollbackFailed, "rollback-failed", 3),
+            (Outcome::Cancelled, "cancelled", 130),
+        ];
+        for (outcome, status, code) in table {
+            assert_eq!((outcome.status(), outcome.exit_code()), (status, code));
+        }
+    }
+
+    #[test]
+    fn the_headline_says_loudly_when_the_state_is_unknown() {
+        let mut r = Report::new("deploy", "memory", "web", "production");
+        r.outcome = Outcome::RollbackFailed;
+        r.target = Some("web:2".into());
+        assert!(r.headline().contains("ROLLBACK FAILED"));
+        assert!(r.headline().contains("UNKNOWN"));
+        r.outcome = Outcome::RolledBack;
+        r.live = Some("web:1".into());
+        assert!(r.headline().contains("`web:1` is live"));
+    }
+}

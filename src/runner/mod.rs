@@ -1,0 +1,137 @@
+//! Talking to the GitHub Actions runner, or to a person at a terminal.
+//!
+//! On a runner: workflow commands on stdout (masks, groups, annotations), and the
+//! file commands (`GITHUB_OUTPUT`, `GITHUB_STATE`, `GITHUB_STEP_SUMMARY`). On a
+//! terminal: plain lines, and files only where flags ask for them. Every line passes
+//! the redactor first.
+
+pub mod commands;
+pub mod files;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::secret::Redactor;
+use commands::{escape_data, escape_property};
+
+/// Where the run's files go, read from the runner's variables or given by flags.
+#[derive(Debug, Clone, Default)]
+pub struct Paths {
+    pub output: Option<PathBuf>,
+    pub state: Option<PathBuf>,
+    pub summary: Option<PathBuf>,
+}
+
+#[derive(Clone)]
+pub struct Runner {
+    /// `GITHUB_ACTIONS=true`: speak workflow commands.
+    pub on_runner: bool,
+    pub paths: Paths,
+    redactor: Redactor,
+}
+
+impl Runner {
+    pub fn new(on_runner: bool, paths: Paths, redactor: Redactor) -> Self {
+        Runner { on_runner, paths, redactor }
+    }
+
+    /// Reads `GITHUB_ACTIONS`, `GITHUB_OUTPUT`, `GITHUB_STATE` and `GITHUB_STEP_SUMMARY`.
+    pub fn from_env(lookup: impl Fn(&str) -> Option<String>, redactor: Redactor) -> Self {
+        let path = |name: &str| lookup(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        Runner {
+            on_runner: lookup("GITHUB_ACTIONS").as_deref() == Some("true"),
+            paths: Paths { output: path("GITHUB_OUTPUT"), state: path("GITHUB_STATE"), summary: path("GITHUB_STEP_SUMMARY") },
+            redactor,
+        }
+    }
+
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    /// Registers a secret: masked by the runner from now on, and redacted by us.
+    pub fn mask(&self, secret: &str) {
+        if self.redactor.add(secret) && self.on_runner {
+            // The runner also masks each line of a multi-line secret.
+            for line in std::iter::once(secret.trim()).chain(secret.lines().map(str::trim).filter(|l| !l.is_empty())) {
+                raw_line(&format!("::add-mask::{}", escape_data(line)));
+            }
+        }
+    }
+
+    /// A progress line.
+    pub fn say(&self, text: &str) {
+        raw_line(&self.redactor.redact(text));
+    }
+
+    pub fn group(&self, title: &str) {
+        if self.on_runner {
+            raw_line(&format!("::group::{}", escape_data(&self.redactor.redact(title))));
+        } else {
+            raw_line(&format!("== {}", self.redactor.redact(title)));
+        }
+    }
+
+    pub fn end_group(&self) {
+        if self.on_runner {
+            raw_line("::endgroup::");
+        }
+    }
+
+    pub fn error(&self, title: &str, message: &str) {
+        self.annotate("error", title, message);
+    }
+
+    pub fn warning(&self, title: &str, message: &str) {
+        self.annotate("warning", title, message);
+    }
+
+    pub fn notice(&self, title: &str, message: &str) {
+        self.annotate("notice", title, message);
+    }
+
+    fn annotate(&self, kind: &str, title: &str, message: &str) {
+        let title = self.redactor.redact(title);
+        let message = self.redactor.redact(message);
+        if self.on_runner {
+            raw_line(&format!("::{kind} title={}::{}", escape_property(&title), escape_data(&message)));
+        } else {
+            let _ = writeln!(std::io::stderr().lock(), "{kind}: {title}: {message}");
+        }
+    }
+
+    /// Prints text that came from outside (response bodies, logs) so that no line of it
+    /// can be taken for a workflow command.
+    pub fn untrusted(&self, text: &str) {
+        let text = self.redactor.redact(text);
+        if self.on_runner {
+            let token = commands::stop_token();
+            raw_line(&format!("::stop-commands::{token}"));
+            raw_line(&text);
+            raw_line(&format!("::{token}::"));
+        } else {
+            raw_line(&text);
+        }
+    }
+
+    pub fn set_output(&self, name: &str, value: &str) -> std::io::Result<()> {
+        match &self.paths.output {
+            Some(path) => files::append(path, name, &self.redactor.redact(value)),
+            None => Ok(()),
+        }
+    }
+
+    pub fn save_state(&self, name: &str, value: &str) -> std::io::Result<()> {
+        match &self.paths.state {
+            Some(path) => files::append(path, name, &self.redactor.redact(value)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One line on stdout, flushed at once so it keeps its place among the others.
+fn raw_line(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
+}
