@@ -48,7 +48,9 @@ fn file_args() -> [Arg; 2] {
 }
 
 fn cli() -> clap::Command {
-    let run = |name: &'static str, about: &'static str| clap::Command::new(name).about(about).args(input_args()).args(file_args());
+    let run = |name: &'static str, about: &'static str| {
+        clap::Command::new(name).about(about).args(input_args()).args(file_args())
+    };
     clap::Command::new("safe-deploy")
         .version(env!("CARGO_PKG_VERSION"))
         .about("Deploy, prove the new version healthy, roll back by itself when it is not.\n\nWith no subcommand it runs as the GitHub Action's main step, reading INPUT_* variables.")
@@ -92,7 +94,9 @@ pub async fn main(args: Vec<OsString>, env: &Env) -> i32 {
     let runner = Runner::from_env(env, redactor.clone());
     let shutdown = Shutdown::new();
     match matches.subcommand() {
-        Some(("demo", sub)) => crate::demo::run(sub.get_one::<String>("summary-file").map(PathBuf::from), redactor).await,
+        Some(("demo", sub)) => {
+            crate::demo::run(sub.get_one::<String>("summary-file").map(PathBuf::from), redactor).await
+        }
         Some(("post", sub)) => {
             let raw = raw_inputs(env, Some(sub), None);
             post(raw, runner, sub, env).await
@@ -250,7 +254,13 @@ async fn post(raw: RawInputs, runner: Runner, m: &ArgMatches, env: &Env) -> i32 
         Ok(p) => p,
         Err(e) => return finish(&internal_failure(&config, &runner, e), &runner, config.summary),
     };
-    let engine = Engine { config: &config, provider: provider.as_ref(), http: &http, runner: &runner, shutdown: Shutdown::new() };
+    let engine = Engine {
+        config: &config,
+        provider: provider.as_ref(),
+        http: &http,
+        runner: &runner,
+        shutdown: Shutdown::new(),
+    };
     match engine.post(&saved).await {
         Some(report) => finish(&report, &runner, config.summary),
         None => 0,

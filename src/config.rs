@@ -110,12 +110,8 @@ impl StatusSet {
 
 impl fmt::Display for StatusSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self
-            .codes
-            .iter()
-            .map(u16::to_string)
-            .chain(self.classes.iter().map(|c| format!("{c}xx")))
-            .collect();
+        let parts: Vec<String> =
+            self.codes.iter().map(u16::to_string).chain(self.classes.iter().map(|c| format!("{c}xx"))).collect();
         f.write_str(&parts.join(","))
     }
 }
@@ -250,7 +246,11 @@ impl Config {
         let image = raw.get("image").map(str::to_string);
         if let Some(img) = &image {
             if img.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                p.add("image", "contains white space", "Give one image reference such as registry.example.com/app:1.2.3.");
+                p.add(
+                    "image",
+                    "contains white space",
+                    "Give one image reference such as registry.example.com/app:1.2.3.",
+                );
             }
         }
         let command_wants_image = matches!(command, Some(Command::Deploy) | Some(Command::Plan));
@@ -272,7 +272,11 @@ impl Config {
         let github_token = raw.get("github-token").map(Secret::new);
         let environment = raw.get("environment").unwrap_or("production").to_string();
         if environment.len() > 255 || environment.chars().any(char::is_control) {
-            p.add("environment", "is too long or has control characters", "Use a short name such as production or staging.");
+            p.add(
+                "environment",
+                "is too long or has control characters",
+                "Use a short name such as production or staging.",
+            );
         }
 
         let api_url = match raw.get("api-url") {
@@ -295,7 +299,11 @@ impl Config {
                     }
                 },
                 (_, Err(e)) => {
-                    p.add("api-url", format!("'{text}' is not a URL ({e})"), "Give a full URL such as https://api.example.com.");
+                    p.add(
+                        "api-url",
+                        format!("'{text}' is not a URL ({e})"),
+                        "Give a full URL such as https://api.example.com.",
+                    );
                     None
                 }
             },
@@ -360,13 +368,28 @@ fn health_config(raw: &RawInputs, p: &mut Problems) -> Option<HealthConfig> {
             );
             None
         }
-        Some(text) => p.parse(raw, "health-url", |_| parse_probe_url(text), "Give a full URL such as https://app.example.com/health."),
+        Some(text) => p.parse(
+            raw,
+            "health-url",
+            |_| parse_probe_url(text),
+            "Give a full URL such as https://app.example.com/health.",
+        ),
     };
-    let expect_status = p.parse(raw, "expect-status", StatusSet::parse, "Use codes and classes separated by commas, e.g. 200,204 or 2xx.");
+    let expect_status = p.parse(
+        raw,
+        "expect-status",
+        StatusSet::parse,
+        "Use codes and classes separated by commas, e.g. 200,204 or 2xx.",
+    );
     let check_string = raw.get("check-string").map(str::to_string);
-    let version_url = raw
-        .get("version-url")
-        .and_then(|text| p.parse(raw, "version-url", |_| parse_probe_url(text), "Give a full URL such as https://app.example.com/version."));
+    let version_url = raw.get("version-url").and_then(|text| {
+        p.parse(
+            raw,
+            "version-url",
+            |_| parse_probe_url(text),
+            "Give a full URL such as https://app.example.com/version.",
+        )
+    });
     let expect_version = raw.get("expect-version").map(str::to_string);
     if raw.given("version-url") && expect_version.is_none() {
         p.add(
@@ -389,7 +412,8 @@ fn health_config(raw: &RawInputs, p: &mut Problems) -> Option<HealthConfig> {
     let deadline = p.parse(raw, "health-deadline", parse_positive_duration, DURATION_FIX);
     let grace = p.parse(raw, "health-grace", parse_duration, DURATION_FIX);
     let soak = p.parse(raw, "health-soak", parse_duration, DURATION_FIX);
-    let headers = p.parse(raw, "health-headers", parse_headers, "Write one 'Name: value' per line.").unwrap_or_default();
+    let headers =
+        p.parse(raw, "health-headers", parse_headers, "Write one 'Name: value' per line.").unwrap_or_default();
 
     if let (Some(deadline), Some(grace), Some(soak)) = (deadline, grace, soak) {
         if grace + soak >= deadline {
@@ -464,9 +488,7 @@ pub fn parse_bool(text: &str) -> Result<bool, String> {
 }
 
 fn valid_app_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !name.is_empty() && name.len() <= 63 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// A duration such as `500ms`, `10s`, `5m`, `1h30m`, or a bare number of seconds.
@@ -667,7 +689,9 @@ mod tests {
         ]))
         .unwrap_err();
         let names: Vec<_> = errors.iter().map(|e| e.input).collect();
-        for expected in ["provider", "app", "image", "health-url", "health-interval", "health-timeout", "expect-status", "rollback"] {
+        for expected in
+            ["provider", "app", "image", "health-url", "health-interval", "health-timeout", "expect-status", "rollback"]
+        {
             assert!(names.contains(&expected), "{expected} missing from {names:?}");
         }
         assert!(errors.iter().all(|e| !e.fix.is_empty()));

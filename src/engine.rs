@@ -50,7 +50,10 @@ impl Engine<'_> {
         let mut report = Report::new(command, self.provider.name(), &self.config.app, &self.config.environment);
         report.url = self.provider.app_url().or_else(|| {
             let u = &self.config.health.url;
-            Some(format!("{}://{}", u.scheme(), u.host_str().unwrap_or("")) + &u.port().map(|p| format!(":{p}")).unwrap_or_default())
+            Some(
+                format!("{}://{}", u.scheme(), u.host_str().unwrap_or(""))
+                    + &u.port().map(|p| format!(":{p}")).unwrap_or_default(),
+            )
         });
         report
     }
@@ -95,7 +98,13 @@ impl Engine<'_> {
     }
 
     /// Runs the health gate as a phase and keeps its attempts for the report.
-    async fn gate(&self, report: &mut Report, run_start: Instant, label: &str, check_version: bool) -> Result<(), Stop> {
+    async fn gate(
+        &self,
+        report: &mut Report,
+        run_start: Instant,
+        label: &str,
+        check_version: bool,
+    ) -> Result<(), Stop> {
         let name = format!("health gate: {label}");
         self.runner.group(&name);
         let start = Instant::now();
@@ -107,7 +116,9 @@ impl Engine<'_> {
                 PhaseResult::Failed,
                 Err(Stop::Failed(format!("{name}: {}", result.reason.clone().unwrap_or_default()))),
             ),
-            GateResult::Cancelled => (PhaseResult::Cancelled, Err(Stop::Cancelled(format!("{name}: stopped by a signal")))),
+            GateResult::Cancelled => {
+                (PhaseResult::Cancelled, Err(Stop::Cancelled(format!("{name}: stopped by a signal"))))
+            }
         };
         report.phases.push(Phase {
             name,
@@ -131,10 +142,11 @@ impl Engine<'_> {
             r
         };
 
-        let live = match self.phase(&mut report, run_start, "record the live release", self.provider.snapshot(&ctx)).await {
-            Ok(s) => s,
-            Err(stop) => return finish(self.stopped_before_change(report, stop)),
-        };
+        let live =
+            match self.phase(&mut report, run_start, "record the live release", self.provider.snapshot(&ctx)).await {
+                Ok(s) => s,
+                Err(stop) => return finish(self.stopped_before_change(report, stop)),
+            };
         report.previous = Some(live.release.clone());
         report.live = Some(live.release.clone());
         state::save(self.runner, Stage::Recorded, Some(&live), None);
@@ -145,10 +157,11 @@ impl Engine<'_> {
         };
         report.target = Some(target.release.clone());
 
-        let findings = match self.phase(&mut report, run_start, "preflight", self.provider.preflight(&target, &ctx)).await {
-            Ok(f) => f,
-            Err(stop) => return finish(self.stopped_before_change(report, stop)),
-        };
+        let findings =
+            match self.phase(&mut report, run_start, "preflight", self.provider.preflight(&target, &ctx)).await {
+                Ok(f) => f,
+                Err(stop) => return finish(self.stopped_before_change(report, stop)),
+            };
         for f in &findings {
             report.findings.push(format!("{:?}: {}", f.severity, f.message).to_lowercase_first());
             if f.severity == Severity::Warning {
@@ -166,20 +179,32 @@ impl Engine<'_> {
             return finish(report);
         }
         if let Some(cause) = self.shutdown.cause() {
-            return finish(self.stopped_before_change(report, Stop::Cancelled(format!("stopped by {cause} before any change"))));
+            return finish(
+                self.stopped_before_change(report, Stop::Cancelled(format!("stopped by {cause} before any change"))),
+            );
         }
 
         // From here on the provider may be changed: the post step must know.
         state::save(self.runner, Stage::Changing, None, Some(&target.release));
         report.changed = true;
         let rolled = self
-            .phase(&mut report, run_start, &format!("roll out {}", target.release), self.provider.roll_out(&live, &target, &ctx))
+            .phase(
+                &mut report,
+                run_start,
+                &format!("roll out {}", target.release),
+                self.provider.roll_out(&live, &target, &ctx),
+            )
             .await;
         let ready = match rolled {
             Ok(()) => {
                 report.live = Some(target.release.clone());
-                self.phase(&mut report, run_start, "wait until the provider reports it up", self.provider.wait_ready(&target.release, &ctx))
-                    .await
+                self.phase(
+                    &mut report,
+                    run_start,
+                    "wait until the provider reports it up",
+                    self.provider.wait_ready(&target.release, &ctx),
+                )
+                .await
             }
             Err(stop) => {
                 // Part of the roll-out may have happened: nobody can say what is live.
@@ -208,7 +233,13 @@ impl Engine<'_> {
 
     /// The target of a deploy is the image; that of a rollback is the given release,
     /// or the last one before the live one.
-    async fn choose_target(&self, report: &mut Report, run_start: Instant, live: &Snapshot, ctx: &Context) -> Result<Target, Stop> {
+    async fn choose_target(
+        &self,
+        report: &mut Report,
+        run_start: Instant,
+        live: &Snapshot,
+        ctx: &Context,
+    ) -> Result<Target, Stop> {
         if let Some(image) = &self.config.image {
             return Ok(Target { release: image.clone() });
         }
@@ -288,12 +319,24 @@ impl Engine<'_> {
         state::save(self.runner, Stage::RollingBack, None, None);
         let ctx = self.context();
         let mut info = RollbackInfo { to: live.release.clone(), reason: why, succeeded: false, detail: None };
-        let restored = self.phase(&mut report, run_start, &format!("roll back to {}", live.release), self.provider.roll_back(live, &ctx)).await;
+        let restored = self
+            .phase(
+                &mut report,
+                run_start,
+                &format!("roll back to {}", live.release),
+                self.provider.roll_back(live, &ctx),
+            )
+            .await;
         let ready = match restored {
             Ok(()) => {
                 report.live = Some(live.release.clone());
-                self.phase(&mut report, run_start, "wait until the provider reports it up", self.provider.wait_ready(&live.release, &ctx))
-                    .await
+                self.phase(
+                    &mut report,
+                    run_start,
+                    "wait until the provider reports it up",
+                    self.provider.wait_ready(&live.release, &ctx),
+                )
+                .await
             }
             Err(stop) => {
                 report.live = None;
@@ -347,7 +390,8 @@ impl Engine<'_> {
             if now == snapshot {
                 report.live = Some(now.release.clone());
                 report.reason = Some(why.clone());
-                let mut info = RollbackInfo { to: snapshot.release.clone(), reason: why, succeeded: false, detail: None };
+                let mut info =
+                    RollbackInfo { to: snapshot.release.clone(), reason: why, succeeded: false, detail: None };
                 match self.gate(&mut report, run_start, "rolled-back release", false).await {
                     Ok(()) => {
                         info.succeeded = true;

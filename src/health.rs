@@ -151,7 +151,8 @@ impl Gate<'_> {
                 };
                 return finish(report, GateResult::Failed, Some(why));
             }
-            let timeout = c.timeout.min(deadline.saturating_duration_since(attempt_start)).max(Duration::from_millis(50));
+            let timeout =
+                c.timeout.min(deadline.saturating_duration_since(attempt_start)).max(Duration::from_millis(50));
             let probe = shutdown.guard(Duration::ZERO, self.probe(http, timeout));
             let Some(mut attempt) = probe.await else {
                 return finish(report, GateResult::Cancelled, Some("cancelled during a health check".into()));
@@ -209,14 +210,8 @@ impl Gate<'_> {
         let sent = Instant::now();
         let result = http.probe(&c.url, &c.headers, timeout).await;
         let latency = sent.elapsed();
-        let mut attempt = Attempt {
-            number: 0,
-            at: Duration::ZERO,
-            status: None,
-            latency,
-            excerpt: String::new(),
-            failure: None,
-        };
+        let mut attempt =
+            Attempt { number: 0, at: Duration::ZERO, status: None, latency, excerpt: String::new(), failure: None };
         let (status, body) = match result {
             Ok(ok) => ok,
             Err((failure, detail)) => {
@@ -238,17 +233,20 @@ impl Gate<'_> {
                 match http.probe(version_url, &c.headers, timeout).await {
                     Ok((200..=299, b)) => String::from_utf8_lossy(&b).into_owned(),
                     Ok((s, _)) => {
-                        attempt.failure = Some(Failure::Status { status: s, expected: format!("2xx from {version_url}") });
+                        attempt.failure =
+                            Some(Failure::Status { status: s, expected: format!("2xx from {version_url}") });
                         return attempt;
                     }
                     Err((failure, detail)) => {
-                        attempt.failure = Some(Failure::Transport { failure, detail: format!("{version_url}: {detail}") });
+                        attempt.failure =
+                            Some(Failure::Transport { failure, detail: format!("{version_url}: {detail}") });
                         return attempt;
                     }
                 }
             };
             if !names_version(&version_body, expected) {
-                attempt.failure = Some(Failure::WrongVersion { expected: expected.clone(), found: excerpt(&version_body) });
+                attempt.failure =
+                    Some(Failure::WrongVersion { expected: expected.clone(), found: excerpt(&version_body) });
             }
         }
         attempt
@@ -276,12 +274,8 @@ fn keep(list: &mut Vec<Attempt>, attempt: Attempt) {
 
 /// The first characters of a body on one line, control characters made visible.
 pub fn excerpt(body: &str) -> String {
-    let mut out: String = body
-        .trim()
-        .chars()
-        .take(EXCERPT_CHARS)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let mut out: String =
+        body.trim().chars().take(EXCERPT_CHARS).map(|c| if c.is_control() { ' ' } else { c }).collect();
     if body.trim().chars().count() > EXCERPT_CHARS {
         out.push('…');
     }
@@ -338,7 +332,14 @@ mod tests {
         for n in 1..=500 {
             keep(
                 &mut list,
-                Attempt { number: n, at: Duration::ZERO, status: None, latency: Duration::ZERO, excerpt: String::new(), failure: None },
+                Attempt {
+                    number: n,
+                    at: Duration::ZERO,
+                    status: None,
+                    latency: Duration::ZERO,
+                    excerpt: String::new(),
+                    failure: None,
+                },
             );
         }
         assert_eq!(list.len(), KEEP_FIRST + KEEP_LAST);

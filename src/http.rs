@@ -221,8 +221,8 @@ impl HttpClient {
                 (outcome, Some((why, after))) => {
                     let backoff = self.backoff(retries, &mut rng);
                     let delay = after.unwrap_or(backoff);
-                    let too_long = after.is_some_and(|a| a > self.retry.max_retry_after)
-                        || elapsed + delay > self.retry.budget;
+                    let too_long =
+                        after.is_some_and(|a| a > self.retry.max_retry_after) || elapsed + delay > self.retry.budget;
                     if give_up(retries) || too_long {
                         return match outcome {
                             Ok(mut reply) => {
@@ -239,7 +239,10 @@ impl HttpClient {
                         human(delay)
                     );
                     if !shutdown.sleep(delay).await {
-                        return Err(HttpError::Cancelled { call: describe, cause: shutdown.cause().unwrap_or("shutdown") });
+                        return Err(HttpError::Cancelled {
+                            call: describe,
+                            cause: shutdown.cause().unwrap_or("shutdown"),
+                        });
                     }
                 }
             }
@@ -257,11 +260,7 @@ impl HttpClient {
 
     /// Full jitter: a random wait up to the doubled backoff, so clients spread out.
     fn backoff(&self, retries: u32, rng: &mut fastrand::Rng) -> Duration {
-        let ceiling = self
-            .retry
-            .base
-            .saturating_mul(2u32.saturating_pow(retries))
-            .min(self.retry.max_backoff);
+        let ceiling = self.retry.base.saturating_mul(2u32.saturating_pow(retries)).min(self.retry.max_backoff);
         let ms = ceiling.as_millis() as u64;
         Duration::from_millis(rng.u64(ms / 2..=ms.max(1)))
     }
@@ -414,7 +413,8 @@ mod tests {
 
     #[test]
     fn a_call_is_described_without_query_or_credentials() {
-        let call = Call::new(Method::GET, url::Url::parse("https://user:pw@api.example.com/v1/x?token=s3cret").unwrap());
+        let call =
+            Call::new(Method::GET, url::Url::parse("https://user:pw@api.example.com/v1/x?token=s3cret").unwrap());
         assert_eq!(call.describe(), "GET https://api.example.com/v1/x");
     }
 

@@ -62,10 +62,7 @@ pub const INPUTS: &[InputSpec] = &[
 /// The spec of an input by name. Panics only on a name that is not in the table,
 /// which is a bug in this crate, never a user's input.
 pub fn spec(name: &str) -> &'static InputSpec {
-    INPUTS
-        .iter()
-        .find(|i| i.name == name)
-        .unwrap_or_else(|| panic!("bug: input {name} is not declared in INPUTS"))
+    INPUTS.iter().find(|i| i.name == name).unwrap_or_else(|| panic!("bug: input {name} is not declared in INPUTS"))
 }
 
 /// The environment variable the runner sets for an input: upper case, hyphens kept.
@@ -107,10 +104,7 @@ impl RawInputs {
     /// The value given, or the declared default, or `None`.
     pub fn get(&self, name: &str) -> Option<&str> {
         let spec = spec(name);
-        self.values
-            .get(spec.name)
-            .map(String::as_str)
-            .or((!spec.default.is_empty()).then_some(spec.default))
+        self.values.get(spec.name).map(String::as_str).or((!spec.default.is_empty()).then_some(spec.default))
     }
 
     /// Whether the caller gave a value (defaults do not count).
@@ -120,10 +114,7 @@ impl RawInputs {
 
     /// Every secret value given, for masking before anything is printed.
     pub fn secrets(&self) -> impl Iterator<Item = &str> {
-        INPUTS
-            .iter()
-            .filter(|s| s.secret)
-            .filter_map(|s| self.values.get(s.name).map(String::as_str))
+        INPUTS.iter().filter(|s| s.secret).filter_map(|s| self.values.get(s.name).map(String::as_str))
     }
 }
 

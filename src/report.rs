@@ -163,9 +163,15 @@ impl Report {
         };
         let target = self.target.as_deref().unwrap_or("the new release");
         if !self.input_errors.is_empty() {
-            return format!("❌ {} input problem(s): nothing was changed and no request was sent.", self.input_errors.len());
+            return format!(
+                "❌ {} input problem(s): nothing was changed and no request was sent.",
+                self.input_errors.len()
+            );
         }
         match self.outcome {
+            Outcome::Deployed if self.command == "rollback" => {
+                format!("✅ Rolled {} back to `{target}` on request — {live} and healthy.", self.app)
+            }
             Outcome::Deployed => format!("✅ Deployed `{target}` to {} — {live} and healthy.", self.app),
             Outcome::RolledBack => format!("❌ Deploy of `{target}` to {} FAILED and was rolled back — {live}.", self.app),
             Outcome::Failed if self.changed => format!("❌ Deploy of `{target}` to {} FAILED and was not rolled back — {live}.", self.app),

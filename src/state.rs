@@ -38,9 +38,7 @@ impl Stage {
     }
 
     fn parse(text: &str) -> Option<Stage> {
-        [Stage::Recorded, Stage::Changing, Stage::RollingBack, Stage::Finished]
-            .into_iter()
-            .find(|s| s.as_str() == text)
+        [Stage::Recorded, Stage::Changing, Stage::RollingBack, Stage::Finished].into_iter().find(|s| s.as_str() == text)
     }
 
     /// Whether the post step must put the recorded release back.

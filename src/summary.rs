@@ -165,7 +165,12 @@ fn render_gate(md: &mut String, gate: &GateReport) {
 
 /// A mermaid gantt chart of the phases, in milliseconds since the start.
 fn gantt(md: &mut String, report: &Report) {
-    let _ = writeln!(md, "```mermaid\ngantt\n    title {} {}\n    dateFormat x\n    axisFormat %M:%S\n    section run", report.command, mermaid_text(&report.app));
+    let _ = writeln!(
+        md,
+        "```mermaid\ngantt\n    title {} {}\n    dateFormat x\n    axisFormat %M:%S\n    section run",
+        report.command,
+        mermaid_text(&report.app)
+    );
     for (i, p) in report.phases.iter().enumerate() {
         let start = p.start.as_millis();
         // A zero-length bar does not render; give every phase at least 1 ms.

@@ -51,7 +51,10 @@ impl Provider for MemoryProvider {
         if ctx.strategy != Strategy::Rolling && ctx.strategy != Strategy::Immediate {
             findings.push(Finding {
                 severity: Severity::Warning,
-                message: format!("strategy {} needs several instances; the double replaces its one instance", ctx.strategy.as_str()),
+                message: format!(
+                    "strategy {} needs several instances; the double replaces its one instance",
+                    ctx.strategy.as_str()
+                ),
             });
         }
         Ok(findings)
@@ -67,7 +70,12 @@ impl Provider for MemoryProvider {
 
     fn plan(&self, live: &Snapshot, target: &Target, ctx: &Context) -> Vec<String> {
         vec![
-            format!("replace the one instance running {} with {} ({})", live.release, target.release, ctx.strategy.as_str()),
+            format!(
+                "replace the one instance running {} with {} ({})",
+                live.release,
+                target.release,
+                ctx.strategy.as_str()
+            ),
             "wait until the double reports it up".into(),
         ]
     }

@@ -40,7 +40,11 @@ impl Runner {
         let path = |name: &str| lookup(name).filter(|v| !v.is_empty()).map(PathBuf::from);
         Runner {
             on_runner: lookup("GITHUB_ACTIONS").as_deref() == Some("true"),
-            paths: Paths { output: path("GITHUB_OUTPUT"), state: path("GITHUB_STATE"), summary: path("GITHUB_STEP_SUMMARY") },
+            paths: Paths {
+                output: path("GITHUB_OUTPUT"),
+                state: path("GITHUB_STATE"),
+                summary: path("GITHUB_STEP_SUMMARY"),
+            },
             redactor,
         }
     }
@@ -52,9 +56,14 @@ impl Runner {
     /// Registers a secret: masked by the runner from now on, and redacted by us.
     pub fn mask(&self, secret: &str) {
         if self.redactor.add(secret) && self.on_runner {
-            // The runner also masks each line of a multi-line secret.
-            for line in std::iter::once(secret.trim()).chain(secret.lines().map(str::trim).filter(|l| !l.is_empty())) {
-                raw_line(&format!("::add-mask::{}", escape_data(line)));
+            raw_line(&format!("::add-mask::{}", escape_data(secret.trim())));
+            // Each line of a multi-line secret too, since logs are masked line by line.
+            let lines: Vec<&str> = secret.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            if lines.len() > 1 {
+                for line in lines {
+                    self.redactor.add(line);
+                    raw_line(&format!("::add-mask::{}", escape_data(line)));
+                }
             }
         }
     }

@@ -72,10 +72,7 @@ impl State {
 
     /// The calls that would change something: what a plan must never make.
     pub fn writes(&self) -> Vec<&String> {
-        self.calls
-            .iter()
-            .filter(|c| c.starts_with("roll_out") || c.starts_with("roll_back"))
-            .collect()
+        self.calls.iter().filter(|c| c.starts_with("roll_out") || c.starts_with("roll_back")).collect()
     }
 }
 

@@ -1,0 +1,47 @@
+//! action.yml and the code agree: every declared input is handled by Config and the
+//! other way round, with the same defaults; every output is written.
+
+use std::collections::BTreeSet;
+
+use safe_deploy::inputs::INPUTS;
+
+fn action() -> serde_yaml_ng::Value {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/action.yml")).unwrap();
+    serde_yaml_ng::from_str(&text).unwrap()
+}
+
+#[test]
+fn every_input_in_action_yml_is_handled_and_the_other_way_round() {
+    let action = action();
+    let declared = action["inputs"].as_mapping().unwrap();
+    let names: BTreeSet<String> = declared.keys().map(|k| k.as_str().unwrap().to_string()).collect();
+    let handled: BTreeSet<String> = INPUTS.iter().map(|i| i.name.to_string()).collect();
+    assert_eq!(names, handled, "action.yml and src/inputs.rs disagree");
+
+    for spec in INPUTS {
+        let input = &declared[spec.name];
+        assert_eq!(input["default"].as_str(), Some(spec.default), "default of {}", spec.name);
+        assert_eq!(input["required"].as_bool(), Some(spec.required), "required of {}", spec.name);
+        assert_eq!(input["description"].as_str(), Some(spec.description), "description of {}", spec.name);
+    }
+}
+
+#[test]
+fn the_action_runs_a_prebuilt_image_with_a_post_entrypoint() {
+    let action = action();
+    let runs = &action["runs"];
+    assert_eq!(runs["using"].as_str(), Some("docker"));
+    assert!(runs["image"].as_str().unwrap().starts_with("docker://"), "users never compile at run time");
+    assert!(runs["post-entrypoint"].as_str().unwrap().ends_with("-post"));
+}
+
+#[tokio::test]
+async fn every_declared_output_is_written_and_nothing_else() {
+    let action = action();
+    let declared: BTreeSet<String> =
+        action["outputs"].as_mapping().unwrap().keys().map(|k| k.as_str().unwrap().to_string()).collect();
+    let double = crate::util::Double::start("web:v1").await;
+    let ran = crate::util::run_main(&double.inputs("web:v2")).await;
+    let written: BTreeSet<String> = ran.outputs.keys().cloned().collect();
+    assert_eq!(declared, written);
+}

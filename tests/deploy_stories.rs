@@ -1,0 +1,180 @@
+//! The engine's stories, told by the real binary against the provider double.
+
+use sandbox::app::{HealthMode, ReleaseSpec};
+
+use crate::util::{run_main, with, Double};
+
+#[tokio::test]
+async fn a_healthy_release_is_deployed_and_the_run_says_what_is_live() {
+    let double = Double::start("web:v1").await;
+    let version_url = format!("{}/version", double.app.url());
+    let ran = run_main(&with(with(double.inputs("web:v2"), "expect-version", "v2"), "version-url", &version_url)).await;
+
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!(ran.output("status"), "deployed");
+    assert_eq!(ran.output("release"), "web:v2");
+    assert_eq!(ran.output("previous-release"), "web:v1");
+    assert_eq!(ran.output("rolled-back"), "false");
+    assert!(ran.summary.lines().next().unwrap().contains("Deployed `web:v2`"), "{ran}");
+    assert!(ran.summary.contains("```mermaid\ngantt"));
+    assert_eq!(double.state().live, "web:v2");
+    assert_eq!(ran.state["safe_deploy_stage"], "finished");
+    assert!(ran.stdout.contains("::group::roll out web:v2"), "one group per phase");
+}
+
+#[tokio::test]
+async fn a_body_without_the_check_string_rolls_back_to_v1_and_exits_1() {
+    let double = Double::start("web:v1").await;
+    double.broken("web:v2", HealthMode::WrongBody);
+    let ran = run_main(&double.inputs("web:v2")).await;
+
+    assert_eq!(ran.code, 1, "{ran}");
+    assert_eq!(ran.output("status"), "rolled-back");
+    assert_eq!(ran.output("release"), "web:v1");
+    assert_eq!(ran.output("rolled-back"), "true");
+    assert_eq!(double.state().live, "web:v1");
+    assert!(double.state().calls.contains(&"roll_back web:v1".to_string()));
+    assert!(ran.summary.contains("body mismatch"), "the attempts say why: {ran}");
+    assert!(ran.summary.contains("### Rollback"));
+    assert!(ran.stdout.contains("::error title=deploy failed::"), "{ran}");
+}
+
+#[tokio::test]
+async fn the_old_version_still_answering_fails_the_version_check_and_rolls_back() {
+    let double = Double::start("web:v1").await;
+    // v2's instances report v1: the new version never took the traffic.
+    double.release("web:v2", ReleaseSpec { version: "v1".into(), ..Default::default() });
+    let inputs = with(
+        with(double.inputs("web:v2"), "expect-version", "v2"),
+        "version-url",
+        &format!("{}/version", double.app.url()),
+    );
+    let ran = run_main(&inputs).await;
+
+    assert_eq!(ran.code, 1, "{ran}");
+    assert_eq!(ran.output("status"), "rolled-back");
+    assert!(ran.summary.contains("wrong version"), "{ran}");
+    assert_eq!(double.state().live, "web:v1");
+}
+
+#[tokio::test]
+async fn a_failed_rollback_exits_3_and_says_so_loudly() {
+    let double = Double::start("web:v1").await;
+    double.broken("web:v2", HealthMode::Error500);
+    double.change(|s| s.faults.fail_roll_back = true);
+    let ran = run_main(&double.inputs("web:v2")).await;
+
+    assert_eq!(ran.code, 3, "{ran}");
+    assert_eq!(ran.output("status"), "rollback-failed");
+    assert_eq!(ran.output("release"), "", "nobody can say what is live");
+    assert!(ran.summary.lines().next().unwrap().contains("ROLLBACK FAILED"), "{ran}");
+    assert!(ran.summary.contains("UNKNOWN"));
+    assert!(ran.stdout.contains("::error title=ROLLBACK FAILED::"), "{ran}");
+}
+
+#[tokio::test]
+async fn a_roll_out_that_fails_half_way_is_rolled_back() {
+    let double = Double::start("web:v1").await;
+    double.change(|s| s.faults.fail_roll_out = true);
+    let ran = run_main(&double.inputs("web:v2")).await;
+
+    assert_eq!(ran.code, 1, "{ran}");
+    assert_eq!(ran.output("status"), "rolled-back");
+    assert_eq!(double.state().live, "web:v1");
+}
+
+#[tokio::test]
+async fn instances_that_never_come_up_are_rolled_back() {
+    let double = Double::start("web:v1").await;
+    double.change(|s| s.faults.fail_wait = true);
+    let ran = run_main(&double.inputs("web:v2")).await;
+
+    // The rolled-back release cannot come up either: the double fails every wait.
+    assert_eq!(ran.code, 3, "{ran}");
+    assert!(ran.summary.contains("never came up"), "{ran}");
+}
+
+#[tokio::test]
+async fn failing_to_read_the_live_release_changes_nothing_and_exits_1() {
+    let double = Double::start("web:v1").await;
+    double.change(|s| s.faults.fail_snapshot = true);
+    let ran = run_main(&double.inputs("web:v2")).await;
+
+    assert_eq!(ran.code, 1, "{ran}");
+    assert_eq!(ran.output("status"), "failed");
+    assert!(double.state().writes().is_empty());
+    assert!(ran.summary.contains("FAILED before any change"), "{ran}");
+}
+
+#[tokio::test]
+async fn with_rollback_off_a_failed_release_stays_and_the_summary_says_so() {
+    let double = Double::start("web:v1").await;
+    double.broken("web:v2", HealthMode::Error500);
+    let ran = run_main(&with(double.inputs("web:v2"), "rollback", "false")).await;
+
+    assert_eq!(ran.code, 1, "{ran}");
+    assert_eq!(ran.output("status"), "failed");
+    assert_eq!(ran.output("release"), "web:v2");
+    assert_eq!(double.state().live, "web:v2");
+    assert!(ran.summary.contains("was not rolled back"), "{ran}");
+}
+
+#[tokio::test]
+async fn a_plan_sends_no_change_and_lists_the_steps() {
+    let double = Double::start("web:v1").await;
+    let ran = run_main(&with(double.inputs("web:v2"), "command", "plan")).await;
+
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!(ran.output("status"), "planned");
+    assert!(double.state().writes().is_empty(), "{:?}", double.state().calls);
+    assert!(ran.summary.contains("### Plan"));
+    assert!(ran.summary.contains("health gate: GET"), "{ran}");
+    assert_eq!(double.state().live, "web:v1");
+}
+
+#[tokio::test]
+async fn dry_run_is_a_plan() {
+    let double = Double::start("web:v1").await;
+    let ran = run_main(&with(double.inputs("web:v2"), "dry-run", "true")).await;
+    assert_eq!(ran.output("status"), "planned");
+    assert!(double.state().writes().is_empty());
+}
+
+#[tokio::test]
+async fn the_rollback_command_puts_the_previous_release_back_health_gated() {
+    let double = Double::with_history(&["web:v1", "web:v2"]).await;
+    let mut inputs = with(double.inputs(""), "command", "rollback");
+    inputs.retain(|(k, _)| k != "image");
+    let ran = run_main(&inputs).await;
+
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!(ran.output("release"), "web:v1");
+    assert_eq!(ran.output("previous-release"), "web:v2");
+    assert_eq!(double.state().live, "web:v1");
+    assert!(ran.summary.lines().next().unwrap().contains("back to `web:v1`"), "{ran}");
+}
+
+#[tokio::test]
+async fn a_soak_failure_after_passing_rolls_back() {
+    let double = Double::start("web:v1").await;
+    let inputs = with(with(double.inputs("web:v2"), "health-soak", "600ms"), "health-deadline", "3s");
+    // v2 passes at first, then breaks while soaking.
+    let path = double.state_path.clone();
+    let breaker = tokio::spawn(async move {
+        crate::util::eventually(std::time::Duration::from_secs(10), "v2 to go live", || {
+            sandbox::double::State::load(&path).map(|s| s.live == "web:v2").unwrap_or(false)
+        })
+        .await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        sandbox::double::State::update(&path, |s| {
+            s.releases.insert("web:v2".into(), ReleaseSpec { health: HealthMode::Error500, ..Default::default() });
+        })
+        .unwrap();
+    });
+    let ran = run_main(&inputs).await;
+    breaker.await.unwrap();
+
+    assert_eq!(ran.code, 1, "{ran}");
+    assert!(ran.summary.contains("soak"), "{ran}");
+    assert_eq!(double.state().live, "web:v1");
+}

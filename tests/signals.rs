@@ -1,0 +1,92 @@
+//! Cancellation: the binary is PID 1 in the container and must handle SIGINT itself,
+//! stop making changes, save its state and exit fast; the post step then finishes.
+
+use std::time::{Duration, Instant};
+
+use crate::util::{eventually, Double, Step};
+
+async fn interrupt(pid: u32) {
+    let status = tokio::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().await.unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn sigint_mid_roll_out_exits_130_quickly_then_the_post_step_restores_v1() {
+    let double = Double::start("web:v1").await;
+    double.change(|s| s.faults.roll_out_delay_ms = 30_000);
+    let inputs = double.inputs("web:v2");
+    let main = Step::main(&inputs);
+    let child = main.command().spawn().unwrap();
+    let pid = child.id().unwrap();
+    eventually(Duration::from_secs(20), "the roll-out to begin", || {
+        double.state().calls.iter().any(|c| c.starts_with("roll_out"))
+    })
+    .await;
+
+    let signalled = Instant::now();
+    interrupt(pid).await;
+    let ran = main.collect(child).await;
+    let took = signalled.elapsed();
+
+    assert_eq!(ran.code, 130, "{ran}");
+    assert!(took < Duration::from_secs(5), "exited {took:?} after SIGINT");
+    assert_eq!(ran.output("status"), "cancelled");
+    assert_eq!(ran.state["safe_deploy_stage"], "changing", "the post step must know");
+    assert!(ran.state["safe_deploy_snapshot"].contains("web:v1"));
+    assert!(ran.summary.contains("CANCELLED"), "{ran}");
+    assert_eq!(double.state().live, "web:v2", "main itself made no further change");
+
+    double.change(|s| s.faults.roll_out_delay_ms = 0);
+    let post = Step::post(&inputs, &ran.state).run().await;
+    assert_eq!(post.code, 1, "rolled back: the deploy did not happen\n{post}");
+    assert_eq!(post.output("status"), "rolled-back");
+    assert_eq!(double.state().live, "web:v1");
+    assert!(post.summary.contains("### Rollback"), "{post}");
+
+    // A second post run (or one after an orphaned main) does no harm: nothing is rolled
+    // out or back again, the restored release is only checked.
+    let rollbacks = |d: &Double| d.state().calls.iter().filter(|c| c.starts_with("roll_back")).count();
+    let before = rollbacks(&double);
+    let again = Step::post(&inputs, &ran.state).run().await;
+    assert_eq!(again.output("status"), "rolled-back", "{again}");
+    assert_eq!(rollbacks(&double), before);
+    assert_eq!(double.state().live, "web:v1");
+}
+
+#[tokio::test]
+async fn the_post_step_after_a_finished_deploy_does_nothing() {
+    let double = Double::start("web:v1").await;
+    let inputs = double.inputs("web:v2");
+    let ran = Step::main(&inputs).run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    let calls = double.state().calls.len();
+
+    let post = Step::post(&inputs, &ran.state).run().await;
+    assert_eq!(post.code, 0, "{post}");
+    assert!(post.stdout.contains("nothing to do"), "{post}");
+    assert_eq!(double.state().calls.len(), calls, "no provider call at all");
+    assert_eq!(double.state().live, "web:v2");
+}
+
+#[tokio::test]
+async fn sigterm_during_the_health_gate_also_stops_within_five_seconds() {
+    let double = Double::start("web:v1").await;
+    double.broken("web:v2", sandbox::app::HealthMode::Hang);
+    let inputs = crate::util::with(
+        crate::util::with(double.inputs("web:v2"), "health-deadline", "60s"),
+        "health-timeout",
+        "30s",
+    );
+    let main = Step::main(&inputs);
+    let child = main.command().spawn().unwrap();
+    let pid = child.id().unwrap();
+    eventually(Duration::from_secs(20), "the health gate to begin", || double.state().live == "web:v2").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let signalled = Instant::now();
+    tokio::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().await.unwrap();
+    let ran = main.collect(child).await;
+    assert_eq!(ran.code, 130, "{ran}");
+    assert!(signalled.elapsed() < Duration::from_secs(5));
+    assert_eq!(ran.state["safe_deploy_stage"], "changing");
+}

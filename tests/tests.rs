@@ -1,0 +1,13 @@
+//! One integration-test binary (ripgrep's layout): each module is a topic, and each
+//! test reads as the story it checks. Tests run the real `safe-deploy` binary with a
+//! synthetic runner environment against the sandbox, on loopback only.
+
+mod util;
+
+mod action_yml;
+mod deploy_stories;
+mod health_gate;
+mod http_layer;
+mod input_errors;
+mod secrets;
+mod signals;

@@ -1,0 +1,229 @@
+//! Test helpers: a provider double with its app on loopback, and a way to run the
+//! real binary as the runner would (INPUT_* variables, file commands in temp files).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use safe_deploy::runner::files;
+use sandbox::app::{HealthMode, ReleaseSpec};
+use sandbox::double::State;
+use sandbox::server::Server;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_safe-deploy");
+
+/// The provider double, its state file, and the app it serves.
+pub struct Double {
+    pub dir: tempfile::TempDir,
+    pub state_path: PathBuf,
+    pub app: Server,
+}
+
+impl Double {
+    /// A double with `live` live, and nothing else remembered.
+    pub async fn start(live: &str) -> Double {
+        Double::with_history(&[live]).await
+    }
+
+    /// A double that has had `history` live, in order; the last one is live.
+    pub async fn with_history(history: &[&str]) -> Double {
+        let dir = tempfile::tempdir().unwrap();
+        let state_path = dir.path().join("double.json");
+        let mut state = State::new(history[0]);
+        for r in &history[1..] {
+            state.make_live(r);
+        }
+        state.save(&state_path).unwrap();
+        let app = sandbox::double::serve_app("127.0.0.1:0".parse().unwrap(), state_path.clone()).await.unwrap();
+        Double { dir, state_path, app }
+    }
+
+    pub fn state(&self) -> State {
+        State::load(&self.state_path).unwrap()
+    }
+
+    pub fn change(&self, f: impl FnOnce(&mut State)) {
+        State::update(&self.state_path, f).unwrap();
+    }
+
+    /// Makes `release` answer its health check with `mode`.
+    pub fn release(&self, release: &str, spec: ReleaseSpec) {
+        self.change(|s| {
+            s.releases.insert(release.into(), spec);
+        });
+    }
+
+    pub fn broken(&self, release: &str, mode: HealthMode) {
+        self.release(release, ReleaseSpec { health: mode, ..Default::default() });
+    }
+
+    pub fn api_url(&self) -> String {
+        url::Url::from_file_path(&self.state_path).unwrap().to_string()
+    }
+
+    /// The inputs of a fast deploy of `image` to this double.
+    pub fn inputs(&self, image: &str) -> Vec<(String, String)> {
+        [
+            ("provider", "memory".to_string()),
+            ("app", "web".to_string()),
+            ("image", image.to_string()),
+            ("health-url", format!("{}/health", self.app.url())),
+            ("check-string", "ok".to_string()),
+            ("health-interval", "50ms".to_string()),
+            ("health-successes", "3".to_string()),
+            ("health-deadline", "2s".to_string()),
+            ("health-timeout", "500ms".to_string()),
+            ("api-url", self.api_url()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+/// Sets (or replaces) one input.
+pub fn with(mut inputs: Vec<(String, String)>, name: &str, value: &str) -> Vec<(String, String)> {
+    inputs.retain(|(k, _)| k != name);
+    inputs.push((name.to_string(), value.to_string()));
+    inputs
+}
+
+/// What one run of the binary left behind.
+#[derive(Debug)]
+pub struct Ran {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub outputs: BTreeMap<String, String>,
+    pub state: BTreeMap<String, String>,
+    pub summary: String,
+    /// Raw file contents, for scans.
+    pub files: Vec<String>,
+}
+
+impl Ran {
+    pub fn output(&self, name: &str) -> &str {
+        self.outputs.get(name).map(String::as_str).unwrap_or("")
+    }
+
+    /// Everything this run wrote anywhere, for secret scans.
+    pub fn everything(&self) -> String {
+        format!("{}\n{}\n{}\n{}", self.stdout, self.stderr, self.summary, self.files.join("\n"))
+    }
+}
+
+impl std::fmt::Display for Ran {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}\n--- summary\n{}",
+            self.code, self.stdout, self.stderr, self.summary
+        )
+    }
+}
+
+/// A synthetic runner: the temp files the runner makes for one step.
+pub struct Step {
+    pub dir: tempfile::TempDir,
+    pub env: Vec<(String, String)>,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
+impl Step {
+    /// The main step of the action, with these inputs.
+    pub fn main(inputs: &[(String, String)]) -> Step {
+        let dir = tempfile::tempdir().unwrap();
+        let mut env: Vec<(String, String)> = vec![
+            ("GITHUB_ACTIONS".into(), "true".into()),
+            ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+            ("RUNNER_TEMP".into(), dir.path().display().to_string()),
+        ];
+        for (name, file) in [("GITHUB_OUTPUT", "output"), ("GITHUB_STATE", "state"), ("GITHUB_STEP_SUMMARY", "summary")]
+        {
+            let path = dir.path().join(file);
+            std::fs::write(&path, "").unwrap();
+            env.push((name.into(), path.display().to_string()));
+        }
+        for (k, v) in inputs {
+            env.push((format!("INPUT_{}", k.to_uppercase()), v.clone()));
+        }
+        Step { dir, env, program: PathBuf::from(BIN), args: vec![] }
+    }
+
+    /// The post step: same inputs, the main step's saved state as STATE_* variables,
+    /// and the binary under its post name, as action.yml's post-entrypoint runs it.
+    pub fn post(inputs: &[(String, String)], saved: &BTreeMap<String, String>) -> Step {
+        let mut step = Step::main(inputs);
+        for (k, v) in saved {
+            step.env.push((format!("STATE_{k}"), v.clone()));
+        }
+        let link = step.dir.path().join("safe-deploy-post");
+        std::os::unix::fs::symlink(BIN, &link).unwrap();
+        step.program = link;
+        step
+    }
+
+    pub fn env(mut self, name: &str, value: &str) -> Step {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn command(&self) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(&self.program);
+        cmd.args(&self.args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    pub async fn run(&self) -> Ran {
+        let child = self.command().spawn().expect("the binary starts");
+        self.collect(child).await
+    }
+
+    pub async fn collect(&self, child: tokio::process::Child) -> Ran {
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("the binary finishes within 60 s")
+            .unwrap();
+        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        let parse = |name: &str| {
+            files::parse(&read(name)).unwrap_or_else(|e| panic!("{name} is not a valid file command file: {e}"))
+        };
+        Ran {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            outputs: parse("output"),
+            state: parse("state"),
+            summary: read("summary"),
+            files: ["output", "state", "summary"].iter().map(|f| read(f)).collect(),
+        }
+    }
+}
+
+/// Runs the main step with these inputs.
+pub async fn run_main(inputs: &[(String, String)]) -> Ran {
+    Step::main(inputs).run().await
+}
+
+/// Waits until `check` holds, polling; panics after `limit`.
+pub async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
