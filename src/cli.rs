@@ -168,10 +168,13 @@ pub async fn deploy(raw: RawInputs, runner: Runner, shutdown: Shutdown) -> i32 {
         Ok(c) => c,
         Err(errors) => return bad_input(&raw, &runner, &errors),
     };
-    let report = match run_engine(&config, &runner, shutdown).await {
+    let mut report = match run_engine(&config, &runner, shutdown).await {
         Ok(report) => report,
         Err(e) => internal_failure(&config, &runner, e),
     };
+    if config.github_token.is_some() {
+        report.warnings.push("GitHub deployment: not recorded; this version accepts github-token but does not write GitHub Deployments yet".into());
+    }
     finish(&report, &runner, config.summary)
 }
 

@@ -37,7 +37,7 @@ pub const INPUTS: &[InputSpec] = &[
     required("app", "The application's name at the provider."),
     secret("token", "API token for the provider. Pass it from a secret; it is masked and never printed."),
     input("image", "", "The release to deploy: a container image reference such as registry.example.com/app:1.2.3. Required by deploy and plan; with rollback, the release to go back to (empty: the previous one)."),
-    input("health-url", "", "URL that must answer healthy once the new version is rolled out, e.g. https://app.example.com/health. Required."),
+    required("health-url", "URL that must answer healthy once the new version is rolled out, e.g. https://app.example.com/health."),
     input("expect-status", "200", "Status codes that count as healthy: codes and classes separated by commas, e.g. 200,204 or 2xx."),
     input("check-string", "", "Text the health response body must contain."),
     input("version-url", "", "URL whose body must name expect-version: proof that the new version, not the old one, answers. Defaults to health-url when expect-version is set."),

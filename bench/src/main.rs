@@ -1,0 +1,93 @@
+//! Prints safe-deploy's figures: release binary size, time from process start to the
+//! first request the action sends, wall time of a deploy, and peak memory of a run.
+//! Runs against the provider double on loopback; bounded in count and time.
+
+use std::process::Stdio;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::process::Command;
+
+use sandbox::double::State;
+
+const RUNS: usize = 15;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let binary = std::env::args().nth(1).unwrap_or_else(|| "target/release/safe-deploy".into());
+    let size = std::fs::metadata(&binary).map(|m| m.len()).unwrap_or(0);
+    println!("release binary: {binary}");
+    println!("binary size: {:.2} MiB ({size} bytes)", size as f64 / 1_048_576.0);
+
+    let dir = std::env::temp_dir().join(format!("safe-deploy-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state_path = dir.join("double.json");
+
+    // The app records when each request arrives; the first one is the action's first.
+    let first_hit: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let hit = first_hit.clone();
+    let path = state_path.clone();
+    let app = sandbox::server::serve("127.0.0.1:0".parse().unwrap(), move |req| {
+        hit.lock().unwrap().get_or_insert_with(Instant::now);
+        let path = path.clone();
+        async move {
+            let state = State::load(&path).unwrap_or_default();
+            sandbox::app::answer(&sandbox::app::spec_for(&state.releases, &state.live), &req).await
+        }
+    })
+    .await
+    .unwrap();
+
+    let mut to_first = Vec::new();
+    let mut walls = Vec::new();
+    for run in 0..RUNS {
+        State::new("web:v1").save(&state_path).unwrap();
+        *first_hit.lock().unwrap() = None;
+        let started = Instant::now();
+        let status = Command::new(&binary)
+            .env_clear()
+            .env("GITHUB_ACTIONS", "true")
+            .env("INPUT_PROVIDER", "memory")
+            .env("INPUT_APP", "web")
+            .env("INPUT_IMAGE", format!("web:v{}", run + 2))
+            .env("INPUT_HEALTH-URL", format!("{}/health", app.url()))
+            .env("INPUT_HEALTH-INTERVAL", "20ms")
+            .env("INPUT_API-URL", url::Url::from_file_path(&state_path).unwrap().to_string())
+            .env("RUNNER_TEMP", &dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .expect("the binary runs");
+        walls.push(started.elapsed());
+        assert!(status.success(), "run {run} failed: {status}");
+        if let Some(first) = *first_hit.lock().unwrap() {
+            to_first.push(first - started);
+        }
+    }
+
+    let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
+    to_first.sort();
+    walls.sort();
+    println!(
+        "process start to first request: median {:.1} ms, min {:.1} ms, max {:.1} ms ({} runs; goal < 20 ms)",
+        ms(&to_first[to_first.len() / 2]),
+        ms(&to_first[0]),
+        ms(to_first.last().unwrap()),
+        to_first.len()
+    );
+    println!("deploy wall time (3 health checks 20 ms apart): median {:.1} ms", ms(&walls[walls.len() / 2]));
+    println!(
+        "peak memory of a run: {:.1} MiB (max RSS over {RUNS} runs; goal < 30 MB)",
+        peak_rss_kib() as f64 / 1024.0
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The largest resident set of any finished child process, in KiB.
+fn peak_rss_kib() -> i64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage only writes into the struct we own.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    usage.ru_maxrss
+}
