@@ -68,6 +68,27 @@ fn cli() -> clap::Command {
                 .about("Deploy a healthy v2 and a broken v3 on the built-in sandbox; no credentials, no network.")
                 .arg(Arg::new("summary-file").long("summary-file").value_name("PATH").help("Where to write the demo's job summary.")),
         )
+        .subcommand(
+            clap::Command::new("sandbox")
+                .about("Serve the Fly.io sandbox (Machines API and app router) until interrupted; prints NAME=URL lines.")
+                .arg(Arg::new("app").long("app").value_name("NAME").default_value("web").help("The app's name."))
+                .arg(
+                    Arg::new("machines")
+                        .long("machines")
+                        .value_name("N")
+                        .default_value("3")
+                        .value_parser(clap::value_parser!(u16).range(1..=20))
+                        .help("How many machines the app starts with."),
+                )
+                .arg(Arg::new("image").long("image").value_name("IMAGE").default_value("registry.fly.io/web:v1").help("The release the machines start on."))
+                .arg(
+                    Arg::new("release")
+                        .long("release")
+                        .value_name("IMAGE=SETTINGS")
+                        .action(ArgAction::Append)
+                        .help("How a release behaves, e.g. registry.fly.io/web:v3=health:wrong-body,boot-delay-ms:500 (settings: health, version, boot-delay-ms, crash-exit-code, release-command-exit-code). Other images are healthy and report their tag."),
+                ),
+        )
         .arg(Arg::new("post-role").long("post").action(ArgAction::SetTrue).hide(true))
 }
 
@@ -96,6 +117,13 @@ pub async fn main(args: Vec<OsString>, env: &Env) -> i32 {
     match matches.subcommand() {
         Some(("demo", sub)) => {
             crate::demo::run(sub.get_one::<String>("summary-file").map(PathBuf::from), redactor).await
+        }
+        Some(("sandbox", sub)) => {
+            let get = |name: &str| sub.get_one::<String>(name).cloned().unwrap_or_default();
+            let machines = sub.get_one::<u16>("machines").copied().unwrap_or(3) as usize;
+            let releases: Vec<String> =
+                sub.get_many::<String>("release").map(|v| v.cloned().collect()).unwrap_or_default();
+            crate::demo::serve(&get("app"), machines, &get("image"), &releases).await
         }
         Some(("post", sub)) => {
             let raw = raw_inputs(env, Some(sub), None);
@@ -153,6 +181,11 @@ fn with_files(mut runner: Runner, m: &ArgMatches, env: &Env) -> Runner {
     runner
 }
 
+/// Where the repository is checked out: `GITHUB_WORKSPACE` on a runner, else here.
+fn workspace() -> PathBuf {
+    std::env::var_os("GITHUB_WORKSPACE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."))
+}
+
 fn client(redactor: Redactor, config: Option<&Config>) -> anyhow::Result<HttpClient> {
     let timeout = config.map_or(Duration::from_secs(30), |c| c.health.timeout.max(Duration::from_secs(30)));
     HttpClient::new(redactor, RetryConfig::default(), timeout)
@@ -164,7 +197,7 @@ pub async fn deploy(raw: RawInputs, runner: Runner, shutdown: Shutdown) -> i32 {
     for secret in raw.secrets() {
         runner.mask(secret);
     }
-    let config = match Config::from_inputs(&raw) {
+    let config = match Config::from_inputs_in(&raw, &workspace()) {
         Ok(c) => c,
         Err(errors) => return bad_input(&raw, &runner, &errors),
     };
@@ -240,7 +273,7 @@ async fn post(raw: RawInputs, runner: Runner, m: &ArgMatches, env: &Env) -> i32 
         runner.say("safe-deploy post: the main step finished on its own; nothing to do.");
         return 0;
     }
-    let config = match Config::from_inputs(&raw) {
+    let config = match Config::from_inputs_in(&raw, &workspace()) {
         Ok(c) => c,
         Err(errors) => return bad_input(&raw, &runner, &errors),
     };

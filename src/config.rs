@@ -6,10 +6,11 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::inputs::RawInputs;
+use crate::providers::fly::fly_toml::FlyToml;
 use crate::secret::Secret;
 
 /// The longest duration any input accepts: a deploy step that waits longer is stuck.
@@ -38,20 +39,24 @@ impl Command {
 pub enum ProviderKind {
     /// The provider double: state in a local file, apps served by the sandbox.
     Memory,
+    /// Fly.io, through the Machines API.
+    Fly,
 }
 
 impl ProviderKind {
-    pub const NAMES: &'static str = "memory";
+    pub const NAMES: &'static str = "fly, memory";
 
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::Memory => "memory",
+            ProviderKind::Fly => "fly",
         }
     }
 
     fn needs_token(self) -> bool {
         match self {
             ProviderKind::Memory => false,
+            ProviderKind::Fly => true,
         }
     }
 }
@@ -149,6 +154,40 @@ pub struct Config {
     pub environment: String,
     pub api_url: Option<url::Url>,
     pub summary: bool,
+    pub max_unavailable: MaxUnavailable,
+    /// Run once with the new image before any app instance changes.
+    pub release_command: Option<String>,
+}
+
+/// How many instances a rolling deploy may replace at once (after the first).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxUnavailable {
+    Fraction(f64),
+    Count(u32),
+}
+
+impl MaxUnavailable {
+    /// The batch size for `total` instances: at least one.
+    pub fn batch(self, total: usize) -> usize {
+        let n = match self {
+            MaxUnavailable::Fraction(f) => (f * total as f64).ceil() as usize,
+            MaxUnavailable::Count(c) => c as usize,
+        };
+        n.clamp(1, total.max(1))
+    }
+
+    fn parse(text: &str) -> Result<MaxUnavailable, String> {
+        if let Ok(count) = text.parse::<u32>() {
+            return match count {
+                0 => Err("0 would never replace anything".into()),
+                c => Ok(MaxUnavailable::Count(c)),
+            };
+        }
+        match text.parse::<f64>() {
+            Ok(f) if f > 0.0 && f < 1.0 => Ok(MaxUnavailable::Fraction(f)),
+            _ => Err(format!("'{text}' is not a fraction between 0 and 1 or a whole count")),
+        }
+    }
 }
 
 impl Config {
@@ -205,8 +244,26 @@ impl Problems {
 }
 
 impl Config {
+    /// Validates with fly.toml looked up in the current directory.
     pub fn from_inputs(raw: &RawInputs) -> Result<Config, Vec<InputError>> {
+        Config::from_inputs_in(raw, Path::new("."))
+    }
+
+    /// Validates; provider files such as fly.toml are looked up in `workspace`.
+    pub fn from_inputs_in(raw: &RawInputs, workspace: &Path) -> Result<Config, Vec<InputError>> {
         let mut p = Problems(Vec::new());
+        let merged;
+        let raw = match fly_defaults(raw, workspace) {
+            Ok(Some(m)) => {
+                merged = m;
+                &merged
+            }
+            Ok(None) => raw,
+            Err(problem) => {
+                p.add("fly-config", problem, "Fix fly.toml, or point fly-config at the right file.");
+                raw
+            }
+        };
 
         let command = p.parse(raw, "command", parse_command, "Use deploy, rollback or plan.");
         let provider = match raw.get("provider") {
@@ -218,7 +275,11 @@ impl Config {
         };
         let app = match raw.get("app") {
             None => {
-                p.add("app", "is required", "Set it to the application's name at the provider.");
+                p.add(
+                    "app",
+                    "is required",
+                    "Set it to the application's name at the provider (with fly, fly.toml's app also does).",
+                );
                 None
             }
             Some(a) if !valid_app_name(a) => {
@@ -265,7 +326,20 @@ impl Config {
         let health = health_config(raw, &mut p);
 
         let rollback = p.parse(raw, "rollback", parse_bool, "Use true or false.");
-        let strategy = p.parse(raw, "strategy", parse_strategy, "Use rolling, canary, bluegreen or immediate.");
+        let strategy = match raw.get("strategy") {
+            None => Some(Strategy::Rolling),
+            Some(_) => p.parse(raw, "strategy", parse_strategy, "Use rolling, canary, bluegreen or immediate."),
+        };
+        let max_unavailable = match raw.get("max-unavailable") {
+            None => Some(MaxUnavailable::Fraction(0.33)),
+            Some(_) => p.parse(
+                raw,
+                "max-unavailable",
+                MaxUnavailable::parse,
+                "Use a fraction such as 0.33 or a count such as 2.",
+            ),
+        };
+        let release_command = raw.get("release-command").map(str::to_string);
         let deploy_timeout = p.parse(raw, "deploy-timeout", parse_positive_duration, DURATION_FIX);
         let dry_run = p.parse(raw, "dry-run", parse_bool, "Use true or false.");
         let summary = p.parse(raw, "summary", parse_bool, "Use true or false.");
@@ -320,7 +394,7 @@ impl Config {
             return Err(p.0);
         }
         // Every None above recorded a problem, so these are all present.
-        match (command, provider, app, health, rollback, strategy, deploy_timeout, dry_run, summary) {
+        match (command, provider, app, health, rollback, strategy, deploy_timeout, dry_run, summary, max_unavailable) {
             (
                 Some(command),
                 Some(provider),
@@ -331,6 +405,7 @@ impl Config {
                 Some(deploy_timeout),
                 Some(dry_run),
                 Some(summary),
+                Some(max_unavailable),
             ) => Ok(Config {
                 command,
                 provider,
@@ -346,6 +421,8 @@ impl Config {
                 environment,
                 api_url,
                 summary,
+                max_unavailable,
+                release_command,
             }),
             _ => Err(vec![InputError {
                 input: "command",
@@ -354,6 +431,39 @@ impl Config {
             }]),
         }
     }
+}
+
+/// With provider fly: fly.toml's values for the inputs left empty, and the health URL
+/// derived from the app name. `None` for other providers.
+fn fly_defaults(raw: &RawInputs, workspace: &Path) -> Result<Option<RawInputs>, String> {
+    if raw.get("provider").map(str::to_ascii_lowercase).as_deref() != Some("fly") {
+        return Ok(None);
+    }
+    let name = raw.get("fly-config").unwrap_or("fly.toml");
+    let path = workspace.join(name);
+    let toml = match FlyToml::load(&path)? {
+        Some(t) => t,
+        None if raw.given("fly-config") => return Err(format!("{} does not exist", path.display())),
+        None => FlyToml::default(),
+    };
+    let mut merged = raw.clone();
+    let mut fill = |input: &str, value: Option<String>| {
+        if let (false, Some(v)) = (raw.given(input), value) {
+            merged.set(input, v);
+        }
+    };
+    fill("app", toml.app.clone());
+    fill("strategy", toml.deploy.strategy.clone());
+    fill("release-command", toml.deploy.release_command.clone());
+    fill("max-unavailable", toml.deploy.max_unavailable.map(|f| f.to_string()));
+    if !raw.given("health-url") {
+        if let Some(app) = merged.get("app").map(str::to_string) {
+            let path = toml.health_path().unwrap_or("/");
+            let sep = if path.starts_with('/') { "" } else { "/" };
+            merged.set("health-url", format!("https://{app}.fly.dev{sep}{path}"));
+        }
+    }
+    Ok(Some(merged))
 }
 
 const DURATION_FIX: &str = "Use a number with a unit, e.g. 500ms, 10s, 5m or 1h30m (at most 24h).";
@@ -461,7 +571,8 @@ fn parse_command(text: &str) -> Result<Command, String> {
 fn parse_provider(text: &str) -> Result<ProviderKind, String> {
     match text.to_ascii_lowercase().as_str() {
         "memory" => Ok(ProviderKind::Memory),
-        "fly" | "heroku" | "digitalocean" | "droplets" => {
+        "fly" => Ok(ProviderKind::Fly),
+        "heroku" | "digitalocean" | "droplets" => {
             Err(format!("provider '{text}' is not available in this version of safe-deploy"))
         }
         _ => Err(format!("'{text}' is not a provider")),
@@ -762,6 +873,49 @@ mod tests {
         pairs.push(("command", "rollback"));
         assert!(Config::from_inputs(&raw(&pairs)).is_ok());
         assert_eq!(inputs_with_problems(&[("command", "undeploy")]), vec!["command"]);
+    }
+
+    #[test]
+    fn fly_reads_fly_toml_and_inputs_override_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("fly.toml"),
+            "app = \"shop\"\n[deploy]\nstrategy = \"canary\"\nrelease_command = \"migrate\"\n[[http_service.checks]]\npath = \"/up\"\n",
+        )
+        .unwrap();
+        let base = [("provider", "fly"), ("token", "t"), ("image", "registry.fly.io/shop:2")];
+        let c = Config::from_inputs_in(&raw(&base), dir.path()).expect("valid");
+        assert_eq!(c.app, "shop");
+        assert_eq!(c.strategy, Strategy::Canary);
+        assert_eq!(c.release_command.as_deref(), Some("migrate"));
+        assert_eq!(c.health.url.as_str(), "https://shop.fly.dev/up");
+
+        let mut over = base.to_vec();
+        over.extend([("app", "shop-staging"), ("strategy", "rolling"), ("max-unavailable", "2")]);
+        let c = Config::from_inputs_in(&raw(&over), dir.path()).expect("valid");
+        assert_eq!((c.app.as_str(), c.strategy), ("shop-staging", Strategy::Rolling));
+        assert_eq!(c.health.url.as_str(), "https://shop-staging.fly.dev/up");
+        assert_eq!(c.max_unavailable.batch(5), 2);
+    }
+
+    #[test]
+    fn fly_needs_a_token_and_a_broken_fly_toml_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("fly.toml"), "app = [").unwrap();
+        let errors = Config::from_inputs_in(&raw(&[("provider", "fly"), ("image", "x:1")]), dir.path()).unwrap_err();
+        let names: Vec<_> = errors.iter().map(|e| e.input).collect();
+        assert!(names.contains(&"fly-config") && names.contains(&"token"), "{names:?}");
+    }
+
+    #[test]
+    fn max_unavailable_is_a_fraction_or_a_count() {
+        assert_eq!(MaxUnavailable::parse("0.33").unwrap().batch(3), 1);
+        assert_eq!(MaxUnavailable::parse("0.5").unwrap().batch(5), 3);
+        assert_eq!(MaxUnavailable::parse("2").unwrap().batch(3), 2);
+        assert_eq!(MaxUnavailable::parse("9").unwrap().batch(3), 3);
+        for bad in ["0", "1.5", "-1", "half"] {
+            assert!(MaxUnavailable::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

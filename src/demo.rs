@@ -1,21 +1,35 @@
-//! `safe-deploy demo`: the whole job on the built-in provider double, with no
-//! credentials and no network. It deploys a healthy v2, then a v3 whose health
-//! answer is wrong, and shows the automatic rollback, while a client sends steady
-//! traffic to the app.
+//! `safe-deploy demo` and `safe-deploy sandbox`: the Fly.io sandbox, in this process,
+//! with no credentials and no network. Its machines are real processes of the test app
+//! (this same binary, as `__sandbox-app`) behind a router like Fly's proxy.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sandbox::app::{HealthMode, ReleaseSpec};
-use sandbox::double::{serve_app, State};
+use sandbox::app::{HealthMode, ReleaseSpec, Releases};
+use sandbox::fly::{FlyOptions, FlySandbox};
 
 use crate::cli::deploy;
 use crate::inputs::RawInputs;
 use crate::runner::{Paths, Runner};
 use crate::secret::Redactor;
 use crate::shutdown::Shutdown;
+
+/// The sandbox accepts only this token, so the demo exercises real auth.
+const DEMO_TOKEN: &str = "fm2_sandbox-demo-token";
+
+fn options(app: &str, machines: usize, image: &str, releases: Releases) -> std::io::Result<FlyOptions> {
+    Ok(FlyOptions {
+        app: app.to_string(),
+        machines,
+        image: image.to_string(),
+        releases,
+        app_command: vec![std::env::current_exe()?.into_os_string(), "__sandbox-app".into()],
+        token: Some(DEMO_TOKEN.to_string()),
+        ..FlyOptions::default()
+    })
+}
 
 pub async fn run(summary_file: Option<PathBuf>, redactor: Redactor) -> i32 {
     match demo(summary_file, redactor).await {
@@ -30,17 +44,17 @@ pub async fn run(summary_file: Option<PathBuf>, redactor: Redactor) -> i32 {
 async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Result<i32> {
     let dir = std::env::temp_dir().join(format!("safe-deploy-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let state_path = dir.join("double.json");
-    let mut state = State::new("demo:v1");
-    state.releases.insert("demo:v3".into(), ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
-    state.save(&state_path)?;
-    let app = serve_app("127.0.0.1:0".parse()?, state_path.clone()).await?;
     let summary = summary_file.unwrap_or_else(|| dir.join("summary.md"));
     let _ = std::fs::remove_file(&summary);
 
-    println!("demo: the provider double serves demo:v1 at {}", app.url());
-    println!("demo: this version runs on the provider double (one simulated instance); the Fly sandbox arrives with the Fly provider.");
-    let traffic = Traffic::start(format!("{}/", app.url()));
+    let v1 = "registry.fly.io/demo:v1";
+    let mut releases = Releases::new();
+    releases
+        .insert("registry.fly.io/demo:v3".into(), ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
+    println!("demo: starting the Fly.io sandbox: app demo, three machines on {v1}");
+    let fly = FlySandbox::start(options("demo", 3, v1, releases)?).await?;
+    println!("demo: Machines API at {}, app at {}", fly.api_url(), fly.app_url());
+    let traffic = Traffic::start(format!("{}/", fly.app_url()));
 
     let runner = Runner::new(
         false,
@@ -50,39 +64,50 @@ async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Resu
     let inputs = |version: &str| {
         let mut raw = RawInputs::default();
         for (name, value) in [
-            ("provider", "memory"),
-            ("app", "demo"),
-            ("image", &format!("demo:{version}")),
-            ("health-url", &format!("{}/health", app.url())),
-            ("check-string", "ok"),
-            ("version-url", &format!("{}/version", app.url())),
-            ("expect-version", version),
-            ("health-interval", "200ms"),
-            ("health-deadline", "5s"),
-            ("api-url", url::Url::from_file_path(&state_path).map(|u| u.to_string()).unwrap_or_default().as_str()),
+            ("provider", "fly".to_string()),
+            ("app", "demo".into()),
+            ("token", DEMO_TOKEN.into()),
+            ("image", format!("registry.fly.io/demo:{version}")),
+            ("api-url", fly.api_url()),
+            ("health-url", format!("{}/health", fly.app_url())),
+            ("check-string", "ok".into()),
+            ("version-url", format!("{}/version", fly.app_url())),
+            ("expect-version", version.into()),
+            ("health-interval", "200ms".into()),
+            ("health-deadline", "5s".into()),
         ] {
             raw.set(name, value);
         }
         raw
     };
 
-    println!("\ndemo: 1) deploy demo:v2, a healthy release");
+    println!("\ndemo: 1) deploy demo:v2, a healthy release, machine by machine");
     let first = deploy(inputs("v2"), runner.clone(), Shutdown::new()).await;
+    let after_first = traffic.counts();
     println!("\ndemo: 2) deploy demo:v3, whose /health answers without 'ok'");
     let second = deploy(inputs("v3"), runner, Shutdown::new()).await;
 
     let (total, failed) = traffic.stop().await;
-    let live = State::load(&state_path)?.live;
+    let live: Vec<String> = fly
+        .machines()
+        .into_iter()
+        .filter(|m| m.process_group == "app" && m.state != "destroyed")
+        .map(|m| m.image)
+        .collect();
     println!("\ndemo: v2 exit code {first} (deployed), v3 exit code {second} (rolled back)");
-    println!("demo: traffic during both deploys: {failed} failed / {total} requests");
-    println!("demo: live now: {live}");
+    println!(
+        "demo: traffic through the router: {} failed / {} requests during the v2 deploy",
+        after_first.1, after_first.0
+    );
+    println!("demo: traffic through the router: {failed} failed / {total} requests in all");
+    println!("demo: machines now run: {}", live.join(", "));
     println!("demo: job summary written to {}", summary.display());
-    app.stop();
-    let as_expected = first == 0 && second == 1 && live == "demo:v2";
+    fly.stop().await;
+    let as_expected = first == 0 && second == 1 && live.iter().all(|i| i.ends_with(":v2")) && failed == 0;
     Ok(if as_expected { 0 } else { 1 })
 }
 
-/// A steady client: 20 requests a second to the app, counting failures.
+/// A steady client: 20 requests a second, counting failures.
 struct Traffic {
     total: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
@@ -97,9 +122,9 @@ impl Traffic {
         let stop = Shutdown::new();
         let (t, f, s) = (total.clone(), failed.clone(), stop.clone());
         let task = tokio::spawn(async move {
-            let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap_or_default();
+            let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
             let mut tick = tokio::time::interval(Duration::from_millis(50));
-            while !s.is_shutdown() {
+            loop {
                 tokio::select! {
                     _ = tick.tick() => {}
                     _ = s.recv() => break,
@@ -114,9 +139,97 @@ impl Traffic {
         Traffic { total, failed, stop, task }
     }
 
+    fn counts(&self) -> (u64, u64) {
+        (self.total.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
+    }
+
     async fn stop(self) -> (u64, u64) {
         self.stop.trigger("demo finished");
+        let counts = (self.total.clone(), self.failed.clone());
         let _ = self.task.await;
-        (self.total.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
+        (counts.0.load(Ordering::Relaxed), counts.1.load(Ordering::Relaxed))
+    }
+}
+
+/// `safe-deploy sandbox`: the emulators, standalone, until interrupted.
+pub async fn serve(app: &str, machines: usize, image: &str, release_specs: &[String]) -> i32 {
+    let mut releases = Releases::new();
+    for spec in release_specs {
+        match parse_release(spec) {
+            Ok((image, s)) => {
+                releases.insert(image, s);
+            }
+            Err(e) => {
+                eprintln!("error: input release: {e}. Write IMAGE=health:wrong-body,version:3.0,boot-delay-ms:500,crash-exit-code:1,release-command-exit-code:2");
+                return crate::report::exit::BAD_INPUT;
+            }
+        }
+    }
+    let opts = match options(app, machines, image, releases) {
+        Ok(o) => FlyOptions { token: None, ..o },
+        Err(e) => {
+            eprintln!("sandbox: {e}");
+            return 1;
+        }
+    };
+    let fly = match FlySandbox::start(opts).await {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("sandbox: could not start: {e}");
+            return 1;
+        }
+    };
+    println!("FLY_API_URL={}", fly.api_url());
+    println!("FLY_APP_URL={}", fly.app_url());
+    println!("FLY_APP={app}");
+    println!("# {machines} machines on {image}; any token is accepted. Ctrl-C stops the sandbox.");
+    let shutdown = Shutdown::new();
+    let _ = crate::shutdown::listen_for_signals(shutdown.clone());
+    shutdown.recv().await;
+    fly.stop().await;
+    0
+}
+
+/// `IMAGE=key:value,...` as `safe-deploy sandbox --release` takes it.
+fn parse_release(text: &str) -> Result<(String, ReleaseSpec), String> {
+    let (image, settings) = text.split_once('=').ok_or_else(|| format!("'{text}' has no '='"))?;
+    let mut spec = ReleaseSpec::default();
+    for pair in settings.split(',').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once(':').ok_or_else(|| format!("'{pair}' is not key:value"))?;
+        let number = |v: &str| v.parse::<i64>().map_err(|_| format!("'{v}' is not a number"));
+        match key {
+            "health" => {
+                spec.health = serde_json::from_value(serde_json::json!(value))
+                    .map_err(|_| format!("'{value}' is not ok, wrong-body, error500 or hang"))?
+            }
+            "version" => spec.version = value.to_string(),
+            "boot-delay-ms" => spec.boot_delay_ms = number(value)?.max(0) as u64,
+            "crash-exit-code" => {
+                spec.crash_on_start = true;
+                spec.exit_code = number(value)? as i32;
+            }
+            "release-command-exit-code" => spec.release_command_exit_code = number(value)? as i32,
+            other => return Err(format!("unknown setting '{other}'")),
+        }
+    }
+    Ok((image.to_string(), spec))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn releases_are_described_as_image_and_settings() {
+        let (image, spec) =
+            parse_release("registry.fly.io/web:v3=health:wrong-body,boot-delay-ms:500,crash-exit-code:4").unwrap();
+        assert_eq!(image, "registry.fly.io/web:v3");
+        assert_eq!(
+            (spec.health, spec.boot_delay_ms, spec.crash_on_start, spec.exit_code),
+            (HealthMode::WrongBody, 500, true, 4)
+        );
+        assert!(parse_release("web:v3").is_err());
+        assert!(parse_release("web:v3=health:sick").is_err());
+        assert!(parse_release("web:v3=colour:blue").is_err());
     }
 }

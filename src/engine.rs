@@ -132,8 +132,15 @@ impl Engine<'_> {
         out
     }
 
-    /// `deploy`, `rollback` and `plan`.
+    /// `deploy`, `rollback` and `plan`. Whatever happens, the provider's `finish` runs.
     pub async fn run(&self) -> Report {
+        let mut report = self.run_steps().await;
+        self.provider.finish().await;
+        report.api_calls = self.provider.api_calls();
+        report
+    }
+
+    async fn run_steps(&self) -> Report {
         let run_start = Instant::now();
         let mut report = self.new_report(self.config.command.as_str());
         let ctx = self.context();
@@ -182,6 +189,18 @@ impl Engine<'_> {
             return finish(
                 self.stopped_before_change(report, Stop::Cancelled(format!("stopped by {cause} before any change"))),
             );
+        }
+
+        if let Err(stop) = self
+            .phase(
+                &mut report,
+                run_start,
+                "prepare (leases, release command)",
+                self.provider.prepare(&live, &target, &ctx),
+            )
+            .await
+        {
+            return finish(self.stopped_before_change(report, stop));
         }
 
         // From here on the provider may be changed: the post step must know.
@@ -370,6 +389,13 @@ impl Engine<'_> {
     /// The post step: finishes a rollback that a cancelled main step left open.
     /// Returns `None` when there is nothing to do.
     pub async fn post(&self, saved: &Saved) -> Option<Report> {
+        let mut report = self.post_steps(saved).await?;
+        self.provider.finish().await;
+        report.api_calls = self.provider.api_calls();
+        Some(report)
+    }
+
+    async fn post_steps(&self, saved: &Saved) -> Option<Report> {
         let (stage, snapshot) = match (saved.stage, &saved.snapshot) {
             (Some(stage), Some(snapshot)) if stage.needs_rollback() => (stage, snapshot),
             _ => return None,

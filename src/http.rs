@@ -52,12 +52,14 @@ pub struct Call {
     /// Safe to send twice: GET, PUT, DELETE, or a POST the provider treats as such.
     pub idempotent: bool,
     pub timeout: Option<Duration>,
+    /// Statuses that are answers here, never retried (Fly's wait: 408 means "not yet").
+    pub answers: Vec<u16>,
 }
 
 impl Call {
     pub fn new(method: Method, url: url::Url) -> Self {
         let idempotent = matches!(method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS);
-        Call { method, url, headers: Vec::new(), body: None, idempotent, timeout: None }
+        Call { method, url, headers: Vec::new(), body: None, idempotent, timeout: None, answers: Vec::new() }
     }
 
     pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
@@ -250,6 +252,9 @@ impl HttpClient {
     }
 
     fn should_retry_status(&self, call: &Call, status: u16) -> bool {
+        if call.answers.contains(&status) {
+            return false;
+        }
         match status {
             // The server turned the request away unread: safe whatever the method.
             429 => true,

@@ -3,6 +3,13 @@
 //! failed or state unknown, 130 cancelled).
 
 fn main() {
+    // The sandbox's test app runs as this same binary, so the demo and the container
+    // image need nothing else. It builds its own runtime.
+    let args: Vec<_> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "__sandbox-app") {
+        let rest = args[2..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        std::process::exit(sandbox::app::run_process(rest));
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -10,7 +17,6 @@ fn main() {
             std::process::exit(3);
         }
     };
-    let args: Vec<_> = std::env::args_os().collect();
     let env = |name: &str| std::env::var(name).ok();
     let code = runtime.block_on(safe_deploy::cli::main(args, &env));
     // Leave at once: a task still waiting on a hung request must not hold the exit.

@@ -114,6 +114,8 @@ pub struct Report {
     pub changed: bool,
     /// Inputs that were wrong: the run stopped before sending any request.
     pub input_errors: Vec<String>,
+    /// Requests sent to the provider's API, when it counts them.
+    pub api_calls: Option<usize>,
 }
 
 impl Report {
@@ -139,6 +141,7 @@ impl Report {
             rollback: None,
             changed: false,
             input_errors: Vec::new(),
+            api_calls: None,
         }
     }
 
@@ -175,7 +178,7 @@ impl Report {
             Outcome::Deployed => format!("✅ Deployed `{target}` to {} — {live} and healthy.", self.app),
             Outcome::RolledBack => format!("❌ Deploy of `{target}` to {} FAILED and was rolled back — {live}.", self.app),
             Outcome::Failed if self.changed => format!("❌ Deploy of `{target}` to {} FAILED and was not rolled back — {live}.", self.app),
-            Outcome::Failed => format!("❌ Deploy of `{target}` to {} FAILED before any change — {live}.", self.app),
+            Outcome::Failed => format!("❌ Deploy of `{target}` to {} FAILED before any change to the app — {live}.", self.app),
             Outcome::RollbackFailed => format!(
                 "🚨 ROLLBACK FAILED: deploy of `{target}` to {} failed and the previous release could not be restored — {live}. Act now.",
                 self.app

@@ -46,6 +46,9 @@ pub fn render(report: &Report) -> String {
     }
     row(&mut md, "Duration", &human(report.duration));
     row(&mut md, "Changed anything", if report.changed { "yes" } else { "no" });
+    if let Some(n) = report.api_calls {
+        row(&mut md, "Provider API requests", &n.to_string());
+    }
     md.push('\n');
 
     if !report.plan.is_empty() {

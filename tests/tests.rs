@@ -6,6 +6,7 @@ mod util;
 
 mod action_yml;
 mod deploy_stories;
+mod fly;
 mod health_gate;
 mod http_layer;
 mod input_errors;

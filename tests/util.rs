@@ -141,6 +141,7 @@ impl Step {
             ("GITHUB_ACTIONS".into(), "true".into()),
             ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
             ("RUNNER_TEMP".into(), dir.path().display().to_string()),
+            ("GITHUB_WORKSPACE".into(), dir.path().display().to_string()),
         ];
         for (name, file) in [("GITHUB_OUTPUT", "output"), ("GITHUB_STATE", "state"), ("GITHUB_STEP_SUMMARY", "summary")]
         {

@@ -11,6 +11,7 @@ use crate::config::{Config, ProviderKind, Strategy};
 use crate::http::{HttpClient, HttpError};
 use crate::shutdown::Shutdown;
 
+pub mod fly;
 pub mod memory;
 
 /// Everything needed to put the live release back exactly as it was.
@@ -96,6 +97,12 @@ pub trait Provider: Send + Sync {
     /// The steps a roll-out of `target` would take, in words, for `plan`.
     fn plan(&self, live: &Snapshot, target: &Target, ctx: &Context) -> Vec<String>;
 
+    /// Everything that must happen before the first change and may still stop the deploy
+    /// with nothing changed: leases, a release command.
+    async fn prepare(&self, _live: &Snapshot, _target: &Target, _ctx: &Context) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
     /// Makes `target` live. May fail part-way: the engine then rolls back.
     async fn roll_out(&self, live: &Snapshot, target: &Target, ctx: &Context) -> Result<(), ProviderError>;
 
@@ -108,8 +115,16 @@ pub trait Provider: Send + Sync {
     /// Releases the provider remembers, oldest first.
     async fn history(&self, ctx: &Context) -> Result<Vec<Release>, ProviderError>;
 
+    /// Runs at the end of every run, whatever happened: gives back leases and the like.
+    async fn finish(&self) {}
+
     /// The app's public URL, when the provider knows it.
     fn app_url(&self) -> Option<String> {
+        None
+    }
+
+    /// How many API requests the provider sent, when it counts them.
+    fn api_calls(&self) -> Option<usize> {
         None
     }
 }
@@ -118,8 +133,23 @@ pub trait Provider: Send + Sync {
 const _: Option<&dyn Provider> = None;
 
 /// The provider the config names.
-pub fn build(config: &Config, _http: &HttpClient) -> anyhow::Result<Box<dyn Provider>> {
+pub fn build(config: &Config, http: &HttpClient) -> anyhow::Result<Box<dyn Provider>> {
     match config.provider {
+        ProviderKind::Fly => {
+            let base = match &config.api_url {
+                Some(u) => u.clone(),
+                None => url::Url::parse(fly::client::DEFAULT_API)?,
+            };
+            let token = config.token.as_ref().map(|t| t.expose()).unwrap_or_default();
+            Ok(Box::new(fly::FlyProvider::new(
+                http.clone(),
+                base,
+                &config.app,
+                token,
+                config.release_command.clone(),
+                config.max_unavailable,
+            )?))
+        }
         ProviderKind::Memory => {
             let path = config
                 .memory_state_path()

@@ -1,5 +1,7 @@
 //! What one release of the test application answers. A release's version, health
 //! answer and failures are set per release, so a test can deploy a broken v3.
+//! `run_process` runs a release as a real process, which the Fly emulator starts
+//! once per machine.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -7,6 +9,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::server::{text, Request, Response};
+
+mod process;
+pub use process::run_process;
 
 /// How `/health` answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -34,6 +39,11 @@ pub struct ReleaseSpec {
     /// Exit right after starting, with `exit_code`.
     pub crash_on_start: bool,
     pub exit_code: i32,
+    /// What the release command exits with when this image runs as one.
+    pub release_command_exit_code: i32,
+    /// Extra time every answer takes; only a real process (`run_process`) applies it,
+    /// so a test can have requests in flight when a machine is stopped.
+    pub latency_ms: u64,
 }
 
 /// The releases the sandbox knows, by image reference.

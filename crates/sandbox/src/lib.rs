@@ -4,10 +4,15 @@
 //!
 //! Layout:
 //! - `server`: a tiny HTTP/1.1 server on loopback that the emulators share.
-//! - `app`: what a release of the test application answers (version, health, faults).
+//! - `client`: a tiny HTTP/1.1 client for the router, the checks and tests.
+//! - `app`: what a release of the test application answers (version, health, faults),
+//!   and the test application as a real process.
 //! - `double`: the provider double's state file, and an app that serves whatever
 //!   release that file says is live.
+//! - `fly`: a Fly.io emulator (Machines API, proxy, one process per machine).
 
 pub mod app;
+pub mod client;
 pub mod double;
+pub mod fly;
 pub mod server;

@@ -1,9 +1,12 @@
 //! A small HTTP/1.1 server on loopback, shared by every emulator in the sandbox.
+//! It can be stopped gracefully (in-flight requests finish), can screen each new
+//! connection before reading from it, and lets a handler drop a connection without
+//! answering, which is how the emulators fake network faults.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -11,8 +14,8 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Notify};
 
 pub type Response = hyper::Response<Full<Bytes>>;
 
@@ -34,6 +37,11 @@ impl Request {
             (k == name).then(|| v.to_string())
         })
     }
+
+    /// A header's value as text, if present and printable.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)?.to_str().ok()
+    }
 }
 
 pub fn text(status: u16, body: impl Into<String>) -> Response {
@@ -49,10 +57,32 @@ pub fn json(status: u16, value: &serde_json::Value) -> Response {
     r
 }
 
-/// A running server; dropping the handle does not stop it, `stop` does.
+/// Marks a response as "close the connection instead of answering".
+#[derive(Debug, Clone, Copy)]
+struct DropConnection;
+
+impl std::fmt::Display for DropConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped on purpose")
+    }
+}
+
+impl std::error::Error for DropConnection {}
+
+/// A response that makes the server close the connection without writing anything,
+/// as a peer that resets does.
+pub fn drop_connection() -> Response {
+    let mut r = text(500, "");
+    r.extensions_mut().insert(DropConnection);
+    r
+}
+
+/// A running server, until `stop`, `shutdown` or dropping the handle.
 pub struct Server {
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
+    /// Closed once the accept loop and every connection have ended.
+    drained: mpsc::Receiver<()>,
 }
 
 impl Server {
@@ -60,8 +90,15 @@ impl Server {
         format!("http://{}", self.addr)
     }
 
+    /// Stops accepting; open connections finish their request in flight, then close.
     pub fn stop(&self) {
         let _ = self.stop.send(true);
+    }
+
+    /// Stops, then waits until every request in flight has been answered.
+    pub async fn shutdown(mut self) {
+        self.stop();
+        while self.drained.recv().await.is_some() {}
     }
 }
 
@@ -71,39 +108,101 @@ where
     F: Fn(Request) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response> + Send + 'static,
 {
+    serve_screened(addr, |stream| async move { Some(stream) }, handler).await
+}
+
+/// Like `serve`, but every accepted connection first goes through `screen`, which
+/// may keep it (and drop it) before any byte is read.
+pub async fn serve_screened<S, SFut, F, Fut>(addr: SocketAddr, screen: S, handler: F) -> std::io::Result<Server>
+where
+    S: Fn(TcpStream) -> SFut + Send + Sync + 'static,
+    SFut: Future<Output = Option<TcpStream>> + Send + 'static,
+    F: Fn(Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response> + Send + 'static,
+{
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
-    let (stop, mut stopped) = watch::channel(false);
-    let handler = Arc::new(handler);
+    let (stop, stopped) = watch::channel(false);
+    // Every task holds a sender; the receiver sees "closed" once all have ended.
+    let (alive, drained) = mpsc::channel::<()>(1);
+    let (handler, screen) = (Arc::new(handler), Arc::new(screen));
+    let mut accept_stopped = stopped.clone();
     tokio::spawn(async move {
+        let take = |stream: TcpStream| {
+            let connection = serve_connection(stream, screen.clone(), handler.clone(), stopped.clone(), alive.clone());
+            tokio::spawn(connection);
+        };
         loop {
-            let stream = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(_) => continue,
-                },
-                _ = stopped.changed() => return,
-            };
-            let handler = handler.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req: hyper::Request<Incoming>| {
-                    let handler = handler.clone();
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        let request = Request {
-                            method: parts.method,
-                            path: parts.uri.path().to_string(),
-                            query: parts.uri.query().map(str::to_string),
-                            headers: parts.headers,
-                            body,
-                        };
-                        Ok::<_, Infallible>(handler(request).await)
+            tokio::select! {
+                accepted = listener.accept() => {
+                    if let Ok((stream, _)) = accepted {
+                        take(stream);
                     }
-                });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-            });
+                }
+                _ = async { accept_stopped.wait_for(|s| *s).await.is_ok() } => break,
+            }
+        }
+        // Connections the kernel completed before the stop are owed an answer, not a reset.
+        while let Ok(Ok((stream, _))) = tokio::time::timeout(Duration::ZERO, listener.accept()).await {
+            take(stream);
         }
     });
-    Ok(Server { addr, stop })
+    Ok(Server { addr, stop, drained })
+}
+
+/// A connection accepted just before a stop may carry a request not read yet; it
+/// gets this long to begin it before the connection is closed.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(500);
+
+async fn serve_connection<S, SFut, F, Fut>(
+    stream: TcpStream,
+    screen: Arc<S>,
+    handler: Arc<F>,
+    mut stopped: watch::Receiver<bool>,
+    _alive: mpsc::Sender<()>,
+) where
+    S: Fn(TcpStream) -> SFut + Send + Sync + 'static,
+    SFut: Future<Output = Option<TcpStream>> + Send + 'static,
+    F: Fn(Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response> + Send + 'static,
+{
+    let Some(stream) = screen(stream).await else { return };
+    let begun = Arc::new(Notify::new());
+    let begun_in_service = begun.clone();
+    let service = service_fn(move |req: hyper::Request<Incoming>| {
+        let handler = handler.clone();
+        begun_in_service.notify_one();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let request = Request {
+                method: parts.method,
+                path: parts.uri.path().to_string(),
+                query: parts.uri.query().map(str::to_string),
+                headers: parts.headers,
+                body,
+            };
+            let response = handler(request).await;
+            match response.extensions().get::<DropConnection>() {
+                Some(marker) => Err(*marker),
+                None => Ok::<_, DropConnection>(response),
+            }
+        }
+    });
+    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = async { stopped.wait_for(|s| *s).await.is_ok() } => {}
+    }
+    // hyper closes a connection with no request begun at once, even if one is on its
+    // way; so wait for the first request (or the grace) before shutting down.
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = begun.notified() => {}
+        _ = tokio::time::sleep(FIRST_REQUEST_GRACE) => {}
+    }
+    // Finish the request in flight, then close.
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
 }

@@ -1,0 +1,205 @@
+//! The test application as a real process: flags in, HTTP on loopback out, and a
+//! graceful exit on SIGTERM, so the Fly emulator can run one per machine and a
+//! rolling update is tested against real process restarts.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{oneshot, watch};
+
+use super::{answer, HealthMode, ReleaseSpec};
+use crate::server::{serve, text, Request};
+
+const USAGE: &str = "usage: sandbox-app [--port N] [--version V] [--health ok|wrong-body|error500|hang] \
+[--boot-delay-ms N] [--latency-ms N] [--crash-exit-code N] [--release-command [--exit-code N]] [--exit-on-stdin-eof]";
+
+/// How long a stopping app waits for requests in flight before it exits anyway.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Flags {
+    port: u16,
+    spec: ReleaseSpec,
+    crash_exit_code: Option<i32>,
+    release_command: bool,
+    exit_code: i32,
+    /// Exit when stdin closes: the emulator holds the other end, so an app never
+    /// outlives the test that started it.
+    exit_on_stdin_eof: bool,
+}
+
+impl Flags {
+    fn parse(args: &[String]) -> Result<Flags, String> {
+        let mut flags = Flags {
+            port: 0,
+            spec: ReleaseSpec { version: "dev".into(), ..Default::default() },
+            crash_exit_code: None,
+            release_command: false,
+            exit_code: 0,
+            exit_on_stdin_eof: false,
+        };
+        let mut args = args.iter();
+        while let Some(flag) = args.next() {
+            let mut value = || args.next().cloned().ok_or_else(|| format!("{flag} needs a value"));
+            match flag.as_str() {
+                "--port" => flags.port = number(flag, &value()?)?,
+                "--version" => flags.spec.version = value()?,
+                "--health" => {
+                    let mode = value()?;
+                    flags.spec.health = serde_json::from_value(serde_json::Value::String(mode.clone()))
+                        .map_err(|_| format!("--health {mode}: use ok, wrong-body, error500 or hang"))?;
+                }
+                "--boot-delay-ms" => flags.spec.boot_delay_ms = number(flag, &value()?)?,
+                "--latency-ms" => flags.spec.latency_ms = number(flag, &value()?)?,
+                "--crash-exit-code" => flags.crash_exit_code = Some(number(flag, &value()?)?),
+                "--release-command" => flags.release_command = true,
+                "--exit-code" => flags.exit_code = number(flag, &value()?)?,
+                "--exit-on-stdin-eof" => flags.exit_on_stdin_eof = true,
+                other => return Err(format!("unknown flag {other}")),
+            }
+        }
+        Ok(flags)
+    }
+}
+
+fn number<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, String> {
+    value.parse().map_err(|_| format!("{flag} {value}: not a number"))
+}
+
+/// Prints a line; a closed stdout (the emulator is gone) is not worth a panic.
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Runs the test app with command-line `args` (without the program name) and
+/// returns its exit code. Blocks; it builds its own single-threaded runtime.
+pub fn run_process(args: Vec<String>) -> i32 {
+    let flags = match Flags::parse(&args) {
+        Ok(flags) => flags,
+        Err(e) => {
+            eprintln!("sandbox-app: {e}\n{USAGE}");
+            return 2;
+        }
+    };
+    if let Some(code) = flags.crash_exit_code {
+        say(&format!("sandbox-app {}: crashing on start with exit code {code}", flags.spec.version));
+        return code;
+    }
+    if flags.release_command {
+        say(&format!("release command for {}: running migrations", flags.spec.version));
+        say("migrating: 3 pending, 3 applied");
+        say(&format!("release command finished with exit code {}", flags.exit_code));
+        return flags.exit_code;
+    }
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(serve_until_stopped(flags)),
+        Err(e) => {
+            eprintln!("sandbox-app: cannot start a runtime: {e}");
+            1
+        }
+    }
+}
+
+async fn serve_until_stopped(flags: Flags) -> i32 {
+    // Handlers go in before anything else, so a SIGTERM during boot still ends in a clean exit.
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        eprintln!("sandbox-app: cannot install signal handlers");
+        return 1;
+    };
+    let lifeline = flags.exit_on_stdin_eof.then(|| {
+        let (closed, on_close) = oneshot::channel::<()>();
+        // A plain thread: a runtime would wait for a blocking stdin read before exiting.
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            let _ = closed.send(());
+        });
+        on_close
+    });
+    let stop_requested = async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+            _ = async { match lifeline { Some(on_close) => { let _ = on_close.await; } None => std::future::pending().await } } => "stdin closed",
+        }
+    };
+    tokio::pin!(stop_requested);
+
+    let boot = tokio::time::sleep(Duration::from_millis(flags.spec.boot_delay_ms));
+    tokio::select! {
+        _ = boot => {}
+        why = &mut stop_requested => {
+            say(&format!("{why} while booting; exiting"));
+            return 0;
+        }
+    }
+
+    let (stopping, stopping_seen) = watch::channel(false);
+    let spec = Arc::new(flags.spec);
+    let handler = move |request: Request| {
+        let (spec, mut stopping) = (spec.clone(), stopping_seen.clone());
+        async move {
+            if spec.latency_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(spec.latency_ms)).await;
+            }
+            if spec.health == HealthMode::Hang && request.path == "/health" {
+                // A hung probe must not hold up the exit: it is not work in flight.
+                tokio::select! {
+                    response = answer(&spec, &request) => response,
+                    _ = stopping.wait_for(|s| *s) => text(503, "shutting down"),
+                }
+            } else {
+                answer(&spec, &request).await
+            }
+        }
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], flags.port));
+    let server = match serve(addr, handler).await {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("sandbox-app: cannot listen on {addr}: {e}; pass another --port, or 0 for any");
+            return 1;
+        }
+    };
+    say(&format!("listening on {}", server.addr.port()));
+
+    let why = stop_requested.await;
+    say(&format!("{why}: no longer accepting, finishing requests in flight"));
+    let _ = stopping.send(true);
+    if tokio::time::timeout(DRAIN_LIMIT, server.shutdown()).await.is_err() {
+        say("requests still in flight after 30s; exiting anyway");
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<String> {
+        line.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn flags_parse_into_a_release() {
+        let flags = Flags::parse(&args("--port 0 --version v2 --health error500 --boot-delay-ms 50")).unwrap();
+        assert_eq!(flags.spec.version, "v2");
+        assert_eq!(flags.spec.health, HealthMode::Error500);
+        assert_eq!(flags.spec.boot_delay_ms, 50);
+        let flags = Flags::parse(&args("--release-command --exit-code 3")).unwrap();
+        assert!(flags.release_command);
+        assert_eq!(flags.exit_code, 3);
+    }
+
+    #[test]
+    fn bad_flags_say_what_is_wrong() {
+        assert!(Flags::parse(&args("--health sad")).unwrap_err().contains("use ok"));
+        assert!(Flags::parse(&args("--port")).unwrap_err().contains("needs a value"));
+        assert!(Flags::parse(&args("--bogus")).unwrap_err().contains("unknown flag"));
+        assert_eq!(run_process(args("--port nope")), 2);
+    }
+}

@@ -1,0 +1,121 @@
+//! Leases on every machine a deploy touches, so two deploys never fight over one.
+//! Taken before any change, refreshed in the background, released at the end, on
+//! failure and on cancellation.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::client::FlyClient;
+use crate::providers::ProviderError;
+use crate::shutdown::Shutdown;
+
+/// flyctl's default is 13 s; a little longer leaves room for a slow refresh, while a
+/// crashed run still frees the app within half a minute.
+pub const TTL: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+pub struct Leases {
+    held: Mutex<BTreeMap<String, String>>,
+    refresher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Leases {
+    pub fn nonce(&self, id: &str) -> Option<String> {
+        self.lock().get(id).cloned()
+    }
+
+    pub fn insert(&self, id: &str, nonce: String) {
+        self.lock().insert(id.to_string(), nonce);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes a lease on each machine not yet held. If one is held by someone else, the
+    /// ones just taken are given back and the error names the holder. With `patience`,
+    /// a held lease is tried again until then (a crashed run's lease expires by itself).
+    pub async fn acquire(
+        &self,
+        client: &FlyClient,
+        ids: &[String],
+        patience: Duration,
+        shutdown: &Shutdown,
+    ) -> Result<(), ProviderError> {
+        let give_up = Instant::now() + patience;
+        let mut taken = Vec::new();
+        for id in ids.iter().filter(|id| self.nonce(id).is_none()) {
+            loop {
+                match client.lease(id, TTL, None, shutdown).await {
+                    Ok(nonce) => {
+                        self.insert(id, nonce);
+                        taken.push(id.clone());
+                        break;
+                    }
+                    Err(ProviderError::Conflict { .. }) if Instant::now() < give_up => {
+                        if !shutdown.sleep(Duration::from_secs(1)).await {
+                            return Err(ProviderError::Cancelled(shutdown.cause().unwrap_or("shutdown")));
+                        }
+                    }
+                    Err(e) => {
+                        for t in &taken {
+                            let nonce = self.lock().remove(t);
+                            if let Some(nonce) = nonce {
+                                let _ = client.release_lease(t, &nonce, shutdown).await;
+                            }
+                        }
+                        return Err(match e {
+                            ProviderError::Conflict { detail, .. } => ProviderError::Conflict {
+                                what: format!("machine {id} of {}", "the app"),
+                                detail: format!("its lease: {detail}; nothing was changed"),
+                            },
+                            other => other,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Refreshes every held lease at half its TTL until `release_all`.
+    pub fn keep_fresh(self: &Arc<Self>, client: Arc<FlyClient>) {
+        let leases = self.clone();
+        let task = tokio::spawn(async move {
+            let shutdown = Shutdown::new();
+            loop {
+                tokio::time::sleep(TTL / 2).await;
+                let held: Vec<(String, String)> = leases.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                for (id, nonce) in held {
+                    if let Err(e) = client.lease(&id, TTL, Some(&nonce), &shutdown).await {
+                        tracing::warn!("could not refresh the lease on machine {id}: {e}");
+                    }
+                }
+            }
+        });
+        if let Some(old) = self.refresher.lock().unwrap_or_else(|e| e.into_inner()).replace(task) {
+            old.abort();
+        }
+    }
+
+    /// Gives every lease back. Runs on every path, cancellation included, so it uses a
+    /// fresh shutdown handle and a short time limit of its own.
+    pub async fn release_all(&self, client: &FlyClient) {
+        if let Some(task) = self.refresher.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            task.abort();
+        }
+        let held: Vec<(String, String)> = std::mem::take(&mut *self.lock()).into_iter().collect();
+        let fresh = &Shutdown::new();
+        let releases = held.iter().map(|(id, nonce)| async move {
+            match client.release_lease(id, nonce, fresh).await {
+                Ok(()) | Err(ProviderError::NotFound { .. }) => {}
+                Err(e) => tracing::warn!("could not release the lease on machine {id}: {e}; it expires by itself"),
+            }
+        });
+        // All at once and briefly: after a signal the whole step has seconds left.
+        if tokio::time::timeout(Duration::from_secs(2), futures_util::future::join_all(releases)).await.is_err() {
+            tracing::warn!("releasing leases timed out; they expire within {}s", TTL.as_secs());
+        }
+    }
+}

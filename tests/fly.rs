@@ -1,0 +1,296 @@
+//! Fly.io end to end: the real binary against the sandbox's Machines API emulator,
+//! whose machines are real processes of the test app behind a router like Fly's proxy.
+
+use std::time::{Duration, Instant};
+
+use sandbox::app::{HealthMode, ReleaseSpec};
+use sandbox::fly::{Faults, FlyOptions, FlySandbox, MachineView};
+
+use crate::util::{eventually, with, Step, BIN};
+
+pub const TOKEN: &str = "fm2_sandbox-token-for-tests";
+pub const V1: &str = "registry.fly.io/web:v1";
+pub const V2: &str = "registry.fly.io/web:v2";
+pub const V3: &str = "registry.fly.io/web:v3";
+
+pub async fn fly() -> FlySandbox {
+    FlySandbox::start(FlyOptions {
+        app_command: vec![BIN.into(), "__sandbox-app".into()],
+        check_interval: Duration::from_millis(100),
+        token: Some(TOKEN.into()),
+        ..FlyOptions::default()
+    })
+    .await
+    .expect("the Fly sandbox starts")
+}
+
+pub fn inputs(fly: &FlySandbox, image: &str) -> Vec<(String, String)> {
+    [
+        ("provider", "fly".to_string()),
+        ("app", "web".to_string()),
+        ("token", TOKEN.to_string()),
+        ("image", image.to_string()),
+        ("api-url", fly.api_url()),
+        ("health-url", format!("{}/health", fly.app_url())),
+        ("check-string", "ok".to_string()),
+        ("version-url", format!("{}/version", fly.app_url())),
+        ("expect-version", sandbox::app::default_version(image)),
+        ("health-interval", "100ms".to_string()),
+        ("health-deadline", "4s".to_string()),
+        ("health-timeout", "1s".to_string()),
+        ("deploy-timeout", "90s".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+fn app_machines(fly: &FlySandbox) -> Vec<MachineView> {
+    let mut ms: Vec<MachineView> =
+        fly.machines().into_iter().filter(|m| m.process_group == "app" && m.state != "destroyed").collect();
+    ms.sort_by(|a, b| a.id.cmp(&b.id));
+    ms
+}
+
+fn images(fly: &FlySandbox) -> Vec<String> {
+    app_machines(fly).into_iter().map(|m| m.image).collect()
+}
+
+async fn version_through_router(fly: &FlySandbox) -> String {
+    let body = reqwest::get(format!("{}/version", fly.app_url())).await.unwrap().text().await.unwrap();
+    body.trim().to_string()
+}
+
+/// App-machine writes the action sent: updates, creates, deletes, cordons.
+fn machine_writes(fly: &FlySandbox) -> Vec<String> {
+    fly.calls()
+        .into_iter()
+        .filter(|c| c.is_write() && !c.path.ends_with("/lease"))
+        .map(|c| format!("{} {}", c.method, c.path))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_rolling_deploy_of_three_machines_passes_and_v2_answers() {
+    let fly = fly().await;
+    let ran = Step::main(&inputs(&fly, V2)).run().await;
+
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!(ran.output("status"), "deployed");
+    assert_eq!(ran.output("release"), V2);
+    assert_eq!(ran.output("previous-release"), V1);
+    assert_eq!(images(&fly), vec![V2; 3]);
+    assert_eq!(version_through_router(&fly).await, "v2");
+    assert!(ran.summary.contains("Provider API requests"), "{ran}");
+    let leases_left = fly.calls().iter().filter(|c| c.method == "DELETE" && c.path.ends_with("/lease")).count();
+    assert_eq!(leases_left, 3, "every lease is given back");
+    fly.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_check_string_puts_every_machine_back_on_its_recorded_config_and_exits_1() {
+    let fly = fly().await;
+    fly.add_release(V2, ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
+    let before: Vec<(String, serde_json::Value)> = app_machines(&fly).into_iter().map(|m| (m.id, m.config)).collect();
+    let ran = Step::main(&inputs(&fly, V2)).run().await;
+
+    assert_eq!(ran.code, 1, "{ran}");
+    assert_eq!(ran.output("status"), "rolled-back");
+    assert_eq!(ran.output("release"), V1);
+    let after: Vec<(String, serde_json::Value)> = app_machines(&fly).into_iter().map(|m| (m.id, m.config)).collect();
+    assert_eq!(after, before, "every machine is back on exactly its recorded config");
+    assert_eq!(version_through_router(&fly).await, "v1");
+    fly.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_release_command_stops_the_deploy_with_nothing_changed() {
+    let fly = fly().await;
+    fly.add_release(V2, ReleaseSpec { release_command_exit_code: 3, ..Default::default() });
+    let ran = Step::main(&with(inputs(&fly, V2), "release-command", "bin/migrate --all")).run().await;
+
+    assert_eq!(ran.code, 1, "{ran}");
+    assert_eq!(ran.output("status"), "failed");
+    assert!(ran.summary.contains("exited with code 3"), "{ran}");
+    assert!(ran.summary.contains("before any change"), "{ran}");
+    assert_eq!(images(&fly), vec![V1; 3]);
+    let app_ids: Vec<String> = app_machines(&fly).into_iter().map(|m| m.id).collect();
+    let touched: Vec<_> = fly
+        .calls()
+        .into_iter()
+        .filter(|c| {
+            c.is_write() && !c.path.ends_with("/lease") && c.machine_id.as_ref().is_some_and(|id| app_ids.contains(id))
+        })
+        .collect();
+    assert!(touched.is_empty(), "no app machine was touched: {touched:?}");
+    fly.stop().await;
+}
+
+#[tokio::test]
+async fn a_machine_that_never_boots_is_caught_long_before_the_deadline_and_rolled_back() {
+    let fly = fly().await;
+    fly.add_release(V2, ReleaseSpec { crash_on_start: true, exit_code: 7, ..Default::default() });
+    let started = Instant::now();
+    let ran = Step::main(&with(inputs(&fly, V2), "deploy-timeout", "5m")).run().await;
+    let took = started.elapsed();
+
+    assert_eq!(ran.code, 1, "{ran}");
+    assert_eq!(ran.output("status"), "rolled-back");
+    assert!(ran.summary.contains("exited with code 7"), "{ran}");
+    assert!(took < Duration::from_secs(40), "caught in {took:?}, against a 5 minute deadline");
+    assert_eq!(images(&fly), vec![V1; 3]);
+    fly.stop().await;
+}
+
+#[tokio::test]
+async fn a_lease_held_by_another_deploy_gives_a_clear_error_and_changes_nothing() {
+    let fly = fly().await;
+    let held = app_machines(&fly)[1].id.clone();
+    fly.hold_lease(&held, "alice@example.com");
+    let ran = Step::main(&inputs(&fly, V2)).run().await;
+
+    assert_eq!(ran.code, 1, "{ran}");
+    assert_eq!(ran.output("status"), "failed");
+    assert!(ran.summary.contains(&held) && ran.summary.contains("held by someone else"), "{ran}");
+    assert!(ran.summary.contains("alice@example.com"), "the holder is named: {ran}");
+    assert!(machine_writes(&fly).is_empty(), "{:?}", machine_writes(&fly));
+    assert_eq!(images(&fly), vec![V1; 3]);
+    fly.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_refused_with_advice_and_changes_nothing() {
+    let fly = fly().await;
+    let ran = Step::main(&with(inputs(&fly, V2), "token", "fm2_wrong")).run().await;
+    assert_eq!(ran.code, 1, "{ran}");
+    assert!(ran.summary.contains("refused the token"), "{ran}");
+    assert!(machine_writes(&fly).is_empty());
+    fly.stop().await;
+}
+
+#[tokio::test]
+async fn a_plan_reads_but_never_writes() {
+    let fly = fly().await;
+    let ran = Step::main(&with(with(inputs(&fly, V2), "command", "plan"), "release-command", "migrate")).run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!(ran.output("status"), "planned");
+    assert!(fly.calls().iter().all(|c| !c.is_write()), "{:?}", fly.calls());
+    assert!(ran.summary.contains("rolling batch 1"), "{ran}");
+    assert!(ran.summary.contains("run the release command &#96;migrate&#96;"), "{ran}");
+    fly.stop().await;
+}
+
+#[tokio::test]
+async fn every_injected_fault_ends_healthy_on_a_known_version_with_a_truthful_summary() {
+    let faults = [
+        Faults { error_burst: 3, ..Default::default() },
+        Faults { rate_limit_burst: 2, retry_after_secs: Some(1), ..Default::default() },
+        Faults { rate_limit_burst: 3, ..Default::default() },
+        Faults { reset_burst: 2, ..Default::default() },
+        Faults { slow_ms: 150, ..Default::default() },
+        Faults { malformed_burst: 2, ..Default::default() },
+    ];
+    for fault in faults {
+        let fly = fly().await;
+        fly.set_faults(fault.clone());
+        let ran = Step::main(&inputs(&fly, V2)).run().await;
+        fly.set_faults(Faults::default());
+        let (expected_image, expected_version) = match ran.code {
+            0 => (V2, "v2"),
+            1 => (V1, "v1"),
+            other => panic!("{fault:?} ended with exit {other}: {ran}"),
+        };
+        assert_eq!(ran.output("release"), expected_image, "{fault:?}: {ran}");
+        assert_eq!(images(&fly), vec![expected_image; 3], "{fault:?}: {ran}");
+        assert_eq!(version_through_router(&fly).await, expected_version, "{fault:?}");
+        let first = ran.summary.lines().next().unwrap_or_default();
+        assert!(first.contains(&format!("`{expected_image}` is live")), "{fault:?}: {first}");
+        fly.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn sigint_mid_roll_out_exits_quickly_and_the_post_step_restores_the_recorded_configs() {
+    let fly = fly().await;
+    fly.add_release(V2, ReleaseSpec { boot_delay_ms: 4000, ..Default::default() });
+    let before: Vec<(String, serde_json::Value)> = app_machines(&fly).into_iter().map(|m| (m.id, m.config)).collect();
+    let inputs = inputs(&fly, V2);
+    let main = Step::main(&inputs);
+    let child = main.command().spawn().unwrap();
+    let pid = child.id().unwrap();
+    eventually(Duration::from_secs(30), "the first machine to be updated", || images(&fly).contains(&V2.to_string()))
+        .await;
+
+    let signalled = Instant::now();
+    tokio::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().await.unwrap();
+    let ran = main.collect(child).await;
+    assert_eq!(ran.code, 130, "{ran}");
+    assert!(signalled.elapsed() < Duration::from_secs(5), "{:?}", signalled.elapsed());
+    assert_eq!(ran.state["safe_deploy_stage"], "changing");
+
+    let post = Step::post(&inputs, &ran.state).run().await;
+    assert_eq!(post.code, 1, "{post}");
+    assert_eq!(post.output("status"), "rolled-back");
+    let after: Vec<(String, serde_json::Value)> = app_machines(&fly).into_iter().map(|m| (m.id, m.config)).collect();
+    assert_eq!(after, before);
+
+    // Once more, as if the post step ran twice: nothing is updated again.
+    fly.reset_calls();
+    let again = Step::post(&inputs, &ran.state).run().await;
+    assert_eq!(again.output("status"), "rolled-back", "{again}");
+    assert!(machine_writes(&fly).is_empty(), "{:?}", machine_writes(&fly));
+    fly.stop().await;
+}
+
+#[tokio::test]
+async fn each_strategy_deploys_and_rolls_back() {
+    for strategy in ["rolling", "canary", "bluegreen", "immediate"] {
+        let fly = fly().await;
+        fly.add_release(V3, ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
+        let good = Step::main(&with(inputs(&fly, V2), "strategy", strategy)).run().await;
+        assert_eq!(good.code, 0, "{strategy}: {good}");
+        assert_eq!(images(&fly), vec![V2; 3], "{strategy}");
+
+        let bad = Step::main(&with(inputs(&fly, V3), "strategy", strategy)).run().await;
+        assert_eq!(bad.code, 1, "{strategy}: {bad}");
+        assert_eq!(bad.output("status"), "rolled-back", "{strategy}");
+        assert_eq!(images(&fly), vec![V2; 3], "{strategy}: three machines on v2, none left over");
+        assert_eq!(version_through_router(&fly).await, "v2", "{strategy}");
+        fly.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn no_request_fails_through_the_router_during_a_rolling_deploy_and_a_rollback() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let fly = fly().await;
+    fly.add_release(V3, ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
+    let url = format!("{}/", fly.app_url());
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    let traffic = tokio::spawn(async move {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+        let (mut total, mut failed) = (0u32, 0u32);
+        // Bounded: 25 requests a second, 1200 at the most.
+        let mut tick = tokio::time::interval(Duration::from_millis(40));
+        while total < 1200 && !stopped.load(Ordering::SeqCst) {
+            tick.tick().await;
+            total += 1;
+            if !matches!(client.get(&url).send().await, Ok(r) if r.status().is_success()) {
+                failed += 1;
+            }
+        }
+        (total, failed)
+    });
+    let deployed = Step::main(&inputs(&fly, V2)).run().await;
+    let rolled_back = Step::main(&inputs(&fly, V3)).run().await;
+    stop.store(true, Ordering::SeqCst);
+    let (total, failed) = traffic.await.unwrap();
+
+    assert_eq!((deployed.code, rolled_back.code), (0, 1), "{deployed}\n{rolled_back}");
+    assert!(total >= 50, "{total} requests sent");
+    assert_eq!(failed, 0, "{failed} of {total} requests failed");
+    fly.stop().await;
+}
