@@ -143,6 +143,25 @@ async fn a_machine_that_never_boots_is_caught_long_before_the_deadline_and_rolle
 }
 
 #[tokio::test]
+async fn a_machine_stuck_starting_times_out_at_deploy_timeout_and_is_rolled_back() {
+    let fly = fly().await;
+    fly.set_faults(Faults { never_start: true, ..Default::default() });
+    let main = Step::main(&with(inputs(&fly, V2), "deploy-timeout", "6s"));
+    let child = main.command().spawn().unwrap();
+    // The first machine takes v2 and hangs in "starting"; later starts are healthy again.
+    eventually(Duration::from_secs(20), "the first machine to take v2", || images(&fly).contains(&V2.to_string()))
+        .await;
+    fly.set_faults(Faults::default());
+    let ran = main.collect(child).await;
+
+    assert_eq!(ran.code, 1, "{ran}");
+    assert_eq!(ran.output("status"), "rolled-back");
+    assert!(ran.summary.contains("took longer than") && ran.summary.contains("deploy-timeout"), "{ran}");
+    assert_eq!(images(&fly), vec![V1; 3]);
+    fly.stop().await;
+}
+
+#[tokio::test]
 async fn a_lease_held_by_another_deploy_gives_a_clear_error_and_changes_nothing() {
     let fly = fly().await;
     let held = app_machines(&fly)[1].id.clone();

@@ -1,6 +1,9 @@
 //! Prints safe-deploy's figures: release binary size, time from process start to the
-//! first request the action sends, wall time of a deploy, and peak memory of a run.
-//! Runs against the provider double on loopback; bounded in count and time.
+//! first request the action sends, wall time of a deploy, and peak memory of a run
+//! (against the provider double); then, on the Fly sandbox with three machines, the
+//! failed/total requests through the router during a rolling deploy and during an
+//! automatic rollback, the deploy's wall time, and Machines API calls per machine.
+//! Everything runs on loopback, bounded in count and time.
 
 use std::process::Stdio;
 
@@ -81,7 +84,99 @@ async fn main() {
         "peak memory of a run: {:.1} MiB (max RSS over {RUNS} runs; goal < 30 MB)",
         peak_rss_kib() as f64 / 1024.0
     );
+    fly(&binary, &dir).await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A rolling deploy and an automatic rollback on the Fly sandbox under steady traffic.
+async fn fly(binary: &str, dir: &std::path::Path) {
+    use sandbox::app::{HealthMode, ReleaseSpec};
+    use sandbox::fly::{FlyOptions, FlySandbox};
+
+    let token = "fm2_bench-token";
+    let fly = FlySandbox::start(FlyOptions {
+        app_command: vec![binary.into(), "__sandbox-app".into()],
+        token: Some(token.into()),
+        ..FlyOptions::default()
+    })
+    .await
+    .expect("the Fly sandbox starts");
+    fly.add_release("registry.fly.io/web:v3", ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
+    let machine_ids: Vec<String> = fly.machines().into_iter().map(|m| m.id).collect();
+
+    for (label, image, expected) in [
+        ("rolling deploy of v2", "registry.fly.io/web:v2", 0),
+        ("automatic rollback of a broken v3", "registry.fly.io/web:v3", 1),
+    ] {
+        fly.reset_calls();
+        let traffic = Traffic::start(format!("{}/", fly.app_url()));
+        let started = Instant::now();
+        let status = Command::new(binary)
+            .env_clear()
+            .env("GITHUB_ACTIONS", "true")
+            .env("RUNNER_TEMP", dir)
+            .env("GITHUB_WORKSPACE", dir)
+            .env("INPUT_PROVIDER", "fly")
+            .env("INPUT_APP", "web")
+            .env("INPUT_TOKEN", token)
+            .env("INPUT_IMAGE", image)
+            .env("INPUT_API-URL", fly.api_url())
+            .env("INPUT_HEALTH-URL", format!("{}/health", fly.app_url()))
+            .env("INPUT_CHECK-STRING", "ok")
+            .env("INPUT_HEALTH-INTERVAL", "200ms")
+            .env("INPUT_HEALTH-DEADLINE", "5s")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .expect("the binary runs");
+        let wall = started.elapsed();
+        let (total, failed) = traffic.stop().await;
+        assert_eq!(status.code(), Some(expected), "{label}: unexpected exit");
+        let calls = fly.calls();
+        let per_machine: Vec<usize> =
+            machine_ids.iter().map(|id| calls.iter().filter(|c| c.machine_id.as_deref() == Some(id)).count()).collect();
+        let app_level = calls.iter().filter(|c| c.machine_id.is_none()).count();
+        println!(
+            "fly, 3 machines, {label}: {failed} failed / {total} requests through the router; wall time {:.1} s; \
+             Machines API calls: {} in all, per machine {:?} (+{app_level} app-level list/create)",
+            wall.as_secs_f64(),
+            calls.len(),
+            per_machine
+        );
+    }
+    fly.stop().await;
+}
+
+/// Steady traffic: 25 requests a second through the router, until stopped.
+struct Traffic {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<(u64, u64)>,
+}
+
+impl Traffic {
+    fn start(url: String) -> Traffic {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let (mut total, mut failed) = (0u64, 0u64);
+            let mut tick = tokio::time::interval(Duration::from_millis(40));
+            // Bounded: ten minutes at the most.
+            while total < 15_000 && !stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                tick.tick().await;
+                total += 1;
+                let ok = matches!(sandbox::client::call("GET", &url, &[], None).await, Ok(r) if r.status == 200);
+                failed += u64::from(!ok);
+            }
+            (total, failed)
+        });
+        Traffic { stop, task }
+    }
+
+    async fn stop(self) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.task.await.unwrap_or((0, 0))
+    }
 }
 
 /// The largest resident set of any finished child process, in KiB.

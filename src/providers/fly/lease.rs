@@ -67,7 +67,7 @@ impl Leases {
                         }
                         return Err(match e {
                             ProviderError::Conflict { detail, .. } => ProviderError::Conflict {
-                                what: format!("machine {id} of {}", "the app"),
+                                what: format!("machine {id}"),
                                 detail: format!("its lease: {detail}; nothing was changed"),
                             },
                             other => other,
