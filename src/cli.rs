@@ -11,6 +11,7 @@ use clap::{Arg, ArgAction, ArgMatches};
 
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::github::{Ledger, RunContext};
 use crate::http::{HttpClient, RetryConfig};
 use crate::inputs::{RawInputs, INPUTS};
 use crate::report::{exit, Outcome, Report};
@@ -201,13 +202,11 @@ pub async fn deploy(raw: RawInputs, runner: Runner, shutdown: Shutdown) -> i32 {
         Ok(c) => c,
         Err(errors) => return bad_input(&raw, &runner, &errors),
     };
-    let mut report = match run_engine(&config, &runner, shutdown).await {
+    let report = match run_engine(&config, &runner, shutdown).await {
         Ok(report) => report,
         Err(e) => internal_failure(&config, &runner, e),
     };
-    if config.github_token.is_some() {
-        report.warnings.push("GitHub deployment: not recorded; this version accepts github-token but does not write GitHub Deployments yet".into());
-    }
+
     finish(&report, &runner, config.summary)
 }
 
@@ -222,8 +221,25 @@ async fn run_engine(config: &Config, runner: &Runner, shutdown: Shutdown) -> any
         config.app,
         provider.name()
     ));
-    let engine = Engine { config, provider: provider.as_ref(), http: &http, runner, shutdown };
-    Ok(engine.run().await)
+    let (ledger, ledger_problem) = ledger(config, runner);
+    let engine = Engine { config, provider: provider.as_ref(), http: &http, runner, shutdown, ledger: ledger.as_ref() };
+    let mut report = engine.run().await;
+    report.warnings.extend(ledger_problem);
+    Ok(report)
+}
+
+/// The GitHub deployment ledger, when a github-token is given and the run is on a
+/// runner; otherwise why not, as a warning for the summary.
+fn ledger(config: &Config, runner: &Runner) -> (Option<Ledger>, Option<String>) {
+    let Some(token) = &config.github_token else { return (None, None) };
+    let run = RunContext::from_env(|k| std::env::var(k).ok());
+    match Ledger::new(token, run, &config.environment, config.transient_environment, config.production_environment) {
+        Ok(l) => (Some(l), None),
+        Err(why) => {
+            runner.warning("GitHub deployment", &why);
+            (None, Some(format!("GitHub deployment: not recorded: {why}")))
+        }
+    }
 }
 
 /// A failure of our own before the engine started (e.g. the HTTP client could not be
@@ -269,7 +285,7 @@ async fn post(raw: RawInputs, runner: Runner, m: &ArgMatches, env: &Env) -> i32 
         },
         None => Saved::from_env(env),
     };
-    if !saved.stage.is_some_and(|s| s.needs_rollback()) {
+    if !saved.stage.is_some_and(|s| s.needs_rollback()) && saved.open_deployment.is_none() {
         runner.say("safe-deploy post: the main step finished on its own; nothing to do.");
         return 0;
     }
@@ -290,15 +306,20 @@ async fn post(raw: RawInputs, runner: Runner, m: &ArgMatches, env: &Env) -> i32 
         Ok(p) => p,
         Err(e) => return finish(&internal_failure(&config, &runner, e), &runner, config.summary),
     };
+    let (ledger, ledger_problem) = ledger(&config, &runner);
     let engine = Engine {
         config: &config,
         provider: provider.as_ref(),
         http: &http,
         runner: &runner,
         shutdown: Shutdown::new(),
+        ledger: ledger.as_ref(),
     };
     match engine.post(&saved).await {
-        Some(report) => finish(&report, &runner, config.summary),
+        Some(mut report) => {
+            report.warnings.extend(ledger_problem);
+            finish(&report, &runner, config.summary)
+        }
         None => 0,
     }
 }

@@ -21,6 +21,7 @@ const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 pub enum Command {
     Deploy,
     Rollback,
+    Redeploy,
     Plan,
 }
 
@@ -29,6 +30,7 @@ impl Command {
         match self {
             Command::Deploy => "deploy",
             Command::Rollback => "rollback",
+            Command::Redeploy => "redeploy",
             Command::Plan => "plan",
         }
     }
@@ -157,6 +159,11 @@ pub struct Config {
     pub max_unavailable: MaxUnavailable,
     /// Run once with the new image before any app instance changes.
     pub release_command: Option<String>,
+    /// rollback and redeploy: the release, or a commit SHA from the ledger.
+    pub to: Option<String>,
+    pub transient_environment: bool,
+    /// `None`: GitHub's default (production only when the environment is named so).
+    pub production_environment: Option<bool>,
 }
 
 /// How many instances a rolling deploy may replace at once (after the first).
@@ -265,7 +272,7 @@ impl Config {
             }
         };
 
-        let command = p.parse(raw, "command", parse_command, "Use deploy, rollback or plan.");
+        let command = p.parse(raw, "command", parse_command, "Use deploy, rollback, redeploy or plan.");
         let provider = match raw.get("provider") {
             None => {
                 p.add("provider", "is required", format!("Set it to one of: {}.", ProviderKind::NAMES));
@@ -322,6 +329,22 @@ impl Config {
                 "Set it to the image reference to deploy, e.g. registry.example.com/app:1.2.3.",
             );
         }
+
+        let to = raw.get("to").map(str::to_string);
+        if command == Some(Command::Redeploy) && to.is_none() && image.is_none() {
+            p.add(
+                "to",
+                "is required by command redeploy",
+                "Name the release to deploy again: an image, or a commit SHA safe-deploy deployed before.",
+            );
+        }
+        let transient_environment = p.parse(raw, "transient-environment", parse_bool, "Use true or false.");
+        let production_environment = match raw.get("production-environment") {
+            None => Some(None),
+            Some(_) => {
+                p.parse(raw, "production-environment", parse_bool, "Use true or false, or leave it empty.").map(Some)
+            }
+        };
 
         let health = health_config(raw, &mut p);
 
@@ -394,7 +417,20 @@ impl Config {
             return Err(p.0);
         }
         // Every None above recorded a problem, so these are all present.
-        match (command, provider, app, health, rollback, strategy, deploy_timeout, dry_run, summary, max_unavailable) {
+        match (
+            command,
+            provider,
+            app,
+            health,
+            rollback,
+            strategy,
+            deploy_timeout,
+            dry_run,
+            summary,
+            max_unavailable,
+            transient_environment,
+            production_environment,
+        ) {
             (
                 Some(command),
                 Some(provider),
@@ -406,6 +442,8 @@ impl Config {
                 Some(dry_run),
                 Some(summary),
                 Some(max_unavailable),
+                Some(transient_environment),
+                Some(production_environment),
             ) => Ok(Config {
                 command,
                 provider,
@@ -423,6 +461,9 @@ impl Config {
                 summary,
                 max_unavailable,
                 release_command,
+                to,
+                transient_environment,
+                production_environment,
             }),
             _ => Err(vec![InputError {
                 input: "command",
@@ -563,6 +604,7 @@ fn parse_command(text: &str) -> Result<Command, String> {
     match text.to_ascii_lowercase().as_str() {
         "deploy" => Ok(Command::Deploy),
         "rollback" => Ok(Command::Rollback),
+        "redeploy" => Ok(Command::Redeploy),
         "plan" => Ok(Command::Plan),
         _ => Err(format!("'{text}' is not a command")),
     }

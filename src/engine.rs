@@ -11,10 +11,11 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use crate::config::{human, Command, Config};
+use crate::github::{Entry, Ledger, Record};
 use crate::health::{Gate, GateResult};
 use crate::http::HttpClient;
 use crate::providers::{Context, Provider, ProviderError, Severity, Snapshot, Target};
-use crate::report::{Outcome, Phase, PhaseResult, Report, RollbackInfo};
+use crate::report::{DeploymentRecord, Outcome, Phase, PhaseResult, Report, RollbackInfo};
 use crate::runner::Runner;
 use crate::shutdown::Shutdown;
 use crate::state::{self, Saved, Stage};
@@ -29,6 +30,8 @@ pub struct Engine<'a> {
     pub http: &'a HttpClient,
     pub runner: &'a Runner,
     pub shutdown: Shutdown,
+    /// GitHub Deployments, when a github-token is given.
+    pub ledger: Option<&'a Ledger>,
 }
 
 /// How a step ended, when it did not end well.
@@ -103,12 +106,16 @@ impl Engine<'_> {
         report: &mut Report,
         run_start: Instant,
         label: &str,
-        check_version: bool,
+        expected: Option<&str>,
     ) -> Result<(), Stop> {
         let name = format!("health gate: {label}");
         self.runner.group(&name);
         let start = Instant::now();
-        let gate = Gate { config: &self.config.health, check_version, label };
+        // The expected version is checked where the run has a version URL, and never
+        // for the rolled-back release.
+        let mut health = self.config.health.clone();
+        health.version = health.version.take().and_then(|(url, _)| expected.map(|v| (url, v.to_string())));
+        let gate = Gate { config: &health, check_version: expected.is_some(), label };
         let result = gate.run(self.http, &self.shutdown).await;
         let (phase_result, out) = match result.result {
             GateResult::Passed => (PhaseResult::Ok, Ok(())),
@@ -137,7 +144,66 @@ impl Engine<'_> {
         let mut report = self.run_steps().await;
         self.provider.finish().await;
         report.api_calls = self.provider.api_calls();
+        // A cancelled run's deployment is finished by the post step, after its rollback.
+        if report.outcome != Outcome::Cancelled {
+            self.close_deployment(&mut report).await;
+        }
         report
+    }
+
+    /// Records the run in the ledger before the first change.
+    async fn open_deployment(&self, report: &mut Report, target: &Target) {
+        let Some(ledger) = self.ledger else { return };
+        let record = Record {
+            provider: self.provider.name().to_string(),
+            app: self.config.app.clone(),
+            command: self.config.command.as_str().to_string(),
+            target: target.release.clone(),
+            previous: report.previous.clone(),
+            version: target.version.clone(),
+        };
+        match ledger.start(&record).await {
+            Ok(id) => {
+                state::save_value(self.runner, state::DEPLOYMENT, &id.to_string());
+                report.deployment = Some(DeploymentRecord {
+                    id,
+                    environment: ledger.environment.clone(),
+                    state: "in_progress".into(),
+                    url: ledger.run.deployments_url(&ledger.environment),
+                });
+            }
+            Err(why) => self.ledger_warning(report, why),
+        }
+    }
+
+    /// Gives the run's deployment its final status, as the report says.
+    async fn close_deployment(&self, report: &mut Report) {
+        let (Some(ledger), Some(id)) = (self.ledger, report.deployment.as_ref().map(|d| d.id)) else { return };
+        let live = report.live.clone().unwrap_or_else(|| "an unknown release".into());
+        let (state, description) = match report.outcome {
+            Outcome::Deployed => ("success", format!("{live} is live and healthy")),
+            Outcome::RolledBack => ("failure", format!("failed and rolled back; {live} is live")),
+            Outcome::Failed => ("failure", format!("failed; {live} is live")),
+            Outcome::RollbackFailed => ("error", "ROLLBACK FAILED: what is live is unknown".to_string()),
+            Outcome::Cancelled => ("error", format!("cancelled; {live} is live")),
+            Outcome::Planned => return,
+        };
+        let url = (report.outcome == Outcome::Deployed).then(|| report.url.clone()).flatten();
+        match ledger.status(id, state, &description, url.as_deref()).await {
+            Ok(()) => {
+                state::save_value(self.runner, state::DEPLOYMENT_DONE, "true");
+                if let Some(d) = &mut report.deployment {
+                    d.state = state.to_string();
+                }
+            }
+            Err(why) => self.ledger_warning(report, why),
+        }
+    }
+
+    fn ledger_warning(&self, report: &mut Report, why: String) {
+        let why = self.runner.redactor().redact(&why);
+        self.runner.warning("GitHub deployment", &why);
+        report.warnings.push(format!("GitHub deployment: {why}"));
     }
 
     async fn run_steps(&self) -> Report {
@@ -190,6 +256,7 @@ impl Engine<'_> {
                 self.stopped_before_change(report, Stop::Cancelled(format!("stopped by {cause} before any change"))),
             );
         }
+        self.open_deployment(&mut report, &target).await;
 
         if let Err(stop) = self
             .phase(
@@ -232,7 +299,7 @@ impl Engine<'_> {
             }
         };
         let verified = match ready {
-            Ok(()) => self.gate(&mut report, run_start, "new release", true).await,
+            Ok(()) => self.gate(&mut report, run_start, "new release", target.version.as_deref()).await,
             Err(stop) => Err(stop),
         };
         match verified {
@@ -250,8 +317,10 @@ impl Engine<'_> {
         }
     }
 
-    /// The target of a deploy is the image; that of a rollback is the given release,
-    /// or the last one before the live one.
+    /// The target of a deploy is the image. A rollback or redeploy goes to `to` (a
+    /// release, or a commit SHA looked up in the ledger); a rollback without one goes
+    /// to the last release that deployed successfully before the live one, from the
+    /// ledger, else from the provider's own history.
     async fn choose_target(
         &self,
         report: &mut Report,
@@ -259,25 +328,78 @@ impl Engine<'_> {
         live: &Snapshot,
         ctx: &Context,
     ) -> Result<Target, Stop> {
-        if let Some(image) = &self.config.image {
-            return Ok(Target { release: image.clone() });
+        let c = self.config;
+        if matches!(c.command, Command::Deploy | Command::Plan) {
+            let image = c.image.clone().ok_or_else(|| Stop::Failed("bug: no image to deploy".into()))?;
+            return Ok(Target { release: image, version: c.health.version.as_ref().map(|(_, v)| v.clone()) });
         }
-        if self.config.command != Command::Rollback {
-            return Err(Stop::Failed("bug: no image to deploy".into()));
+        if let Some(wanted) = c.to.clone().or_else(|| c.image.clone()) {
+            return self.resolve(report, &wanted).await;
+        }
+        if let Some(ledger) = self.ledger {
+            match ledger.history(self.provider.name(), &c.app).await {
+                Ok(entries) => {
+                    let good = entries
+                        .iter()
+                        .find(|e| e.state.as_deref() == Some("success") && e.record.target != live.release);
+                    if let Some(e) = good {
+                        report.findings.push(format!(
+                            "info: the ledger's last good release before {} is {} (deployment {}, commit {})",
+                            live.release,
+                            e.record.target,
+                            e.id,
+                            short(&e.sha)
+                        ));
+                        return Ok(Target { release: e.record.target.clone(), version: e.record.version.clone() });
+                    }
+                }
+                Err(why) => self.ledger_warning(report, why),
+            }
         }
         let history = self.phase(report, run_start, "find the previous release", self.provider.history(ctx)).await?;
         history
             .iter()
             .rev()
             .find(|r| r.release != live.release)
-            .map(|r| Target { release: r.release.clone() })
+            .map(|r| Target { release: r.release.clone(), version: None })
             .ok_or_else(|| {
                 Stop::Failed(format!(
-                    "no earlier release to roll back to: {} remembers only {}; give one with the image input",
+                    "no earlier release to roll back to: neither the GitHub ledger nor {} knows one before {}; name one with the to input",
                     self.provider.name(),
                     live.release
                 ))
             })
+    }
+
+    /// A release as the user named it: a commit SHA found in the ledger, or the
+    /// provider's own name for a release.
+    async fn resolve(&self, report: &mut Report, wanted: &str) -> Result<Target, Stop> {
+        let looks_like_sha = (7..=40).contains(&wanted.len()) && wanted.chars().all(|c| c.is_ascii_hexdigit());
+        let (true, Some(ledger)) = (looks_like_sha, self.ledger) else {
+            return Ok(Target { release: wanted.to_string(), version: None });
+        };
+        let entries: Vec<Entry> = ledger
+            .history(self.provider.name(), &self.config.app)
+            .await
+            .map_err(|why| Stop::Failed(format!("commit {wanted} could not be looked up: {why}")))?;
+        let sha = wanted.to_ascii_lowercase();
+        let of_commit = || entries.iter().filter(|e| e.sha.starts_with(&sha));
+        let hit = of_commit().find(|e| e.state.as_deref() == Some("success")).or_else(|| of_commit().next());
+        match hit {
+            Some(e) => {
+                report.findings.push(format!(
+                    "info: commit {} was deployed as {} (deployment {})",
+                    short(&e.sha),
+                    e.record.target,
+                    e.id
+                ));
+                Ok(Target { release: e.record.target.clone(), version: e.record.version.clone() })
+            }
+            None => Err(Stop::Failed(format!(
+                "commit {wanted} was never deployed to {} by safe-deploy; name the release itself in to",
+                ledger.environment
+            ))),
+        }
     }
 
     fn plan_steps(&self, live: &Snapshot, target: &Target, ctx: &Context) -> Vec<String> {
@@ -363,7 +485,7 @@ impl Engine<'_> {
             }
         };
         let verified = match ready {
-            Ok(()) => self.gate(&mut report, run_start, "rolled-back release", false).await,
+            Ok(()) => self.gate(&mut report, run_start, "rolled-back release", None).await,
             Err(stop) => Err(stop),
         };
         match verified {
@@ -389,9 +511,31 @@ impl Engine<'_> {
     /// The post step: finishes a rollback that a cancelled main step left open.
     /// Returns `None` when there is nothing to do.
     pub async fn post(&self, saved: &Saved) -> Option<Report> {
-        let mut report = self.post_steps(saved).await?;
+        let report = self.post_steps(saved).await;
         self.provider.finish().await;
+        let (Some(mut report), open) = (report, saved.open_deployment) else {
+            // Nothing to roll back, but main may have left its deployment open.
+            if let (Some(id), Some(ledger)) = (saved.open_deployment, self.ledger) {
+                let description = "cancelled before any change; the recorded release is still live";
+                match ledger.status(id, "error", description, None).await {
+                    Ok(()) => self
+                        .runner
+                        .say(&format!("safe-deploy post: GitHub deployment {id} marked error: {description}")),
+                    Err(why) => self.runner.warning("GitHub deployment", &why),
+                }
+            }
+            return None;
+        };
         report.api_calls = self.provider.api_calls();
+        if let (Some(id), Some(ledger)) = (open, self.ledger) {
+            report.deployment = Some(DeploymentRecord {
+                id,
+                environment: ledger.environment.clone(),
+                state: "in_progress".into(),
+                url: ledger.run.deployments_url(&ledger.environment),
+            });
+            self.close_deployment(&mut report).await;
+        }
         Some(report)
     }
 
@@ -418,7 +562,7 @@ impl Engine<'_> {
                 report.reason = Some(why.clone());
                 let mut info =
                     RollbackInfo { to: snapshot.release.clone(), reason: why, succeeded: false, detail: None };
-                match self.gate(&mut report, run_start, "rolled-back release", false).await {
+                match self.gate(&mut report, run_start, "rolled-back release", None).await {
                     Ok(()) => {
                         info.succeeded = true;
                         info.detail = Some("the recorded release was already back".into());
@@ -452,4 +596,9 @@ impl LowercaseFirst for String {
             None => self,
         }
     }
+}
+
+/// The first 7 characters of a commit SHA, as GitHub shows it.
+fn short(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
 }

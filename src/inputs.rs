@@ -32,11 +32,12 @@ const fn required(name: &'static str, description: &'static str) -> InputSpec {
 }
 
 pub const INPUTS: &[InputSpec] = &[
-    input("command", "deploy", "What to do: deploy (roll out image), rollback (put the previous release back) or plan (show what a deploy would do, change nothing)."),
+    input("command", "deploy", "What to do: deploy (roll out image), rollback (put an earlier release back), redeploy (deploy the release named by to again) or plan (show what a deploy would do, change nothing)."),
     required("provider", "Where the app runs: fly (Fly.io Machines), or memory (the built-in provider double, for trying the action and for tests; its api-url is a file:// path to its state)."),
     input("app", "", "The application's name at the provider. Required, except with fly when fly.toml names it."),
     secret("token", "API token for the provider. Pass it from a secret; it is masked and never printed."),
-    input("image", "", "The release to deploy: a container image reference such as registry.example.com/app:1.2.3. Required by deploy and plan; with rollback, the release to go back to (empty: the previous one)."),
+    input("image", "", "The release to deploy: a container image reference such as registry.example.com/app:1.2.3. Required by deploy and plan."),
+    input("to", "", "rollback and redeploy: the release to go to, in the provider's terms (a Fly image) or a commit SHA safe-deploy deployed before (looked up in the GitHub deployment ledger). Empty with rollback: the last release that deployed successfully before the live one."),
     input("health-url", "", "URL that must answer healthy once the new version is rolled out, e.g. https://app.example.com/health. Required, except with fly, where it defaults to https://APP.fly.dev plus the check path in fly.toml."),
     input("expect-status", "200", "Status codes that count as healthy: codes and classes separated by commas, e.g. 200,204 or 2xx."),
     input("check-string", "", "Text the health response body must contain."),
@@ -56,8 +57,10 @@ pub const INPUTS: &[InputSpec] = &[
     input("fly-config", "fly.toml", "Fly: path of fly.toml in the workspace; read when present for app, health check path and [deploy]. Inputs override it."),
     input("deploy-timeout", "10m", "Time limit for the provider to roll out and report the new version up, before the health gate starts."),
     input("dry-run", "false", "true: plan only; nothing is changed."),
-    secret("github-token", "Token for GitHub Deployments, e.g. ${{ github.token }}. Accepted and masked; the deployment ledger arrives in a later version and is reported as not recorded until then."),
-    input("environment", "production", "The environment name this deploy is for (used in the summary and, later, GitHub Deployments)."),
+    secret("github-token", "Token for GitHub Deployments, e.g. ${{ github.token }} with permissions deployments: write. Each run is then recorded as a deployment with statuses, and rollback finds earlier releases there. GitHub failing never fails a deploy: it becomes a warning."),
+    input("environment", "production", "The environment this deploy is for: the GitHub deployment's environment, and the ledger rollback looks in."),
+    input("transient-environment", "false", "GitHub Deployments: the environment goes away later (e.g. a review app)."),
+    input("production-environment", "", "GitHub Deployments: whether this is a production environment (true or false). Empty: GitHub's default, true only for an environment named production."),
     input("api-url", "", "Override the provider's API base URL (https, or http on loopback only)."),
     input("summary", "true", "Write the job summary (true or false)."),
 ];

@@ -19,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod engine;
+pub mod github;
 pub mod health;
 pub mod http;
 pub mod inputs;

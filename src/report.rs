@@ -116,6 +116,17 @@ pub struct Report {
     pub input_errors: Vec<String>,
     /// Requests sent to the provider's API, when it counts them.
     pub api_calls: Option<usize>,
+    /// The GitHub deployment recording this run, when there is one.
+    pub deployment: Option<DeploymentRecord>,
+}
+
+/// The GitHub deployment of a run: its id, the last status given, and where to see it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    pub id: u64,
+    pub environment: String,
+    pub state: String,
+    pub url: String,
 }
 
 impl Report {
@@ -142,6 +153,7 @@ impl Report {
             changed: false,
             input_errors: Vec::new(),
             api_calls: None,
+            deployment: None,
         }
     }
 
@@ -172,6 +184,9 @@ impl Report {
             );
         }
         match self.outcome {
+            Outcome::Deployed if self.command == "redeploy" => {
+                format!("✅ Redeployed `{target}` to {} — {live} and healthy.", self.app)
+            }
             Outcome::Deployed if self.command == "rollback" => {
                 format!("✅ Rolled {} back to `{target}` on request — {live} and healthy.", self.app)
             }

@@ -13,6 +13,9 @@ use crate::runner::{files, Runner};
 pub const STAGE: &str = "safe_deploy_stage";
 pub const SNAPSHOT: &str = "safe_deploy_snapshot";
 pub const TARGET: &str = "safe_deploy_target";
+/// The GitHub deployment this run created, and whether main gave it its final status.
+pub const DEPLOYMENT: &str = "safe_deploy_deployment";
+pub const DEPLOYMENT_DONE: &str = "safe_deploy_deployment_done";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -53,6 +56,8 @@ pub struct Saved {
     pub stage: Option<Stage>,
     pub snapshot: Option<Snapshot>,
     pub target: Option<String>,
+    /// A GitHub deployment main created but did not finish.
+    pub open_deployment: Option<u64>,
 }
 
 impl Saved {
@@ -73,6 +78,9 @@ impl Saved {
             stage: get(STAGE).as_deref().and_then(Stage::parse),
             snapshot: get(SNAPSHOT).and_then(|s| serde_json::from_str(&s).ok()),
             target: get(TARGET).filter(|t| !t.is_empty()),
+            open_deployment: get(DEPLOYMENT)
+                .and_then(|d| d.parse().ok())
+                .filter(|_| get(DEPLOYMENT_DONE).as_deref() != Some("true")),
         }
     }
 }
@@ -91,5 +99,12 @@ pub fn save(runner: &Runner, stage: Stage, snapshot: Option<&Snapshot>, target: 
     result = result.and(runner.save_state(STAGE, stage.as_str()));
     if let Err(e) = result {
         runner.warning("state not saved", &format!("could not write the state for the post step: {e}"));
+    }
+}
+
+/// Records one more value for the post step; a failure is a warning.
+pub fn save_value(runner: &Runner, name: &str, value: &str) {
+    if let Err(e) = runner.save_state(name, value) {
+        runner.warning("state not saved", &format!("could not write {name} for the post step: {e}"));
     }
 }

@@ -96,6 +96,17 @@ pub fn render(report: &Report) -> String {
         md.push('\n');
     }
 
+    if let Some(d) = &report.deployment {
+        let _ = writeln!(
+            md,
+            "### GitHub deployment\n\nDeployment {} in environment `{}`: **{}** — [deployments]({})\n",
+            d.id,
+            inline(&d.environment),
+            inline(&d.state),
+            d.url.replace(')', "%29")
+        );
+    }
+
     if !report.warnings.is_empty() {
         let _ = writeln!(md, "### Warnings\n");
         for w in &report.warnings {

@@ -27,6 +27,8 @@ pub struct Snapshot {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
     pub release: String,
+    /// The version this release reports, when known: what the health gate expects.
+    pub version: Option<String>,
 }
 
 /// A release the provider remembers, newest last.
