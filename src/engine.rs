@@ -339,9 +339,7 @@ impl Engine<'_> {
         if let Some(ledger) = self.ledger {
             match ledger.history(self.provider.name(), &c.app).await {
                 Ok(entries) => {
-                    let good = entries
-                        .iter()
-                        .find(|e| e.state.as_deref() == Some("success") && e.record.target != live.release);
+                    let good = entries.iter().find(|e| was_good(e) && e.record.target != live.release);
                     if let Some(e) = good {
                         report.findings.push(format!(
                             "info: the ledger's last good release before {} is {} (deployment {}, commit {})",
@@ -384,7 +382,7 @@ impl Engine<'_> {
             .map_err(|why| Stop::Failed(format!("commit {wanted} could not be looked up: {why}")))?;
         let sha = wanted.to_ascii_lowercase();
         let of_commit = || entries.iter().filter(|e| e.sha.starts_with(&sha));
-        let hit = of_commit().find(|e| e.state.as_deref() == Some("success")).or_else(|| of_commit().next());
+        let hit = of_commit().find(|e| was_good(e)).or_else(|| of_commit().next());
         match hit {
             Some(e) => {
                 report.findings.push(format!(
@@ -601,4 +599,10 @@ impl LowercaseFirst for String {
 /// The first 7 characters of a commit SHA, as GitHub shows it.
 fn short(sha: &str) -> &str {
     sha.get(..7).unwrap_or(sha)
+}
+
+/// A deployment that went live: `success`, or `inactive` (GitHub's mark on an earlier
+/// success in a non-production environment once a newer one succeeds).
+fn was_good(e: &Entry) -> bool {
+    matches!(e.state.as_deref(), Some("success" | "inactive"))
 }

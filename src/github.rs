@@ -14,7 +14,6 @@ use octocrab::Octocrab;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::http::USER_AGENT;
 use crate::secret::Secret;
 
 /// GitHub cuts descriptions at 140 characters.
@@ -128,9 +127,9 @@ impl Ledger {
             .base_uri(run.api_url.as_str())
             .map_err(|e| format!("GITHUB_API_URL '{}' is not a URL: {e}", run.api_url))?
             .personal_token(token.expose().to_string())
-            .add_header(http::header::USER_AGENT, USER_AGENT.to_string())
+            // octocrab itself sends `X-GitHub-Api-Version: 2022-11-28` and a User-Agent;
+            // extra headers are appended, not replaced, so only what it lacks is added.
             .add_header(http::header::ACCEPT, "application/vnd.github+json".to_string())
-            .add_header(http::HeaderName::from_static("x-github-api-version"), "2022-11-28".to_string())
             .set_connect_timeout(Some(Duration::from_secs(10)))
             .set_read_timeout(Some(Duration::from_secs(20)))
             .build()

@@ -7,6 +7,7 @@ mod util;
 mod action_yml;
 mod deploy_stories;
 mod fly;
+mod github;
 mod health_gate;
 mod http_layer;
 mod input_errors;

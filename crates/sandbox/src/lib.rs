@@ -10,9 +10,11 @@
 //! - `double`: the provider double's state file, and an app that serves whatever
 //!   release that file says is live.
 //! - `fly`: a Fly.io emulator (Machines API, proxy, one process per machine).
+//! - `github`: a GitHub REST emulator for deployments and deployment statuses.
 
 pub mod app;
 pub mod client;
 pub mod double;
 pub mod fly;
+pub mod github;
 pub mod server;

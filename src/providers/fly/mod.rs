@@ -220,7 +220,7 @@ impl Provider for FlyProvider {
     async fn history(&self, _ctx: &Context) -> Result<Vec<Release>, ProviderError> {
         Err(ProviderError::NotSupported {
             provider: "fly",
-            operation: "list earlier releases through the Machines API; give the image to roll back to (e.g. registry.fly.io/APP:deployment-...) in the image input"
+            operation: "list earlier releases through the Machines API; name the image to roll back to (e.g. registry.fly.io/APP:deployment-...) in the to input, or pass github-token so the ledger knows"
                 .into(),
         })
     }
