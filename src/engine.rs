@@ -139,7 +139,27 @@ impl Engine<'_> {
         out
     }
 
-    /// `deploy`, `rollback` and `plan`. Whatever happens, the provider's `finish` runs.
+    /// After a change to `release`: waits until the provider reports it up. A change
+    /// that failed may have happened part-way, so then nobody can say what is live.
+    async fn then_wait(
+        &self,
+        report: &mut Report,
+        run_start: Instant,
+        changed: Result<(), Stop>,
+        release: &str,
+        ctx: &Context,
+    ) -> Result<(), Stop> {
+        if let Err(stop) = changed {
+            report.live = None;
+            return Err(stop);
+        }
+        report.live = Some(release.to_string());
+        self.phase(report, run_start, "wait until the provider reports it up", self.provider.wait_ready(release, ctx))
+            .await
+    }
+
+    /// `deploy`, `rollback`, `redeploy` and `plan`. Whatever happens, the provider's
+    /// `finish` runs, and the GitHub deployment gets the status the report says.
     pub async fn run(&self) -> Report {
         let mut report = self.run_steps().await;
         self.provider.finish().await;
@@ -281,23 +301,7 @@ impl Engine<'_> {
                 self.provider.roll_out(&live, &target, &ctx),
             )
             .await;
-        let ready = match rolled {
-            Ok(()) => {
-                report.live = Some(target.release.clone());
-                self.phase(
-                    &mut report,
-                    run_start,
-                    "wait until the provider reports it up",
-                    self.provider.wait_ready(&target.release, &ctx),
-                )
-                .await
-            }
-            Err(stop) => {
-                // Part of the roll-out may have happened: nobody can say what is live.
-                report.live = None;
-                Err(stop)
-            }
-        };
+        let ready = self.then_wait(&mut report, run_start, rolled, &target.release, &ctx).await;
         let verified = match ready {
             Ok(()) => self.gate(&mut report, run_start, "new release", target.version.as_deref()).await,
             Err(stop) => Err(stop),
@@ -466,22 +470,7 @@ impl Engine<'_> {
                 self.provider.roll_back(live, &ctx),
             )
             .await;
-        let ready = match restored {
-            Ok(()) => {
-                report.live = Some(live.release.clone());
-                self.phase(
-                    &mut report,
-                    run_start,
-                    "wait until the provider reports it up",
-                    self.provider.wait_ready(&live.release, &ctx),
-                )
-                .await
-            }
-            Err(stop) => {
-                report.live = None;
-                Err(stop)
-            }
-        };
+        let ready = self.then_wait(&mut report, run_start, restored, &live.release, &ctx).await;
         let verified = match ready {
             Ok(()) => self.gate(&mut report, run_start, "rolled-back release", None).await,
             Err(stop) => Err(stop),

@@ -241,7 +241,7 @@ async fn sigint_mid_roll_out_exits_quickly_and_the_post_step_restores_the_record
         .await;
 
     let signalled = Instant::now();
-    tokio::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().await.unwrap();
+    crate::util::kill(pid, "INT").await;
     let ran = main.collect(child).await;
     assert_eq!(ran.code, 130, "{ran}");
     assert!(signalled.elapsed() < Duration::from_secs(5), "{:?}", signalled.elapsed());

@@ -86,7 +86,7 @@ async fn a_cancelled_deploy_is_left_to_the_post_step_which_records_the_rollback(
     })
     .await;
     let signalled = Instant::now();
-    tokio::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().await.unwrap();
+    crate::util::kill(pid, "INT").await;
     let ran = main.collect(child).await;
     assert_eq!(ran.code, 130, "{ran}");
     assert!(signalled.elapsed() < Duration::from_secs(5));

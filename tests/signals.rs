@@ -3,12 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::util::{eventually, Double, Step};
-
-async fn interrupt(pid: u32) {
-    let status = tokio::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().await.unwrap();
-    assert!(status.success());
-}
+use crate::util::{eventually, kill, Double, Step};
 
 #[tokio::test]
 async fn sigint_mid_roll_out_exits_130_quickly_then_the_post_step_restores_v1() {
@@ -24,7 +19,7 @@ async fn sigint_mid_roll_out_exits_130_quickly_then_the_post_step_restores_v1() 
     .await;
 
     let signalled = Instant::now();
-    interrupt(pid).await;
+    kill(pid, "INT").await;
     let ran = main.collect(child).await;
     let took = signalled.elapsed();
 
@@ -84,7 +79,7 @@ async fn sigterm_during_the_health_gate_also_stops_within_five_seconds() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let signalled = Instant::now();
-    tokio::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().await.unwrap();
+    kill(pid, "TERM").await;
     let ran = main.collect(child).await;
     assert_eq!(ran.code, 130, "{ran}");
     assert!(signalled.elapsed() < Duration::from_secs(5));

@@ -228,3 +228,10 @@ pub async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> 
 pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
+
+/// Sends `signal` (e.g. "INT", "TERM") to a process, as the runner's cancellation does.
+pub async fn kill(pid: u32, signal: &str) {
+    let status =
+        tokio::process::Command::new("kill").args([format!("-{signal}"), pid.to_string()]).status().await.unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
+}

@@ -111,6 +111,7 @@ mod tests {
     #[test]
     fn times_format_as_rfc3339() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_342_747_153)), "2012-07-20T01:19:13Z");
         assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_709_251_199)), "2024-02-29T23:59:59Z");
     }
 

@@ -10,7 +10,7 @@
 mod api;
 mod checks;
 mod faults;
-mod ids;
+pub(crate) mod ids;
 mod machine;
 mod platform;
 mod process;

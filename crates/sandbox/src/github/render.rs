@@ -4,8 +4,6 @@
 //! GitHub's OpenAPI description (Prism checks them in `.ci/conformance-github`).
 //! Also the identifiers and times those objects carry.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde_json::{json, Value};
 
 use super::state::{Deployment, Status};
@@ -202,31 +200,11 @@ pub fn sha_of(r#ref: &str) -> String {
     hex[..40].to_string()
 }
 
-pub fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
-}
-
-/// `2024-01-15T10:04:05Z`, the form GitHub's timestamps take.
-pub fn rfc3339(t: SystemTime) -> String {
-    let secs = unix_secs(t);
-    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
-    // Days since the epoch to a Gregorian date, counting from 0000-03-01 so that the
-    // leap day falls at the end of each year.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60)
-}
+// One calendar for the whole sandbox: the Fly emulator's.
+pub(crate) use crate::fly::ids::{rfc3339, unix_secs};
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use super::*;
 
@@ -248,13 +226,6 @@ mod tests {
         assert!(fake.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_eq!(fake, sha_of("main"));
         assert_ne!(fake, sha_of("topic"));
-    }
-
-    #[test]
-    fn times_are_rfc3339() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_342_747_153)), "2012-07-20T01:19:13Z");
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_709_251_199)), "2024-02-29T23:59:59Z");
     }
 
     #[test]
