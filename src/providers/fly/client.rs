@@ -65,42 +65,32 @@ impl FlyClient {
         self.calls.load(Ordering::Relaxed)
     }
 
-    fn url(&self, path: &str, query: &[(&str, String)]) -> url::Url {
+    fn url(&self, req: &Req<'_>) -> url::Url {
         let mut u = self.base.clone();
         let base_path = u.path().trim_end_matches('/').to_string();
-        u.set_path(&format!("{base_path}/apps/{}/machines{path}", self.app));
-        if !query.is_empty() {
-            u.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        u.set_path(&format!("{base_path}/apps/{}/machines{}", self.app, req.path));
+        if !req.query.is_empty() {
+            u.query_pairs_mut().extend_pairs(req.query.iter().map(|(k, v)| (*k, v.as_str())));
         }
         u
     }
 
-    /// Sends one request within Fly's limits: `action` per `machine` (1/s, bursts of 3;
-    /// reading a machine 5/s, bursts of 10).
-    #[allow(clippy::too_many_arguments)]
-    async fn send(
-        &self,
-        method: Method,
-        action: &'static str,
-        machine: Option<&str>,
-        path: &str,
-        query: &[(&str, String)],
-        body: Option<Value>,
-        nonce: Option<&str>,
-        idempotent: bool,
-        shutdown: &Shutdown,
-    ) -> Result<Reply, ProviderError> {
-        let (rate, burst) = if action == "get" { (5.0, 10.0) } else { (1.0, 3.0) };
-        self.limiter.acquire(&format!("{action}:{}", machine.unwrap_or("app")), rate, burst, shutdown).await?;
-        let mut call =
-            Call::new(method, self.url(path, query)).idempotent(idempotent).header(AUTHORIZATION, self.auth.clone());
-        if let Some(n) = nonce.and_then(|n| HeaderValue::from_str(n).ok()) {
+    /// Sends one request within Fly's limits: an action per machine 1/s, bursts of 3;
+    /// reading a machine 5/s, bursts of 10.
+    async fn send(&self, req: &Req<'_>, shutdown: &Shutdown) -> Result<Reply, ProviderError> {
+        let (rate, burst) = if req.action == "get" { (5.0, 10.0) } else { (1.0, 3.0) };
+        let bucket = format!("{}:{}", req.action, req.machine.unwrap_or("app"));
+        self.limiter.acquire(&bucket, rate, burst, shutdown).await?;
+        let mut call = Call::new(req.method.clone(), self.url(req))
+            .idempotent(req.idempotent)
+            .header(AUTHORIZATION, self.auth.clone());
+        if let Some(n) = req.nonce.and_then(|n| HeaderValue::from_str(n).ok()) {
             call = call.header(HeaderName::from_static(NONCE_HEADER), n);
         }
-        if let Some(b) = body {
-            call = call.json(b);
+        if let Some(b) = &req.body {
+            call = call.json(b.clone());
         }
-        if action == "wait" {
+        if req.action == "wait" {
             call.answers.push(408);
             call.timeout = Some(Duration::from_secs(75));
         }
@@ -114,61 +104,35 @@ impl FlyClient {
     }
 
     /// Sends and reads a JSON answer; a garbled answer to a read is asked again.
-    #[allow(clippy::too_many_arguments)]
-    async fn json<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        action: &'static str,
-        machine: Option<&str>,
-        path: &str,
-        query: &[(&str, String)],
-        body: Option<Value>,
-        nonce: Option<&str>,
-        idempotent: bool,
-        what: &str,
-        shutdown: &Shutdown,
-    ) -> Result<T, ProviderError> {
-        let tries = if idempotent { 3 } else { 1 };
+    async fn json<T: DeserializeOwned>(&self, req: Req<'_>, shutdown: &Shutdown) -> Result<T, ProviderError> {
+        let tries = if req.idempotent { 3 } else { 1 };
         let mut last = String::new();
         for _ in 0..tries {
-            let reply = self
-                .send(method.clone(), action, machine, path, query, body.clone(), nonce, idempotent, shutdown)
-                .await?;
+            let reply = self.send(&req, shutdown).await?;
             if !reply.is_success() {
-                return Err(self.error(reply.status, &reply.body, what));
+                return Err(self.error(reply.status, &reply.body, &req.what));
             }
             match reply.json::<T>() {
                 Ok(v) => return Ok(v),
                 Err(e) => {
-                    tracing::info!("Fly answered {what} with JSON that does not parse ({e}); asking again");
+                    tracing::info!("Fly answered {} with JSON that does not parse ({e}); asking again", req.what);
                     last = e.to_string();
                 }
             }
         }
         Err(ProviderError::Failed(format!(
-            "Fly's answer to {what} was not valid JSON ({last}); re-run, or check status.flyio.net"
+            "Fly's answer to {} was not valid JSON ({last}); re-run, or check status.flyio.net",
+            req.what
         )))
     }
 
     /// Sends a request whose answer body does not matter.
-    #[allow(clippy::too_many_arguments)]
-    async fn act(
-        &self,
-        method: Method,
-        action: &'static str,
-        id: &str,
-        path: &str,
-        query: &[(&str, String)],
-        body: Option<Value>,
-        nonce: Option<&str>,
-        what: &str,
-        shutdown: &Shutdown,
-    ) -> Result<(), ProviderError> {
-        let reply = self.send(method, action, Some(id), path, query, body, nonce, true, shutdown).await?;
+    async fn act(&self, req: Req<'_>, shutdown: &Shutdown) -> Result<(), ProviderError> {
+        let reply = self.send(&req, shutdown).await?;
         if reply.is_success() {
             Ok(())
         } else {
-            Err(self.error(reply.status, &reply.body, what))
+            Err(self.error(reply.status, &reply.body, &req.what))
         }
     }
 
@@ -187,41 +151,20 @@ impl FlyClient {
     }
 
     pub async fn list(&self, shutdown: &Shutdown) -> Result<Vec<Machine>, ProviderError> {
-        self.json(
-            Method::GET,
-            "list",
-            None,
-            "",
-            &[],
-            None,
-            None,
-            true,
-            &format!("listing the machines of {}", self.app),
-            shutdown,
-        )
-        .await
+        let what = format!("listing the machines of {}", self.app);
+        self.json(Req::new(Method::GET, "list", None, String::new(), what), shutdown).await
     }
 
     pub async fn get(&self, id: &str, shutdown: &Shutdown) -> Result<Machine, ProviderError> {
-        self.json(
-            Method::GET,
-            "get",
-            Some(id),
-            &format!("/{id}"),
-            &[],
-            None,
-            None,
-            true,
-            &format!("reading machine {id}"),
-            shutdown,
-        )
-        .await
+        self.json(Req::new(Method::GET, "get", Some(id), format!("/{id}"), format!("reading machine {id}")), shutdown)
+            .await
     }
 
     /// Creates a machine. Not idempotent: a retry could make two, so callers tag the
     /// config and look for the tag before trying again.
     pub async fn create(&self, body: Value, shutdown: &Shutdown) -> Result<Machine, ProviderError> {
-        self.json(Method::POST, "create", None, "", &[], Some(body), None, false, "creating a machine", shutdown).await
+        let req = Req::new(Method::POST, "create", None, String::new(), "creating a machine".into()).body(body).once();
+        self.json(req, shutdown).await
     }
 
     /// Replaces a machine's whole config. Sending the same config twice changes
@@ -235,42 +178,20 @@ impl FlyClient {
         nonce: Option<&str>,
         shutdown: &Shutdown,
     ) -> Result<Machine, ProviderError> {
-        let what = format!("updating machine {id}");
         let body =
             if keep_stopped { json!({ "config": config, "skip_launch": true }) } else { json!({ "config": config }) };
-        self.json(Method::POST, "update", Some(id), &format!("/{id}"), &[], Some(body), nonce, true, &what, shutdown)
-            .await
+        let req = Req::new(Method::POST, "update", Some(id), format!("/{id}"), format!("updating machine {id}"));
+        self.json(req.body(body).nonce(nonce), shutdown).await
     }
 
     pub async fn start(&self, id: &str, nonce: Option<&str>, shutdown: &Shutdown) -> Result<(), ProviderError> {
-        self.act(
-            Method::POST,
-            "start",
-            id,
-            &format!("/{id}/start"),
-            &[],
-            None,
-            nonce,
-            &format!("starting machine {id}"),
-            shutdown,
-        )
-        .await
+        let req = Req::new(Method::POST, "start", Some(id), format!("/{id}/start"), format!("starting machine {id}"));
+        self.act(req.nonce(nonce), shutdown).await
     }
 
     pub async fn stop(&self, id: &str, nonce: Option<&str>, shutdown: &Shutdown) -> Result<(), ProviderError> {
-        let body = json!({ "signal": "SIGTERM", "timeout": "30s" });
-        self.act(
-            Method::POST,
-            "stop",
-            id,
-            &format!("/{id}/stop"),
-            &[],
-            Some(body),
-            nonce,
-            &format!("stopping machine {id}"),
-            shutdown,
-        )
-        .await
+        let req = Req::new(Method::POST, "stop", Some(id), format!("/{id}/stop"), format!("stopping machine {id}"));
+        self.act(req.body(json!({ "signal": "SIGTERM", "timeout": "30s" })).nonce(nonce), shutdown).await
     }
 
     pub async fn cordon(
@@ -280,38 +201,17 @@ impl FlyClient {
         nonce: Option<&str>,
         shutdown: &Shutdown,
     ) -> Result<(), ProviderError> {
-        let (verb, action) = if on { ("cordon", "cordon") } else { ("uncordon", "uncordon") };
-        self.act(
-            Method::POST,
-            action,
-            id,
-            &format!("/{id}/{verb}"),
-            &[],
-            None,
-            nonce,
-            &format!("{verb}ing machine {id}"),
-            shutdown,
-        )
-        .await
+        let verb = if on { "cordon" } else { "uncordon" };
+        let req = Req::new(Method::POST, verb, Some(id), format!("/{id}/{verb}"), format!("{verb}ing machine {id}"));
+        self.act(req.nonce(nonce), shutdown).await
     }
 
-    /// Destroys a machine, killing it if it runs (`force`, and `kill` as fly-go sends it).
+    /// Destroys a machine, killing it if it runs (`force`).
     pub async fn destroy(&self, id: &str, nonce: Option<&str>, shutdown: &Shutdown) -> Result<(), ProviderError> {
-        let query = [("force", "true".to_string())];
-        match self
-            .act(
-                Method::DELETE,
-                "delete",
-                id,
-                &format!("/{id}"),
-                &query,
-                None,
-                nonce,
-                &format!("destroying machine {id}"),
-                shutdown,
-            )
-            .await
-        {
+        let req = Req::new(Method::DELETE, "delete", Some(id), format!("/{id}"), format!("destroying machine {id}"))
+            .query("force", "true")
+            .nonce(nonce);
+        match self.act(req, shutdown).await {
             // Already gone is what we wanted.
             Err(ProviderError::NotFound { .. }) => Ok(()),
             other => other,
@@ -326,22 +226,11 @@ impl FlyClient {
         nonce: Option<&str>,
         shutdown: &Shutdown,
     ) -> Result<String, ProviderError> {
-        let body = json!({ "description": "safe-deploy", "ttl": ttl.as_secs() });
         let what = format!("the lease on machine {id}");
-        let answer: LeaseAnswer = self
-            .json(
-                Method::POST,
-                "lease",
-                Some(id),
-                &format!("/{id}/lease"),
-                &[],
-                Some(body),
-                nonce,
-                false,
-                &what,
-                shutdown,
-            )
-            .await?;
+        let body = json!({ "description": "safe-deploy", "ttl": ttl.as_secs() });
+        let req =
+            Req::new(Method::POST, "lease", Some(id), format!("/{id}/lease"), what.clone()).body(body).nonce(nonce);
+        let answer: LeaseAnswer = self.json(req.once(), shutdown).await?;
         answer
             .nonce()
             .map(str::to_string)
@@ -351,7 +240,8 @@ impl FlyClient {
 
     pub async fn release_lease(&self, id: &str, nonce: &str, shutdown: &Shutdown) -> Result<(), ProviderError> {
         let what = format!("releasing the lease on machine {id}");
-        self.act(Method::DELETE, "lease", id, &format!("/{id}/lease"), &[], None, Some(nonce), &what, shutdown).await
+        self.act(Req::new(Method::DELETE, "lease", Some(id), format!("/{id}/lease"), what).nonce(Some(nonce)), shutdown)
+            .await
     }
 
     /// Waits up to `timeout` (at most 60 s) for `state`; `false` means not yet (408).
@@ -363,25 +253,71 @@ impl FlyClient {
         timeout: Duration,
         shutdown: &Shutdown,
     ) -> Result<bool, ProviderError> {
-        let mut query = vec![("state", state.to_string()), ("timeout", timeout.as_secs().clamp(1, 60).to_string())];
+        let what = format!("waiting for machine {id} to be {state}");
+        let mut req = Req::new(Method::GET, "wait", Some(id), format!("/{id}/wait"), what)
+            .query("state", state)
+            .query("timeout", &timeout.as_secs().clamp(1, 60).to_string());
         if let Some(i) = instance_id.filter(|i| !i.is_empty()) {
-            query.push(("instance_id", i.to_string()));
+            req = req.query("instance_id", i);
         }
-        let reply = self
-            .send(Method::GET, "wait", Some(id), &format!("/{id}/wait"), &query, None, None, true, shutdown)
-            .await?;
+        let reply = self.send(&req, shutdown).await?;
         match reply.status {
             200..=299 => Ok(true),
             408 => Ok(false),
-            s => Err(self.error(s, &reply.body, &format!("waiting for machine {id} to be {state}"))),
+            s => Err(self.error(s, &reply.body, &req.what)),
         }
     }
 
     pub async fn events(&self, id: &str, shutdown: &Shutdown) -> Result<Vec<MachineEvent>, ProviderError> {
-        let query = [("limit", "20".to_string())];
         let what = format!("reading the events of machine {id}");
-        self.json(Method::GET, "events", Some(id), &format!("/{id}/events"), &query, None, None, true, &what, shutdown)
-            .await
+        self.json(
+            Req::new(Method::GET, "events", Some(id), format!("/{id}/events"), what).query("limit", "20"),
+            shutdown,
+        )
+        .await
+    }
+}
+
+/// One request to the Machines API, described once and sent by `send`.
+struct Req<'a> {
+    method: Method,
+    /// The rate-limit bucket: Fly counts each action per machine.
+    action: &'static str,
+    machine: Option<&'a str>,
+    /// Below `/apps/{app}/machines`.
+    path: String,
+    query: Vec<(&'static str, String)>,
+    body: Option<Value>,
+    nonce: Option<&'a str>,
+    idempotent: bool,
+    /// What the request does, for errors: "updating machine 1234".
+    what: String,
+}
+
+impl<'a> Req<'a> {
+    fn new(method: Method, action: &'static str, machine: Option<&'a str>, path: String, what: String) -> Self {
+        Req { method, action, machine, path, query: Vec::new(), body: None, nonce: None, idempotent: true, what }
+    }
+
+    fn query(mut self, name: &'static str, value: &str) -> Self {
+        self.query.push((name, value.to_string()));
+        self
+    }
+
+    fn body(mut self, body: Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    fn nonce(mut self, nonce: Option<&'a str>) -> Self {
+        self.nonce = nonce;
+        self
+    }
+
+    /// Not safe to send twice: retried only where the server never saw it.
+    fn once(mut self) -> Self {
+        self.idempotent = false;
+        self
     }
 }
 
