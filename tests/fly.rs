@@ -234,17 +234,11 @@ async fn sigint_mid_roll_out_exits_quickly_and_the_post_step_restores_the_record
     fly.add_release(V2, ReleaseSpec { boot_delay_ms: 4000, ..Default::default() });
     let before: Vec<(String, serde_json::Value)> = app_machines(&fly).into_iter().map(|m| (m.id, m.config)).collect();
     let inputs = inputs(&fly, V2);
-    let main = Step::main(&inputs);
-    let child = main.command().spawn().unwrap();
-    let pid = child.id().unwrap();
-    eventually(Duration::from_secs(30), "the first machine to be updated", || images(&fly).contains(&V2.to_string()))
+    let (ran, took) = Step::main(&inputs)
+        .interrupt_when("INT", "the first machine to be updated", || images(&fly).contains(&V2.to_string()))
         .await;
-
-    let signalled = Instant::now();
-    crate::util::kill(pid, "INT").await;
-    let ran = main.collect(child).await;
     assert_eq!(ran.code, 130, "{ran}");
-    assert!(signalled.elapsed() < Duration::from_secs(5), "{:?}", signalled.elapsed());
+    assert!(took < Duration::from_secs(5), "{took:?}");
     assert_eq!(ran.state["safe_deploy_stage"], "changing");
 
     let post = Step::post(&inputs, &ran.state).run().await;

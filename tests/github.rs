@@ -1,12 +1,12 @@
 //! GitHub Deployments as the ledger: the real binary against the provider double and
 //! the sandbox's GitHub REST emulator.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sandbox::app::HealthMode;
 use sandbox::github::{GitHubFaults, GitHubOptions, GitHubSandbox};
 
-use crate::util::{eventually, with, Double, Step};
+use crate::util::{with, Double, Step};
 
 const GH_TOKEN: &str = "ghs_ledgerTestToken123456";
 
@@ -78,18 +78,13 @@ async fn a_cancelled_deploy_is_left_to_the_post_step_which_records_the_rollback(
     let double = Double::start("web:v1").await;
     double.change(|s| s.faults.roll_out_delay_ms = 30_000);
     let inputs = double.inputs("web:v2");
-    let main = step(&gh, &inputs, &sha(4));
-    let child = main.command().spawn().unwrap();
-    let pid = child.id().unwrap();
-    eventually(Duration::from_secs(20), "the roll-out to begin", || {
-        double.state().calls.iter().any(|c| c.starts_with("roll_out"))
-    })
-    .await;
-    let signalled = Instant::now();
-    crate::util::kill(pid, "INT").await;
-    let ran = main.collect(child).await;
+    let (ran, took) = step(&gh, &inputs, &sha(4))
+        .interrupt_when("INT", "the roll-out to begin", || {
+            double.state().calls.iter().any(|c| c.starts_with("roll_out"))
+        })
+        .await;
     assert_eq!(ran.code, 130, "{ran}");
-    assert!(signalled.elapsed() < Duration::from_secs(5));
+    assert!(took < Duration::from_secs(5), "{took:?}");
     assert_eq!(states(&gh, 0), ["in_progress"], "main leaves the deployment to the post step");
 
     double.change(|s| s.faults.roll_out_delay_ms = 0);

@@ -1,27 +1,20 @@
 //! Cancellation: the binary is PID 1 in the container and must handle SIGINT itself,
 //! stop making changes, save its state and exit fast; the post step then finishes.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::util::{eventually, kill, Double, Step};
+use crate::util::{Double, Step};
 
 #[tokio::test]
 async fn sigint_mid_roll_out_exits_130_quickly_then_the_post_step_restores_v1() {
     let double = Double::start("web:v1").await;
     double.change(|s| s.faults.roll_out_delay_ms = 30_000);
     let inputs = double.inputs("web:v2");
-    let main = Step::main(&inputs);
-    let child = main.command().spawn().unwrap();
-    let pid = child.id().unwrap();
-    eventually(Duration::from_secs(20), "the roll-out to begin", || {
-        double.state().calls.iter().any(|c| c.starts_with("roll_out"))
-    })
-    .await;
-
-    let signalled = Instant::now();
-    kill(pid, "INT").await;
-    let ran = main.collect(child).await;
-    let took = signalled.elapsed();
+    let (ran, took) = Step::main(&inputs)
+        .interrupt_when("INT", "the roll-out to begin", || {
+            double.state().calls.iter().any(|c| c.starts_with("roll_out"))
+        })
+        .await;
 
     assert_eq!(ran.code, 130, "{ran}");
     assert!(took < Duration::from_secs(5), "exited {took:?} after SIGINT");
@@ -72,16 +65,13 @@ async fn sigterm_during_the_health_gate_also_stops_within_five_seconds() {
         "health-timeout",
         "30s",
     );
-    let main = Step::main(&inputs);
-    let child = main.command().spawn().unwrap();
-    let pid = child.id().unwrap();
-    eventually(Duration::from_secs(20), "the health gate to begin", || double.state().live == "web:v2").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
-    let signalled = Instant::now();
-    kill(pid, "TERM").await;
-    let ran = main.collect(child).await;
+    // The double logs its readiness wait just before the health gate starts.
+    let (ran, took) = Step::main(&inputs)
+        .interrupt_when("TERM", "the health gate to begin", || {
+            double.state().calls.iter().any(|c| c == "wait_ready web:v2")
+        })
+        .await;
     assert_eq!(ran.code, 130, "{ran}");
-    assert!(signalled.elapsed() < Duration::from_secs(5));
+    assert!(took < Duration::from_secs(5), "{took:?}");
     assert_eq!(ran.state["safe_deploy_stage"], "changing");
 }

@@ -185,6 +185,18 @@ impl Step {
         cmd
     }
 
+    /// Starts the step, waits until `ready` holds, then sends `signal` as the runner's
+    /// cancellation does; returns what the step left and how long it took to exit.
+    pub async fn interrupt_when(&self, signal: &str, what: &str, ready: impl FnMut() -> bool) -> (Ran, Duration) {
+        let child = self.command().spawn().expect("the binary starts");
+        let pid = child.id().expect("a running child has a pid");
+        eventually(Duration::from_secs(30), what, ready).await;
+        let signalled = std::time::Instant::now();
+        kill(pid, signal).await;
+        let ran = self.collect(child).await;
+        (ran, signalled.elapsed())
+    }
+
     pub async fn run(&self) -> Ran {
         let child = self.command().spawn().expect("the binary starts");
         self.collect(child).await
