@@ -153,9 +153,12 @@ impl Engine<'_> {
             report.live = None;
             return Err(stop);
         }
-        report.live = Some(release.to_string());
-        self.phase(report, run_start, "wait until the provider reports it up", self.provider.wait_ready(release, ctx))
-            .await
+        // Live only once the provider says so; a failed wait leaves it unknown.
+        let waited = self
+            .phase(report, run_start, "wait until the provider reports it up", self.provider.wait_ready(release, ctx))
+            .await;
+        report.live = waited.is_ok().then(|| release.to_string());
+        waited
     }
 
     /// `deploy`, `rollback`, `redeploy` and `plan`. Whatever happens, the provider's
@@ -182,15 +185,25 @@ impl Engine<'_> {
             previous: report.previous.clone(),
             version: target.version.clone(),
         };
-        match ledger.start(&record).await {
-            Ok(id) => {
-                state::save_value(self.runner, state::DEPLOYMENT, &id.to_string());
-                report.deployment = Some(DeploymentRecord {
-                    id,
-                    environment: ledger.environment.clone(),
-                    state: "in_progress".into(),
-                    url: ledger.run.deployments_url(&ledger.environment),
-                });
+        let id = match self.guarded(ledger.start(&record)).await {
+            Ok(id) => id,
+            Err(why) => return self.ledger_warning(report, why),
+        };
+        // Saved before anything else, so the post step can close it whatever happens.
+        state::save_value(self.runner, state::DEPLOYMENT, &id.to_string());
+        report.deployment = Some(DeploymentRecord {
+            id,
+            environment: ledger.environment.clone(),
+            state: "created".into(),
+            url: ledger.run.deployments_url(&ledger.environment),
+        });
+        let description = format!("deploying {}", target.release);
+        let in_progress = ledger.status(id, "in_progress", &description, None);
+        match self.guarded(in_progress).await {
+            Ok(()) => {
+                if let Some(d) = &mut report.deployment {
+                    d.state = "in_progress".into();
+                }
             }
             Err(why) => self.ledger_warning(report, why),
         }
@@ -209,7 +222,7 @@ impl Engine<'_> {
             Outcome::Planned => return,
         };
         let url = (report.outcome == Outcome::Deployed).then(|| report.url.clone()).flatten();
-        match ledger.status(id, state, &description, url.as_deref()).await {
+        match self.guarded(ledger.status(id, state, &description, url.as_deref())).await {
             Ok(()) => {
                 state::save_value(self.runner, state::DEPLOYMENT_DONE, "true");
                 if let Some(d) = &mut report.deployment {
@@ -217,6 +230,15 @@ impl Engine<'_> {
                 }
             }
             Err(why) => self.ledger_warning(report, why),
+        }
+    }
+
+    /// A GitHub call, let finish within the in-flight grace after a signal: GitHub must
+    /// never hold the step past the runner's deadline.
+    async fn guarded<T>(&self, call: impl Future<Output = Result<T, String>>) -> Result<T, String> {
+        match self.shutdown.guard(IN_FLIGHT_GRACE, call).await {
+            Some(result) => result,
+            None => Err("GitHub did not answer before the run was stopped".into()),
         }
     }
 
@@ -341,7 +363,7 @@ impl Engine<'_> {
             return self.resolve(report, &wanted).await;
         }
         if let Some(ledger) = self.ledger {
-            match ledger.history(self.provider.name(), &c.app).await {
+            match self.guarded(ledger.history(self.provider.name(), &c.app)).await {
                 Ok(entries) => {
                     let good = entries.iter().find(|e| was_good(e) && e.record.target != live.release);
                     if let Some(e) = good {
@@ -380,8 +402,8 @@ impl Engine<'_> {
         let (true, Some(ledger)) = (looks_like_sha, self.ledger) else {
             return Ok(Target { release: wanted.to_string(), version: None });
         };
-        let entries: Vec<Entry> = ledger
-            .history(self.provider.name(), &self.config.app)
+        let entries: Vec<Entry> = self
+            .guarded(ledger.history(self.provider.name(), &self.config.app))
             .await
             .map_err(|why| Stop::Failed(format!("commit {wanted} could not be looked up: {why}")))?;
         let sha = wanted.to_ascii_lowercase();
@@ -529,6 +551,17 @@ impl Engine<'_> {
     async fn post_steps(&self, saved: &Saved) -> Option<Report> {
         let (stage, snapshot) = match (saved.stage, &saved.snapshot) {
             (Some(stage), Some(snapshot)) if stage.needs_rollback() => (stage, snapshot),
+            (Some(stage), None) if stage.needs_rollback() => {
+                // Main changed something but its record of what was live is gone.
+                let mut report = self.new_report("post");
+                report.target = saved.target.clone();
+                report.changed = true;
+                report.outcome = Outcome::RollbackFailed;
+                report.reason = Some(
+                    "the main step stopped mid-deploy, and its record of the previous release was not saved or does not read back; check the app and roll back by hand with command: rollback and to".into(),
+                );
+                return Some(report);
+            }
             _ => return None,
         };
         let run_start = Instant::now();

@@ -130,8 +130,8 @@ impl Ledger {
             // octocrab itself sends `X-GitHub-Api-Version: 2022-11-28` and a User-Agent;
             // extra headers are appended, not replaced, so only what it lacks is added.
             .add_header(http::header::ACCEPT, "application/vnd.github+json".to_string())
-            .set_connect_timeout(Some(Duration::from_secs(10)))
-            .set_read_timeout(Some(Duration::from_secs(20)))
+            .set_connect_timeout(Some(Duration::from_secs(5)))
+            .set_read_timeout(Some(Duration::from_secs(10)))
             .build()
             .map_err(|e| format!("could not set up the GitHub client: {e}"))?;
         Ok(Ledger { octo, run, environment: environment.to_string(), transient, production })
@@ -162,7 +162,7 @@ impl Ledger {
         Ok(Answer { status, body: String::from_utf8_lossy(&bytes).into_owned(), rate_limit_spent })
     }
 
-    /// Creates the deployment and marks it in progress; returns its id.
+    /// Creates the deployment; returns its id. The engine marks it in progress.
     pub async fn start(&self, record: &Record) -> Result<u64, String> {
         let mut body = json!({
             "ref": self.run.sha,
@@ -183,7 +183,6 @@ impl Ledger {
         }
         let deployment: Deployment = serde_json::from_str(&answer.body)
             .map_err(|e| format!("GitHub's deployment answer does not parse ({e})"))?;
-        self.status(deployment.id, "in_progress", &format!("deploying {}", record.target), None).await?;
         Ok(deployment.id)
     }
 

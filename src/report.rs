@@ -159,10 +159,13 @@ impl Report {
 
     /// The process exit code: bad input has its own, whatever the outcome says.
     pub fn exit_code(&self) -> i32 {
-        if self.input_errors.is_empty() {
-            self.outcome.exit_code()
-        } else {
+        if !self.input_errors.is_empty() {
             exit::BAD_INPUT
+        } else if self.outcome == Outcome::Failed && self.changed && self.live.is_none() {
+            // A change failed part-way and was not rolled back: the state is unknown.
+            exit::UNKNOWN_STATE
+        } else {
+            self.outcome.exit_code()
         }
     }
 
@@ -194,6 +197,10 @@ impl Report {
             Outcome::RolledBack => format!("❌ Deploy of `{target}` to {} FAILED and was rolled back — {live}.", self.app),
             Outcome::Failed if self.changed => format!("❌ Deploy of `{target}` to {} FAILED and was not rolled back — {live}.", self.app),
             Outcome::Failed => format!("❌ Deploy of `{target}` to {} FAILED before any change to the app — {live}.", self.app),
+            Outcome::RollbackFailed if self.live.is_some() => format!(
+                "🚨 ROLLBACK FAILED: deploy of `{target}` to {} failed; the previous release was put back but is NOT healthy — {live}. Act now.",
+                self.app
+            ),
             Outcome::RollbackFailed => format!(
                 "🚨 ROLLBACK FAILED: deploy of `{target}` to {} failed and the previous release could not be restored — {live}. Act now.",
                 self.app

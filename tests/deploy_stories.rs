@@ -120,6 +120,17 @@ async fn with_rollback_off_a_failed_release_stays_and_the_summary_says_so() {
 }
 
 #[tokio::test]
+async fn a_half_done_roll_out_with_rollback_off_exits_3_because_nobody_knows_what_is_live() {
+    let double = Double::start("web:v1").await;
+    double.change(|s| s.faults.fail_roll_out = true);
+    let ran = run_main(&with(double.inputs("web:v2"), "rollback", "false")).await;
+
+    assert_eq!(ran.code, 3, "{ran}");
+    assert_eq!(ran.output("release"), "");
+    assert!(ran.summary.lines().next().unwrap().contains("UNKNOWN"), "{ran}");
+}
+
+#[tokio::test]
 async fn a_plan_sends_no_change_and_lists_the_steps() {
     let double = Double::start("web:v1").await;
     let ran = run_main(&with(double.inputs("web:v2"), "command", "plan")).await;

@@ -274,6 +274,27 @@ async fn each_strategy_deploys_and_rolls_back() {
 }
 
 #[tokio::test]
+async fn bluegreen_moves_a_stopped_machine_to_the_new_image_without_starting_it() {
+    let fly = fly().await;
+    let stopped = app_machines(&fly)[2].id.clone();
+    let url = format!("{}/apps/web/machines/{stopped}/stop", fly.api_url());
+    let auth = format!("Bearer {TOKEN}");
+    let reply = sandbox::client::call("POST", &url, &[("authorization", auth.as_str())], None).await.unwrap();
+    assert_eq!(reply.status, 200);
+    eventually(Duration::from_secs(10), "the machine to stop", || {
+        app_machines(&fly).iter().any(|m| m.id == stopped && m.state == "stopped")
+    })
+    .await;
+
+    let ran = Step::main(&with(inputs(&fly, V2), "strategy", "bluegreen")).run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!(images(&fly), vec![V2; 3], "two greens and the stopped machine, now on v2");
+    let m = app_machines(&fly).into_iter().find(|m| m.id == stopped).expect("the stopped machine is kept");
+    assert_eq!(m.state, "stopped");
+    fly.stop().await;
+}
+
+#[tokio::test]
 async fn no_request_fails_through_the_router_during_a_rolling_deploy_and_a_rollback() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;

@@ -75,3 +75,16 @@ async fn sigterm_during_the_health_gate_also_stops_within_five_seconds() {
     assert!(took < Duration::from_secs(5), "{took:?}");
     assert_eq!(ran.state["safe_deploy_stage"], "changing");
 }
+
+#[tokio::test]
+async fn a_post_step_that_lost_the_recorded_release_says_the_state_is_unknown() {
+    let double = Double::start("web:v2").await;
+    let saved: std::collections::BTreeMap<String, String> =
+        [("safe_deploy_stage".to_string(), "changing".to_string())].into_iter().collect();
+    let post = Step::post(&double.inputs("web:v2"), &saved).run().await;
+
+    assert_eq!(post.code, 3, "{post}");
+    assert_eq!(post.output("status"), "rollback-failed");
+    assert!(post.summary.contains("roll back by hand"), "{post}");
+    assert!(double.state().writes().is_empty(), "nothing was guessed at");
+}

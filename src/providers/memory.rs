@@ -87,7 +87,7 @@ impl Provider for MemoryProvider {
         })?;
         if faults.roll_out_delay_ms > 0 {
             let delay = Duration::from_millis(faults.roll_out_delay_ms);
-            if Instant::now() + delay > ctx.deadline {
+            if Instant::now().checked_add(delay).is_none_or(|end| end > ctx.deadline) {
                 return Err(ProviderError::Timeout {
                     what: "the roll-out".into(),
                     limit: crate::config::human(ctx.deadline.saturating_duration_since(Instant::now())),

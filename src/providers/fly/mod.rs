@@ -205,7 +205,14 @@ impl Provider for FlyProvider {
         if let Some(m) = machines.iter().find(|m| !mixed && m.image() != release) {
             return Err(ProviderError::Failed(format!("machine {} runs {} instead of {release}", m.id, m.image())));
         }
-        for m in machines.iter().filter(|m| m.state != "stopped") {
+        for m in &machines {
+            // A stopped machine is fine only if it did not die on the new release.
+            if let Some(why) = rollout::dead(m) {
+                return Err(ProviderError::Failed(format!("machine {} {why}", m.id)));
+            }
+            if m.state == "stopped" {
+                continue;
+            }
             if m.state != "started" || (m.has_checks() && !m.checks_passing()) {
                 self.await_ready(&m.id, Some(&m.instance_id), m.has_checks(), ctx).await?;
             }

@@ -54,10 +54,14 @@ impl Recorded {
     }
 }
 
-/// Adds metadata entries to a config.
+/// Adds metadata entries to a config. A copy never keeps the template's restore tag:
+/// it restores nothing.
 fn tagged(mut config: Value, tags: &[(&str, &str)]) -> Value {
     if !config.get("metadata").is_some_and(Value::is_object) {
         config["metadata"] = json!({});
+    }
+    if let Some(m) = config["metadata"].as_object_mut() {
+        m.remove(RESTORES_TAG);
     }
     for (k, v) in tags {
         config["metadata"][*k] = json!(v);
@@ -89,7 +93,7 @@ fn cancelled(ctx: &Context) -> Result<(), ProviderError> {
 
 /// Why a machine will not come up by itself, if it will not: it failed, was destroyed,
 /// or its process exited after its latest update.
-fn dead(m: &Machine) -> Option<String> {
+pub(super) fn dead(m: &Machine) -> Option<String> {
     match m.state.as_str() {
         "failed" | "destroyed" | "destroying" => return Some(format!("is {}", m.state)),
         "stopped" => {}
@@ -297,6 +301,10 @@ impl FlyProvider {
             self.client.stop(&b.id, nonce.as_deref(), sd).await?;
             self.client.destroy(&b.id, nonce.as_deref(), sd).await?;
         }
+        // Stopped machines serve no traffic: they take the new image in place, stopped.
+        for m in machines.iter().filter(|m| !m.started()) {
+            self.replace(m, image, false, ctx).await?;
+        }
         Ok(())
     }
 
@@ -309,11 +317,16 @@ impl FlyProvider {
             recorded.iter().filter(|r| now.iter().any(|m| m.id == r.id)).map(|r| r.id.clone()).collect();
         // A crashed run's leases expire within their TTL: wait that long for them.
         self.leases.acquire(&self.client, &present, TTL + Duration::from_secs(5), sd).await?;
+        // The post step's rollback takes its own leases; they must outlive slow boots too.
+        self.leases.keep_fresh(self.client.clone());
         for batch in batches(recorded, self.max_unavailable.batch(recorded.len())) {
             first_error(join_all(batch.iter().map(|r| self.restore(r, &now, ctx))).await)?;
         }
-        for m in now.iter().filter(|m| m.metadata(LAUNCH_TAG).is_some() && m.metadata(RESTORES_TAG).is_none()) {
-            let ours_extra = !recorded.iter().any(|r| r.id == m.id) && m.is_active_app_machine();
+        let restores_recorded =
+            |m: &Machine| m.metadata(RESTORES_TAG).is_some_and(|id| recorded.iter().any(|r| r.id == id));
+        for m in now.iter().filter(|m| m.metadata(LAUNCH_TAG).is_some()) {
+            let ours_extra =
+                !recorded.iter().any(|r| r.id == m.id) && !restores_recorded(m) && m.is_active_app_machine();
             if ours_extra {
                 tracing::info!("destroying machine {} that this deploy created", m.id);
                 self.client.destroy(&m.id, self.leases.nonce(&m.id).as_deref(), sd).await?;
@@ -442,5 +455,8 @@ mod tests {
         assert_eq!(c["metadata"]["fly_process_group"], "app");
         assert_eq!(c["metadata"][LAUNCH_TAG], "x");
         assert_eq!(tagged(json!({"image": "a"}), &[("k", "v")])["metadata"]["k"], "v");
+        let copy = tagged(json!({"metadata": {RESTORES_TAG: "m1", LAUNCH_TAG: "old"}}), &[(LAUNCH_TAG, "new")]);
+        assert!(copy["metadata"].get(RESTORES_TAG).is_none(), "a copy restores nothing");
+        assert_eq!(copy["metadata"][LAUNCH_TAG], "new");
     }
 }
