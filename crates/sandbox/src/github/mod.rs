@@ -25,7 +25,8 @@ pub use faults::GitHubFaults;
 pub use input::{MAX_STATUS_DESCRIPTION, STATES};
 
 use crate::server::Server;
-use state::{Deployment, State, Status};
+use state::State;
+pub use state::{Deployment, Status};
 
 #[derive(Debug, Clone)]
 pub struct GitHubOptions {
@@ -46,84 +47,12 @@ impl Default for GitHubOptions {
     }
 }
 
-/// A deployment as a test sees it: the optional fields as the client sent them.
-#[derive(Debug, Clone, Serialize)]
-pub struct DeploymentView {
-    pub id: u64,
-    pub sha: String,
-    pub r#ref: String,
-    pub task: String,
-    /// The current environment (a status may have changed it).
-    pub environment: String,
-    pub description: Option<String>,
-    pub payload: Value,
-    pub transient_environment: bool,
-    pub production_environment: bool,
-    pub auto_merge: Option<bool>,
-    pub required_contexts: Option<Vec<String>>,
-    /// Oldest first.
-    pub statuses: Vec<StatusView>,
-    /// The environment it was created for.
-    pub original_environment: String,
-}
-
-impl DeploymentView {
-    fn of(d: &Deployment) -> DeploymentView {
-        DeploymentView {
-            id: d.id,
-            sha: d.sha.clone(),
-            r#ref: d.r#ref.clone(),
-            task: d.task.clone(),
-            environment: d.environment.clone(),
-            description: d.description.clone(),
-            payload: d.payload.clone(),
-            transient_environment: d.transient_environment,
-            production_environment: d.production_environment,
-            auto_merge: d.auto_merge,
-            required_contexts: d.required_contexts.clone(),
-            statuses: d.statuses.iter().map(StatusView::of).collect(),
-            original_environment: d.original_environment.clone(),
-        }
-    }
-
-    /// The state of the newest status, if any.
-    pub fn latest_state(&self) -> Option<&str> {
-        self.statuses.last().map(|s| s.state.as_str())
-    }
-}
-
+/// A deployment as a test sees it: the emulator's own record, optional fields as the
+/// client sent them.
+pub type DeploymentView = Deployment;
 /// A status as the client sent it; `None` for fields it left out. Statuses that
 /// `auto_inactive` added have every optional field `None`.
-#[derive(Debug, Clone, Serialize)]
-pub struct StatusView {
-    pub id: u64,
-    pub state: String,
-    pub description: Option<String>,
-    pub log_url: Option<String>,
-    pub environment_url: Option<String>,
-    pub auto_inactive: Option<bool>,
-    pub target_url: Option<String>,
-    /// The `environment` the client sent, if any.
-    pub environment_sent: Option<String>,
-    /// The environment the status applies to (sent, or carried over).
-    pub environment: String,
-}
-
-impl StatusView {
-    fn of(s: &Status) -> StatusView {
-        StatusView {
-            id: s.id,
-            state: s.state.clone(),
-            description: s.description.clone(),
-            log_url: s.log_url.clone(),
-            environment_url: s.environment_url.clone(),
-            auto_inactive: s.auto_inactive,
-            target_url: s.target_url.clone(),
-            environment_sent: s.environment_sent.clone(),
-            environment: s.environment.clone(),
-        }
-    }
-}
+pub type StatusView = Status;
 
 /// One API request, as the emulator answered it.
 #[derive(Debug, Clone, Serialize)]
@@ -169,7 +98,7 @@ impl Shared {
     }
 
     fn views(&self) -> Vec<DeploymentView> {
-        self.lock().deployments.iter().rev().map(DeploymentView::of).collect()
+        self.lock().deployments.iter().rev().cloned().collect()
     }
 }
 

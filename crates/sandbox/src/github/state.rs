@@ -21,7 +21,7 @@ const FIRST_STATUS_ID: u64 = 9_000_001;
 pub const RATE_LIMIT: u64 = 5000;
 const RATE_WINDOW: Duration = Duration::from_secs(3600);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Deployment {
     pub id: u64,
     pub sha: String,
@@ -50,7 +50,7 @@ impl Deployment {
 
 /// A status as the client sent it (`None` for what it left out), plus what GitHub
 /// works out: its id, environment and time.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Status {
     pub id: u64,
     pub state: String,
