@@ -14,12 +14,13 @@ use crate::engine::Engine;
 use crate::github::{Ledger, RunContext};
 use crate::http::{HttpClient, RetryConfig};
 use crate::inputs::{RawInputs, INPUTS};
+use crate::providers::{registry, Progress};
 use crate::report::{exit, Outcome, Report};
 use crate::runner::Runner;
 use crate::secret::Redactor;
 use crate::shutdown::Shutdown;
 use crate::state::Saved;
-use crate::{providers, summary};
+use crate::summary;
 
 /// Where the process gets its environment; tests pass their own.
 pub type Env = dyn Fn(&str) -> Option<String> + Send + Sync;
@@ -162,7 +163,20 @@ fn raw_inputs(env: &Env, flags: Option<&ArgMatches>, command: Option<&str>) -> R
     if let Some(c) = command {
         raw.set("command", c);
     }
+    token_from_env(&mut raw, env);
     raw
+}
+
+/// With the token input empty, the provider's usual variable (FLY_API_TOKEN...), as its
+/// own CLI would read it.
+fn token_from_env(raw: &mut RawInputs, env: &Env) {
+    if raw.get("token").is_some() {
+        return;
+    }
+    let Some(provider) = raw.get("provider").and_then(registry::find) else { return };
+    if let Some(value) = provider.token_env.iter().find_map(|name| env(name).filter(|v| !v.trim().is_empty())) {
+        raw.set("token", value);
+    }
 }
 
 /// Off a runner, flags name the summary and state files; a state file is always kept
@@ -212,7 +226,7 @@ pub async fn deploy(raw: RawInputs, runner: Runner, shutdown: Shutdown) -> i32 {
 
 async fn run_engine(config: &Config, runner: &Runner, shutdown: Shutdown) -> anyhow::Result<Report> {
     let http = client(runner.redactor().clone(), Some(config))?;
-    let provider = providers::build(config, &http)?;
+    let provider = config.build_provider(&http)?;
     runner.say(&format!(
         "safe-deploy {}: {} {} on {} ({})",
         env!("CARGO_PKG_VERSION"),
@@ -222,7 +236,15 @@ async fn run_engine(config: &Config, runner: &Runner, shutdown: Shutdown) -> any
         provider.name()
     ));
     let (ledger, ledger_problem) = ledger(config, runner);
-    let engine = Engine { config, provider: provider.as_ref(), http: &http, runner, shutdown, ledger: ledger.as_ref() };
+    let engine = Engine {
+        config,
+        provider: provider.as_ref(),
+        probe: &http,
+        runner,
+        shutdown,
+        ledger: ledger.as_ref(),
+        progress: progress(runner),
+    };
     let mut report = engine.run().await;
     report.warnings.extend(ledger_problem);
     Ok(report)
@@ -245,7 +267,7 @@ fn ledger(config: &Config, runner: &Runner) -> (Option<Ledger>, Option<String>) 
 /// A failure of our own before the engine started (e.g. the HTTP client could not be
 /// built): nothing was changed.
 fn internal_failure(config: &Config, runner: &Runner, e: anyhow::Error) -> Report {
-    let mut report = Report::new(config.command.as_str(), config.provider.as_str(), &config.app, &config.environment);
+    let mut report = Report::new(config.command.as_str(), config.provider.name, &config.app, &config.environment);
     report.target = config.image.clone();
     report.outcome = Outcome::Failed;
     report.reason = Some(runner.redactor().redact(&format!("{e:#}")));
@@ -302,7 +324,7 @@ async fn post(raw: RawInputs, runner: Runner, m: &ArgMatches, env: &Env) -> i32 
         Ok(h) => h,
         Err(e) => return finish(&internal_failure(&config, &runner, e), &runner, config.summary),
     };
-    let provider = match providers::build(&config, &http) {
+    let provider = match config.build_provider(&http) {
         Ok(p) => p,
         Err(e) => return finish(&internal_failure(&config, &runner, e), &runner, config.summary),
     };
@@ -310,10 +332,11 @@ async fn post(raw: RawInputs, runner: Runner, m: &ArgMatches, env: &Env) -> i32 
     let engine = Engine {
         config: &config,
         provider: provider.as_ref(),
-        http: &http,
+        probe: &http,
         runner: &runner,
         shutdown: Shutdown::new(),
         ledger: ledger.as_ref(),
+        progress: progress(&runner),
     };
     match engine.post(&saved).await {
         Some(mut report) => {
@@ -385,6 +408,11 @@ pub fn finish(report: &Report, runner: &Runner, write_summary: bool) -> i32 {
         runner.say(&format!("why: {reason}"));
     }
     code
+}
+
+/// Progress events as log lines through the runner.
+fn progress(runner: &Runner) -> Progress {
+    Progress::new(std::sync::Arc::new(crate::progress::LogLines { runner: runner.clone() }))
 }
 
 fn append_file(path: &Path, text: &str) -> std::io::Result<()> {

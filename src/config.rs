@@ -6,11 +6,15 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use crate::inputs::RawInputs;
-use crate::providers::fly::fly_toml::FlyToml;
+use std::sync::Arc;
+
+use crate::http::HttpClient;
+use crate::inputs::{RawInputs, INPUTS};
+use crate::providers::registry::{self, Registration};
+use crate::providers::Provider;
 use crate::secret::Secret;
 
 /// The longest duration any input accepts: a deploy step that waits longer is stuck.
@@ -36,50 +40,35 @@ impl Command {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
-    /// The provider double: state in a local file, apps served by the sandbox.
-    Memory,
-    /// Fly.io, through the Machines API.
-    Fly,
+/// When the health gate also runs between batches, against the instances just changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchGate {
+    /// After the first batch only: a broken release reaches one batch at most.
+    First,
+    /// After every batch but the last (the final gate covers that one).
+    Every,
+    /// Only once everything is rolled out.
+    End,
 }
 
-impl ProviderKind {
-    pub const NAMES: &'static str = "fly, memory";
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::Memory => "memory",
-            ProviderKind::Fly => "fly",
+impl BatchGate {
+    fn parse(text: &str) -> Result<BatchGate, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "first" => Ok(BatchGate::First),
+            "every" => Ok(BatchGate::Every),
+            "end" => Ok(BatchGate::End),
+            _ => Err(format!("'{text}' is not first, every or end")),
         }
     }
 
-    fn needs_token(self) -> bool {
-        match self {
-            ProviderKind::Memory => false,
-            ProviderKind::Fly => true,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Strategy {
-    Rolling,
-    Canary,
-    Bluegreen,
-    Immediate,
-}
-
-impl Strategy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Strategy::Rolling => "rolling",
-            Strategy::Canary => "canary",
-            Strategy::Bluegreen => "bluegreen",
-            Strategy::Immediate => "immediate",
-        }
+    /// Whether batch `i` of `n` is gated on its own before the next one starts.
+    pub fn gates(self, i: usize, n: usize) -> bool {
+        i + 1 < n
+            && match self {
+                BatchGate::First => i == 0,
+                BatchGate::Every => true,
+                BatchGate::End => false,
+            }
     }
 }
 
@@ -140,61 +129,36 @@ pub struct HealthConfig {
     pub headers: Vec<(String, String)>,
 }
 
+/// The settings a provider parsed from its own inputs, and how it builds itself.
+pub trait ProviderSettings: fmt::Debug + Send + Sync {
+    fn build(&self, config: &Config, http: &HttpClient) -> anyhow::Result<Box<dyn Provider>>;
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub command: Command,
-    pub provider: ProviderKind,
+    /// The provider, as registered; `settings` holds what it parsed of its own inputs.
+    pub provider: &'static Registration,
+    pub settings: Arc<dyn ProviderSettings>,
     pub app: String,
     pub token: Option<Secret>,
     pub image: Option<String>,
     pub health: HealthConfig,
     pub rollback: bool,
-    pub strategy: Strategy,
+    pub batch_gate: BatchGate,
     pub deploy_timeout: Duration,
     pub dry_run: bool,
     pub github_token: Option<Secret>,
     pub environment: String,
+    /// The app's public URL, when given; else the health URL's origin is shown.
+    pub environment_url: Option<url::Url>,
     pub api_url: Option<url::Url>,
     pub summary: bool,
-    pub max_unavailable: MaxUnavailable,
-    /// Run once with the new image before any app instance changes.
-    pub release_command: Option<String>,
     /// rollback and redeploy: the release, or a commit SHA from the ledger.
     pub to: Option<String>,
     pub transient_environment: bool,
     /// `None`: GitHub's default (production only when the environment is named so).
     pub production_environment: Option<bool>,
-}
-
-/// How many instances a rolling deploy may replace at once (after the first).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum MaxUnavailable {
-    Fraction(f64),
-    Count(u32),
-}
-
-impl MaxUnavailable {
-    /// The batch size for `total` instances: at least one.
-    pub fn batch(self, total: usize) -> usize {
-        let n = match self {
-            MaxUnavailable::Fraction(f) => (f * total as f64).ceil() as usize,
-            MaxUnavailable::Count(c) => c as usize,
-        };
-        n.clamp(1, total.max(1))
-    }
-
-    fn parse(text: &str) -> Result<MaxUnavailable, String> {
-        if let Ok(count) = text.parse::<u32>() {
-            return match count {
-                0 => Err("0 would never replace anything".into()),
-                c => Ok(MaxUnavailable::Count(c)),
-            };
-        }
-        match text.parse::<f64>() {
-            Ok(f) if f > 0.0 && f < 1.0 => Ok(MaxUnavailable::Fraction(f)),
-            _ => Err(format!("'{text}' is not a fraction between 0 and 1 or a whole count")),
-        }
-    }
 }
 
 impl Config {
@@ -203,9 +167,17 @@ impl Config {
         self.command == Command::Plan || self.dry_run
     }
 
-    /// The memory provider's state file, from its `file://` api-url.
-    pub fn memory_state_path(&self) -> Option<PathBuf> {
-        self.api_url.as_ref().and_then(|u| u.to_file_path().ok())
+    /// The URL the run reports as the app's: environment-url, else health-url's origin.
+    pub fn app_url(&self) -> String {
+        match &self.environment_url {
+            Some(u) => u.to_string(),
+            None => self.health.url.origin().ascii_serialization(),
+        }
+    }
+
+    /// The provider this config names, built.
+    pub fn build_provider(&self, http: &HttpClient) -> anyhow::Result<Box<dyn Provider>> {
+        self.settings.build(self, http)
     }
 }
 
@@ -224,15 +196,16 @@ impl fmt::Display for InputError {
 }
 
 /// Collects problems so that all of them are reported together.
-struct Problems(Vec<InputError>);
+#[derive(Debug, Default)]
+pub struct Problems(pub Vec<InputError>);
 
 impl Problems {
-    fn add(&mut self, input: &'static str, problem: impl Into<String>, fix: impl Into<String>) {
+    pub fn add(&mut self, input: &'static str, problem: impl Into<String>, fix: impl Into<String>) {
         self.0.push(InputError { input, problem: problem.into(), fix: fix.into() });
     }
 
     /// Runs a parser over an input's value (or default); records its error.
-    fn parse<T>(
+    pub fn parse<T>(
         &mut self,
         raw: &RawInputs,
         input: &'static str,
@@ -251,35 +224,58 @@ impl Problems {
 }
 
 impl Config {
-    /// Validates with fly.toml looked up in the current directory.
+    /// Validates with provider files (fly.toml) looked up in the current directory.
     pub fn from_inputs(raw: &RawInputs) -> Result<Config, Vec<InputError>> {
         Config::from_inputs_in(raw, Path::new("."))
     }
 
     /// Validates; provider files such as fly.toml are looked up in `workspace`.
     pub fn from_inputs_in(raw: &RawInputs, workspace: &Path) -> Result<Config, Vec<InputError>> {
-        let mut p = Problems(Vec::new());
+        let mut p = Problems::default();
+        let provider = match raw.get("provider") {
+            None => {
+                p.add("provider", "is required", format!("Set it to one of: {}.", registry::names()));
+                None
+            }
+            Some(name) => match registry::find(name) {
+                Some(r) => Some(r),
+                None => {
+                    p.add(
+                        "provider",
+                        format!("'{name}' is not a provider"),
+                        format!("Use one of: {}.", registry::names()),
+                    );
+                    None
+                }
+            },
+        };
+        // The provider's own files (fly.toml) fill shared inputs the caller left empty.
         let merged;
-        let raw = match fly_defaults(raw, workspace) {
-            Ok(Some(m)) => {
+        let raw = match provider.map(|r| (r.defaults)(raw, workspace)) {
+            Some(Ok(Some(m))) => {
                 merged = m;
                 &merged
             }
-            Ok(None) => raw,
-            Err(problem) => {
-                p.add("fly-config", problem, "Fix fly.toml, or point fly-config at the right file.");
+            Some(Err(e)) => {
+                p.0.push(e);
                 raw
             }
+            _ => raw,
         };
+        if let Some(r) = provider {
+            for spec in INPUTS.iter().filter(|i| i.provider.is_some_and(|owner| owner != r.name)) {
+                if raw.given(spec.name) {
+                    let owner = spec.provider.unwrap_or_default();
+                    p.add(
+                        spec.name,
+                        format!("applies to provider {owner} only, and provider is {}", r.name),
+                        format!("Remove it, or set provider: {owner}."),
+                    );
+                }
+            }
+        }
 
         let command = p.parse(raw, "command", parse_command, "Use deploy, rollback, redeploy or plan.");
-        let provider = match raw.get("provider") {
-            None => {
-                p.add("provider", "is required", format!("Set it to one of: {}.", ProviderKind::NAMES));
-                None
-            }
-            Some(_) => p.parse(raw, "provider", parse_provider, &format!("Use one of: {}.", ProviderKind::NAMES)),
-        };
         let app = match raw.get("app") {
             None => {
                 p.add(
@@ -301,12 +297,25 @@ impl Config {
         };
 
         let token = raw.get("token").map(Secret::new);
-        if let (Some(kind), None) = (provider, &token) {
-            if kind.needs_token() {
+        if let (Some(r), None) = (provider, &token) {
+            if r.needs_token {
+                let from_env = match r.token_env {
+                    [] => String::new(),
+                    names => format!(", or set {} in the environment", names.join(" or ")),
+                };
                 p.add(
                     "token",
-                    format!("is required with provider {}", kind.as_str()),
-                    "Pass the provider's API token from a secret, e.g. token: ${{ secrets.DEPLOY_TOKEN }}.",
+                    format!("is required with provider {}", r.name),
+                    format!("Pass the provider's API token from a secret, e.g. token: ${{{{ secrets.DEPLOY_TOKEN }}}}{from_env}."),
+                );
+            }
+        }
+        for (name, value) in [("token", raw.get("token")), ("github-token", raw.get("github-token"))] {
+            if value.is_some_and(|v| v.chars().any(char::is_control)) {
+                p.add(
+                    name,
+                    "contains control characters",
+                    "Copy the token again without line breaks or other control characters.",
                 );
             }
         }
@@ -349,20 +358,7 @@ impl Config {
         let health = health_config(raw, &mut p);
 
         let rollback = p.parse(raw, "rollback", parse_bool, "Use true or false.");
-        let strategy = match raw.get("strategy") {
-            None => Some(Strategy::Rolling),
-            Some(_) => p.parse(raw, "strategy", parse_strategy, "Use rolling, canary, bluegreen or immediate."),
-        };
-        let max_unavailable = match raw.get("max-unavailable") {
-            None => Some(MaxUnavailable::Fraction(0.33)),
-            Some(_) => p.parse(
-                raw,
-                "max-unavailable",
-                MaxUnavailable::parse,
-                "Use a fraction such as 0.33 or a count such as 2.",
-            ),
-        };
-        let release_command = raw.get("release-command").map(str::to_string);
+        let batch_gate = p.parse(raw, "batch-gate", BatchGate::parse, "Use first, every or end.");
         let deploy_timeout = p.parse(raw, "deploy-timeout", parse_positive_duration, DURATION_FIX);
         let dry_run = p.parse(raw, "dry-run", parse_bool, "Use true or false.");
         let summary = p.parse(raw, "summary", parse_bool, "Use true or false.");
@@ -375,27 +371,22 @@ impl Config {
                 "Use a short name such as production or staging.",
             );
         }
+        let environment_url =
+            p.parse(raw, "environment-url", parse_probe_url, "Give a full URL such as https://app.example.com.");
 
         let api_url = match raw.get("api-url") {
             None => None,
-            Some(text) => match (provider, url::Url::parse(text)) {
-                (Some(ProviderKind::Memory), Ok(u)) if u.scheme() == "file" && u.to_file_path().is_ok() => Some(u),
-                (Some(ProviderKind::Memory), _) => {
-                    p.add(
-                        "api-url",
-                        format!("'{text}' is not a file:// URL"),
-                        "The memory provider keeps its state in a file: give file:///path/to/state.json.",
-                    );
-                    None
-                }
-                (_, Ok(u)) => match check_base_url(&u) {
+            // A provider whose API is a file (the double) checks the URL itself.
+            Some(text) if provider.is_some_and(|r| r.file_api) => url::Url::parse(text).ok(),
+            Some(text) => match url::Url::parse(text) {
+                Ok(u) => match check_base_url(&u) {
                     Ok(()) => Some(u),
                     Err(problem) => {
                         p.add("api-url", problem, "Use an https:// URL (plain http:// is allowed on loopback only).");
                         None
                     }
                 },
-                (_, Err(e)) => {
+                Err(e) => {
                     p.add(
                         "api-url",
                         format!("'{text}' is not a URL ({e})"),
@@ -405,13 +396,7 @@ impl Config {
                 }
             },
         };
-        if provider == Some(ProviderKind::Memory) && raw.get("api-url").is_none() {
-            p.add(
-                "api-url",
-                "is required with provider memory",
-                "Give the double's state file as file:///path/to/state.json (safe-deploy demo makes one).",
-            );
-        }
+        let settings = provider.and_then(|r| (r.configure)(raw, workspace, &mut p));
 
         if !p.0.is_empty() {
             return Err(p.0);
@@ -420,47 +405,47 @@ impl Config {
         match (
             command,
             provider,
+            settings,
             app,
             health,
             rollback,
-            strategy,
+            batch_gate,
             deploy_timeout,
             dry_run,
             summary,
-            max_unavailable,
             transient_environment,
             production_environment,
         ) {
             (
                 Some(command),
                 Some(provider),
+                Some(settings),
                 Some(app),
                 Some(health),
                 Some(rollback),
-                Some(strategy),
+                Some(batch_gate),
                 Some(deploy_timeout),
                 Some(dry_run),
                 Some(summary),
-                Some(max_unavailable),
                 Some(transient_environment),
                 Some(production_environment),
             ) => Ok(Config {
                 command,
                 provider,
+                settings,
                 app,
                 token,
                 image,
                 health,
                 rollback,
-                strategy,
+                batch_gate,
                 deploy_timeout,
                 dry_run,
                 github_token,
                 environment,
+                environment_url,
                 api_url,
                 summary,
-                max_unavailable,
-                release_command,
                 to,
                 transient_environment,
                 production_environment,
@@ -474,40 +459,7 @@ impl Config {
     }
 }
 
-/// With provider fly: fly.toml's values for the inputs left empty, and the health URL
-/// derived from the app name. `None` for other providers.
-fn fly_defaults(raw: &RawInputs, workspace: &Path) -> Result<Option<RawInputs>, String> {
-    if raw.get("provider").map(str::to_ascii_lowercase).as_deref() != Some("fly") {
-        return Ok(None);
-    }
-    let name = raw.get("fly-config").unwrap_or("fly.toml");
-    let path = workspace.join(name);
-    let toml = match FlyToml::load(&path)? {
-        Some(t) => t,
-        None if raw.given("fly-config") => return Err(format!("{} does not exist", path.display())),
-        None => FlyToml::default(),
-    };
-    let mut merged = raw.clone();
-    let mut fill = |input: &str, value: Option<String>| {
-        if let (false, Some(v)) = (raw.given(input), value) {
-            merged.set(input, v);
-        }
-    };
-    fill("app", toml.app.clone());
-    fill("strategy", toml.deploy.strategy.clone());
-    fill("release-command", toml.deploy.release_command.clone());
-    fill("max-unavailable", toml.deploy.max_unavailable.map(|f| f.to_string()));
-    if !raw.given("health-url") {
-        if let Some(app) = merged.get("app").map(str::to_string) {
-            let path = toml.health_path().unwrap_or("/");
-            let sep = if path.starts_with('/') { "" } else { "/" };
-            merged.set("health-url", format!("https://{app}.fly.dev{sep}{path}"));
-        }
-    }
-    Ok(Some(merged))
-}
-
-const DURATION_FIX: &str = "Use a number with a unit, e.g. 500ms, 10s, 5m or 1h30m (at most 24h).";
+pub const DURATION_FIX: &str = "Use a number with a unit, e.g. 500ms, 10s, 5m or 1h30m (at most 24h).";
 
 fn health_config(raw: &RawInputs, p: &mut Problems) -> Option<HealthConfig> {
     let url = match raw.get("health-url") {
@@ -610,27 +562,6 @@ fn parse_command(text: &str) -> Result<Command, String> {
     }
 }
 
-fn parse_provider(text: &str) -> Result<ProviderKind, String> {
-    match text.to_ascii_lowercase().as_str() {
-        "memory" => Ok(ProviderKind::Memory),
-        "fly" => Ok(ProviderKind::Fly),
-        "heroku" | "digitalocean" | "droplets" => {
-            Err(format!("provider '{text}' is not available in this version of safe-deploy"))
-        }
-        _ => Err(format!("'{text}' is not a provider")),
-    }
-}
-
-fn parse_strategy(text: &str) -> Result<Strategy, String> {
-    match text.to_ascii_lowercase().as_str() {
-        "rolling" => Ok(Strategy::Rolling),
-        "canary" => Ok(Strategy::Canary),
-        "bluegreen" | "blue-green" => Ok(Strategy::Bluegreen),
-        "immediate" => Ok(Strategy::Immediate),
-        _ => Err(format!("'{text}' is not a strategy")),
-    }
-}
-
 /// Booleans as the Actions toolkit accepts them: the YAML 1.2 core set.
 pub fn parse_bool(text: &str) -> Result<bool, String> {
     match text {
@@ -685,7 +616,7 @@ fn checked(d: Duration, text: &str) -> Result<Duration, String> {
     }
 }
 
-fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     match parse_duration(text)? {
         Duration::ZERO => Err(format!("'{text}' must be more than zero")),
         d => Ok(d),
@@ -807,7 +738,7 @@ mod tests {
         assert!(c.health.expect_status.contains(200));
         assert!(!c.health.expect_status.contains(204));
         assert!(c.rollback);
-        assert_eq!(c.strategy, Strategy::Rolling);
+        assert_eq!(c.batch_gate, BatchGate::First);
     }
 
     #[test]
@@ -918,46 +849,34 @@ mod tests {
     }
 
     #[test]
-    fn fly_reads_fly_toml_and_inputs_override_it() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("fly.toml"),
-            "app = \"shop\"\n[deploy]\nstrategy = \"canary\"\nrelease_command = \"migrate\"\n[[http_service.checks]]\npath = \"/up\"\n",
-        )
-        .unwrap();
-        let base = [("provider", "fly"), ("token", "t"), ("image", "registry.fly.io/shop:2")];
-        let c = Config::from_inputs_in(&raw(&base), dir.path()).expect("valid");
-        assert_eq!(c.app, "shop");
-        assert_eq!(c.strategy, Strategy::Canary);
-        assert_eq!(c.release_command.as_deref(), Some("migrate"));
-        assert_eq!(c.health.url.as_str(), "https://shop.fly.dev/up");
-
-        let mut over = base.to_vec();
-        over.extend([("app", "shop-staging"), ("strategy", "rolling"), ("max-unavailable", "2")]);
-        let c = Config::from_inputs_in(&raw(&over), dir.path()).expect("valid");
-        assert_eq!((c.app.as_str(), c.strategy), ("shop-staging", Strategy::Rolling));
-        assert_eq!(c.health.url.as_str(), "https://shop-staging.fly.dev/up");
-        assert_eq!(c.max_unavailable.batch(5), 2);
+    fn an_input_of_another_provider_is_named_and_refused() {
+        assert_eq!(inputs_with_problems(&[("strategy", "canary")]), vec!["strategy"]);
+        assert_eq!(inputs_with_problems(&[("batch-gate", "sometimes")]), vec!["batch-gate"]);
     }
 
     #[test]
-    fn fly_needs_a_token_and_a_broken_fly_toml_is_named() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("fly.toml"), "app = [").unwrap();
-        let errors = Config::from_inputs_in(&raw(&[("provider", "fly"), ("image", "x:1")]), dir.path()).unwrap_err();
-        let names: Vec<_> = errors.iter().map(|e| e.input).collect();
-        assert!(names.contains(&"fly-config") && names.contains(&"token"), "{names:?}");
+    fn the_batch_gate_runs_between_batches_as_chosen() {
+        let gated = |g: BatchGate, n: usize| (0..n).filter(|i| g.gates(*i, n)).collect::<Vec<_>>();
+        assert_eq!(gated(BatchGate::First, 3), vec![0]);
+        assert_eq!(gated(BatchGate::Every, 3), vec![0, 1]);
+        assert!(gated(BatchGate::End, 3).is_empty());
+        assert!(gated(BatchGate::First, 1).is_empty(), "one batch: the final gate is the only one");
     }
 
     #[test]
-    fn max_unavailable_is_a_fraction_or_a_count() {
-        assert_eq!(MaxUnavailable::parse("0.33").unwrap().batch(3), 1);
-        assert_eq!(MaxUnavailable::parse("0.5").unwrap().batch(5), 3);
-        assert_eq!(MaxUnavailable::parse("2").unwrap().batch(3), 2);
-        assert_eq!(MaxUnavailable::parse("9").unwrap().batch(3), 3);
-        for bad in ["0", "1.5", "-1", "half"] {
-            assert!(MaxUnavailable::parse(bad).is_err(), "{bad}");
-        }
+    fn tokens_with_control_characters_are_bad_input() {
+        assert_eq!(inputs_with_problems(&[("github-token", "ghs_abcdef\n")]), Vec::<&str>::new(), "trimmed");
+        assert_eq!(inputs_with_problems(&[("github-token", "ghs_abc\u{0}def")]), vec!["github-token"]);
+        assert_eq!(inputs_with_problems(&[("github-token", "ghs_abc\ndef")]), vec!["github-token"]);
+    }
+
+    #[test]
+    fn the_app_url_is_environment_url_else_the_health_urls_origin() {
+        let c = Config::from_inputs(&raw(&good())).unwrap();
+        assert_eq!(c.app_url(), "http://127.0.0.1:8080");
+        let mut all = good();
+        all.push(("environment-url", "https://shop.example.com"));
+        assert_eq!(Config::from_inputs(&raw(&all)).unwrap().app_url(), "https://shop.example.com/");
     }
 
     #[test]

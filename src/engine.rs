@@ -1,20 +1,23 @@
-//! The engine: the order of a deploy, its deadlines, its health gate and its rollback.
+//! The engine: the order of a deploy, its deadlines, its gates and its rollback.
 //! It knows no provider by name and no GitHub.
 //!
-//! record the live release -> preflight -> roll out -> wait until up -> health gate
-//!   -> deployed, or roll back -> wait until up -> health gate on the old release
+//! record the live release -> preflight -> prepare (nothing changed yet)
+//!   -> for each batch: apply -> wait until up -> [gate the batch's instances]
+//!   -> health gate -> deployed, or roll back -> health gate on the old release
 //!
-//! Rollback follows every failure after the first change. A signal stops forward
-//! changes; the post step (`post`) then finishes the rollback from the saved state.
+//! Rollback follows every failure after the first change; the roll-out handle says
+//! whether anything changed. A signal stops forward changes; the post step (`post`)
+//! then finishes the rollback from the saved state.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use crate::config::{human, Command, Config};
 use crate::github::{Entry, Ledger, Record};
-use crate::health::{Gate, GateResult};
-use crate::http::HttpClient;
-use crate::providers::{Context, Provider, ProviderError, Severity, Snapshot, Target};
+use crate::health::{Gate, GateResult, Probe};
+use crate::providers::{
+    Context, Instance, Progress, Provider, ProviderError, ReleaseRef, Severity, Snapshot, Source, Target, Waited,
+};
 use crate::report::{DeploymentRecord, Outcome, Phase, PhaseResult, Report, RollbackInfo};
 use crate::runner::Runner;
 use crate::shutdown::Shutdown;
@@ -23,15 +26,19 @@ use crate::state::{self, Saved, Stage};
 /// A provider call in flight when a signal comes gets this long to finish: the whole
 /// step must end within the runner's 7.5 s before SIGTERM.
 const IN_FLIGHT_GRACE: Duration = Duration::from_secs(3);
+/// During any wait, the log gets a line at least this often.
+const HEARTBEAT: Duration = Duration::from_secs(10);
 
 pub struct Engine<'a> {
     pub config: &'a Config,
     pub provider: &'a dyn Provider,
-    pub http: &'a HttpClient,
+    /// How health checks are sent: the HTTP client, or a stand-in in engine tests.
+    pub probe: &'a dyn Probe,
     pub runner: &'a Runner,
     pub shutdown: Shutdown,
     /// GitHub Deployments, when a github-token is given.
     pub ledger: Option<&'a Ledger>,
+    pub progress: Progress,
 }
 
 /// How a step ended, when it did not end well.
@@ -43,36 +50,41 @@ enum Stop {
 impl Engine<'_> {
     fn context(&self) -> Context {
         Context {
-            strategy: self.config.strategy,
             deadline: Instant::now() + self.config.deploy_timeout,
             shutdown: self.shutdown.clone(),
+            progress: self.progress.clone(),
         }
     }
 
     fn new_report(&self, command: &str) -> Report {
         let mut report = Report::new(command, self.provider.name(), &self.config.app, &self.config.environment);
-        report.url = self.provider.app_url().or_else(|| {
-            let u = &self.config.health.url;
-            Some(
-                format!("{}://{}", u.scheme(), u.host_str().unwrap_or(""))
-                    + &u.port().map(|p| format!(":{p}")).unwrap_or_default(),
-            )
-        });
+        report.url = Some(self.config.app_url());
         report
     }
 
-    /// Runs one named phase: a log group, a timeline entry, and a deadline-free guard
-    /// against signals (deadlines are the provider's, through `Context`).
+    /// Runs one named phase: a log group, a timeline entry, a heartbeat line at least
+    /// every 10 s while it waits, and a guard against signals (deadlines are the
+    /// provider's, through `Context`).
     async fn phase<T>(
         &self,
         report: &mut Report,
         run_start: Instant,
         name: &str,
+        deadline: Option<Instant>,
         fut: impl Future<Output = Result<T, ProviderError>>,
     ) -> Result<T, Stop> {
         self.runner.group(name);
         let start = Instant::now();
-        let outcome = self.shutdown.guard(IN_FLIGHT_GRACE, fut).await;
+        let heartbeat = async {
+            loop {
+                tokio::time::sleep(HEARTBEAT).await;
+                self.progress.waiting(name, start, deadline);
+            }
+        };
+        let outcome = tokio::select! {
+            outcome = self.shutdown.guard(IN_FLIGHT_GRACE, fut) => outcome,
+            _ = heartbeat => None,
+        };
         let (result, detail, out) = match outcome {
             Some(Ok(v)) => (PhaseResult::Ok, None, Ok(v)),
             Some(Err(ProviderError::Cancelled(_))) | None if self.shutdown.is_shutdown() => {
@@ -100,13 +112,15 @@ impl Engine<'_> {
         out
     }
 
-    /// Runs the health gate as a phase and keeps its attempts for the report.
+    /// Runs the health gate as a phase and keeps its attempts for the report. With
+    /// `route`, every check goes to that one instance (a header the app's URL honours).
     async fn gate(
         &self,
         report: &mut Report,
         run_start: Instant,
         label: &str,
         expected: Option<&str>,
+        route: Option<&(String, String)>,
     ) -> Result<(), Stop> {
         let name = format!("health gate: {label}");
         self.runner.group(&name);
@@ -115,8 +129,11 @@ impl Engine<'_> {
         // for the rolled-back release.
         let mut health = self.config.health.clone();
         health.version = health.version.take().and_then(|(url, _)| expected.map(|v| (url, v.to_string())));
+        if let Some(header) = route {
+            health.headers.push(header.clone());
+        }
         let gate = Gate { config: &health, check_version: expected.is_some(), label };
-        let result = gate.run(self.http, &self.shutdown).await;
+        let result = gate.run(self.probe, &self.shutdown).await;
         let (phase_result, out) = match result.result {
             GateResult::Passed => (PhaseResult::Ok, Ok(())),
             GateResult::Failed => (
@@ -139,28 +156,6 @@ impl Engine<'_> {
         out
     }
 
-    /// After a change to `release`: waits until the provider reports it up. A change
-    /// that failed may have happened part-way, so then nobody can say what is live.
-    async fn then_wait(
-        &self,
-        report: &mut Report,
-        run_start: Instant,
-        changed: Result<(), Stop>,
-        release: &str,
-        ctx: &Context,
-    ) -> Result<(), Stop> {
-        if let Err(stop) = changed {
-            report.live = None;
-            return Err(stop);
-        }
-        // Live only once the provider says so; a failed wait leaves it unknown.
-        let waited = self
-            .phase(report, run_start, "wait until the provider reports it up", self.provider.wait_ready(release, ctx))
-            .await;
-        report.live = waited.is_ok().then(|| release.to_string());
-        waited
-    }
-
     /// `deploy`, `rollback`, `redeploy` and `plan`. Whatever happens, the provider's
     /// `finish` runs, and the GitHub deployment gets the status the report says.
     pub async fn run(&self) -> Report {
@@ -181,7 +176,7 @@ impl Engine<'_> {
             provider: self.provider.name().to_string(),
             app: self.config.app.clone(),
             command: self.config.command.as_str().to_string(),
-            target: target.release.clone(),
+            target: target.label(),
             previous: report.previous.clone(),
             version: target.version.clone(),
         };
@@ -197,7 +192,7 @@ impl Engine<'_> {
             state: "created".into(),
             url: ledger.run.deployments_url(&ledger.environment),
         });
-        let description = format!("deploying {}", target.release);
+        let description = format!("deploying {}", target.label());
         let in_progress = ledger.status(id, "in_progress", &description, None);
         match self.guarded(in_progress).await {
             Ok(()) => {
@@ -256,27 +251,31 @@ impl Engine<'_> {
             r.duration = run_start.elapsed();
             r
         };
+        let deadline = Some(ctx.deadline);
 
-        let live =
-            match self.phase(&mut report, run_start, "record the live release", self.provider.snapshot(&ctx)).await {
-                Ok(s) => s,
-                Err(stop) => return finish(self.stopped_before_change(report, stop)),
-            };
-        report.previous = Some(live.release.clone());
-        report.live = Some(live.release.clone());
+        let recorded = self.provider.snapshot(&ctx);
+        let live = match self.phase(&mut report, run_start, "record the live release", deadline, recorded).await {
+            Ok(s) => s,
+            Err(stop) => return finish(self.stopped_before_change(report, stop)),
+        };
+        report.previous = Some(live.release.label.clone());
+        report.live = Some(live.release.label.clone());
         state::save(self.runner, Stage::Recorded, Some(&live), None);
 
         let target = match self.choose_target(&mut report, run_start, &live, &ctx).await {
             Ok(t) => t,
             Err(stop) => return finish(self.stopped_before_change(report, stop)),
         };
-        report.target = Some(target.release.clone());
+        report.target = Some(target.label());
+        if let Err(why) = self.supported(&target) {
+            return finish(self.stopped_before_change(report, Stop::Failed(why)));
+        }
 
-        let findings =
-            match self.phase(&mut report, run_start, "preflight", self.provider.preflight(&target, &ctx)).await {
-                Ok(f) => f,
-                Err(stop) => return finish(self.stopped_before_change(report, stop)),
-            };
+        let checked = self.provider.preflight(&live, &target, &ctx);
+        let findings = match self.phase(&mut report, run_start, "preflight", deadline, checked).await {
+            Ok(f) => f,
+            Err(stop) => return finish(self.stopped_before_change(report, stop)),
+        };
         for f in &findings {
             report.findings.push(format!("{:?}: {}", f.severity, f.message).to_lowercase_first());
             if f.severity == Severity::Warning {
@@ -288,7 +287,7 @@ impl Engine<'_> {
         }
 
         if self.config.changes_nothing() {
-            report.plan = self.plan_steps(&live, &target, &ctx);
+            report.plan = self.plan_steps(&live, &target);
             report.outcome = Outcome::Planned;
             state::save(self.runner, Stage::Finished, None, None);
             return finish(report);
@@ -300,46 +299,118 @@ impl Engine<'_> {
         }
         self.open_deployment(&mut report, &target).await;
 
-        if let Err(stop) = self
-            .phase(
-                &mut report,
-                run_start,
-                "prepare (leases, release command)",
-                self.provider.prepare(&live, &target, &ctx),
-            )
-            .await
-        {
-            return finish(self.stopped_before_change(report, stop));
+        // Everything that may still fail with nothing changed happens here.
+        let prepared = self.provider.prepare(&live, &target, &ctx);
+        let mut rollout = match self.phase(&mut report, run_start, "prepare", deadline, prepared).await {
+            Ok(r) => r,
+            Err(stop) => return finish(self.stopped_before_change(report, stop)),
+        };
+        let batches = rollout.batches();
+        if batches == 0 {
+            let why = "prepare: the roll-out has nothing to change (no instances); nothing was changed".to_string();
+            return finish(self.stopped_before_change(report, Stop::Failed(why)));
         }
 
         // From here on the provider may be changed: the post step must know.
-        state::save(self.runner, Stage::Changing, None, Some(&target.release));
-        report.changed = true;
-        let rolled = self
-            .phase(
-                &mut report,
-                run_start,
-                &format!("roll out {}", target.release),
-                self.provider.roll_out(&live, &target, &ctx),
-            )
-            .await;
-        let ready = self.then_wait(&mut report, run_start, rolled, &target.release, &ctx).await;
-        let verified = match ready {
-            Ok(()) => self.gate(&mut report, run_start, "new release", target.version.as_deref()).await,
-            Err(stop) => Err(stop),
-        };
-        match verified {
+        state::save(self.runner, Stage::Changing, None, Some(&target.label()));
+        let mut made: Option<ReleaseRef> = None;
+        for i in 0..batches {
+            let what = match batches {
+                1 => format!("roll out {}: {}", target.label(), rollout.describe(i)),
+                n => format!("roll out {}, batch {} of {n}: {}", target.label(), i + 1, rollout.describe(i)),
+            };
+            let applied = rollout.apply(i, &ctx);
+            let applied = self.phase(&mut report, run_start, &what, deadline, applied).await;
+            report.changed = rollout.changed();
+            let applied = match applied {
+                Ok(a) => a,
+                Err(stop) if !rollout.changed() => return finish(self.stopped_before_change(report, stop)),
+                Err(stop) => {
+                    // It failed part-way: nobody can say what runs until it is put back.
+                    report.live = None;
+                    return finish(self.after_failure(report, run_start, &live, stop).await);
+                }
+            };
+            let waited = rollout.wait(i, &ctx);
+            let waited = self.phase(&mut report, run_start, "wait until the provider reports it up", deadline, waited);
+            match waited.await {
+                Ok(Waited::Ready) => {}
+                Ok(Waited::Refused(why)) if i == 0 => {
+                    // The platform kept the live release: nothing changed, nothing to undo.
+                    report.changed = false;
+                    let stop = Stop::Failed(format!("{} kept {}: {why}", self.provider.name(), live.release.label));
+                    return finish(self.stopped_before_change(report, stop));
+                }
+                Ok(Waited::Refused(why) | Waited::RolledBack(why)) => {
+                    report.live = None;
+                    let why = format!("{}: {why}", self.provider.name());
+                    return finish(self.after_failure(report, run_start, &live, Stop::Failed(why)).await);
+                }
+                Err(stop) => {
+                    report.live = None;
+                    return finish(self.after_failure(report, run_start, &live, stop).await);
+                }
+            }
+            made = Some(applied.release.clone());
+            if self.config.batch_gate.gates(i, batches) && self.provider.capabilities().single_instances {
+                let gated = self.gate_instances(&mut report, run_start, i, &applied.instances, &target).await;
+                if let Err(stop) = gated {
+                    report.live = None;
+                    return finish(self.after_failure(report, run_start, &live, stop).await);
+                }
+            }
+        }
+        // Live only once the provider reported every batch up.
+        report.live = made.map(|r| r.label);
+        match self.gate(&mut report, run_start, "new release", target.version.as_deref(), None).await {
             Ok(()) => {
                 report.outcome = Outcome::Deployed;
                 state::save(self.runner, Stage::Finished, None, None);
                 finish(report)
             }
-            Err(Stop::Cancelled(why)) => {
-                report.outcome = Outcome::Cancelled;
-                report.reason = Some(why);
-                finish(report)
-            }
-            Err(Stop::Failed(why)) => finish(self.roll_back(report, run_start, &live, why).await),
+            Err(stop) => finish(self.after_failure(report, run_start, &live, stop).await),
+        }
+    }
+
+    /// The health gate against each instance a batch changed, alone, before any other
+    /// instance is touched.
+    async fn gate_instances(
+        &self,
+        report: &mut Report,
+        run_start: Instant,
+        batch: usize,
+        instances: &[Instance],
+        target: &Target,
+    ) -> Result<(), Stop> {
+        let routed: Vec<&Instance> = instances.iter().filter(|i| i.route.is_some()).collect();
+        if routed.is_empty() {
+            report.warnings.push(format!(
+                "batch {} could not be gated alone: the provider named no instance it can reach by itself",
+                batch + 1
+            ));
+            return Ok(());
+        }
+        for instance in routed {
+            let label = format!("batch {}, instance {}", batch + 1, instance.id);
+            self.gate(report, run_start, &label, target.version.as_deref(), instance.route.as_ref()).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the provider can deploy from where the target comes from.
+    fn supported(&self, target: &Target) -> Result<(), String> {
+        let caps = self.provider.capabilities();
+        match &target.source {
+            Source::Image(_) if !caps.images => Err(format!(
+                "{} does not deploy container images; deploy a source directory instead",
+                self.config.provider.title
+            )),
+            Source::Directory(d) if !caps.directories => Err(format!(
+                "{} does not build source directories ({}); build and push an image, then give it in image",
+                self.config.provider.title,
+                d.display()
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -357,7 +428,10 @@ impl Engine<'_> {
         let c = self.config;
         if matches!(c.command, Command::Deploy | Command::Plan) {
             let image = c.image.clone().ok_or_else(|| Stop::Failed("bug: no image to deploy".into()))?;
-            return Ok(Target { release: image, version: c.health.version.as_ref().map(|(_, v)| v.clone()) });
+            return Ok(Target {
+                source: Source::Image(image),
+                version: c.health.version.as_ref().map(|(_, v)| v.clone()),
+            });
         }
         if let Some(wanted) = c.to.clone().or_else(|| c.image.clone()) {
             return self.resolve(report, &wanted).await;
@@ -365,32 +439,40 @@ impl Engine<'_> {
         if let Some(ledger) = self.ledger {
             match self.guarded(ledger.history(self.provider.name(), &c.app)).await {
                 Ok(entries) => {
-                    let good = entries.iter().find(|e| was_good(e) && e.record.target != live.release);
+                    let good = entries.iter().find(|e| was_good(e) && e.record.target != live.release.label);
                     if let Some(e) = good {
                         report.findings.push(format!(
                             "info: the ledger's last good release before {} is {} (deployment {}, commit {})",
-                            live.release,
+                            live.release.label,
                             e.record.target,
                             e.id,
                             short(&e.sha)
                         ));
-                        return Ok(Target { release: e.record.target.clone(), version: e.record.version.clone() });
+                        return Ok(Target { source: release(&e.record.target), version: e.record.version.clone() });
                     }
                 }
                 Err(why) => self.ledger_warning(report, why),
             }
         }
-        let history = self.phase(report, run_start, "find the previous release", self.provider.history(ctx)).await?;
+        if !self.provider.capabilities().history {
+            return Err(Stop::Failed(format!(
+                "{} keeps no release history safe-deploy can read, and the GitHub ledger knows no good release before {}; name one with the to input, or pass github-token so the ledger records each deploy",
+                self.config.provider.title,
+                live.release.label
+            )));
+        }
+        let listed = self.provider.history(ctx);
+        let history = self.phase(report, run_start, "find the previous release", Some(ctx.deadline), listed).await?;
         history
             .iter()
             .rev()
-            .find(|r| r.release != live.release)
-            .map(|r| Target { release: r.release.clone(), version: None })
+            .find(|r| r.id != live.release.id)
+            .map(|r| Target { source: Source::Release(r.clone()), version: None })
             .ok_or_else(|| {
                 Stop::Failed(format!(
                     "no earlier release to roll back to: neither the GitHub ledger nor {} knows one before {}; name one with the to input",
                     self.provider.name(),
-                    live.release
+                    live.release.label
                 ))
             })
     }
@@ -400,7 +482,7 @@ impl Engine<'_> {
     async fn resolve(&self, report: &mut Report, wanted: &str) -> Result<Target, Stop> {
         let looks_like_sha = (7..=40).contains(&wanted.len()) && wanted.chars().all(|c| c.is_ascii_hexdigit());
         let (true, Some(ledger)) = (looks_like_sha, self.ledger) else {
-            return Ok(Target { release: wanted.to_string(), version: None });
+            return Ok(Target { source: release(wanted), version: None });
         };
         let entries: Vec<Entry> = self
             .guarded(ledger.history(self.provider.name(), &self.config.app))
@@ -417,7 +499,7 @@ impl Engine<'_> {
                     e.record.target,
                     e.id
                 ));
-                Ok(Target { release: e.record.target.clone(), version: e.record.version.clone() })
+                Ok(Target { source: release(&e.record.target), version: e.record.version.clone() })
             }
             None => Err(Stop::Failed(format!(
                 "commit {wanted} was never deployed to {} by safe-deploy; name the release itself in to",
@@ -426,10 +508,18 @@ impl Engine<'_> {
         }
     }
 
-    fn plan_steps(&self, live: &Snapshot, target: &Target, ctx: &Context) -> Vec<String> {
+    fn plan_steps(&self, live: &Snapshot, target: &Target) -> Vec<String> {
         let h = &self.config.health;
-        let mut steps = vec![format!("record the live release ({})", live.release)];
-        steps.extend(self.provider.plan(live, target, ctx));
+        let plan = self.provider.plan(live, target);
+        let mut steps = vec![format!("record the live release ({})", live.release.label)];
+        steps.extend(plan.prepare.iter().map(|s| format!("before any change: {s}")));
+        let n = plan.batches.len();
+        for (i, b) in plan.batches.iter().enumerate() {
+            steps.push(format!("batch {} of {n} ({}): {}", i + 1, b.label, b.steps.join("; ")));
+            if self.config.batch_gate.gates(i, n) && self.provider.capabilities().single_instances {
+                steps.push(format!("health gate against batch {} alone, before any other instance changes", i + 1));
+            }
+        }
         let mut gate = format!(
             "health gate: GET {} until {} consecutive answers with status {}",
             h.url, h.successes, h.expect_status
@@ -449,7 +539,7 @@ impl Engine<'_> {
         ));
         steps.push(gate);
         steps.push(if self.config.rollback {
-            format!("on any failure: put {} back and check its health", live.release)
+            format!("on any failure: put {} back and check its health", live.release.label)
         } else {
             "on failure: no rollback (rollback: false); the new release stays live".into()
         });
@@ -467,8 +557,17 @@ impl Engine<'_> {
         report
     }
 
-    /// Puts `live` back after a failure, and proves it healthy.
-    async fn roll_back(&self, mut report: Report, run_start: Instant, live: &Snapshot, why: String) -> Report {
+    /// After a change: a signal leaves the rollback to the post step; a failure puts
+    /// `live` back, unless rollback is off.
+    async fn after_failure(&self, mut report: Report, run_start: Instant, live: &Snapshot, stop: Stop) -> Report {
+        let why = match stop {
+            Stop::Cancelled(why) => {
+                report.outcome = Outcome::Cancelled;
+                report.reason = Some(why);
+                return report;
+            }
+            Stop::Failed(why) => why,
+        };
         report.reason = Some(why.clone());
         if !self.config.rollback {
             report.outcome = Outcome::Failed;
@@ -483,19 +582,20 @@ impl Engine<'_> {
     async fn restore(&self, mut report: Report, run_start: Instant, live: &Snapshot, why: String) -> Report {
         state::save(self.runner, Stage::RollingBack, None, None);
         let ctx = self.context();
-        let mut info = RollbackInfo { to: live.release.clone(), reason: why, succeeded: false, detail: None };
-        let restored = self
-            .phase(
-                &mut report,
-                run_start,
-                &format!("roll back to {}", live.release),
-                self.provider.roll_back(live, &ctx),
-            )
-            .await;
-        let ready = self.then_wait(&mut report, run_start, restored, &live.release, &ctx).await;
-        let verified = match ready {
-            Ok(()) => self.gate(&mut report, run_start, "rolled-back release", None).await,
-            Err(stop) => Err(stop),
+        let mut info = RollbackInfo { to: live.release.label.clone(), reason: why, succeeded: false, detail: None };
+        let name = format!("roll back to {}", live.release.label);
+        let restored = self.provider.restore(live, &ctx);
+        let restored = self.phase(&mut report, run_start, &name, Some(ctx.deadline), restored).await;
+        let verified = match restored {
+            Ok(now) => {
+                // What the provider says runs now (a platform rollback is a new release).
+                report.live = Some(now.label);
+                self.gate(&mut report, run_start, "rolled-back release", None, None).await
+            }
+            Err(stop) => {
+                report.live = None;
+                Err(stop)
+            }
         };
         match verified {
             Ok(()) => {
@@ -566,7 +666,7 @@ impl Engine<'_> {
         };
         let run_start = Instant::now();
         let mut report = self.new_report("post");
-        report.previous = Some(snapshot.release.clone());
+        report.previous = Some(snapshot.release.label.clone());
         report.target = saved.target.clone();
         report.changed = true;
         let why = match stage {
@@ -575,33 +675,38 @@ impl Engine<'_> {
         };
         // Running twice must do no harm: if the recorded release is back, only prove it.
         let ctx = self.context();
-        let now = self.phase(&mut report, run_start, "read the live release", self.provider.snapshot(&ctx)).await;
-        if let Ok(now) = &now {
-            if now == snapshot {
-                report.live = Some(now.release.clone());
-                report.reason = Some(why.clone());
-                let mut info =
-                    RollbackInfo { to: snapshot.release.clone(), reason: why, succeeded: false, detail: None };
-                match self.gate(&mut report, run_start, "rolled-back release", None).await {
-                    Ok(()) => {
-                        info.succeeded = true;
-                        info.detail = Some("the recorded release was already back".into());
-                        report.outcome = Outcome::RolledBack;
-                    }
-                    Err(Stop::Failed(d) | Stop::Cancelled(d)) => {
-                        info.detail = Some(d);
-                        report.outcome = Outcome::RollbackFailed;
-                    }
+        let asked = self.provider.in_effect(snapshot, &ctx);
+        let in_effect = self.phase(&mut report, run_start, "is the recorded release back?", None, asked).await;
+        if let Ok(true) = in_effect {
+            report.live = Some(snapshot.release.label.clone());
+            report.reason = Some(why.clone());
+            let mut info =
+                RollbackInfo { to: snapshot.release.label.clone(), reason: why, succeeded: false, detail: None };
+            match self.gate(&mut report, run_start, "rolled-back release", None, None).await {
+                Ok(()) => {
+                    info.succeeded = true;
+                    info.detail = Some("the recorded release was already back".into());
+                    report.outcome = Outcome::RolledBack;
                 }
-                report.rollback = Some(info);
-                report.duration = run_start.elapsed();
-                return Some(report);
+                Err(Stop::Failed(d) | Stop::Cancelled(d)) => {
+                    info.detail = Some(d);
+                    report.outcome = Outcome::RollbackFailed;
+                }
             }
+            report.rollback = Some(info);
+            report.duration = run_start.elapsed();
+            return Some(report);
         }
         let mut report = self.restore(report, run_start, snapshot, why).await;
         report.duration = run_start.elapsed();
         Some(report)
     }
+}
+
+/// A release named by the user or the ledger: an image reference for image providers
+/// (Fly), the provider's own release name otherwise; the provider tells them apart.
+fn release(name: &str) -> Source {
+    Source::Release(ReleaseRef::named(name))
 }
 
 trait LowercaseFirst {

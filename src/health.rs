@@ -9,9 +9,35 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use async_trait::async_trait;
+
 use crate::config::{human, HealthConfig};
 use crate::http::{HttpClient, TransportFailure};
 use crate::shutdown::Shutdown;
+
+/// One GET as the gate sends it: the status and body, or why no answer came. The HTTP
+/// client is the real one; in-process engine tests answer from the provider double.
+#[async_trait]
+pub trait Probe: Send + Sync {
+    async fn get(
+        &self,
+        url: &url::Url,
+        headers: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<(u16, Vec<u8>), (TransportFailure, String)>;
+}
+
+#[async_trait]
+impl Probe for HttpClient {
+    async fn get(
+        &self,
+        url: &url::Url,
+        headers: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<(u16, Vec<u8>), (TransportFailure, String)> {
+        self.probe(url, headers, timeout).await
+    }
+}
 
 /// How many attempts a gate keeps for the report: the first and the latest ones.
 const KEEP_FIRST: usize = 60;
@@ -98,7 +124,7 @@ pub struct Gate<'a> {
 }
 
 impl Gate<'_> {
-    pub async fn run(&self, http: &HttpClient, shutdown: &Shutdown) -> GateReport {
+    pub async fn run(&self, http: &dyn Probe, shutdown: &Shutdown) -> GateReport {
         let c = self.config;
         let started = Instant::now();
         let deadline = started + c.deadline;
@@ -205,10 +231,10 @@ impl Gate<'_> {
     }
 
     /// One attempt: the health URL, and the version URL when it is a different one.
-    async fn probe(&self, http: &HttpClient, timeout: Duration) -> Attempt {
+    async fn probe(&self, http: &dyn Probe, timeout: Duration) -> Attempt {
         let c = self.config;
         let sent = Instant::now();
-        let result = http.probe(&c.url, &c.headers, timeout).await;
+        let result = http.get(&c.url, &c.headers, timeout).await;
         let latency = sent.elapsed();
         let mut attempt =
             Attempt { number: 0, at: Duration::ZERO, status: None, latency, excerpt: String::new(), failure: None };
@@ -230,7 +256,7 @@ impl Gate<'_> {
             let version_body = if version_url == &c.url {
                 body
             } else {
-                match http.probe(version_url, &c.headers, timeout).await {
+                match http.get(version_url, &c.headers, timeout).await {
                     Ok((200..=299, b)) => String::from_utf8_lossy(&b).into_owned(),
                     Ok((s, _)) => {
                         attempt.failure =

@@ -17,25 +17,32 @@ pub struct InputSpec {
     pub required: bool,
     /// Masked before anything is printed, and never written to outputs or summaries.
     pub secret: bool,
+    /// The provider this input belongs to; `None` for inputs every provider shares.
+    pub provider: Option<&'static str>,
 }
 
 const fn input(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
-    InputSpec { name, description, default, required: false, secret: false }
+    InputSpec { name, description, default, required: false, secret: false, provider: None }
 }
 
 const fn secret(name: &'static str, description: &'static str) -> InputSpec {
-    InputSpec { name, description, default: "", required: false, secret: true }
+    InputSpec { name, description, default: "", required: false, secret: true, provider: None }
 }
 
 const fn required(name: &'static str, description: &'static str) -> InputSpec {
-    InputSpec { name, description, default: "", required: true, secret: false }
+    InputSpec { name, description, default: "", required: true, secret: false, provider: None }
+}
+
+/// An input only one provider reads.
+const fn of(provider: &'static str, name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
+    InputSpec { name, description, default, required: false, secret: false, provider: Some(provider) }
 }
 
 pub const INPUTS: &[InputSpec] = &[
     input("command", "deploy", "What to do: deploy (roll out image), rollback (put an earlier release back), redeploy (deploy the release named by to again) or plan (show what a deploy would do, change nothing)."),
     required("provider", "Where the app runs: fly (Fly.io Machines), or memory (the built-in provider double, for trying the action and for tests; its api-url is a file:// path to its state)."),
     input("app", "", "The application's name at the provider. Required, except with fly when fly.toml names it."),
-    secret("token", "API token for the provider. Pass it from a secret; it is masked and never printed."),
+    secret("token", "API token for the provider. Pass it from a secret; it is masked and never printed. Empty: the provider's usual variable (FLY_API_TOKEN for fly)."),
     input("image", "", "The release to deploy: a container image reference such as registry.example.com/app:1.2.3. Required by deploy and plan."),
     input("to", "", "rollback and redeploy: the release to go to, in the provider's terms (a Fly image) or a commit SHA safe-deploy deployed before (looked up in the GitHub deployment ledger). Empty with rollback: the last release that deployed successfully before the live one."),
     input("health-url", "", "URL that must answer healthy once the new version is rolled out, e.g. https://app.example.com/health. Required, except with fly, where it defaults to https://APP.fly.dev plus the check path in fly.toml."),
@@ -51,14 +58,17 @@ pub const INPUTS: &[InputSpec] = &[
     input("health-soak", "0s", "Keep checking this long after passing; any failure then fails the deploy."),
     input("health-headers", "", "Extra request headers for health checks, one 'Name: value' per line (e.g. a Host header)."),
     input("rollback", "true", "Put the previous release back by itself when the deploy fails (true or false)."),
-    input("strategy", "", "How instances are replaced: rolling, canary, bluegreen or immediate. Empty: fly.toml's [deploy] strategy, else rolling."),
-    input("max-unavailable", "", "Rolling: how many machines may be replaced at once after the first, as a fraction (0.33) or a count (2). Empty: fly.toml's, else 0.33."),
-    input("release-command", "", "Fly: a command run once in a throw-away machine with the new image before any app machine changes (e.g. migrations); non-zero stops the deploy. Empty: fly.toml's [deploy] release_command."),
-    input("fly-config", "fly.toml", "Fly: path of fly.toml in the workspace; read when present for app, health check path and [deploy]. Inputs override it."),
+    input("batch-gate", "first", "Where the roll-out has batches (machines, hosts), when the health gate also runs against only the instances just changed, before any other is touched: first (after the first batch), every (after each batch) or end (only once everything is rolled out). The gate always runs at the end too."),
+    of("fly", "strategy", "", "Fly: how machines are replaced: rolling, canary, bluegreen or immediate. Empty: fly.toml's [deploy] strategy, else rolling."),
+    of("fly", "max-unavailable", "", "Fly, rolling: how many machines may be replaced at once after the first, as a fraction (0.33) or a count (2). Empty: fly.toml's, else 0.33."),
+    of("fly", "release-command", "", "Fly: a command run once in a throw-away machine with the new image before any app machine changes (e.g. migrations); non-zero stops the deploy. Empty: fly.toml's [deploy] release_command."),
+    of("fly", "release-command-timeout", "5m", "Fly: time limit of the release command. Left at the default, fly.toml's [deploy] release_command_timeout applies when it sets one."),
+    of("fly", "fly-config", "fly.toml", "Fly: path of fly.toml in the workspace. When present it is the machine config, as with fly deploy (env, services, checks, processes, VM size; the image comes from the image input) and gives app, health check path and [deploy]; without it only the image changes. Inputs override it."),
     input("deploy-timeout", "10m", "Time limit for the provider to roll out and report the new version up, before the health gate starts."),
     input("dry-run", "false", "true: plan only; nothing is changed."),
     secret("github-token", "Token for GitHub Deployments, e.g. ${{ github.token }} with permissions deployments: write. Each run is then recorded as a deployment with statuses, and rollback finds earlier releases there. GitHub failing never fails a deploy: it becomes a warning."),
     input("environment", "production", "The environment this deploy is for: the GitHub deployment's environment, and the ledger rollback looks in."),
+    input("environment-url", "", "The app's public URL, for the GitHub deployment and the summary. Empty: the origin of health-url."),
     input("transient-environment", "false", "GitHub Deployments: the environment goes away later (e.g. a review app)."),
     input("production-environment", "", "GitHub Deployments: whether this is a production environment (true or false). Empty: GitHub's default, true only for an environment named production."),
     input("api-url", "", "Override the provider's API base URL (https, or http on loopback only)."),
@@ -113,9 +123,12 @@ impl RawInputs {
         self.values.get(spec.name).map(String::as_str).or((!spec.default.is_empty()).then_some(spec.default))
     }
 
-    /// Whether the caller gave a value (defaults do not count).
+    /// Whether the caller gave a value other than the declared default. The runner
+    /// sets every declared input, at its default when the workflow leaves it out, so a
+    /// default value must read as "not given".
     pub fn given(&self, name: &str) -> bool {
-        self.values.contains_key(spec(name).name)
+        let spec = spec(name);
+        self.values.get(spec.name).is_some_and(|v| v != spec.default)
     }
 
     /// Every secret value given, for masking before anything is printed.

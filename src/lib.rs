@@ -12,6 +12,7 @@
 //! - `runner`: workflow commands and file commands of the GitHub runner.
 //! - `state`: what main leaves for the post step.
 //! - `shutdown`: signals and the cancellation handle.
+//! - `progress`: progress events as the runner log shows them.
 //! - `secret`: the `Secret` newtype and the redactor.
 //! - `cli`: the binary's roles; `demo`: the sandbox demo.
 
@@ -23,6 +24,7 @@ pub mod github;
 pub mod health;
 pub mod http;
 pub mod inputs;
+pub mod progress;
 pub mod providers;
 pub mod report;
 pub mod runner;

@@ -10,6 +10,35 @@ fn action() -> serde_yaml_ng::Value {
     serde_yaml_ng::from_str(&text).unwrap()
 }
 
+/// The `inputs:` block of action.yml, as INPUTS defines it.
+fn inputs_block() -> String {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let mut out = String::from("inputs:\n");
+    for spec in INPUTS {
+        out.push_str(&format!(
+            "  {}:\n    description: {}\n    required: {}\n    default: {}\n",
+            spec.name,
+            quote(spec.description),
+            spec.required,
+            quote(spec.default)
+        ));
+    }
+    out
+}
+
+/// `SAFE_DEPLOY_BLESS=1 cargo test action_yml` rewrites action.yml's inputs from INPUTS.
+#[test]
+fn action_yml_inputs_are_written_from_the_table() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/action.yml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let (start, end) = (text.find("inputs:\n").unwrap(), text.find("outputs:\n").unwrap());
+    if std::env::var("SAFE_DEPLOY_BLESS").is_ok() {
+        std::fs::write(path, format!("{}{}{}", &text[..start], inputs_block(), &text[end..])).unwrap();
+        return;
+    }
+    assert_eq!(&text[start..end], inputs_block(), "run SAFE_DEPLOY_BLESS=1 cargo test action_yml to rewrite them");
+}
+
 #[test]
 fn every_input_in_action_yml_is_handled_and_the_other_way_round() {
     let action = action();

@@ -17,7 +17,7 @@ async fn a_healthy_release_is_deployed_and_the_run_says_what_is_live() {
     assert_eq!(ran.output("rolled-back"), "false");
     assert!(ran.summary.lines().next().unwrap().contains("Deployed `web:v2`"), "{ran}");
     assert!(ran.summary.contains("```mermaid\ngantt"));
-    assert_eq!(double.state().live, "web:v2");
+    assert_eq!(double.state().live(), "web:v2");
     assert_eq!(ran.state["safe_deploy_stage"], "finished");
     assert!(ran.stdout.contains("::group::roll out web:v2"), "one group per phase");
 }
@@ -32,7 +32,7 @@ async fn a_body_without_the_check_string_rolls_back_to_v1_and_exits_1() {
     assert_eq!(ran.output("status"), "rolled-back");
     assert_eq!(ran.output("release"), "web:v1");
     assert_eq!(ran.output("rolled-back"), "true");
-    assert_eq!(double.state().live, "web:v1");
+    assert_eq!(double.state().live(), "web:v1");
     assert!(double.state().calls.contains(&"roll_back web:v1".to_string()));
     assert!(ran.summary.contains("body mismatch"), "the attempts say why: {ran}");
     assert!(ran.summary.contains("### Rollback"));
@@ -54,7 +54,7 @@ async fn the_old_version_still_answering_fails_the_version_check_and_rolls_back(
     assert_eq!(ran.code, 1, "{ran}");
     assert_eq!(ran.output("status"), "rolled-back");
     assert!(ran.summary.contains("wrong version"), "{ran}");
-    assert_eq!(double.state().live, "web:v1");
+    assert_eq!(double.state().live(), "web:v1");
 }
 
 #[tokio::test]
@@ -80,7 +80,7 @@ async fn a_roll_out_that_fails_half_way_is_rolled_back() {
 
     assert_eq!(ran.code, 1, "{ran}");
     assert_eq!(ran.output("status"), "rolled-back");
-    assert_eq!(double.state().live, "web:v1");
+    assert_eq!(double.state().live(), "web:v1");
 }
 
 #[tokio::test]
@@ -115,7 +115,7 @@ async fn with_rollback_off_a_failed_release_stays_and_the_summary_says_so() {
     assert_eq!(ran.code, 1, "{ran}");
     assert_eq!(ran.output("status"), "failed");
     assert_eq!(ran.output("release"), "web:v2");
-    assert_eq!(double.state().live, "web:v2");
+    assert_eq!(double.state().live(), "web:v2");
     assert!(ran.summary.contains("was not rolled back"), "{ran}");
 }
 
@@ -140,7 +140,7 @@ async fn a_plan_sends_no_change_and_lists_the_steps() {
     assert!(double.state().writes().is_empty(), "{:?}", double.state().calls);
     assert!(ran.summary.contains("### Plan"));
     assert!(ran.summary.contains("health gate: GET"), "{ran}");
-    assert_eq!(double.state().live, "web:v1");
+    assert_eq!(double.state().live(), "web:v1");
 }
 
 #[tokio::test]
@@ -161,7 +161,7 @@ async fn the_rollback_command_puts_the_previous_release_back_health_gated() {
     assert_eq!(ran.code, 0, "{ran}");
     assert_eq!(ran.output("release"), "web:v1");
     assert_eq!(ran.output("previous-release"), "web:v2");
-    assert_eq!(double.state().live, "web:v1");
+    assert_eq!(double.state().live(), "web:v1");
     assert!(ran.summary.lines().next().unwrap().contains("back to `web:v1`"), "{ran}");
 }
 
@@ -173,7 +173,7 @@ async fn a_soak_failure_after_passing_rolls_back() {
     let path = double.state_path.clone();
     let breaker = tokio::spawn(async move {
         crate::util::eventually(std::time::Duration::from_secs(10), "v2 to go live", || {
-            sandbox::double::State::load(&path).map(|s| s.live == "web:v2").unwrap_or(false)
+            sandbox::double::State::load(&path).map(|s| s.live() == "web:v2").unwrap_or(false)
         })
         .await;
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -187,5 +187,5 @@ async fn a_soak_failure_after_passing_rolls_back() {
 
     assert_eq!(ran.code, 1, "{ran}");
     assert!(ran.summary.contains("soak"), "{ran}");
-    assert_eq!(double.state().live, "web:v1");
+    assert_eq!(double.state().live(), "web:v1");
 }

@@ -194,7 +194,8 @@ async fn a_plan_reads_but_never_writes() {
     assert_eq!(ran.code, 0, "{ran}");
     assert_eq!(ran.output("status"), "planned");
     assert!(fly.calls().iter().all(|c| !c.is_write()), "{:?}", fly.calls());
-    assert!(ran.summary.contains("rolling batch 1"), "{ran}");
+    assert!(ran.summary.contains("batch 1 of 3 (1 machine(s))"), "{ran}");
+    assert!(ran.summary.contains("health gate against batch 1 alone"), "{ran}");
     assert!(ran.summary.contains("run the release command &#96;migrate&#96;"), "{ran}");
     fly.stop().await;
 }
@@ -274,7 +275,7 @@ async fn each_strategy_deploys_and_rolls_back() {
 }
 
 #[tokio::test]
-async fn bluegreen_moves_a_stopped_machine_to_the_new_image_without_starting_it() {
+async fn bluegreen_gives_a_stopped_machine_a_green_that_stays_stopped() {
     let fly = fly().await;
     let stopped = app_machines(&fly)[2].id.clone();
     let url = format!("{}/apps/web/machines/{stopped}/stop", fly.api_url());
@@ -288,9 +289,11 @@ async fn bluegreen_moves_a_stopped_machine_to_the_new_image_without_starting_it(
 
     let ran = Step::main(&with(inputs(&fly, V2), "strategy", "bluegreen")).run().await;
     assert_eq!(ran.code, 0, "{ran}");
-    assert_eq!(images(&fly), vec![V2; 3], "two greens and the stopped machine, now on v2");
-    let m = app_machines(&fly).into_iter().find(|m| m.id == stopped).expect("the stopped machine is kept");
-    assert_eq!(m.state, "stopped");
+    let machines = app_machines(&fly);
+    assert_eq!(images(&fly), vec![V2; 3], "a green for every blue, the stopped one's included");
+    assert!(machines.iter().all(|m| m.id != stopped), "the stopped blue is destroyed");
+    let states: Vec<&str> = machines.iter().map(|m| m.state.as_str()).filter(|s| *s == "stopped").collect();
+    assert_eq!(states.len(), 1, "its green stays stopped: {machines:?}");
     fly.stop().await;
 }
 

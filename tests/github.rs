@@ -97,7 +97,7 @@ async fn a_cancelled_deploy_is_left_to_the_post_step_which_records_the_rollback(
     let finished = post.run().await;
     assert_eq!(finished.code, 1, "{finished}");
     assert_eq!(states(&gh, 0), ["in_progress", "failure"]);
-    assert_eq!(double.state().live, "web:v1");
+    assert_eq!(double.state().live(), "web:v1");
 }
 
 #[tokio::test]
@@ -109,21 +109,21 @@ async fn rollback_finds_the_last_good_release_in_the_ledger_and_redeploy_finds_a
         let ran = step(&gh, &double.inputs(image), &sha(n)).run().await;
         assert_eq!(ran.code, code, "{image}: {ran}");
     }
-    assert_eq!(double.state().live, "web:v3", "v4 failed and was rolled back");
+    assert_eq!(double.state().live(), "web:v3", "v4 failed and was rolled back");
 
     let mut rollback = with(double.inputs(""), "command", "rollback");
     rollback.retain(|(k, _)| k != "image");
     let ran = step(&gh, &rollback, &sha(4)).run().await;
     assert_eq!(ran.code, 0, "{ran}");
     assert_eq!(ran.output("release"), "web:v2", "v4 failed and v3 is live, so the last good one before it is v2");
-    assert_eq!(double.state().live, "web:v2");
+    assert_eq!(double.state().live(), "web:v2");
     assert_eq!(gh.deployments()[0].payload["safe_deploy"]["command"], "rollback");
     assert_eq!(states(&gh, 0), ["in_progress", "success"]);
 
     let redeploy = with(with(double.inputs(""), "command", "redeploy"), "to", &sha(2)[..7]);
     let ran = step(&gh, &redeploy, &sha(5)).run().await;
     assert_eq!(ran.code, 0, "{ran}");
-    assert_eq!(double.state().live, "web:v3", "commit {} was deployed as web:v3", &sha(2)[..7]);
+    assert_eq!(double.state().live(), "web:v3", "commit {} was deployed as web:v3", &sha(2)[..7]);
 }
 
 #[tokio::test]
@@ -153,7 +153,7 @@ async fn github_failing_never_fails_the_deploy_but_says_so() {
         let ran = step(&gh, &double.inputs("web:v2"), &sha(7)).run().await;
         assert_eq!(ran.code, 0, "{fault:?}: {ran}");
         assert_eq!(ran.output("status"), "deployed");
-        assert_eq!(double.state().live, "web:v2");
+        assert_eq!(double.state().live(), "web:v2");
         assert!(ran.stdout.contains("::warning title=GitHub deployment::"), "{fault:?}: {ran}");
         assert!(
             ran.summary.contains("GitHub deployment: ") && ran.summary.contains(advice),

@@ -30,9 +30,18 @@ impl Double {
 
     /// A double that has had `history` live, in order; the last one is live.
     pub async fn with_history(history: &[&str]) -> Double {
+        Double::with(history, 1).await
+    }
+
+    /// A double with `count` instances on `live`: it rolls out in two batches.
+    pub async fn with_instances(live: &str, count: usize) -> Double {
+        Double::with(&[live], count).await
+    }
+
+    async fn with(history: &[&str], count: usize) -> Double {
         let dir = tempfile::tempdir().unwrap();
         let state_path = dir.path().join("double.json");
-        let mut state = State::new(history[0]);
+        let mut state = State::with_instances(history[0], count);
         for r in &history[1..] {
             state.make_live(r);
         }
@@ -149,7 +158,13 @@ impl Step {
             std::fs::write(&path, "").unwrap();
             env.push((name.into(), path.display().to_string()));
         }
-        for (k, v) in inputs {
+        // The runner sets every input action.yml declares, at its default when the
+        // workflow leaves it out: so does every test.
+        for spec in safe_deploy::inputs::INPUTS {
+            let value = inputs.iter().rev().find(|(k, _)| k == spec.name).map_or(spec.default, |(_, v)| v.as_str());
+            env.push((safe_deploy::inputs::env_name(spec.name), value.to_string()));
+        }
+        for (k, v) in inputs.iter().filter(|(k, _)| safe_deploy::inputs::INPUTS.iter().all(|s| s.name != k)) {
             env.push((format!("INPUT_{}", k.to_uppercase()), v.clone()));
         }
         Step { dir, env, program: PathBuf::from(BIN), args: vec![] }

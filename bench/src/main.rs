@@ -35,7 +35,7 @@ async fn main() {
         let path = path.clone();
         async move {
             let state = State::load(&path).unwrap_or_default();
-            sandbox::app::answer(&sandbox::app::spec_for(&state.releases, &state.live), &req).await
+            sandbox::app::answer(&sandbox::app::spec_for(&state.releases, &state.live()), &req).await
         }
     })
     .await

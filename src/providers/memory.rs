@@ -1,32 +1,115 @@
-//! The provider double. Its "API" is the sandbox's state file, so the action, its post
-//! step and a test all see one state; its app is served by `sandbox::double`. Fault
-//! switches in the file make it fail at any step.
+//! The provider double. Its "API" is the sandbox's state (a file, so the action, its
+//! post step and a test all see one state; or a shared value for in-process tests);
+//! its instances are served by `sandbox::double`. It rolls out in two batches (the
+//! first instance, then the rest) so the engine's batch gate is tested too, and fault
+//! switches in the state make it fail at any step.
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use sandbox::double::State;
+use sandbox::double::{State, Store, INSTANCE_HEADER};
+use serde::{Deserialize, Serialize};
 
-use super::{Context, Finding, Provider, ProviderError, Release, Severity, Snapshot, Target};
-use crate::config::Strategy;
+use super::registry::{self, Registration};
+use super::{
+    release_of, Applied, Capabilities, Context, Finding, Instance, Plan, PlannedBatch, Provider, ProviderError,
+    ReleaseRef, Rollout, Severity, Snapshot, Source, Target, Waited,
+};
+use crate::config::{Config, Problems, ProviderSettings};
+use crate::http::HttpClient;
+use crate::inputs::RawInputs;
+
+pub const REGISTRATION: Registration = Registration {
+    name: "memory",
+    title: "the provider double",
+    token_env: &[],
+    needs_token: false,
+    file_api: true,
+    defaults: registry::no_defaults,
+    configure,
+};
+
+#[derive(Debug)]
+struct Settings {
+    state: PathBuf,
+}
+
+impl ProviderSettings for Settings {
+    fn build(&self, _: &Config, _: &HttpClient) -> anyhow::Result<Box<dyn Provider>> {
+        Ok(Box::new(MemoryProvider::new(Store::File(self.state.clone()))))
+    }
+}
+
+fn configure(raw: &RawInputs, _: &Path, p: &mut Problems) -> Option<Arc<dyn ProviderSettings>> {
+    let fix =
+        "The memory provider keeps its state in a file: give file:///path/to/state.json (safe-deploy demo makes one).";
+    let Some(text) = raw.get("api-url") else {
+        p.add("api-url", "is required with provider memory", fix);
+        return None;
+    };
+    match url::Url::parse(text).ok().filter(|u| u.scheme() == "file").and_then(|u| u.to_file_path().ok()) {
+        Some(state) => Some(Arc::new(Settings { state })),
+        None => {
+            p.add("api-url", format!("'{text}' is not a file:// URL"), fix);
+            None
+        }
+    }
+}
+
+/// What the double records of a release: the release each instance ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Record {
+    instances: Vec<String>,
+}
 
 pub struct MemoryProvider {
-    path: PathBuf,
+    store: Store,
 }
 
 impl MemoryProvider {
-    pub fn new(path: PathBuf) -> Self {
-        MemoryProvider { path }
+    pub fn new(store: Store) -> Self {
+        MemoryProvider { store }
     }
 
-    /// Logs the call and applies `change`, under the state file.
+    /// Logs the call and applies `change` to the state.
     fn call<T>(&self, name: String, change: impl FnOnce(&mut State) -> T) -> Result<T, ProviderError> {
-        State::update(&self.path, |s| {
+        call(&self.store, name, change)
+    }
+
+    fn record(snapshot: &Snapshot) -> Result<Record, ProviderError> {
+        serde_json::from_value(snapshot.record.clone())
+            .map_err(|e| ProviderError::Failed(format!("bug: the double's recorded release does not parse: {e}")))
+    }
+}
+
+fn call<T>(store: &Store, name: String, change: impl FnOnce(&mut State) -> T) -> Result<T, ProviderError> {
+    store
+        .update(|s| {
             s.calls.push(name);
             change(s)
         })
-        .map_err(|e| ProviderError::Failed(format!("cannot use the double's state file {}: {e}", self.path.display())))
+        .map_err(|e| ProviderError::Failed(format!("cannot use the double's state: {e}")))
+}
+
+fn release_name(target: &Target) -> Result<String, ProviderError> {
+    match &target.source {
+        Source::Image(i) => Ok(i.clone()),
+        Source::Release(r) => Ok(r.id.clone()),
+        Source::Directory(d) => Err(ProviderError::NotSupported {
+            provider: "memory",
+            operation: format!("deploy a source directory ({}); give an image", d.display()),
+        }),
+    }
+}
+
+/// The first instance alone, then the rest: the shape of a rolling deploy.
+fn batches(count: usize) -> Vec<Vec<usize>> {
+    match count {
+        0 => vec![],
+        1 => vec![vec![0]],
+        n => vec![vec![0], (1..n).collect()],
     }
 }
 
@@ -36,101 +119,216 @@ impl Provider for MemoryProvider {
         "memory"
     }
 
-    async fn preflight(&self, target: &Target, ctx: &Context) -> Result<Vec<Finding>, ProviderError> {
-        let live = self.call("preflight".into(), |s| s.live.clone())?;
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            history: true,
+            single_instances: true,
+            strategies: &[],
+            images: true,
+            directories: false,
+            restore_makes_release: false,
+        }
+    }
+
+    async fn snapshot(&self, _ctx: &Context) -> Result<Snapshot, ProviderError> {
+        let (instances, fail) = self.call("snapshot".into(), |s| (s.instances.clone(), s.faults.fail_snapshot))?;
+        if fail {
+            return Err(ProviderError::Failed("the double was told to fail reading the live release".into()));
+        }
+        let (release, artifact) = release_of(instances.iter().map(String::as_str));
+        Ok(Snapshot { release, artifact, record: serde_json::json!(Record { instances }) })
+    }
+
+    async fn preflight(&self, live: &Snapshot, target: &Target, _: &Context) -> Result<Vec<Finding>, ProviderError> {
+        self.call("preflight".into(), |_| ())?;
+        let record = Self::record(live)?;
         let mut findings = vec![Finding {
             severity: Severity::Info,
-            message: "memory is the provider double: one simulated instance whose state is a local file".into(),
+            message: format!(
+                "memory is the provider double: {} simulated instance(s) whose state is a local file",
+                record.instances.len()
+            ),
         }];
-        if live == target.release {
+        if record.instances.is_empty() {
             findings.push(Finding {
-                severity: Severity::Info,
-                message: format!("{} is already live; it will be rolled out again", target.release),
+                severity: Severity::Blocker,
+                message: "the double has no instances to deploy to".into(),
             });
         }
-        if ctx.strategy != Strategy::Rolling && ctx.strategy != Strategy::Immediate {
+        if live.release.id == release_name(target)? {
             findings.push(Finding {
-                severity: Severity::Warning,
-                message: format!(
-                    "strategy {} needs several instances; the double replaces its one instance",
-                    ctx.strategy.as_str()
-                ),
+                severity: Severity::Info,
+                message: format!("{} is already live; it will be rolled out again", target.label()),
             });
         }
         Ok(findings)
     }
 
-    async fn snapshot(&self, _ctx: &Context) -> Result<Snapshot, ProviderError> {
-        let (live, fail) = self.call("snapshot".into(), |s| (s.live.clone(), s.faults.fail_snapshot))?;
-        if fail {
-            return Err(ProviderError::Failed("the double was told to fail reading the live release".into()));
+    fn plan(&self, live: &Snapshot, target: &Target) -> Plan {
+        let count = Self::record(live).map(|r| r.instances.len()).unwrap_or(0);
+        Plan {
+            prepare: vec!["check that the double can be changed".into()],
+            batches: batches(count)
+                .into_iter()
+                .map(|b| PlannedBatch {
+                    label: format!("instances {b:?}"),
+                    steps: vec![format!("put {} on instances {b:?}, wait until they report it up", target.label())],
+                })
+                .collect(),
         }
-        Ok(Snapshot { release: live.clone(), data: serde_json::json!({ "live": live }) })
     }
 
-    fn plan(&self, live: &Snapshot, target: &Target, ctx: &Context) -> Vec<String> {
-        vec![
-            format!(
-                "replace the one instance running {} with {} ({})",
-                live.release,
-                target.release,
-                ctx.strategy.as_str()
-            ),
-            "wait until the double reports it up".into(),
-        ]
+    async fn prepare(&self, live: &Snapshot, target: &Target, _: &Context) -> Result<Box<dyn Rollout>, ProviderError> {
+        let release = release_name(target)?;
+        let fail = self.call(format!("prepare {release}"), |s| s.faults.fail_prepare)?;
+        if fail {
+            return Err(ProviderError::Failed("the double was told to fail preparing the roll-out".into()));
+        }
+        let record = Self::record(live)?;
+        if record.instances.is_empty() {
+            return Err(ProviderError::Failed("the double has no instances to deploy to".into()));
+        }
+        Ok(Box::new(MemoryRollout {
+            store: self.store.clone(),
+            release,
+            previous: record.instances.clone(),
+            batches: batches(record.instances.len()),
+            changed: false,
+        }))
     }
 
-    async fn roll_out(&self, _live: &Snapshot, target: &Target, ctx: &Context) -> Result<(), ProviderError> {
-        let faults = self.call(format!("roll_out {}", target.release), |s| {
-            s.make_live(&target.release);
-            s.faults.clone()
+    async fn restore(&self, snapshot: &Snapshot, _: &Context) -> Result<ReleaseRef, ProviderError> {
+        let record = Self::record(snapshot)?;
+        let label = snapshot.release.label.clone();
+        let restored = self.call(format!("roll_back {label}"), |s| {
+            // A restore waits for the instances too: ones that never come up fail it.
+            if s.faults.fail_roll_back || s.faults.fail_wait {
+                return None;
+            }
+            for (i, r) in record.instances.iter().enumerate() {
+                s.set_instance(i, r);
+            }
+            s.instances.truncate(record.instances.len());
+            let live = s.live();
+            s.remember(&live);
+            Some(live)
         })?;
+        match restored {
+            Some(live) => Ok(release_of([live.as_str()]).0),
+            None => Err(ProviderError::Failed(format!("the double was told to fail restoring {label}"))),
+        }
+    }
+
+    async fn in_effect(&self, snapshot: &Snapshot, _: &Context) -> Result<bool, ProviderError> {
+        let record = Self::record(snapshot)?;
+        let now = self.call("in_effect".into(), |s| s.instances.clone())?;
+        Ok(now == record.instances)
+    }
+
+    async fn history(&self, _: &Context) -> Result<Vec<ReleaseRef>, ProviderError> {
+        let (history, fail) = self.call("history".into(), |s| (s.history.clone(), s.faults.fail_history))?;
+        if fail {
+            return Err(ProviderError::Failed("the double was told to fail listing releases".into()));
+        }
+        Ok(history.iter().map(|r| ReleaseRef::named(r)).collect())
+    }
+}
+
+struct MemoryRollout {
+    store: Store,
+    release: String,
+    /// What each instance ran before: a refused or platform-rolled-back batch goes back to it.
+    previous: Vec<String>,
+    batches: Vec<Vec<usize>>,
+    changed: bool,
+}
+
+#[async_trait]
+impl Rollout for MemoryRollout {
+    fn batches(&self) -> usize {
+        self.batches.len()
+    }
+
+    fn describe(&self, batch: usize) -> String {
+        format!("instances {:?} of {}", self.batches[batch], self.previous.len())
+    }
+
+    async fn apply(&mut self, batch: usize, ctx: &Context) -> Result<Applied, ProviderError> {
+        ctx.check_cancelled()?;
+        let ids = self.batches[batch].clone();
+        let n = self.batches.len();
+        let release = self.release.clone();
+        let faults = call(&self.store, format!("roll_out {release} batch {}/{n}", batch + 1), |s| {
+            let f = s.faults.clone();
+            if f.fail_before_change {
+                return f;
+            }
+            let changing = if f.fail_roll_out { &ids[..1] } else { &ids[..] };
+            for &i in changing {
+                s.set_instance(i, &release);
+            }
+            if batch + 1 == n && !f.fail_roll_out {
+                s.remember(&release);
+            }
+            f
+        })?;
+        if faults.fail_before_change {
+            return Err(ProviderError::Failed("the double was told to fail before changing anything".into()));
+        }
+        self.changed = true;
+        for &i in &ids {
+            ctx.progress.instance(&i.to_string(), "replaced", Some(&release));
+        }
         if faults.roll_out_delay_ms > 0 {
             let delay = Duration::from_millis(faults.roll_out_delay_ms);
-            if Instant::now().checked_add(delay).is_none_or(|end| end > ctx.deadline) {
-                return Err(ProviderError::Timeout {
-                    what: "the roll-out".into(),
-                    limit: crate::config::human(ctx.deadline.saturating_duration_since(Instant::now())),
-                    input: "deploy-timeout",
-                });
+            if delay > ctx.remaining() {
+                return Err(ProviderError::timeout("the roll-out", ctx.remaining(), "deploy-timeout"));
             }
             if !ctx.shutdown.sleep(delay).await {
                 return Err(ProviderError::Cancelled(ctx.shutdown.cause().unwrap_or("shutdown")));
             }
         }
         if faults.fail_roll_out {
-            return Err(ProviderError::Failed(format!("the double was told to fail rolling out {}", target.release)));
+            return Err(ProviderError::Failed(format!("the double was told to fail rolling out {release}")));
         }
-        Ok(())
+        Ok(Applied {
+            release: ReleaseRef::named(&release),
+            instances: ids
+                .iter()
+                .map(|i| Instance { id: i.to_string(), route: Some((INSTANCE_HEADER.into(), i.to_string())) })
+                .collect(),
+        })
     }
 
-    async fn wait_ready(&self, release: &str, _ctx: &Context) -> Result<(), ProviderError> {
-        let fail = self.call(format!("wait_ready {release}"), |s| s.faults.fail_wait)?;
-        if fail {
-            return Err(ProviderError::Failed(format!("the double's instance never came up on {release}")));
-        }
-        Ok(())
-    }
-
-    async fn roll_back(&self, snapshot: &Snapshot, _ctx: &Context) -> Result<(), ProviderError> {
-        let fail = self.call(format!("roll_back {}", snapshot.release), |s| {
-            if s.faults.fail_roll_back {
-                return true;
+    async fn wait(&mut self, batch: usize, _: &Context) -> Result<Waited, ProviderError> {
+        let ids = self.batches[batch].clone();
+        let (release, previous) = (self.release.clone(), self.previous.clone());
+        call(&self.store, format!("wait_ready {release} batch {}/{}", batch + 1, self.batches.len()), |s| {
+            let f = s.faults.clone();
+            if f.fail_wait {
+                return Err(ProviderError::Failed(format!("the double's instances never came up on {release}")));
             }
-            s.make_live(&snapshot.release);
-            false
-        })?;
-        if fail {
-            return Err(ProviderError::Failed(format!("the double was told to fail restoring {}", snapshot.release)));
-        }
-        Ok(())
+            if f.refuse || f.platform_rollback {
+                for (i, r) in previous.iter().enumerate() {
+                    s.set_instance(i, r);
+                }
+                return Ok(if f.refuse {
+                    Waited::Refused(format!("the double kept {} (told to refuse {release})", s.live()))
+                } else {
+                    Waited::RolledBack(format!("the double rolled {release} back by itself"))
+                });
+            }
+            match ids.iter().find(|&&i| s.instances.get(i) != Some(&release)) {
+                Some(i) => Err(ProviderError::Failed(format!(
+                    "instance {i} runs {} instead of {release}",
+                    s.instances.get(*i).map_or("nothing", String::as_str)
+                ))),
+                None => Ok(Waited::Ready),
+            }
+        })?
     }
 
-    async fn history(&self, _ctx: &Context) -> Result<Vec<Release>, ProviderError> {
-        let (history, fail) = self.call("history".into(), |s| (s.history.clone(), s.faults.fail_history))?;
-        if fail {
-            return Err(ProviderError::Failed("the double was told to fail listing releases".into()));
-        }
-        Ok(history.into_iter().map(|release| Release { release }).collect())
+    fn changed(&self) -> bool {
+        self.changed
     }
 }

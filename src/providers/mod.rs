@@ -1,40 +1,134 @@
-//! The provider boundary. A provider says what is live, rolls a target out, waits
-//! until the platform reports it up, and puts a snapshot back. It knows nothing of
-//! GitHub or the health gate: the engine owns order, deadlines, health and rollback.
+//! The provider boundary. A provider records what is live, plans a roll-out, does
+//! everything that may still fail with nothing changed (`prepare`), then hands the
+//! engine a roll-out in batches; it puts a snapshot back and says what is live
+//! afterwards. It knows nothing of GitHub or the health gate: the engine owns order,
+//! deadlines, the gates between batches and the rollback.
+//!
+//! Adding a provider: a folder here with the same shape as `fly/`, one line in
+//! `registry::PROVIDERS`, its inputs in `inputs::INPUTS` (scoped to it), and its
+//! section in the README. `conformance` is the suite every provider runs.
 
-use std::time::Instant;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, ProviderKind, Strategy};
-use crate::http::{HttpClient, HttpError};
+use crate::http::HttpError;
 use crate::shutdown::Shutdown;
 
+pub mod conformance;
 pub mod fly;
 pub mod memory;
+pub mod registry;
 
-/// Everything needed to put the live release back exactly as it was.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Snapshot {
-    /// The release in the provider's own terms (an image reference, `v42`, a deployment id).
-    pub release: String,
-    /// Provider-specific detail (e.g. each machine's full config).
-    pub data: serde_json::Value,
+/// A release as a provider names it: `id` is what is compared, `label` what is shown
+/// (for Fly both are the image; for Heroku `id` is a uuid and `label` is `v43`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRef {
+    pub id: String,
+    pub label: String,
 }
 
-/// What to make live.
+impl ReleaseRef {
+    /// A release whose id is also its label (an image reference).
+    pub fn named(name: &str) -> ReleaseRef {
+        ReleaseRef { id: name.to_string(), label: name.to_string() }
+    }
+}
+
+/// What a release is made of, where the provider can say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Artifact {
+    /// A container image; `digest` when the platform resolved one.
+    Image { reference: String, digest: Option<String> },
+    /// Instances disagree: each image with how many instances run it.
+    Mixed { images: Vec<(String, usize)> },
+    /// A Heroku slug, an ECS task definition, an App Platform deployment...
+    Other { what: String, id: String },
+    /// Nothing is deployed (an app with no instances).
+    Nothing,
+}
+
+/// Everything needed to put the live release back exactly as it was. `record` is the
+/// provider's own record (e.g. every Fly machine's full config); the provider that
+/// wrote it parses it, once per use, into its own types.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub release: ReleaseRef,
+    pub artifact: Artifact,
+    pub record: serde_json::Value,
+}
+
+/// Where a release comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "kebab-case")]
+pub enum Source {
+    /// A container image reference.
+    Image(String),
+    /// A source directory to upload and build (Heroku, App Platform).
+    Directory(PathBuf),
+    /// A release the provider already knows (rollback, redeploy).
+    Release(ReleaseRef),
+}
+
+/// What to make live, and the version it must report: what the health gate expects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
-    pub release: String,
-    /// The version this release reports, when known: what the health gate expects.
+    pub source: Source,
     pub version: Option<String>,
 }
 
-/// A release the provider remembers, newest last.
+impl Target {
+    /// How the target is shown: the image, the directory, or the release's label.
+    pub fn label(&self) -> String {
+        match &self.source {
+            Source::Image(i) => i.clone(),
+            Source::Directory(d) => d.display().to_string(),
+            Source::Release(r) => r.label.clone(),
+        }
+    }
+}
+
+/// What a roll-out would do, step by step and batch by batch. Pure: made from the
+/// snapshot and the target, with no request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// What `prepare` does before the first change.
+    pub prepare: Vec<String>,
+    pub batches: Vec<PlannedBatch>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedBatch {
+    pub label: String,
+    pub steps: Vec<String>,
+}
+
+/// What a provider can and cannot do, declared once instead of answered at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// It remembers earlier releases (`history`), so a rollback can find one by itself.
+    pub history: bool,
+    /// A changed instance can be reached alone, so a batch can be gated before the next.
+    pub single_instances: bool,
+    /// The `strategy` values it takes; empty when it has no choice of strategy.
+    pub strategies: &'static [&'static str],
+    /// Where its releases come from.
+    pub images: bool,
+    pub directories: bool,
+    /// Restoring makes a new release (a platform rollback) rather than putting the
+    /// recorded one back as it was.
+    pub restore_makes_release: bool,
+}
+
+/// Something the provider noticed before changing anything.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Release {
-    pub release: String,
+pub struct Finding {
+    pub severity: Severity,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,20 +140,206 @@ pub enum Severity {
     Blocker,
 }
 
-/// Something the provider noticed before changing anything.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Finding {
-    pub severity: Severity,
-    pub message: String,
+/// One changed instance, and how to reach only it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub id: String,
+    /// A request header that sends a request through the app's URL to this instance
+    /// alone (Fly: `fly-force-instance-id`); `None` where the platform cannot.
+    pub route: Option<(String, String)>,
 }
 
-/// What every provider call gets: the strategy, a deadline and the shutdown handle.
+/// What applying one batch made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The release the batch made live (for a platform: the new release it created).
+    pub release: ReleaseRef,
+    /// The instances it changed, where the provider can name them.
+    pub instances: Vec<Instance>,
+}
+
+/// How waiting on a batch ended, when the platform answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Waited {
+    /// Every instance of the batch is up on the new release.
+    Ready,
+    /// The platform kept the old release (a failed release phase, a build error):
+    /// nothing changed, so there is nothing to roll back.
+    Refused(String),
+    /// The platform rolled back by itself (an ECS circuit breaker): the old release
+    /// runs again.
+    RolledBack(String),
+}
+
+/// A roll-out in progress: made by `prepare`, driven batch by batch by the engine.
+/// It knows exactly what it changed.
+#[async_trait]
+pub trait Rollout: Send + Sync {
+    /// How many batches: 1 where the platform manages the roll-out itself.
+    fn batches(&self) -> usize;
+
+    /// One line for batch `i`, e.g. "machine 1234 (1 of 3)".
+    fn describe(&self, batch: usize) -> String;
+
+    /// Changes batch `batch`. On error, `changed()` says whether anything changed.
+    async fn apply(&mut self, batch: usize, ctx: &Context) -> Result<Applied, ProviderError>;
+
+    /// Waits until the platform reports batch `batch` up, refused, or rolled back.
+    async fn wait(&mut self, batch: usize, ctx: &Context) -> Result<Waited, ProviderError>;
+
+    /// Whether anything at the provider may have changed so far: a write that was
+    /// sent counts, even if its answer never came.
+    fn changed(&self) -> bool;
+}
+
+#[async_trait]
+pub trait Provider: Send + Sync {
+    fn name(&self) -> &'static str;
+
+    fn capabilities(&self) -> Capabilities;
+
+    /// What is live now, in enough detail to put it back.
+    async fn snapshot(&self, ctx: &Context) -> Result<Snapshot, ProviderError>;
+
+    /// Things to know before changing anything; a `Blocker` stops the deploy.
+    async fn preflight(&self, live: &Snapshot, target: &Target, ctx: &Context) -> Result<Vec<Finding>, ProviderError>;
+
+    /// The steps and batches a roll-out of `target` would take. No request.
+    fn plan(&self, live: &Snapshot, target: &Target) -> Plan;
+
+    /// Everything that can still fail with nothing changed (leases, an upload, a
+    /// build, a release command), then the roll-out handle. An error here means
+    /// nothing changed.
+    async fn prepare(&self, live: &Snapshot, target: &Target, ctx: &Context)
+        -> Result<Box<dyn Rollout>, ProviderError>;
+
+    /// Puts `snapshot` back; returns what is live afterwards. Running it twice must do
+    /// no harm.
+    async fn restore(&self, snapshot: &Snapshot, ctx: &Context) -> Result<ReleaseRef, ProviderError>;
+
+    /// Whether `snapshot` is what runs now (asked by the post step before restoring).
+    async fn in_effect(&self, snapshot: &Snapshot, ctx: &Context) -> Result<bool, ProviderError>;
+
+    /// Releases the provider remembers, oldest first. Called only when
+    /// `capabilities().history` says it has them.
+    async fn history(&self, ctx: &Context) -> Result<Vec<ReleaseRef>, ProviderError>;
+
+    /// Runs at the end of every run, whatever happened: gives back leases and the like.
+    async fn finish(&self) {}
+
+    /// The app's public URL, when the provider knows it.
+    fn app_url(&self) -> Option<String> {
+        None
+    }
+
+    /// How many API requests the provider sent, when it counts them.
+    fn api_calls(&self) -> Option<usize> {
+        None
+    }
+}
+
+// Every provider must work behind `dyn Provider`, and every roll-out behind `dyn Rollout`.
+const _: Option<&dyn Provider> = None;
+const _: Option<&dyn Rollout> = None;
+
+/// What every provider call gets: a deadline, the shutdown handle and where progress goes.
 #[derive(Clone)]
 pub struct Context {
-    pub strategy: Strategy,
     /// The provider must give up (with `ProviderError::Timeout`) by then.
     pub deadline: Instant,
     pub shutdown: Shutdown,
+    pub progress: Progress,
+}
+
+impl Context {
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// `Err(Cancelled)` once a signal came.
+    pub fn check_cancelled(&self) -> Result<(), ProviderError> {
+        match self.shutdown.cause() {
+            Some(cause) => Err(ProviderError::Cancelled(cause)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Progress a provider reports while it works.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    StepStarted {
+        step: String,
+    },
+    StepEnded {
+        step: String,
+        ok: bool,
+    },
+    /// An instance reached a state (reported when reached, not when asked for).
+    Instance {
+        id: String,
+        state: String,
+        release: Option<String>,
+    },
+    /// A line of a build, release or command log.
+    Log {
+        source: String,
+        line: String,
+    },
+    /// A wait in progress: what is awaited, for how long so far, how long is left.
+    Waiting {
+        what: String,
+        elapsed: Duration,
+        remaining: Option<Duration>,
+    },
+}
+
+/// Where progress events go: the runner log now, a terminal renderer later.
+pub trait Observer: Send + Sync {
+    fn event(&self, event: Event);
+}
+
+/// Drops every event (tests, and the post step's quiet checks).
+pub struct Silent;
+
+impl Observer for Silent {
+    fn event(&self, _: Event) {}
+}
+
+/// A cheap handle on the run's observer.
+#[derive(Clone)]
+pub struct Progress(Arc<dyn Observer>);
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress(Arc::new(Silent))
+    }
+}
+
+impl Progress {
+    pub fn new(observer: Arc<dyn Observer>) -> Self {
+        Progress(observer)
+    }
+
+    pub fn emit(&self, event: Event) {
+        self.0.event(event);
+    }
+
+    pub fn instance(&self, id: &str, state: &str, release: Option<&str>) {
+        self.emit(Event::Instance { id: id.into(), state: state.into(), release: release.map(str::to_string) });
+    }
+
+    pub fn log(&self, source: &str, line: &str) {
+        self.emit(Event::Log { source: source.into(), line: line.into() });
+    }
+
+    pub fn waiting(&self, what: &str, started: Instant, deadline: Option<Instant>) {
+        self.emit(Event::Waiting {
+            what: what.into(),
+            elapsed: started.elapsed(),
+            remaining: deadline.map(|d| d.saturating_duration_since(Instant::now())),
+        });
+    }
 }
 
 /// Provider errors grouped by meaning, not by provider.
@@ -86,77 +366,48 @@ pub enum ProviderError {
     Http(#[from] HttpError),
 }
 
-#[async_trait]
-pub trait Provider: Send + Sync {
-    fn name(&self) -> &'static str;
-
-    /// Things to know before changing anything; a `Blocker` stops the deploy.
-    async fn preflight(&self, target: &Target, ctx: &Context) -> Result<Vec<Finding>, ProviderError>;
-
-    /// What is live now, in enough detail to put it back.
-    async fn snapshot(&self, ctx: &Context) -> Result<Snapshot, ProviderError>;
-
-    /// The steps a roll-out of `target` would take, in words, for `plan`.
-    fn plan(&self, live: &Snapshot, target: &Target, ctx: &Context) -> Vec<String>;
-
-    /// Everything that must happen before the first change and may still stop the deploy
-    /// with nothing changed: leases, a release command.
-    async fn prepare(&self, _live: &Snapshot, _target: &Target, _ctx: &Context) -> Result<(), ProviderError> {
-        Ok(())
-    }
-
-    /// Makes `target` live. May fail part-way: the engine then rolls back.
-    async fn roll_out(&self, live: &Snapshot, target: &Target, ctx: &Context) -> Result<(), ProviderError>;
-
-    /// Waits until the platform itself reports `release` up everywhere.
-    async fn wait_ready(&self, release: &str, ctx: &Context) -> Result<(), ProviderError>;
-
-    /// Puts `snapshot` back. Running it twice must do no harm.
-    async fn roll_back(&self, snapshot: &Snapshot, ctx: &Context) -> Result<(), ProviderError>;
-
-    /// Releases the provider remembers, oldest first.
-    async fn history(&self, ctx: &Context) -> Result<Vec<Release>, ProviderError>;
-
-    /// Runs at the end of every run, whatever happened: gives back leases and the like.
-    async fn finish(&self) {}
-
-    /// The app's public URL, when the provider knows it.
-    fn app_url(&self) -> Option<String> {
-        None
-    }
-
-    /// How many API requests the provider sent, when it counts them.
-    fn api_calls(&self) -> Option<usize> {
-        None
+impl ProviderError {
+    /// A wait that ran out of `input`'s time.
+    pub fn timeout(what: impl Into<String>, limit: Duration, input: &'static str) -> ProviderError {
+        ProviderError::Timeout { what: what.into(), limit: crate::config::human(limit), input }
     }
 }
 
-// Every provider must work behind `dyn Provider`.
-const _: Option<&dyn Provider> = None;
+/// "a (2), b (1)": how many instances run each release, in first-seen order.
+pub fn tally<'a>(releases: impl IntoIterator<Item = &'a str>) -> Vec<(String, usize)> {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for r in releases {
+        match counts.iter_mut().find(|(name, _)| name == r) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((r.to_string(), 1)),
+        }
+    }
+    counts
+}
 
-/// The provider the config names.
-pub fn build(config: &Config, http: &HttpClient) -> anyhow::Result<Box<dyn Provider>> {
-    match config.provider {
-        ProviderKind::Fly => {
-            let base = match &config.api_url {
-                Some(u) => u.clone(),
-                None => url::Url::parse(fly::client::DEFAULT_API)?,
-            };
-            let token = config.token.as_ref().map(|t| t.expose()).unwrap_or_default();
-            Ok(Box::new(fly::FlyProvider::new(
-                http.clone(),
-                base,
-                &config.app,
-                token,
-                config.release_command.clone(),
-                config.max_unavailable,
-            )?))
+/// The release a set of instances runs: the one release, "mixed: a (2), b (1)", or
+/// "no instances"; and the matching artifact.
+pub fn release_of<'a>(images: impl IntoIterator<Item = &'a str>) -> (ReleaseRef, Artifact) {
+    let counts = tally(images);
+    match counts.as_slice() {
+        [] => (ReleaseRef::named("no instances"), Artifact::Nothing),
+        [(image, _)] => (ReleaseRef::named(image), Artifact::Image { reference: image.clone(), digest: None }),
+        many => {
+            let label =
+                format!("mixed: {}", many.iter().map(|(i, n)| format!("{i} ({n})")).collect::<Vec<_>>().join(", "));
+            (ReleaseRef::named(&label), Artifact::Mixed { images: counts })
         }
-        ProviderKind::Memory => {
-            let path = config
-                .memory_state_path()
-                .ok_or_else(|| anyhow::anyhow!("bug: the memory provider has no state path"))?;
-            Ok(Box::new(memory::MemoryProvider::new(path)))
-        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_release_is_one_image_or_says_it_is_mixed() {
+        assert_eq!(release_of(["a", "a"]).0.label, "a");
+        assert_eq!(release_of(["a", "b", "a"]).0.label, "mixed: a (2), b (1)");
+        assert_eq!(release_of([]).1, Artifact::Nothing);
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use sandbox::app::ReleaseSpec;
+use sandbox::app::{HealthMode, ReleaseSpec};
 use sandbox::client::{call, Reply, Stage};
 use sandbox::fly::{Faults, FlyOptions, FlySandbox, MachineView};
 use serde_json::{json, Value};
@@ -468,7 +468,6 @@ async fn bad_requests_get_error_responses() {
 
 #[tokio::test]
 async fn failing_checks_keep_a_machine_out_of_rotation() {
-    use sandbox::app::HealthMode;
     let fly = start(FlyOptions { machines: 1, ..options() }).await;
     fly.add_release("registry.fly.io/web:sick", ReleaseSpec { health: HealthMode::Error500, ..Default::default() });
     fly.add_release("registry.fly.io/web:stuck", ReleaseSpec { health: HealthMode::Hang, ..Default::default() });
@@ -512,4 +511,240 @@ fn handles_can_be_shared_across_tasks() {
     fn shareable<T: Send + Sync>() {}
     shareable::<FlySandbox>();
     shareable::<sandbox::server::Server>();
+}
+
+/// A request through the router pinned to machine `id` with `fly-force-instance-id`.
+async fn forced(fly: &FlySandbox, id: &str) -> Reply {
+    // Mixed case on purpose: header names are case-insensitive.
+    let headers = [("Fly-Force-Instance-Id", id)];
+    call("GET", &format!("{}/", fly.app_url()), &headers, None).await.expect("the router answers")
+}
+
+/// A Machines API call under `/v1/apps/web/volumes`.
+async fn volumes_api(fly: &FlySandbox, method: &str, path: &str, body: Option<Value>) -> Reply {
+    let url = format!("{}/apps/web/volumes{path}", fly.api_url());
+    call(method, &url, &[], body.as_ref()).await.unwrap_or_else(|e| panic!("{method} volumes{path}: {e}"))
+}
+
+/// A machine config like `m`'s that mounts `volume` at /data.
+fn mounting(m: &MachineView, volume: &str) -> Value {
+    let mut config = m.config.clone();
+    config["mounts"] = json!([{ "volume": volume, "path": "/data", "name": "data" }]);
+    json!({ "config": config })
+}
+
+fn error_of(reply: &Reply) -> String {
+    reply.json()["error"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn a_forced_request_goes_to_its_machine_or_nowhere() {
+    let fly = start(options()).await;
+    let machines = fly.machines();
+    let (pinned, stopped) = (&machines[0], &machines[1]);
+    for _ in 0..6 {
+        let reply = forced(&fly, &pinned.id).await;
+        assert_eq!((reply.status, reply.header("sandbox-machine-id")), (200, Some(pinned.id.as_str())));
+    }
+
+    // Cordoned, it takes no traffic but forced requests still reach it.
+    assert_eq!(api(&fly, "POST", &format!("/{}/cordon", pinned.id), None, None).await.status, 200);
+    assert_eq!(forced(&fly, &pinned.id).await.header("sandbox-machine-id"), Some(pinned.id.as_str()));
+    for _ in 0..6 {
+        assert_ne!(through_router(&fly, "/").await.header("sandbox-machine-id"), Some(pinned.id.as_str()));
+    }
+
+    // A machine that is not there, or not started, fails the request; no other machine gets it.
+    let missing = forced(&fly, "00000000000000").await;
+    assert_eq!((missing.status, missing.header("sandbox-machine-id")), (503, None));
+    assert!(missing.text().contains("00000000000000"), "{}", missing.text());
+    assert_eq!(api(&fly, "POST", &format!("/{}/stop", stopped.id), None, None).await.status, 200);
+    let wait = api(&fly, "GET", &format!("/{}/wait?state=stopped&timeout=10", stopped.id), None, None).await;
+    assert_eq!(wait.status, 200);
+    let refused = forced(&fly, &stopped.id).await;
+    assert_eq!((refused.status, refused.header("sandbox-machine-id")), (503, None));
+    assert!(refused.text().contains(&stopped.id) && refused.text().contains("stopped"), "{}", refused.text());
+
+    // A green machine, unregistered and failing its checks, can still be tried by hand.
+    fly.add_release("registry.fly.io/web:sick", ReleaseSpec { health: HealthMode::Error500, ..Default::default() });
+    let mut body = with_image(pinned, "registry.fly.io/web:sick");
+    body["skip_service_registration"] = json!(true);
+    let green = api(&fly, "POST", "", None, Some(body)).await.json();
+    let green_id = green["id"].as_str().unwrap_or_default();
+    settle_started(&fly, green_id, green["instance_id"].as_str().unwrap_or_default()).await;
+    let tried = forced(&fly, green_id).await;
+    assert_eq!((tried.status, tried.text().as_str()), (200, "hello from sick\n"));
+    assert_eq!(tried.header("sandbox-machine-id"), Some(green_id));
+    fly.stop().await;
+}
+
+#[tokio::test]
+async fn deploy_machines_get_volumes_that_are_deleted_only_when_free() {
+    let fly = start(FlyOptions { machines: 2, volume: Some("data".into()), spare_volumes: 1, ..options() }).await;
+    let volumes = fly.volumes();
+    assert_eq!(volumes.len(), 3);
+    assert!(volumes.iter().all(|v| v.name == "data" && v.region == "ams" && v.state == "created"), "{volumes:?}");
+    let machines = fly.machines();
+    for (m, v) in machines.iter().zip(&volumes) {
+        assert_eq!(v.attached_machine_id.as_deref(), Some(m.id.as_str()), "one volume each");
+    }
+    let spare = volumes[2].clone();
+    assert_eq!(spare.attached_machine_id, None);
+
+    // The API shows them in the spec's Volume shape, and machines list their mounts.
+    let listed = volumes_api(&fly, "GET", "", None).await.json();
+    assert_eq!(listed.as_array().map(Vec::len), Some(3));
+    let first = &listed[0];
+    assert!(first["id"].as_str().is_some_and(|id| id.starts_with("vol_") && id.len() == 20), "{first}");
+    assert_eq!((first["size_gb"].as_u64(), first["fstype"].as_str()), (Some(1), Some("ext4")));
+    assert_eq!((first["encrypted"].as_bool(), first["block_size"].as_u64()), (Some(true), Some(4096)));
+    assert_eq!(first["attached_machine_id"], json!(machines[0].id));
+    assert!(listed[2]["attached_machine_id"].is_null() && listed[2]["attached_alloc_id"].is_null());
+    let listed_machines = api(&fly, "GET", "", None, None).await.json();
+    let mount = &listed_machines[0]["config"]["mounts"][0];
+    assert_eq!((mount["volume"].as_str(), mount["path"].as_str()), (Some(volumes[0].id.as_str()), Some("/data")));
+    assert_eq!(mount["name"], "data");
+
+    let made = volumes_api(&fly, "POST", "", Some(json!({"name": "logs", "region": "ams", "size_gb": 2}))).await.json();
+    let made_id = made["id"].as_str().unwrap_or_default();
+    assert_eq!((made["name"].as_str(), made["size_gb"].as_u64()), (Some("logs"), Some(2)));
+    assert_eq!(volumes_api(&fly, "GET", &format!("/{made_id}"), None).await.json()["id"], json!(made_id));
+    assert_eq!(volumes_api(&fly, "POST", "", Some(json!({"size_gb": 1}))).await.status, 400, "a name is needed");
+
+    // A new machine on the spare attaches it; while attached it cannot be deleted.
+    let created = api(&fly, "POST", "", None, Some(mounting(&machines[0], &spare.id))).await;
+    assert_eq!(created.status, 200, "{}", created.text());
+    let holder = created.json()["id"].as_str().unwrap_or_default().to_string();
+    let spare_now = volumes_api(&fly, "GET", &format!("/{}", spare.id), None).await.json();
+    assert_eq!(spare_now["attached_machine_id"], json!(holder));
+    let refused = volumes_api(&fly, "DELETE", &format!("/{}", spare.id), None).await;
+    assert_eq!(refused.status, 412);
+    assert!(error_of(&refused).contains(&holder), "{}", refused.text());
+
+    // Destroying the machine releases it.
+    assert_eq!(api(&fly, "DELETE", &format!("/{holder}?force=true"), None, None).await.status, 200);
+    assert_eq!(fly.volumes()[2].attached_machine_id, None);
+    let deleted = volumes_api(&fly, "DELETE", &format!("/{}", spare.id), None).await;
+    assert_eq!((deleted.status, deleted.json()["state"].as_str()), (200, Some("destroyed")));
+    let ids: Vec<String> = volumes_api(&fly, "GET", "", None)
+        .await
+        .json()
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(ids, [volumes[0].id.as_str(), volumes[1].id.as_str(), made_id], "deleted ones are not listed");
+
+    let base = fly.api_url().trim_end_matches("/v1").to_string();
+    let control = call("GET", &format!("{base}/__sandbox/volumes"), &[], None).await.expect("control answers").json();
+    assert_eq!(control.as_array().map(Vec::len), Some(4));
+    assert_eq!(control[2]["state"], "destroyed");
+    fly.stop().await;
+}
+
+#[tokio::test]
+async fn a_volume_is_mounted_by_one_machine_in_its_region_and_never_swapped() {
+    let fly = start(FlyOptions { machines: 1, volume: Some("data".into()), spare_volumes: 1, ..options() }).await;
+    let m = fly.machines().remove(0);
+    let (own, spare) = (fly.volumes()[0].id.clone(), fly.volumes()[1].id.clone());
+    let far = volumes_api(&fly, "POST", "", Some(json!({"name": "data", "region": "lhr"}))).await.json();
+    let far = far["id"].as_str().unwrap_or_default().to_string();
+    let before = (fly.machines().len(), fly.volumes());
+
+    let taken = api(&fly, "POST", "", None, Some(mounting(&m, &own))).await;
+    assert_eq!(taken.status, 412, "attached to another machine: {}", taken.text());
+    assert!(error_of(&taken).contains(&own) && error_of(&taken).contains(&m.id), "{}", taken.text());
+    let elsewhere = api(&fly, "POST", "", None, Some(mounting(&m, &far))).await;
+    assert_eq!(elsewhere.status, 422, "in another region: {}", elsewhere.text());
+    assert!(error_of(&elsewhere).contains(&far));
+    let missing = api(&fly, "POST", "", None, Some(mounting(&m, "vol_000000000000none"))).await;
+    assert_eq!(missing.status, 422);
+    assert!(error_of(&missing).contains("vol_000000000000none"));
+
+    // An update keeps the machine's volume: it can neither swap nor drop it.
+    let swap = api(&fly, "POST", &format!("/{}", m.id), None, Some(mounting(&m, &spare))).await;
+    assert_eq!(swap.status, 422);
+    assert!(error_of(&swap).contains(&own) && error_of(&swap).contains(&spare), "{}", swap.text());
+    let mut dropped = with_image(&m, "registry.fly.io/web:v1");
+    dropped["config"].as_object_mut().map(|c| c.remove("mounts"));
+    assert_eq!(api(&fly, "POST", &format!("/{}", m.id), None, Some(dropped)).await.status, 422);
+    assert_eq!((fly.machines().len(), fly.volumes()), before, "nothing changed");
+    assert_eq!(fly.machines()[0].instance_id, m.instance_id);
+
+    let kept = update_and_settle(&fly, &m, "registry.fly.io/web:v2").await;
+    assert_eq!(kept["config"]["mounts"][0]["volume"], json!(own), "an update with the same mount is fine");
+    assert_eq!(fly.volumes()[0].attached_machine_id.as_deref(), Some(m.id.as_str()));
+    fly.stop().await;
+}
+
+#[tokio::test]
+async fn skip_launch_leaves_a_machine_stopped_and_suspend_pauses_one() {
+    let fly = start(FlyOptions { machines: 2, ..options() }).await;
+    let machines = fly.machines();
+    let (m, other) = (&machines[0], &machines[1]);
+
+    // Created with skip_launch: "created" at first, then stopped, as flyctl waits for.
+    let mut body = with_image(m, "registry.fly.io/web:v1");
+    body["skip_launch"] = json!(true);
+    let created = api(&fly, "POST", "", None, Some(body)).await.json();
+    assert_eq!(created["state"], "created");
+    let id = created["id"].as_str().unwrap_or_default();
+    let stopped = api(&fly, "GET", &format!("/{id}/wait?state=stopped&timeout=5"), None, None).await;
+    assert_eq!(stopped.status, 200, "{}", stopped.text());
+    assert_eq!(api(&fly, "GET", &format!("/{id}"), None, None).await.json()["state"], "stopped");
+    assert_eq!(api(&fly, "POST", &format!("/{id}/start"), None, None).await.json()["previous_state"], "stopped");
+    settle_started(&fly, id, created["instance_id"].as_str().unwrap_or_default()).await;
+
+    // Suspended: out of rotation with no process; start resumes it.
+    assert_eq!(api(&fly, "POST", &format!("/{}/suspend", m.id), None, None).await.json(), json!({"ok": true}));
+    let suspended = api(&fly, "GET", &format!("/{}/wait?state=suspended&timeout=10", m.id), None, None).await;
+    assert_eq!(suspended.status, 200, "{}", suspended.text());
+    let now = fly.machines().into_iter().find(|x| x.id == m.id).expect("there");
+    assert_eq!((now.state.as_str(), now.port), ("suspended", None));
+    for _ in 0..6 {
+        assert_ne!(through_router(&fly, "/").await.header("sandbox-machine-id"), Some(m.id.as_str()));
+    }
+    assert_eq!(forced(&fly, &m.id).await.status, 503);
+    let resumed = api(&fly, "POST", &format!("/{}/start", m.id), None, None).await.json();
+    assert_eq!(resumed["previous_state"], "suspended");
+    settle(&fly, &m.id, &m.instance_id).await;
+    assert_eq!(forced(&fly, &m.id).await.status, 200);
+
+    // Only a started machine suspends; stopping a suspended one makes it stopped.
+    assert_eq!(api(&fly, "POST", &format!("/{id}/stop"), None, None).await.status, 200);
+    assert_eq!(api(&fly, "GET", &format!("/{id}/wait?state=stopped&timeout=10"), None, None).await.status, 200);
+    assert_eq!(api(&fly, "POST", &format!("/{id}/suspend"), None, None).await.status, 412);
+    assert_eq!(api(&fly, "POST", &format!("/{}/suspend", other.id), None, None).await.status, 200);
+    let wait = api(&fly, "GET", &format!("/{}/wait?state=suspended&timeout=10", other.id), None, None).await;
+    assert_eq!(wait.status, 200);
+    assert_eq!(api(&fly, "POST", &format!("/{}/stop", other.id), None, None).await.status, 200);
+    assert_eq!(api(&fly, "GET", &format!("/{}", other.id), None, None).await.json()["state"], "stopped");
+    fly.stop().await;
+}
+
+#[tokio::test]
+async fn extra_machines_run_as_given_and_take_no_app_traffic() {
+    let worker = json!({
+        "image": "registry.fly.io/web:v1",
+        "env": { "QUEUE": "default" },
+        "guest": { "cpu_kind": "shared", "cpus": 1, "memory_mb": 256 },
+        "metadata": { "fly_process_group": "worker" }
+    });
+    let fly = start(FlyOptions { machines: 1, extra_machines: vec![worker.clone()], ..options() }).await;
+    let machines = fly.machines();
+    assert_eq!(machines.len(), 2);
+    let (app, extra) = (&machines[0], &machines[1]);
+    assert_eq!((extra.state.as_str(), extra.process_group.as_str()), ("started", "worker"));
+    assert_eq!(extra.config, worker, "created as given");
+    let listed = api(&fly, "GET", &format!("/{}", extra.id), None, None).await.json();
+    assert!(listed["config"]["metadata"].get("fly_platform_version").is_none());
+
+    for _ in 0..6 {
+        assert_eq!(through_router(&fly, "/").await.header("sandbox-machine-id"), Some(app.id.as_str()));
+    }
+    let forced_worker = forced(&fly, &extra.id).await;
+    assert_eq!(forced_worker.status, 503, "no services to deliver to");
+    assert!(forced_worker.text().contains("services"), "{}", forced_worker.text());
+    fly.stop().await;
 }

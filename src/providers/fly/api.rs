@@ -81,19 +81,30 @@ impl Machine {
         self.config().and_then(|c| c.get("image")).and_then(Value::as_str).unwrap_or("")
     }
 
+    /// A metadata value, read from the full config or, when the host is unreachable,
+    /// the partial one Fly answers with then.
     pub fn metadata(&self, key: &str) -> Option<&str> {
-        self.config()?.get("metadata")?.get(key)?.as_str()
+        self.config.as_ref().or(self.incomplete_config.as_ref())?.get("metadata")?.get(key)?.as_str()
     }
 
     pub fn process_group(&self) -> &str {
         self.metadata("fly_process_group").or_else(|| self.metadata("process_group")).unwrap_or("app")
     }
 
-    /// A serving machine of the app: what a deploy replaces (as flyctl counts them).
+    /// Not on its way out, and not a release-command, console or test machine.
+    pub fn is_active(&self) -> bool {
+        !NON_APP_GROUPS.contains(&self.process_group()) && !matches!(self.state.as_str(), "destroyed" | "destroying")
+    }
+
+    /// Made by a deploy (`fly_platform_version` v2), as flyctl counts the machines it
+    /// replaces; `fly machine run` machines lack it and are left alone.
+    pub fn is_deployed(&self) -> bool {
+        self.metadata("fly_platform_version") == Some("v2")
+    }
+
+    /// A serving machine of the app with a readable config: what a deploy replaces.
     pub fn is_active_app_machine(&self) -> bool {
-        !NON_APP_GROUPS.contains(&self.process_group())
-            && !matches!(self.state.as_str(), "destroyed" | "destroying")
-            && self.config.is_some()
+        self.is_active() && self.is_deployed() && self.config.is_some()
     }
 
     /// Whether the machine's config defines health checks Fly runs.
@@ -131,6 +142,31 @@ pub fn config_has_checks(config: Option<&Value>) -> bool {
         s.iter().any(|svc| svc.get("checks").and_then(Value::as_array).is_some_and(|a| !a.is_empty()))
     });
     top || services
+}
+
+/// A volume: what a new machine needs a free one of, by name and region.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct Volume {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub region: String,
+    #[serde(default)]
+    pub state: String,
+    #[serde(default)]
+    pub attached_machine_id: Option<String>,
+    #[serde(default)]
+    pub host_status: Option<String>,
+}
+
+impl Volume {
+    /// Not attached to any machine, on a reachable host, and not going away.
+    pub fn is_free(&self) -> bool {
+        self.attached_machine_id.as_deref().is_none_or(str::is_empty)
+            && self.host_status.as_deref().is_none_or(|s| s == "ok")
+            && !matches!(self.state.as_str(), "destroyed" | "destroying" | "pending_destroy")
+    }
 }
 
 /// A lease, in either shape Fly answers with: flat (the spec) or wrapped in `data` (the docs, fly-go).
@@ -204,7 +240,7 @@ mod tests {
     fn release_command_and_console_machines_are_not_app_machines() {
         let with_group = |g: &str, state: &str| Machine {
             state: state.into(),
-            config: Some(json!({"metadata": {"fly_process_group": g}})),
+            config: Some(json!({"metadata": {"fly_process_group": g, "fly_platform_version": "v2"}})),
             ..Default::default()
         };
         assert!(with_group("app", "started").is_active_app_machine());
@@ -212,6 +248,9 @@ mod tests {
         assert!(!with_group(RELEASE_COMMAND_GROUP, "started").is_active_app_machine());
         assert!(!with_group("fly_app_console", "started").is_active_app_machine());
         assert!(!with_group("app", "destroyed").is_active_app_machine());
+        let run_by_hand =
+            Machine { state: "started".into(), config: Some(json!({"metadata": {}})), ..Default::default() };
+        assert!(run_by_hand.is_active() && !run_by_hand.is_deployed(), "fly machine run: left alone");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use super::api::{ErrorBody, LeaseAnswer, Machine, MachineEvent};
+use super::api::{ErrorBody, LeaseAnswer, Machine, MachineEvent, Volume};
 use crate::http::{Call, HttpClient, HttpError, Reply};
 use crate::providers::ProviderError;
 use crate::shutdown::Shutdown;
@@ -68,7 +68,7 @@ impl FlyClient {
     fn url(&self, req: &Req<'_>) -> url::Url {
         let mut u = self.base.clone();
         let base_path = u.path().trim_end_matches('/').to_string();
-        u.set_path(&format!("{base_path}/apps/{}/machines{}", self.app, req.path));
+        u.set_path(&format!("{base_path}/apps/{}/{}{}", self.app, req.collection, req.path));
         if !req.query.is_empty() {
             u.query_pairs_mut().extend_pairs(req.query.iter().map(|(k, v)| (*k, v.as_str())));
         }
@@ -153,6 +153,14 @@ impl FlyClient {
     pub async fn list(&self, shutdown: &Shutdown) -> Result<Vec<Machine>, ProviderError> {
         let what = format!("listing the machines of {}", self.app);
         self.json(Req::new(Method::GET, "list", None, String::new(), what), shutdown).await
+    }
+
+    /// The app's volumes, to find a free one for a new machine.
+    pub async fn volumes(&self, shutdown: &Shutdown) -> Result<Vec<Volume>, ProviderError> {
+        let what = format!("listing the volumes of {}", self.app);
+        let mut req = Req::new(Method::GET, "volumes", None, String::new(), what);
+        req.collection = "volumes";
+        self.json(req, shutdown).await
     }
 
     pub async fn get(&self, id: &str, shutdown: &Shutdown) -> Result<Machine, ProviderError> {
@@ -281,10 +289,12 @@ impl FlyClient {
 /// One request to the Machines API, described once and sent by `send`.
 struct Req<'a> {
     method: Method,
+    /// Below `/apps/{app}`: `machines` or `volumes`.
+    collection: &'static str,
     /// The rate-limit bucket: Fly counts each action per machine.
     action: &'static str,
     machine: Option<&'a str>,
-    /// Below `/apps/{app}/machines`.
+    /// Below `/apps/{app}/{collection}`.
     path: String,
     query: Vec<(&'static str, String)>,
     body: Option<Value>,
@@ -296,7 +306,18 @@ struct Req<'a> {
 
 impl<'a> Req<'a> {
     fn new(method: Method, action: &'static str, machine: Option<&'a str>, path: String, what: String) -> Self {
-        Req { method, action, machine, path, query: Vec::new(), body: None, nonce: None, idempotent: true, what }
+        Req {
+            method,
+            collection: "machines",
+            action,
+            machine,
+            path,
+            query: Vec::new(),
+            body: None,
+            nonce: None,
+            idempotent: true,
+            what,
+        }
     }
 
     fn query(mut self, name: &'static str, value: &str) -> Self {

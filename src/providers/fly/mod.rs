@@ -1,8 +1,16 @@
 //! Fly.io through the Machines API.
 //!
-//! Fly has no rollback endpoint, so the snapshot records every active app machine's
-//! full config, and a rollback posts those configs back. Leases keep two deploys apart;
-//! a release command runs before any app machine changes.
+//! Fly has no rollback endpoint, so the snapshot records every deployed machine's full
+//! config, and a restore posts those configs back. Only the app's deployed machines are
+//! touched (`fly_platform_version` v2, not release-command or console machines);
+//! machines made with `fly machine run` are left alone. Leases keep two deploys apart;
+//! a release command runs before any app machine changes. A changed machine can be
+//! reached alone through the app's URL with `fly-force-instance-id`, so the engine
+//! gates the first batch before the rest is touched.
+//!
+//! Layout: `settings` (inputs and fly.toml), `fly_toml` (fly.toml as a machine config),
+//! `client` (calls), `api` (wire types), `lease`, `release_command`, `rollout`
+//! (strategies as batches, readiness, restore).
 
 pub mod api;
 pub mod client;
@@ -10,28 +18,79 @@ pub mod fly_toml;
 pub mod lease;
 pub mod release_command;
 pub mod rollout;
+pub mod settings;
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 use self::api::Machine;
 use self::client::FlyClient;
 use self::lease::Leases;
 use self::release_command::ReleaseCommand;
-use self::rollout::{no_machines, Recorded};
-use super::{Context, Finding, Provider, ProviderError, Release, Severity, Snapshot, Target};
-use crate::config::{MaxUnavailable, Strategy};
+use self::rollout::{FlyRollout, Recorded};
+use self::settings::{Settings, Strategy, STRATEGIES};
+use super::registry::Registration;
+use super::{
+    release_of, Capabilities, Context, Finding, Plan, Provider, ProviderError, ReleaseRef, Rollout, Severity, Snapshot,
+    Source, Target,
+};
 use crate::http::HttpClient;
 
-pub struct FlyProvider {
-    client: Arc<FlyClient>,
-    app: String,
-    release_command: Option<String>,
-    max_unavailable: MaxUnavailable,
-    leases: Arc<Leases>,
+pub const REGISTRATION: Registration = Registration {
+    name: "fly",
+    title: "Fly.io",
+    // flyctl reads FLY_ACCESS_TOKEN before FLY_API_TOKEN.
+    token_env: &["FLY_ACCESS_TOKEN", "FLY_API_TOKEN"],
+    needs_token: true,
+    file_api: false,
+    defaults: settings::defaults,
+    configure: settings::configure,
+};
+
+/// The header Fly's proxy honours to send a request to one machine.
+pub const FORCE_INSTANCE: &str = "fly-force-instance-id";
+
+/// What the snapshot records of a Fly app.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FlyRecord {
+    pub app: String,
+    /// The deployed machines, each with its full config.
+    pub machines: Vec<Recorded>,
+    /// Machines a deploy leaves alone (made with `fly machine run`): id and group.
+    #[serde(default)]
+    pub left_alone: Vec<String>,
+    /// Deployed machines whose config could not be read (host unreachable).
+    #[serde(default)]
+    pub unreadable: Vec<String>,
+}
+
+impl FlyRecord {
+    fn of(snapshot: &Snapshot) -> Result<FlyRecord, ProviderError> {
+        serde_json::from_value(snapshot.record.clone())
+            .map_err(|e| ProviderError::Failed(format!("bug: the recorded Fly snapshot does not parse: {e}")))
+    }
+}
+
+/// What the provider and its roll-outs share.
+pub struct Core {
+    pub client: Arc<FlyClient>,
+    pub app: String,
+    pub settings: Settings,
+    pub leases: Arc<Leases>,
     /// Tags the machines this run creates.
-    launch_id: String,
+    pub launch_id: String,
+    /// Where fly.toml's `[[files]] local_path` is read from.
+    pub workspace: PathBuf,
+    /// How long bluegreen lets the proxy learn of a switch before blues stop.
+    pub settle: Duration,
+}
+
+pub struct FlyProvider {
+    core: Arc<Core>,
 }
 
 impl FlyProvider {
@@ -40,50 +99,54 @@ impl FlyProvider {
         base: url::Url,
         app: &str,
         token: &str,
-        release_command: Option<String>,
-        max_unavailable: MaxUnavailable,
+        settings: Settings,
     ) -> Result<FlyProvider, ProviderError> {
+        // Fly's proxy needs seconds to learn that greens take traffic and blues do not
+        // (flyctl waits 10 s); the sandbox's router learns at once.
+        let settle =
+            if crate::config::is_loopback(&base) { Duration::from_millis(300) } else { Duration::from_secs(10) };
+        let workspace = settings.fly_toml_path.parent().map(PathBuf::from).unwrap_or_default();
         Ok(FlyProvider {
-            client: Arc::new(FlyClient::new(http, base, app, token)?),
-            app: app.to_string(),
-            release_command,
-            max_unavailable,
-            leases: Arc::default(),
-            launch_id: format!("{:016x}", fastrand::u64(..)),
+            core: Arc::new(Core {
+                client: Arc::new(FlyClient::new(http, base, app, token)?),
+                app: app.to_string(),
+                settings,
+                leases: Arc::default(),
+                launch_id: format!("{:016x}", fastrand::u64(..)),
+                workspace,
+                settle,
+            }),
         })
-    }
-
-    /// API requests sent so far, for the report.
-    pub fn api_calls(&self) -> usize {
-        self.client.calls()
-    }
-
-    fn recorded(snapshot: &Snapshot) -> Result<Vec<Recorded>, ProviderError> {
-        serde_json::from_value(snapshot.data.get("machines").cloned().unwrap_or_default())
-            .map_err(|e| ProviderError::Failed(format!("bug: the recorded Fly snapshot does not parse: {e}")))
-    }
-
-    async fn app_machines(&self, ctx: &Context) -> Result<Vec<Machine>, ProviderError> {
-        let mut machines: Vec<Machine> =
-            self.client.list(&ctx.shutdown).await?.into_iter().filter(Machine::is_active_app_machine).collect();
-        machines.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(machines)
     }
 }
 
-/// "registry/app:v1", or "mixed: a (2), b (1)" when machines disagree.
-fn release_name(machines: &[Recorded]) -> String {
-    let mut counts: Vec<(String, usize)> = Vec::new();
-    for m in machines {
-        match counts.iter_mut().find(|(i, _)| i == m.image()) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((m.image().to_string(), 1)),
-        }
+/// The image a target names: an image, or a release (Fly's releases are images).
+fn image_of(target: &Target) -> Result<String, ProviderError> {
+    match &target.source {
+        Source::Image(i) => Ok(i.clone()),
+        Source::Release(r) => Ok(r.id.clone()),
+        Source::Directory(d) => Err(ProviderError::NotSupported {
+            provider: "fly",
+            operation: format!(
+                "build a source directory ({}); build and push an image, then give it in image",
+                d.display()
+            ),
+        }),
     }
-    match counts.as_slice() {
-        [] => "no machines".into(),
-        [(image, _)] => image.clone(),
-        many => format!("mixed: {}", many.iter().map(|(i, n)| format!("{i} ({n})")).collect::<Vec<_>>().join(", ")),
+}
+
+impl Core {
+    /// The app's deployed machines, sorted by id, and the machines a deploy leaves alone.
+    pub async fn deployed(&self, ctx: &Context) -> Result<(Vec<Machine>, Vec<Machine>), ProviderError> {
+        let (mut deployed, others): (Vec<Machine>, Vec<Machine>) = self
+            .client
+            .list(&ctx.shutdown)
+            .await?
+            .into_iter()
+            .filter(Machine::is_active)
+            .partition(Machine::is_deployed);
+        deployed.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok((deployed, others))
     }
 }
 
@@ -93,154 +156,194 @@ impl Provider for FlyProvider {
         "fly"
     }
 
-    async fn preflight(&self, target: &Target, ctx: &Context) -> Result<Vec<Finding>, ProviderError> {
-        let machines = self.app_machines(ctx).await?;
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            // The Machines API keeps no release history: the ledger or `to` must name one.
+            history: false,
+            single_instances: true,
+            strategies: STRATEGIES,
+            images: true,
+            directories: false,
+            restore_makes_release: false,
+        }
+    }
+
+    async fn snapshot(&self, ctx: &Context) -> Result<Snapshot, ProviderError> {
+        let (deployed, others) = self.core.deployed(ctx).await?;
+        let unreadable: Vec<String> = deployed
+            .iter()
+            .filter(|m| m.config.is_none() || m.host_status.as_deref().is_some_and(|s| s != "ok"))
+            .map(|m| m.id.clone())
+            .collect();
+        let machines: Vec<Recorded> = deployed.into_iter().filter_map(Recorded::of).collect();
+        let (release, artifact) = release_of(machines.iter().map(Recorded::image));
+        let record = FlyRecord {
+            app: self.core.app.clone(),
+            machines,
+            left_alone: others.iter().map(|m| format!("{} ({})", m.id, m.process_group())).collect(),
+            unreadable,
+        };
+        Ok(Snapshot { release, artifact, record: serde_json::json!(record) })
+    }
+
+    async fn preflight(&self, live: &Snapshot, target: &Target, _: &Context) -> Result<Vec<Finding>, ProviderError> {
+        let record = FlyRecord::of(live)?;
+        let image = image_of(target)?;
+        let s = &self.core.settings;
         let mut findings = Vec::new();
         let mut say = |severity, message: String| findings.push(Finding { severity, message });
+        let machines = &record.machines;
         match machines.len() {
-            0 => say(Severity::Blocker, "the app has no machines; create them first (fly deploy once, or fly machine run)".into()),
-            1 if ctx.strategy != Strategy::Bluegreen => say(
+            0 if record.left_alone.is_empty() => say(
+                Severity::Blocker,
+                "the app has no deployed machines; create them first (fly deploy once)".into(),
+            ),
+            0 => say(
+                Severity::Blocker,
+                format!(
+                    "the app has no machines that fly deploy made, only {} (made with fly machine run, which a deploy leaves alone); deploy once with fly deploy",
+                    record.left_alone.join(", ")
+                ),
+            ),
+            1 if s.strategy != Strategy::Bluegreen => say(
                 Severity::Warning,
                 "the app has one machine: it is down while it restarts; add a second (fly scale count 2) for zero downtime".into(),
             ),
-            n => say(Severity::Info, format!("{n} machines: {}", machines.iter().map(|m| m.id.as_str()).collect::<Vec<_>>().join(", "))),
+            n => say(
+                Severity::Info,
+                format!("{n} machines: {}", machines.iter().map(|m| m.id.as_str()).collect::<Vec<_>>().join(", ")),
+            ),
         }
-        for m in &machines {
-            if m.host_status.as_deref().is_some_and(|s| s != "ok") || m.config.is_none() {
-                say(
-                    Severity::Blocker,
-                    format!("machine {} is on an unreachable host, so its full config cannot be recorded for a rollback; retry later", m.id),
-                );
-            }
+        if !record.left_alone.is_empty() && !machines.is_empty() {
+            say(Severity::Info, format!("left alone (not made by fly deploy): {}", record.left_alone.join(", ")));
         }
-        if ctx.strategy == Strategy::Bluegreen && !machines.iter().any(Machine::has_checks) {
+        for id in &record.unreadable {
+            say(
+                Severity::Blocker,
+                format!("machine {id} is on an unreachable host, so its full config cannot be recorded for a rollback; retry later"),
+            );
+        }
+        let has_mounts = machines.iter().any(Recorded::has_mounts);
+        if s.strategy == Strategy::Canary && has_mounts {
+            say(
+                Severity::Blocker,
+                "canary cannot deploy an app whose machines mount volumes (as flyctl refuses it); use rolling".into(),
+            );
+        }
+        if s.strategy == Strategy::Bluegreen && !machines.iter().any(Recorded::has_checks) {
             say(
                 Severity::Blocker,
                 "bluegreen needs health checks on the machines (add [[http_service.checks]] to fly.toml)".into(),
             );
         }
-        if machines.iter().all(|m| m.image() == target.release) && !machines.is_empty() {
-            say(Severity::Info, format!("{} is already live; the machines will be replaced anyway", target.release));
+        match &s.fly_toml {
+            Some(_) => say(
+                Severity::Info,
+                format!(
+                    "{} is the machine config (env, services, checks, processes, VM size), with the image {image}",
+                    s.fly_toml_path.display()
+                ),
+            ),
+            None => say(
+                Severity::Info,
+                "no fly.toml in the workspace: only the image changes; each machine keeps the rest of its config"
+                    .into(),
+            ),
         }
-        if let Some(cmd) = &self.release_command {
+        if !machines.is_empty() && machines.iter().all(|m| m.image() == image) {
+            say(Severity::Info, format!("{image} is already live; the machines will be replaced anyway"));
+        }
+        if let Some(cmd) = &s.release_command {
             say(Severity::Info, format!("release command `{cmd}` runs before any machine changes"));
         }
         Ok(findings)
     }
 
-    async fn snapshot(&self, ctx: &Context) -> Result<Snapshot, ProviderError> {
-        let recorded: Vec<Recorded> = self
-            .app_machines(ctx)
-            .await?
-            .into_iter()
-            .filter_map(|m| {
-                let config = m.config.clone()?;
-                Some(Recorded {
-                    id: m.id,
-                    name: m.name,
-                    region: m.region,
-                    state: m.state,
-                    cordoned: m.cordoned,
-                    config,
-                })
-            })
-            .collect();
-        Ok(Snapshot {
-            release: release_name(&recorded),
-            data: serde_json::json!({ "app": self.app, "machines": recorded }),
-        })
-    }
-
-    fn plan(&self, live: &Snapshot, target: &Target, ctx: &Context) -> Vec<String> {
-        let machines = Self::recorded(live).unwrap_or_default();
-        let mut steps =
+    fn plan(&self, live: &Snapshot, target: &Target) -> Plan {
+        let machines = FlyRecord::of(live).map(|r| r.machines).unwrap_or_default();
+        let image = target.label();
+        let mut prepare =
             vec![format!("take a lease on each of the {} machines, refreshed until the end", machines.len())];
-        if let Some(cmd) = &self.release_command {
-            steps.push(format!(
-                "run the release command `{cmd}` in a throw-away machine with {}; non-zero stops here",
-                target.release
+        if let Some(cmd) = &self.core.settings.release_command {
+            prepare.push(format!(
+                "run the release command `{cmd}` in a throw-away machine with {image}; non-zero stops here"
             ));
         }
-        steps.extend(self.describe(&machines, &target.release, ctx.strategy));
-        steps
+        Plan { prepare, batches: rollout::plan_batches(&self.core.settings, &machines, &image) }
     }
 
-    async fn prepare(&self, live: &Snapshot, target: &Target, ctx: &Context) -> Result<(), ProviderError> {
-        let machines = Self::recorded(live)?;
-        let ids: Vec<String> = machines.iter().map(|m| m.id.clone()).collect();
-        self.leases.acquire(&self.client, &ids, std::time::Duration::ZERO, &ctx.shutdown).await?;
-        self.leases.keep_fresh(self.client.clone());
-        if let Some(command) = &self.release_command {
-            let template_id = machines.first().ok_or_else(no_machines)?.id.clone();
-            let template = self.client.get(&template_id, &ctx.shutdown).await?;
+    async fn prepare(
+        &self,
+        live: &Snapshot,
+        target: &Target,
+        ctx: &Context,
+    ) -> Result<Box<dyn Rollout>, ProviderError> {
+        let image = image_of(target)?;
+        let record = FlyRecord::of(live)?;
+        if record.machines.is_empty() {
+            return Err(ProviderError::Failed(
+                "the app has no deployed machines to roll out to; nothing was changed".into(),
+            ));
+        }
+        let core = &self.core;
+        // The configs to send are built now, so a fly.toml problem changes nothing.
+        let mut rollout = FlyRollout::new(core.clone(), record.machines.clone(), &image, target.version.as_deref())?;
+        let ids: Vec<String> = record.machines.iter().map(|m| m.id.clone()).collect();
+        core.leases.acquire(&core.client, &ids, Duration::ZERO, &ctx.shutdown).await?;
+        core.leases.keep_fresh(core.client.clone());
+        rollout.find_volumes(ctx).await?;
+        if let Some(command) = &core.settings.release_command {
+            let template_id = &record.machines[0].id;
+            let template = core.client.get(template_id, &ctx.shutdown).await?;
             let run = ReleaseCommand {
-                client: &self.client,
-                app: &self.app,
+                client: &core.client,
+                app: &core.app,
                 command,
-                image: &target.release,
+                image: &image,
                 template: &template,
-                launch_id: &self.launch_id,
+                launch_id: &core.launch_id,
+                files: core
+                    .settings
+                    .fly_toml
+                    .as_ref()
+                    .map(|t| t.files_json(&core.workspace))
+                    .transpose()
+                    .map_err(ProviderError::Failed)?,
+                timeout: core.settings.release_command_timeout,
             };
             run.run(ctx).await?;
         }
-        Ok(())
+        Ok(Box::new(rollout))
     }
 
-    async fn roll_out(&self, live: &Snapshot, target: &Target, ctx: &Context) -> Result<(), ProviderError> {
-        let machines = Self::recorded(live)?;
-        if machines.is_empty() {
-            return Err(no_machines());
-        }
-        match ctx.strategy {
-            Strategy::Rolling => self.rolling(&machines, &target.release, ctx).await,
-            Strategy::Immediate => self.immediate(&machines, &target.release, ctx).await,
-            Strategy::Canary => self.canary(&machines, &target.release, ctx).await,
-            Strategy::Bluegreen => self.bluegreen(&machines, &target.release, ctx).await,
-        }
+    async fn restore(&self, snapshot: &Snapshot, ctx: &Context) -> Result<ReleaseRef, ProviderError> {
+        let record = FlyRecord::of(snapshot)?;
+        self.core.reconcile(&record.machines, ctx).await?;
+        let (now, _) = self.core.deployed(ctx).await?;
+        Ok(release_of(now.iter().map(Machine::image)).0)
     }
 
-    async fn wait_ready(&self, release: &str, ctx: &Context) -> Result<(), ProviderError> {
-        let machines = self.app_machines(ctx).await?;
-        let mixed = release.starts_with("mixed: ");
-        if let Some(m) = machines.iter().find(|m| !mixed && m.image() != release) {
-            return Err(ProviderError::Failed(format!("machine {} runs {} instead of {release}", m.id, m.image())));
-        }
-        for m in &machines {
-            // A stopped machine is fine only if it did not die on the new release.
-            if let Some(why) = rollout::dead(m) {
-                return Err(ProviderError::Failed(format!("machine {} {why}", m.id)));
-            }
-            if m.state == "stopped" {
-                continue;
-            }
-            if m.state != "started" || (m.has_checks() && !m.checks_passing()) {
-                self.await_ready(&m.id, Some(&m.instance_id), m.has_checks(), ctx).await?;
-            }
-        }
-        Ok(())
+    async fn in_effect(&self, snapshot: &Snapshot, ctx: &Context) -> Result<bool, ProviderError> {
+        let record = FlyRecord::of(snapshot)?;
+        self.core.in_effect(&record.machines, ctx).await
     }
 
-    async fn roll_back(&self, snapshot: &Snapshot, ctx: &Context) -> Result<(), ProviderError> {
-        self.reconcile(&Self::recorded(snapshot)?, ctx).await
-    }
-
-    async fn history(&self, _ctx: &Context) -> Result<Vec<Release>, ProviderError> {
+    async fn history(&self, _ctx: &Context) -> Result<Vec<ReleaseRef>, ProviderError> {
         Err(ProviderError::NotSupported {
             provider: "fly",
-            operation: "list earlier releases through the Machines API; name the image to roll back to (e.g. registry.fly.io/APP:deployment-...) in the to input, or pass github-token so the ledger knows"
-                .into(),
+            operation: "list earlier releases through the Machines API; name the image in the to input".into(),
         })
     }
 
     async fn finish(&self) {
-        self.leases.release_all(&self.client).await;
+        self.core.leases.release_all(&self.core.client).await;
     }
 
     fn app_url(&self) -> Option<String> {
-        Some(format!("https://{}.fly.dev", self.app))
+        Some(format!("https://{}.fly.dev", self.core.app))
     }
 
     fn api_calls(&self) -> Option<usize> {
-        Some(self.client.calls())
+        Some(self.core.client.calls())
     }
 }

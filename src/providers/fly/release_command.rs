@@ -18,6 +18,10 @@ pub struct ReleaseCommand<'a> {
     /// An app machine whose region, guest and env the release machine borrows.
     pub template: &'a Machine,
     pub launch_id: &'a str,
+    /// fly.toml's `[[files]]`, as the Machines API takes them.
+    pub files: Option<Value>,
+    /// release-command-timeout: how long the command may run.
+    pub timeout: Duration,
 }
 
 impl ReleaseCommand<'_> {
@@ -30,8 +34,26 @@ impl ReleaseCommand<'_> {
             }
         }
         let machine = self.client.create(self.request(), sd).await?;
-        tracing::info!("release command `{}` runs in machine {}", self.command, machine.id);
+        ctx.progress.instance(&machine.id, "created for the release command", Some(self.image));
+        // Created with skip_launch, it settles in "stopped" before it can be started (as
+        // flyctl waits for it).
+        let settled = Instant::now();
+        while !self.client.wait(&machine.id, "stopped", None, ctx.remaining().min(Duration::from_secs(10)), sd).await? {
+            if ctx.remaining().is_zero() {
+                return Err(ProviderError::timeout(
+                    format!("the release command machine {} to be created", machine.id),
+                    settled.elapsed(),
+                    "deploy-timeout",
+                ));
+            }
+            ctx.progress.waiting(
+                &format!("release command machine {} to be created", machine.id),
+                settled,
+                Some(ctx.deadline),
+            );
+        }
         self.client.start(&machine.id, None, sd).await?;
+        ctx.progress.log("release command", &format!("`{}` started in machine {}", self.command, machine.id));
         let code = self.exit_code(&machine.id, ctx).await?;
         match code {
             0 => Ok(()),
@@ -49,7 +71,7 @@ impl ReleaseCommand<'_> {
         env.insert("FLY_PROCESS_GROUP".into(), json!(RELEASE_COMMAND_GROUP));
         let guest =
             base.get("guest").cloned().unwrap_or_else(|| json!({"cpu_kind": "shared", "cpus": 2, "memory_mb": 512}));
-        json!({
+        let mut request = json!({
             "region": self.template.region,
             "skip_launch": true,
             "config": {
@@ -66,22 +88,32 @@ impl ReleaseCommand<'_> {
                     LAUNCH_TAG: self.launch_id,
                 },
             },
-        })
+        });
+        if let Some(files) = &self.files {
+            request["config"]["files"] = files.clone();
+        }
+        request
     }
 
     /// Waits until the machine has exited, then reads its exit code from the events.
     async fn exit_code(&self, id: &str, ctx: &Context) -> Result<i64, ProviderError> {
         let sd = &ctx.shutdown;
+        let started = Instant::now();
+        let deadline = (started + self.timeout).min(ctx.deadline);
         loop {
-            let remaining = ctx.deadline.saturating_duration_since(Instant::now());
+            let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(ProviderError::Timeout {
-                    what: format!("the release command in machine {id}"),
-                    limit: "deploy-timeout".into(),
-                    input: "deploy-timeout",
-                });
+                let input = if deadline < ctx.deadline { "release-command-timeout" } else { "deploy-timeout" };
+                // A command past its time must not run on by itself beside the old release.
+                let _ = self.client.destroy(id, None, sd).await;
+                return Err(ProviderError::timeout(
+                    format!("the release command in machine {id}"),
+                    started.elapsed(),
+                    input,
+                ));
             }
-            let done = self.client.wait(id, "destroyed", None, remaining.min(Duration::from_secs(60)), sd).await?;
+            ctx.progress.waiting(&format!("the release command in machine {id} to finish"), started, Some(deadline));
+            let done = self.client.wait(id, "destroyed", None, remaining.min(Duration::from_secs(10)), sd).await?;
             let m = self.client.get(id, sd).await?;
             if done || matches!(m.state.as_str(), "stopped" | "destroyed" | "failed") {
                 let events = if m.events.is_empty() { self.client.events(id, sd).await? } else { m.events };

@@ -1,22 +1,28 @@
-//! How machines are replaced (rolling, canary, bluegreen, immediate), how a machine is
-//! known to be up, and how recorded configs are put back.
+//! How machines are replaced, as batches the engine drives: rolling (the first
+//! machine alone, then `max-unavailable` at a time), immediate (all at once), canary
+//! (one cordoned canary per process group first) and bluegreen (a green beside every
+//! blue, then the switch). How a machine is known to be up, and how recorded configs
+//! are put back.
 //!
 //! Rollback is a reconciliation: each recorded machine is brought back to its recorded
 //! config, in the roll-out's order and batches, and machines this tool created are
 //! destroyed. It needs only the snapshot, so the post step in a fresh process can run it,
 //! and running it twice changes nothing the second time.
 
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::api::{config_has_checks, Machine, LAUNCH_TAG, RESTORES_TAG};
 use super::lease::TTL;
-use super::FlyProvider;
-use crate::config::{human, Strategy};
-use crate::providers::{Context, ProviderError};
+use super::settings::{Settings, Strategy};
+use super::{Core, FORCE_INSTANCE};
+use crate::providers::{Applied, Context, Instance, PlannedBatch, ProviderError, ReleaseRef, Rollout, Waited};
 
 /// One wait call's limit: short enough to notice a machine that died, long enough that
 /// a normal boot takes one call.
@@ -38,6 +44,12 @@ pub struct Recorded {
 }
 
 impl Recorded {
+    /// A machine with a full config; `None` when only a partial one could be read.
+    pub fn of(m: Machine) -> Option<Recorded> {
+        let config = m.config?;
+        Some(Recorded { id: m.id, name: m.name, region: m.region, state: m.state, cordoned: m.cordoned, config })
+    }
+
     pub fn image(&self) -> &str {
         self.config.get("image").and_then(Value::as_str).unwrap_or("")
     }
@@ -46,11 +58,31 @@ impl Recorded {
         self.state == "started"
     }
 
-    /// The recorded config with another image: nothing else changes.
-    fn with_image(&self, image: &str) -> Value {
-        let mut c = self.config.clone();
-        c["image"] = json!(image);
-        c
+    /// Whether an update launches it: flyctl launches machines that were started,
+    /// starting or failed, and keeps stopped, suspended and created ones as they were.
+    fn launched(&self) -> bool {
+        matches!(self.state.as_str(), "started" | "starting" | "failed")
+    }
+
+    pub fn has_checks(&self) -> bool {
+        config_has_checks(Some(&self.config))
+    }
+
+    pub fn has_mounts(&self) -> bool {
+        self.config.get("mounts").and_then(Value::as_array).is_some_and(|m| !m.is_empty())
+    }
+
+    pub fn process_group(&self) -> &str {
+        let metadata = self.config.get("metadata");
+        let group = |k: &str| metadata.and_then(|m| m.get(k)).and_then(Value::as_str);
+        group("fly_process_group").or_else(|| group("process_group")).unwrap_or("app")
+    }
+
+    /// The first mount: its volume name and id.
+    fn mount(&self) -> Option<(String, Option<String>)> {
+        let m = self.config.get("mounts")?.as_array()?.first()?;
+        let name = m.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+        Some((name, m.get("volume").and_then(Value::as_str).map(str::to_string)))
     }
 }
 
@@ -80,15 +112,8 @@ pub fn batches<T: Clone>(items: &[T], batch: usize) -> Vec<Vec<T>> {
 }
 
 /// The first error of a batch, once every member has finished.
-fn first_error(results: Vec<Result<(), ProviderError>>) -> Result<(), ProviderError> {
-    results.into_iter().find(Result::is_err).unwrap_or(Ok(()))
-}
-
-fn cancelled(ctx: &Context) -> Result<(), ProviderError> {
-    match ctx.shutdown.cause() {
-        Some(cause) => Err(ProviderError::Cancelled(cause)),
-        None => Ok(()),
-    }
+fn first_error<T>(results: Vec<Result<T, ProviderError>>) -> Result<Vec<T>, ProviderError> {
+    results.into_iter().collect()
 }
 
 /// Why a machine will not come up by itself, if it will not: it failed, was destroyed,
@@ -124,30 +149,465 @@ pub(super) fn dead(m: &Machine) -> Option<String> {
     None
 }
 
-impl FlyProvider {
+/// One batch of a Fly roll-out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    /// Update these machines (indexes into the recorded list) to the new config.
+    Update(Vec<usize>),
+    /// Create one cordoned canary per process group with the new config.
+    Canary,
+    /// Create a cordoned green beside every blue.
+    Greens,
+    /// Send traffic to the greens; cordon, stop and destroy the blues.
+    Switch,
+}
+
+fn steps(settings: &Settings, machines: &[Recorded]) -> Vec<Step> {
+    let all: Vec<usize> = (0..machines.len()).collect();
+    let rolling = || batches(&all, settings.max_unavailable.batch(all.len())).into_iter().map(Step::Update);
+    match settings.strategy {
+        Strategy::Rolling => rolling().collect(),
+        Strategy::Immediate => vec![Step::Update(all.clone())],
+        Strategy::Canary => std::iter::once(Step::Canary).chain(rolling()).collect(),
+        Strategy::Bluegreen => vec![Step::Greens, Step::Switch],
+    }
+}
+
+/// The batches a roll-out would take, in words, for `plan`.
+pub fn plan_batches(settings: &Settings, machines: &[Recorded], image: &str) -> Vec<PlannedBatch> {
+    let ids = |ix: &[usize]| {
+        ix.iter().map(|&i| format!("{} ({})", machines[i].id, machines[i].image())).collect::<Vec<_>>().join(", ")
+    };
+    steps(settings, machines)
+        .iter()
+        .map(|step| match step {
+            Step::Update(ix) => PlannedBatch {
+                label: format!("{} machine(s)", ix.len()),
+                steps: vec![format!("update {} to {image}, wait until started and checks pass", ids(ix))],
+            },
+            Step::Canary => PlannedBatch {
+                label: "canary".into(),
+                steps: vec![format!(
+                    "create one cordoned canary machine per process group with {image}, wait for its checks; it is destroyed before the next batch"
+                )],
+            },
+            Step::Greens => PlannedBatch {
+                label: "greens".into(),
+                steps: vec![format!(
+                    "create {} green machines with {image} beside the blues, without traffic; wait for their checks",
+                    machines.len()
+                )],
+            },
+            Step::Switch => PlannedBatch {
+                label: "switch".into(),
+                steps: vec![format!("uncordon the greens, then cordon, stop and destroy the blues: {}", ids(&(0..machines.len()).collect::<Vec<_>>()))],
+            },
+        })
+        .collect()
+}
+
+/// A machine this roll-out created, and whether it was launched.
+#[derive(Debug, Clone)]
+struct Created {
+    machine: Machine,
+    launched: bool,
+    /// Canary or green.
+    kind: &'static str,
+}
+
+/// A Fly roll-out: the recorded machines, the config each gets, and the batches.
+pub struct FlyRollout {
+    core: Arc<Core>,
+    machines: Vec<Recorded>,
+    image: String,
+    /// The config each recorded machine gets, in the same order.
+    configs: Vec<Value>,
+    steps: Vec<Step>,
+    changed: bool,
+    /// The instance each updated machine got, so waiting watches the new one.
+    instances: HashMap<String, String>,
+    created: Vec<Created>,
+    /// A free volume for the green of each recorded machine that mounts one.
+    volumes: BTreeMap<usize, String>,
+}
+
+impl FlyRollout {
+    /// Builds every config to send, so a fly.toml problem is found before any change.
+    pub fn new(
+        core: Arc<Core>,
+        machines: Vec<Recorded>,
+        image: &str,
+        version: Option<&str>,
+    ) -> Result<FlyRollout, ProviderError> {
+        let version = version.map(str::to_string).unwrap_or_else(|| tag_of(image));
+        let mut configs = Vec::new();
+        for m in &machines {
+            let base = match &core.settings.fly_toml {
+                Some(t) => t
+                    .machine_config(m.process_group(), &m.config, image, &core.workspace)
+                    .map_err(|e| ProviderError::Failed(format!("{e}; nothing was changed")))?,
+                None => {
+                    let mut c = m.config.clone();
+                    c["image"] = json!(image);
+                    c
+                }
+            };
+            configs.push(with_release_metadata(base, &version));
+        }
+        let steps = steps(&core.settings, &machines);
+        Ok(FlyRollout {
+            core,
+            machines,
+            image: image.to_string(),
+            configs,
+            steps,
+            changed: false,
+            instances: HashMap::new(),
+            created: Vec::new(),
+            volumes: BTreeMap::new(),
+        })
+    }
+
+    /// For bluegreen: a free volume of the same name in its region for each green
+    /// whose blue mounts one, or an error naming the missing volume. Nothing changes.
+    pub async fn find_volumes(&mut self, ctx: &Context) -> Result<(), ProviderError> {
+        if !self.steps.contains(&Step::Greens) || !self.machines.iter().any(Recorded::has_mounts) {
+            return Ok(());
+        }
+        let mut free: Vec<_> =
+            self.core.client.volumes(&ctx.shutdown).await?.into_iter().filter(|v| v.is_free()).collect();
+        for (i, m) in self.machines.iter().enumerate() {
+            let Some((name, _)) = m.mount() else { continue };
+            match free.iter().position(|v| v.name == name && v.region == m.region) {
+                Some(at) => {
+                    self.volumes.insert(i, free.remove(at).id);
+                }
+                None => {
+                    return Err(ProviderError::Failed(format!(
+                        "machine {}'s green needs a free volume named {name} in {}, and there is none; create one (fly volumes create {name} -r {}) or deploy with strategy rolling; nothing was changed",
+                        m.id, m.region, m.region
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn release(&self) -> ReleaseRef {
+        ReleaseRef::named(&self.image)
+    }
+
+    fn route(id: &str) -> Instance {
+        Instance { id: id.to_string(), route: Some((FORCE_INSTANCE.to_string(), id.to_string())) }
+    }
+
+    /// Puts machine `i` on its new config under its lease; returns its new instance.
+    async fn update(&self, i: usize, ctx: &Context) -> Result<(String, String), ProviderError> {
+        ctx.check_cancelled()?;
+        let m = &self.machines[i];
+        let nonce = self.core.leases.nonce(&m.id);
+        let updated =
+            self.core.client.update(&m.id, &self.configs[i], !m.launched(), nonce.as_deref(), &ctx.shutdown).await?;
+        ctx.progress.instance(&m.id, "updated", Some(&self.image));
+        Ok((m.id.clone(), updated.instance_id))
+    }
+
+    /// Creates a machine like recorded machine `i` with its new config, tagged as ours,
+    /// taking a lease on it. A create that got no clear answer may have worked, so it
+    /// is looked for (by its tags) before the error is believed.
+    async fn launch(
+        &self,
+        i: usize,
+        kind: &'static str,
+        launched: bool,
+        ctx: &Context,
+    ) -> Result<Created, ProviderError> {
+        let template = &self.machines[i];
+        let core = &self.core;
+        let kind_tag = match kind {
+            "canary" => ("fly_canary", "true".to_string()),
+            _ => ("fly_bluegreen_deployment_tag", format!("{}-{}", core.launch_id, template.id)),
+        };
+        let mut config = tagged(
+            self.configs[i].clone(),
+            &[(LAUNCH_TAG, core.launch_id.as_str()), (kind_tag.0, kind_tag.1.as_str())],
+        );
+        if let Some(volume) = self.volumes.get(&i) {
+            config["mounts"][0]["volume"] = json!(volume);
+        }
+        let body = json!({
+            "config": config,
+            "region": template.region,
+            "skip_service_registration": true,
+            "skip_launch": !launched,
+            "lease_ttl": TTL.as_secs(),
+        });
+        let created = match core.client.create(body, &ctx.shutdown).await {
+            Ok(m) => m,
+            Err(ProviderError::Http(e)) => {
+                tracing::info!("creating a machine got no clear answer ({e}); looking for it before trying again");
+                let mine = core.client.list(&ctx.shutdown).await?.into_iter().find(|m| {
+                    m.metadata(LAUNCH_TAG) == Some(core.launch_id.as_str())
+                        && m.metadata(kind_tag.0) == Some(kind_tag.1.as_str())
+                        && m.image() == self.image
+                });
+                match mine {
+                    Some(m) => m,
+                    None => return Err(ProviderError::Http(e)),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(nonce) = &created.nonce {
+            core.leases.insert(&created.id, nonce.clone());
+        }
+        ctx.progress.instance(&created.id, &format!("created ({kind})"), Some(&self.image));
+        Ok(Created { machine: created, launched, kind })
+    }
+
+    /// Destroys the canaries: they took no traffic and are not part of the app.
+    async fn drop_canaries(&mut self, ctx: &Context) -> Result<(), ProviderError> {
+        let canaries: Vec<Created> = self.created.iter().filter(|c| c.kind == "canary").cloned().collect();
+        for c in canaries {
+            let nonce = self.core.leases.nonce(&c.machine.id);
+            self.core.client.destroy(&c.machine.id, nonce.as_deref(), &ctx.shutdown).await?;
+            ctx.progress.instance(&c.machine.id, "destroyed (canary)", None);
+            self.created.retain(|x| x.machine.id != c.machine.id);
+        }
+        Ok(())
+    }
+
+    /// Every deployed machine runs the new image, and at least one does: a roll-out
+    /// whose listing shows otherwise is not ready, whatever each wait said.
+    async fn verify_all(&self, ctx: &Context) -> Result<(), ProviderError> {
+        let (now, _) = self.core.deployed(ctx).await?;
+        if now.is_empty() {
+            return Err(ProviderError::Failed(format!("no deployed machine runs {} after the roll-out", self.image)));
+        }
+        if let Some(m) = now.iter().find(|m| m.image() != self.image) {
+            return Err(ProviderError::Failed(format!(
+                "machine {} runs {} instead of {}",
+                m.id,
+                m.image(),
+                self.image
+            )));
+        }
+        for m in &now {
+            if let Some(why) = dead(m) {
+                return Err(ProviderError::Failed(format!("machine {} {why}", m.id)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for recorded machine `i` after its update: up and passing its checks when
+    /// it was launched; stopped on the new image when it was kept stopped.
+    async fn await_machine(&self, i: usize, ctx: &Context) -> Result<(), ProviderError> {
+        let m = &self.machines[i];
+        let instance = self.instances.get(&m.id).map(String::as_str);
+        if m.launched() {
+            return self
+                .core
+                .await_ready(&m.id, instance, config_has_checks(Some(&self.configs[i])), Some(&self.image), ctx)
+                .await;
+        }
+        let now = self.core.client.get(&m.id, &ctx.shutdown).await?;
+        if now.image() != self.image {
+            return Err(ProviderError::Failed(format!(
+                "machine {} runs {} instead of {}",
+                m.id,
+                now.image(),
+                self.image
+            )));
+        }
+        match dead(&now) {
+            Some(why) => Err(ProviderError::Failed(format!("machine {} {why}", m.id))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A config on a new release: flyctl's release number would be stale, so the deploy's
+/// version takes its place (`fly status` shows it), and safe-deploy's own key says it.
+fn with_release_metadata(config: Value, version: &str) -> Value {
+    let mut config = tagged(config, &[("fly_release_version", version), ("safe_deploy_version", version)]);
+    if let Some(m) = config["metadata"].as_object_mut() {
+        m.remove("fly_release_id");
+    }
+    config
+}
+
+/// "v2" of "registry.fly.io/web:v2"; the reference itself when it has no tag.
+fn tag_of(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.split_once('@').map_or(last, |(name, _)| name).split_once(':') {
+        Some((_, tag)) if !tag.is_empty() => tag.to_string(),
+        _ => image.to_string(),
+    }
+}
+
+#[async_trait]
+impl Rollout for FlyRollout {
+    fn batches(&self) -> usize {
+        self.steps.len()
+    }
+
+    fn describe(&self, batch: usize) -> String {
+        match &self.steps[batch] {
+            Step::Update(ix) if ix.len() == 1 => format!("machine {}", self.machines[ix[0]].id),
+            Step::Update(ix) => format!("{} machines", ix.len()),
+            Step::Canary => "canary machines".into(),
+            Step::Greens => "green machines beside the blues".into(),
+            Step::Switch => "traffic to the greens, blues stopped".into(),
+        }
+    }
+
+    async fn apply(&mut self, batch: usize, ctx: &Context) -> Result<Applied, ProviderError> {
+        ctx.check_cancelled()?;
+        match self.steps[batch].clone() {
+            Step::Update(ix) => {
+                if self.created.iter().any(|c| c.kind == "canary") {
+                    self.changed = true;
+                    self.drop_canaries(ctx).await?;
+                }
+                // A write sent counts as a change, even if its answer never comes.
+                self.changed = true;
+                let updated = first_error(join_all(ix.iter().map(|&i| self.update(i, ctx))).await);
+                let updated = updated?;
+                self.instances.extend(updated);
+                let instances = ix
+                    .iter()
+                    .filter(|&&i| self.machines[i].launched())
+                    .map(|&i| Self::route(&self.machines[i].id))
+                    .collect();
+                Ok(Applied { release: self.release(), instances })
+            }
+            Step::Canary => {
+                let mut groups: Vec<(&str, usize)> = Vec::new();
+                for (i, m) in self.machines.iter().enumerate() {
+                    match groups.iter_mut().find(|(g, _)| *g == m.process_group()) {
+                        // The group's template is a started machine where it has one.
+                        Some((_, t)) if !self.machines[*t].started() && m.started() => *t = i,
+                        Some(_) => {}
+                        None => groups.push((m.process_group(), i)),
+                    }
+                }
+                let templates: Vec<usize> = groups.into_iter().map(|(_, i)| i).collect();
+                self.changed = true;
+                let made = first_error(join_all(templates.iter().map(|&i| self.launch(i, "canary", true, ctx))).await)?;
+                let instances = made.iter().map(|c| Self::route(&c.machine.id)).collect();
+                self.created.extend(made);
+                Ok(Applied { release: self.release(), instances })
+            }
+            Step::Greens => {
+                // A green is launched where its blue runs; each process group gets at
+                // least one launched green, so its checks prove the release.
+                let mut launched: Vec<bool> = self.machines.iter().map(Recorded::launched).collect();
+                let mut seen = Vec::new();
+                for (i, m) in self.machines.iter().enumerate() {
+                    let group = m.process_group();
+                    if !seen.contains(&group)
+                        && !self.machines.iter().any(|x| x.process_group() == group && x.launched())
+                    {
+                        launched[i] = true;
+                    }
+                    seen.push(group);
+                }
+                self.changed = true;
+                let made = first_error(
+                    join_all((0..self.machines.len()).map(|i| self.launch(i, "green", launched[i], ctx))).await,
+                )?;
+                let instances = made.iter().filter(|c| c.launched).map(|c| Self::route(&c.machine.id)).collect();
+                self.created.extend(made);
+                Ok(Applied { release: self.release(), instances })
+            }
+            Step::Switch => {
+                self.changed = true;
+                let core = self.core.clone();
+                let sd = &ctx.shutdown;
+                for g in self.created.iter().filter(|c| c.launched) {
+                    core.client.cordon(&g.machine.id, false, core.leases.nonce(&g.machine.id).as_deref(), sd).await?;
+                    ctx.progress.instance(&g.machine.id, "taking traffic", Some(&self.image));
+                }
+                // Let the proxy learn of the greens before the blues leave, then let
+                // requests in flight on the blues finish before they stop.
+                if !sd.sleep(core.settle).await {
+                    return Err(ProviderError::Cancelled(sd.cause().unwrap_or("shutdown")));
+                }
+                for b in self.machines.iter().filter(|m| m.launched()) {
+                    core.client.cordon(&b.id, true, core.leases.nonce(&b.id).as_deref(), sd).await?;
+                }
+                if !sd.sleep(core.settle).await {
+                    return Err(ProviderError::Cancelled(sd.cause().unwrap_or("shutdown")));
+                }
+                for b in &self.machines {
+                    let nonce = core.leases.nonce(&b.id);
+                    if b.launched() {
+                        core.client.stop(&b.id, nonce.as_deref(), sd).await?;
+                    }
+                    core.client.destroy(&b.id, nonce.as_deref(), sd).await?;
+                    ctx.progress.instance(&b.id, "destroyed (blue)", None);
+                }
+                Ok(Applied { release: self.release(), instances: Vec::new() })
+            }
+        }
+    }
+
+    async fn wait(&mut self, batch: usize, ctx: &Context) -> Result<Waited, ProviderError> {
+        let last = batch + 1 == self.steps.len();
+        match self.steps[batch].clone() {
+            Step::Update(ix) => {
+                first_error(join_all(ix.iter().map(|&i| self.await_machine(i, ctx))).await)?;
+            }
+            Step::Canary | Step::Greens => {
+                let (core, image) = (&self.core, self.image.as_str());
+                let waits = self.created.iter().filter(|c| c.launched).map(|c| {
+                    let checks = config_has_checks(c.machine.config.as_ref());
+                    core.await_ready(&c.machine.id, Some(&c.machine.instance_id), checks, Some(image), ctx)
+                });
+                first_error(join_all(waits).await)?;
+            }
+            Step::Switch => {}
+        }
+        if last {
+            self.verify_all(ctx).await?;
+        }
+        Ok(Waited::Ready)
+    }
+
+    fn changed(&self) -> bool {
+        self.changed
+    }
+}
+
+impl Core {
     /// Waits until machine `id` has started (the wait endpoint) and, when it has checks,
-    /// until they pass. Fails at once when the machine dies instead.
+    /// until they pass, on `image` when given. Fails at once when the machine dies or
+    /// its checks stay critical for several intervals.
     pub(super) async fn await_ready(
         &self,
         id: &str,
         instance_id: Option<&str>,
         checks: bool,
+        image: Option<&str>,
         ctx: &Context,
     ) -> Result<(), ProviderError> {
         let sd = &ctx.shutdown;
-        let timeout = |what: String| ProviderError::Timeout {
-            what,
-            limit: human(ctx.deadline.saturating_duration_since(Instant::now())),
-            input: "deploy-timeout",
-        };
+        let started = Instant::now();
         loop {
-            let remaining = ctx.deadline.saturating_duration_since(Instant::now());
+            let remaining = ctx.remaining();
             if remaining.is_zero() {
-                return Err(timeout(format!("waiting for machine {id} to start")));
+                return Err(ProviderError::timeout(
+                    format!("waiting for machine {id} to start"),
+                    remaining,
+                    "deploy-timeout",
+                ));
             }
             if self.client.wait(id, "started", instance_id, remaining.min(WAIT_POLL), sd).await? {
+                ctx.progress.instance(id, "started", image);
                 break;
             }
+            ctx.progress.waiting(&format!("machine {id} to start"), started, Some(ctx.deadline));
             let m = self.client.get(id, sd).await?;
             if let Some(why) = dead(&m) {
                 return Err(ProviderError::Failed(format!("machine {id} {why}")));
@@ -162,7 +622,11 @@ impl FlyProvider {
             if let Some(why) = dead(&m) {
                 return Err(ProviderError::Failed(format!("machine {id} {why}")));
             }
+            if let Some(wanted) = image.filter(|w| m.image() != *w) {
+                return Err(ProviderError::Failed(format!("machine {id} runs {} instead of {wanted}", m.image())));
+            }
             if m.state == "started" && m.checks_passing() {
+                ctx.progress.instance(id, "passing its checks", image);
                 return Ok(());
             }
             if Instant::now() + poll > ctx.deadline {
@@ -177,135 +641,13 @@ impl FlyProvider {
                     input: "deploy-timeout",
                 });
             }
+            ctx.progress.waiting(&format!("machine {id}'s checks to pass"), started, Some(ctx.deadline));
             let jitter = Duration::from_millis(fastrand::u64(0..250));
             if !sd.sleep(poll + jitter).await {
                 return Err(ProviderError::Cancelled(sd.cause().unwrap_or("shutdown")));
             }
             poll = CHECK_POLL;
         }
-    }
-
-    /// Puts `image` on one recorded machine under its lease, and waits for it unless
-    /// `wait` is off (immediate) or the machine was not running.
-    async fn replace(&self, m: &Recorded, image: &str, wait: bool, ctx: &Context) -> Result<(), ProviderError> {
-        cancelled(ctx)?;
-        let nonce = self.leases.nonce(&m.id);
-        let updated =
-            self.client.update(&m.id, &m.with_image(image), !m.started(), nonce.as_deref(), &ctx.shutdown).await?;
-        tracing::info!("machine {} now runs {image}", m.id);
-        if wait && m.started() {
-            self.await_ready(&m.id, Some(&updated.instance_id), config_has_checks(Some(&m.config)), ctx).await?;
-        }
-        Ok(())
-    }
-
-    pub(super) async fn rolling(&self, machines: &[Recorded], image: &str, ctx: &Context) -> Result<(), ProviderError> {
-        for batch in batches(machines, self.max_unavailable.batch(machines.len())) {
-            cancelled(ctx)?;
-            first_error(join_all(batch.iter().map(|m| self.replace(m, image, true, ctx))).await)?;
-        }
-        Ok(())
-    }
-
-    /// All at once, no waiting: `wait_ready` then checks the whole app.
-    pub(super) async fn immediate(
-        &self,
-        machines: &[Recorded],
-        image: &str,
-        ctx: &Context,
-    ) -> Result<(), ProviderError> {
-        first_error(join_all(machines.iter().map(|m| self.replace(m, image, false, ctx))).await)
-    }
-
-    /// Creates a machine like `template` with `image`, tagged as ours, taking a lease on it.
-    async fn launch(
-        &self,
-        template: &Recorded,
-        image: &str,
-        cordoned: bool,
-        extra: &[(&str, &str)],
-        ctx: &Context,
-    ) -> Result<Machine, ProviderError> {
-        let mut tags = vec![(LAUNCH_TAG, self.launch_id.as_str())];
-        tags.extend_from_slice(extra);
-        let body = json!({
-            "config": tagged(template.with_image(image), &tags),
-            "region": template.region,
-            "skip_service_registration": cordoned,
-            "lease_ttl": TTL.as_secs(),
-        });
-        let created = match self.client.create(body, &ctx.shutdown).await {
-            Ok(m) => m,
-            // A create that got no clear answer may have worked: look before trying again.
-            Err(ProviderError::Http(e)) => {
-                tracing::info!("creating a machine got no clear answer ({e}); looking for it before trying again");
-                let mine = self.client.list(&ctx.shutdown).await?.into_iter().find(|m| {
-                    m.metadata(LAUNCH_TAG) == Some(self.launch_id.as_str())
-                        && extra.iter().all(|(k, v)| m.metadata(k) == Some(*v))
-                        && m.image() == image
-                });
-                match mine {
-                    Some(m) => m,
-                    None => return Err(ProviderError::Http(e)),
-                }
-            }
-            Err(e) => return Err(e),
-        };
-        if let Some(nonce) = &created.nonce {
-            self.leases.insert(&created.id, nonce.clone());
-        }
-        Ok(created)
-    }
-
-    /// One extra machine with the new image must come up and pass its checks before any
-    /// existing machine changes. It takes no traffic (created cordoned), so a broken
-    /// release never reaches users through it; it is destroyed afterwards.
-    pub(super) async fn canary(&self, machines: &[Recorded], image: &str, ctx: &Context) -> Result<(), ProviderError> {
-        let template = machines.iter().find(|m| m.started()).or(machines.first()).ok_or_else(no_machines)?;
-        let canary = self.launch(template, image, true, &[("fly_canary", "true")], ctx).await?;
-        tracing::info!("canary machine {} runs {image}", canary.id);
-        let checked = self.await_ready(&canary.id, Some(&canary.instance_id), true, ctx).await;
-        let destroyed = self.client.destroy(&canary.id, self.leases.nonce(&canary.id).as_deref(), &ctx.shutdown).await;
-        checked.map_err(|e| ProviderError::Failed(format!("the canary failed, so no app machine was changed: {e}")))?;
-        destroyed?;
-        self.rolling(machines, image, ctx).await
-    }
-
-    /// Green machines come up beside the blue ones without traffic, pass their checks,
-    /// then take the traffic; the blues are cordoned, stopped and destroyed. Until the
-    /// blues are destroyed, a rollback only destroys greens.
-    pub(super) async fn bluegreen(
-        &self,
-        machines: &[Recorded],
-        image: &str,
-        ctx: &Context,
-    ) -> Result<(), ProviderError> {
-        let blues: Vec<&Recorded> = machines.iter().filter(|m| m.started()).collect();
-        let mut greens = Vec::new();
-        for blue in &blues {
-            cancelled(ctx)?;
-            greens
-                .push(self.launch(blue, image, true, &[("fly_bluegreen_deployment_tag", &self.launch_id)], ctx).await?);
-        }
-        first_error(join_all(greens.iter().map(|g| self.await_ready(&g.id, Some(&g.instance_id), true, ctx))).await)?;
-        cancelled(ctx)?;
-        let sd = &ctx.shutdown;
-        for g in &greens {
-            self.client.cordon(&g.id, false, self.leases.nonce(&g.id).as_deref(), sd).await?;
-        }
-        for b in &blues {
-            self.client.cordon(&b.id, true, self.leases.nonce(&b.id).as_deref(), sd).await?;
-        }
-        for b in &blues {
-            let nonce = self.leases.nonce(&b.id);
-            self.client.stop(&b.id, nonce.as_deref(), sd).await?;
-            self.client.destroy(&b.id, nonce.as_deref(), sd).await?;
-        }
-        // Stopped machines serve no traffic: they take the new image in place, stopped.
-        for m in machines.iter().filter(|m| !m.started()) {
-            self.replace(m, image, false, ctx).await?;
-        }
-        Ok(())
     }
 
     /// Brings every recorded machine back to its recorded config and removes machines
@@ -319,20 +661,38 @@ impl FlyProvider {
         self.leases.acquire(&self.client, &present, TTL + Duration::from_secs(5), sd).await?;
         // The post step's rollback takes its own leases; they must outlive slow boots too.
         self.leases.keep_fresh(self.client.clone());
-        for batch in batches(recorded, self.max_unavailable.batch(recorded.len())) {
+        for batch in batches(recorded, self.settings.max_unavailable.batch(recorded.len())) {
             first_error(join_all(batch.iter().map(|r| self.restore(r, &now, ctx))).await)?;
         }
-        let restores_recorded =
-            |m: &Machine| m.metadata(RESTORES_TAG).is_some_and(|id| recorded.iter().any(|r| r.id == id));
-        for m in now.iter().filter(|m| m.metadata(LAUNCH_TAG).is_some()) {
-            let ours_extra =
-                !recorded.iter().any(|r| r.id == m.id) && !restores_recorded(m) && m.is_active_app_machine();
-            if ours_extra {
-                tracing::info!("destroying machine {} that this deploy created", m.id);
-                self.client.destroy(&m.id, self.leases.nonce(&m.id).as_deref(), sd).await?;
-            }
+        for m in now.iter().filter(|m| self.extra(m, recorded)) {
+            tracing::info!("destroying machine {} that this deploy created", m.id);
+            self.client.destroy(&m.id, self.leases.nonce(&m.id).as_deref(), sd).await?;
+            ctx.progress.instance(&m.id, "destroyed", None);
         }
         Ok(())
+    }
+
+    /// A machine a deploy created (a canary, a green) that restores no recorded machine.
+    fn extra(&self, m: &Machine, recorded: &[Recorded]) -> bool {
+        let restores_recorded = m.metadata(RESTORES_TAG).is_some_and(|id| recorded.iter().any(|r| r.id == id));
+        m.metadata(LAUNCH_TAG).is_some()
+            && !recorded.iter().any(|r| r.id == m.id)
+            && !restores_recorded
+            && m.is_active_app_machine()
+    }
+
+    /// Whether every recorded machine (or the machine restoring it) runs its recorded
+    /// image, started where it was, and no machine a deploy created is left.
+    pub(super) async fn in_effect(&self, recorded: &[Recorded], ctx: &Context) -> Result<bool, ProviderError> {
+        let now = self.client.list(&ctx.shutdown).await?;
+        let back = recorded.iter().all(|r| {
+            now.iter()
+                .find(|m| {
+                    (m.id == r.id || m.metadata(RESTORES_TAG) == Some(r.id.as_str())) && m.is_active_app_machine()
+                })
+                .is_some_and(|m| m.config.as_ref() == Some(&r.config) && (m.state == "started") == r.started())
+        });
+        Ok(back && !now.iter().any(|m| self.extra(m, recorded)))
     }
 
     /// One recorded machine back as it was: recreated if it is gone, its config put back
@@ -344,20 +704,20 @@ impl FlyProvider {
             tracing::info!("machine {} is gone; recreating it from its recorded config", r.id);
             let m = self.launch_restored(r, ctx).await?;
             if r.started() {
-                self.await_ready(&m.id, Some(&m.instance_id), config_has_checks(Some(&r.config)), ctx).await?;
+                self.await_ready(&m.id, Some(&m.instance_id), r.has_checks(), Some(r.image()), ctx).await?;
             }
             return Ok(());
         };
         let nonce = self.leases.nonce(&cur.id);
-        if cur.image() != r.image() {
-            tracing::info!("machine {} goes back to {}", cur.id, r.image());
-            let updated = self.client.update(&cur.id, &r.config, !r.started(), nonce.as_deref(), sd).await?;
-            if r.started() {
-                self.await_ready(&cur.id, Some(&updated.instance_id), config_has_checks(Some(&r.config)), ctx).await?;
+        if cur.config.as_ref() != Some(&r.config) {
+            ctx.progress.instance(&cur.id, "going back", Some(r.image()));
+            let updated = self.client.update(&cur.id, &r.config, !r.launched(), nonce.as_deref(), sd).await?;
+            if r.launched() {
+                self.await_ready(&cur.id, Some(&updated.instance_id), r.has_checks(), Some(r.image()), ctx).await?;
             }
         } else if r.started() && cur.state != "started" {
             self.client.start(&cur.id, nonce.as_deref(), sd).await?;
-            self.await_ready(&cur.id, None, config_has_checks(Some(&r.config)), ctx).await?;
+            self.await_ready(&cur.id, None, r.has_checks(), Some(r.image()), ctx).await?;
         }
         if cur.cordoned && !r.cordoned {
             self.client.cordon(&cur.id, false, nonce.as_deref(), sd).await?;
@@ -370,6 +730,7 @@ impl FlyProvider {
             "config": tagged(r.config.clone(), &[(RESTORES_TAG, r.id.as_str())]),
             "region": r.region,
             "skip_service_registration": r.cordoned,
+            "skip_launch": !r.launched(),
             "lease_ttl": TTL.as_secs(),
         });
         let m = self.client.create(body, &ctx.shutdown).await?;
@@ -378,44 +739,6 @@ impl FlyProvider {
         }
         Ok(m)
     }
-
-    /// The steps of a roll-out, in words, for `plan`.
-    pub(super) fn describe(&self, machines: &[Recorded], image: &str, strategy: Strategy) -> Vec<String> {
-        let ids =
-            |ms: &[Recorded]| ms.iter().map(|m| format!("{} ({})", m.id, m.image())).collect::<Vec<_>>().join(", ");
-        match strategy {
-            Strategy::Rolling => batches(machines, self.max_unavailable.batch(machines.len()))
-                .iter()
-                .enumerate()
-                .map(|(i, b)| {
-                    format!("rolling batch {}: update {} to {image}, wait until started and checks pass", i + 1, ids(b))
-                })
-                .collect(),
-            Strategy::Immediate => {
-                vec![format!("immediate: update {} to {image} all at once, then wait for all", ids(machines))]
-            }
-            Strategy::Canary => {
-                let mut steps =
-                    vec![format!("canary: create one cordoned machine with {image}, wait for its checks, destroy it")];
-                steps.extend(self.describe(machines, image, Strategy::Rolling));
-                steps
-            }
-            Strategy::Bluegreen => vec![
-                format!(
-                    "bluegreen: create {} green machines with {image} without traffic, wait for their checks",
-                    machines.iter().filter(|m| m.started()).count()
-                ),
-                "uncordon the greens, cordon the blues, stop and destroy the blues".into(),
-                format!("blues: {}", ids(machines)),
-            ],
-        }
-    }
-}
-
-pub(super) fn no_machines() -> ProviderError {
-    ProviderError::Failed(
-        "the app has no machines to deploy to; create them first (fly deploy once, or fly machine run)".into(),
-    )
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! The Machines API over HTTP: paths, auth, request bodies and faults in; the
-//! platform's answers out as JSON shaped like the Fly Machines OpenAPI spec. Also
+//! The Machines API over HTTP (machines and volumes): paths, auth, request bodies and
+//! faults in; the platform's answers out as JSON shaped like the Fly Machines OpenAPI
+//! spec. Also
 //! the `/__sandbox/*` control endpoints, which no fault or auth applies to.
 
 use std::net::SocketAddr;
@@ -165,6 +166,7 @@ fn authorized(platform: &Platform, request: &Request) -> bool {
 fn control(platform: &Platform, request: &Request) -> Response {
     match (&request.method, request.path.as_str()) {
         (&Method::GET, "/__sandbox/machines") => json(200, &json!(platform.views())),
+        (&Method::GET, "/__sandbox/volumes") => json(200, &json!(platform.volume_views())),
         (&Method::GET, "/__sandbox/calls") => json(200, &json!(platform.lock().calls)),
         (&Method::GET, "/__sandbox/faults") => json(200, &json!(platform.lock().faults)),
         (&Method::POST, "/__sandbox/faults") => match serde_json::from_slice::<Faults>(&request.body) {
@@ -176,7 +178,8 @@ fn control(platform: &Platform, request: &Request) -> Response {
         },
         _ => error(
             404,
-            "unknown sandbox endpoint; use GET /__sandbox/machines, GET /__sandbox/calls or GET|POST /__sandbox/faults",
+            "unknown sandbox endpoint; use GET /__sandbox/machines, GET /__sandbox/volumes, GET /__sandbox/calls \
+             or GET|POST /__sandbox/faults",
         ),
     }
 }
@@ -201,6 +204,7 @@ async fn route(platform: &Arc<Platform>, request: &Request) -> Response {
             }),
         ),
         ["machines", rest @ ..] => machines(platform, request, rest).await,
+        ["volumes", rest @ ..] => volumes(platform, request, rest),
         _ => error(404, format!("no endpoint {}", request.path)),
     }
 }
@@ -236,6 +240,7 @@ async fn machines(platform: &Arc<Platform>, request: &Request, rest: &[&str]) ->
             Ok((sig, timeout)) => answer(platform.stop(id, nonce, sig, timeout).await),
             Err(failure) => answer(Err(failure)),
         },
+        (&Method::POST, [id, "suspend"]) => answer(platform.suspend(id, nonce).await),
         (&Method::POST, [id, "cordon"]) => answer(platform.cordon(id, true, nonce)),
         (&Method::POST, [id, "uncordon"]) => answer(platform.cordon(id, false, nonce)),
         (&Method::GET, [id, "lease"]) => answer(platform.lease(id)),
@@ -249,17 +254,48 @@ async fn machines(platform: &Arc<Platform>, request: &Request, rest: &[&str]) ->
             let limit = request.param("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0).unwrap_or(20);
             answer(platform.events(id, limit.min(50)))
         }
-        (_, [] | [_] | [_, "start" | "stop" | "cordon" | "uncordon" | "lease" | "wait" | "events"]) => {
+        (_, [] | [_] | [_, "start" | "stop" | "suspend" | "cordon" | "uncordon" | "lease" | "wait" | "events"]) => {
             error(405, format!("{method} is not allowed on {}", request.path))
         }
         _ => error(404, format!("no endpoint {}", request.path)),
     }
 }
 
+/// `/v1/apps/{app}/volumes[/{id}]`: list, create, get and delete.
+fn volumes(platform: &Platform, request: &Request, rest: &[&str]) -> Response {
+    match (&request.method, rest) {
+        (&Method::GET, []) => json(200, &platform.list_volumes()),
+        (&Method::POST, []) => {
+            let body = match body_object(request, false) {
+                Ok(body) => body,
+                Err(failure) => return answer(Err(failure)),
+            };
+            let Some(name) = text_field(&body, "name") else {
+                return error(400, "name is required: the volume's name, which machines' mounts refer to");
+            };
+            let size_gb = match body.get("size_gb") {
+                None | Some(Value::Null) => None,
+                Some(size) => match size.as_u64() {
+                    Some(size) => Some(size),
+                    None => return error(400, format!("size_gb must be a whole number of GB, not {size}")),
+                },
+            };
+            answer(platform.create_volume(&name, text_field(&body, "region").as_deref(), size_gb))
+        }
+        (&Method::GET, [id]) => answer(platform.get_volume(id)),
+        (&Method::DELETE, [id]) => answer(platform.destroy_volume(id)),
+        (_, [] | [_]) => error(405, format!("{} is not allowed on {}", request.method, request.path)),
+        _ => error(404, format!("no endpoint {}", request.path)),
+    }
+}
+
 async fn wait(platform: &Platform, request: &Request, id: &str) -> Response {
     let state = request.param("state").unwrap_or_else(|| "started".into());
-    if !matches!(state.as_str(), "started" | "stopped" | "destroyed") {
-        return error(400, format!("state {state:?} cannot be waited for; use started, stopped or destroyed"));
+    if !matches!(state.as_str(), "started" | "stopped" | "suspended" | "destroyed") {
+        return error(
+            400,
+            format!("state {state:?} cannot be waited for; use started, stopped, suspended or destroyed"),
+        );
     }
     let timeout = match request.param("timeout") {
         None => MAX_WAIT,

@@ -1,5 +1,5 @@
-//! Identifiers and timestamps in the shapes Fly uses: 14-hex machine ids, ULID-like
-//! instance ids, hex nonces, RFC 3339 times. Random enough for a sandbox, without
+//! Identifiers and timestamps in the shapes Fly uses: 14-hex machine ids, `vol_`
+//! volume ids, ULID-like instance ids, hex nonces, RFC 3339 times. Random enough for a sandbox, without
 //! a random-number crate.
 
 use std::hash::{BuildHasher, RandomState};
@@ -14,6 +14,26 @@ pub fn random_u64() -> u64 {
 
 pub fn machine_id() -> String {
     format!("{:014x}", random_u64() >> 8)
+}
+
+/// `vol_` and 16 lowercase letters and digits, as in `vol_2n0l3vl60qpv635d`.
+pub fn volume_id() -> String {
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let (mut a, mut b) = (random_u64(), random_u64());
+    let tail: String = (0..16)
+        .map(|i| {
+            let word = if i < 8 { &mut a } else { &mut b };
+            let c = ALPHABET[(*word % 36) as usize] as char;
+            *word /= 36;
+            c
+        })
+        .collect();
+    format!("vol_{tail}")
+}
+
+/// The hardware zone a volume sits in: four hex digits, as in `"09cd"`.
+pub fn zone() -> String {
+    format!("{:04x}", random_u64() & 0xffff)
 }
 
 pub fn nonce() -> String {
@@ -106,6 +126,12 @@ mod tests {
         assert_ne!(machine_id(), machine_id());
         assert_eq!(instance_id().len(), 26);
         assert_eq!(nonce().len(), 32);
+        let vol = volume_id();
+        assert_eq!(vol.len(), 20, "{vol}");
+        assert!(vol
+            .strip_prefix("vol_")
+            .is_some_and(|t| t.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())));
+        assert_ne!(volume_id(), volume_id());
     }
 
     #[test]

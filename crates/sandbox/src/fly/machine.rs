@@ -155,6 +155,17 @@ impl Machine {
         group("fly_process_group").or_else(|| group("process_group")).unwrap_or_else(|| "app".into())
     }
 
+    /// The volume its config mounts (a machine mounts one at most).
+    pub fn mounted_volume(&self) -> Option<String> {
+        let mounts = self.config.get("mounts")?.as_array()?;
+        mounts.first()?.get("volume")?.as_str().map(str::to_string)
+    }
+
+    /// Whether its config has services, which is what Fly's proxy delivers requests to.
+    pub fn has_services(&self) -> bool {
+        self.config.get("services").and_then(Value::as_array).is_some_and(|s| !s.is_empty())
+    }
+
     pub fn auto_destroy(&self) -> bool {
         self.config.get("auto_destroy").and_then(Value::as_bool).unwrap_or(false)
     }

@@ -3,9 +3,10 @@
 //! checked (`checks`) and restarted on update like flyd does. Tests, benchmarks and
 //! the demo point safe-deploy's Fly provider at `api_url()` and watch `app_url()`.
 //!
-//! Layout: `platform` owns the machines and their lifecycle, `machine` one machine's
-//! record and JSON, `process` the OS processes, `faults` injected API failures,
-//! `ids` Fly-shaped identifiers and times.
+//! Layout: `platform` owns the machines, the volumes and their lifecycle, `machine`
+//! one machine's record and JSON, `volumes` one volume's and the mount rules,
+//! `process` the OS processes, `faults` injected API failures, `ids` Fly-shaped
+//! identifiers and times.
 
 mod api;
 mod checks;
@@ -15,6 +16,7 @@ mod machine;
 mod platform;
 mod process;
 mod router;
+mod volumes;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -31,6 +33,7 @@ use crate::app::{ReleaseSpec, Releases};
 use crate::server::Server;
 use machine::Machine;
 use platform::{NewMachine, Platform};
+use volumes::Volume;
 
 /// How long `FlySandbox::start` waits for the first machines to pass their checks.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -56,6 +59,16 @@ pub struct FlyOptions {
     /// 0 means any free port.
     pub api_port: u16,
     pub router_port: u16,
+    /// A volume name such as "data": each of the `machines` gets a volume of its own
+    /// by that name in its region, mounted at /data, as `fly deploy` sets up for `[mounts]`.
+    pub volume: Option<String>,
+    /// Unattached volumes of that name made besides, as `fly volumes create` leaves
+    /// them; ignored without `volume`.
+    pub spare_volumes: usize,
+    /// Machine configs created as they are at start, besides the app's machines: what
+    /// `fly machine run` makes (say a worker without `fly_platform_version` metadata),
+    /// which a deploy must leave alone. The router treats them like any machine.
+    pub extra_machines: Vec<Value>,
 }
 
 impl Default for FlyOptions {
@@ -72,6 +85,9 @@ impl Default for FlyOptions {
             region: "ams".into(),
             api_port: 0,
             router_port: 0,
+            volume: None,
+            spare_volumes: 0,
+            extra_machines: Vec::new(),
         }
     }
 }
@@ -107,6 +123,32 @@ impl MachineView {
     }
 }
 
+/// A volume as a test sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VolumeView {
+    pub id: String,
+    pub name: String,
+    pub region: String,
+    pub size_gb: u64,
+    /// `created`, or `destroyed` once deleted.
+    pub state: String,
+    /// The live machine whose config mounts it.
+    pub attached_machine_id: Option<String>,
+}
+
+impl VolumeView {
+    fn of(v: &Volume, attached: Option<&Machine>) -> VolumeView {
+        VolumeView {
+            id: v.id.clone(),
+            name: v.name.clone(),
+            region: v.region.clone(),
+            size_gb: v.size_gb,
+            state: v.state.clone(),
+            attached_machine_id: attached.map(|m| m.id.clone()),
+        }
+    }
+}
+
 /// One API request, as the emulator answered it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ApiCall {
@@ -132,21 +174,39 @@ pub struct FlySandbox {
 }
 
 impl FlySandbox {
-    /// Starts the API and the router and the app's machines, and returns once every
-    /// machine has started and passes its checks.
+    /// Starts the API and the router, the app's machines (with their volumes) and the
+    /// extra machines, and returns once every machine has started and passes its checks.
     pub async fn start(opts: FlyOptions) -> std::io::Result<FlySandbox> {
         let platform = Arc::new(Platform::new(&opts));
         let api = api::serve(platform.clone(), SocketAddr::from(([127, 0, 0, 1], opts.api_port))).await?;
         let router = router::serve(platform.clone(), SocketAddr::from(([127, 0, 0, 1], opts.router_port))).await?;
         let sandbox = FlySandbox { platform, api, router };
+        let refused = |what: &str, f: platform::Failure| std::io::Error::other(format!("{what}: {}", f.message));
         for _ in 0..opts.machines {
-            let new = NewMachine { config: default_config(&opts), ..Default::default() };
-            sandbox.platform.create(new).await.map_err(|f| std::io::Error::other(f.message))?;
+            let mut config = default_config(&opts);
+            if let Some(name) = &opts.volume {
+                // 1 GB, as `fly deploy` makes them for `[mounts]`.
+                let volume = sandbox.platform.create_volume(name, None, Some(1)).map_err(|f| refused("volume", f))?;
+                config["mounts"] = json!([{ "volume": volume["id"], "path": "/data", "name": name }]);
+            }
+            let new = NewMachine { config, ..Default::default() };
+            sandbox.platform.create(new).await.map_err(|f| refused("machine", f))?;
         }
+        for _ in 0..opts.spare_volumes {
+            if let Some(name) = &opts.volume {
+                sandbox.platform.create_volume(name, None, Some(1)).map_err(|f| refused("spare volume", f))?;
+            }
+        }
+        for config in &opts.extra_machines {
+            let new = NewMachine { config: config.clone(), ..Default::default() };
+            sandbox.platform.create(new).await.map_err(|f| refused("FlyOptions.extra_machines", f))?;
+        }
+        // Every machine up, not every machine routable: extra machines may be in no
+        // group the router serves.
         let ready = sandbox
             .platform
             .wait_until(START_TIMEOUT, |state| {
-                state.machines.iter().all(|m| m.routable())
+                state.machines.iter().all(|m| m.state == "started" && m.checks_passing())
                     || state.machines.iter().any(|m| m.state != "starting" && m.state != "started")
             })
             .await;
@@ -182,6 +242,11 @@ impl FlySandbox {
     /// Every machine, destroyed ones included, in creation order.
     pub fn machines(&self) -> Vec<MachineView> {
         self.platform.views()
+    }
+
+    /// Every volume, destroyed ones included, in creation order.
+    pub fn volumes(&self) -> Vec<VolumeView> {
+        self.platform.volume_views()
     }
 
     pub fn set_faults(&self, faults: Faults) {

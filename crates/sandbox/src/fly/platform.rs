@@ -1,6 +1,7 @@
-//! The emulated platform: the app's machines and what happens to them. Every
-//! lifecycle operation (create, update, start, stop, destroy) runs here, under the
-//! machine's operation lock, so two of them never interleave on one machine.
+//! The emulated platform: the app's machines and volumes and what happens to them.
+//! Every lifecycle operation (create, update, start, stop, suspend, destroy) runs
+//! here, under the machine's operation lock, so two of them never interleave on one
+//! machine.
 
 use std::ffi::OsString;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,13 +14,17 @@ use tokio::sync::watch;
 use super::faults::Faults;
 use super::machine::{CheckResult, Lease, Machine, RELEASE_COMMAND_GROUP};
 use super::process::{self, signal, Exit, Launch};
-use super::{checks, ids, ApiCall, FlyOptions, MachineView};
+use super::volumes::{self, Volume};
+use super::{checks, ids, ApiCall, FlyOptions, MachineView, VolumeView};
 use crate::app::{spec_for, Releases};
 
 /// Who holds a lease taken through the API (Fly puts the token owner's email here).
 pub const API_LEASE_OWNER: &str = "sandbox-user@fly.test";
 /// Fly's default `kill_timeout`.
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a machine created with `skip_launch` stays `created` before it settles
+/// in `stopped`, standing in for Fly fetching its image and preparing it.
+const PREPARE_TIME: Duration = Duration::from_millis(300);
 
 /// An API error: its status and the message for `{"error": ...}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +39,10 @@ fn fail(status: u16, message: impl Into<String>) -> Failure {
 
 fn not_found() -> Failure {
     fail(404, "machine not found")
+}
+
+fn volume_not_found() -> Failure {
+    fail(404, "volume not found")
 }
 
 /// A machine to create, from a CreateMachineRequest.
@@ -59,6 +68,8 @@ pub struct NewConfig {
 #[derive(Default)]
 pub struct State {
     pub machines: Vec<Machine>,
+    /// Destroyed ones included, in creation order.
+    pub volumes: Vec<Volume>,
     pub releases: Releases,
     pub faults: Faults,
     pub calls: Vec<ApiCall>,
@@ -69,6 +80,10 @@ pub struct State {
 impl State {
     pub fn machine(&mut self, id: &str) -> Option<&mut Machine> {
         self.machines.iter_mut().find(|m| m.id == id)
+    }
+
+    fn volume_json(&self, v: &Volume) -> Value {
+        v.to_json(volumes::attached_to(&self.machines, &v.id).map(|m| m.id.as_str()))
     }
 }
 
@@ -184,6 +199,7 @@ impl Platform {
                         "started" => current && m.state == "started",
                         // A replaced instance has stopped; a destroyed machine has too.
                         "stopped" => !current || matches!(m.state.as_str(), "stopped" | "destroyed"),
+                        "suspended" => current && m.state == "suspended",
                         _ => m.state == "destroyed",
                     };
                     if done {
@@ -210,12 +226,80 @@ impl Platform {
         Some((m.id.clone(), m.port?))
     }
 
+    /// The port of machine `id` for a request forced to it (`fly-force-instance-id`),
+    /// or why it cannot take one. Being cordoned or failing checks does not stop it:
+    /// see `router::forward_forced`.
+    pub fn forced_backend(&self, id: &str) -> Result<u16, String> {
+        let mut state = self.lock();
+        let Some(m) = state.machine(id).filter(|m| m.state != "destroyed") else {
+            return Err(format!("machine {id} does not exist in app {}", self.app));
+        };
+        if !m.has_services() {
+            return Err(format!("machine {id} has no services in its config, so the proxy has nowhere to deliver"));
+        }
+        // Fly's proxy would wake a stopped machine with `autostart`; the sandbox does not emulate that.
+        if m.state != "started" {
+            return Err(format!("machine {id} is {}, not started", m.state));
+        }
+        m.port.ok_or_else(|| format!("machine {id} has no process listening"))
+    }
+
+    // --- volumes ---
+
+    pub fn volume_views(&self) -> Vec<VolumeView> {
+        let state = self.lock();
+        state.volumes.iter().map(|v| VolumeView::of(v, volumes::attached_to(&state.machines, &v.id))).collect()
+    }
+
+    pub fn list_volumes(&self) -> Value {
+        let state = self.lock();
+        Value::Array(state.volumes.iter().filter(|v| !v.destroyed()).map(|v| state.volume_json(v)).collect())
+    }
+
+    pub fn get_volume(&self, id: &str) -> Result<Value, Failure> {
+        let state = self.lock();
+        state.volumes.iter().find(|v| v.id == id).map(|v| state.volume_json(v)).ok_or_else(volume_not_found)
+    }
+
+    /// A new unattached volume; the region defaults to the app's primary region.
+    pub fn create_volume(&self, name: &str, region: Option<&str>, size_gb: Option<u64>) -> Result<Value, Failure> {
+        if !volumes::valid_name(name) {
+            return Err(fail(
+                400,
+                format!("volume name {name:?} is not valid: use up to 30 lowercase letters, digits and underscores"),
+            ));
+        }
+        let size_gb = size_gb.unwrap_or(volumes::DEFAULT_SIZE_GB);
+        if size_gb == 0 {
+            return Err(fail(400, "size_gb must be at least 1"));
+        }
+        let volume = Volume::new(name.to_string(), region.unwrap_or(&self.region).to_string(), size_gb);
+        let answer = volume.to_json(None);
+        self.lock().volumes.push(volume);
+        Ok(answer)
+    }
+
+    /// Deletes an unattached volume: a volume is released by destroying its machine.
+    pub fn destroy_volume(&self, id: &str) -> Result<Value, Failure> {
+        let mut state = self.lock();
+        let index = state.volumes.iter().position(|v| v.id == id).ok_or_else(volume_not_found)?;
+        if let Some(m) = volumes::attached_to(&state.machines, id) {
+            return Err(fail(
+                412,
+                format!("volume {id} is attached to machine {}; destroy that machine first to release it", m.id),
+            ));
+        }
+        state.volumes[index].state = "destroyed".into();
+        Ok(state.volume_json(&state.volumes[index]))
+    }
+
     // --- lifecycle ---
 
     pub async fn create(self: &Arc<Self>, new: NewMachine) -> Result<Value, Failure> {
         if !new.config.get("image").is_some_and(Value::is_string) {
             return Err(fail(400, "config.image is required: give the image to run, e.g. registry.fly.io/APP:TAG"));
         }
+        let wanted = volumes::mount_of(&new.config)?;
         let id = ids::machine_id();
         let mut machine = Machine::new(
             id.clone(),
@@ -231,8 +315,15 @@ impl Platform {
             machine.lease = Some(lease);
             nonce
         });
-        self.lock().machines.push(machine);
-        if !new.skip_launch {
+        {
+            // Checked and pushed under one lock, so two creates cannot both take a volume.
+            let mut state = self.lock();
+            volumes::check_mount(&state.volumes, &state.machines, None, &machine.region, None, wanted.as_deref())?;
+            state.machines.push(machine);
+        }
+        if new.skip_launch {
+            self.settle_created(&id);
+        } else {
             self.launch(&id);
         }
         self.notify();
@@ -256,6 +347,17 @@ impl Platform {
                     format!("machine {id} is at version {}, not {expected}; read it again and retry", m.instance_id),
                 ));
             }
+            let (region, current) = (m.region.clone(), m.mounted_volume());
+            let wanted = volumes::mount_of(&new.config)?;
+            volumes::check_mount(
+                &state.volumes,
+                &state.machines,
+                Some(id),
+                &region,
+                current.as_deref(),
+                wanted.as_deref(),
+            )?;
+            let m = state.machine(id).ok_or_else(not_found)?;
             m.config = new.config;
             m.instance_id = ids::instance_id();
             m.cordoned |= new.cordon;
@@ -265,7 +367,7 @@ impl Platform {
                 // Out of the router's rotation before the process hears anything.
                 m.set_state("stopping");
             }
-            (running, !running && matches!(m.state.as_str(), "stopped" | "created" | "failed") && !new.skip_launch)
+            (running, !running && startable(&m.state) && !new.skip_launch)
         };
         self.notify();
         if running {
@@ -292,7 +394,9 @@ impl Platform {
             refuse_if_gone(m)?;
             m.state.clone()
         };
-        if matches!(previous.as_str(), "stopped" | "created" | "failed") {
+        // A `skip_launch` machine may be started while still `created`: Fly documents no
+        // refusal, and says such a machine is left "where it can be quickly started".
+        if startable(&previous) {
             self.launch(id);
         }
         Ok(json!({ "previous_state": previous, "status": "ok", "message": "" }))
@@ -311,6 +415,14 @@ impl Platform {
             let m = state.machine(id).ok_or_else(not_found)?;
             m.lease_allows(nonce).map_err(|e| fail(409, e))?;
             refuse_if_gone(m)?;
+            if m.state == "suspended" {
+                // "Stopping a suspended Machine will invalidate its snapshot" (Machines API docs).
+                m.record("stop", "stopped", json!({}));
+                settle_stopped(m);
+                drop(state);
+                self.notify();
+                return Ok(json!({ "ok": true }));
+            }
             if !matches!(m.state.as_str(), "started" | "starting") {
                 return Ok(json!({ "ok": true }));
             }
@@ -328,6 +440,47 @@ impl Platform {
                 let mut state = platform.lock();
                 if let Some(m) = state.machine(&id).filter(|m| m.state == "stopping") {
                     settle_stopped(m);
+                }
+            }
+            platform.notify();
+        });
+        Ok(json!({ "ok": true }))
+    }
+
+    /// Suspends a started machine: its process goes away, and `start` brings it back.
+    /// The sandbox has no memory snapshot, so the resume is a cold boot of the test app.
+    pub async fn suspend(self: &Arc<Self>, id: &str, nonce: Option<&str>) -> Result<Value, Failure> {
+        let guard = self.ops(id)?.lock_owned().await;
+        {
+            let mut state = self.lock();
+            let m = state.machine(id).ok_or_else(not_found)?;
+            m.lease_allows(nonce).map_err(|e| fail(409, e))?;
+            refuse_if_gone(m)?;
+            match m.state.as_str() {
+                "suspended" => return Ok(json!({ "ok": true })),
+                "started" | "starting" => {}
+                other => {
+                    return Err(fail(412, format!("machine {id} is {other}; only a started machine can be suspended")))
+                }
+            }
+            m.set_state("suspending");
+            m.record("suspend", "suspending", json!({}));
+        }
+        self.notify();
+        let platform = self.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let (_, grace) = platform.stop_settings(&id, None, None);
+            platform.halt(&id, signal::TERM, grace).await;
+            {
+                let mut state = platform.lock();
+                if let Some(m) = state.machine(&id).filter(|m| m.state == "suspending") {
+                    m.set_state("suspended");
+                    m.process = None;
+                    m.port = None;
+                    m.checks.clear();
+                    m.record("suspend", "suspended", json!({}));
                 }
             }
             platform.notify();
@@ -464,6 +617,25 @@ impl Platform {
 
     // --- processes ---
 
+    /// A machine created with `skip_launch` settles in `stopped` once prepared, which
+    /// is what flyctl waits for before starting its release-command machine
+    /// (`createReleaseCommandMachine` waits for `stopped`). Until then it is `created`.
+    fn settle_created(self: &Arc<Self>, id: &str) {
+        let platform = self.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(PREPARE_TIME).await;
+            {
+                let mut state = platform.lock();
+                match state.machine(&id) {
+                    Some(m) if m.state == "created" => m.set_state("stopped"),
+                    _ => return,
+                }
+            }
+            platform.notify();
+        });
+    }
+
     /// Starts machine `id`'s process for its current config (the caller holds its
     /// operation lock, or the machine is brand new).
     fn launch(self: &Arc<Self>, id: &str) {
@@ -578,19 +750,23 @@ impl Platform {
             let mut state = self.lock();
             let Some(m) = state.machine(id) else { return };
             let current = m.generation == generation;
-            let requested = !current || matches!(m.state.as_str(), "stopping" | "destroying");
-            m.record(
-                "exit",
-                "stopped",
-                json!({ "exit_event": {
-                    "exit_code": exit.exit_code(),
-                    "oom_killed": false,
-                    "requested_stop": requested,
-                    "restarting": false,
-                    "signal": exit.signal.unwrap_or(-1),
-                    "exited_at": ids::rfc3339(SystemTime::now()),
-                }}),
-            );
+            let requested = !current || matches!(m.state.as_str(), "stopping" | "destroying" | "suspending");
+            // A suspended machine is paused on Fly, not exited: no exit event for it.
+            let suspending = current && m.state == "suspending";
+            if !suspending {
+                m.record(
+                    "exit",
+                    "stopped",
+                    json!({ "exit_event": {
+                        "exit_code": exit.exit_code(),
+                        "oom_killed": false,
+                        "requested_stop": requested,
+                        "restarting": false,
+                        "signal": exit.signal.unwrap_or(-1),
+                        "exited_at": ids::rfc3339(SystemTime::now()),
+                    }}),
+                );
+            }
             if current {
                 m.process = None;
                 m.port = None;
@@ -663,6 +839,11 @@ impl Platform {
             p.signal(signal::KILL);
         }
     }
+}
+
+/// Whether `start` (or an update without `skip_launch`) boots a machine in `state`.
+fn startable(state: &str) -> bool {
+    matches!(state, "stopped" | "created" | "failed" | "suspended")
 }
 
 fn refuse_if_gone(m: &Machine) -> Result<(), Failure> {
