@@ -351,12 +351,13 @@ async fn post(raw: RawInputs, runner: Runner, m: &ArgMatches, env: &Env) -> i32 
 /// the summary and the code all come from the same report.
 pub fn finish(report: &Report, runner: &Runner, write_summary: bool) -> i32 {
     let code = report.exit_code();
-    let redact = |s: &str| runner.redactor().redact(s);
+    // Redacted field by field: the renderings' own words are never touched.
+    let report = &report.redacted(runner.redactor());
 
     let mut summary_path = String::new();
     if write_summary {
         if let Some(path) = &runner.paths.summary {
-            let markdown = redact(&summary::render(report));
+            let markdown = summary::render(report);
             match append_file(path, &markdown) {
                 Ok(()) => summary_path = path.display().to_string(),
                 Err(e) => runner.warning("summary not written", &format!("could not write {}: {e}", path.display())),
@@ -379,8 +380,8 @@ pub fn finish(report: &Report, runner: &Runner, write_summary: bool) -> i32 {
         }
     }
 
-    let headline = redact(&report.headline());
-    let reason = report.reason.as_deref().map(redact).unwrap_or_default();
+    let headline = report.headline();
+    let reason = report.reason.clone().unwrap_or_default();
     match report.outcome {
         _ if !report.input_errors.is_empty() => {}
         Outcome::Deployed => runner.notice("deployed", &headline),

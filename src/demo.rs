@@ -88,6 +88,7 @@ async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Resu
     let second = deploy(inputs("v3"), runner, Shutdown::new()).await;
 
     let (total, failed) = traffic.stop().await;
+    let broken_ran = fly.machines_that_ran("registry.fly.io/demo:v3");
     let live: Vec<String> = fly
         .machines()
         .into_iter()
@@ -100,10 +101,14 @@ async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Resu
         after_first.1, after_first.0
     );
     println!("demo: traffic through the router: {failed} failed / {total} requests in all");
+    println!(
+        "demo: machines that ever ran the broken v3: {broken_ran} of 3 (the first batch, gated alone before the rest)"
+    );
     println!("demo: machines now run: {}", live.join(", "));
     println!("demo: job summary written to {}", summary.display());
     fly.stop().await;
-    let as_expected = first == 0 && second == 1 && live.iter().all(|i| i.ends_with(":v2")) && failed == 0;
+    let as_expected =
+        first == 0 && second == 1 && live.iter().all(|i| i.ends_with(":v2")) && failed == 0 && broken_ran == 1;
     Ok(if as_expected { 0 } else { 1 })
 }
 

@@ -113,6 +113,28 @@ impl GateReport {
     pub fn passed(&self) -> bool {
         self.result == GateResult::Passed
     }
+
+    /// Redacts every piece of outside text: the URL, the reason, bodies and details.
+    pub fn redact(&mut self, r: &crate::secret::Redactor) {
+        self.label = r.redact(&self.label);
+        self.url = r.redact(&self.url);
+        if let Some(reason) = &mut self.reason {
+            *reason = r.redact(reason);
+        }
+        for a in &mut self.attempts {
+            a.excerpt = r.redact(&a.excerpt);
+            match &mut a.failure {
+                Some(Failure::Transport { detail, .. }) => *detail = r.redact(detail),
+                Some(Failure::Status { expected, .. }) => *expected = r.redact(expected),
+                Some(Failure::BodyMismatch { missing }) => *missing = r.redact(missing),
+                Some(Failure::WrongVersion { expected, found }) => {
+                    *expected = r.redact(expected);
+                    *found = r.redact(found);
+                }
+                None => {}
+            }
+        }
+    }
 }
 
 /// What the gate checks on this run; the rolled-back version is not asked for the

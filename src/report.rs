@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::health::GateReport;
+use crate::secret::Redactor;
 
 /// How the run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,6 +168,45 @@ impl Report {
         } else {
             self.outcome.exit_code()
         }
+    }
+
+    /// The report with every piece of text that came from data (releases, URLs, errors,
+    /// bodies, findings) redacted. Every rendering starts from this, so a secret never
+    /// reaches an output, and the renderings' own words are never touched.
+    pub fn redacted(&self, r: &Redactor) -> Report {
+        let mut out = self.clone();
+        let one = |s: &mut String| *s = r.redact(s);
+        let opt = |s: &mut Option<String>| {
+            if let Some(v) = s {
+                *v = r.redact(v);
+            }
+        };
+        for s in [&mut out.app, &mut out.environment, &mut out.provider, &mut out.command] {
+            one(s);
+        }
+        for s in [&mut out.target, &mut out.previous, &mut out.live, &mut out.reason, &mut out.url] {
+            opt(s);
+        }
+        for s in out.findings.iter_mut().chain(&mut out.plan).chain(&mut out.warnings).chain(&mut out.input_errors) {
+            one(s);
+        }
+        for p in &mut out.phases {
+            one(&mut p.name);
+            opt(&mut p.detail);
+        }
+        for g in &mut out.gates {
+            g.redact(r);
+        }
+        if let Some(rb) = &mut out.rollback {
+            one(&mut rb.to);
+            one(&mut rb.reason);
+            opt(&mut rb.detail);
+        }
+        if let Some(d) = &mut out.deployment {
+            one(&mut d.environment);
+            one(&mut d.url);
+        }
+        out
     }
 
     pub fn rolled_back(&self) -> bool {

@@ -30,7 +30,13 @@ impl fmt::Display for Secret {
     }
 }
 
-/// Every secret known to this run, including those learned on the way.
+/// Below this length a secret is redacted only where it stands as a whole token: a
+/// one-character token must not turn every `x` of a summary into `***`.
+const SHORT: usize = 8;
+
+/// Every secret known to this run, including those learned on the way, each with the
+/// forms it may take in text: as given, URL-encoded (in a query string), base64 (in a
+/// basic-auth header or a payload).
 #[derive(Clone, Default)]
 pub struct Redactor {
     secrets: Arc<RwLock<Vec<String>>>,
@@ -47,7 +53,11 @@ impl Redactor {
         if list.iter().any(|s| s == value) {
             return false;
         }
-        list.push(value.to_string());
+        for form in forms(value) {
+            if !list.contains(&form) {
+                list.push(form);
+            }
+        }
         // Longest first, so a secret that contains another is replaced whole.
         list.sort_by_key(|s| std::cmp::Reverse(s.len()));
         true
@@ -58,12 +68,47 @@ impl Redactor {
         let list = self.secrets.read().unwrap_or_else(|e| e.into_inner());
         let mut out = text.to_string();
         for s in list.iter() {
-            if out.contains(s.as_str()) {
-                out = out.replace(s.as_str(), "***");
+            if !out.contains(s.as_str()) {
+                continue;
             }
+            out = if s.chars().count() >= SHORT { out.replace(s.as_str(), "***") } else { replace_tokens(&out, s) };
         }
         out
     }
+}
+
+/// A secret as given, URL-encoded, and base64 (standard and URL-safe, with and
+/// without padding).
+fn forms(value: &str) -> Vec<String> {
+    use base64::Engine;
+    let url: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(value);
+    let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value);
+    let mut out =
+        vec![value.to_string(), url.replace('+', "%20"), url, b64.trim_end_matches('=').to_string(), b64, b64url];
+    out.dedup();
+    out.retain(|f| !f.is_empty());
+    out
+}
+
+/// Replaces `secret` only where no letter or digit touches it on either side.
+fn replace_tokens(text: &str, secret: &str) -> String {
+    let word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(secret) {
+        let before = rest[..at].chars().next_back().or_else(|| out.chars().next_back());
+        let after = rest[at + secret.len()..].chars().next();
+        out.push_str(&rest[..at]);
+        if word(before) || word(after) {
+            out.push_str(secret);
+        } else {
+            out.push_str("***");
+        }
+        rest = &rest[at + secret.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -85,5 +130,22 @@ mod tests {
         assert!(!r.add("abc"));
         assert!(!r.add("  "));
         assert_eq!(r.redact("token abcdef and abc"), "token *** and ***");
+    }
+
+    #[test]
+    fn a_short_secret_is_redacted_only_as_a_whole_token() {
+        let r = Redactor::default();
+        r.add("x");
+        assert_eq!(r.redact("dateFormat x, exit, token=x"), "dateFormat ***, exit, token=***");
+        assert_eq!(r.redact("axis max"), "axis max", "text that is not the secret is left as it was");
+    }
+
+    #[test]
+    fn every_encoding_of_a_secret_is_redacted() {
+        let r = Redactor::default();
+        r.add("fm2_a/b+c=d e");
+        let url = "https://x/?key=fm2_a%2Fb%2Bc%3Dd+e&k2=fm2_a%2Fb%2Bc%3Dd%20e";
+        assert_eq!(r.redact(url), "https://x/?key=***&k2=***");
+        assert_eq!(r.redact("Basic Zm0yX2EvYitjPWQgZQ=="), "Basic ***");
     }
 }

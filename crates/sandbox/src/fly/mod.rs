@@ -266,6 +266,12 @@ impl FlySandbox {
         self.platform.hold_lease(machine_id, owner, 3600);
     }
 
+    /// How many app machines ever started a process of `image`: the blast radius of a
+    /// broken release.
+    pub fn machines_that_ran(&self, image: &str) -> usize {
+        self.platform.lock().ran.get(image).map_or(0, |ids| ids.len())
+    }
+
     /// Every API request so far, in the order they were answered.
     pub fn calls(&self) -> Vec<ApiCall> {
         self.platform.lock().calls.clone()

@@ -73,6 +73,8 @@ pub struct State {
     pub releases: Releases,
     pub faults: Faults,
     pub calls: Vec<ApiCall>,
+    /// For each image, the app machines that ever started a process of it.
+    pub ran: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
     /// Set by `FlySandbox::stop`: nothing launches any more.
     pub closed: bool,
 }
@@ -648,6 +650,10 @@ impl Platform {
     fn spawn_for(self: &Arc<Self>, state: &mut State, id: &str) {
         let never_start = state.faults.never_start || state.closed;
         let releases = state.releases.clone();
+        let app_image = state.machines.iter().find(|m| m.id == id && m.process_group() != RELEASE_COMMAND_GROUP);
+        if let Some(image) = app_image.map(Machine::image) {
+            state.ran.entry(image).or_default().insert(id.to_string());
+        }
         let Some(m) = state.machine(id) else { return };
         m.generation += 1;
         m.process = None;
