@@ -10,7 +10,9 @@
 //! then finishes the rollback from the saved state.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::config::{human, Command, Config};
 use crate::github::{Entry, Ledger, Record};
@@ -315,6 +317,12 @@ impl Engine<'_> {
         state::save(self.runner, Stage::Changing, None, Some(&target.label()));
         let mut made: Option<ReleaseRef> = None;
         for i in 0..batches {
+            // A signal stops forward changes between batches; the post step takes over.
+            if let Some(cause) = self.shutdown.cause() {
+                report.live = None;
+                let stop = Stop::Cancelled(format!("stopped by {cause} before batch {} of {batches}", i + 1));
+                return finish(self.after_failure(report, run_start, &live, stop).await);
+            }
             let what = match batches {
                 1 => format!("roll out {}: {}", target.label(), rollout.describe(i)),
                 n => format!("roll out {}, batch {} of {n}: {}", target.label(), i + 1, rollout.describe(i)),

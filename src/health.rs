@@ -5,7 +5,9 @@
 //! is recorded, and every failure sorted (timeout, refused, TLS, status, body, version)
 //! so the summary can say exactly why.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde::{Deserialize, Serialize};
 

@@ -6,7 +6,9 @@
 //! honoured; a `User-Agent` with our version; errors that never carry a secret.
 //! Providers decide what a status means; this layer only decides whether to ask again.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::Method;

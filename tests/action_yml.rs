@@ -87,3 +87,23 @@ fn the_readme_lists_every_input_with_its_default() {
         assert!(readme.contains(&row), "README.md has no row starting {row}");
     }
 }
+
+#[test]
+fn every_provider_has_a_readme_section_and_its_inputs_in_action_yml_and_the_readme() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let action = action();
+    let headings: Vec<String> = readme.lines().filter(|l| l.starts_with("## ")).map(str::to_lowercase).collect();
+    for r in safe_deploy::providers::registry::PROVIDERS {
+        let title = r.title.to_lowercase();
+        assert!(headings.iter().any(|h| h.contains(&title)), "README.md has no section for {} ({})", r.name, r.title);
+        for spec in INPUTS.iter().filter(|i| i.provider == Some(r.name)) {
+            assert!(!action["inputs"][spec.name].is_null(), "action.yml lacks {}'s input {}", r.name, spec.name);
+            assert!(
+                readme.contains(&format!("| `{}` |", spec.name)),
+                "README.md lacks {}'s input {}",
+                r.name,
+                spec.name
+            );
+        }
+    }
+}

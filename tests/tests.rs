@@ -5,6 +5,7 @@
 mod util;
 
 mod action_yml;
+mod conformance;
 mod deploy_stories;
 mod fly;
 mod github;

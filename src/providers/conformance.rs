@@ -1,1 +1,487 @@
+//! The suite every provider runs against its emulator, the memory provider included
+//! (object_store's `integration.rs`): plain async functions over a `Harness`, each a
+//! story told through the engine, as a run would tell it. A new provider's tests call
+//! each of them with its own harness.
+//!
+//! The memory provider runs them in-process with tokio's clock paused (see the tests
+//! below); the Fly provider runs them against the Fly emulator, with real processes,
+//! in `tests/conformance.rs`.
 
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+
+use super::{Event, Observer, Progress, Provider, Rollout, Source, Target};
+use crate::config::{Command, Config};
+use crate::engine::Engine;
+use crate::health::Probe;
+use crate::report::{Outcome, Report};
+use crate::runner::{Paths, Runner};
+use crate::secret::Redactor;
+use crate::shutdown::Shutdown;
+use crate::state::{Saved, Stage};
+
+/// A provider and its emulator, as the suite drives them.
+#[async_trait]
+pub trait Harness: Send + Sync {
+    /// A provider as a fresh process builds it (the post step builds another).
+    fn provider(&self) -> Box<dyn Provider>;
+    /// The config of a run of `command` to `release`.
+    fn config(&self, command: Command, release: &str) -> Config;
+    /// How health checks reach the app.
+    fn probe(&self) -> &dyn Probe;
+    /// Releases that come up and answer healthy: two, so one can follow the other.
+    fn good(&self) -> [String; 2];
+    /// A release that comes up, as the platform sees it, but fails the health gate.
+    fn broken(&self) -> String;
+    /// What the emulator runs now, from the emulator itself: one release, or "mixed...".
+    fn running(&self) -> String;
+    /// How many instances ever ran `release`.
+    fn instances_that_ran(&self, release: &str) -> usize;
+    /// Makes `prepare` fail, with nothing changed, until it is called with `false`.
+    async fn break_prepare(&self, on: bool);
+    /// Makes a roll-out of `release` fail after its first change.
+    async fn break_mid_rollout(&self, release: &str);
+    /// The API faults the emulator injects, by name; `inject` arms one as a short burst.
+    fn faults(&self) -> Vec<&'static str>;
+    async fn inject(&self, fault: &str);
+    async fn clear_faults(&self);
+}
+
+/// Keeps events, and triggers `shutdown` at the first change of an instance.
+struct CancelAtFirstChange {
+    shutdown: Shutdown,
+    seen: Mutex<Vec<Event>>,
+}
+
+impl Observer for CancelAtFirstChange {
+    fn event(&self, event: Event) {
+        if matches!(event, Event::Instance { .. }) {
+            self.shutdown.trigger("a test's signal");
+        }
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+    }
+}
+
+/// Runs one command through the engine, as `cli` would, with state kept in `dir`.
+async fn run(
+    h: &dyn Harness,
+    config: &Config,
+    shutdown: Shutdown,
+    progress: Progress,
+    dir: &std::path::Path,
+) -> Report {
+    let provider = h.provider();
+    let runner = runner(dir);
+    let engine = Engine {
+        config,
+        provider: provider.as_ref(),
+        probe: h.probe(),
+        runner: &runner,
+        shutdown,
+        ledger: None,
+        progress,
+    };
+    engine.run().await
+}
+
+fn runner(dir: &std::path::Path) -> Runner {
+    Runner::new(false, Paths { output: None, state: Some(dir.join("state")), summary: None }, Redactor::default())
+}
+
+fn saved(dir: &std::path::Path) -> Saved {
+    match Saved::from_file(&dir.join("state")) {
+        Ok(s) => s,
+        Err(e) => panic!("the state file does not read back: {e}"),
+    }
+}
+
+/// A directory for one run's state, removed afterwards.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir() -> TempDir {
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("safe-deploy-conformance-{}-{n}", std::process::id()));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        panic!("no temp dir {}: {e}", dir.display());
+    }
+    TempDir(dir)
+}
+
+/// A healthy release is deployed, proved, and is what runs afterwards.
+pub async fn a_deploy_passes(h: &dyn Harness) {
+    let [good, _] = h.good();
+    let dir = tempdir();
+    let report = run(h, &h.config(Command::Deploy, &good), Shutdown::new(), Progress::default(), dir.path()).await;
+    assert_eq!(report.outcome, Outcome::Deployed, "{report:#?}");
+    assert!(report.changed);
+    assert_eq!(h.running(), good);
+    assert_eq!(report.live.as_deref(), Some(good.as_str()));
+    assert_eq!(report.exit_code(), 0);
+}
+
+/// A failure before the first change ends "nothing changed", exit 1, no rollback.
+pub async fn a_failure_before_any_change_changes_nothing(h: &dyn Harness) {
+    let [good, _] = h.good();
+    let before = h.running();
+    let dir = tempdir();
+    h.break_prepare(true).await;
+    let report = run(h, &h.config(Command::Deploy, &good), Shutdown::new(), Progress::default(), dir.path()).await;
+    h.break_prepare(false).await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:#?}");
+    assert!(!report.changed, "nothing changed: {report:#?}");
+    assert!(report.rollback.is_none(), "there is nothing to roll back");
+    assert_eq!(report.live.as_deref(), Some(before.as_str()));
+    assert_eq!(h.running(), before);
+    assert_eq!(report.exit_code(), 1);
+    assert_eq!(saved(dir.path()).stage, Some(Stage::Finished), "the post step has nothing to do");
+}
+
+/// A roll-out that fails part-way is put back, proved healthy, and says so.
+pub async fn a_failure_mid_roll_out_is_restored(h: &dyn Harness) {
+    let [_, good] = h.good();
+    let before = h.running();
+    h.break_mid_rollout(&good).await;
+    let dir = tempdir();
+    let report = run(h, &h.config(Command::Deploy, &good), Shutdown::new(), Progress::default(), dir.path()).await;
+    assert_eq!(report.outcome, Outcome::RolledBack, "{report:#?}");
+    assert!(report.changed && report.rolled_back());
+    assert_eq!(h.running(), before);
+    assert_eq!(report.live.as_deref(), Some(before.as_str()));
+}
+
+/// The first-batch gate catches a broken release before any other instance runs it.
+pub async fn the_first_batch_gate_catches_a_broken_release(h: &dyn Harness) {
+    let broken = h.broken();
+    let before = h.running();
+    let dir = tempdir();
+    let report = run(h, &h.config(Command::Deploy, &broken), Shutdown::new(), Progress::default(), dir.path()).await;
+    assert_eq!(report.outcome, Outcome::RolledBack, "{report:#?}");
+    assert_eq!(h.running(), before);
+    let gates: Vec<&str> = report.gates.iter().map(|g| g.label.as_str()).collect();
+    assert!(gates.first().is_some_and(|g| g.starts_with("batch 1")), "the first gate is the first batch's: {gates:?}");
+    assert_eq!(h.instances_that_ran(&broken), 1, "one instance ran the broken release: {report:#?}");
+}
+
+/// Restoring twice puts the recorded release back once and then changes nothing.
+pub async fn restore_twice_does_no_harm(h: &dyn Harness) {
+    let [good, _] = h.good();
+    let before = h.running();
+    let provider = h.provider();
+    let dir = tempdir();
+    let ctx = context(Progress::default());
+    let live = ok(provider.snapshot(&ctx).await);
+    let target = Target { source: Source::Image(good.clone()), version: None };
+    let mut rollout: Box<dyn Rollout> = ok(provider.prepare(&live, &target, &ctx).await);
+    ok(rollout.apply(0, &ctx).await);
+    ok(rollout.wait(0, &ctx).await);
+    assert!(rollout.changed());
+    assert!(!ok(provider.in_effect(&live, &ctx).await), "a batch changed: the snapshot is not in effect");
+    let first = ok(provider.restore(&live, &ctx).await);
+    assert!(ok(provider.in_effect(&live, &ctx).await), "restored");
+    let second = ok(provider.restore(&live, &ctx).await);
+    provider.finish().await;
+    assert_eq!(first, second);
+    assert_eq!(first.label, before);
+    assert_eq!(h.running(), before);
+    drop(dir);
+}
+
+/// A run stopped mid-roll-out leaves state a fresh process restores from; the post
+/// step run twice does no harm.
+pub async fn a_cancelled_run_is_restored_by_the_post_step(h: &dyn Harness) {
+    let [good, _] = h.good();
+    let before = h.running();
+    let dir = tempdir();
+    let shutdown = Shutdown::new();
+    let observer = Arc::new(CancelAtFirstChange { shutdown: shutdown.clone(), seen: Mutex::default() });
+    let config = h.config(Command::Deploy, &good);
+    let report = run(h, &config, shutdown, Progress::new(observer), dir.path()).await;
+    assert_eq!(report.outcome, Outcome::Cancelled, "{report:#?}");
+    assert!(report.changed, "it was stopped after the first change");
+    let saved = saved(dir.path());
+    assert_eq!(saved.stage, Some(Stage::Changing), "the post step must know");
+
+    for round in 1..=2 {
+        let provider = h.provider();
+        let runner = runner(dir.path());
+        let engine = Engine {
+            config: &config,
+            provider: provider.as_ref(),
+            probe: h.probe(),
+            runner: &runner,
+            shutdown: Shutdown::new(),
+            ledger: None,
+            progress: Progress::default(),
+        };
+        let post = engine.post(&saved).await;
+        let post = post.unwrap_or_else(|| panic!("post round {round} did nothing"));
+        assert_eq!(post.outcome, Outcome::RolledBack, "post round {round}: {post:#?}");
+        assert_eq!(h.running(), before, "post round {round}");
+    }
+}
+
+/// A signal before any change ends "cancelled", with nothing changed.
+pub async fn a_cancelled_run_before_any_change_changes_nothing(h: &dyn Harness) {
+    let [good, _] = h.good();
+    let before = h.running();
+    let dir = tempdir();
+    let shutdown = Shutdown::new();
+    shutdown.trigger("a test's signal");
+    let report = run(h, &h.config(Command::Deploy, &good), shutdown, Progress::default(), dir.path()).await;
+    assert_eq!(report.outcome, Outcome::Cancelled, "{report:#?}");
+    assert!(!report.changed);
+    assert_eq!(h.running(), before);
+    assert_eq!(saved(dir.path()).stage, Some(Stage::Finished), "nothing for the post step to do");
+}
+
+/// Every API fault the emulator knows ends truthfully: deployed and running the new
+/// release, or rolled back and running the old one; the report says which.
+pub async fn every_fault_ends_truthfully(h: &dyn Harness) {
+    for fault in h.faults() {
+        let [a, b] = h.good();
+        let before = h.running();
+        let next = if before == a { b } else { a };
+        h.inject(fault).await;
+        let dir = tempdir();
+        let report = run(h, &h.config(Command::Deploy, &next), Shutdown::new(), Progress::default(), dir.path()).await;
+        h.clear_faults().await;
+        let expected = match report.outcome {
+            Outcome::Deployed => next.clone(),
+            Outcome::RolledBack | Outcome::Failed if !report.changed || report.rolled_back() => before.clone(),
+            other => panic!("{fault}: the run ended {other:?}: {report:#?}"),
+        };
+        assert_eq!(h.running(), expected, "{fault}: {report:#?}");
+        assert_eq!(report.live.as_deref(), Some(expected.as_str()), "{fault}: the report says what runs");
+    }
+}
+
+fn context(progress: Progress) -> super::Context {
+    super::Context {
+        deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(120),
+        shutdown: Shutdown::new(),
+        progress,
+    }
+}
+
+fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The memory provider's harness: the double's state in memory, its instances answering
+/// health checks without a socket, so the suite runs with tokio's clock paused.
+pub mod memory {
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use sandbox::app::{HealthMode, ReleaseSpec};
+    use sandbox::double::{answer_as_instance, State, Store};
+    use sandbox::server::Request;
+
+    use super::Harness;
+    use crate::config::{Command, Config};
+    use crate::health::Probe;
+    use crate::http::TransportFailure;
+    use crate::inputs::RawInputs;
+    use crate::providers::memory::MemoryProvider;
+    use crate::providers::Provider;
+
+    pub struct MemoryHarness {
+        pub store: Store,
+    }
+
+    impl MemoryHarness {
+        /// Three instances on v1: a roll-out in two batches.
+        pub fn new() -> MemoryHarness {
+            let mut state = State::with_instances("web:v1", 3);
+            state
+                .releases
+                .insert("web:broken".into(), ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
+            MemoryHarness { store: Store::memory(state) }
+        }
+
+        fn change(&self, f: impl FnOnce(&mut State)) {
+            let _ = self.store.update(f);
+        }
+    }
+
+    impl Default for MemoryHarness {
+        fn default() -> Self {
+            MemoryHarness::new()
+        }
+    }
+
+    #[async_trait]
+    impl Probe for MemoryHarness {
+        async fn get(
+            &self,
+            url: &url::Url,
+            headers: &[(String, String)],
+            _: Duration,
+        ) -> Result<(u16, Vec<u8>), (TransportFailure, String)> {
+            let state = self.store.read().map_err(|e| (TransportFailure::ConnectionRefused, e.to_string()))?;
+            let mut map = http::HeaderMap::new();
+            for (k, v) in headers {
+                if let (Ok(k), Ok(v)) = (http::header::HeaderName::try_from(k.as_str()), http::HeaderValue::from_str(v))
+                {
+                    map.insert(k, v);
+                }
+            }
+            let request = Request {
+                method: http::Method::GET,
+                path: url.path().to_string(),
+                query: url.query().map(str::to_string),
+                headers: map,
+                body: Default::default(),
+            };
+            let response = answer_as_instance(&state, &request, fastrand::usize(..)).await;
+            let status = response.status().as_u16();
+            let body = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .map(|b| b.to_bytes().to_vec())
+                .unwrap_or_default();
+            Ok((status, body))
+        }
+    }
+
+    #[async_trait]
+    impl Harness for MemoryHarness {
+        fn provider(&self) -> Box<dyn Provider> {
+            Box::new(MemoryProvider::new(self.store.clone()))
+        }
+
+        fn config(&self, command: Command, release: &str) -> Config {
+            let mut raw = RawInputs::default();
+            for (k, v) in [
+                ("command", command.as_str()),
+                ("provider", "memory"),
+                ("app", "web"),
+                ("image", release),
+                ("api-url", "file:///in-memory.json"),
+                ("health-url", "http://127.0.0.1:9/health"),
+                ("check-string", "ok"),
+                ("version-url", "http://127.0.0.1:9/version"),
+                ("expect-version", &sandbox::app::default_version(release)),
+                ("health-interval", "100ms"),
+                ("health-deadline", "2s"),
+            ] {
+                raw.set(k, v);
+            }
+            match Config::from_inputs(&raw) {
+                Ok(c) => c,
+                Err(e) => panic!("the harness's inputs are wrong: {e:?}"),
+            }
+        }
+
+        fn probe(&self) -> &dyn Probe {
+            self
+        }
+
+        fn good(&self) -> [String; 2] {
+            ["web:v2".into(), "web:v3".into()]
+        }
+
+        fn broken(&self) -> String {
+            "web:broken".into()
+        }
+
+        fn running(&self) -> String {
+            self.store.read().map(|s| s.live()).unwrap_or_default()
+        }
+
+        fn instances_that_ran(&self, release: &str) -> usize {
+            self.store.read().map(|s| s.instances_that_ran(release)).unwrap_or_default()
+        }
+
+        async fn break_prepare(&self, on: bool) {
+            self.change(|s| s.faults.fail_prepare = on);
+        }
+
+        async fn break_mid_rollout(&self, release: &str) {
+            // The release crashes: its instances never come up, after the first change.
+            let release = release.to_string();
+            self.change(move |s| {
+                s.faults.fail_roll_out = true;
+                s.releases.insert(release, ReleaseSpec::default());
+            });
+        }
+
+        fn faults(&self) -> Vec<&'static str> {
+            vec!["fail wait", "refuse", "platform rollback"]
+        }
+
+        async fn inject(&self, fault: &str) {
+            self.change(|s| match fault {
+                "fail wait" => s.faults.wait_errors = 1,
+                "refuse" => s.faults.refuse = true,
+                _ => s.faults.platform_rollback = true,
+            });
+        }
+
+        async fn clear_faults(&self) {
+            self.change(|s| s.faults = Default::default());
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::super::*;
+        use super::MemoryHarness;
+
+        #[tokio::test(start_paused = true)]
+        async fn memory_deploys() {
+            a_deploy_passes(&MemoryHarness::new()).await;
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn memory_changes_nothing_when_prepare_fails() {
+            a_failure_before_any_change_changes_nothing(&MemoryHarness::new()).await;
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn memory_restores_a_failed_roll_out() {
+            a_failure_mid_roll_out_is_restored(&MemoryHarness::new()).await;
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn memory_gates_its_first_batch() {
+            the_first_batch_gate_catches_a_broken_release(&MemoryHarness::new()).await;
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn memory_restores_twice_without_harm() {
+            restore_twice_does_no_harm(&MemoryHarness::new()).await;
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn memory_post_step_restores_a_cancelled_run() {
+            a_cancelled_run_is_restored_by_the_post_step(&MemoryHarness::new()).await;
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn memory_cancelled_before_any_change() {
+            a_cancelled_run_before_any_change_changes_nothing(&MemoryHarness::new()).await;
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn memory_faults_end_truthfully() {
+            every_fault_ends_truthfully(&MemoryHarness::new()).await;
+        }
+    }
+}

@@ -305,6 +305,10 @@ impl Rollout for MemoryRollout {
         let (release, previous) = (self.release.clone(), self.previous.clone());
         call(&self.store, format!("wait_ready {release} batch {}/{}", batch + 1, self.batches.len()), |s| {
             let f = s.faults.clone();
+            if f.wait_errors > 0 {
+                s.faults.wait_errors -= 1;
+                return Err(ProviderError::Failed(format!("the double did not answer whether {release} is up")));
+            }
             if f.fail_wait {
                 return Err(ProviderError::Failed(format!("the double's instances never came up on {release}")));
             }

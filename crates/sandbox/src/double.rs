@@ -29,6 +29,8 @@ pub struct Faults {
     /// Applying a batch changes its first instance, then reports failure.
     pub fail_roll_out: bool,
     pub fail_wait: bool,
+    /// The next N waits fail (a flaky platform), restores are not affected.
+    pub wait_errors: u32,
     /// Waiting ends with the platform keeping the old release (a failed release phase).
     pub refuse: bool,
     /// Waiting ends with the platform having rolled back by itself (a circuit breaker).

@@ -2,7 +2,9 @@
 //! new image, restart policy "no", destroyed when it exits. Its exit code decides
 //! whether any app machine is touched.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde_json::{json, Map, Value};
 

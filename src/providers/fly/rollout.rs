@@ -11,7 +11,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 use futures_util::future::join_all;
@@ -377,25 +379,48 @@ impl FlyRollout {
         Ok(())
     }
 
-    /// Every deployed machine runs the new image, and at least one does: a roll-out
-    /// whose listing shows otherwise is not ready, whatever each wait said.
+    /// Every machine of the roll-out is seen on the new image (each recorded machine, or
+    /// for bluegreen each green), none has died, and no other deployed machine runs
+    /// something else: a listing that shows otherwise is not ready, whatever each wait said.
     async fn verify_all(&self, ctx: &Context) -> Result<(), ProviderError> {
         let (now, _) = self.core.deployed(ctx).await?;
-        if now.is_empty() {
-            return Err(ProviderError::Failed(format!("no deployed machine runs {} after the roll-out", self.image)));
+        let expected: Vec<&str> = if self.steps.contains(&Step::Switch) {
+            self.created.iter().map(|c| c.machine.id.as_str()).collect()
+        } else {
+            self.machines.iter().map(|m| m.id.as_str()).collect()
+        };
+        if expected.is_empty() {
+            return Err(ProviderError::Failed(format!("bug: the roll-out of {} had no machines", self.image)));
+        }
+        for id in &expected {
+            match now.iter().find(|m| m.id == *id) {
+                None => {
+                    return Err(ProviderError::Failed(format!(
+                        "machine {id} of the roll-out is gone from the app's machines; {} is not running everywhere",
+                        self.image
+                    )))
+                }
+                Some(m) if m.image() != self.image => {
+                    return Err(ProviderError::Failed(format!(
+                        "machine {id} runs {} instead of {}",
+                        m.image(),
+                        self.image
+                    )))
+                }
+                Some(m) => {
+                    if let Some(why) = dead(m) {
+                        return Err(ProviderError::Failed(format!("machine {id} {why}")));
+                    }
+                }
+            }
         }
         if let Some(m) = now.iter().find(|m| m.image() != self.image) {
             return Err(ProviderError::Failed(format!(
-                "machine {} runs {} instead of {}",
+                "machine {} runs {} instead of {}: another deploy may be under way",
                 m.id,
                 m.image(),
                 self.image
             )));
-        }
-        for m in &now {
-            if let Some(why) = dead(m) {
-                return Err(ProviderError::Failed(format!("machine {} {why}", m.id)));
-            }
         }
         Ok(())
     }
