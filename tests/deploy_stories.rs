@@ -189,3 +189,37 @@ async fn a_soak_failure_after_passing_rolls_back() {
     assert!(ran.summary.contains("soak"), "{ran}");
     assert_eq!(double.state().live(), "web:v1");
 }
+
+#[tokio::test]
+async fn a_roll_out_that_fails_before_any_write_says_nothing_changed_not_rollback_failed() {
+    let double = Double::start("web:v1").await;
+    double.change(|s| s.faults.fail_before_change = true);
+    let ran = run_main(&double.inputs("web:v2")).await;
+
+    assert_eq!(ran.code, 1, "{ran}");
+    assert_eq!(ran.output("status"), "failed");
+    assert_eq!(ran.output("release"), "web:v1", "what is live is known: {ran}");
+    assert!(ran.summary.lines().next().unwrap().contains("FAILED before any change"), "{ran}");
+    assert!(ran.summary.contains("| Changed anything | no |"), "{ran}");
+    assert!(!double.state().calls.iter().any(|c| c.starts_with("roll_back")), "nothing to roll back");
+}
+
+#[tokio::test]
+async fn a_broken_release_is_caught_on_the_first_batch_and_the_rest_never_run_it() {
+    let double = Double::with_instances("web:v1", 3).await;
+    double.broken("web:v2", HealthMode::WrongBody);
+    let ran = run_main(&double.inputs("web:v2")).await;
+
+    assert_eq!(ran.code, 1, "{ran}");
+    assert_eq!(ran.output("status"), "rolled-back");
+    assert_eq!(double.state().live(), "web:v1");
+    assert_eq!(double.state().instances_that_ran("web:v2"), 1, "only the first batch ran it: {ran}");
+    assert!(ran.summary.contains("health gate: batch 1, instance 0"), "{ran}");
+
+    // Gated only at the end, the broken release reaches every instance first.
+    let double = Double::with_instances("web:v1", 3).await;
+    double.broken("web:v2", HealthMode::WrongBody);
+    let ran = run_main(&with(double.inputs("web:v2"), "batch-gate", "end")).await;
+    assert_eq!(ran.code, 1, "{ran}");
+    assert_eq!(double.state().instances_that_ran("web:v2"), 3);
+}

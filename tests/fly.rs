@@ -14,14 +14,26 @@ pub const V2: &str = "registry.fly.io/web:v2";
 pub const V3: &str = "registry.fly.io/web:v3";
 
 pub async fn fly() -> FlySandbox {
+    fly_with(FlyOptions::default()).await
+}
+
+/// The sandbox with `opts`, running the test app and requiring the test token.
+pub async fn fly_with(opts: FlyOptions) -> FlySandbox {
     FlySandbox::start(FlyOptions {
         app_command: vec![BIN.into(), "__sandbox-app".into()],
         check_interval: Duration::from_millis(100),
         token: Some(TOKEN.into()),
-        ..FlyOptions::default()
+        ..opts
     })
     .await
     .expect("the Fly sandbox starts")
+}
+
+/// Sends one Machines API request as a person with flyctl would.
+async fn api(fly: &FlySandbox, method: &str, path: &str, body: Option<serde_json::Value>) -> sandbox::client::Reply {
+    let url = format!("{}/apps/web/{path}", fly.api_url());
+    let auth = format!("Bearer {TOKEN}");
+    sandbox::client::call(method, &url, &[("authorization", auth.as_str())], body.as_ref()).await.unwrap()
 }
 
 pub fn inputs(fly: &FlySandbox, image: &str) -> Vec<(String, String)> {
@@ -329,5 +341,200 @@ async fn no_request_fails_through_the_router_during_a_rolling_deploy_and_a_rollb
     assert_eq!((deployed.code, rolled_back.code), (0, 1), "{deployed}\n{rolled_back}");
     assert!(total >= 50, "{total} requests sent");
     assert_eq!(failed, 0, "{failed} of {total} requests failed");
+    fly.stop().await;
+}
+
+#[tokio::test]
+async fn an_app_with_only_machines_made_by_hand_is_refused_with_nothing_changed() {
+    let worker = serde_json::json!({
+        "image": V1,
+        "metadata": { "fly_process_group": "worker" },
+        "services": []
+    });
+    let fly = fly_with(FlyOptions { machines: 0, extra_machines: vec![worker], ..FlyOptions::default() }).await;
+    let ran = Step::main(&inputs(&fly, V2)).run().await;
+
+    assert_eq!(ran.code, 1, "{ran}");
+    assert_eq!(ran.output("status"), "failed");
+    assert!(ran.summary.contains("FAILED before any change"), "not a rollback, not UNKNOWN: {ran}");
+    assert!(ran.summary.contains("made with fly machine run"), "the machines left alone are named: {ran}");
+    assert!(fly.calls().iter().all(|c| !c.is_write()), "{:?}", fly.calls());
+    fly.stop().await;
+}
+
+#[tokio::test]
+async fn a_deploy_leaves_machines_made_by_hand_alone() {
+    let worker = serde_json::json!({ "image": "registry.fly.io/cron:1", "metadata": {}, "services": [] });
+    let fly = fly_with(FlyOptions { extra_machines: vec![worker], ..FlyOptions::default() }).await;
+    let ran = Step::main(&inputs(&fly, V2)).run().await;
+
+    assert_eq!(ran.code, 0, "{ran}");
+    let cron: Vec<MachineView> =
+        fly.machines().into_iter().filter(|m| m.image == "registry.fly.io/cron:1" && m.state != "destroyed").collect();
+    assert_eq!(cron.len(), 1, "the machine made by hand is still there, on its own image");
+    assert!(ran.summary.contains("left alone"), "{ran}");
+    assert!(
+        fly.calls().iter().all(|c| c.machine_id.as_deref() != Some(cron[0].id.as_str()) || !c.is_write()),
+        "nothing was sent to it"
+    );
+    fly.stop().await;
+}
+
+#[tokio::test]
+async fn bluegreen_over_machines_that_are_all_stopped_still_checks_a_green_and_deploys() {
+    let fly = fly().await;
+    for m in app_machines(&fly) {
+        assert_eq!(api(&fly, "POST", &format!("machines/{}/stop", m.id), None).await.status, 200);
+    }
+    eventually(Duration::from_secs(10), "the machines to stop", || {
+        app_machines(&fly).iter().all(|m| m.state == "stopped")
+    })
+    .await;
+
+    // Nothing serves until a green starts, so the health gate only looks at the end.
+    let ran = Step::main(&with(inputs(&fly, V2), "strategy", "bluegreen")).run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    let machines = app_machines(&fly);
+    assert_eq!(images(&fly), vec![V2; 3], "a green for every blue: {machines:?}");
+    assert_eq!(machines.iter().filter(|m| m.state == "started").count(), 1, "one green started to prove the release");
+    assert!(ran.summary.contains("health gate: batch 1, instance"), "the started green was gated alone: {ran}");
+    fly.stop().await;
+}
+
+#[tokio::test]
+async fn a_machine_destroyed_by_someone_else_mid_deploy_is_recreated_by_the_rollback() {
+    let fly = fly().await;
+    fly.add_release(V2, ReleaseSpec { boot_delay_ms: 1500, ..Default::default() });
+    let victim = app_machines(&fly)[2].id.clone();
+    let main = Step::main(&inputs(&fly, V2));
+    let child = main.command().spawn().unwrap();
+    eventually(Duration::from_secs(20), "the first machine to take v2", || images(&fly).contains(&V2.to_string()))
+        .await;
+    // The platform loses a machine the deploy has not reached yet.
+    fly.destroy_unleased(&victim).await;
+    let ran = main.collect(child).await;
+
+    assert_eq!(ran.code, 1, "{ran}");
+    assert_eq!(ran.output("status"), "rolled-back", "{ran}");
+    assert_eq!(images(&fly), vec![V1; 3], "the destroyed machine was recreated from its record");
+    fly.stop().await;
+}
+
+#[tokio::test]
+async fn fly_toml_is_the_machine_config_and_the_summary_says_so() {
+    let fly = fly().await;
+    let step = Step::main(&inputs(&fly, V2));
+    std::fs::write(
+        step.dir.path().join("fly.toml"),
+        r#"
+app = "web"
+[env]
+  GREETING = "hello from fly.toml"
+[http_service]
+  internal_port = 8080
+  [[http_service.checks]]
+    path = "/health"
+    interval = "1s"
+    timeout = "2s"
+"#,
+    )
+    .unwrap();
+    let ran = step.run().await;
+
+    assert_eq!(ran.code, 0, "{ran}");
+    assert!(ran.summary.contains("is the machine config"), "{ran}");
+    for m in app_machines(&fly) {
+        assert_eq!(m.config["env"]["GREETING"], "hello from fly.toml", "{}", m.id);
+        assert_eq!(m.config["env"]["FLY_PROCESS_GROUP"], "app");
+        assert_eq!(m.config["services"][0]["checks"][0]["path"], "/health");
+        assert_eq!(m.config["metadata"]["fly_release_version"], "v2", "no stale release metadata");
+        assert!(m.config["metadata"].get("fly_release_id").is_none());
+    }
+    fly.stop().await;
+}
+
+#[tokio::test]
+async fn without_fly_toml_only_the_image_changes() {
+    let fly = fly().await;
+    let before: Vec<serde_json::Value> = app_machines(&fly).into_iter().map(|m| m.config).collect();
+    let ran = Step::main(&inputs(&fly, V2)).run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert!(ran.summary.contains("only the image changes"), "{ran}");
+    for (old, new) in before.iter().zip(app_machines(&fly)) {
+        let mut expected = old.clone();
+        expected["image"] = V2.into();
+        expected["metadata"]["fly_release_version"] = "v2".into();
+        expected["metadata"]["safe_deploy_version"] = "v2".into();
+        expected["metadata"].as_object_mut().unwrap().remove("fly_release_id");
+        assert_eq!(new.config, expected);
+    }
+    fly.stop().await;
+}
+
+#[tokio::test]
+async fn the_token_comes_from_fly_api_token_when_the_input_is_empty() {
+    let fly = fly().await;
+    let mut inputs = inputs(&fly, V2);
+    inputs.retain(|(k, _)| k != "token");
+    let ran = Step::main(&inputs).env("FLY_API_TOKEN", TOKEN).run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert!(ran.stdout.contains(&format!("::add-mask::{TOKEN}")), "a token from the environment is masked too");
+    fly.stop().await;
+}
+
+#[tokio::test]
+async fn environment_url_is_the_url_the_run_reports() {
+    let fly = fly().await;
+    let ran = Step::main(&with(inputs(&fly, V2), "environment-url", "https://shop.example.com")).run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!(ran.output("url"), "https://shop.example.com/");
+    let without = Step::main(&inputs(&fly, V3)).run().await;
+    assert_eq!(without.output("url"), fly.app_url(), "else the health URL's origin, not APP.fly.dev");
+    fly.stop().await;
+}
+
+#[tokio::test]
+async fn a_stopped_machine_takes_the_new_image_and_stays_stopped_in_a_rolling_deploy() {
+    let fly = fly().await;
+    let stopped = app_machines(&fly)[1].id.clone();
+    assert_eq!(api(&fly, "POST", &format!("machines/{stopped}/stop"), None).await.status, 200);
+    eventually(Duration::from_secs(10), "the machine to stop", || {
+        app_machines(&fly).iter().any(|m| m.id == stopped && m.state == "stopped")
+    })
+    .await;
+    let ran = Step::main(&inputs(&fly, V2)).run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    let m = app_machines(&fly).into_iter().find(|m| m.id == stopped).unwrap();
+    assert_eq!((m.image.as_str(), m.state.as_str()), (V2, "stopped"));
+    fly.stop().await;
+}
+
+#[tokio::test]
+async fn the_release_command_gets_fly_tomls_files_and_its_own_timeout() {
+    let fly = fly().await;
+    let step = Step::main(&with(inputs(&fly, V2), "release-command", "bin/migrate"));
+    std::fs::write(
+        step.dir.path().join("fly.toml"),
+        "app = \"web\"\n[http_service]\ninternal_port = 8080\n[[http_service.checks]]\npath = \"/health\"\n\
+         [[files]]\nguest_path = \"/etc/migrate.conf\"\nraw_value = \"a2V5PXZhbHVl\"\n",
+    )
+    .unwrap();
+    let ran = step.run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    let release = fly
+        .machines()
+        .into_iter()
+        .find(|m| m.process_group == sandbox::fly::RELEASE_COMMAND_GROUP)
+        .expect("a release command machine ran");
+    assert_eq!(release.config["files"][0]["guest_path"], "/etc/migrate.conf");
+
+    // A release command that takes 4 s, against a limit of 1 s.
+    fly.add_release(V3, ReleaseSpec { boot_delay_ms: 4000, ..Default::default() });
+    let slow =
+        Step::main(&with(with(inputs(&fly, V3), "release-command", "bin/migrate"), "release-command-timeout", "1s"));
+    let ran = slow.run().await;
+    assert_eq!(ran.code, 1, "{ran}");
+    assert!(ran.summary.contains("release-command-timeout"), "the limit is named: {ran}");
+    assert!(ran.summary.contains("before any change"), "{ran}");
     fly.stop().await;
 }

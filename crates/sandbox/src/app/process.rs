@@ -92,6 +92,7 @@ pub fn run_process(args: Vec<String>) -> i32 {
     }
     if flags.release_command {
         say(&format!("release command for {}: running migrations", flags.spec.version));
+        std::thread::sleep(Duration::from_millis(flags.spec.boot_delay_ms));
         say("migrating: 3 pending, 3 applied");
         say(&format!("release command finished with exit code {}", flags.exit_code));
         return flags.exit_code;

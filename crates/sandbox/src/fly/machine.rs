@@ -230,12 +230,14 @@ impl Machine {
         defs.is_empty() || (self.checks.len() >= defs.len() && self.checks.iter().all(|c| c.passing))
     }
 
-    /// Whether the router may send this machine traffic.
+    /// Whether the router may send this machine traffic: Fly's proxy delivers only to
+    /// machines with services, so one made without them (a worker) takes none.
     pub fn routable(&self) -> bool {
         self.state == "started"
             && !self.cordoned
             && self.port.is_some()
             && self.process_group() == "app"
+            && self.has_services()
             && self.checks_passing()
     }
 

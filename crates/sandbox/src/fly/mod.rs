@@ -266,6 +266,13 @@ impl FlySandbox {
         self.platform.hold_lease(machine_id, owner, 3600);
     }
 
+    /// Destroys a machine whatever lease it holds, as the platform itself would when it
+    /// loses a host: for tests of a machine that vanishes mid-deploy.
+    pub async fn destroy_unleased(&self, id: &str) {
+        let nonce = self.platform.lock().machine(id).and_then(|m| m.lease.as_ref().map(|l| l.nonce.clone()));
+        let _ = self.platform.destroy(id, nonce.as_deref(), true).await;
+    }
+
     /// How many app machines ever started a process of `image`: the blast radius of a
     /// broken release.
     pub fn machines_that_ran(&self, image: &str) -> usize {

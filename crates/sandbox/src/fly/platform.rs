@@ -669,7 +669,13 @@ impl Platform {
         let release_command = m.process_group() == RELEASE_COMMAND_GROUP;
         let mut args: Vec<OsString> = self.app_command.iter().skip(1).cloned().collect();
         let flags = if release_command {
-            vec!["--release-command".to_string(), "--exit-code".into(), spec.release_command_exit_code.to_string()]
+            let mut flags =
+                vec!["--release-command".to_string(), "--exit-code".into(), spec.release_command_exit_code.to_string()];
+            // A slow boot makes a slow release command too, for tests of its time limit.
+            if spec.boot_delay_ms > 0 {
+                flags.extend(["--boot-delay-ms".into(), spec.boot_delay_ms.to_string()]);
+            }
+            flags
         } else {
             let mut flags = vec!["--port".to_string(), "0".into(), "--health".into(), health_flag(&spec.health)];
             if spec.boot_delay_ms > 0 {
