@@ -741,3 +741,91 @@ fn short(sha: &str) -> &str {
 fn was_good(e: &Entry) -> bool {
     matches!(e.state.as_deref(), Some("success" | "inactive"))
 }
+
+#[cfg(test)]
+mod tests {
+    //! Engine stories in-process, against the memory provider with tokio's clock paused.
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::progress::testing::Recorded;
+    use crate::providers::conformance::memory::MemoryHarness;
+    use crate::providers::conformance::Harness;
+    use crate::providers::Event;
+    use crate::runner::Paths;
+    use crate::secret::Redactor;
+
+    async fn deploy(h: &MemoryHarness, config: &Config, progress: Progress) -> Report {
+        let provider = h.provider();
+        let runner = Runner::new(false, Paths::default(), Redactor::default());
+        let engine = Engine {
+            config,
+            provider: provider.as_ref(),
+            probe: h.probe(),
+            runner: &runner,
+            shutdown: Shutdown::new(),
+            ledger: None,
+            progress,
+        };
+        engine.run().await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_platform_that_keeps_the_old_release_means_nothing_changed_and_no_rollback() {
+        let h = MemoryHarness::new();
+        h.store.update(|s| s.faults.refuse = true).unwrap();
+        let report = deploy(&h, &h.config(Command::Deploy, "web:v2"), Progress::default()).await;
+        assert_eq!(report.outcome, Outcome::Failed, "{report:#?}");
+        assert!(!report.changed && report.rollback.is_none());
+        assert_eq!(report.live.as_deref(), Some("web:v1"));
+        assert!(report.reason.as_deref().unwrap_or_default().contains("kept web:v1"), "{report:#?}");
+        assert_eq!(report.exit_code(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_platform_that_rolled_back_by_itself_is_checked_and_reported_rolled_back() {
+        let h = MemoryHarness::new();
+        h.store.update(|s| s.faults.platform_rollback = true).unwrap();
+        let report = deploy(&h, &h.config(Command::Deploy, "web:v2"), Progress::default()).await;
+        assert_eq!(report.outcome, Outcome::RolledBack, "{report:#?}");
+        assert!(report.changed && report.rolled_back());
+        assert_eq!(h.running(), "web:v1");
+        assert_eq!(report.gates.last().map(|g| g.label.as_str()), Some("rolled-back release"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_wait_says_what_it_waits_for_at_least_every_ten_seconds() {
+        let h = MemoryHarness::new();
+        h.store.update(|s| s.faults.roll_out_delay_ms = 35_000).unwrap();
+        let seen = Arc::new(Recorded::default());
+        let report = deploy(&h, &h.config(Command::Deploy, "web:v2"), Progress::new(seen.clone())).await;
+        assert_eq!(report.outcome, Outcome::Deployed, "{report:#?}");
+        let events = seen.0.lock().unwrap();
+        let waits: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Waiting { what, elapsed, remaining } if what.starts_with("roll out web:v2, batch 1") => {
+                    Some((*elapsed, *remaining))
+                }
+                _ => None,
+            })
+            .collect();
+        // 35 s of roll-out: a line at 10, 20 and 30 s, each with the time left.
+        assert_eq!(waits.len(), 3, "{events:#?}");
+        assert!(waits.iter().all(|(elapsed, left)| elapsed.as_secs() % 10 == 0 && left.is_some()), "{waits:?}");
+        assert!(events.iter().any(|e| matches!(e, Event::Instance { release: Some(r), .. } if r == "web:v2")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_batch_gate_every_each_batch_but_the_last_is_gated_alone() {
+        let h = MemoryHarness::new();
+        let mut config = h.config(Command::Deploy, "web:v2");
+        config.batch_gate = crate::config::BatchGate::Every;
+        let report = deploy(&h, &config, Progress::default()).await;
+        assert_eq!(report.outcome, Outcome::Deployed, "{report:#?}");
+        let gates: Vec<&str> = report.gates.iter().map(|g| g.label.as_str()).collect();
+        // Two batches: the first alone (instance 0), then the end gate over the app.
+        assert_eq!(gates, vec!["batch 1, instance 0", "new release"]);
+    }
+}
