@@ -417,6 +417,16 @@ async fn a_machine_destroyed_by_someone_else_mid_deploy_is_recreated_by_the_roll
     assert_eq!(ran.code, 1, "{ran}");
     assert_eq!(ran.output("status"), "rolled-back", "{ran}");
     assert_eq!(images(&fly), vec![V1; 3], "the destroyed machine was recreated from its record");
+
+    // A post step that finds the recorded release back (the copy included) changes nothing.
+    let mut saved = ran.state.clone();
+    saved.insert("safe_deploy_stage".into(), "changing".into());
+    fly.reset_calls();
+    let post = Step::post(&inputs(&fly, V2), &saved).run().await;
+    assert_eq!(post.output("status"), "rolled-back", "{post}");
+    assert!(post.summary.contains("already back"), "{post}");
+    assert!(machine_writes(&fly).is_empty(), "{:?}", machine_writes(&fly));
+    assert_eq!(images(&fly), vec![V1; 3]);
     fly.stop().await;
 }
 

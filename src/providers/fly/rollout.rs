@@ -103,6 +103,19 @@ fn tagged(mut config: Value, tags: &[(&str, &str)]) -> Value {
     config
 }
 
+/// Whether `now` is `recorded`, apart from the tags this tool adds (a recreated machine
+/// carries the id of the machine it restores).
+fn same_config(now: Option<&Value>, recorded: &Value) -> bool {
+    let strip = |c: &Value| {
+        let mut c = c.clone();
+        if let Some(m) = c.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove(RESTORES_TAG);
+        }
+        c
+    };
+    now.is_some_and(|n| strip(n) == strip(recorded))
+}
+
 /// The first machine goes alone; the rest in batches of `batch`.
 pub fn batches<T: Clone>(items: &[T], batch: usize) -> Vec<Vec<T>> {
     let mut out = Vec::new();
@@ -715,7 +728,7 @@ impl Core {
                 .find(|m| {
                     (m.id == r.id || m.metadata(RESTORES_TAG) == Some(r.id.as_str())) && m.is_active_app_machine()
                 })
-                .is_some_and(|m| m.config.as_ref() == Some(&r.config) && (m.state == "started") == r.started())
+                .is_some_and(|m| same_config(m.config.as_ref(), &r.config) && (m.state == "started") == r.started())
         });
         Ok(back && !now.iter().any(|m| self.extra(m, recorded)))
     }
@@ -734,9 +747,15 @@ impl Core {
             return Ok(());
         };
         let nonce = self.leases.nonce(&cur.id);
-        if cur.config.as_ref() != Some(&r.config) {
+        if !same_config(cur.config.as_ref(), &r.config) {
             ctx.progress.instance(&cur.id, "going back", Some(r.image()));
-            let updated = self.client.update(&cur.id, &r.config, !r.launched(), nonce.as_deref(), sd).await?;
+            // A copy keeps saying which machine it restores, so a second restore finds it.
+            let config = if cur.id == r.id {
+                r.config.clone()
+            } else {
+                tagged(r.config.clone(), &[(RESTORES_TAG, r.id.as_str())])
+            };
+            let updated = self.client.update(&cur.id, &config, !r.launched(), nonce.as_deref(), sd).await?;
             if r.launched() {
                 self.await_ready(&cur.id, Some(&updated.instance_id), r.has_checks(), Some(r.image()), ctx).await?;
             }
@@ -795,6 +814,15 @@ mod tests {
         assert_eq!(dead(&m), None, "the exit belongs to the old version");
         m.state = "failed".into();
         assert!(dead(&m).is_some());
+    }
+
+    #[test]
+    fn a_recreated_machine_has_its_recorded_config_whatever_tag_says_what_it_restores() {
+        let recorded = json!({"image": "a", "metadata": {"fly_process_group": "app"}});
+        let copy = tagged(recorded.clone(), &[(RESTORES_TAG, "m1")]);
+        assert!(same_config(Some(&copy), &recorded));
+        assert!(!same_config(Some(&json!({"image": "b", "metadata": {"fly_process_group": "app"}})), &recorded));
+        assert!(!same_config(None, &recorded));
     }
 
     #[test]
