@@ -18,7 +18,7 @@ use crate::config::{human, Command, Config};
 use crate::github::{Entry, Ledger, Record};
 use crate::health::{Gate, GateResult, Probe};
 use crate::providers::{
-    Context, Instance, Progress, Provider, ProviderError, ReleaseRef, Severity, Snapshot, Source, Target, Waited,
+    Context, Event, Instance, Progress, Provider, ProviderError, ReleaseRef, Severity, Snapshot, Source, Target, Waited,
 };
 use crate::report::{DeploymentRecord, Outcome, Phase, PhaseResult, Report, RollbackInfo};
 use crate::runner::Runner;
@@ -76,6 +76,7 @@ impl Engine<'_> {
         fut: impl Future<Output = Result<T, ProviderError>>,
     ) -> Result<T, Stop> {
         self.runner.group(name);
+        self.progress.emit(Event::StepStarted { step: name.to_string() });
         let start = Instant::now();
         let heartbeat = async {
             loop {
@@ -110,6 +111,7 @@ impl Engine<'_> {
             result,
             detail: detail.map(|d| self.runner.redactor().redact(&d)),
         });
+        self.progress.emit(Event::StepEnded { step: name.to_string(), ok: result == PhaseResult::Ok });
         self.runner.end_group();
         out
     }
@@ -126,6 +128,7 @@ impl Engine<'_> {
     ) -> Result<(), Stop> {
         let name = format!("health gate: {label}");
         self.runner.group(&name);
+        self.progress.emit(Event::StepStarted { step: name.clone() });
         let start = Instant::now();
         // The expected version is checked where the run has a version URL, and never
         // for the rolled-back release.
@@ -147,13 +150,14 @@ impl Engine<'_> {
             }
         };
         report.phases.push(Phase {
-            name,
+            name: name.clone(),
             start: start - run_start,
             duration: start.elapsed(),
             result: phase_result,
             detail: result.reason.clone(),
         });
         report.gates.push(result);
+        self.progress.emit(Event::StepEnded { step: name, ok: phase_result == PhaseResult::Ok });
         self.runner.end_group();
         out
     }
@@ -319,8 +323,11 @@ impl Engine<'_> {
         for i in 0..batches {
             // A signal stops forward changes between batches; the post step takes over.
             if let Some(cause) = self.shutdown.cause() {
-                report.live = None;
                 let stop = Stop::Cancelled(format!("stopped by {cause} before batch {} of {batches}", i + 1));
+                if !rollout.changed() {
+                    return finish(self.stopped_before_change(report, stop));
+                }
+                report.live = None;
                 return finish(self.after_failure(report, run_start, &live, stop).await);
             }
             let what = match batches {
@@ -752,7 +759,6 @@ mod tests {
     use crate::progress::testing::Recorded;
     use crate::providers::conformance::memory::MemoryHarness;
     use crate::providers::conformance::Harness;
-    use crate::providers::Event;
     use crate::runner::Paths;
     use crate::secret::Redactor;
 

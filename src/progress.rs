@@ -14,9 +14,8 @@ pub struct LogLines {
 impl Observer for LogLines {
     fn event(&self, event: Event) {
         let line = match event {
-            Event::StepStarted { step } => format!("{step}…"),
-            Event::StepEnded { step, ok: true } => format!("{step}: done"),
-            Event::StepEnded { step, ok: false } => format!("{step}: failed"),
+            // The runner's log groups already show the steps.
+            Event::StepStarted { .. } | Event::StepEnded { .. } => return,
             Event::Instance { id, state, release: Some(r) } => format!("instance {id} is {state} on {r}"),
             Event::Instance { id, state, release: None } => format!("instance {id} is {state}"),
             // Outside text: a prefix keeps any line of it from reading as a workflow command.

@@ -158,6 +158,11 @@ async fn fly_post_step_restores_a_cancelled_run() {
 }
 
 #[tokio::test]
+async fn fly_cancelled_at_each_step() {
+    suite::cancellation_at_each_step(&FlyHarness::start().await).await;
+}
+
+#[tokio::test]
 async fn fly_cancelled_before_any_change() {
     suite::a_cancelled_run_before_any_change_changes_nothing(&FlyHarness::start().await).await;
 }

@@ -48,18 +48,48 @@ pub trait Harness: Send + Sync {
     async fn clear_faults(&self);
 }
 
-/// Keeps events, and triggers `shutdown` at the first change of an instance.
-struct CancelAtFirstChange {
+/// Keeps events, and triggers `shutdown` when the step it names starts (or, with no
+/// step, at the first change of an instance), as a signal would arrive.
+struct CancelAt {
+    step: Option<&'static str>,
     shutdown: Shutdown,
     seen: Mutex<Vec<Event>>,
 }
 
-impl Observer for CancelAtFirstChange {
+impl Observer for CancelAt {
     fn event(&self, event: Event) {
-        if matches!(event, Event::Instance { .. }) {
+        let now = match (&event, self.step) {
+            (Event::StepStarted { step }, Some(prefix)) => step.starts_with(prefix),
+            (Event::Instance { .. }, None) => true,
+            _ => false,
+        };
+        if now {
             self.shutdown.trigger("a test's signal");
         }
         self.seen.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+    }
+}
+
+/// Runs the post step (twice, as a re-run would) and checks it restores `before`.
+async fn post_restores(h: &dyn Harness, config: &Config, dir: &std::path::Path, before: &str, when: &str) {
+    let saved = saved(dir);
+    assert_eq!(saved.stage, Some(Stage::Changing), "{when}: the post step must know");
+    for round in 1..=2 {
+        let provider = h.provider();
+        let runner = runner(dir);
+        let engine = Engine {
+            config,
+            provider: provider.as_ref(),
+            probe: h.probe(),
+            runner: &runner,
+            shutdown: Shutdown::new(),
+            ledger: None,
+            progress: Progress::default(),
+        };
+        let post = engine.post(&saved).await;
+        let post = post.unwrap_or_else(|| panic!("{when}: post round {round} did nothing"));
+        assert_eq!(post.outcome, Outcome::RolledBack, "{when}: post round {round}: {post:#?}");
+        assert_eq!(h.running(), before, "{when}: post round {round}");
     }
 }
 
@@ -207,30 +237,45 @@ pub async fn a_cancelled_run_is_restored_by_the_post_step(h: &dyn Harness) {
     let before = h.running();
     let dir = tempdir();
     let shutdown = Shutdown::new();
-    let observer = Arc::new(CancelAtFirstChange { shutdown: shutdown.clone(), seen: Mutex::default() });
+    let observer = Arc::new(CancelAt { step: None, shutdown: shutdown.clone(), seen: Mutex::default() });
     let config = h.config(Command::Deploy, &good);
     let report = run(h, &config, shutdown, Progress::new(observer), dir.path()).await;
     assert_eq!(report.outcome, Outcome::Cancelled, "{report:#?}");
     assert!(report.changed, "it was stopped after the first change");
-    let saved = saved(dir.path());
-    assert_eq!(saved.stage, Some(Stage::Changing), "the post step must know");
+    post_restores(h, &config, dir.path(), &before, "stopped at the first change").await;
+}
 
-    for round in 1..=2 {
-        let provider = h.provider();
-        let runner = runner(dir.path());
-        let engine = Engine {
-            config: &config,
-            provider: provider.as_ref(),
-            probe: h.probe(),
-            runner: &runner,
-            shutdown: Shutdown::new(),
-            ledger: None,
-            progress: Progress::default(),
-        };
-        let post = engine.post(&saved).await;
-        let post = post.unwrap_or_else(|| panic!("post round {round} did nothing"));
-        assert_eq!(post.outcome, Outcome::RolledBack, "post round {round}: {post:#?}");
-        assert_eq!(h.running(), before, "post round {round}");
+/// A signal at the start of each step of the run: before any change the run ends
+/// "cancelled" with nothing changed; after one, the post step restores.
+pub async fn cancellation_at_each_step(h: &dyn Harness) {
+    let steps = [
+        ("record the live release", false),
+        ("preflight", false),
+        ("prepare", false),
+        // The roll-out checks for a signal before its first write.
+        ("roll out", false),
+        ("wait until the provider reports it up", true),
+        ("health gate: batch 1", true),
+        ("health gate: new release", true),
+    ];
+    for (step, changes) in steps {
+        let [good, other] = h.good();
+        let before = h.running();
+        let target = if before == good { other } else { good };
+        let dir = tempdir();
+        let shutdown = Shutdown::new();
+        let observer = Arc::new(CancelAt { step: Some(step), shutdown: shutdown.clone(), seen: Mutex::default() });
+        let config = h.config(Command::Deploy, &target);
+        let report = run(h, &config, shutdown, Progress::new(observer), dir.path()).await;
+        assert_eq!(report.outcome, Outcome::Cancelled, "cancelled at {step}: {report:#?}");
+        assert_eq!(report.changed, changes, "cancelled at {step}: {report:#?}");
+        assert_eq!(report.exit_code(), 130);
+        if changes {
+            post_restores(h, &config, dir.path(), &before, step).await;
+        } else {
+            assert_eq!(h.running(), before, "cancelled at {step}");
+            assert_eq!(saved(dir.path()).stage, Some(Stage::Finished), "cancelled at {step}: nothing to restore");
+        }
     }
 }
 
@@ -472,6 +517,11 @@ pub mod memory {
         #[tokio::test(start_paused = true)]
         async fn memory_post_step_restores_a_cancelled_run() {
             a_cancelled_run_is_restored_by_the_post_step(&MemoryHarness::new()).await;
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn memory_cancelled_at_each_step() {
+            cancellation_at_each_step(&MemoryHarness::new()).await;
         }
 
         #[tokio::test(start_paused = true)]
