@@ -548,3 +548,42 @@ async fn the_release_command_gets_fly_tomls_files_and_its_own_timeout() {
     assert!(ran.summary.contains("before any change"), "{ran}");
     fly.stop().await;
 }
+
+#[tokio::test]
+async fn bluegreen_with_volumes_stops_before_any_change_when_a_green_has_no_free_volume() {
+    let fly = fly_with(FlyOptions { volume: Some("data".into()), spare_volumes: 2, ..FlyOptions::default() }).await;
+    let ran = Step::main(&with(inputs(&fly, V2), "strategy", "bluegreen")).run().await;
+
+    assert_eq!(ran.code, 1, "{ran}");
+    assert!(ran.summary.contains("FAILED before any change"), "{ran}");
+    assert!(ran.summary.contains("needs a free volume named data in ams"), "the missing volume is named: {ran}");
+    assert!(machine_writes(&fly).is_empty(), "{:?}", machine_writes(&fly));
+    fly.stop().await;
+}
+
+#[tokio::test]
+async fn bluegreen_with_volumes_gives_each_green_a_free_volume_of_the_same_name() {
+    let fly = fly_with(FlyOptions { volume: Some("data".into()), spare_volumes: 3, ..FlyOptions::default() }).await;
+    let blue_volumes: Vec<String> =
+        app_machines(&fly).iter().map(|m| m.config["mounts"][0]["volume"].as_str().unwrap().to_string()).collect();
+    let ran = Step::main(&with(inputs(&fly, V2), "strategy", "bluegreen")).run().await;
+
+    assert_eq!(ran.code, 0, "{ran}");
+    let greens = app_machines(&fly);
+    assert_eq!(images(&fly), vec![V2; 3]);
+    for g in &greens {
+        let volume = g.config["mounts"][0]["volume"].as_str().unwrap();
+        assert!(!blue_volumes.iter().any(|b| b == volume), "{} took a free volume, not a blue's", g.id);
+    }
+    fly.stop().await;
+}
+
+#[tokio::test]
+async fn canary_is_refused_for_machines_with_volumes_before_any_change() {
+    let fly = fly_with(FlyOptions { volume: Some("data".into()), ..FlyOptions::default() }).await;
+    let ran = Step::main(&with(inputs(&fly, V2), "strategy", "canary")).run().await;
+    assert_eq!(ran.code, 1, "{ran}");
+    assert!(ran.summary.contains("canary cannot deploy an app whose machines mount volumes"), "{ran}");
+    assert!(machine_writes(&fly).is_empty());
+    fly.stop().await;
+}
