@@ -758,23 +758,10 @@ mod tests {
     use super::*;
     use crate::progress::testing::Recorded;
     use crate::providers::conformance::memory::MemoryHarness;
-    use crate::providers::conformance::Harness;
-    use crate::runner::Paths;
-    use crate::secret::Redactor;
+    use crate::providers::conformance::{run, tempdir, Harness};
 
     async fn deploy(h: &MemoryHarness, config: &Config, progress: Progress) -> Report {
-        let provider = h.provider();
-        let runner = Runner::new(false, Paths::default(), Redactor::default());
-        let engine = Engine {
-            config,
-            provider: provider.as_ref(),
-            probe: h.probe(),
-            runner: &runner,
-            shutdown: Shutdown::new(),
-            ledger: None,
-            progress,
-        };
-        engine.run().await
+        run(h, config, Shutdown::new(), progress, tempdir().path()).await
     }
 
     #[tokio::test(start_paused = true)]

@@ -94,7 +94,7 @@ async fn post_restores(h: &dyn Harness, config: &Config, dir: &std::path::Path, 
 }
 
 /// Runs one command through the engine, as `cli` would, with state kept in `dir`.
-async fn run(
+pub(crate) async fn run(
     h: &dyn Harness,
     config: &Config,
     shutdown: Shutdown,
@@ -127,10 +127,10 @@ fn saved(dir: &std::path::Path) -> Saved {
 }
 
 /// A directory for one run's state, removed afterwards.
-struct TempDir(std::path::PathBuf);
+pub(crate) struct TempDir(std::path::PathBuf);
 
 impl TempDir {
-    fn path(&self) -> &std::path::Path {
+    pub(crate) fn path(&self) -> &std::path::Path {
         &self.0
     }
 }
@@ -141,7 +141,7 @@ impl Drop for TempDir {
     }
 }
 
-fn tempdir() -> TempDir {
+pub(crate) fn tempdir() -> TempDir {
     static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("safe-deploy-conformance-{}-{n}", std::process::id()));
