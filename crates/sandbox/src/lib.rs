@@ -5,16 +5,23 @@
 //! Layout:
 //! - `server`: a tiny HTTP/1.1 server on loopback that the emulators share.
 //! - `client`: a tiny HTTP/1.1 client for the router, the checks and tests.
+//! - `kit`: what every emulator shares, so each one holds only its provider's own
+//!   rules: the API pipeline (control endpoints, faults, auth, call log), the fault
+//!   set, token checks, OS processes, health probes and a forwarding router.
 //! - `app`: what a release of the test application answers (version, health, faults),
 //!   and the test application as a real process.
 //! - `double`: the provider double's state file, and an app that serves whatever
 //!   release that file says is live.
-//! - `fly`: a Fly.io emulator (Machines API, proxy, one process per machine).
-//! - `github`: a GitHub REST emulator for deployments and deployment statuses.
+//! - `fly`: a Fly.io emulator (Machines API, proxy, one process per machine), on the kit.
+//! - `github`: a GitHub REST emulator for deployments and deployment statuses, on the kit.
+//!
+//! Dependencies point one way: emulators use the kit, the kit uses `server` and
+//! `client`, and nothing in the kit names a provider.
 
 pub mod app;
 pub mod client;
 pub mod double;
 pub mod fly;
 pub mod github;
+pub mod kit;
 pub mod server;

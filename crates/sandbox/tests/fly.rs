@@ -413,7 +413,28 @@ async fn faults_fail_the_next_requests_as_told() {
     assert_eq!(statuses, [503, 503, 200, 429, 404, 200, 200, 0, 200, 200, 0, 503, 200]);
     let writes: Vec<_> = fly.calls().into_iter().filter(|c| c.is_write()).collect();
     assert_eq!(writes.len(), 2);
-    assert_eq!(writes[0].machine_id.as_deref(), Some("nope"));
+    assert_eq!(writes[0].target.as_deref(), Some("nope"));
+    fly.stop().await;
+}
+
+#[tokio::test]
+async fn a_standing_status_fails_every_api_request_until_cleared() {
+    let fly = start(FlyOptions { machines: 1, ..options() }).await;
+    fly.reset_calls();
+    fly.set_faults(Faults { status: Some(502), ..Default::default() });
+    for (method, path) in [("GET", ""), ("POST", "/nope/start"), ("GET", "")] {
+        let failed = api(&fly, method, path, None, None).await;
+        assert_eq!(failed.status, 502, "{method} {path}");
+        assert!(error_of(&failed).contains("502"), "{}", failed.text());
+    }
+    let base = fly.api_url().trim_end_matches("/v1").to_string();
+    let listed = call("GET", &format!("{base}/__sandbox/machines"), &[], None).await.expect("control answers");
+    assert_eq!(listed.status, 200, "control requests are exempt");
+    assert_eq!(through_router(&fly, "/").await.status, 200, "the app itself is not the API");
+    fly.set_faults(Faults::default());
+    assert_eq!(api(&fly, "GET", "", None, None).await.status, 200);
+    let statuses: Vec<u16> = fly.calls().iter().map(|c| c.status).collect();
+    assert_eq!(statuses, [502, 502, 502, 200]);
     fly.stop().await;
 }
 

@@ -466,6 +466,35 @@ async fn the_rate_limit_fault_says_when_to_come_back() {
 }
 
 #[tokio::test]
+async fn the_kits_bursts_answer_in_githubs_shape() {
+    let github = start().await;
+    let url = format!("{}/__sandbox/faults", github.api_url());
+    let bursts = json!({ "error_burst": 1, "rate_limit_burst": 1, "retry_after_secs": 30, "malformed_burst": 1 });
+    assert_eq!(call("POST", &url, &[], Some(&bursts)).await.expect("answers").status, 200);
+    assert_eq!(github.faults().api.error_burst, 1);
+
+    let unavailable = gh(&github, "GET", DEPLOYMENTS, None).await;
+    assert_eq!((unavailable.status, message(&unavailable)), (503, "Service Unavailable".to_string()));
+    assert!(unavailable.json()["documentation_url"].is_string());
+    assert!(unavailable.header("x-github-request-id").is_some(), "GitHub's headers on a faulted answer too");
+    let limited = gh(&github, "POST", DEPLOYMENTS, Some(json!({ "ref": "main" }))).await;
+    assert_eq!((limited.status, limited.header("retry-after")), (429, Some("30")));
+    assert!(message(&limited).contains("secondary rate limit"), "{}", limited.text());
+    let created = create(&github, json!({ "ref": "main" })).await;
+    let broken = gh(&github, "GET", &format!("{DEPLOYMENTS}/{}", id_of(&created)), None).await;
+    assert_eq!(broken.status, 200);
+    assert!(serde_json::from_slice::<Value>(&broken.body).is_err(), "{}", broken.text());
+    assert_eq!(gh(&github, "GET", DEPLOYMENTS, None).await.status, 200, "every burst spent");
+
+    let calls = github.calls();
+    let statuses: Vec<u16> = calls.iter().map(|c| c.status).collect();
+    assert_eq!(statuses, [503, 429, 201, 200, 200]);
+    assert_eq!(calls[3].target, Some(id_of(&created).to_string()), "the deployment a call is about");
+    assert_eq!(calls[0].target, None);
+    github.stop().await;
+}
+
+#[tokio::test]
 async fn faults_can_be_set_over_http_without_being_logged() {
     let github = start().await;
     let url = format!("{}/__sandbox/faults", github.api_url());

@@ -1,23 +1,25 @@
-//! The Machines API over HTTP (machines and volumes): paths, auth, request bodies and
-//! faults in; the platform's answers out as JSON shaped like the Fly Machines OpenAPI
-//! spec. Also
-//! the `/__sandbox/*` control endpoints, which no fault or auth applies to.
+//! The Machines API over HTTP (machines and volumes): paths, request bodies and
+//! lease nonces in; the platform's answers out as JSON shaped like the Fly Machines
+//! OpenAPI spec, errors as `{"error": ...}`. Plus the Fly control endpoints
+//! `/__sandbox/machines` and `/__sandbox/volumes`.
+//!
+//! Faults, the token check, the call log and `/__sandbox/calls|faults` are the kit's
+//! pipeline (`kit::api`); this module only says how Fly words and shapes them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::header::HeaderValue;
 use hyper::Method;
 use serde_json::{json, Map, Value};
-use tokio::net::TcpStream;
 
-use super::faults::{Faults, Verdict};
 use super::ids;
 use super::platform::{Failure, NewConfig, NewMachine, Platform};
-use super::process::signal;
-use super::ApiCall;
-use crate::server::{self, json, Request, Response, Server};
+use super::Faults;
+use crate::kit::api::{self as pipeline, Emulator, Gate};
+use crate::kit::process::signal;
+use crate::kit::{Refusal, TokenRule};
+use crate::server::{json, Request, Response, Server};
 
 /// The header that proves a caller holds a machine's lease.
 const NONCE_HEADER: &str = "fly-machine-lease-nonce";
@@ -25,17 +27,62 @@ const NONCE_HEADER: &str = "fly-machine-lease-nonce";
 const MAX_WAIT: Duration = Duration::from_secs(60);
 const DEFAULT_LEASE_TTL: u64 = 30;
 
+/// The Machines API as the kit's pipeline sees it.
+struct MachinesApi {
+    platform: Arc<Platform>,
+}
+
 pub async fn serve(platform: Arc<Platform>, addr: SocketAddr) -> std::io::Result<Server> {
-    let screening = platform.clone();
-    server::serve_screened(
-        addr,
-        move |stream| screen(screening.clone(), stream),
-        move |request| {
-            let platform = platform.clone();
-            async move { handle(&platform, request).await }
-        },
-    )
-    .await
+    pipeline::serve(Arc::new(MachinesApi { platform }), addr).await
+}
+
+impl Emulator for MachinesApi {
+    type Faults = Faults;
+
+    fn gate(&self) -> &Gate<Faults> {
+        &self.platform.gate
+    }
+
+    fn error(&self, status: u16, message: &str) -> Response {
+        error(status, message)
+    }
+
+    fn fault_message(&self, status: u16) -> String {
+        match status {
+            503 => "the Machines API is temporarily unavailable (sandbox fault); retry with backoff".into(),
+            429 => "rate limited".into(),
+            _ => format!("the Machines API failed with {status} (sandbox fault)"),
+        }
+    }
+
+    fn token_rule(&self) -> Option<&TokenRule> {
+        Some(&self.platform.auth)
+    }
+
+    /// Fly says no more than this, whatever was wrong with the token.
+    fn unauthorized(&self, _refusal: Refusal) -> Response {
+        error(401, "unauthorized")
+    }
+
+    async fn route(&self, request: &Request) -> Response {
+        route(&self.platform, request).await
+    }
+
+    fn control(&self, request: &Request) -> Option<Response> {
+        match (&request.method, request.path.as_str()) {
+            (&Method::GET, "/__sandbox/machines") => Some(json(200, &json!(self.platform.views()))),
+            (&Method::GET, "/__sandbox/volumes") => Some(json(200, &json!(self.platform.volume_views()))),
+            _ => None,
+        }
+    }
+
+    fn control_endpoints(&self) -> &'static [&'static str] {
+        &["GET /__sandbox/machines", "GET /__sandbox/volumes"]
+    }
+
+    fn target(&self, path: &str) -> Option<String> {
+        machine_id_in(path)
+    }
 }
 
 fn error(status: u16, message: impl Into<String>) -> Response {
@@ -53,135 +100,12 @@ fn answer(result: Result<Value, Failure>) -> Response {
     }
 }
 
-/// Closes a new connection before reading it while resets are pending, except for
-/// control requests (peeked at, not read) so a test can always switch faults off.
-async fn screen(platform: Arc<Platform>, stream: TcpStream) -> Option<TcpStream> {
-    if platform.lock().faults.reset_burst == 0 {
-        return Some(stream);
-    }
-    let line = peek_request_line(&stream).await;
-    let mut words = line.split_whitespace();
-    let (method, target) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
-    if target.starts_with("/__sandbox") || !platform.lock().faults.take_reset() {
-        return Some(stream);
-    }
-    let (path, query) = match target.split_once('?') {
-        Some((path, query)) => (path, Some(query.to_string())),
-        None => (target, None),
-    };
-    platform.log_call(ApiCall {
-        method: method.to_string(),
-        path: path.to_string(),
-        query,
-        status: 0,
-        machine_id: machine_id_in(path),
-    });
-    // A zero linger turns the close into a reset, as a dropped connection looks.
-    let _ = stream.set_zero_linger();
-    None
-}
-
-/// The request line, peeked so the server can still read it; empty if none comes soon.
-async fn peek_request_line(stream: &TcpStream) -> String {
-    let mut buf = [0u8; 512];
-    let peeked = tokio::time::timeout(Duration::from_secs(1), async {
-        loop {
-            match stream.peek(&mut buf).await {
-                Ok(0) | Err(_) => return 0,
-                Ok(n) if n == buf.len() || buf[..n].contains(&b'\n') => return n,
-                Ok(_) => tokio::time::sleep(Duration::from_millis(2)).await,
-            }
-        }
-    })
-    .await
-    .unwrap_or(0);
-    let text = String::from_utf8_lossy(&buf[..peeked]);
-    text.lines().next().unwrap_or_default().to_string()
-}
-
+/// The machine a Machines API path is about, for the call log.
 fn machine_id_in(path: &str) -> Option<String> {
     let rest = path.strip_prefix("/v1/apps/")?;
     let mut parts = rest.split('/');
     let (_app, machines, id) = (parts.next()?, parts.next()?, parts.next()?);
     (machines == "machines" && !id.is_empty()).then(|| id.to_string())
-}
-
-async fn handle(platform: &Arc<Platform>, request: Request) -> Response {
-    if request.path.starts_with("/__sandbox/") {
-        return control(platform, &request);
-    }
-    let (verdict, slow_ms) = {
-        let mut state = platform.lock();
-        (state.faults.next(request.method == Method::GET), state.faults.slow_ms)
-    };
-    let response = if verdict == Verdict::Reset {
-        server::drop_connection()
-    } else {
-        if slow_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(slow_ms)).await;
-        }
-        match verdict {
-            Verdict::Unavailable => {
-                error(503, "the Machines API is temporarily unavailable (sandbox fault); retry with backoff")
-            }
-            Verdict::RateLimited { retry_after_secs } => {
-                let mut response = error(429, "rate limited");
-                if let Some(secs) = retry_after_secs {
-                    response.headers_mut().insert("retry-after", HeaderValue::from(secs));
-                }
-                response
-            }
-            Verdict::Malformed => {
-                let mut response = server::text(200, r#"{"id":"3d8d9e1a2b4c57","state":"sta"#);
-                response.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
-                response
-            }
-            _ if !authorized(platform, &request) => error(401, "unauthorized"),
-            _ => route(platform, &request).await,
-        }
-    };
-    let status = if verdict == Verdict::Reset { 0 } else { response.status().as_u16() };
-    platform.log_call(ApiCall {
-        method: request.method.to_string(),
-        path: request.path.clone(),
-        query: request.query.clone(),
-        status,
-        machine_id: machine_id_in(&request.path),
-    });
-    response
-}
-
-/// Whether the request carries the token; `Bearer ` and `FlyV1 ` schemes are both fine.
-fn authorized(platform: &Platform, request: &Request) -> bool {
-    fn bare(value: &str) -> &str {
-        let value = value.trim();
-        value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("FlyV1 ")).unwrap_or(value).trim()
-    }
-    match &platform.token {
-        None => true,
-        Some(token) => request.header("authorization").is_some_and(|given| bare(given) == bare(token)),
-    }
-}
-
-fn control(platform: &Platform, request: &Request) -> Response {
-    match (&request.method, request.path.as_str()) {
-        (&Method::GET, "/__sandbox/machines") => json(200, &json!(platform.views())),
-        (&Method::GET, "/__sandbox/volumes") => json(200, &json!(platform.volume_views())),
-        (&Method::GET, "/__sandbox/calls") => json(200, &json!(platform.lock().calls)),
-        (&Method::GET, "/__sandbox/faults") => json(200, &json!(platform.lock().faults)),
-        (&Method::POST, "/__sandbox/faults") => match serde_json::from_slice::<Faults>(&request.body) {
-            Ok(faults) => {
-                platform.lock().faults = faults.clone();
-                json(200, &json!(faults))
-            }
-            Err(e) => error(400, format!("faults body: {e}; send JSON such as {{\"error_burst\": 2}}")),
-        },
-        _ => error(
-            404,
-            "unknown sandbox endpoint; use GET /__sandbox/machines, GET /__sandbox/volumes, GET /__sandbox/calls \
-             or GET|POST /__sandbox/faults",
-        ),
-    }
 }
 
 async fn route(platform: &Arc<Platform>, request: &Request) -> Response {

@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Value};
 
 use super::ids;
-use super::process::Proc;
+use crate::kit::checks::Probe;
+use crate::kit::process::Proc;
 
 /// The process group whose machines run release commands.
 pub const RELEASE_COMMAND_GROUP: &str = "fly_app_release_command";
@@ -81,11 +82,7 @@ pub struct CheckResult {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckDef {
     pub name: String,
-    /// `http` or `tcp`.
-    pub kind: String,
-    pub method: String,
-    pub path: String,
-    pub headers: Vec<(String, String)>,
+    pub probe: Probe,
     pub timeout: Duration,
 }
 
@@ -292,12 +289,18 @@ fn check_def(name: String, check: &Value) -> Option<CheckDef> {
         })
         .flatten()
         .collect();
+    let probe = if kind == "tcp" {
+        Probe::Tcp
+    } else {
+        Probe::Http {
+            method: field("method").unwrap_or("GET").to_ascii_uppercase(),
+            path: field("path").unwrap_or("/").to_string(),
+            headers,
+        }
+    };
     Some(CheckDef {
         name,
-        kind,
-        method: field("method").unwrap_or("GET").to_ascii_uppercase(),
-        path: field("path").unwrap_or("/").to_string(),
-        headers,
+        probe,
         timeout: field("timeout").and_then(ids::parse_duration).unwrap_or(Duration::from_secs(2)),
     })
 }
@@ -357,6 +360,23 @@ mod tests {
         assert_eq!(names, ["alive", "servicecheck-00-http-8080"]);
         assert!(!m.checks_passing(), "no result yet is not passing");
         assert!(machine(json!({})).checks_passing());
+    }
+
+    #[test]
+    fn check_configs_become_kit_probes() {
+        let m = machine(json!({
+            "checks": {"alive": {"type": "tcp", "port": 8080, "timeout": "3s"}, "grpc": {"type": "grpc"}},
+            "services": [{"internal_port": 8080, "checks": [{
+                "type": "http", "method": "head", "path": "/health",
+                "headers": [{"name": "X-Probe", "values": ["a", "b"]}]
+            }]}]
+        }));
+        let defs = m.check_defs();
+        assert_eq!(defs.len(), 2, "a kind the sandbox cannot probe is left out: {defs:?}");
+        assert_eq!((&defs[0].probe, defs[0].timeout), (&Probe::Tcp, Duration::from_secs(3)));
+        let headers = vec![("X-Probe".to_string(), "a".to_string()), ("X-Probe".to_string(), "b".to_string())];
+        assert_eq!(defs[1].probe, Probe::Http { method: "HEAD".into(), path: "/health".into(), headers });
+        assert_eq!(defs[1].timeout, Duration::from_secs(2), "flyd's default");
     }
 
     #[test]

@@ -4,17 +4,18 @@
 //! the demo point safe-deploy's Fly provider at `api_url()` and watch `app_url()`.
 //!
 //! Layout: `platform` owns the machines, the volumes and their lifecycle, `machine`
-//! one machine's record and JSON, `volumes` one volume's and the mount rules,
-//! `process` the OS processes, `faults` injected API failures, `ids` Fly-shaped
-//! identifiers and times.
+//! one machine's record and JSON, `volumes` one volume's and the mount rules, `api`
+//! the Machines API's routes and bodies, `router` the Fly proxy's pin and headers,
+//! `checks` when machines are probed and where results go, `ids` Fly-shaped
+//! identifiers and times. Faults, auth, the call log and the control endpoints, the
+//! proxying itself, probes and OS processes come from `crate::kit`; what is here is
+//! only what Fly does its own way.
 
 mod api;
 mod checks;
-mod faults;
 pub(crate) mod ids;
 mod machine;
 mod platform;
-mod process;
 mod router;
 mod volumes;
 
@@ -26,7 +27,9 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-pub use faults::Faults;
+/// The kit's fault set, which is all the Fly emulator serves; `never_start` applies
+/// to machines started from then on.
+pub use crate::kit::Faults;
 pub use machine::RELEASE_COMMAND_GROUP;
 
 use crate::app::{ReleaseSpec, Releases};
@@ -149,23 +152,9 @@ impl VolumeView {
     }
 }
 
-/// One API request, as the emulator answered it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ApiCall {
-    pub method: String,
-    pub path: String,
-    pub query: Option<String>,
-    /// 0 when the connection was closed without an answer (a reset fault).
-    pub status: u16,
-    pub machine_id: Option<String>,
-}
-
-impl ApiCall {
-    /// Anything but a GET.
-    pub fn is_write(&self) -> bool {
-        self.method != "GET"
-    }
-}
+/// One Machines API request, as the emulator answered it; `target` is the machine id
+/// in its path.
+pub type ApiCall = crate::kit::Call;
 
 pub struct FlySandbox {
     platform: Arc<Platform>,
@@ -250,11 +239,11 @@ impl FlySandbox {
     }
 
     pub fn set_faults(&self, faults: Faults) {
-        self.platform.lock().faults = faults;
+        self.platform.gate.set_faults(faults);
     }
 
     pub fn faults(&self) -> Faults {
-        self.platform.lock().faults.clone()
+        self.platform.gate.faults()
     }
 
     pub fn add_release(&self, image: &str, spec: ReleaseSpec) {
@@ -281,11 +270,11 @@ impl FlySandbox {
 
     /// Every API request so far, in the order they were answered.
     pub fn calls(&self) -> Vec<ApiCall> {
-        self.platform.lock().calls.clone()
+        self.platform.gate.calls.all()
     }
 
     pub fn reset_calls(&self) {
-        self.platform.lock().calls.clear();
+        self.platform.gate.calls.clear();
     }
 
     /// Kills every process and stops both servers.

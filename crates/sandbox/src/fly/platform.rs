@@ -1,7 +1,8 @@
 //! The emulated platform: the app's machines and volumes and what happens to them.
 //! Every lifecycle operation (create, update, start, stop, suspend, destroy) runs
 //! here, under the machine's operation lock, so two of them never interleave on one
-//! machine.
+//! machine. It also holds the kit's `Gate` (faults and call log), because
+//! `never_start` decides what a launch does; HTTP is `api`'s and `router`'s business.
 
 use std::ffi::OsString;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,12 +12,12 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use super::faults::Faults;
 use super::machine::{CheckResult, Lease, Machine, RELEASE_COMMAND_GROUP};
-use super::process::{self, signal, Exit, Launch};
 use super::volumes::{self, Volume};
-use super::{checks, ids, ApiCall, FlyOptions, MachineView, VolumeView};
+use super::{checks, ids, Faults, FlyOptions, MachineView, VolumeView};
 use crate::app::{spec_for, Releases};
+use crate::kit::process::{self, signal, Exit, Launch};
+use crate::kit::{Gate, TokenRule};
 
 /// Who holds a lease taken through the API (Fly puts the token owner's email here).
 pub const API_LEASE_OWNER: &str = "sandbox-user@fly.test";
@@ -71,8 +72,6 @@ pub struct State {
     /// Destroyed ones included, in creation order.
     pub volumes: Vec<Volume>,
     pub releases: Releases,
-    pub faults: Faults,
-    pub calls: Vec<ApiCall>,
     /// For each image, the app machines that ever started a process of it.
     pub ran: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
     /// Set by `FlySandbox::stop`: nothing launches any more.
@@ -92,8 +91,10 @@ impl State {
 pub struct Platform {
     pub app: String,
     pub region: String,
-    pub token: Option<String>,
+    pub auth: TokenRule,
     pub check_interval: Duration,
+    /// Faults and the call log, under a lock of their own.
+    pub gate: Gate<Faults>,
     app_command: Vec<OsString>,
     state: Mutex<State>,
     /// Bumped on every change a waiter could care about.
@@ -106,7 +107,9 @@ impl Platform {
         Platform {
             app: opts.app.clone(),
             region: opts.region.clone(),
-            token: opts.token.clone(),
+            // Fly takes `Authorization: Bearer <token>`, `FlyV1 <token>` or the bare token.
+            auth: TokenRule { schemes: &["Bearer", "FlyV1"], bare: true, token: opts.token.clone(), required: false },
+            gate: Gate::default(),
             check_interval: opts.check_interval,
             app_command: opts.app_command.clone(),
             state: Mutex::new(State { releases: opts.releases.clone(), ..Default::default() }),
@@ -145,10 +148,6 @@ impl Platform {
 
     pub fn views(&self) -> Vec<MachineView> {
         self.lock().machines.iter().map(MachineView::of).collect()
-    }
-
-    pub fn log_call(&self, call: ApiCall) {
-        self.lock().calls.push(call);
     }
 
     fn ops(&self, id: &str) -> Result<Arc<tokio::sync::Mutex<()>>, Failure> {
@@ -230,7 +229,7 @@ impl Platform {
 
     /// The port of machine `id` for a request forced to it (`fly-force-instance-id`),
     /// or why it cannot take one. Being cordoned or failing checks does not stop it:
-    /// see `router::forward_forced`.
+    /// see `FlyProxy::pinned` in `router`.
     pub fn forced_backend(&self, id: &str) -> Result<u16, String> {
         let mut state = self.lock();
         let Some(m) = state.machine(id).filter(|m| m.state != "destroyed") else {
@@ -648,7 +647,8 @@ impl Platform {
     }
 
     fn spawn_for(self: &Arc<Self>, state: &mut State, id: &str) {
-        let never_start = state.faults.never_start || state.closed;
+        // The gate's lock is taken under the state's, never the other way round.
+        let never_start = self.gate.with_faults(|f| f.never_start) || state.closed;
         let releases = state.releases.clone();
         let app_image = state.machines.iter().find(|m| m.id == id && m.process_group() != RELEASE_COMMAND_GROUP);
         if let Some(image) = app_image.map(Machine::image) {

@@ -1,8 +1,10 @@
-//! The HTTP side of the GitHub emulator: the checks GitHub makes before it routes a
-//! request (rate limit, User-Agent, API version, token), injected faults, the
-//! deployment and status endpoints with pagination, and the headers every answer
-//! carries. Plus the `/__sandbox/*` control endpoints, which are exempt from all of
-//! that and not logged, so an outside driver can set faults mid-run.
+//! GitHub's side of the emulator's HTTP API: the checks GitHub makes before it looks
+//! at the token (rate limit, User-Agent, API version), the deployment and status
+//! endpoints with pagination, the headers every answer carries, GitHub's error body
+//! and messages, and the `/__sandbox/deployments` control endpoint.
+//!
+//! Injected faults, the token check, the call log and `/__sandbox/calls|faults` are
+//! the kit's pipeline (`kit::api`); GitHub's own create faults are served here.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +18,9 @@ use super::faults::{message_for, GitHubFaults};
 use super::input::{NewDeployment, NewStatus};
 use super::render::{self, Doc, Urls};
 use super::state::{DeleteRefusal, Filter, State, RATE_LIMIT};
-use super::{GitHubCall, Shared};
+use super::Shared;
+use crate::kit::api::{self as pipeline, Emulator, Gate};
+use crate::kit::TokenRule;
 use crate::server::{self, Request, Response, Server};
 
 /// The REST API versions GitHub accepts in `X-GitHub-Api-Version`.
@@ -28,28 +32,64 @@ const MAX_PER_PAGE: usize = 100;
 const DEFAULT_BRANCH: &str = "main";
 
 pub async fn serve(shared: Arc<Shared>, addr: SocketAddr) -> std::io::Result<Server> {
-    server::serve(addr, move |request| {
-        let shared = shared.clone();
-        async move { handle(&shared, request) }
-    })
-    .await
+    pipeline::serve(shared, addr).await
 }
 
-fn handle(shared: &Shared, request: Request) -> Response {
-    if request.path.starts_with("/__sandbox/") {
-        return control(shared, &request);
+impl Emulator for Shared {
+    type Faults = GitHubFaults;
+
+    fn gate(&self) -> &Gate<GitHubFaults> {
+        &self.gate
     }
-    let mut response = answer(shared, &request, SystemTime::now());
-    let mut state = shared.lock();
-    decorate(&mut response, &state, &request);
-    state.calls.push(GitHubCall {
-        method: request.method.to_string(),
-        path: request.path.clone(),
-        query: request.query.clone(),
-        status: response.status().as_u16(),
-        body: serde_json::from_slice(&request.body).ok(),
-    });
-    response
+
+    fn error(&self, status: u16, message: &str) -> Response {
+        failure(status, message, Doc::Rest)
+    }
+
+    fn fault_message(&self, status: u16) -> String {
+        message_for(status).to_string()
+    }
+
+    fn precheck(&self, request: &Request) -> Option<Response> {
+        precheck(self, request, SystemTime::now())
+    }
+
+    /// Refusals keep the kit's wording, which is GitHub's.
+    fn token_rule(&self) -> Option<&TokenRule> {
+        Some(&self.auth)
+    }
+
+    async fn route(&self, request: &Request) -> Response {
+        route(self, request, SystemTime::now())
+    }
+
+    fn control(&self, request: &Request) -> Option<Response> {
+        match (request.method.as_str(), request.path.as_str()) {
+            ("GET", "/__sandbox/deployments") => Some(reply(200, &json!(self.views()))),
+            _ => None,
+        }
+    }
+
+    fn control_endpoints(&self) -> &'static [&'static str] {
+        &["GET /__sandbox/deployments"]
+    }
+
+    fn target(&self, path: &str) -> Option<String> {
+        deployment_id_in(path)
+    }
+
+    fn decorate(&self, request: &Request, response: &mut Response) {
+        decorate(response, &self.lock(), request, self.gate.calls.len() + 1);
+    }
+}
+
+/// The deployment a path is about, for the call log.
+fn deployment_id_in(path: &str) -> Option<String> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["repos", _, _, "deployments", id, ..] if !id.is_empty() => Some(id.to_string()),
+        _ => None,
+    }
 }
 
 /// A JSON answer with GitHub's content type.
@@ -68,8 +108,9 @@ fn not_found(doc: Doc) -> Response {
 }
 
 /// The headers every API answer carries: rate-limit accounting (unless the answer
-/// set its own), the media type and API version GitHub served, a request id.
-fn decorate(response: &mut Response, state: &State, request: &Request) {
+/// set its own), the media type and API version GitHub served, a request id that
+/// differs per request (`nth` is the request's place in the call log).
+fn decorate(response: &mut Response, state: &State, request: &Request, nth: usize) {
     let headers = response.headers_mut();
     if !headers.contains_key("x-ratelimit-limit") {
         insert_rate_headers(headers, state.rate.remaining(), state.rate.reset_unix());
@@ -78,7 +119,7 @@ fn decorate(response: &mut Response, state: &State, request: &Request) {
     let version =
         request.header("x-github-api-version").filter(|v| API_VERSIONS.contains(v)).unwrap_or(API_VERSIONS[0]);
     headers.insert("x-github-api-version-selected", HeaderValue::from_str(version).expect("a known version"));
-    let id = format!("5A4D:B0C5:{:X}:{:X}:{:X}", state.calls.len() + 1, state.deployments.len(), state.rate.used);
+    let id = format!("5A4D:B0C5:{nth:X}:{:X}:{:X}", state.deployments.len(), state.rate.used);
     headers.insert("x-github-request-id", HeaderValue::from_str(&id).expect("hex and colons"));
 }
 
@@ -90,66 +131,60 @@ fn insert_rate_headers(headers: &mut hyper::HeaderMap, remaining: u64, reset: u6
     headers.insert("x-ratelimit-resource", HeaderValue::from_static("core"));
 }
 
-/// GitHub's checks, in the order it makes them, then the route.
-fn answer(shared: &Shared, request: &Request, now: SystemTime) -> Response {
+/// GitHub's checks before it looks at the token, in the order it makes them: every
+/// request counts against the rate limit, then User-Agent, then the API version.
+fn precheck(shared: &Shared, request: &Request, now: SystemTime) -> Option<Response> {
+    let rate_limited = shared.gate.with_faults(|f| f.rate_limited);
     let mut state = shared.lock();
     let within_limit = state.spend_rate_limit(now);
-    if state.faults.rate_limited || !within_limit {
+    if rate_limited || !within_limit {
         // A fault says "try again in a minute"; a real exhaustion names the window's end.
         let reset =
             if within_limit { render::unix_secs(now + Duration::from_secs(60)) } else { state.rate.reset_unix() };
         let mut response = failure(403, "API rate limit exceeded for installation ID 1.", Doc::RateLimits);
         insert_rate_headers(response.headers_mut(), 0, reset);
-        return response;
-    }
-    if let Some(status) = state.faults.status {
-        return failure(status, message_for(status), Doc::Rest);
+        return Some(response);
     }
     if request.header("user-agent").is_none_or(|agent| agent.trim().is_empty()) {
         let message = "Request forbidden by administrative rules. Please make sure your request has a User-Agent \
                        header (https://docs.github.com/en/rest/overview/resources-in-the-rest-api#user-agent-required). \
                        Check https://developer.github.com for other possible causes.";
-        return failure(403, message, Doc::UserAgent);
+        return Some(failure(403, message, Doc::UserAgent));
     }
     if let Some(version) = request.header("x-github-api-version").filter(|v| !API_VERSIONS.contains(v)) {
-        return failure(400, &format!("API version {version} is not supported."), Doc::Rest);
+        return Some(failure(400, &format!("API version {version} is not supported."), Doc::Rest));
     }
-    if let Some(refusal) = unauthenticated(shared, request) {
-        return refusal;
-    }
+    None
+}
+
+fn route(shared: &Shared, request: &Request, now: SystemTime) -> Response {
+    let faults = shared.gate.faults();
+    let mut state = shared.lock();
     let urls = Urls { base: shared.base(), owner: &shared.owner, repo: &shared.repo };
     let segments: Vec<&str> = request.path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
         ["repos", owner, repo, "deployments", rest @ ..]
             if owner.eq_ignore_ascii_case(&shared.owner) && repo.eq_ignore_ascii_case(&shared.repo) =>
         {
-            deployments(&mut state, request, &urls, rest, now)
+            deployments(&mut state, &faults, request, &urls, rest, now)
         }
         _ => not_found(Doc::Rest),
     }
 }
 
-/// The 401 for a request without `Authorization: Bearer <t>` or `token <t>`, or
-/// with another token than the one set.
-fn unauthenticated(shared: &Shared, request: &Request) -> Option<Response> {
-    let Some(header) = request.header("authorization") else {
-        return Some(failure(401, "Requires authentication", Doc::Rest));
-    };
-    let (scheme, token) = header.trim().split_once(' ').unwrap_or((header, ""));
-    let scheme_ok = scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token");
-    let token = token.trim();
-    if !scheme_ok || token.is_empty() || shared.token.as_deref().is_some_and(|t| t != token) {
-        return Some(failure(401, "Bad credentials", Doc::Rest));
-    }
-    None
-}
-
 /// Everything under `/repos/{owner}/{repo}/deployments`.
-fn deployments(state: &mut State, request: &Request, urls: &Urls, rest: &[&str], now: SystemTime) -> Response {
+fn deployments(
+    state: &mut State,
+    faults: &GitHubFaults,
+    request: &Request,
+    urls: &Urls,
+    rest: &[&str],
+    now: SystemTime,
+) -> Response {
     let method = &request.method;
     match rest {
         [] if method == Method::GET => list_deployments(state, request, urls),
-        [] if method == Method::POST => create_deployment(state, request, urls, now),
+        [] if method == Method::POST => create_deployment(state, faults, request, urls, now),
         [id, rest @ ..] => {
             let Ok(id) = id.parse::<u64>() else { return not_found(Doc::GetDeployment) };
             match rest {
@@ -186,7 +221,13 @@ fn body_json(request: &Request) -> Result<Value, Box<Response>> {
     serde_json::from_slice(&request.body).map_err(|_| Box::new(failure(400, "Problems parsing JSON", Doc::Rest)))
 }
 
-fn create_deployment(state: &mut State, request: &Request, urls: &Urls, now: SystemTime) -> Response {
+fn create_deployment(
+    state: &mut State,
+    faults: &GitHubFaults,
+    request: &Request,
+    urls: &Urls,
+    now: SystemTime,
+) -> Response {
     let doc = Doc::CreateDeployment;
     let body = match body_json(request) {
         Ok(body) => body,
@@ -198,7 +239,7 @@ fn create_deployment(state: &mut State, request: &Request, urls: &Urls, now: Sys
             return reply(422, &render::validation_failed(doc, problems.iter().map(|p| p.to_json()).collect()))
         }
     };
-    let GitHubFaults { invalid, conflict, auto_merge, .. } = state.faults;
+    let GitHubFaults { invalid, conflict, auto_merge, .. } = *faults;
     let r#ref = new.r#ref.clone();
     if invalid {
         let problem = json!({ "resource": "Deployment", "field": "ref", "code": "invalid",
@@ -333,22 +374,4 @@ fn param(request: &Request, name: &str) -> Option<String> {
         }
     }
     Some(String::from_utf8_lossy(&out).into_owned())
-}
-
-/// `/__sandbox/faults` (GET, or POST a `GitHubFaults` JSON, fields optional),
-/// `/__sandbox/deployments` and `/__sandbox/calls` (GET).
-fn control(shared: &Shared, request: &Request) -> Response {
-    match (request.method.as_str(), request.path.as_str()) {
-        ("GET", "/__sandbox/faults") => reply(200, &json!(shared.lock().faults)),
-        ("POST" | "PUT", "/__sandbox/faults") => match serde_json::from_slice::<GitHubFaults>(&request.body) {
-            Ok(faults) => {
-                shared.lock().faults = faults.clone();
-                reply(200, &json!(faults))
-            }
-            Err(e) => reply(400, &json!({ "message": format!("expected GitHubFaults JSON: {e}") })),
-        },
-        ("GET", "/__sandbox/deployments") => reply(200, &json!(shared.views())),
-        ("GET", "/__sandbox/calls") => reply(200, &json!(shared.lock().calls)),
-        _ => reply(404, &json!({ "message": "unknown sandbox control endpoint" })),
-    }
 }

@@ -3,11 +3,13 @@
 //! `GITHUB_API_URL` holds in a workflow), then read what it recorded: the
 //! deployments with their statuses, and every call.
 //!
-//! Layout: `api` the HTTP side (auth, faults, headers, routes, pagination), `input`
-//! request bodies and their validation, `state` the deployments and GitHub's rules
-//! for them, `render` the JSON GitHub answers with, `faults` injected failures.
-//! `/__sandbox/*` endpoints (no auth, no faults, not logged) let a process outside
-//! the test, such as `.ci/conformance-github`, read the state and set faults.
+//! Layout: `api` GitHub's side of the HTTP API (its checks before auth, headers,
+//! routes, pagination), `input` request bodies and their validation, `state` the
+//! deployments and GitHub's rules for them, `render` the JSON GitHub answers with,
+//! `faults` the fault set. Faults, the token check, the call log and the
+//! `/__sandbox/*` endpoints (no auth, no faults, not logged; they let a process
+//! outside the test, such as `.ci/conformance-github`, read the state and set faults)
+//! are the kit's pipeline (`crate::kit::api`).
 
 mod api;
 mod faults;
@@ -18,12 +20,10 @@ mod state;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use serde::Serialize;
-use serde_json::Value;
-
 pub use faults::GitHubFaults;
 pub use input::{MAX_STATUS_DESCRIPTION, STATES};
 
+use crate::kit::{Gate, TokenRule};
 use crate::server::Server;
 use state::State;
 pub use state::{Deployment, Status};
@@ -54,37 +54,20 @@ pub type DeploymentView = Deployment;
 /// `auto_inactive` added have every optional field `None`.
 pub type StatusView = Status;
 
-/// One API request, as the emulator answered it.
-#[derive(Debug, Clone, Serialize)]
-pub struct GitHubCall {
-    pub method: String,
-    pub path: String,
-    pub query: Option<String>,
-    pub status: u16,
-    /// The request body, when it was JSON.
-    pub body: Option<Value>,
-}
-
-impl GitHubCall {
-    /// Anything but a GET.
-    pub fn is_write(&self) -> bool {
-        self.method != "GET"
-    }
-
-    /// One line for assertion messages, e.g. "POST /repos/acme/shop/deployments 201".
-    pub fn summary(&self) -> String {
-        format!("{} {} {}", self.method, self.path, self.status)
-    }
-}
+/// One API request, as the emulator answered it; `target` is the deployment id in
+/// its path, `body` the request's JSON.
+pub type GitHubCall = crate::kit::Call;
 
 /// What the server's handler shares with the sandbox handle.
 pub(crate) struct Shared {
     owner: String,
     repo: String,
-    token: Option<String>,
+    auth: TokenRule,
     /// The server's base URL, known once it has bound its port.
     base: OnceLock<String>,
     state: Mutex<State>,
+    /// Faults and the call log, under a lock of their own.
+    gate: Gate<GitHubFaults>,
 }
 
 impl Shared {
@@ -114,9 +97,11 @@ impl GitHubSandbox {
         let shared = Arc::new(Shared {
             owner: opts.owner,
             repo: opts.repo,
-            token: opts.token,
+            // GitHub wants a token in the `Bearer` or `token` scheme, even where any would do.
+            auth: TokenRule { schemes: &["Bearer", "token"], bare: false, token: opts.token, required: true },
             base: OnceLock::new(),
             state: Mutex::new(State::default()),
+            gate: Gate::default(),
         });
         let server = api::serve(shared.clone(), SocketAddr::from(([127, 0, 0, 1], opts.port))).await?;
         let url = server.url();
@@ -135,16 +120,16 @@ impl GitHubSandbox {
     }
 
     pub fn set_faults(&self, faults: GitHubFaults) {
-        self.shared.lock().faults = faults;
+        self.shared.gate.set_faults(faults);
     }
 
     pub fn faults(&self) -> GitHubFaults {
-        self.shared.lock().faults.clone()
+        self.shared.gate.faults()
     }
 
     /// Every API request so far, in the order they were answered.
     pub fn calls(&self) -> Vec<GitHubCall> {
-        self.shared.lock().calls.clone()
+        self.shared.gate.calls.all()
     }
 
     /// The non-GET requests among `calls()`.
@@ -153,7 +138,7 @@ impl GitHubSandbox {
     }
 
     pub fn reset_calls(&self) {
-        self.shared.lock().calls.clear();
+        self.shared.gate.calls.clear();
     }
 
     /// Stops the server and waits until the requests in flight are answered.

@@ -1,16 +1,15 @@
 //! The repository's deployments and their statuses, and the rules GitHub applies to
 //! them: ids, the deployment's current environment, `auto_inactive`, filtering, and
-//! which deployments may be deleted. Also the emulator's bookkeeping (faults, the call
-//! log, the rate-limit window), kept under the same lock.
+//! which deployments may be deleted. Also the rate-limit window, which GitHub keeps
+//! per token and which is kept here under the same lock. (Faults and the call log are
+//! the kit's `Gate`.)
 
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use super::faults::GitHubFaults;
 use super::input::{NewDeployment, NewStatus};
 use super::render::{sha_of, unix_secs};
-use super::GitHubCall;
 
 /// Deployment and status ids come from far-apart ranges, so a client that mixes them
 /// up (posting to a status id as if it were a deployment) gets a 404, not a fluke.
@@ -114,8 +113,6 @@ pub struct State {
     pub deployments: Vec<Deployment>,
     next_deployment_id: u64,
     next_status_id: u64,
-    pub faults: GitHubFaults,
-    pub calls: Vec<GitHubCall>,
     pub rate: RateLimit,
 }
 
@@ -125,8 +122,6 @@ impl Default for State {
             deployments: Vec::new(),
             next_deployment_id: FIRST_DEPLOYMENT_ID,
             next_status_id: FIRST_STATUS_ID,
-            faults: GitHubFaults::default(),
-            calls: Vec::new(),
             rate: RateLimit { used: 0, reset: SystemTime::now() + RATE_WINDOW },
         }
     }

@@ -1,5 +1,7 @@
-//! The OS side of a machine: starting the test app as a child process, learning its
-//! port from its "listening on PORT" line, signalling it, and noticing its exit.
+//! The OS side of an instance (a Fly machine, a dyno, a droplet's app): starting the
+//! test app as a child process, learning its port from its "listening on PORT" line,
+//! signalling it, and noticing its exit. It knows nothing of the instance's state or
+//! of any platform; the emulator learns what happened through the callbacks.
 
 use std::ffi::OsString;
 use std::process::Stdio;
@@ -18,7 +20,7 @@ pub struct Exit {
 }
 
 impl Exit {
-    /// The code Fly reports: the process's own, or 128 + signal as a shell would.
+    /// The code platforms report: the process's own, or 128 + signal as a shell would.
     pub fn exit_code(&self) -> i32 {
         self.code.unwrap_or_else(|| 128 + self.signal.unwrap_or(0))
     }

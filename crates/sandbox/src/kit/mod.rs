@@ -1,0 +1,29 @@
+//! The emulator kit: what every provider emulator in the sandbox shares, so a new one
+//! (Heroku dynos behind a router, App Platform, droplets behind a load balancer, ECS)
+//! writes only what is its provider's own.
+//!
+//! - `api`: the request pipeline every emulator's API goes through (`Emulator`,
+//!   `serve`), with the generic `/__sandbox/calls` and `/__sandbox/faults` endpoints;
+//!   `Gate` holds an emulator's fault set and call log.
+//! - `faults`: the one fault set (bursts and standing conditions) and its verdicts.
+//! - `calls`: the call record and log.
+//! - `auth`: token checks on the `Authorization` header.
+//! - `process`: instances' OS processes.
+//! - `checks`: HTTP and TCP probes, and rise/fall `Thresholds`.
+//! - `router`: a forwarding proxy over an emulator's `Backends`.
+//!
+//! The kit knows no provider: no paths, bodies, headers or ids of one. Each emulator
+//! brings those through the traits here.
+
+pub mod api;
+pub mod auth;
+pub mod calls;
+pub mod checks;
+pub mod faults;
+pub mod process;
+pub mod router;
+
+pub use api::{Emulator, Gate};
+pub use auth::{Refusal, TokenRule};
+pub use calls::{Call, CallLog};
+pub use faults::{FaultSet, Faults, Verdict};
