@@ -131,7 +131,7 @@ async fn a_failing_release_command_stops_the_deploy_with_nothing_changed() {
         .calls()
         .into_iter()
         .filter(|c| {
-            c.is_write() && !c.path.ends_with("/lease") && c.machine_id.as_ref().is_some_and(|id| app_ids.contains(id))
+            c.is_write() && !c.path.ends_with("/lease") && c.target.as_ref().is_some_and(|id| app_ids.contains(id))
         })
         .collect();
     assert!(touched.is_empty(), "no app machine was touched: {touched:?}");
@@ -374,7 +374,7 @@ async fn a_deploy_leaves_machines_made_by_hand_alone() {
     assert_eq!(cron.len(), 1, "the machine made by hand is still there, on its own image");
     assert!(ran.summary.contains("left alone"), "{ran}");
     assert!(
-        fly.calls().iter().all(|c| c.machine_id.as_deref() != Some(cron[0].id.as_str()) || !c.is_write()),
+        fly.calls().iter().all(|c| c.target.as_deref() != Some(cron[0].id.as_str()) || !c.is_write()),
         "nothing was sent to it"
     );
     fly.stop().await;

@@ -101,12 +101,17 @@ async fn fly(binary: &str, dir: &std::path::Path) {
     })
     .await
     .expect("the Fly sandbox starts");
-    fly.add_release("registry.fly.io/web:v3", ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
+    // Two broken releases (health answers without "ok"): one gated after the first batch,
+    // one only at the end, as every deploy was before the batch gate.
+    for broken in ["registry.fly.io/web:v3", "registry.fly.io/web:v4"] {
+        fly.add_release(broken, ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
+    }
     let machine_ids: Vec<String> = fly.machines().into_iter().map(|m| m.id).collect();
 
-    for (label, image, expected) in [
-        ("rolling deploy of v2", "registry.fly.io/web:v2", 0),
-        ("automatic rollback of a broken v3", "registry.fly.io/web:v3", 1),
+    for (label, image, batch_gate, expected) in [
+        ("rolling deploy of v2", "registry.fly.io/web:v2", "first", 0),
+        ("automatic rollback of a broken v3, batch-gate first", "registry.fly.io/web:v3", "first", 1),
+        ("automatic rollback of a broken v4, batch-gate end", "registry.fly.io/web:v4", "end", 1),
     ] {
         fly.reset_calls();
         let traffic = Traffic::start(format!("{}/", fly.app_url()));
@@ -125,6 +130,7 @@ async fn fly(binary: &str, dir: &std::path::Path) {
             .env("INPUT_CHECK-STRING", "ok")
             .env("INPUT_HEALTH-INTERVAL", "200ms")
             .env("INPUT_HEALTH-DEADLINE", "5s")
+            .env("INPUT_BATCH-GATE", batch_gate)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -135,8 +141,8 @@ async fn fly(binary: &str, dir: &std::path::Path) {
         assert_eq!(status.code(), Some(expected), "{label}: unexpected exit");
         let calls = fly.calls();
         let per_machine: Vec<usize> =
-            machine_ids.iter().map(|id| calls.iter().filter(|c| c.machine_id.as_deref() == Some(id)).count()).collect();
-        let app_level = calls.iter().filter(|c| c.machine_id.is_none()).count();
+            machine_ids.iter().map(|id| calls.iter().filter(|c| c.target.as_deref() == Some(id)).count()).collect();
+        let app_level = calls.iter().filter(|c| c.target.is_none()).count();
         println!(
             "fly, 3 machines, {label}: {failed} failed / {total} requests through the router; wall time {:.1} s; \
              Machines API calls: {} in all, per machine {:?} (+{app_level} app-level list/create)",
@@ -144,6 +150,12 @@ async fn fly(binary: &str, dir: &std::path::Path) {
             calls.len(),
             per_machine
         );
+        if expected == 1 {
+            println!(
+                "fly, 3 machines, {label}: machines that ever ran the broken release: {} of 3",
+                fly.machines_that_ran(image)
+            );
+        }
     }
     fly.stop().await;
 }
