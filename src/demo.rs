@@ -58,7 +58,7 @@ async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Resu
 
     let runner = Runner::new(
         false,
-        Paths { output: None, state: Some(dir.join("state")), summary: Some(summary.clone()) },
+        Paths { output: None, state: Some(dir.join("state")), summary: Some(summary.clone()), temp: None },
         redactor,
     );
     let inputs = |version: &str| {

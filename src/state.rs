@@ -3,7 +3,7 @@
 //! moment the live release is recorded, and again at every stage change, so a
 //! cancelled run can be finished by the post step.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +12,11 @@ use crate::runner::{files, Runner};
 
 pub const STAGE: &str = "safe_deploy_stage";
 pub const SNAPSHOT: &str = "safe_deploy_snapshot";
+/// Where the snapshot was written whole: a state value is an environment variable in
+/// the post step, and a large app's record would not fit in one.
+pub const SNAPSHOT_FILE: &str = "safe_deploy_snapshot_file";
+/// Snapshots up to this size are also kept in the state itself.
+const INLINE_LIMIT: usize = 16 * 1024;
 pub const TARGET: &str = "safe_deploy_target";
 /// The GitHub deployment this run created, and whether main gave it its final status.
 pub const DEPLOYMENT: &str = "safe_deploy_deployment";
@@ -74,9 +79,11 @@ impl Saved {
     }
 
     fn from_values(get: impl Fn(&str) -> Option<String>) -> Saved {
+        let from_file =
+            get(SNAPSHOT_FILE).and_then(|p| std::fs::read(p).ok()).and_then(|b| serde_json::from_slice(&b).ok());
         Saved {
             stage: get(STAGE).as_deref().and_then(Stage::parse),
-            snapshot: get(SNAPSHOT).and_then(|s| serde_json::from_str(&s).ok()),
+            snapshot: from_file.or_else(|| get(SNAPSHOT).and_then(|s| serde_json::from_str(&s).ok())),
             target: get(TARGET).filter(|t| !t.is_empty()),
             open_deployment: get(DEPLOYMENT)
                 .and_then(|d| d.parse().ok())
@@ -91,7 +98,15 @@ pub fn save(runner: &Runner, stage: Stage, snapshot: Option<&Snapshot>, target: 
     let mut result = Ok(());
     if let Some(s) = snapshot {
         let json = serde_json::to_string(s).unwrap_or_default();
-        result = result.and(runner.save_state(SNAPSHOT, &json));
+        // Written whole and exact to a file the post step can read; a copy in the state
+        // too while it is small.
+        match write_snapshot(runner, &json) {
+            Ok(path) => result = result.and(runner.save_state(SNAPSHOT_FILE, &path.display().to_string())),
+            Err(e) => runner.warning("state not saved", &format!("could not write the snapshot file: {e}")),
+        }
+        if json.len() <= INLINE_LIMIT {
+            result = result.and(runner.save_state(SNAPSHOT, &json));
+        }
     }
     if let Some(t) = target {
         result = result.and(runner.save_state(TARGET, t));
@@ -102,9 +117,57 @@ pub fn save(runner: &Runner, stage: Stage, snapshot: Option<&Snapshot>, target: 
     }
 }
 
+/// Writes the snapshot to `RUNNER_TEMP` (else beside the state file, else the temp
+/// directory), readable by this user only: it holds the app's machine configs.
+fn write_snapshot(runner: &Runner, json: &str) -> std::io::Result<PathBuf> {
+    let dir = runner
+        .paths
+        .temp
+        .clone()
+        .or_else(|| runner.paths.state.as_ref().and_then(|p| p.parent().map(Path::to_path_buf)))
+        .unwrap_or_else(std::env::temp_dir);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let path = dir.join(format!("safe-deploy-snapshot-{}-{nanos}.json", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    std::io::Write::write_all(&mut options.open(&path)?, json.as_bytes())?;
+    Ok(path)
+}
+
 /// Records one more value for the post step; a failure is a warning.
 pub fn save_value(runner: &Runner, name: &str, value: &str) {
     if let Err(e) = runner.save_state(name, value) {
         runner.warning("state not saved", &format!("could not write {name} for the post step: {e}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::{release_of, Snapshot};
+    use crate::runner::Paths;
+    use crate::secret::Redactor;
+
+    #[test]
+    fn a_snapshot_too_large_for_a_state_variable_reaches_the_post_step_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let redactor = Redactor::default();
+        // A secret inside a machine's config must come back as it was, not as `***`.
+        redactor.add("s3cret-in-env");
+        let paths =
+            Paths { state: Some(dir.path().join("state")), temp: Some(dir.path().to_path_buf()), ..Default::default() };
+        let runner = Runner::new(false, paths, redactor);
+        let (release, artifact) = release_of(["registry.fly.io/web:v1"]);
+        let big = "x".repeat(200 * 1024);
+        let snapshot = Snapshot { release, artifact, record: serde_json::json!({"env": "s3cret-in-env", "big": big}) };
+        save(&runner, Stage::Recorded, Some(&snapshot), None);
+
+        let text = std::fs::read_to_string(dir.path().join("state")).unwrap();
+        assert!(text.len() < 4096, "the state holds the file's path, not 200 KiB");
+        let saved = Saved::from_file(&dir.path().join("state")).unwrap();
+        assert_eq!(saved.snapshot.as_ref(), Some(&snapshot));
+        assert_eq!(saved.stage, Some(Stage::Recorded));
     }
 }

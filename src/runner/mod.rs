@@ -20,6 +20,8 @@ pub struct Paths {
     pub output: Option<PathBuf>,
     pub state: Option<PathBuf>,
     pub summary: Option<PathBuf>,
+    /// `RUNNER_TEMP`: shared by the main and post steps for the whole job.
+    pub temp: Option<PathBuf>,
 }
 
 #[derive(Clone)]
@@ -44,6 +46,7 @@ impl Runner {
                 output: path("GITHUB_OUTPUT"),
                 state: path("GITHUB_STATE"),
                 summary: path("GITHUB_STEP_SUMMARY"),
+                temp: path("RUNNER_TEMP"),
             },
             redactor,
         }
