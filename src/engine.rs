@@ -78,16 +78,7 @@ impl Engine<'_> {
         self.runner.group(name);
         self.progress.emit(Event::StepStarted { step: name.to_string() });
         let start = Instant::now();
-        let heartbeat = async {
-            loop {
-                tokio::time::sleep(HEARTBEAT).await;
-                self.progress.waiting(name, start, deadline);
-            }
-        };
-        let outcome = tokio::select! {
-            outcome = self.shutdown.guard(IN_FLIGHT_GRACE, fut) => outcome,
-            _ = heartbeat => None,
-        };
+        let outcome = self.with_heartbeat(name, deadline, self.shutdown.guard(IN_FLIGHT_GRACE, fut)).await;
         let (result, detail, out) = match outcome {
             Some(Ok(v)) => (PhaseResult::Ok, None, Ok(v)),
             Some(Err(ProviderError::Cancelled(_))) | None if self.shutdown.is_shutdown() => {
@@ -116,6 +107,22 @@ impl Engine<'_> {
         out
     }
 
+    /// Runs `fut`, saying at least every 10 s what is awaited, for how long so far and
+    /// how long is left.
+    async fn with_heartbeat<T>(&self, what: &str, deadline: Option<Instant>, fut: impl Future<Output = T>) -> T {
+        let start = Instant::now();
+        let heartbeat = async {
+            loop {
+                tokio::time::sleep(HEARTBEAT).await;
+                self.progress.waiting(what, start, deadline);
+            }
+        };
+        tokio::select! {
+            out = fut => out,
+            never = heartbeat => never,
+        }
+    }
+
     /// Runs the health gate as a phase and keeps its attempts for the report. With
     /// `route`, every check goes to that one instance (a header the app's URL honours).
     async fn gate(
@@ -138,7 +145,8 @@ impl Engine<'_> {
             health.headers.push(header.clone());
         }
         let gate = Gate { config: &health, check_version: expected.is_some(), label };
-        let result = gate.run(self.probe, &self.shutdown).await;
+        let deadline = Instant::now() + health.deadline;
+        let result = self.with_heartbeat(&name, Some(deadline), gate.run(self.probe, &self.shutdown)).await;
         let (phase_result, out) = match result.result {
             GateResult::Passed => (PhaseResult::Ok, Ok(())),
             GateResult::Failed => (
@@ -252,7 +260,8 @@ impl Engine<'_> {
     async fn run_steps(&self) -> Report {
         let run_start = Instant::now();
         let mut report = self.new_report(self.config.command.as_str());
-        let ctx = self.context();
+        // deploy-timeout bounds the provider's part: the batch gates' time is added back.
+        let mut ctx = self.context();
         let finish = |mut r: Report| {
             r.duration = run_start.elapsed();
             r
@@ -335,7 +344,7 @@ impl Engine<'_> {
                 n => format!("roll out {}, batch {} of {n}: {}", target.label(), i + 1, rollout.describe(i)),
             };
             let applied = rollout.apply(i, &ctx);
-            let applied = self.phase(&mut report, run_start, &what, deadline, applied).await;
+            let applied = self.phase(&mut report, run_start, &what, Some(ctx.deadline), applied).await;
             report.changed = rollout.changed();
             let applied = match applied {
                 Ok(a) => a,
@@ -347,7 +356,8 @@ impl Engine<'_> {
                 }
             };
             let waited = rollout.wait(i, &ctx);
-            let waited = self.phase(&mut report, run_start, "wait until the provider reports it up", deadline, waited);
+            let waited =
+                self.phase(&mut report, run_start, "wait until the provider reports it up", Some(ctx.deadline), waited);
             match waited.await {
                 Ok(Waited::Ready) => {}
                 Ok(Waited::Refused(why)) if i == 0 => {
@@ -368,7 +378,9 @@ impl Engine<'_> {
             }
             made = Some(applied.release.clone());
             if self.config.batch_gate.gates(i, batches) && self.provider.capabilities().single_instances {
+                let gating = Instant::now();
                 let gated = self.gate_instances(&mut report, run_start, i, &applied.instances, &target).await;
+                ctx.deadline += gating.elapsed();
                 if let Err(stop) = gated {
                     report.live = None;
                     return finish(self.after_failure(report, run_start, &live, stop).await);
@@ -818,7 +830,7 @@ mod tests {
         let report = deploy(&h, &config, Progress::default()).await;
         assert_eq!(report.outcome, Outcome::Deployed, "{report:#?}");
         let gates: Vec<&str> = report.gates.iter().map(|g| g.label.as_str()).collect();
-        // Two batches: the first alone (instance 0), then the end gate over the app.
-        assert_eq!(gates, vec!["batch 1, instance 0", "new release"]);
+        // Three batches: the first two gated alone, the last by the end gate over the app.
+        assert_eq!(gates, vec!["batch 1, instance 0", "batch 2, instance 1", "new release"]);
     }
 }
