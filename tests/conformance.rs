@@ -25,14 +25,19 @@ struct FlyHarness {
     fly: FlySandbox,
     http: HttpClient,
     prepare_broken: AtomicBool,
+    strategy: &'static str,
 }
 
 impl FlyHarness {
     async fn start() -> FlyHarness {
+        FlyHarness::with("rolling").await
+    }
+
+    async fn with(strategy: &'static str) -> FlyHarness {
         let fly = fly().await;
         fly.add_release(BROKEN, ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
         let http = HttpClient::new(Redactor::default(), RetryConfig::default(), Duration::from_secs(30)).unwrap();
-        FlyHarness { fly, http, prepare_broken: AtomicBool::new(false) }
+        FlyHarness { fly, http, prepare_broken: AtomicBool::new(false), strategy }
     }
 }
 
@@ -61,6 +66,8 @@ impl Harness for FlyHarness {
             ("health-deadline", "4s"),
             ("health-timeout", "1s"),
             ("deploy-timeout", "90s"),
+            ("bluegreen-wait", "300ms"),
+            ("strategy", self.strategy),
         ] {
             raw.set(k, v);
         }
@@ -93,6 +100,19 @@ impl Harness for FlyHarness {
         self.fly.machines_that_ran(release)
     }
 
+    fn first_batch(&self) -> usize {
+        // Bluegreen's first batch is a green beside every blue; the others change one machine.
+        if self.strategy == "bluegreen" {
+            3
+        } else {
+            1
+        }
+    }
+
+    fn writes(&self) -> usize {
+        self.fly.calls().iter().filter(|c| c.is_write() && !c.path.ends_with("/lease")).count()
+    }
+
     async fn break_prepare(&self, on: bool) {
         // A release command that exits non-zero stops the deploy before any change.
         self.prepare_broken.store(on, Ordering::SeqCst);
@@ -107,7 +127,15 @@ impl Harness for FlyHarness {
     }
 
     fn faults(&self) -> Vec<&'static str> {
-        vec!["5xx burst", "429 burst", "429 with Retry-After", "reset burst", "slow answers", "malformed burst"]
+        vec![
+            "5xx burst",
+            "429 burst",
+            "429 with Retry-After",
+            "reset burst",
+            "slow answers",
+            "malformed burst",
+            "standing 503",
+        ]
     }
 
     async fn inject(&self, fault: &str) {
@@ -117,6 +145,7 @@ impl Harness for FlyHarness {
             "429 with Retry-After" => Faults { rate_limit_burst: 2, retry_after_secs: Some(1), ..Default::default() },
             "reset burst" => Faults { reset_burst: 2, ..Default::default() },
             "slow answers" => Faults { slow_ms: 150, ..Default::default() },
+            "standing 503" => Faults { status: Some(503), ..Default::default() },
             _ => Faults { malformed_burst: 2, ..Default::default() },
         };
         self.fly.set_faults(faults);
@@ -170,4 +199,37 @@ async fn fly_cancelled_before_any_change() {
 #[tokio::test]
 async fn fly_faults_end_truthfully() {
     suite::every_fault_ends_truthfully(&FlyHarness::start().await).await;
+}
+
+#[tokio::test]
+async fn fly_bluegreen_deploys_and_gates_its_greens() {
+    suite::a_deploy_passes(&FlyHarness::with("bluegreen").await).await;
+    suite::the_first_batch_gate_catches_a_broken_release(&FlyHarness::with("bluegreen").await).await;
+}
+
+#[tokio::test]
+async fn fly_bluegreen_restores_and_is_cancelled_at_each_step() {
+    suite::a_failure_mid_roll_out_is_restored(&FlyHarness::with("bluegreen").await).await;
+    suite::restore_twice_does_no_harm(&FlyHarness::with("bluegreen").await).await;
+    suite::cancellation_at_each_step(&FlyHarness::with("bluegreen").await).await;
+}
+
+#[tokio::test]
+async fn fly_canary_deploys_and_gates_its_canary() {
+    suite::a_deploy_passes(&FlyHarness::with("canary").await).await;
+    suite::the_first_batch_gate_catches_a_broken_release(&FlyHarness::with("canary").await).await;
+}
+
+#[tokio::test]
+async fn fly_canary_restores_and_is_cancelled_at_each_step() {
+    suite::a_failure_mid_roll_out_is_restored(&FlyHarness::with("canary").await).await;
+    suite::restore_twice_does_no_harm(&FlyHarness::with("canary").await).await;
+    suite::cancellation_at_each_step(&FlyHarness::with("canary").await).await;
+}
+
+#[tokio::test]
+async fn fly_immediate_deploys_restores_and_is_cancelled_at_each_step() {
+    suite::a_deploy_passes(&FlyHarness::with("immediate").await).await;
+    suite::a_failure_mid_roll_out_is_restored(&FlyHarness::with("immediate").await).await;
+    suite::cancellation_at_each_step(&FlyHarness::with("immediate").await).await;
 }

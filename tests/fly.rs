@@ -51,6 +51,7 @@ pub fn inputs(fly: &FlySandbox, image: &str) -> Vec<(String, String)> {
         ("health-deadline", "4s".to_string()),
         ("health-timeout", "1s".to_string()),
         ("deploy-timeout", "90s".to_string()),
+        ("bluegreen-wait", "300ms".to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -585,5 +586,44 @@ async fn canary_is_refused_for_machines_with_volumes_before_any_change() {
     assert_eq!(ran.code, 1, "{ran}");
     assert!(ran.summary.contains("canary cannot deploy an app whose machines mount volumes"), "{ran}");
     assert!(machine_writes(&fly).is_empty());
+    fly.stop().await;
+}
+
+#[tokio::test]
+async fn an_app_with_a_worker_group_gates_a_serving_machine_first_and_deploys_the_worker_too() {
+    // A worker `fly deploy` made: deployed, but with no services, so the proxy cannot
+    // deliver to it and the gate must not try.
+    let worker = serde_json::json!({
+        "image": V1,
+        "metadata": { "fly_process_group": "worker", "fly_platform_version": "v2" },
+        "services": []
+    });
+    let fly = fly_with(FlyOptions { extra_machines: vec![worker], ..FlyOptions::default() }).await;
+    // Every batch but the last is gated alone, so the worker's batch is likely among them.
+    let ran = Step::main(&with(inputs(&fly, V2), "batch-gate", "every")).run().await;
+
+    assert_eq!(ran.code, 0, "{ran}");
+    let deployed: Vec<MachineView> = fly.machines().into_iter().filter(|m| m.state != "destroyed").collect();
+    assert_eq!(deployed.len(), 4);
+    assert!(deployed.iter().all(|m| m.image == V2), "the worker is deployed too: {deployed:?}");
+    let worker_id = deployed.iter().find(|m| m.process_group == "worker").unwrap().id.clone();
+    assert!(!ran.summary.contains(&format!("instance {worker_id}")), "the worker is never gated alone: {ran}");
+    assert!(ran.summary.contains("health gate: batch 1, instance"), "{ran}");
+    fly.stop().await;
+}
+
+#[tokio::test]
+async fn bluegreen_uncordons_every_green_stopped_ones_too() {
+    let fly = fly().await;
+    let stopped = app_machines(&fly)[0].id.clone();
+    assert_eq!(api(&fly, "POST", &format!("machines/{stopped}/stop"), None).await.status, 200);
+    eventually(Duration::from_secs(10), "the machine to stop", || {
+        app_machines(&fly).iter().any(|m| m.id == stopped && m.state == "stopped")
+    })
+    .await;
+    let ran = Step::main(&with(inputs(&fly, V2), "strategy", "bluegreen")).run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    let machines = app_machines(&fly);
+    assert!(machines.iter().all(|m| !m.cordoned), "no green is left cordoned: {machines:?}");
     fly.stop().await;
 }

@@ -1,7 +1,7 @@
 //! The provider double. Its "API" is the sandbox's state (a file, so the action, its
 //! post step and a test all see one state; or a shared value for in-process tests);
-//! its instances are served by `sandbox::double`. It rolls out in two batches (the
-//! first instance, then the rest) so the engine's batch gate is tested too, and fault
+//! its instances are served by `sandbox::double`. It rolls out one instance per batch,
+//! so the engine's batch gates are tested too, and fault
 //! switches in the state make it fail at any step.
 
 use std::path::{Path, PathBuf};
@@ -104,13 +104,9 @@ fn release_name(target: &Target) -> Result<String, ProviderError> {
     }
 }
 
-/// The first instance alone, then the rest: the shape of a rolling deploy.
+/// One instance at a time: the shape of a rolling deploy.
 fn batches(count: usize) -> Vec<Vec<usize>> {
-    match count {
-        0 => vec![],
-        1 => vec![vec![0]],
-        n => vec![vec![0], (1..n).collect()],
-    }
+    (0..count).map(|i| vec![i]).collect()
 }
 
 #[async_trait]
@@ -120,14 +116,7 @@ impl Provider for MemoryProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            history: true,
-            single_instances: true,
-            strategies: &[],
-            images: true,
-            directories: false,
-            restore_makes_release: false,
-        }
+        Capabilities { history: true, single_instances: true, strategies: &[], images: true, directories: false }
     }
 
     async fn snapshot(&self, _ctx: &Context) -> Result<Snapshot, ProviderError> {

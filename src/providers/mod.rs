@@ -121,9 +121,6 @@ pub struct Capabilities {
     /// Where its releases come from.
     pub images: bool,
     pub directories: bool,
-    /// Restoring makes a new release (a platform rollback) rather than putting the
-    /// recorded one back as it was.
-    pub restore_makes_release: bool,
 }
 
 /// Something the provider noticed before changing anything.
@@ -228,11 +225,6 @@ pub trait Provider: Send + Sync {
 
     /// Runs at the end of every run, whatever happened: gives back leases and the like.
     async fn finish(&self) {}
-
-    /// The app's public URL, when the provider knows it.
-    fn app_url(&self) -> Option<String> {
-        None
-    }
 
     /// How many API requests the provider sent, when it counts them.
     fn api_calls(&self) -> Option<usize> {

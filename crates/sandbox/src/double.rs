@@ -54,6 +54,8 @@ pub struct State {
     pub calls: Vec<String>,
     /// For each release, the instances that ever ran it.
     pub ran: BTreeMap<String, BTreeSet<usize>>,
+    /// How many times an instance was put on a release other than the one it ran.
+    pub changes: u64,
 }
 
 impl State {
@@ -111,6 +113,8 @@ impl State {
     pub fn set_instance(&mut self, i: usize, release: &str) {
         if self.instances.len() <= i {
             self.instances.resize(i + 1, release.to_string());
+        } else if self.instances[i] != release {
+            self.changes += 1;
         }
         self.instances[i] = release.to_string();
         self.ran.entry(release.to_string()).or_default().insert(i);

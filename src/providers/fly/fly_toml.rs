@@ -58,6 +58,8 @@ pub struct HttpService {
     pub auto_start_machines: Option<bool>,
     pub min_machines_running: Option<u32>,
     pub concurrency: Option<toml::Table>,
+    pub http_options: Option<toml::Table>,
+    pub tls_options: Option<toml::Table>,
     #[serde(default)]
     pub processes: Vec<String>,
     #[serde(default)]
@@ -79,6 +81,8 @@ pub struct Vm {
 pub struct Mount {
     pub source: String,
     pub destination: String,
+    #[serde(default)]
+    pub processes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -196,9 +200,8 @@ impl FlyToml {
         if let Some(vm) = self.vm.iter().find(|v| in_group(&v.processes, group)) {
             c.insert("guest".into(), guest(vm)?);
         }
-        if !self.mounts.is_empty() {
+        if let Some(mount) = self.mounts.iter().find(|m| in_group(&m.processes, group)) {
             let old = c.get("mounts").and_then(Value::as_array).and_then(|m| m.first()).cloned();
-            let mount = &self.mounts[0];
             let mut m = json!({ "path": mount.destination, "name": mount.source });
             // The same volume stays attached: its id is kept when the name is unchanged.
             if let Some(volume) = old
@@ -277,22 +280,24 @@ fn to_json(v: &toml::Value) -> Value {
 
 fn http_service(h: &HttpService) -> Value {
     let port = h.internal_port.unwrap_or(8080);
+    let table = |t: &Option<toml::Table>| t.as_ref().map(|t| to_json(&toml::Value::Table(t.clone())));
+    let mut http = json!({ "port": 80, "handlers": ["http"], "force_https": h.force_https });
+    let mut https = json!({ "port": 443, "handlers": ["http", "tls"] });
+    if let Some(o) = table(&h.http_options) {
+        http["http_options"] = o.clone();
+        https["http_options"] = o;
+    }
+    if let Some(o) = table(&h.tls_options) {
+        https["tls_options"] = o;
+    }
     let mut s = json!({
         "protocol": "tcp",
         "internal_port": port,
-        "ports": [
-            { "port": 80, "handlers": ["http"], "force_https": h.force_https },
-            { "port": 443, "handlers": ["http", "tls"] }
-        ],
+        "ports": [http, https],
         "checks": h.checks.iter().map(|c| { let mut v = check_json(c); v["type"] = json!("http"); v }).collect::<Vec<_>>(),
     });
     if let Some(v) = &h.auto_stop_machines {
-        // `true`/`false` or "stop"/"suspend"/"off", as fly.toml allows.
-        s["autostop"] = match v {
-            toml::Value::Boolean(true) => json!("stop"),
-            toml::Value::Boolean(false) => json!("off"),
-            other => to_json(other),
-        };
+        s["autostop"] = autostop(v);
     }
     if let Some(v) = h.auto_start_machines {
         s["autostart"] = json!(v);
@@ -306,8 +311,20 @@ fn http_service(h: &HttpService) -> Value {
     s
 }
 
+/// `true`/`false` or "stop"/"suspend"/"off", as fly.toml allows.
+fn autostop(v: &toml::Value) -> Value {
+    match v {
+        toml::Value::Boolean(true) => json!("stop"),
+        toml::Value::Boolean(false) => json!("off"),
+        other => to_json(other),
+    }
+}
+
 fn service(t: &toml::Table) -> Value {
     let mut s = Map::new();
+    if let Some(v) = t.get("auto_stop_machines") {
+        s.insert("autostop".into(), autostop(v));
+    }
     for key in ["protocol", "internal_port", "ports", "concurrency", "auto_start_machines", "min_machines_running"] {
         if let Some(v) = t.get(key) {
             let name = match key {
@@ -529,6 +546,38 @@ kill_signal = "SIGINT"
         let existing = json!({"mounts": [{"volume": "vol_123", "name": "data", "path": "/old"}]});
         let c = t.machine_config("app", &existing, "x:2", Path::new(".")).unwrap();
         assert_eq!(c["mounts"], json!([{"volume": "vol_123", "name": "data", "path": "/data"}]));
+    }
+
+    #[test]
+    fn mounts_services_and_options_follow_their_process_groups() {
+        let t = parse(
+            r#"
+[[mounts]]
+  source = "data"
+  destination = "/data"
+  processes = ["db"]
+[http_service]
+  internal_port = 8080
+  auto_stop_machines = true
+  [http_service.http_options]
+    h2_backend = true
+  [http_service.tls_options]
+    alpn = ["h2"]
+[[services]]
+  internal_port = 9000
+  auto_stop_machines = "suspend"
+  processes = ["worker"]
+"#,
+        );
+        let app = t.machine_config("app", &json!({}), "x:2", Path::new(".")).unwrap();
+        assert!(app.get("mounts").is_none(), "the mount is the db group's");
+        assert_eq!(app["services"][0]["autostop"], "stop");
+        assert_eq!(app["services"][0]["ports"][1]["tls_options"]["alpn"], json!(["h2"]));
+        assert_eq!(app["services"][0]["ports"][0]["http_options"]["h2_backend"], true);
+        let db = t.machine_config("db", &json!({}), "x:2", Path::new(".")).unwrap();
+        assert_eq!(db["mounts"][0]["name"], "data");
+        let worker = t.machine_config("worker", &json!({}), "x:2", Path::new(".")).unwrap();
+        assert_eq!(worker["services"][1]["autostop"], "suspend");
     }
 
     #[test]

@@ -81,17 +81,33 @@ impl Leases {
         Ok(())
     }
 
-    /// Refreshes every held lease at half its TTL until `release_all`.
+    /// Refreshes every held lease at a third of its TTL until `release_all`. A refresh
+    /// that fails is tried again at once, twice, before the lease can expire; a lease
+    /// someone else now holds (or that is gone) is dropped, so a later `acquire` (the
+    /// rollback's) takes it again instead of sending a nonce that no longer works.
     pub fn keep_fresh(self: &Arc<Self>, client: Arc<FlyClient>) {
         let leases = self.clone();
         let task = tokio::spawn(async move {
             let shutdown = Shutdown::new();
             loop {
-                tokio::time::sleep(TTL / 2).await;
+                tokio::time::sleep(TTL / 3).await;
                 let held: Vec<(String, String)> = leases.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
                 for (id, nonce) in held {
-                    if let Err(e) = client.lease(&id, TTL, Some(&nonce), &shutdown).await {
-                        tracing::warn!("could not refresh the lease on machine {id}: {e}");
+                    for attempt in 1..=3 {
+                        match client.lease(&id, TTL, Some(&nonce), &shutdown).await {
+                            Ok(_) => break,
+                            Err(ProviderError::Conflict { .. } | ProviderError::NotFound { .. }) => {
+                                tracing::warn!(
+                                    "the lease on machine {id} was lost; it is taken again before the next change"
+                                );
+                                leases.lock().remove(&id);
+                                break;
+                            }
+                            Err(e) if attempt == 3 => {
+                                tracing::warn!("could not refresh the lease on machine {id}: {e}");
+                            }
+                            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                        }
                     }
                 }
             }

@@ -85,8 +85,6 @@ pub struct Core {
     pub launch_id: String,
     /// Where fly.toml's `[[files]] local_path` is read from.
     pub workspace: PathBuf,
-    /// How long bluegreen lets the proxy learn of a switch before blues stop.
-    pub settle: Duration,
 }
 
 pub struct FlyProvider {
@@ -101,10 +99,6 @@ impl FlyProvider {
         token: &str,
         settings: Settings,
     ) -> Result<FlyProvider, ProviderError> {
-        // Fly's proxy needs seconds to learn that greens take traffic and blues do not
-        // (flyctl waits 10 s); the sandbox's router learns at once.
-        let settle =
-            if crate::config::is_loopback(&base) { Duration::from_millis(300) } else { Duration::from_secs(10) };
         let workspace = settings.fly_toml_path.parent().map(PathBuf::from).unwrap_or_default();
         Ok(FlyProvider {
             core: Arc::new(Core {
@@ -114,7 +108,6 @@ impl FlyProvider {
                 leases: Arc::default(),
                 launch_id: format!("{:016x}", fastrand::u64(..)),
                 workspace,
-                settle,
             }),
         })
     }
@@ -164,7 +157,6 @@ impl Provider for FlyProvider {
             strategies: STRATEGIES,
             images: true,
             directories: false,
-            restore_makes_release: false,
         }
     }
 
@@ -230,7 +222,14 @@ impl Provider for FlyProvider {
                 "canary cannot deploy an app whose machines mount volumes (as flyctl refuses it); use rolling".into(),
             );
         }
-        if s.strategy == Strategy::Bluegreen && !machines.iter().any(Recorded::has_checks) {
+        // What counts is the configs the deploy sends: fly.toml's checks when it has one.
+        let new_has_checks = |m: &Recorded| match &s.fly_toml {
+            Some(t) => t
+                .machine_config(m.process_group(), &m.config, &image, &self.core.workspace)
+                .is_ok_and(|c| api::config_has_checks(Some(&c))),
+            None => m.has_checks(),
+        };
+        if s.strategy == Strategy::Bluegreen && !machines.iter().any(new_has_checks) {
             say(
                 Severity::Blocker,
                 "bluegreen needs health checks on the machines (add [[http_service.checks]] to fly.toml)".into(),
@@ -337,10 +336,6 @@ impl Provider for FlyProvider {
 
     async fn finish(&self) {
         self.core.leases.release_all(&self.core.client).await;
-    }
-
-    fn app_url(&self) -> Option<String> {
-        Some(format!("https://{}.fly.dev", self.core.app))
     }
 
     fn api_calls(&self) -> Option<usize> {

@@ -40,7 +40,13 @@ impl ReleaseCommand<'_> {
         // Created with skip_launch, it settles in "stopped" before it can be started (as
         // flyctl waits for it).
         let settled = Instant::now();
-        while !self.client.wait(&machine.id, "stopped", None, ctx.remaining().min(Duration::from_secs(10)), sd).await? {
+        // Older servers require the instance when waiting for "stopped".
+        let instance = Some(machine.instance_id.as_str());
+        while !self
+            .client
+            .wait(&machine.id, "stopped", instance, ctx.remaining().min(Duration::from_secs(10)), sd)
+            .await?
+        {
             if ctx.remaining().is_zero() {
                 return Err(ProviderError::timeout(
                     format!("the release command machine {} to be created", machine.id),

@@ -26,6 +26,9 @@ use super::settings::{Settings, Strategy};
 use super::{Core, FORCE_INSTANCE};
 use crate::providers::{Applied, Context, Instance, PlannedBatch, ProviderError, ReleaseRef, Rollout, Waited};
 
+/// Metadata key on a canary: the machine it was copied from.
+const CANARY_TAG: &str = "safe_deploy_canary_of";
+
 /// One wait call's limit: short enough to notice a machine that died, long enough that
 /// a normal boot takes one call.
 const WAIT_POLL: Duration = Duration::from_secs(5);
@@ -47,8 +50,9 @@ pub struct Recorded {
 
 impl Recorded {
     /// A machine with a full config; `None` when only a partial one could be read.
+    /// A config that is not a JSON object cannot be put back, so it counts as unreadable.
     pub fn of(m: Machine) -> Option<Recorded> {
-        let config = m.config?;
+        let config = m.config.filter(Value::is_object)?;
         Some(Recorded { id: m.id, name: m.name, region: m.region, state: m.state, cordoned: m.cordoned, config })
     }
 
@@ -88,19 +92,34 @@ impl Recorded {
     }
 }
 
+/// Whether a config has services: only then does Fly's proxy deliver requests to the
+/// machine, so only then can the health gate reach it alone.
+fn serves(config: &Value) -> bool {
+    config.get("services").and_then(Value::as_array).is_some_and(|s| !s.is_empty())
+}
+
 /// Adds metadata entries to a config. A copy never keeps the template's restore tag:
 /// it restores nothing.
 fn tagged(mut config: Value, tags: &[(&str, &str)]) -> Value {
-    if !config.get("metadata").is_some_and(Value::is_object) {
-        config["metadata"] = json!({});
+    let Some(c) = config.as_object_mut() else { return config };
+    let metadata = c.entry("metadata").or_insert_with(|| json!({}));
+    if !metadata.is_object() {
+        *metadata = json!({});
     }
-    if let Some(m) = config["metadata"].as_object_mut() {
+    if let Some(m) = metadata.as_object_mut() {
         m.remove(RESTORES_TAG);
-    }
-    for (k, v) in tags {
-        config["metadata"][*k] = json!(v);
+        for (k, v) in tags {
+            m.insert((*k).to_string(), json!(v));
+        }
     }
     config
+}
+
+/// The machine that stands for recorded machine `r` now: itself, or the copy a
+/// rollback made of it; a machine on an unreachable host (no config) counts.
+fn current<'a>(now: &'a [Machine], r: &Recorded) -> Option<&'a Machine> {
+    now.iter()
+        .find(|m| (m.id == r.id || m.metadata(RESTORES_TAG) == Some(r.id.as_str())) && m.is_active() && m.is_deployed())
 }
 
 /// Whether `now` is `recorded`, apart from the tags this tool adds (a recreated machine
@@ -178,7 +197,10 @@ enum Step {
 }
 
 fn steps(settings: &Settings, machines: &[Recorded]) -> Vec<Step> {
-    let all: Vec<usize> = (0..machines.len()).collect();
+    // The first batch is what the gate checks alone: a running machine that serves
+    // traffic goes first, so the gate can reach it.
+    let mut all: Vec<usize> = (0..machines.len()).collect();
+    all.sort_by_key(|&i| (!(machines[i].launched() && serves(&machines[i].config)), i));
     let rolling = || batches(&all, settings.max_unavailable.batch(all.len())).into_iter().map(Step::Update);
     match settings.strategy {
         Strategy::Rolling => rolling().collect(),
@@ -263,7 +285,9 @@ impl FlyRollout {
                     .map_err(|e| ProviderError::Failed(format!("{e}; nothing was changed")))?,
                 None => {
                     let mut c = m.config.clone();
-                    c["image"] = json!(image);
+                    if let Some(o) = c.as_object_mut() {
+                        o.insert("image".into(), json!(image));
+                    }
                     c
                 }
             };
@@ -312,8 +336,10 @@ impl FlyRollout {
         ReleaseRef::named(&self.image)
     }
 
-    fn route(id: &str) -> Instance {
-        Instance { id: id.to_string(), route: Some((FORCE_INSTANCE.to_string(), id.to_string())) }
+    /// Machine `id`, reachable alone through the app's URL when its config serves.
+    fn route(id: &str, config: Option<&Value>) -> Instance {
+        let route = config.is_some_and(serves).then(|| (FORCE_INSTANCE.to_string(), id.to_string()));
+        Instance { id: id.to_string(), route }
     }
 
     /// Puts machine `i` on its new config under its lease; returns its new instance.
@@ -339,16 +365,26 @@ impl FlyRollout {
     ) -> Result<Created, ProviderError> {
         let template = &self.machines[i];
         let core = &self.core;
+        // Each copy names its template, so a create that got no answer is found again.
         let kind_tag = match kind {
-            "canary" => ("fly_canary", "true".to_string()),
+            "canary" => (CANARY_TAG, template.id.clone()),
             _ => ("fly_bluegreen_deployment_tag", format!("{}-{}", core.launch_id, template.id)),
         };
-        let mut config = tagged(
-            self.configs[i].clone(),
-            &[(LAUNCH_TAG, core.launch_id.as_str()), (kind_tag.0, kind_tag.1.as_str())],
-        );
+        let mut tags = vec![(LAUNCH_TAG, core.launch_id.as_str()), (kind_tag.0, kind_tag.1.as_str())];
+        if kind == "canary" {
+            tags.push(("fly_canary", "true"));
+        }
+        let mut config = tagged(self.configs[i].clone(), &tags);
         if let Some(volume) = self.volumes.get(&i) {
-            config["mounts"][0]["volume"] = json!(volume);
+            let mount = config.get_mut("mounts").and_then(|m| m.get_mut(0)).and_then(Value::as_object_mut);
+            match mount {
+                Some(m) => {
+                    m.insert("volume".into(), json!(volume));
+                }
+                None => {
+                    return Err(ProviderError::Failed(format!("bug: machine {}'s mount is not an object", template.id)))
+                }
+            }
         }
         let body = json!({
             "config": config,
@@ -516,7 +552,7 @@ impl Rollout for FlyRollout {
                 let instances = ix
                     .iter()
                     .filter(|&&i| self.machines[i].launched())
-                    .map(|&i| Self::route(&self.machines[i].id))
+                    .map(|&i| Self::route(&self.machines[i].id, Some(&self.configs[i])))
                     .collect();
                 Ok(Applied { release: self.release(), instances })
             }
@@ -533,7 +569,7 @@ impl Rollout for FlyRollout {
                 let templates: Vec<usize> = groups.into_iter().map(|(_, i)| i).collect();
                 self.changed = true;
                 let made = first_error(join_all(templates.iter().map(|&i| self.launch(i, "canary", true, ctx))).await)?;
-                let instances = made.iter().map(|c| Self::route(&c.machine.id)).collect();
+                let instances = made.iter().map(|c| Self::route(&c.machine.id, c.machine.config.as_ref())).collect();
                 self.created.extend(made);
                 Ok(Applied { release: self.release(), instances })
             }
@@ -555,7 +591,11 @@ impl Rollout for FlyRollout {
                 let made = first_error(
                     join_all((0..self.machines.len()).map(|i| self.launch(i, "green", launched[i], ctx))).await,
                 )?;
-                let instances = made.iter().filter(|c| c.launched).map(|c| Self::route(&c.machine.id)).collect();
+                let instances = made
+                    .iter()
+                    .filter(|c| c.launched)
+                    .map(|c| Self::route(&c.machine.id, c.machine.config.as_ref()))
+                    .collect();
                 self.created.extend(made);
                 Ok(Applied { release: self.release(), instances })
             }
@@ -563,19 +603,21 @@ impl Rollout for FlyRollout {
                 self.changed = true;
                 let core = self.core.clone();
                 let sd = &ctx.shutdown;
-                for g in self.created.iter().filter(|c| c.launched) {
+                // Every green is uncordoned, stopped ones too: autostart must be able to
+                // bring them up, as it could their blues.
+                for g in &self.created {
                     core.client.cordon(&g.machine.id, false, core.leases.nonce(&g.machine.id).as_deref(), sd).await?;
                     ctx.progress.instance(&g.machine.id, "taking traffic", Some(&self.image));
                 }
                 // Let the proxy learn of the greens before the blues leave, then let
                 // requests in flight on the blues finish before they stop.
-                if !sd.sleep(core.settle).await {
+                if !sd.sleep(core.settings.bluegreen_wait).await {
                     return Err(ProviderError::Cancelled(sd.cause().unwrap_or("shutdown")));
                 }
                 for b in self.machines.iter().filter(|m| m.launched()) {
                     core.client.cordon(&b.id, true, core.leases.nonce(&b.id).as_deref(), sd).await?;
                 }
-                if !sd.sleep(core.settle).await {
+                if !sd.sleep(core.settings.bluegreen_wait).await {
                     return Err(ProviderError::Cancelled(sd.cause().unwrap_or("shutdown")));
                 }
                 for b in &self.machines {
@@ -737,8 +779,7 @@ impl Core {
     /// if the image differs, started and uncordoned if it was.
     async fn restore(&self, r: &Recorded, now: &[Machine], ctx: &Context) -> Result<(), ProviderError> {
         let sd = &ctx.shutdown;
-        let current = now.iter().find(|m| m.id == r.id || m.metadata(RESTORES_TAG) == Some(r.id.as_str()));
-        let Some(cur) = current.filter(|m| m.is_active_app_machine()) else {
+        let Some(cur) = current(now, r) else {
             tracing::info!("machine {} is gone; recreating it from its recorded config", r.id);
             let m = self.launch_restored(r, ctx).await?;
             if r.started() {
@@ -746,6 +787,15 @@ impl Core {
             }
             return Ok(());
         };
+        if cur.config.is_none() {
+            // On an unreachable host: it is there, but cannot be changed or recreated
+            // (its volume is still attached); only a later restore can put it back.
+            return Err(ProviderError::Failed(format!(
+                "machine {} is on an unreachable host ({}); it cannot be restored until Fly reaches it again; run safe-deploy post again then",
+                cur.id,
+                cur.host_status.as_deref().unwrap_or("unknown")
+            )));
+        }
         let nonce = self.leases.nonce(&cur.id);
         if !same_config(cur.config.as_ref(), &r.config) {
             ctx.progress.instance(&cur.id, "going back", Some(r.image()));

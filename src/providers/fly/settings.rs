@@ -80,6 +80,8 @@ pub struct Settings {
     pub max_unavailable: MaxUnavailable,
     pub release_command: Option<String>,
     pub release_command_timeout: Duration,
+    /// Bluegreen: the pause before the blues are cordoned, and before they stop.
+    pub bluegreen_wait: Duration,
     /// fly.toml, when the workspace has one: then it is the machine config.
     pub fly_toml: Option<FlyToml>,
     pub fly_toml_path: PathBuf,
@@ -178,6 +180,7 @@ pub fn configure(raw: &RawInputs, workspace: &Path, p: &mut Problems) -> Option<
             None
         }
     };
+    let bluegreen_wait = p.parse(raw, "bluegreen-wait", crate::config::parse_duration, DURATION_FIX);
     if strategy == Some(Strategy::Canary) && toml.as_ref().is_some_and(|t| !t.mounts.is_empty()) {
         p.add(
             "strategy",
@@ -190,6 +193,7 @@ pub fn configure(raw: &RawInputs, workspace: &Path, p: &mut Problems) -> Option<
         max_unavailable: max_unavailable?,
         release_command,
         release_command_timeout: release_command_timeout?,
+        bluegreen_wait: bluegreen_wait?,
         fly_toml: toml,
         fly_toml_path: toml_path(raw, workspace),
     }))
