@@ -224,7 +224,10 @@ pub trait Provider: Send + Sync {
     async fn history(&self, ctx: &Context) -> Result<Vec<ReleaseRef>, ProviderError>;
 
     /// Runs at the end of every run, whatever happened: gives back leases and the like.
-    async fn finish(&self) {}
+    /// Returns what it could not clean up, for the summary.
+    async fn finish(&self) -> Vec<String> {
+        Vec::new()
+    }
 
     /// How many API requests the provider sent, when it counts them.
     fn api_calls(&self) -> Option<usize> {
@@ -352,6 +355,10 @@ pub enum ProviderError {
     Timeout { what: String, limit: String, input: &'static str },
     #[error("{provider} cannot {operation}")]
     NotSupported { provider: &'static str, operation: String },
+    /// The platform did not answer usefully (5xx, 429, a garbled body) even after the
+    /// HTTP layer's retries; asking again later may work.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     Failed(String),
     #[error("stopped by {0}")]
@@ -361,9 +368,41 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
+    /// Worth asking again after a pause: the platform or the network had a bad moment.
+    /// A refusal (401, 403, 404, 409), a timeout of our own deadline or a failure the
+    /// platform reported is not.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ProviderError::Unavailable(_) | ProviderError::Http(HttpError::Transport { .. }))
+    }
+
     /// A wait that ran out of `input`'s time.
     pub fn timeout(what: impl Into<String>, limit: Duration, input: &'static str) -> ProviderError {
         ProviderError::Timeout { what: what.into(), limit: crate::config::human(limit), input }
+    }
+}
+
+/// Runs `op` until it succeeds, fails for good, or `ctx`'s deadline comes: a transient
+/// failure (5xx, 429, a reset, a garbled answer) is tried again after a pause that
+/// doubles up to 10 s. What a rollback uses to outlast a flaky API.
+pub async fn outlast<T, F, Fut>(ctx: &Context, what: &str, mut op: F) -> Result<T, ProviderError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ProviderError>>,
+{
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(500);
+    loop {
+        match op().await {
+            Err(e) if e.is_transient() && ctx.remaining() > pause => {
+                ctx.progress.log(what, &format!("{e}; trying again in {}", crate::config::human(pause)));
+                ctx.progress.waiting(what, started, Some(ctx.deadline));
+                if !ctx.shutdown.sleep(pause + Duration::from_millis(fastrand::u64(0..250))).await {
+                    return Err(ProviderError::Cancelled(ctx.shutdown.cause().unwrap_or("shutdown")));
+                }
+                pause = (pause * 2).min(Duration::from_secs(10));
+            }
+            other => return other,
+        }
     }
 }
 

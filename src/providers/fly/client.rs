@@ -20,6 +20,8 @@ use crate::providers::ProviderError;
 use crate::shutdown::Shutdown;
 
 pub const DEFAULT_API: &str = "https://api.machines.dev/v1";
+/// The first pause before a garbled answer is asked for again.
+const GARBLED_BACKOFF: Duration = Duration::from_millis(250);
 const NONCE_HEADER: &str = "fly-machine-lease-nonce";
 
 /// The Authorization value fly-go would send: macaroon tokens as `FlyV1`, anything else
@@ -105,11 +107,18 @@ impl FlyClient {
         Ok(reply)
     }
 
-    /// Sends and reads a JSON answer; a garbled answer to a read is asked again.
+    /// Sends and reads a JSON answer. A garbled answer to a request safe to repeat is
+    /// asked again after a pause that doubles, as a 5xx would be.
     async fn json<T: DeserializeOwned>(&self, req: Req<'_>, shutdown: &Shutdown) -> Result<T, ProviderError> {
-        let tries = if req.idempotent { 3 } else { 1 };
+        let tries = if req.idempotent { 4 } else { 1 };
         let mut last = String::new();
-        for _ in 0..tries {
+        for attempt in 0..tries {
+            if attempt > 0 {
+                let pause = GARBLED_BACKOFF * 2u32.pow(attempt - 1) + Duration::from_millis(fastrand::u64(0..100));
+                if !shutdown.sleep(pause).await {
+                    return Err(ProviderError::Cancelled(shutdown.cause().unwrap_or("shutdown")));
+                }
+            }
             let reply = self.send(&req, shutdown).await?;
             if !reply.is_success() {
                 return Err(self.error(reply.status, &reply.body, &req.what));
@@ -122,7 +131,7 @@ impl FlyClient {
                 }
             }
         }
-        Err(ProviderError::Failed(format!(
+        Err(ProviderError::Unavailable(format!(
             "Fly's answer to {} was not valid JSON ({last}); re-run, or check status.flyio.net",
             req.what
         )))
@@ -145,9 +154,10 @@ impl FlyClient {
             403 => ProviderError::PermissionDenied { provider: "Fly", operation: what.to_string() },
             404 => ProviderError::NotFound { provider: "Fly", what: format!("{what} ({text})") },
             409 => ProviderError::Conflict { what: what.to_string(), detail: text },
-            429 => ProviderError::Failed(format!(
+            429 => ProviderError::Unavailable(format!(
                 "Fly kept answering 429 (rate limited) to {what} after retries; wait a minute and re-run"
             )),
+            408 | 500..=599 => ProviderError::Unavailable(format!("Fly answered {status} to {what}: {text}")),
             _ => ProviderError::Failed(format!("Fly answered {status} to {what}: {text}")),
         }
     }
@@ -234,10 +244,11 @@ impl FlyClient {
         id: &str,
         ttl: Duration,
         nonce: Option<&str>,
+        description: &str,
         shutdown: &Shutdown,
     ) -> Result<String, ProviderError> {
         let what = format!("the lease on machine {id}");
-        let body = json!({ "description": "safe-deploy", "ttl": ttl.as_secs() });
+        let body = json!({ "description": description, "ttl": ttl.as_secs() });
         let req =
             Req::new(Method::POST, "lease", Some(id), format!("/{id}/lease"), what.clone()).body(body).nonce(nonce);
         let answer: LeaseAnswer = self.json(req.once(), shutdown).await?;
@@ -246,6 +257,21 @@ impl FlyClient {
             .map(str::to_string)
             .or_else(|| nonce.map(str::to_string))
             .ok_or_else(|| ProviderError::Failed(format!("Fly granted {what} without a nonce; re-run")))
+    }
+
+    /// The lease a machine holds now, if any: (nonce, description).
+    pub async fn current_lease(
+        &self,
+        id: &str,
+        shutdown: &Shutdown,
+    ) -> Result<Option<(String, String)>, ProviderError> {
+        let what = format!("reading the lease on machine {id}");
+        let req = Req::new(Method::GET, "get", Some(id), format!("/{id}/lease"), what);
+        match self.json::<LeaseAnswer>(req, shutdown).await {
+            Ok(answer) => Ok(answer.nonce().map(|n| (n.to_string(), answer.description().to_string()))),
+            Err(ProviderError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn release_lease(&self, id: &str, nonce: &str, shutdown: &Shutdown) -> Result<(), ProviderError> {
