@@ -127,6 +127,8 @@ pub struct HealthConfig {
     pub grace: Duration,
     pub soak: Duration,
     pub headers: Vec<(String, String)>,
+    /// Probe what is live before the first change of a deploy.
+    pub probe_first: bool,
 }
 
 /// The settings a provider parsed from its own inputs, and how it builds itself.
@@ -145,6 +147,8 @@ pub struct Config {
     pub image: Option<String>,
     pub health: HealthConfig,
     pub rollback: bool,
+    /// How long a rollback keeps going through transient failures.
+    pub rollback_timeout: Duration,
     pub batch_gate: BatchGate,
     pub deploy_timeout: Duration,
     pub dry_run: bool,
@@ -359,6 +363,7 @@ impl Config {
 
         let rollback = p.parse(raw, "rollback", parse_bool, "Use true or false.");
         let batch_gate = p.parse(raw, "batch-gate", BatchGate::parse, "Use first, every or end.");
+        let rollback_timeout = p.parse(raw, "rollback-timeout", parse_positive_duration, DURATION_FIX);
         let deploy_timeout = p.parse(raw, "deploy-timeout", parse_positive_duration, DURATION_FIX);
         let dry_run = p.parse(raw, "dry-run", parse_bool, "Use true or false.");
         let summary = p.parse(raw, "summary", parse_bool, "Use true or false.");
@@ -409,7 +414,7 @@ impl Config {
             app,
             health,
             rollback,
-            batch_gate,
+            (batch_gate, rollback_timeout),
             deploy_timeout,
             dry_run,
             summary,
@@ -423,7 +428,7 @@ impl Config {
                 Some(app),
                 Some(health),
                 Some(rollback),
-                Some(batch_gate),
+                (Some(batch_gate), Some(rollback_timeout)),
                 Some(deploy_timeout),
                 Some(dry_run),
                 Some(summary),
@@ -438,6 +443,7 @@ impl Config {
                 image,
                 health,
                 rollback,
+                rollback_timeout,
                 batch_gate,
                 deploy_timeout,
                 dry_run,
@@ -517,6 +523,7 @@ fn health_config(raw: &RawInputs, p: &mut Problems) -> Option<HealthConfig> {
     let soak = p.parse(raw, "health-soak", parse_duration, DURATION_FIX);
     let headers =
         p.parse(raw, "health-headers", parse_headers, "Write one 'Name: value' per line.").unwrap_or_default();
+    let probe_first = p.parse(raw, "health-probe", parse_bool, "Use true or false.");
 
     if let (Some(deadline), Some(grace), Some(soak)) = (deadline, grace, soak) {
         if grace + soak >= deadline {
@@ -549,6 +556,7 @@ fn health_config(raw: &RawInputs, p: &mut Problems) -> Option<HealthConfig> {
         grace: grace?,
         soak: soak?,
         headers,
+        probe_first: probe_first?,
     })
 }
 

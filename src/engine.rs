@@ -18,7 +18,8 @@ use crate::config::{human, Command, Config};
 use crate::github::{Entry, Ledger, Record};
 use crate::health::{Gate, GateResult, Probe};
 use crate::providers::{
-    Context, Event, Instance, Progress, Provider, ProviderError, ReleaseRef, Severity, Snapshot, Source, Target, Waited,
+    outlast, Context, Event, Instance, Progress, Provider, ProviderError, ReleaseRef, Severity, Snapshot, Source,
+    Target, Waited,
 };
 use crate::report::{DeploymentRecord, Outcome, Phase, PhaseResult, Report, RollbackInfo};
 use crate::runner::Runner;
@@ -174,13 +175,41 @@ impl Engine<'_> {
     /// `finish` runs, and the GitHub deployment gets the status the report says.
     pub async fn run(&self) -> Report {
         let mut report = self.run_steps().await;
-        self.provider.finish().await;
+        self.read_end_state(&mut report).await;
+        report.warnings.extend(self.provider.finish().await);
         report.api_calls = self.provider.api_calls();
         // A cancelled run's deployment is finished by the post step, after its rollback.
         if report.outcome != Outcome::Cancelled {
             self.close_deployment(&mut report).await;
         }
         report
+    }
+
+    /// What is live is what the provider says when the run ends, not what the run
+    /// believes it left: another deploy may have changed the app meanwhile.
+    async fn read_end_state(&self, report: &mut Report) {
+        if matches!(report.outcome, Outcome::Planned | Outcome::Cancelled) || report.previous.is_none() {
+            return;
+        }
+        let ctx = Context { deadline: Instant::now() + Duration::from_secs(60), ..self.context() };
+        let read = self.shutdown.guard(IN_FLIGHT_GRACE, self.provider.snapshot(&ctx)).await;
+        match read {
+            Some(Ok(now)) => {
+                let now = now.release.label;
+                match &report.live {
+                    Some(left) if *left != now => {
+                        report.warnings.push(format!(
+                            "the app now runs {now}, not {left} as this run left it: another deploy (or a person) changed it meanwhile"
+                        ));
+                        report.live = Some(now);
+                    }
+                    Some(_) => {}
+                    None => report.live = Some(now),
+                }
+            }
+            Some(Err(e)) => report.warnings.push(format!("what runs at the end could not be read: {e}")),
+            None => {}
+        }
     }
 
     /// Records the run in the ledger before the first change.
@@ -301,6 +330,12 @@ impl Engine<'_> {
             return finish(self.stopped_before_change(report, Stop::Failed(format!("preflight: {}", blocker.message))));
         }
 
+        if matches!(self.config.command, Command::Deploy | Command::Plan) && self.config.health.probe_first {
+            if let Err(stop) = self.probe_live(&mut report, run_start).await {
+                return finish(self.stopped_before_change(report, stop));
+            }
+        }
+
         if self.config.changes_nothing() {
             report.plan = self.plan_steps(&live, &target);
             report.outcome = Outcome::Planned;
@@ -397,6 +432,53 @@ impl Engine<'_> {
             }
             Err(stop) => finish(self.after_failure(report, run_start, &live, stop).await),
         }
+    }
+
+    /// Checks the health URL against what is live now, before the first change: a gate
+    /// that could never pass (a closed port, a wrong host, a redirect, TLS to a plain
+    /// port, a check string the live release already fails) stops the deploy here, with
+    /// nothing changed, instead of after a full roll-out and a rollback. A few tries, so
+    /// one dropped request does not stop a deploy.
+    async fn probe_live(&self, report: &mut Report, run_start: Instant) -> Result<(), Stop> {
+        let mut health = self.config.health.clone();
+        health.successes = 1;
+        health.grace = Duration::ZERO;
+        health.soak = Duration::ZERO;
+        health.interval = health.interval.min(Duration::from_secs(2));
+        health.deadline = (health.interval * 3 + health.timeout.min(Duration::from_secs(10))).min(health.deadline);
+        let gate = Gate { config: &health, check_version: false, label: "live release, before any change" };
+        let name = "probe the health check against the live release";
+        self.runner.group(name);
+        let start = Instant::now();
+        let result = gate.run(self.probe, &self.shutdown).await;
+        let (phase_result, out) = match result.result {
+            GateResult::Passed => (PhaseResult::Ok, Ok(())),
+            GateResult::Cancelled => {
+                (PhaseResult::Cancelled, Err(Stop::Cancelled(format!("{name}: stopped by a signal"))))
+            }
+            GateResult::Failed => {
+                let last =
+                    result.attempts.last().and_then(|a| a.failure.as_ref()).map(|f| f.explain()).unwrap_or_default();
+                (
+                    PhaseResult::Failed,
+                    Err(Stop::Failed(format!(
+                        "the health check already fails against what is live now ({last}), so the gate could never pass; fix health-url, expect-status or check-string, or set health-probe: false for a first deploy or an app that is down"
+                    ))),
+                )
+            }
+        };
+        report.phases.push(Phase {
+            name: name.to_string(),
+            start: start - run_start,
+            duration: start.elapsed(),
+            result: phase_result,
+            detail: result.reason.clone(),
+        });
+        if phase_result != PhaseResult::Ok {
+            report.gates.push(result);
+        }
+        self.runner.end_group();
+        out
     }
 
     /// The health gate against each instance a batch changed, alone, before any other
@@ -605,14 +687,17 @@ impl Engine<'_> {
         self.restore(report, run_start, live, why).await
     }
 
-    /// The rollback itself, shared by main and post.
+    /// The rollback itself, shared by main and post. It has its own deadline
+    /// (rollback-timeout) and outlasts transient failures; while the recorded release
+    /// is not back, the saved stage says so, and the post step resumes it.
     async fn restore(&self, mut report: Report, run_start: Instant, live: &Snapshot, why: String) -> Report {
         state::save(self.runner, Stage::RollingBack, None, None);
-        let ctx = self.context();
+        let ctx = Context { deadline: Instant::now() + self.config.rollback_timeout, ..self.context() };
         let mut info = RollbackInfo { to: live.release.label.clone(), reason: why, succeeded: false, detail: None };
         let name = format!("roll back to {}", live.release.label);
-        let restored = self.provider.restore(live, &ctx);
+        let restored = outlast(&ctx, &name, || self.provider.restore(live, &ctx));
         let restored = self.phase(&mut report, run_start, &name, Some(ctx.deadline), restored).await;
+        let back = restored.is_ok();
         let verified = match restored {
             Ok(now) => {
                 // What the provider says runs now (a platform rollback is a new release).
@@ -637,7 +722,15 @@ impl Engine<'_> {
             Err(Stop::Failed(detail)) => {
                 info.detail = Some(detail);
                 report.outcome = Outcome::RollbackFailed;
-                state::save(self.runner, Stage::Finished, None, None);
+                // Not back: the post step (or `safe-deploy post`) takes it up from here.
+                // Back but unhealthy: nothing more can be done by restoring again.
+                if back {
+                    state::save(self.runner, Stage::Finished, None, None);
+                } else {
+                    report.warnings.push(
+                        "the recorded release is not back everywhere; the post step tries again (off a runner: safe-deploy post --state-file …)".into(),
+                    );
+                }
             }
         }
         report.rollback = Some(info);
@@ -647,8 +740,11 @@ impl Engine<'_> {
     /// The post step: finishes a rollback that a cancelled main step left open.
     /// Returns `None` when there is nothing to do.
     pub async fn post(&self, saved: &Saved) -> Option<Report> {
-        let report = self.post_steps(saved).await;
-        self.provider.finish().await;
+        let mut report = self.post_steps(saved).await;
+        let unfinished = self.provider.finish().await;
+        if let Some(r) = &mut report {
+            r.warnings.extend(unfinished);
+        }
         let (Some(mut report), open) = (report, saved.open_deployment) else {
             // Nothing to roll back, but main may have left its deployment open.
             if let (Some(id), Some(ledger)) = (saved.open_deployment, self.ledger) {
@@ -820,6 +916,64 @@ mod tests {
         assert_eq!(waits.len(), 3, "{events:#?}");
         assert!(waits.iter().all(|(elapsed, left)| elapsed.as_secs() % 10 == 0 && left.is_some()), "{waits:?}");
         assert!(events.iter().any(|e| matches!(e, Event::Instance { release: Some(r), .. } if r == "web:v2")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rollback_outlasts_a_flaky_api() {
+        let h = MemoryHarness::new();
+        h.store
+            .update(|s| {
+                s.faults.roll_back_errors = 4;
+                s.releases.insert(
+                    "web:v2".into(),
+                    sandbox::app::ReleaseSpec { health: sandbox::app::HealthMode::Error500, ..Default::default() },
+                );
+            })
+            .unwrap();
+        let report = deploy(&h, &h.config(Command::Deploy, "web:v2"), Progress::default()).await;
+        assert_eq!(report.outcome, Outcome::RolledBack, "{report:#?}");
+        assert_eq!(h.running(), "web:v1");
+        let restores = h.store.read().unwrap().calls.iter().filter(|c| c.starts_with("roll_back")).count();
+        assert_eq!(restores, 5, "four failed, the fifth restored");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rollback_that_cannot_finish_is_left_for_the_post_step_which_finishes_it() {
+        let h = MemoryHarness::new();
+        h.store
+            .update(|s| {
+                s.faults.roll_back_errors = 1_000;
+                s.releases.insert(
+                    "web:v2".into(),
+                    sandbox::app::ReleaseSpec { health: sandbox::app::HealthMode::Error500, ..Default::default() },
+                );
+            })
+            .unwrap();
+        let mut config = h.config(Command::Deploy, "web:v2");
+        config.rollback_timeout = std::time::Duration::from_secs(30);
+        let dir = tempdir();
+        let report = run(&h, &config, Shutdown::new(), Progress::default(), dir.path()).await;
+        assert_eq!(report.outcome, Outcome::RollbackFailed, "{report:#?}");
+        assert_eq!(report.exit_code(), 3);
+        let saved = Saved::from_file(&dir.path().join("state")).unwrap();
+        assert_eq!(saved.stage, Some(Stage::RollingBack), "the post step must resume it");
+
+        // The API recovers; the post step (a fresh process) finishes the rollback.
+        h.store.update(|s| s.faults.roll_back_errors = 0).unwrap();
+        let provider = h.provider();
+        let runner = Runner::new(false, crate::runner::Paths::default(), crate::secret::Redactor::default());
+        let engine = Engine {
+            config: &config,
+            provider: provider.as_ref(),
+            probe: h.probe(),
+            runner: &runner,
+            shutdown: Shutdown::new(),
+            ledger: None,
+            progress: Progress::default(),
+        };
+        let post = engine.post(&saved).await.expect("the post step has work");
+        assert_eq!(post.outcome, Outcome::RolledBack, "{post:#?}");
+        assert_eq!(h.running(), "web:v1");
     }
 
     #[tokio::test(start_paused = true)]

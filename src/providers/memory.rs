@@ -190,9 +190,13 @@ impl Provider for MemoryProvider {
         let record = Self::record(snapshot)?;
         let label = snapshot.release.label.clone();
         let restored = self.call(format!("roll_back {label}"), |s| {
+            if s.faults.roll_back_errors > 0 {
+                s.faults.roll_back_errors -= 1;
+                return Err(ProviderError::Unavailable("the double answered 503 to a restore (flaky)".into()));
+            }
             // A restore waits for the instances too: ones that never come up fail it.
             if s.faults.fail_roll_back || s.faults.fail_wait {
-                return None;
+                return Ok(None);
             }
             for (i, r) in record.instances.iter().enumerate() {
                 s.set_instance(i, r);
@@ -200,8 +204,8 @@ impl Provider for MemoryProvider {
             s.instances.truncate(record.instances.len());
             let live = s.live();
             s.remember(&live);
-            Some(live)
-        })?;
+            Ok(Some(live))
+        })??;
         match restored {
             Some(live) => Ok(release_of([live.as_str()]).0),
             None => Err(ProviderError::Failed(format!("the double was told to fail restoring {label}"))),

@@ -36,6 +36,8 @@ pub struct Faults {
     /// Waiting ends with the platform having rolled back by itself (a circuit breaker).
     pub platform_rollback: bool,
     pub fail_roll_back: bool,
+    /// The next N restores fail as a flaky API would (the caller may ask again).
+    pub roll_back_errors: u32,
     pub fail_history: bool,
     /// How long applying a batch takes after it changed its instances.
     pub roll_out_delay_ms: u64,

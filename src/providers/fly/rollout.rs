@@ -24,7 +24,33 @@ use super::api::{config_has_checks, Machine, LAUNCH_TAG, RESTORES_TAG};
 use super::lease::TTL;
 use super::settings::{Settings, Strategy};
 use super::{Core, FORCE_INSTANCE};
-use crate::providers::{Applied, Context, Instance, PlannedBatch, ProviderError, ReleaseRef, Rollout, Waited};
+use crate::config::human;
+use crate::providers::{outlast, Applied, Context, Instance, PlannedBatch, ProviderError, ReleaseRef, Rollout, Waited};
+
+/// How many check intervals a critical check is given before the wait fails.
+const CRITICAL_INTERVALS: u32 = 3;
+
+/// The longest grace period and interval of a config's checks (Fly's defaults when
+/// unset: no grace, 15 s).
+fn check_timing(config: Option<&Value>) -> (Duration, Duration) {
+    let mut grace = Duration::ZERO;
+    let mut interval = Duration::ZERO;
+    let Some(c) = config else { return (grace, Duration::from_secs(15)) };
+    let top = c.get("checks").and_then(Value::as_object).into_iter().flat_map(|m| m.values());
+    let services = c
+        .get("services")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.get("checks").and_then(Value::as_array))
+        .flatten();
+    for check in top.chain(services) {
+        let read = |k: &str| check.get(k).and_then(Value::as_str).and_then(|t| crate::config::parse_duration(t).ok());
+        grace = grace.max(read("grace_period").unwrap_or_default());
+        interval = interval.max(read("interval").unwrap_or(Duration::from_secs(15)));
+    }
+    (grace, if interval.is_zero() { Duration::from_secs(15) } else { interval })
+}
 
 /// Metadata key on a canary: the machine it was copied from.
 const CANARY_TAG: &str = "safe_deploy_canary_of";
@@ -697,6 +723,8 @@ impl Core {
             return Ok(());
         }
         let mut poll = FIRST_CHECK_POLL;
+        let checks_started = Instant::now();
+        let mut critical_since: Option<Instant> = None;
         loop {
             let m = self.client.get(id, sd).await?;
             if let Some(why) = dead(&m) {
@@ -708,6 +736,27 @@ impl Core {
             if m.state == "started" && m.checks_passing() {
                 ctx.progress.instance(id, "passing its checks", image);
                 return Ok(());
+            }
+            // Checks that stay critical past their grace and a few intervals will not
+            // pass: fail now, not at the deploy's deadline.
+            let critical: Vec<String> = m
+                .real_checks()
+                .filter(|c| c.status == "critical")
+                .map(|c| format!("{}: {}", c.name, c.output))
+                .collect();
+            if critical.is_empty() {
+                critical_since = None;
+            } else {
+                let since = *critical_since.get_or_insert_with(Instant::now);
+                let (grace, interval) = check_timing(m.config.as_ref());
+                let patience = grace.saturating_sub(checks_started.elapsed()) + interval * CRITICAL_INTERVALS;
+                if since.elapsed() >= patience {
+                    return Err(ProviderError::Failed(format!(
+                        "machine {id}'s checks stayed critical for {} ({}): the release does not pass Fly's own checks",
+                        human(since.elapsed()),
+                        critical.join("; ")
+                    )));
+                }
             }
             if Instant::now() + poll > ctx.deadline {
                 let states: Vec<String> =
@@ -731,25 +780,60 @@ impl Core {
     }
 
     /// Brings every recorded machine back to its recorded config and removes machines
-    /// this tool created. Idempotent.
+    /// this tool created. Idempotent. Each machine's restore outlasts transient API
+    /// failures on its own, so one bad answer does not abandon the others; every machine
+    /// is tried, and the first lasting failure is returned at the end.
     pub(super) async fn reconcile(&self, recorded: &[Recorded], ctx: &Context) -> Result<(), ProviderError> {
         let sd = &ctx.shutdown;
-        let now = self.client.list(sd).await?;
+        let now = outlast(ctx, "listing the machines", || self.client.list(sd)).await?;
         let present: Vec<String> =
             recorded.iter().filter(|r| now.iter().any(|m| m.id == r.id)).map(|r| r.id.clone()).collect();
         // A crashed run's leases expire within their TTL: wait that long for them.
-        self.leases.acquire(&self.client, &present, TTL + Duration::from_secs(5), sd).await?;
+        outlast(ctx, "taking the leases", || {
+            self.leases.acquire(&self.client, &present, TTL + Duration::from_secs(5), sd)
+        })
+        .await?;
         // The post step's rollback takes its own leases; they must outlive slow boots too.
         self.leases.keep_fresh(self.client.clone());
+        let mut failed = None;
         for batch in batches(recorded, self.settings.max_unavailable.batch(recorded.len())) {
-            first_error(join_all(batch.iter().map(|r| self.restore(r, &now, ctx))).await)?;
+            for result in join_all(batch.iter().map(|r| self.restore_until(r, &now, ctx))).await {
+                if let Err(e) = result {
+                    failed.get_or_insert(e);
+                }
+            }
         }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let now = outlast(ctx, "listing the machines", || self.client.list(sd)).await?;
         for m in now.iter().filter(|m| self.extra(m, recorded)) {
             tracing::info!("destroying machine {} that this deploy created", m.id);
-            self.client.destroy(&m.id, self.leases.nonce(&m.id).as_deref(), sd).await?;
+            outlast(ctx, &format!("destroying machine {}", m.id), || async {
+                let nonce = self.leases.nonce(&m.id);
+                self.client.destroy(&m.id, nonce.as_deref(), sd).await
+            })
+            .await?;
             ctx.progress.instance(&m.id, "destroyed", None);
         }
         Ok(())
+    }
+
+    /// One machine's restore, tried again on a transient failure against a fresh
+    /// listing, until it is back or the rollback's deadline passes.
+    async fn restore_until(&self, r: &Recorded, first: &[Machine], ctx: &Context) -> Result<(), ProviderError> {
+        let mut now = first.to_vec();
+        let mut tries = 0;
+        outlast(ctx, &format!("restoring machine {}", r.id), || {
+            tries += 1;
+            let fresh = tries > 1;
+            let listed = std::mem::take(&mut now);
+            async move {
+                let listed = if fresh { self.client.list(&ctx.shutdown).await? } else { listed };
+                self.restore(r, &listed, ctx).await
+            }
+        })
+        .await
     }
 
     /// A machine a deploy created (a canary, a green) that restores no recorded machine.
