@@ -162,8 +162,9 @@ impl Report {
     pub fn exit_code(&self) -> i32 {
         if !self.input_errors.is_empty() {
             exit::BAD_INPUT
-        } else if self.outcome == Outcome::Failed && self.changed && self.live.is_none() {
-            // A change failed part-way and was not rolled back: the state is unknown.
+        } else if self.outcome == Outcome::Failed && self.changed {
+            // A change failed and was not rolled back (rollback: false): what is live is
+            // unknown, or a release known to be broken; either way someone must act.
             exit::UNKNOWN_STATE
         } else {
             self.outcome.exit_code()
@@ -237,7 +238,7 @@ impl Report {
             Outcome::RolledBack => format!("❌ Deploy of `{target}` to {} FAILED and was rolled back — {live}.", self.app),
             Outcome::Failed if self.changed => format!("❌ Deploy of `{target}` to {} FAILED and was not rolled back — {live}.", self.app),
             Outcome::Failed => format!("❌ Deploy of `{target}` to {} FAILED before any change to the app — {live}.", self.app),
-            Outcome::RollbackFailed if self.live.is_some() => format!(
+            Outcome::RollbackFailed if self.live.is_some() && self.live == self.previous => format!(
                 "🚨 ROLLBACK FAILED: deploy of `{target}` to {} failed; the previous release was put back but is NOT healthy — {live}. Act now.",
                 self.app
             ),

@@ -66,9 +66,10 @@ async fn a_failed_rollback_exits_3_and_says_so_loudly() {
 
     assert_eq!(ran.code, 3, "{ran}");
     assert_eq!(ran.output("status"), "rollback-failed");
-    assert_eq!(ran.output("release"), "", "nobody can say what is live");
-    assert!(ran.summary.lines().next().unwrap().contains("ROLLBACK FAILED"), "{ran}");
-    assert!(ran.summary.contains("UNKNOWN"));
+    assert_eq!(ran.output("release"), "web:v2", "what runs at the end, read at the end");
+    let first = ran.summary.lines().next().unwrap();
+    assert!(first.contains("ROLLBACK FAILED") && first.contains("could not be restored"), "{ran}");
+    assert!(first.contains("`web:v2` is live"), "{ran}");
     assert!(ran.stdout.contains("::error title=ROLLBACK FAILED::"), "{ran}");
 }
 
@@ -112,7 +113,8 @@ async fn with_rollback_off_a_failed_release_stays_and_the_summary_says_so() {
     double.broken("web:v2", HealthMode::Error500);
     let ran = run_main(&with(double.inputs("web:v2"), "rollback", "false")).await;
 
-    assert_eq!(ran.code, 1, "{ran}");
+    // A release known to be broken is live: exit 3, someone must act.
+    assert_eq!(ran.code, 3, "{ran}");
     assert_eq!(ran.output("status"), "failed");
     assert_eq!(ran.output("release"), "web:v2");
     assert_eq!(double.state().live(), "web:v2");
@@ -120,14 +122,14 @@ async fn with_rollback_off_a_failed_release_stays_and_the_summary_says_so() {
 }
 
 #[tokio::test]
-async fn a_half_done_roll_out_with_rollback_off_exits_3_because_nobody_knows_what_is_live() {
-    let double = Double::start("web:v1").await;
+async fn a_half_done_roll_out_with_rollback_off_exits_3_and_says_what_runs_now() {
+    let double = Double::with_instances("web:v1", 3).await;
     double.change(|s| s.faults.fail_roll_out = true);
     let ran = run_main(&with(double.inputs("web:v2"), "rollback", "false")).await;
 
     assert_eq!(ran.code, 3, "{ran}");
-    assert_eq!(ran.output("release"), "");
-    assert!(ran.summary.lines().next().unwrap().contains("UNKNOWN"), "{ran}");
+    assert_eq!(ran.output("release"), "mixed: web:v2 (1), web:v1 (2)", "read from the provider at the end");
+    assert!(ran.summary.lines().next().unwrap().contains("was not rolled back"), "{ran}");
 }
 
 #[tokio::test]
@@ -222,4 +224,37 @@ async fn a_broken_release_is_caught_on_the_first_batch_and_the_rest_never_run_it
     let ran = run_main(&with(double.inputs("web:v2"), "batch-gate", "end")).await;
     assert_eq!(ran.code, 1, "{ran}");
     assert_eq!(double.state().instances_that_ran("web:v2"), 3);
+}
+
+#[tokio::test]
+async fn a_health_check_that_already_fails_against_the_live_release_stops_before_any_change() {
+    let double = Double::start("web:v1").await;
+    // The live release answers, but never with this text: the gate could never pass.
+    let ran = run_main(&with(double.inputs("web:v2"), "check-string", "all systems go")).await;
+    assert_eq!(ran.code, 1, "{ran}");
+    assert!(ran.summary.lines().next().unwrap().contains("FAILED before any change"), "{ran}");
+    assert!(ran.summary.contains("check-string"), "the input to fix is named: {ran}");
+    assert!(double.state().writes().is_empty(), "{:?}", double.state().calls);
+
+    // A closed port: the same, naming health-url.
+    let closed = format!("http://127.0.0.1:{}/health", closed_port());
+    let ran = run_main(&with(double.inputs("web:v2"), "health-url", &closed)).await;
+    assert_eq!(ran.code, 1, "{ran}");
+    assert!(ran.summary.contains("connection refused") && ran.summary.contains("health-url"), "{ran}");
+    assert!(double.state().writes().is_empty());
+
+    // Turned off (for a first deploy, or an app that is down), the deploy goes ahead,
+    // and ends as the probe foresaw: the old release fails the same gate after the
+    // rollback, a ROLLBACK FAILED that was never about the release.
+    let ran =
+        run_main(&with(with(double.inputs("web:v2"), "check-string", "all systems go"), "health-probe", "false")).await;
+    assert_eq!(ran.code, 3, "{ran}");
+    assert_eq!(ran.output("status"), "rollback-failed", "{ran}");
+    assert!(double.state().writes().iter().any(|c| c.starts_with("roll_out")), "it rolled out");
+}
+
+/// A loopback port nothing listens on.
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
 }

@@ -392,8 +392,9 @@ async fn bluegreen_over_machines_that_are_all_stopped_still_checks_a_green_and_d
     })
     .await;
 
-    // Nothing serves until a green starts, so the health gate only looks at the end.
-    let ran = Step::main(&with(inputs(&fly, V2), "strategy", "bluegreen")).run().await;
+    // The app is down: nothing serves until a green starts, so the probe of the live
+    // release is off, as for any app that is down.
+    let ran = Step::main(&with(with(inputs(&fly, V2), "strategy", "bluegreen"), "health-probe", "false")).run().await;
     assert_eq!(ran.code, 0, "{ran}");
     let machines = app_machines(&fly);
     assert_eq!(images(&fly), vec![V2; 3], "a green for every blue: {machines:?}");
@@ -625,5 +626,21 @@ async fn bluegreen_uncordons_every_green_stopped_ones_too() {
     assert_eq!(ran.code, 0, "{ran}");
     let machines = app_machines(&fly);
     assert!(machines.iter().all(|m| !m.cordoned), "no green is left cordoned: {machines:?}");
+    fly.stop().await;
+}
+
+#[tokio::test]
+async fn a_machine_whose_checks_stay_critical_fails_the_wait_in_a_few_intervals_not_at_the_deadline() {
+    let fly = fly().await;
+    fly.add_release(V2, ReleaseSpec { health: HealthMode::Error500, ..Default::default() });
+    let started = Instant::now();
+    let ran = Step::main(&with(inputs(&fly, V2), "deploy-timeout", "5m")).run().await;
+    let took = started.elapsed();
+
+    assert_eq!(ran.code, 1, "{ran}");
+    assert_eq!(ran.output("status"), "rolled-back");
+    assert!(ran.summary.contains("stayed critical"), "{ran}");
+    assert!(took < Duration::from_secs(30), "caught in {took:?}, against a 5 minute deadline");
+    assert_eq!(images(&fly), vec![V1; 3]);
     fly.stop().await;
 }

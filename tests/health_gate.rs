@@ -24,6 +24,7 @@ fn config(url: &str) -> HealthConfig {
         grace: Duration::ZERO,
         soak: Duration::ZERO,
         headers: vec![],
+        probe_first: true,
     }
 }
 

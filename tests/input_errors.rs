@@ -84,3 +84,36 @@ async fn any_bytes_in_any_input_never_panic() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_github_token_with_a_control_character_is_bad_input_not_a_panic() {
+    let double = crate::util::Double::start("web:v1").await;
+    let ran =
+        crate::util::run_main(&crate::util::with(double.inputs("web:v2"), "github-token", "ghs_abc\u{7}def")).await;
+    assert_eq!(ran.code, 2, "{ran}");
+    assert!(ran.stdout.contains("::error title=input github-token::"), "{ran}");
+    assert!(!ran.summary.is_empty(), "a summary, even for bad input");
+    assert!(double.state().calls.is_empty(), "no request was sent");
+}
+
+#[tokio::test]
+async fn a_fly_config_that_is_a_device_or_a_fifo_is_refused_at_once() {
+    for path in ["/dev/zero", "/dev/stdin"] {
+        let started = std::time::Instant::now();
+        let inputs: Vec<(String, String)> = [
+            ("provider", "fly"),
+            ("app", "web"),
+            ("token", "fm2_token-for-the-test"),
+            ("image", "registry.fly.io/web:v2"),
+            ("health-url", "http://127.0.0.1:9/health"),
+            ("fly-config", path),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let ran = crate::util::run_main(&inputs).await;
+        assert_eq!(ran.code, 2, "{path}: {ran}");
+        assert!(ran.stdout.contains("not a regular file"), "{path}: {ran}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{path}: no read without limit");
+    }
+}

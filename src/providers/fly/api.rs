@@ -184,12 +184,18 @@ pub struct Lease {
     #[serde(default)]
     pub owner: Option<String>,
     #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
     pub expires_at: Option<i64>,
 }
 
 impl LeaseAnswer {
     pub fn nonce(&self) -> Option<&str> {
         self.data.as_ref().and_then(|d| d.nonce.as_deref()).or(self.flat.nonce.as_deref())
+    }
+
+    pub fn description(&self) -> &str {
+        self.data.as_ref().and_then(|d| d.description.as_deref()).or(self.flat.description.as_deref()).unwrap_or("")
     }
 }
 

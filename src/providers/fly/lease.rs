@@ -16,13 +16,19 @@ use crate::shutdown::Shutdown;
 /// crashed run still frees the app within half a minute.
 pub const TTL: Duration = Duration::from_secs(30);
 
-#[derive(Default)]
 pub struct Leases {
     held: Mutex<BTreeMap<String, String>>,
     refresher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Names this run's leases ("safe-deploy <launch id>"), so a lease granted to a
+    /// request whose answer was lost is recognised as ours and its nonce read back.
+    description: String,
 }
 
 impl Leases {
+    pub fn new(launch_id: &str) -> Leases {
+        Leases { held: Mutex::default(), refresher: Mutex::default(), description: format!("safe-deploy {launch_id}") }
+    }
+
     pub fn nonce(&self, id: &str) -> Option<String> {
         self.lock().get(id).cloned()
     }
@@ -49,7 +55,15 @@ impl Leases {
         let mut taken = Vec::new();
         for id in ids.iter().filter(|id| self.nonce(id).is_none()) {
             loop {
-                match client.lease(id, TTL, None, shutdown).await {
+                let granted = match client.lease(id, TTL, None, &self.description, shutdown).await {
+                    // Granted or not, the answer was lost: a lease under our name is ours.
+                    Err(e) if e.is_transient() => match client.current_lease(id, shutdown).await {
+                        Ok(Some((nonce, description))) if description == self.description => Ok(nonce),
+                        _ => Err(e),
+                    },
+                    other => other,
+                };
+                match granted {
                     Ok(nonce) => {
                         self.insert(id, nonce);
                         taken.push(id.clone());
@@ -94,7 +108,7 @@ impl Leases {
                 let held: Vec<(String, String)> = leases.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
                 for (id, nonce) in held {
                     for attempt in 1..=3 {
-                        match client.lease(&id, TTL, Some(&nonce), &shutdown).await {
+                        match client.lease(&id, TTL, Some(&nonce), &leases.description, &shutdown).await {
                             Ok(_) => break,
                             Err(ProviderError::Conflict { .. } | ProviderError::NotFound { .. }) => {
                                 tracing::warn!(
@@ -119,7 +133,9 @@ impl Leases {
 
     /// Gives every lease back. Runs on every path, cancellation included, so it uses a
     /// fresh shutdown handle and a short time limit of its own.
-    pub async fn release_all(&self, client: &FlyClient) {
+    /// Returns the machines whose lease could not be given back (it expires by itself
+    /// within the TTL), for the summary.
+    pub async fn release_all(&self, client: &FlyClient) -> Vec<String> {
         if let Some(task) = self.refresher.lock().unwrap_or_else(|e| e.into_inner()).take() {
             task.abort();
         }
@@ -127,13 +143,23 @@ impl Leases {
         let fresh = &Shutdown::new();
         let releases = held.iter().map(|(id, nonce)| async move {
             match client.release_lease(id, nonce, fresh).await {
-                Ok(()) | Err(ProviderError::NotFound { .. }) => {}
-                Err(e) => tracing::warn!("could not release the lease on machine {id}: {e}; it expires by itself"),
+                Ok(()) | Err(ProviderError::NotFound { .. }) => None,
+                Err(e) => Some(format!("machine {id} ({e})")),
             }
         });
         // All at once and briefly: after a signal the whole step has seconds left.
-        if tokio::time::timeout(Duration::from_secs(2), futures_util::future::join_all(releases)).await.is_err() {
-            tracing::warn!("releasing leases timed out; they expire within {}s", TTL.as_secs());
+        let unreleased: Vec<String> =
+            match tokio::time::timeout(Duration::from_secs(3), futures_util::future::join_all(releases)).await {
+                Ok(results) => results.into_iter().flatten().collect(),
+                Err(_) => held.iter().map(|(id, _)| format!("machine {id} (no answer in time)")).collect(),
+            };
+        if unreleased.is_empty() {
+            return Vec::new();
         }
+        vec![format!(
+            "the lease on {} could not be given back; it expires by itself within {}s",
+            unreleased.join(", "),
+            TTL.as_secs()
+        )]
     }
 }

@@ -100,13 +100,14 @@ impl FlyProvider {
         settings: Settings,
     ) -> Result<FlyProvider, ProviderError> {
         let workspace = settings.fly_toml_path.parent().map(PathBuf::from).unwrap_or_default();
+        let launch_id = format!("{:016x}", fastrand::u64(..));
         Ok(FlyProvider {
             core: Arc::new(Core {
                 client: Arc::new(FlyClient::new(http, base, app, token)?),
                 app: app.to_string(),
                 settings,
-                leases: Arc::default(),
-                launch_id: format!("{:016x}", fastrand::u64(..)),
+                leases: Arc::new(Leases::new(&launch_id)),
+                launch_id,
                 workspace,
             }),
         })
@@ -334,8 +335,8 @@ impl Provider for FlyProvider {
         })
     }
 
-    async fn finish(&self) {
-        self.core.leases.release_all(&self.core.client).await;
+    async fn finish(&self) -> Vec<String> {
+        self.core.leases.release_all(&self.core.client).await
     }
 
     fn api_calls(&self) -> Option<usize> {
