@@ -226,7 +226,7 @@ impl Step {
         let parse = |name: &str| {
             files::parse(&read(name)).unwrap_or_else(|e| panic!("{name} is not a valid file command file: {e}"))
         };
-        Ran {
+        let ran = Ran {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -234,6 +234,37 @@ impl Step {
             state: parse("state"),
             summary: read("summary"),
             files: ["output", "state", "summary"].iter().map(|f| read(f)).collect(),
+        };
+        self.scan_for_secrets(&ran);
+        ran
+    }
+
+    /// Every run of every test is scanned: no secret this step was given (token,
+    /// github-token, a token variable) may appear in any output, in plain, URL-encoded
+    /// or base64 form. Short secrets are redacted only as whole tokens, so a substring
+    /// scan cannot judge them; they have their own tests.
+    fn scan_for_secrets(&self, ran: &Ran) {
+        use base64::Engine;
+        let secret_names = ["INPUT_TOKEN", "INPUT_GITHUB-TOKEN", "FLY_API_TOKEN", "FLY_ACCESS_TOKEN"];
+        let secrets = self
+            .env
+            .iter()
+            .filter(|(k, v)| secret_names.contains(&k.as_str()) && v.trim().chars().count() >= 8)
+            .map(|(_, v)| v.trim().to_string());
+        // The mask commands carry the secret to the runner by design; nothing else may.
+        let stdout: String =
+            ran.stdout.lines().filter(|l| !l.starts_with("::add-mask::")).collect::<Vec<_>>().join("\n");
+        for secret in secrets {
+            let url: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&secret);
+            for form in [secret.as_str(), url.as_str(), b64.as_str()] {
+                for (what, text) in [("stdout", stdout.as_str()), ("stderr", ran.stderr.as_str())]
+                    .into_iter()
+                    .chain(ran.files.iter().map(|f| ("a runner file", f.as_str())))
+                {
+                    assert!(!text.contains(form), "{what} leaks a secret (as {form}):\n{ran}");
+                }
+            }
         }
     }
 }
