@@ -192,7 +192,8 @@ impl Engine<'_> {
             return;
         }
         let ctx = Context { deadline: Instant::now() + Duration::from_secs(60), ..self.context() };
-        let read = self.shutdown.guard(IN_FLIGHT_GRACE, self.provider.snapshot(&ctx)).await;
+        let read = outlast(&ctx, "read what runs at the end", || self.provider.snapshot(&ctx));
+        let read = self.shutdown.guard(IN_FLIGHT_GRACE, read).await;
         match read {
             Some(Ok(now)) => {
                 let now = now.release.label;
@@ -297,7 +298,8 @@ impl Engine<'_> {
         };
         let deadline = Some(ctx.deadline);
 
-        let recorded = self.provider.snapshot(&ctx);
+        // Reads change nothing, so they outlast a flaky API within deploy-timeout.
+        let recorded = outlast(&ctx, "record the live release", || self.provider.snapshot(&ctx));
         let live = match self.phase(&mut report, run_start, "record the live release", deadline, recorded).await {
             Ok(s) => s,
             Err(stop) => return finish(self.stopped_before_change(report, stop)),
@@ -315,7 +317,7 @@ impl Engine<'_> {
             return finish(self.stopped_before_change(report, Stop::Failed(why)));
         }
 
-        let checked = self.provider.preflight(&live, &target, &ctx);
+        let checked = outlast(&ctx, "preflight", || self.provider.preflight(&live, &target, &ctx));
         let findings = match self.phase(&mut report, run_start, "preflight", deadline, checked).await {
             Ok(f) => f,
             Err(stop) => return finish(self.stopped_before_change(report, stop)),

@@ -247,7 +247,7 @@ impl Ledger {
 }
 
 /// The safe-deploy record in a payload (an object, or a JSON string as the API allows).
-fn record_of(payload: &Value) -> Option<Record> {
+pub fn record_of(payload: &Value) -> Option<Record> {
     let payload = match payload {
         Value::String(s) => serde_json::from_str(s).ok()?,
         other => other.clone(),

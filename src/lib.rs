@@ -20,6 +20,8 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod github;
 pub mod health;
 pub mod http;

@@ -12,5 +12,6 @@ mod github;
 mod health_gate;
 mod http_layer;
 mod input_errors;
+mod properties;
 mod secrets;
 mod signals;

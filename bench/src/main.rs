@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::process::Command;
 
+use bench::Traffic;
 use sandbox::double::State;
 
 const RUNS: usize = 15;
@@ -158,37 +159,6 @@ async fn fly(binary: &str, dir: &std::path::Path) {
         }
     }
     fly.stop().await;
-}
-
-/// Steady traffic: 25 requests a second through the router, until stopped.
-struct Traffic {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    task: tokio::task::JoinHandle<(u64, u64)>,
-}
-
-impl Traffic {
-    fn start(url: String) -> Traffic {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopped = stop.clone();
-        let task = tokio::spawn(async move {
-            let (mut total, mut failed) = (0u64, 0u64);
-            let mut tick = tokio::time::interval(Duration::from_millis(40));
-            // Bounded: ten minutes at the most.
-            while total < 15_000 && !stopped.load(std::sync::atomic::Ordering::SeqCst) {
-                tick.tick().await;
-                total += 1;
-                let ok = matches!(sandbox::client::call("GET", &url, &[], None).await, Ok(r) if r.status == 200);
-                failed += u64::from(!ok);
-            }
-            (total, failed)
-        });
-        Traffic { stop, task }
-    }
-
-    async fn stop(self) -> (u64, u64) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.task.await.unwrap_or((0, 0))
-    }
 }
 
 /// The largest resident set of any finished child process, in KiB.

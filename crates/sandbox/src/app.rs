@@ -26,6 +26,8 @@ pub enum HealthMode {
     Error500,
     /// Never answers (until the client gives up).
     Hang,
+    /// Flaps: every third answer is 500, the others 200 "ok".
+    Flaky,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -77,6 +79,13 @@ pub async fn answer(spec: &ReleaseSpec, request: &Request) -> Response {
             HealthMode::Hang => {
                 tokio::time::sleep(Duration::from_secs(300)).await;
                 text(504, "hung")
+            }
+            HealthMode::Flaky => {
+                static ANSWERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+                match ANSWERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 3 {
+                    2 => text(500, "flapping"),
+                    _ => text(200, "ok"),
+                }
             }
         },
         "/version" => text(200, spec.version.clone()),

@@ -178,7 +178,7 @@ fn first_error<T>(results: Vec<Result<T, ProviderError>>) -> Result<Vec<T>, Prov
 
 /// Why a machine will not come up by itself, if it will not: it failed, was destroyed,
 /// or its process exited after its latest update.
-pub(super) fn dead(m: &Machine) -> Option<String> {
+pub fn dead(m: &Machine) -> Option<String> {
     match m.state.as_str() {
         "failed" | "destroyed" | "destroying" => return Some(format!("is {}", m.state)),
         "stopped" => {}

@@ -255,6 +255,17 @@ impl FlySandbox {
         self.platform.hold_lease(machine_id, owner, 3600);
     }
 
+    /// The machines that hold a live lease now, with its owner: what a run left behind.
+    pub fn leases_held(&self) -> Vec<String> {
+        let state = self.platform.lock();
+        state
+            .machines
+            .iter()
+            .filter(|m| m.state != "destroyed")
+            .filter_map(|m| m.live_lease().map(|l| format!("{} ({})", m.id, l.description)))
+            .collect()
+    }
+
     /// Destroys a machine whatever lease it holds, as the platform itself would when it
     /// loses a host: for tests of a machine that vanishes mid-deploy.
     pub async fn destroy_unleased(&self, id: &str) {

@@ -1,0 +1,533 @@
+//! The fault matrix: every scenario below, run against the Fly emulator as a runner
+//! runs the action (every declared input at its default, file commands in temp files),
+//! with steady traffic through the emulator's router. One row per scenario: the exit
+//! code, the `status` output, what the summary calls live, what the emulator runs
+//! afterwards, failed/total requests, leases or extra machines left, PASS or FAIL.
+//!
+//! A run passes when it tells the truth and leaves a whole app: the `release` output is
+//! what the emulator runs; that is the old release or the new one, never a mix; the exit
+//! code matches it (0 new, 1 old, 130 then the post step restores the old); no lease
+//! and no extra machine is left; no request through the router failed.
+//!
+//! Usage: faults BINARY [SUBSTRING]  (only the scenarios whose name contains SUBSTRING).
+//! Exits 1 when any row fails.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bench::Traffic;
+use safe_deploy::inputs::{env_name, INPUTS};
+use safe_deploy::providers::release_of;
+use safe_deploy::runner::files;
+use sandbox::app::{HealthMode, ReleaseSpec};
+use sandbox::fly::{Faults, FlyOptions, FlySandbox};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const TOKEN: &str = "fm2_fault-matrix-token";
+const V1: &str = "registry.fly.io/web:v1";
+const V2: &str = "registry.fly.io/web:v2";
+/// Healthy to Fly's checks, but its body lacks "ok": the gate fails and rolls back.
+const V3: &str = "registry.fly.io/web:v3";
+
+/// What happens when the run prints a line starting with a marker.
+#[derive(Clone)]
+enum Action {
+    Faults(Faults),
+    Clear,
+    Signal(&'static str),
+    /// Another deploy of this image starts now.
+    Second(&'static str),
+}
+
+#[derive(Clone)]
+struct Scenario {
+    name: String,
+    image: &'static str,
+    inputs: Vec<(&'static str, String)>,
+    releases: Vec<(&'static str, ReleaseSpec)>,
+    before: Option<Faults>,
+    /// In order: each fires at the first line starting with its marker after the last fired.
+    triggers: Vec<(&'static str, Action)>,
+}
+
+impl Scenario {
+    fn new(name: impl Into<String>, image: &'static str) -> Scenario {
+        Scenario { name: name.into(), image, inputs: vec![], releases: vec![], before: None, triggers: vec![] }
+    }
+    fn input(mut self, k: &'static str, v: impl Into<String>) -> Self {
+        self.inputs.push((k, v.into()));
+        self
+    }
+    fn release(mut self, image: &'static str, spec: ReleaseSpec) -> Self {
+        self.releases.push((image, spec));
+        self
+    }
+    fn before(mut self, f: Faults) -> Self {
+        self.before = Some(f);
+        self
+    }
+    fn on(mut self, marker: &'static str, action: Action) -> Self {
+        self.triggers.push((marker, action));
+        self
+    }
+}
+
+const ROLL_OUT: &str = "::group::roll out";
+const ROLL_BACK: &str = "::group::roll back to";
+const GATE: &str = "::group::health gate: new release";
+const WAIT: &str = "::group::wait until the provider reports it up";
+const BATCH_GATE: &str = "::group::health gate: batch 1";
+
+fn scenarios() -> Vec<Scenario> {
+    let mut all = Vec::new();
+    let bursts: [(&str, Faults); 5] = [
+        ("5xx burst", Faults { error_burst: 10, ..Default::default() }),
+        ("429 burst", Faults { rate_limit_burst: 10, ..Default::default() }),
+        ("429 burst with Retry-After", Faults { rate_limit_burst: 6, retry_after_secs: Some(1), ..Default::default() }),
+        ("reset burst", Faults { reset_burst: 10, ..Default::default() }),
+        ("malformed burst", Faults { malformed_burst: 10, ..Default::default() }),
+    ];
+    for (name, faults) in &bursts {
+        all.push(Scenario::new(format!("{name} before the deploy"), V2).before(faults.clone()));
+        all.push(Scenario::new(format!("{name} during the roll-out"), V2).on(ROLL_OUT, Action::Faults(faults.clone())));
+        all.push(
+            Scenario::new(format!("{name} during the rollback"), V3).on(ROLL_BACK, Action::Faults(faults.clone())),
+        );
+    }
+    let standing = Faults { status: Some(503), ..Default::default() };
+    all.push(
+        Scenario::new("the API down for a while during the rollback", V3)
+            .on(ROLL_BACK, Action::Faults(standing.clone()))
+            // The first "trying again" line: the API comes back while the rollback waits.
+            .on("[", Action::Clear),
+    );
+    all.push(
+        Scenario::new("answers slower than usual throughout", V2).before(Faults { slow_ms: 400, ..Default::default() }),
+    );
+    all.push(
+        Scenario::new("a machine that never starts", V2)
+            .input("deploy-timeout", "8s")
+            .before(Faults { never_start: true, ..Default::default() })
+            .on(ROLL_BACK, Action::Clear),
+    );
+    all.push(
+        Scenario::new("a release that crashes on start", V2)
+            .release(V2, ReleaseSpec { crash_on_start: true, exit_code: 7, ..Default::default() }),
+    );
+    all.push(
+        Scenario::new("a release command that fails", V2)
+            .input("release-command", "bin/migrate")
+            .release(V2, ReleaseSpec { release_command_exit_code: 3, ..Default::default() }),
+    );
+    // One answer in three fails: six in a row can never pass.
+    all.push(
+        Scenario::new("health that flaps", V2)
+            .input("health-successes", "6")
+            .release(V2, ReleaseSpec { health: HealthMode::Flaky, ..Default::default() }),
+    );
+    all.push(Scenario::new("a body without the check string", V3));
+    all.push(
+        Scenario::new("the old version still answering", V2)
+            .release(V2, ReleaseSpec { version: "v1".into(), ..Default::default() }),
+    );
+    all.push(
+        Scenario::new("checks that stay critical", V2)
+            .input("deploy-timeout", "5m")
+            .release(V2, ReleaseSpec { health: HealthMode::Error500, ..Default::default() }),
+    );
+    for (signal, sig) in [("SIGINT", "INT"), ("SIGTERM", "TERM")] {
+        for (phase, marker, image) in [
+            ("the roll-out", ROLL_OUT, V2),
+            ("the wait", WAIT, V2),
+            ("the first batch's gate", BATCH_GATE, V2),
+            ("the final gate", GATE, V2),
+            ("the rollback", ROLL_BACK, V3),
+        ] {
+            let slow = ReleaseSpec { boot_delay_ms: 1500, ..Default::default() };
+            let mut s = Scenario::new(format!("{signal} during {phase}, then the post step twice"), image)
+                .on(marker, Action::Signal(sig));
+            if image == V2 {
+                s = s.release(V2, slow);
+            }
+            all.push(s);
+        }
+    }
+    let slow = ReleaseSpec { boot_delay_ms: 2500, ..Default::default() };
+    all.push(
+        Scenario::new("two deploys at once, the same release", V2)
+            .release(V2, slow.clone())
+            .on(ROLL_OUT, Action::Second(V2)),
+    );
+    all.push(
+        Scenario::new("two deploys at once, different releases", V2).release(V2, slow).on(ROLL_OUT, Action::Second(V3)),
+    );
+    all.push(
+        Scenario::new("a health URL on a closed port", V2)
+            .input("health-url", format!("http://127.0.0.1:{}/health", closed_port())),
+    );
+    all.push(
+        Scenario::new("a health URL whose host does not resolve", V2)
+            .input("health-url", "http://no-such-host.invalid/health"),
+    );
+    all.push(Scenario::new("a health URL that redirects", V2).input("health-url", "REDIRECT"));
+    all.push(Scenario::new("a health URL speaking TLS to a plain port", V2).input("health-url", "TLS"));
+    all
+}
+
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(9)
+}
+
+/// One run of the binary as a runner step, in its own directory.
+struct Step {
+    dir: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Step {
+    fn new(root: &Path, name: &str, inputs: &BTreeMap<&str, String>) -> Step {
+        let dir = root.join(name);
+        let _ = std::fs::create_dir_all(&dir);
+        let mut env = vec![
+            ("GITHUB_ACTIONS".to_string(), "true".to_string()),
+            ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+            ("RUNNER_TEMP".into(), dir.display().to_string()),
+            ("GITHUB_WORKSPACE".into(), dir.display().to_string()),
+        ];
+        for (var, file) in [("GITHUB_OUTPUT", "output"), ("GITHUB_STATE", "state"), ("GITHUB_STEP_SUMMARY", "summary")]
+        {
+            let _ = std::fs::write(dir.join(file), "");
+            env.push((var.into(), dir.join(file).display().to_string()));
+        }
+        // As the runner does: every declared input, at its default unless set.
+        for spec in INPUTS {
+            let value = inputs.get(spec.name).cloned().unwrap_or_else(|| spec.default.to_string());
+            env.push((env_name(spec.name), value));
+        }
+        Step { dir, env }
+    }
+
+    fn spawn(&self, program: &Path) -> std::io::Result<Child> {
+        Command::new(program)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+    }
+
+    fn file(&self, name: &str) -> BTreeMap<String, String> {
+        files::parse(&std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()).unwrap_or_default()
+    }
+
+    fn summary_live(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("summary")).unwrap_or_default();
+        let first = text.lines().next().unwrap_or_default();
+        if first.contains("UNKNOWN") {
+            return "UNKNOWN".into();
+        }
+        first
+            .rsplit_once("— `")
+            .and_then(|(_, rest)| rest.split_once('`'))
+            .map(|(l, _)| l.to_string())
+            .unwrap_or_default()
+    }
+}
+
+struct Ended {
+    code: i32,
+}
+
+/// Waits for a child, reading its stdout and firing `triggers` as their markers appear.
+async fn follow(mut child: Child, triggers: &[(&'static str, Action)], mut fire: impl FnMut(&Action, u32)) -> Ended {
+    let pid = child.id().unwrap_or(0);
+    if let Some(out) = child.stdout.take() {
+        let mut reader = BufReader::new(out).lines();
+        let mut next = 0;
+        let deadline = Instant::now() + Duration::from_secs(240);
+        while let Ok(Ok(Some(line))) = tokio::time::timeout_at(deadline.into(), reader.next_line()).await {
+            if let Some((marker, action)) = triggers.get(next) {
+                if line.starts_with(marker) {
+                    fire(action, pid);
+                    next += 1;
+                }
+            }
+        }
+    }
+    let code = match tokio::time::timeout(Duration::from_secs(60), child.wait()).await {
+        Ok(Ok(status)) => status.code().unwrap_or(-1),
+        _ => -1,
+    };
+    Ended { code }
+}
+
+fn running(fly: &FlySandbox) -> String {
+    let machines = fly.machines();
+    let images =
+        machines.iter().filter(|m| m.process_group == "app" && m.state != "destroyed").map(|m| m.image.as_str());
+    release_of(images).0.label
+}
+
+struct Row {
+    name: String,
+    code: i32,
+    status: String,
+    said: String,
+    runs: String,
+    traffic: (u64, u64),
+    left: Vec<String>,
+    problems: Vec<String>,
+}
+
+async fn run(binary: &Path, root: &Path, s: &Scenario) -> Row {
+    let mut opts = FlyOptions {
+        app_command: vec![binary.into(), "__sandbox-app".into()],
+        check_interval: Duration::from_millis(100),
+        token: Some(TOKEN.into()),
+        ..FlyOptions::default()
+    };
+    opts.releases.insert(V3.into(), ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
+    for (image, spec) in &s.releases {
+        opts.releases.insert((*image).into(), spec.clone());
+    }
+    let fly = match FlySandbox::start(opts).await {
+        Ok(f) => f,
+        Err(e) => return failed_row(s, format!("the sandbox did not start: {e}")),
+    };
+    let app = fly.app_url();
+    let mut redirect = None;
+    let health = match s.inputs.iter().find(|(k, _)| *k == "health-url").map(|(_, v)| v.as_str()) {
+        Some("REDIRECT") => {
+            let target = format!("{app}/health");
+            let server = sandbox::server::serve("127.0.0.1:0".parse().expect("an address"), move |_| {
+                let target = target.clone();
+                async move {
+                    let mut r = sandbox::server::text(301, "moved");
+                    if let Ok(v) = target.parse() {
+                        r.headers_mut().insert("location", v);
+                    }
+                    r
+                }
+            })
+            .await;
+            match server {
+                Ok(server) => {
+                    let url = format!("{}/health", server.url());
+                    redirect = Some(server);
+                    url
+                }
+                Err(e) => return failed_row(s, format!("no redirect server: {e}")),
+            }
+        }
+        Some("TLS") => format!("{}/health", app.replacen("http://", "https://", 1)),
+        Some(other) => other.to_string(),
+        None => format!("{app}/health"),
+    };
+    let mut inputs: BTreeMap<&str, String> = [
+        ("provider", "fly".to_string()),
+        ("app", "web".into()),
+        ("token", TOKEN.into()),
+        ("image", s.image.into()),
+        ("api-url", fly.api_url()),
+        ("health-url", health),
+        ("check-string", "ok".into()),
+        ("version-url", format!("{app}/version")),
+        ("expect-version", sandbox::app::default_version(s.image)),
+        ("health-interval", "200ms".into()),
+        ("health-deadline", "3s".into()),
+        ("health-timeout", "1s".into()),
+        ("deploy-timeout", "60s".into()),
+        ("rollback-timeout", "60s".into()),
+        ("bluegreen-wait", "300ms".into()),
+    ]
+    .into_iter()
+    .collect();
+    for (k, v) in &s.inputs {
+        if *k != "health-url" {
+            inputs.insert(k, v.clone());
+        }
+    }
+    if let Some(f) = &s.before {
+        fly.set_faults(f.clone());
+    }
+    let traffic = Traffic::start(format!("{app}/"));
+    let step = Step::new(root, &slug(&s.name), &inputs);
+    let child = match step.spawn(binary) {
+        Ok(c) => c,
+        Err(e) => return failed_row(s, format!("the binary did not start: {e}")),
+    };
+    let mut second: Option<(Step, Child)> = None;
+    let ended = follow(child, &s.triggers, |action, pid| match action {
+        Action::Faults(f) => fly.set_faults(f.clone()),
+        Action::Clear => fly.set_faults(Faults::default()),
+        Action::Signal(sig) => {
+            let _ = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+        }
+        Action::Second(image) => {
+            let mut other = inputs.clone();
+            other.insert("image", (*image).to_string());
+            other.insert("expect-version", sandbox::app::default_version(image));
+            let step = Step::new(root, &format!("{}-second", slug(&s.name)), &other);
+            if let Ok(child) = step.spawn(binary) {
+                second = Some((step, child));
+            }
+        }
+    })
+    .await;
+    fly.set_faults(Faults::default());
+    let outputs = step.file("output");
+    let mut row = Row {
+        name: s.name.clone(),
+        code: ended.code,
+        status: outputs.get("status").cloned().unwrap_or_default(),
+        said: step.summary_live(),
+        runs: running(&fly),
+        traffic: (0, 0),
+        left: vec![],
+        problems: vec![],
+    };
+    let said_release = outputs.get("release").cloned().unwrap_or_default();
+    let old = V1.to_string();
+    let new = s.image.to_string();
+
+    if let Some((other, child)) = second.take() {
+        let b = follow(child, &[], |_, _| {}).await;
+        let b_out = other.file("output");
+        let b_summary = std::fs::read_to_string(other.dir.join("summary")).unwrap_or_default();
+        row.name.push_str(&format!(
+            " (second run: exit {}, {})",
+            b.code,
+            b_out.get("status").cloned().unwrap_or_default()
+        ));
+        if b.code != 1 || !b_summary.contains("held by someone else") {
+            row.problems.push(format!("the second deploy did not stop on the first one's leases (exit {})", b.code));
+        }
+    }
+
+    match ended.code {
+        0 | 1 => {
+            let expected = if ended.code == 0 { &new } else { &old };
+            if row.runs != *expected {
+                row.problems.push(format!("exit {} but the emulator runs {}", ended.code, row.runs));
+            }
+            if said_release != row.runs {
+                row.problems.push(format!("the release output says {said_release:?}, the emulator runs {}", row.runs));
+            }
+        }
+        130 => {
+            // The post step restores, twice, as a re-run would.
+            let state = step.file("state");
+            for round in 1..=2 {
+                let post = Step::new(root, &format!("{}-post{round}", slug(&s.name)), &inputs);
+                let mut env = post.env.clone();
+                env.extend(state.iter().map(|(k, v)| (format!("STATE_{k}"), v.clone())));
+                let post = Step { dir: post.dir, env };
+                let link = post.dir.join("safe-deploy-post");
+                let _ = std::os::unix::fs::symlink(binary, &link);
+                match post.spawn(&link) {
+                    Ok(child) => {
+                        let p = follow(child, &[], |_, _| {}).await;
+                        let p_out = post.file("output");
+                        let after = running(&fly);
+                        let p_release = p_out.get("release").cloned().unwrap_or_default();
+                        let restored_ok = p.code == 1
+                            || (p.code == 0 && state.get("safe_deploy_stage").map(String::as_str) == Some("finished"));
+                        if !restored_ok || after != old || (p.code == 1 && p_release != after) {
+                            row.problems.push(format!(
+                                "post step {round}: exit {}, release {p_release:?}, the emulator runs {after}",
+                                p.code
+                            ));
+                        }
+                        row.runs = after;
+                    }
+                    Err(e) => row.problems.push(format!("post step {round} did not start: {e}")),
+                }
+            }
+            row.status.push_str(" → post: rolled-back");
+        }
+        other => row.problems.push(format!("exit {other}: the run could not bring the app to a known release")),
+    }
+    if row.runs.starts_with("mixed") || row.runs == "no instances" {
+        row.problems.push(format!("the app is left {}", row.runs));
+    }
+    row.left = fly.leases_held();
+    let machines = fly.machines().into_iter().filter(|m| m.process_group == "app" && m.state != "destroyed").count();
+    if machines != 3 {
+        row.left.push(format!("{machines} app machines instead of 3"));
+    }
+    if !row.left.is_empty() {
+        row.problems.push("something was left behind".into());
+    }
+    row.traffic = traffic.stop().await;
+    if row.traffic.1 > 0 {
+        row.problems.push(format!("{} requests failed through the router", row.traffic.1));
+    }
+    drop(redirect);
+    fly.stop().await;
+    row
+}
+
+fn failed_row(s: &Scenario, why: String) -> Row {
+    Row {
+        name: s.name.clone(),
+        code: -1,
+        status: String::new(),
+        said: String::new(),
+        runs: String::new(),
+        traffic: (0, 0),
+        left: vec![],
+        problems: vec![why],
+    }
+}
+
+fn slug(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect()
+}
+
+fn short(release: &str) -> String {
+    release.replace("registry.fly.io/web:", "")
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let binary = PathBuf::from(args.next().unwrap_or_else(|| "target/debug/safe-deploy".into()));
+    // The post step runs through a symlink in another directory: the path must be absolute.
+    let binary = std::fs::canonicalize(&binary).unwrap_or(binary);
+    let only = args.next();
+    let root = std::env::temp_dir().join(format!("safe-deploy-faults-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&root);
+    let started = Instant::now();
+    println!("| scenario | exit | status | summary says live | emulator runs | failed/total | left behind | result |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let (mut passed, mut failed) = (0, 0);
+    for s in scenarios().iter().filter(|s| only.as_ref().is_none_or(|o| s.name.contains(o.as_str()))) {
+        let row = run(&binary, &root, s).await;
+        let result = if row.problems.is_empty() {
+            passed += 1;
+            "PASS".to_string()
+        } else {
+            failed += 1;
+            format!("FAIL: {}", row.problems.join("; "))
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {}/{} | {} | {result} |",
+            row.name,
+            row.code,
+            row.status,
+            short(&row.said),
+            short(&row.runs),
+            row.traffic.1,
+            row.traffic.0,
+            if row.left.is_empty() { "nothing".into() } else { row.left.join(", ") },
+        );
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    println!("\nfault matrix: {passed} passed, {failed} failed in {:.0} s", started.elapsed().as_secs_f64());
+    std::process::exit(if failed == 0 { 0 } else { 1 });
+}
