@@ -644,3 +644,17 @@ async fn a_machine_whose_checks_stay_critical_fails_the_wait_in_a_few_intervals_
     assert_eq!(images(&fly), vec![V1; 3]);
     fly.stop().await;
 }
+
+#[tokio::test]
+async fn a_lease_granted_whose_answer_came_too_late_is_recognised_as_ours() {
+    let fly = fly().await;
+    // The first write (a lease) takes effect, but its answer comes after the client's
+    // 30 s timeout: the run reads the lease back by its name and goes on.
+    fly.set_faults(Faults { late_writes: 1, late_ms: 31_000, ..Default::default() });
+    let ran = Step::main(&inputs(&fly, V2)).run().await;
+    let calls: Vec<String> = fly.calls().iter().map(|c| c.summary()).collect();
+    assert_eq!(ran.code, 0, "{ran}\n{calls:#?}");
+    assert_eq!(images(&fly), vec![V2; 3]);
+    assert!(fly.leases_held().is_empty(), "{:?}", fly.leases_held());
+    fly.stop().await;
+}

@@ -104,6 +104,14 @@ fn scenarios() -> Vec<Scenario> {
             // The first "trying again" line: the API comes back while the rollback waits.
             .on("[", Action::Clear),
     );
+    // Writes that take effect but are answered after the client's 30 s timeout: the
+    // run cannot know they worked (a lease granted, an update done).
+    let late = Faults { late_writes: 1, late_ms: 31_000, ..Default::default() };
+    all.push(Scenario::new("a write answered after the client's timeout, before the deploy", V2).before(late.clone()));
+    all.push(
+        Scenario::new("a write answered after the client's timeout, during the rollback", V3)
+            .on(ROLL_BACK, Action::Faults(late)),
+    );
     all.push(
         Scenario::new("answers slower than usual throughout", V2).before(Faults { slow_ms: 400, ..Default::default() }),
     );
@@ -527,7 +535,12 @@ async fn main() {
             if row.left.is_empty() { "nothing".into() } else { row.left.join(", ") },
         );
     }
-    let _ = std::fs::remove_dir_all(&root);
+    // FAULTS_KEEP=1 keeps every run's files (outputs, state, summary) for a look.
+    if std::env::var_os("FAULTS_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&root);
+    } else {
+        println!("\nthe runs' files are in {}", root.display());
+    }
     println!("\nfault matrix: {passed} passed, {failed} failed in {:.0} s", started.elapsed().as_secs_f64());
     std::process::exit(if failed == 0 { 0 } else { 1 });
 }

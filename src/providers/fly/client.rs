@@ -20,6 +20,8 @@ use crate::providers::ProviderError;
 use crate::shutdown::Shutdown;
 
 pub const DEFAULT_API: &str = "https://api.machines.dev/v1";
+/// How long one lease request may take (the lease lives 30 s).
+const LEASE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first pause before a garbled answer is asked for again.
 const GARBLED_BACKOFF: Duration = Duration::from_millis(250);
 const NONCE_HEADER: &str = "fly-machine-lease-nonce";
@@ -97,6 +99,11 @@ impl FlyClient {
         if req.action == "wait" {
             call.answers.push(408);
             call.timeout = Some(Duration::from_secs(75));
+        }
+        // A lease answer that is slow must be noticed well within the lease's TTL, so
+        // the run can still read back whether it was granted.
+        if req.action == "lease" {
+            call.timeout = Some(LEASE_CALL_TIMEOUT);
         }
         self.calls.fetch_add(1, Ordering::Relaxed);
         let reply = self.http.send(&call, shutdown).await.map_err(|e| match e {

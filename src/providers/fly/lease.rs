@@ -54,11 +54,17 @@ impl Leases {
         let give_up = Instant::now() + patience;
         let mut taken = Vec::new();
         for id in ids.iter().filter(|id| self.nonce(id).is_none()) {
+            let mut lost_answers = 0;
             loop {
                 let granted = match client.lease(id, TTL, None, &self.description, shutdown).await {
-                    // Granted or not, the answer was lost: a lease under our name is ours.
+                    // Granted or not, the answer was lost: a lease under our name is ours;
+                    // no lease at all means it was not granted (or expired): ask again.
                     Err(e) if e.is_transient() => match client.current_lease(id, shutdown).await {
                         Ok(Some((nonce, description))) if description == self.description => Ok(nonce),
+                        Ok(None) if lost_answers < 3 => {
+                            lost_answers += 1;
+                            continue;
+                        }
                         _ => Err(e),
                     },
                     other => other,

@@ -187,7 +187,15 @@ async fn handle<E: Emulator>(emulator: &E, request: Request) -> Response {
     }
     let gate = emulator.gate();
     let is_get = request.method == Method::GET;
-    let (verdict, slow_ms) = gate.with_faults(|f| (f.verdict(is_get), f.api().slow_ms));
+    let (verdict, slow_ms, late_ms) = gate.with_faults(|f| {
+        let verdict = f.verdict(is_get);
+        let api = f.api_mut();
+        let late = !is_get && verdict == Verdict::Pass && api.late_writes > 0;
+        if late {
+            api.late_writes -= 1;
+        }
+        (verdict, api.slow_ms, if late { api.late_ms } else { 0 })
+    });
     let target = emulator.target(&request.path);
     let call = |status| Call {
         method: request.method.to_string(),
@@ -224,6 +232,10 @@ async fn handle<E: Emulator>(emulator: &E, request: Request) -> Response {
     };
     emulator.decorate(&request, &mut response);
     gate.calls.push(call(response.status().as_u16()));
+    if late_ms > 0 {
+        // Done, but the answer comes too late: the client may give up first.
+        tokio::time::sleep(Duration::from_millis(late_ms)).await;
+    }
     response
 }
 

@@ -25,6 +25,10 @@ pub struct Faults {
     pub reset_burst: u32,
     /// Every API answer is delayed this long.
     pub slow_ms: u64,
+    /// The next N writes (anything but GET) take effect, but their answer comes only
+    /// after `late_ms`: past a client's timeout, the client cannot know it worked.
+    pub late_writes: u32,
+    pub late_ms: u64,
     /// The next N GET answers are 200 with broken JSON.
     pub malformed_burst: u32,
     /// Instances (machines, dynos...) started, updated or created from now on never
