@@ -28,6 +28,9 @@ pub enum HealthMode {
     Hang,
     /// Flaps: every third answer is 500, the others 200 "ok".
     Flaky,
+    /// Healthy for 2 s after its first health request, then 500 for good: a release
+    /// that passes its checks and breaks soon after (what a soak catches).
+    Decays,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -79,6 +82,13 @@ pub async fn answer(spec: &ReleaseSpec, request: &Request) -> Response {
             HealthMode::Hang => {
                 tokio::time::sleep(Duration::from_secs(300)).await;
                 text(504, "hung")
+            }
+            HealthMode::Decays => {
+                static FIRST: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+                match FIRST.get_or_init(std::time::Instant::now).elapsed() < Duration::from_secs(2) {
+                    true => text(200, "ok"),
+                    false => text(500, "decayed"),
+                }
             }
             HealthMode::Flaky => {
                 static ANSWERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
