@@ -868,7 +868,7 @@ mod tests {
     use super::*;
     use crate::progress::testing::Recorded;
     use crate::providers::conformance::memory::MemoryHarness;
-    use crate::providers::conformance::{run, tempdir, Harness};
+    use crate::providers::conformance::{post, run, tempdir, Harness};
 
     async fn deploy(h: &MemoryHarness, config: &Config, progress: Progress) -> Report {
         run(h, config, Shutdown::new(), progress, tempdir().path()).await
@@ -962,18 +962,7 @@ mod tests {
 
         // The API recovers; the post step (a fresh process) finishes the rollback.
         h.store.update(|s| s.faults.roll_back_errors = 0).unwrap();
-        let provider = h.provider();
-        let runner = Runner::new(false, crate::runner::Paths::default(), crate::secret::Redactor::default());
-        let engine = Engine {
-            config: &config,
-            provider: provider.as_ref(),
-            probe: h.probe(),
-            runner: &runner,
-            shutdown: Shutdown::new(),
-            ledger: None,
-            progress: Progress::default(),
-        };
-        let post = engine.post(&saved).await.expect("the post step has work");
+        let post = post(&h, &config, dir.path(), &saved).await.expect("the post step has work");
         assert_eq!(post.outcome, Outcome::RolledBack, "{post:#?}");
         assert_eq!(h.running(), "web:v1");
     }

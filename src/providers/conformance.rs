@@ -75,23 +75,28 @@ impl Observer for CancelAt {
     }
 }
 
+/// Runs the post step from `saved`, as a fresh process would, with state in `dir`.
+pub(crate) async fn post(h: &dyn Harness, config: &Config, dir: &std::path::Path, saved: &Saved) -> Option<Report> {
+    let provider = h.provider();
+    let runner = runner(dir);
+    let engine = Engine {
+        config,
+        provider: provider.as_ref(),
+        probe: h.probe(),
+        runner: &runner,
+        shutdown: Shutdown::new(),
+        ledger: None,
+        progress: Progress::default(),
+    };
+    engine.post(saved).await
+}
+
 /// Runs the post step (twice, as a re-run would) and checks it restores `before`.
 async fn post_restores(h: &dyn Harness, config: &Config, dir: &std::path::Path, before: &str, when: &str) {
     let saved = saved(dir);
     assert_eq!(saved.stage, Some(Stage::Changing), "{when}: the post step must know");
     for round in 1..=2 {
-        let provider = h.provider();
-        let runner = runner(dir);
-        let engine = Engine {
-            config,
-            provider: provider.as_ref(),
-            probe: h.probe(),
-            runner: &runner,
-            shutdown: Shutdown::new(),
-            ledger: None,
-            progress: Progress::default(),
-        };
-        let post = engine.post(&saved).await;
+        let post = post(h, config, dir, &saved).await;
         let post = post.unwrap_or_else(|| panic!("{when}: post round {round} did nothing"));
         assert_eq!(post.outcome, Outcome::RolledBack, "{when}: post round {round}: {post:#?}");
         assert_eq!(h.running(), before, "{when}: post round {round}");
