@@ -128,7 +128,7 @@ async fn a_half_done_roll_out_with_rollback_off_exits_3_and_says_what_runs_now()
     let ran = run_main(&with(double.inputs("web:v2"), "rollback", "false")).await;
 
     assert_eq!(ran.code, 3, "{ran}");
-    assert_eq!(ran.output("release"), "mixed: web:v2 (1), web:v1 (2)", "read from the provider at the end");
+    assert_eq!(ran.output("release"), "mixed: web:v1 (2), web:v2 (1)", "read from the provider at the end");
     assert!(ran.summary.lines().next().unwrap().contains("was not rolled back"), "{ran}");
 }
 

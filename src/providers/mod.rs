@@ -406,7 +406,8 @@ where
     }
 }
 
-/// "a (2), b (1)": how many instances run each release, in first-seen order.
+/// "a (2), b (1)": how many instances run each release, by name, so the same mix is
+/// always said the same way.
 pub fn tally<'a>(releases: impl IntoIterator<Item = &'a str>) -> Vec<(String, usize)> {
     let mut counts: Vec<(String, usize)> = Vec::new();
     for r in releases {
@@ -415,6 +416,7 @@ pub fn tally<'a>(releases: impl IntoIterator<Item = &'a str>) -> Vec<(String, us
             None => counts.push((r.to_string(), 1)),
         }
     }
+    counts.sort();
     counts
 }
 
@@ -441,6 +443,7 @@ mod tests {
     fn a_release_is_one_image_or_says_it_is_mixed() {
         assert_eq!(release_of(["a", "a"]).0.label, "a");
         assert_eq!(release_of(["a", "b", "a"]).0.label, "mixed: a (2), b (1)");
+        assert_eq!(release_of(["b", "a", "a"]).0.label, "mixed: a (2), b (1)", "the same mix, said the same way");
         assert_eq!(release_of([]).1, Artifact::Nothing);
     }
 }

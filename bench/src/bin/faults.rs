@@ -274,19 +274,25 @@ struct Ended {
     code: i32,
 }
 
-/// Waits for a child, reading its stdout and firing `triggers` as their markers appear.
-async fn follow(mut child: Child, triggers: &[(&'static str, Action)], mut fire: impl FnMut(&Action, u32)) -> Ended {
+/// Waits for a child, reading its stdout and firing `triggers` as their markers appear;
+/// `fire` also hears of every other line (with no action), to watch other things.
+async fn follow(
+    mut child: Child,
+    triggers: &[(&'static str, Action)],
+    mut fire: impl FnMut(Option<&Action>, u32),
+) -> Ended {
     let pid = child.id().unwrap_or(0);
     if let Some(out) = child.stdout.take() {
         let mut reader = BufReader::new(out).lines();
         let mut next = 0;
         let deadline = Instant::now() + Duration::from_secs(240);
         while let Ok(Ok(Some(line))) = tokio::time::timeout_at(deadline.into(), reader.next_line()).await {
-            if let Some((marker, action)) = triggers.get(next) {
-                if line.starts_with(marker) {
-                    fire(action, pid);
+            match triggers.get(next) {
+                Some((marker, action)) if line.starts_with(marker) => {
+                    fire(Some(action), pid);
                     next += 1;
                 }
+                _ => fire(None, pid),
             }
         }
     }
@@ -393,13 +399,22 @@ async fn run(binary: &Path, root: &Path, s: &Scenario) -> Row {
         Err(e) => return failed_row(s, format!("the binary did not start: {e}")),
     };
     let mut second: Option<(Step, Child)> = None;
+    // What the emulator ran the moment the second run ended.
+    let mut second_end: Option<String> = None;
     let ended = follow(child, &s.triggers, |action, pid| match action {
-        Action::Faults(f) => fly.set_faults(f.clone()),
-        Action::Clear => fly.set_faults(Faults::default()),
-        Action::Signal(sig) => {
+        None => {
+            if let Some((_, child)) = second.as_mut() {
+                if second_end.is_none() && matches!(child.try_wait(), Ok(Some(_))) {
+                    second_end = Some(running(&fly));
+                }
+            }
+        }
+        Some(Action::Faults(f)) => fly.set_faults(f.clone()),
+        Some(Action::Clear) => fly.set_faults(Faults::default()),
+        Some(Action::Signal(sig)) => {
             let _ = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
         }
-        Action::Second(image) => {
+        Some(Action::Second(image)) => {
             let mut other = inputs.clone();
             other.insert("image", (*image).to_string());
             other.insert("expect-version", sandbox::app::default_version(image));
@@ -427,8 +442,16 @@ async fn run(binary: &Path, root: &Path, s: &Scenario) -> Row {
     let new = s.image.to_string();
 
     if let Some((other, child)) = second.take() {
+        // The second run has long ended by now; what it said must be what ran when it did.
         let b = follow(child, &[], |_, _| {}).await;
         let b_out = other.file("output");
+        if let Some(at_end) = second_end.take() {
+            let said = b_out.get("release").cloned().unwrap_or_default();
+            if said != at_end {
+                row.problems
+                    .push(format!("the second run says {said:?} is live; the emulator ran {at_end} when it ended"));
+            }
+        }
         let b_summary = std::fs::read_to_string(other.dir.join("summary")).unwrap_or_default();
         row.name.push_str(&format!(
             " (second run: exit {}, {})",

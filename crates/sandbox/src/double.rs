@@ -104,6 +104,7 @@ impl State {
                 None => counts.push((r, 1)),
             }
         }
+        counts.sort();
         match counts.as_slice() {
             [] => String::new(),
             [(one, _)] => one.to_string(),
@@ -222,7 +223,7 @@ mod tests {
         let mut s = State::with_instances("v1", 3);
         assert_eq!(s.live(), "v1");
         s.set_instance(0, "v2");
-        assert_eq!(s.live(), "mixed: v2 (1), v1 (2)");
+        assert_eq!(s.live(), "mixed: v1 (2), v2 (1)");
         s.make_live("v2");
         assert_eq!((s.live().as_str(), s.instances_that_ran("v2")), ("v2", 3));
         assert_eq!(s.history, vec!["v1", "v2"]);
