@@ -144,9 +144,11 @@ fn scenarios() -> Vec<Scenario> {
             .input("release-command", "bin/migrate")
             .release(V2, ReleaseSpec { release_command_exit_code: 3, ..Default::default() }),
     );
-    // One answer in three fails: six in a row can never pass. Its machine drops in and
-    // out of the router's rotation as its checks flap, so the odd request may find no
-    // machine at all (seen: 1 to 3 of ~200 answered 503): the release's doing, allowed.
+    // One answer in three fails: six in a row can never pass, and the run rolls back.
+    // Now and then 1 to 3 of ~200 requests meet the router's 503 "no healthy machines"
+    // while the flapping machine drops in and out of rotation; why the healthy v1
+    // machines are out of rotation at that moment too is not yet understood, so failed
+    // requests are allowed in this row only.
     all.push(
         Scenario::new("health that flaps", V2)
             .input("health-successes", "6")
