@@ -29,6 +29,15 @@ pub async fn fly_with(opts: FlyOptions) -> FlySandbox {
     .expect("the Fly sandbox starts")
 }
 
+/// Stops machine `id` as a person would (`fly machine stop`) and waits until it is stopped.
+async fn stop(fly: &FlySandbox, id: &str) {
+    assert_eq!(api(fly, "POST", &format!("machines/{id}/stop"), None).await.status, 200);
+    eventually(Duration::from_secs(10), "the machine to stop", || {
+        app_machines(fly).iter().any(|m| m.id == id && m.state == "stopped")
+    })
+    .await;
+}
+
 /// Sends one Machines API request as a person with flyctl would.
 async fn api(fly: &FlySandbox, method: &str, path: &str, body: Option<serde_json::Value>) -> sandbox::client::Reply {
     let url = format!("{}/apps/web/{path}", fly.api_url());
@@ -297,14 +306,7 @@ async fn each_strategy_deploys_and_rolls_back() {
 async fn bluegreen_gives_a_stopped_machine_a_green_that_stays_stopped() {
     let fly = fly().await;
     let stopped = app_machines(&fly)[2].id.clone();
-    let url = format!("{}/apps/web/machines/{stopped}/stop", fly.api_url());
-    let auth = format!("Bearer {TOKEN}");
-    let reply = sandbox::client::call("POST", &url, &[("authorization", auth.as_str())], None).await.unwrap();
-    assert_eq!(reply.status, 200);
-    eventually(Duration::from_secs(10), "the machine to stop", || {
-        app_machines(&fly).iter().any(|m| m.id == stopped && m.state == "stopped")
-    })
-    .await;
+    stop(&fly, &stopped).await;
 
     let ran = Step::main(&with(inputs(&fly, V2), "strategy", "bluegreen")).run().await;
     assert_eq!(ran.code, 0, "{ran}");
@@ -391,12 +393,8 @@ async fn a_deploy_leaves_machines_made_by_hand_alone() {
 async fn bluegreen_over_machines_that_are_all_stopped_still_checks_a_green_and_deploys() {
     let fly = fly().await;
     for m in app_machines(&fly) {
-        assert_eq!(api(&fly, "POST", &format!("machines/{}/stop", m.id), None).await.status, 200);
+        stop(&fly, &m.id).await;
     }
-    eventually(Duration::from_secs(10), "the machines to stop", || {
-        app_machines(&fly).iter().all(|m| m.state == "stopped")
-    })
-    .await;
 
     // The app is down: nothing serves until a green starts, so the probe of the live
     // release is off, as for any app that is down.
@@ -515,11 +513,7 @@ async fn environment_url_is_the_url_the_run_reports() {
 async fn a_stopped_machine_takes_the_new_image_and_stays_stopped_in_a_rolling_deploy() {
     let fly = fly().await;
     let stopped = app_machines(&fly)[1].id.clone();
-    assert_eq!(api(&fly, "POST", &format!("machines/{stopped}/stop"), None).await.status, 200);
-    eventually(Duration::from_secs(10), "the machine to stop", || {
-        app_machines(&fly).iter().any(|m| m.id == stopped && m.state == "stopped")
-    })
-    .await;
+    stop(&fly, &stopped).await;
     let ran = Step::main(&inputs(&fly, V2)).run().await;
     assert_eq!(ran.code, 0, "{ran}");
     let m = app_machines(&fly).into_iter().find(|m| m.id == stopped).unwrap();
@@ -623,11 +617,7 @@ async fn an_app_with_a_worker_group_gates_a_serving_machine_first_and_deploys_th
 async fn bluegreen_uncordons_every_green_stopped_ones_too() {
     let fly = fly().await;
     let stopped = app_machines(&fly)[0].id.clone();
-    assert_eq!(api(&fly, "POST", &format!("machines/{stopped}/stop"), None).await.status, 200);
-    eventually(Duration::from_secs(10), "the machine to stop", || {
-        app_machines(&fly).iter().any(|m| m.id == stopped && m.state == "stopped")
-    })
-    .await;
+    stop(&fly, &stopped).await;
     let ran = Step::main(&with(inputs(&fly, V2), "strategy", "bluegreen")).run().await;
     assert_eq!(ran.code, 0, "{ran}");
     let machines = app_machines(&fly);
