@@ -13,6 +13,8 @@
 //! - `double`: the provider double's state file, and an app that serves whatever
 //!   release that file says is live.
 //! - `fly`: a Fly.io emulator (Machines API, proxy, one process per machine), on the kit.
+//! - `heroku`: a Heroku emulator (Platform API, one router per app, one process per
+//!   web dyno, builds from uploaded tarballs, a real release phase), on the kit.
 //! - `github`: a GitHub REST emulator for deployments and deployment statuses, on the kit.
 //!
 //! Dependencies point one way: emulators use the kit, the kit uses `server` and
@@ -23,5 +25,6 @@ pub mod client;
 pub mod double;
 pub mod fly;
 pub mod github;
+pub mod heroku;
 pub mod kit;
 pub mod server;

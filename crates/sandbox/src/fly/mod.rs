@@ -13,7 +13,7 @@
 
 mod api;
 mod checks;
-pub(crate) mod ids;
+pub mod ids;
 mod machine;
 mod platform;
 mod router;

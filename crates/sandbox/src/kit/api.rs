@@ -88,6 +88,12 @@ pub trait Emulator: Send + Sync + 'static {
         None
     }
 
+    /// Whether `request` is an API call that needs the token; false for what a
+    /// provider hands out pre-signed (upload URLs, log streams).
+    fn needs_token(&self, _request: &Request) -> bool {
+        true
+    }
+
     /// The 401 for a refused token.
     fn unauthorized(&self, refusal: Refusal) -> Response {
         self.error(401, refusal.message())
@@ -244,7 +250,7 @@ async fn own_answer<E: Emulator>(emulator: &E, request: &Request) -> Response {
     if let Some(answer) = emulator.precheck(request) {
         return answer;
     }
-    if let Some(rule) = emulator.token_rule() {
+    if let Some(rule) = emulator.token_rule().filter(|_| emulator.needs_token(request)) {
         if let Err(refusal) = rule.check(request.header("authorization")) {
             return emulator.unauthorized(refusal);
         }

@@ -82,6 +82,12 @@ pub trait Backends: Send + Sync + 'static {
     /// Headers the platform adds to an answer from `backend`.
     fn decorate(&self, _headers: &mut HeaderMap, _backend: &str) {}
 
+    /// The answer when no backend can take a request at all: the platform's own page
+    /// (Heroku's H10 "App crashed", say).
+    fn none_available(&self) -> Response {
+        text(503, format!("no healthy {}s\n", self.noun()))
+    }
+
     /// How long a backend may take to answer.
     fn answer_timeout(&self) -> Duration {
         Duration::from_secs(60)
@@ -117,7 +123,7 @@ pub async fn forward<B: Backends>(backends: &B, request: Request) -> Response {
         }
     }
     if tried.is_empty() {
-        text(503, format!("no healthy {noun}s\n"))
+        backends.none_available()
     } else {
         text(502, format!("could not reach any {noun} (tried {}); last: {last_error}\n", tried.join(", ")))
     }
