@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Arg, ArgAction, ArgMatches};
 
-use crate::config::Config;
+use crate::config::{Command, Config};
 use crate::engine::Engine;
 use crate::github::{Ledger, RunContext};
 use crate::http::{HttpClient, RetryConfig};
@@ -224,6 +224,18 @@ pub async fn deploy(raw: RawInputs, runner: Runner, shutdown: Shutdown) -> i32 {
     finish(&report, &runner, config.summary)
 }
 
+/// The release a run sets out to make live, as the first line names it.
+fn what_is_deployed(config: &Config) -> String {
+    let from_settings =
+        || config.settings.default_source().map(|source| crate::providers::Target { source, version: None }.label());
+    match (&config.image, &config.to, config.command) {
+        (Some(image), _, _) => image.clone(),
+        (None, _, Command::Deploy | Command::Plan) => from_settings().unwrap_or_else(|| "nothing".into()),
+        (None, Some(to), _) => to.clone(),
+        (None, None, _) => "the previous release".into(),
+    }
+}
+
 async fn run_engine(config: &Config, runner: &Runner, shutdown: Shutdown) -> anyhow::Result<Report> {
     let http = client(runner.redactor().clone(), Some(config))?;
     let provider = config.build_provider(&http)?;
@@ -231,7 +243,7 @@ async fn run_engine(config: &Config, runner: &Runner, shutdown: Shutdown) -> any
         "safe-deploy {}: {} {} on {} ({})",
         env!("CARGO_PKG_VERSION"),
         config.command.as_str(),
-        config.image.as_deref().unwrap_or("the previous release"),
+        what_is_deployed(config),
         config.app,
         provider.name()
     ));

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::http::HttpClient;
 use crate::inputs::{RawInputs, INPUTS};
 use crate::providers::registry::{self, Registration};
-use crate::providers::Provider;
+use crate::providers::{Provider, Source};
 use crate::secret::Secret;
 
 /// The longest duration any input accepts: a deploy step that waits longer is stuck.
@@ -134,6 +134,12 @@ pub struct HealthConfig {
 /// The settings a provider parsed from its own inputs, and how it builds itself.
 pub trait ProviderSettings: fmt::Debug + Send + Sync {
     fn build(&self, config: &Config, http: &HttpClient) -> anyhow::Result<Box<dyn Provider>>;
+
+    /// What a deploy without `image` deploys (Heroku: the source directory, or a
+    /// pipeline promotion); `None` when `image` is required.
+    fn default_source(&self) -> Option<Source> {
+        None
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -334,14 +340,6 @@ impl Config {
                 );
             }
         }
-        let command_wants_image = matches!(command, Some(Command::Deploy) | Some(Command::Plan));
-        if command_wants_image && image.is_none() {
-            p.add(
-                "image",
-                format!("is required by command {}", command.map_or("deploy", Command::as_str)),
-                "Set it to the image reference to deploy, e.g. registry.example.com/app:1.2.3.",
-            );
-        }
 
         let to = raw.get("to").map(str::to_string);
         if command == Some(Command::Redeploy) && to.is_none() && image.is_none() {
@@ -402,6 +400,15 @@ impl Config {
             },
         };
         let settings = provider.and_then(|r| (r.configure)(raw, workspace, &mut p));
+        let command_wants_image = matches!(command, Some(Command::Deploy) | Some(Command::Plan));
+        let has_default = settings.as_ref().is_some_and(|s| s.default_source().is_some());
+        if command_wants_image && image.is_none() && !has_default && !p.0.iter().any(|e| e.input == "image") {
+            p.add(
+                "image",
+                format!("is required by command {}", command.map_or("deploy", Command::as_str)),
+                "Set it to the image reference to deploy, e.g. registry.example.com/app:1.2.3.",
+            );
+        }
 
         if !p.0.is_empty() {
             return Err(p.0);

@@ -538,11 +538,12 @@ impl Engine<'_> {
     ) -> Result<Target, Stop> {
         let c = self.config;
         if matches!(c.command, Command::Deploy | Command::Plan) {
-            let image = c.image.clone().ok_or_else(|| Stop::Failed("bug: no image to deploy".into()))?;
-            return Ok(Target {
-                source: Source::Image(image),
-                version: c.health.version.as_ref().map(|(_, v)| v.clone()),
-            });
+            let source = match (&c.image, c.settings.default_source()) {
+                (Some(image), _) => Source::Image(image.clone()),
+                (None, Some(source)) => source,
+                (None, None) => return Err(Stop::Failed("bug: no image to deploy".into())),
+            };
+            return Ok(Target { source, version: c.health.version.as_ref().map(|(_, v)| v.clone()) });
         }
         if let Some(wanted) = c.to.clone().or_else(|| c.image.clone()) {
             return self.resolve(report, &wanted).await;

@@ -51,6 +51,8 @@ pub struct Call {
     pub url: url::Url,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Option<serde_json::Value>,
+    /// A body sent as it is (an upload), instead of JSON.
+    pub raw: Option<Vec<u8>>,
     /// Safe to send twice: GET, PUT, DELETE, or a POST the provider treats as such.
     pub idempotent: bool,
     pub timeout: Option<Duration>,
@@ -61,7 +63,7 @@ pub struct Call {
 impl Call {
     pub fn new(method: Method, url: url::Url) -> Self {
         let idempotent = matches!(method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS);
-        Call { method, url, headers: Vec::new(), body: None, idempotent, timeout: None, answers: Vec::new() }
+        Call { method, url, headers: Vec::new(), body: None, raw: None, idempotent, timeout: None, answers: Vec::new() }
     }
 
     pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
@@ -71,6 +73,11 @@ impl Call {
 
     pub fn json(mut self, body: serde_json::Value) -> Self {
         self.body = Some(body);
+        self
+    }
+
+    pub fn raw(mut self, bytes: Vec<u8>) -> Self {
+        self.raw = Some(bytes);
         self
     }
 
@@ -279,6 +286,9 @@ impl HttpClient {
         }
         if let Some(body) = &call.body {
             req = req.json(body);
+        }
+        if let Some(bytes) = &call.raw {
+            req = req.body(bytes.clone());
         }
         if let Some(t) = call.timeout {
             req = req.timeout(t);

@@ -40,10 +40,10 @@ const fn of(provider: &'static str, name: &'static str, default: &'static str, d
 
 pub const INPUTS: &[InputSpec] = &[
     input("command", "deploy", "What to do: deploy (roll out image), rollback (put an earlier release back), redeploy (deploy the release named by to again) or plan (show what a deploy would do, change nothing)."),
-    required("provider", "Where the app runs: fly (Fly.io Machines), or memory (the built-in provider double, for trying the action and for tests; its api-url is a file:// path to its state)."),
+    required("provider", "Where the app runs: fly (Fly.io Machines), heroku (Heroku Platform API, Cedar or Fir), or memory (the built-in provider double, for trying the action and for tests; its api-url is a file:// path to its state)."),
     input("app", "", "The application's name at the provider. Required, except with fly when fly.toml names it."),
-    secret("token", "API token for the provider. Pass it from a secret; it is masked and never printed. Empty: the provider's usual variable (FLY_API_TOKEN for fly)."),
-    input("image", "", "The release to deploy: a container image reference such as registry.example.com/app:1.2.3. Required by deploy and plan."),
+    secret("token", "API token for the provider. Pass it from a secret; it is masked and never printed. Empty: the provider's usual variable (FLY_API_TOKEN for fly, HEROKU_API_KEY for heroku)."),
+    input("image", "", "The release to deploy: a container image reference such as registry.example.com/app:1.2.3 (heroku: the image ID, sha256:..., of an image pushed to registry.heroku.com/APP/web). Required by deploy and plan, except with heroku, which deploys the source when it is empty."),
     input("to", "", "rollback and redeploy: the release to go to, in the provider's terms (a Fly image) or a commit SHA safe-deploy deployed before (looked up in the GitHub deployment ledger). Empty with rollback: the last release that deployed successfully before the live one."),
     input("health-url", "", "URL that must answer healthy once the new version is rolled out, e.g. https://app.example.com/health. Required, except with fly, where it defaults to https://APP.fly.dev plus the check path in fly.toml."),
     input("expect-status", "200", "Status codes that count as healthy: codes and classes separated by commas, e.g. 200,204 or 2xx."),
@@ -67,6 +67,8 @@ pub const INPUTS: &[InputSpec] = &[
     of("fly", "release-command-timeout", "5m", "Fly: time limit of the release command. Left at the default, fly.toml's [deploy] release_command_timeout applies when it sets one."),
     of("fly", "bluegreen-wait", "10s", "Fly, bluegreen: how long Fly's proxy gets to learn that the greens take traffic before the blues are cordoned, and again before the blues stop, so requests in flight finish (flyctl waits 10s)."),
     of("fly", "fly-config", "fly.toml", "Fly: path of fly.toml in the workspace. When present it is the machine config, as with fly deploy (env, services, checks, processes, VM size; the image comes from the image input) and gives app, health check path and [deploy]; without it only the image changes. Inputs override it."),
+    of("heroku", "source-dir", ".", "Heroku, source deploys: the folder (in the workspace) packed into the source tarball, honouring .gitignore and .slugignore; e.g. services/api in a monorepo."),
+    of("heroku", "promote-from", "", "Heroku: instead of building, promote the release this app (e.g. the staging app) runs to app through their pipeline, then health-gate app and roll it back if it fails."),
     input("deploy-timeout", "10m", "Time limit for the provider's part: preparing, rolling out and waiting until the platform reports the new version up. Health gates are not counted."),
     input("dry-run", "false", "true: plan only; nothing is changed."),
     secret("github-token", "Token for GitHub Deployments, e.g. ${{ github.token }} with permissions deployments: write. Each run is then recorded as a deployment with statuses, and rollback finds earlier releases there. GitHub failing never fails a deploy: it becomes a warning."),

@@ -10,6 +10,7 @@ mod deploy_stories;
 mod fly;
 mod github;
 mod health_gate;
+mod heroku;
 mod http_layer;
 mod input_errors;
 mod properties;

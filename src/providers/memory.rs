@@ -101,6 +101,10 @@ fn release_name(target: &Target) -> Result<String, ProviderError> {
             provider: "memory",
             operation: format!("deploy a source directory ({}); give an image", d.display()),
         }),
+        Source::Promotion(app) => Err(ProviderError::NotSupported {
+            provider: "memory",
+            operation: format!("promote what {app} runs; give an image"),
+        }),
     }
 }
 

@@ -22,6 +22,7 @@ use crate::shutdown::Shutdown;
 
 pub mod conformance;
 pub mod fly;
+pub mod heroku;
 pub mod memory;
 pub mod registry;
 
@@ -74,6 +75,8 @@ pub enum Source {
     Directory(PathBuf),
     /// A release the provider already knows (rollback, redeploy).
     Release(ReleaseRef),
+    /// What another app runs, promoted through a pipeline (Heroku): the app's name.
+    Promotion(String),
 }
 
 /// What to make live, and the version it must report: what the health gate expects.
@@ -88,8 +91,9 @@ impl Target {
     pub fn label(&self) -> String {
         match &self.source {
             Source::Image(i) => i.clone(),
-            Source::Directory(d) => d.display().to_string(),
+            Source::Directory(d) => format!("source in {}", d.display()),
             Source::Release(r) => r.label.clone(),
+            Source::Promotion(app) => format!("what {app} runs, promoted"),
         }
     }
 }

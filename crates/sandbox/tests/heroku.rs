@@ -35,7 +35,12 @@ async fn api_as(h: &HerokuSandbox, accept: &str, method: &str, path: &str, body:
 async fn put(url: &str, bytes: Vec<u8>) -> Reply {
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_at(rest.find('/').unwrap());
-    let request = hyper::Request::builder().method("PUT").uri(path).header("host", host).body(Full::new(Bytes::from(bytes))).unwrap();
+    let request = hyper::Request::builder()
+        .method("PUT")
+        .uri(path)
+        .header("host", host)
+        .body(Full::new(Bytes::from(bytes)))
+        .unwrap();
     send(host.parse().unwrap(), request, Duration::from_secs(10)).await.expect("the upload answers")
 }
 
@@ -66,7 +71,9 @@ async fn version_served(h: &HerokuSandbox, app: &str) -> Reply {
 #[tokio::test]
 async fn a_source_deploy_builds_runs_the_release_phase_and_switches_with_preboot() {
     let h = start(vec![AppOptions::cedar("shop")]).await;
-    let b = build(&h, "shop", &[("Procfile", "web: sandbox-app\nrelease: echo migrating; echo done\n"), ("VERSION", "v2")]).await;
+    let b =
+        build(&h, "shop", &[("Procfile", "web: sandbox-app\nrelease: echo migrating; echo done\n"), ("VERSION", "v2")])
+            .await;
     let log = call("GET", b["output_stream_url"].as_str().unwrap(), &[], None).await.unwrap().text();
     assert!(log.contains("Procfile declares types -> web, release") && log.contains("Released v2"), "{log}");
     let build = api(&h, "GET", &format!("/apps/shop/builds/{}", b["id"].as_str().unwrap()), None).await.json();
@@ -96,10 +103,20 @@ async fn a_source_deploy_builds_runs_the_release_phase_and_switches_with_preboot
 #[tokio::test]
 async fn a_failing_release_phase_keeps_the_old_release_live() {
     let h = start(vec![AppOptions::cedar("shop")]).await;
-    build(&h, "shop", &[("Procfile", "web: sandbox-app\nrelease: echo 'migration 42 failed' >&2; exit 3\n"), ("VERSION", "v2")]).await;
-    until("v2 fails", Duration::from_secs(10), async || h.releases("shop").iter().any(|r| r["status"] == "failed")).await;
+    build(
+        &h,
+        "shop",
+        &[("Procfile", "web: sandbox-app\nrelease: echo 'migration 42 failed' >&2; exit 3\n"), ("VERSION", "v2")],
+    )
+    .await;
+    until("v2 fails", Duration::from_secs(10), async || h.releases("shop").iter().any(|r| r["status"] == "failed"))
+        .await;
     let v2 = h.releases("shop").into_iter().find(|r| r["version"] == 2).unwrap();
-    assert_eq!((v2["current"].as_bool(), v2["eligible_for_rollback"].as_bool()), (Some(false), Some(false)));
+    assert_eq!(
+        (v2["current"].as_bool(), v2["eligible_for_rollback"].as_bool()),
+        (Some(false), Some(false)),
+        "a failed release is no rollback target"
+    );
     let log = call("GET", v2["output_stream_url"].as_str().unwrap(), &[], None).await.unwrap().text();
     assert!(log.contains("migration 42 failed") && log.contains("exited with code 3"), "{log}");
     assert_eq!(h.current_version("shop"), Some(1));
@@ -125,7 +142,10 @@ async fn crashed_dynos_answer_h10_and_a_rollback_brings_the_old_slug_back() {
     .await;
     let rolled = api(&h, "POST", "/apps/shop/releases", Some(json!({ "release": v1 }))).await;
     assert_eq!(rolled.status, 201, "{}", rolled.text());
-    assert_eq!((rolled.json()["version"].as_u64(), rolled.json()["description"].as_str()), (Some(3), Some("Rollback to v1")));
+    assert_eq!(
+        (rolled.json()["version"].as_u64(), rolled.json()["description"].as_str()),
+        (Some(3), Some("Rollback to v1"))
+    );
     assert!(h.settled("shop", Duration::from_secs(10)).await);
     assert_eq!(version_served(&h, "shop").await.text(), "v1");
     // An expired release is no rollback target.

@@ -126,6 +126,10 @@ fn image_of(target: &Target) -> Result<String, ProviderError> {
                 d.display()
             ),
         }),
+        Source::Promotion(app) => Err(ProviderError::NotSupported {
+            provider: "fly",
+            operation: format!("promote what {app} runs through a pipeline; give its image in image"),
+        }),
     }
 }
 

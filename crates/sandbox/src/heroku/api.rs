@@ -68,7 +68,9 @@ impl Emulator for PlatformApi {
 
     fn fault_message(&self, status: u16) -> String {
         match status {
-            429 => "Your account reached the API rate limit. Please wait a few minutes before making new requests".into(),
+            429 => {
+                "Your account reached the API rate limit. Please wait a few minutes before making new requests".into()
+            }
             503 => "API is temporarily unavailable (sandbox fault)".into(),
             _ => format!("Internal server error (sandbox fault, status {status})"),
         }
@@ -158,7 +160,9 @@ impl Emulator for PlatformApi {
         }
         let left = self.platform.tokens_left();
         response.headers_mut().insert("ratelimit-remaining", HeaderValue::from(left));
-        response.headers_mut().insert("request-id", HeaderValue::from_str(&uuid()).unwrap_or(HeaderValue::from_static("0")));
+        response
+            .headers_mut()
+            .insert("request-id", HeaderValue::from_str(&uuid()).unwrap_or(HeaderValue::from_static("0")));
     }
 }
 
@@ -247,10 +251,21 @@ fn route(p: &Arc<Platform>, request: &Request) -> Result<Response, Failure> {
         }
         (Method::POST, ["apps", app, "builds"]) => {
             let b = body(request)?;
-            let url = b["source_blob"]["url"].as_str().ok_or_else(|| fail(422, "invalid_params", "source_blob.url is required"))?;
+            let url = b["source_blob"]["url"]
+                .as_str()
+                .ok_or_else(|| fail(422, "invalid_params", "source_blob.url is required"))?;
             let version = b["source_blob"]["version"].as_str().unwrap_or_default();
             let buildpacks = b.get("buildpacks").is_some_and(|v| !v.is_null());
             created(p.create_build(app, url, version, buildpacks)?)
+        }
+        (Method::GET, ["apps", app, "builds"]) => {
+            let ids: Vec<String> = {
+                let s = p.lock();
+                let a = s.app(app).ok_or_else(|| not_found("app", app))?;
+                s.builds.iter().filter(|b| b.app == a.id).map(|b| b.id.clone()).collect()
+            };
+            let all: Vec<Value> = ids.iter().filter_map(|id| p.build_json(id)).collect();
+            Ok(ranged(all, request.header("range")))
         }
         (Method::GET, ["apps", app, "builds", id]) => {
             let found = p.lock().builds.iter().any(|b| b.id == *id) && p.lock().app(app).is_some();
@@ -274,12 +289,27 @@ fn route(p: &Arc<Platform>, request: &Request) -> Result<Response, Failure> {
         (Method::POST, ["apps", app, "releases"]) => {
             let b = body(request)?;
             let Some(to) = b["release"].as_str() else {
-                return Err(fail(422, "invalid_params", "release is required to roll back (creating releases from slugs is not emulated)"));
+                return Err(fail(
+                    422,
+                    "invalid_params",
+                    "release is required to roll back (creating releases from slugs is not emulated)",
+                ));
             };
             let id = p.rollback(app, to)?;
             let s = p.lock();
             let a = s.app(app).ok_or_else(|| not_found("app", app))?;
             created(p.release_json(a, a.release(&id).ok_or_else(|| not_found("release", &id))?))
+        }
+        (Method::GET, ["apps", app, "releases", key, "config-vars"]) => {
+            let s = p.lock();
+            let a = s.app(app).ok_or_else(|| not_found("app", app))?;
+            a.release(key).ok_or_else(|| not_found("release", key))?;
+            ok(json!({}))
+        }
+        // What `heroku apps:info` asks for besides the app: none of either here.
+        (Method::GET, ["apps", app, "addons" | "collaborators"]) => {
+            p.lock().app(app).ok_or_else(|| not_found("app", app))?;
+            ok(json!([]))
         }
         (Method::GET, ["apps", app, "dynos"]) => {
             let s = p.lock();
@@ -301,7 +331,11 @@ fn route(p: &Arc<Platform>, request: &Request) -> Result<Response, Failure> {
                 }
                 if let Some(image) = u["docker_image"].as_str() {
                     if !docker {
-                        return Err(fail(422, "invalid_params", "docker_image needs Accept: application/vnd.heroku+json; version=3.docker-releases"));
+                        return Err(fail(
+                            422,
+                            "invalid_params",
+                            "docker_image needs Accept: application/vnd.heroku+json; version=3.docker-releases",
+                        ));
                     }
                     let stack = p.lock().app(app).map(|a| a.stack.clone()).ok_or_else(|| not_found("app", app))?;
                     if stack != "container" {
@@ -329,7 +363,9 @@ fn route(p: &Arc<Platform>, request: &Request) -> Result<Response, Failure> {
             ok(preboot_json(a.preboot))
         }
         (Method::PATCH, ["apps", app, "features", "preboot"]) => {
-            let enabled = body(request)?["enabled"].as_bool().ok_or_else(|| fail(422, "invalid_params", "enabled is required"))?;
+            let enabled = body(request)?["enabled"]
+                .as_bool()
+                .ok_or_else(|| fail(422, "invalid_params", "enabled is required"))?;
             let mut s = p.lock();
             let a = s.app_mut(app).ok_or_else(|| not_found("app", app))?;
             a.preboot = enabled;
@@ -350,8 +386,11 @@ fn route(p: &Arc<Platform>, request: &Request) -> Result<Response, Failure> {
         }
         (Method::POST, ["pipeline-promotions"]) => {
             let b = body(request)?;
-            let pipeline = b["pipeline"]["id"].as_str().ok_or_else(|| fail(422, "invalid_params", "pipeline.id is required"))?;
-            let source = b["source"]["app"]["id"].as_str().ok_or_else(|| fail(422, "invalid_params", "source.app.id is required"))?;
+            let pipeline =
+                b["pipeline"]["id"].as_str().ok_or_else(|| fail(422, "invalid_params", "pipeline.id is required"))?;
+            let source = b["source"]["app"]["id"]
+                .as_str()
+                .ok_or_else(|| fail(422, "invalid_params", "source.app.id is required"))?;
             let targets: Vec<String> = b["targets"]
                 .as_array()
                 .map(|t| t.iter().filter_map(|t| t["app"]["id"].as_str().map(str::to_string)).collect())
@@ -361,7 +400,9 @@ fn route(p: &Arc<Platform>, request: &Request) -> Result<Response, Failure> {
             }
             created(p.promote(pipeline, source, &targets)?)
         }
-        (Method::GET, ["pipeline-promotions", id]) => ok(p.promotion_json(id).ok_or_else(|| not_found("promotion", id))?),
+        (Method::GET, ["pipeline-promotions", id]) => {
+            ok(p.promotion_json(id).ok_or_else(|| not_found("promotion", id))?)
+        }
         (Method::GET, ["pipeline-promotions", id, "promotion-targets"]) => {
             ok(p.promotion_targets_json(id).ok_or_else(|| not_found("promotion", id))?)
         }

@@ -169,6 +169,16 @@ impl HerokuSandbox {
         self.platform.lock().app(app).and_then(|a| a.current().map(|r| r.version))
     }
 
+    /// What release `version` of `app` answers on `/version`.
+    pub fn served_by(&self, app: &str, version: u64) -> Option<String> {
+        let s = self.platform.lock();
+        let r = s.app(app)?.releases.iter().find(|r| r.version == version)?.clone();
+        Some(match &r.content {
+            Content::Slug(slug) => slug.version.clone(),
+            Content::Image(image) => crate::app::spec_for(&s.images, image).version,
+        })
+    }
+
     /// `app`'s web dynos, as the API shows them.
     pub fn dynos(&self, app: &str) -> Vec<Value> {
         let s = self.platform.lock();
@@ -202,7 +212,9 @@ impl HerokuSandbox {
                 s.app(app).is_some_and(|a| {
                     a.retiring.is_empty()
                         && a.dynos.len() == a.quantity
-                        && a.dynos.iter().all(|d| d.state == "up" && d.serving && Some(&d.release_id) == a.live.as_ref())
+                        && a.dynos
+                            .iter()
+                            .all(|d| d.state == "up" && d.serving && Some(&d.release_id) == a.live.as_ref())
                 })
             })
             .await

@@ -115,8 +115,10 @@ impl App {
         self.live.as_deref().and_then(|id| self.release(id))
     }
 
+    /// Whether a rollback may target it: any release whose slug still exists, the
+    /// live one included (the Heroku CLI counts on that to pick the one before it).
     pub fn eligible(&self, r: &Release) -> bool {
-        r.status == "succeeded" && self.live.as_deref() != Some(r.id.as_str())
+        r.status == "succeeded"
     }
 }
 
@@ -199,11 +201,7 @@ pub struct Platform {
 
 impl Platform {
     pub fn new(opts: &HerokuOptions) -> Platform {
-        let state = State {
-            images: opts.images.clone(),
-            tokens: opts.rate_limit as f64,
-            ..Default::default()
-        };
+        let state = State { images: opts.images.clone(), tokens: opts.rate_limit as f64, ..Default::default() };
         let work_dir = std::env::temp_dir().join(format!("heroku-sandbox-{}-{:08x}", std::process::id(), random_u64()));
         Platform {
             gate: Gate::default(),
@@ -265,7 +263,15 @@ impl Platform {
     }
 
     /// Makes an app with release v1 of `slug` live on `quantity` web dynos.
-    pub fn add_app(self: &Arc<Self>, name: &str, generation: &str, stack: &str, quantity: usize, preboot: bool, content: Content) {
+    pub fn add_app(
+        self: &Arc<Self>,
+        name: &str,
+        generation: &str,
+        stack: &str,
+        quantity: usize,
+        preboot: bool,
+        content: Content,
+    ) {
         let id = uuid();
         let release = Release {
             id: uuid(),
@@ -310,7 +316,13 @@ impl Platform {
 
     // ----- builds -----
 
-    pub fn create_build(self: &Arc<Self>, app: &str, url: &str, version: &str, buildpacks: bool) -> Result<Value, Failure> {
+    pub fn create_build(
+        self: &Arc<Self>,
+        app: &str,
+        url: &str,
+        version: &str,
+        buildpacks: bool,
+    ) -> Result<Value, Failure> {
         let (app_id, stack, generation) = {
             let s = self.lock();
             let a = s.app(app).ok_or_else(|| not_found("app", app))?;
@@ -324,7 +336,11 @@ impl Platform {
             ));
         }
         if stack == "container" {
-            return Err(fail(422, "invalid_params", "this app uses the container stack: release an image instead of building source"));
+            return Err(fail(
+                422,
+                "invalid_params",
+                "this app uses the container stack: release an image instead of building source",
+            ));
         }
         let build = Build {
             id: uuid(),
@@ -372,14 +388,21 @@ impl Platform {
         match built {
             Ok(slug) => {
                 self.build_log(id, "-----> Sandbox app detected");
-                self.build_log(id, &format!("-----> Discovering process types\n       Procfile declares types -> {}", slug.process_types.join(", ")));
+                self.build_log(
+                    id,
+                    &format!(
+                        "-----> Discovering process types\n       Procfile declares types -> {}",
+                        slug.process_types.join(", ")
+                    ),
+                );
                 tokio::time::sleep(step).await;
                 self.build_log(id, "-----> Compressing...\n       Done: 4.2M");
                 tokio::time::sleep(step).await;
                 let description = format!("Deploy {}", version.chars().take(8).collect::<String>());
                 let release = self.create_release(&app_id, Content::Slug(Arc::new(slug)), &description);
                 let mut s = self.lock();
-                let version = release.as_ref().ok().and_then(|r| s.app(&app_id).and_then(|a| a.release(r)).map(|r| r.version));
+                let version =
+                    release.as_ref().ok().and_then(|r| s.app(&app_id).and_then(|a| a.release(r)).map(|r| r.version));
                 if let Some(b) = s.builds.iter_mut().find(|b| b.id == id) {
                     match (&release, version) {
                         (Ok(r), Some(v)) => {
@@ -529,7 +552,11 @@ impl Platform {
                 }
                 "succeeded" => {}
                 other => {
-                    return Err(fail(422, "invalid_params", format!("Cannot rollback to v{}: it is {other}", r.version)))
+                    return Err(fail(
+                        422,
+                        "invalid_params",
+                        format!("Cannot rollback to v{}: it is {other}", r.version),
+                    ))
                 }
             }
             (r.content.clone(), r.version)
@@ -586,9 +613,8 @@ impl Platform {
     /// Waits for the new dynos to be up (or out of time), lets `preboot_switch` pass
     /// as Heroku's router takes its time, then sends traffic to them and stops the old.
     async fn preboot_switch(self: Arc<Self>, app: &str, epoch: u64) {
-        let booted = |s: &State| {
-            s.app(app).is_none_or(|a| a.epoch != epoch || a.dynos.iter().all(|d| d.state != "starting"))
-        };
+        let booted =
+            |s: &State| s.app(app).is_none_or(|a| a.epoch != epoch || a.dynos.iter().all(|d| d.state != "starting"));
         self.wait_until(BOOT_TIMEOUT, booted).await;
         tokio::time::sleep(self.preboot_switch).await;
         let mut s = self.lock();
@@ -616,7 +642,9 @@ impl Platform {
         let Some(a) = s.app_mut(app) else { return };
         let Some(r) = a.current().cloned() else { return };
         let (flags, version, command) = match &r.content {
-            Content::Slug(slug) => (slug.web.clone(), slug.version.clone(), format!("sandbox-app {}", slug.web.join(" "))),
+            Content::Slug(slug) => {
+                (slug.web.clone(), slug.version.clone(), format!("sandbox-app {}", slug.web.join(" ")))
+            }
             Content::Image(image) => {
                 let spec = spec_for(&images, image);
                 let mut flags = vec!["--health".to_string(), health_flag(spec.health).into()];
@@ -793,7 +821,8 @@ impl Platform {
                             s.app(app).and_then(|a| a.release(&release)).is_none_or(|r| r.status != "pending")
                         };
                         platform.wait_until(Duration::from_secs(3600), done).await;
-                        let status = platform.lock().app(app).and_then(|a| a.release(&release)).map(|r| r.status.clone());
+                        let status =
+                            platform.lock().app(app).and_then(|a| a.release(&release)).map(|r| r.status.clone());
                         match status.as_deref() {
                             Some("succeeded") => ("succeeded", Some(release), None),
                             _ => ("failed", Some(release), Some("the release phase failed".to_string())),
@@ -979,7 +1008,14 @@ pub fn uuid_of(name: &str) -> String {
     let a = h.finish();
     (name, 1).hash(&mut h);
     let b = h.finish();
-    format!("{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}", a >> 32, (a >> 16) & 0xffff, a & 0xfff, 0x8000 | (b >> 48) & 0x3fff, b & 0xffff_ffff_ffff)
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        0x8000 | (b >> 48) & 0x3fff,
+        b & 0xffff_ffff_ffff
+    )
 }
 
 pub fn not_found(what: &str, key: &str) -> Failure {

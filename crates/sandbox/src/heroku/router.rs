@@ -52,7 +52,15 @@ impl Backends for HerokuRouter {
 
     fn forward(&self, headers: &mut HeaderMap) {
         headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-        headers.insert("x-request-start", HeaderValue::from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)));
+        headers.insert(
+            "x-request-start",
+            HeaderValue::from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+            ),
+        );
     }
 
     fn decorate(&self, headers: &mut HeaderMap, dyno: &str) {

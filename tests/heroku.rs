@@ -1,0 +1,359 @@
+//! Heroku end to end: the shared provider suite, then the real binary against the
+//! Heroku emulator, whose builds unpack the uploaded tarball, whose release phase
+//! really runs the Procfile's `release:` command, and whose web dynos are real
+//! processes of the test app behind a router like Heroku's.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use safe_deploy::config::{Command, Config};
+use safe_deploy::health::Probe;
+use safe_deploy::http::{HttpClient, RetryConfig};
+use safe_deploy::inputs::RawInputs;
+use safe_deploy::providers::conformance::{self as suite, Harness};
+use safe_deploy::providers::{Provider, Source, Target};
+use safe_deploy::secret::Redactor;
+use sandbox::app::ReleaseSpec;
+use sandbox::heroku::{AppOptions, Faults, HerokuOptions, HerokuSandbox};
+
+use crate::util::{with, Ran, Step, BIN};
+
+pub const TOKEN: &str = "HRKU-sandbox-token-for-tests-0123456789";
+
+pub async fn heroku(apps: Vec<AppOptions>) -> HerokuSandbox {
+    HerokuSandbox::start(HerokuOptions {
+        apps,
+        token: Some(TOKEN.into()),
+        app_command: vec![BIN.into(), "__sandbox-app".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("the Heroku sandbox starts")
+}
+
+/// Writes an app's source: a Procfile with `web` flags (and a release command), and
+/// the version it reports.
+fn source(dir: &Path, version: &str, web_flags: &str, release: Option<&str>) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut procfile = format!("web: sandbox-app {web_flags}\n");
+    if let Some(cmd) = release {
+        procfile.push_str(&format!("release: {cmd}\n"));
+    }
+    std::fs::write(dir.join("Procfile"), procfile).unwrap();
+    std::fs::write(dir.join("VERSION"), version).unwrap();
+    std::fs::write(dir.join(".gitignore"), "secrets.env\n").unwrap();
+    std::fs::write(dir.join("secrets.env"), "never uploaded").unwrap();
+    dir.to_path_buf()
+}
+
+fn base_inputs(h: &HerokuSandbox, app: &str) -> Vec<(String, String)> {
+    let url = h.app_url(app);
+    [
+        ("provider", "heroku".to_string()),
+        ("app", app.to_string()),
+        ("token", TOKEN.to_string()),
+        ("api-url", h.api_url()),
+        ("health-url", format!("{url}/health")),
+        ("check-string", "ok".to_string()),
+        ("version-url", format!("{url}/version")),
+        ("health-interval", "100ms".to_string()),
+        ("health-deadline", "6s".to_string()),
+        ("health-timeout", "1s".to_string()),
+        ("deploy-timeout", "60s".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// A step whose workspace holds the app's source in `app/`.
+fn step_with_source(inputs: &[(String, String)], version: &str, web_flags: &str, release: Option<&str>) -> Step {
+    let mut inputs = with(inputs.to_vec(), "source-dir", "app");
+    inputs = with(inputs, "expect-version", version);
+    let step = Step::main(&inputs);
+    source(&step.dir.path().join("app"), version, web_flags, release);
+    step
+}
+
+fn writes(h: &HerokuSandbox) -> Vec<String> {
+    h.calls().iter().filter(|c| c.is_write()).map(|c| format!("{} {}", c.method, c.path)).collect()
+}
+
+// ----- the shared provider suite -----
+
+struct HerokuHarness {
+    h: HerokuSandbox,
+    http: HttpClient,
+    workspace: tempfile::TempDir,
+}
+
+impl HerokuHarness {
+    async fn start() -> HerokuHarness {
+        let h = heroku(vec![AppOptions::cedar("web")]).await;
+        let workspace = tempfile::tempdir().unwrap();
+        for v in ["g2", "g3"] {
+            source(&workspace.path().join(v), v, "", None);
+        }
+        source(&workspace.path().join("broken"), "broken", "--health wrong-body", None);
+        let http = HttpClient::new(Redactor::default(), RetryConfig::default(), Duration::from_secs(30)).unwrap();
+        HerokuHarness { h, http, workspace }
+    }
+}
+
+#[async_trait]
+impl Harness for HerokuHarness {
+    fn provider(&self) -> Box<dyn Provider> {
+        self.config(Command::Deploy, "g2").build_provider(&self.http).unwrap()
+    }
+
+    fn config(&self, command: Command, release: &str) -> Config {
+        let mut raw = RawInputs::default();
+        raw.set("command", command.as_str());
+        for (k, v) in base_inputs(&self.h, "web") {
+            raw.set(&k, v);
+        }
+        raw.set("source-dir", release);
+        raw.set("expect-version", release);
+        Config::from_inputs_in(&raw, self.workspace.path()).unwrap()
+    }
+
+    fn probe(&self) -> &dyn Probe {
+        &self.http
+    }
+
+    fn good(&self) -> [String; 2] {
+        ["g2".into(), "g3".into()]
+    }
+
+    fn broken(&self) -> String {
+        "broken".into()
+    }
+
+    fn running(&self) -> String {
+        self.h.current_version("web").and_then(|v| self.h.served_by("web", v)).unwrap_or_default()
+    }
+
+    fn says(&self, label: &str) -> String {
+        let version = label.trim_start_matches('v').split_whitespace().next().and_then(|v| v.parse().ok());
+        version.and_then(|v| self.h.served_by("web", v)).unwrap_or_else(|| label.to_string())
+    }
+
+    fn target(&self, release: &str) -> Target {
+        Target { source: Source::Directory(self.workspace.path().join(release)), version: Some(release.into()) }
+    }
+
+    fn instances_that_ran(&self, _release: &str) -> usize {
+        0
+    }
+
+    fn first_batch(&self) -> usize {
+        0
+    }
+
+    fn writes(&self) -> usize {
+        writes(&self.h).len()
+    }
+
+    async fn break_prepare(&self, on: bool) {
+        // Sources without a Procfile fail to build: no release is made.
+        for v in self.good() {
+            let dir = self.workspace.path().join(v);
+            let (from, to) = if on { ("Procfile", "Procfile.off") } else { ("Procfile.off", "Procfile") };
+            let _ = std::fs::rename(dir.join(from), dir.join(to));
+        }
+    }
+
+    async fn break_mid_rollout(&self, release: &str) {
+        source(&self.workspace.path().join(release), release, "--crash-exit-code 7", None);
+    }
+
+    fn faults(&self) -> Vec<&'static str> {
+        vec!["5xx burst", "429 burst", "reset burst", "slow answers", "malformed burst", "standing 503"]
+    }
+
+    async fn inject(&self, fault: &str) {
+        let faults = match fault {
+            "5xx burst" => Faults { error_burst: 3, ..Default::default() },
+            "429 burst" => Faults { rate_limit_burst: 3, ..Default::default() },
+            "reset burst" => Faults { reset_burst: 2, ..Default::default() },
+            "slow answers" => Faults { slow_ms: 150, ..Default::default() },
+            "standing 503" => Faults { status: Some(503), ..Default::default() },
+            _ => Faults { malformed_burst: 2, ..Default::default() },
+        };
+        self.h.set_faults(faults);
+    }
+
+    async fn clear_faults(&self) {
+        self.h.set_faults(Faults::default());
+    }
+}
+
+#[tokio::test]
+async fn heroku_passes_the_provider_suite() {
+    suite::a_deploy_passes(&HerokuHarness::start().await).await;
+    suite::a_failure_before_any_change_changes_nothing(&HerokuHarness::start().await).await;
+    suite::a_failure_mid_roll_out_is_restored(&HerokuHarness::start().await).await;
+    suite::restore_twice_does_no_harm(&HerokuHarness::start().await).await;
+}
+
+#[tokio::test]
+async fn heroku_is_restored_after_a_signal_at_each_step() {
+    suite::a_cancelled_run_is_restored_by_the_post_step(&HerokuHarness::start().await).await;
+    suite::cancellation_at_each_step(&HerokuHarness::start().await).await;
+    suite::a_cancelled_run_before_any_change_changes_nothing(&HerokuHarness::start().await).await;
+}
+
+#[tokio::test]
+async fn heroku_faults_end_truthfully() {
+    suite::every_fault_ends_truthfully(&HerokuHarness::start().await).await;
+}
+
+// ----- the binary -----
+
+fn assert_summary_says(ran: &Ran, words: &[&str]) {
+    for w in words {
+        assert!(ran.summary.contains(w), "the summary should say {w:?}:\n{ran}");
+    }
+}
+
+#[tokio::test]
+async fn a_healthy_source_deploy_builds_releases_and_proves_the_new_version() {
+    let h = heroku(vec![AppOptions::cedar("shop")]).await;
+    let step = step_with_source(&base_inputs(&h, "shop"), "2.0.0", "", Some("echo migrating the database"));
+    let ran = step.run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!((ran.output("status"), ran.output("release")), ("deployed", "v2"), "{ran}");
+    assert_eq!(h.current_version("shop"), Some(2));
+    assert!(h.dynos("shop").iter().all(|d| d["release"]["version"] == 2 && d["state"] == "up"));
+    assert!(ran.stdout.contains("migrating the database"), "the release phase's log is shown:\n{ran}");
+    assert!(ran.stdout.contains("Procfile declares types"), "the build log is shown:\n{ran}");
+    // The provider never sends buildpacks and uses the current sources endpoint.
+    let build = h.calls().into_iter().find(|c| c.path == "/apps/shop/builds" && c.method == "POST").expect("a build");
+    assert!(build.body.as_ref().is_some_and(|b| b.get("buildpacks").is_none()), "{:?}", build.body);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_container_deploy_releases_the_image_and_fir_refuses_it_before_any_change() {
+    let image = format!("sha256:{}", "c2".repeat(32));
+    let h =
+        heroku(vec![AppOptions::container("box", &format!("sha256:{}", "c1".repeat(32))), AppOptions::fir("firapp")])
+            .await;
+    h.add_image(&image, ReleaseSpec { version: "c2".into(), ..Default::default() });
+    let inputs = with(with(base_inputs(&h, "box"), "image", &image), "expect-version", "c2");
+    let ran = Step::main(&inputs).run().await;
+    assert_eq!((ran.code, ran.output("release")), (0, "v2"), "{ran}");
+    let patch = h.calls().into_iter().find(|c| c.method == "PATCH").expect("a formation update");
+    assert_eq!(patch.path, "/apps/box/formation");
+
+    h.reset_calls();
+    let fir = with(with(base_inputs(&h, "firapp"), "image", &image), "expect-version", "c2");
+    let ran = Step::main(&fir).run().await;
+    assert_eq!(ran.code, 1, "{ran}");
+    assert_eq!(ran.output("status"), "failed");
+    assert!(ran.summary.contains("Fir") && ran.summary.contains("leave image empty"), "{ran}");
+    assert_eq!(writes(&h), Vec::<String>::new(), "nothing was sent that changes anything");
+    assert_eq!(h.current_version("firapp"), Some(1));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_check_string_rolls_back_through_herokus_own_rollback() {
+    let h = heroku(vec![AppOptions::cedar("shop")]).await;
+    let step = step_with_source(&base_inputs(&h, "shop"), "2.0.0", "--health wrong-body", None);
+    let ran = step.run().await;
+    assert_eq!(ran.code, 1, "{ran}");
+    assert_eq!(ran.output("status"), "rolled-back", "{ran}");
+    assert_eq!(ran.output("release"), "v3 (a copy of v1)", "{ran}");
+    assert_summary_says(&ran, &["v3 (a copy of v1)"]);
+    let v3 = h.releases("shop").into_iter().find(|r| r["version"] == 3).expect("a rollback release");
+    assert_eq!((v3["description"].as_str(), v3["current"].as_bool()), (Some("Rollback to v1"), Some(true)));
+    assert_eq!(h.served_by("shop", 3).as_deref(), Some("v1"));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_release_phase_changes_nothing_and_shows_its_log() {
+    let h = heroku(vec![AppOptions::cedar("shop")]).await;
+    let failing = "echo 'running migration 0042'; echo 'ERROR: column users.email already exists' >&2; exit 3";
+    let step = step_with_source(&base_inputs(&h, "shop"), "2.0.0", "", Some(failing));
+    let ran = step.run().await;
+    assert_eq!(ran.code, 1, "{ran}");
+    assert_eq!((ran.output("status"), ran.output("release")), ("failed", "v1"), "{ran}");
+    assert_summary_says(&ran, &["column users.email already exists", "before any change"]);
+    assert_eq!(h.current_version("shop"), Some(1));
+    assert!(
+        !h.calls().iter().any(|c| c.method == "POST" && c.path == "/apps/shop/releases"),
+        "no rollback is attempted: {:?}",
+        writes(&h)
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn crashed_dynos_are_caught_at_once_and_rolled_back() {
+    let h = heroku(vec![AppOptions::cedar("shop")]).await;
+    let inputs = with(base_inputs(&h, "shop"), "deploy-timeout", "5m");
+    let step = step_with_source(&inputs, "2.0.0", "--crash-exit-code 1", None);
+    let started = Instant::now();
+    let ran = step.run().await;
+    assert_eq!((ran.code, ran.output("status")), (1, "rolled-back"), "{ran}");
+    assert!(started.elapsed() < Duration::from_secs(30), "caught long before the 5m deadline: {:?}", started.elapsed());
+    assert!(ran.summary.contains("crashed"), "{ran}");
+    assert!(h.settled("shop", Duration::from_secs(10)).await);
+    assert_eq!(h.served_by("shop", h.current_version("shop").unwrap()).as_deref(), Some("v1"));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn rollback_skips_an_expired_release_and_refuses_to_go_to_one() {
+    let h = heroku(vec![AppOptions::cedar("shop")]).await;
+    for v in ["2.0.0", "3.0.0"] {
+        let ran = step_with_source(&base_inputs(&h, "shop"), v, "", None).run().await;
+        assert_eq!(ran.code, 0, "{ran}");
+    }
+    assert!(h.expire("shop", 2));
+    let rollback = with(with(base_inputs(&h, "shop"), "command", "rollback"), "version-url", "");
+    let named = with(rollback.clone(), "to", "v2");
+    let ran = Step::main(&named).run().await;
+    assert_eq!((ran.code, ran.output("status")), (1, "failed"), "{ran}");
+    assert!(ran.summary.contains("expired"), "{ran}");
+    assert_eq!(h.current_version("shop"), Some(3));
+
+    let ran = Step::main(&rollback).run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!(ran.output("release"), "v4 (a copy of v1)", "v2 expired, so v1 is the one: {ran}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_pipeline_promotion_is_followed_gated_and_kept() {
+    let staging = AppOptions {
+        version: "s7".into(),
+        pipeline: Some(("shop".into(), "staging".into())),
+        ..AppOptions::cedar("shop-staging")
+    };
+    let production = AppOptions { pipeline: Some(("shop".into(), "production".into())), ..AppOptions::cedar("shop") };
+    let h = heroku(vec![staging, production]).await;
+    let inputs = with(with(base_inputs(&h, "shop"), "promote-from", "shop-staging"), "expect-version", "s7");
+    let ran = Step::main(&inputs).run().await;
+    assert_eq!((ran.code, ran.output("release")), (0, "v2"), "{ran}");
+    let v2 = h.releases("shop").into_iter().find(|r| r["version"] == 2).unwrap();
+    assert_eq!(v2["description"], "Promote shop-staging v1");
+    assert_eq!(h.served_by("shop", 2).as_deref(), Some("s7"));
+    assert!(h.calls().iter().any(|c| c.method == "POST" && c.path == "/pipeline-promotions"));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn preflight_warns_when_preboot_is_off_and_names_the_fix() {
+    let h = heroku(vec![AppOptions { preboot: false, dynos: 1, ..AppOptions::cedar("shop") }]).await;
+    let inputs = with(base_inputs(&h, "shop"), "command", "plan");
+    let step = step_with_source(&inputs, "2.0.0", "", None);
+    let ran = step.run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert!(ran.summary.contains("heroku features:enable preboot -a shop"), "{ran}");
+    assert_eq!(writes(&h), Vec::<String>::new(), "a plan changes nothing");
+    h.stop().await;
+}
