@@ -19,6 +19,9 @@ use sandbox::heroku::{AppOptions, Faults, HerokuOptions, HerokuSandbox};
 
 use crate::util::{with, Ran, Step, BIN};
 
+/// Heroku's official Platform API schema, beside the repository.
+const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/providers/specs/heroku/platform-api-schema.json");
+
 pub const TOKEN: &str = "HRKU-sandbox-token-for-tests-0123456789";
 
 pub async fn heroku(apps: Vec<AppOptions>) -> HerokuSandbox {
@@ -26,6 +29,7 @@ pub async fn heroku(apps: Vec<AppOptions>) -> HerokuSandbox {
         apps,
         token: Some(TOKEN.into()),
         app_command: vec![BIN.into(), "__sandbox-app".into()],
+        schema: Some(SCHEMA.into()),
         ..Default::default()
     })
     .await
@@ -74,6 +78,14 @@ fn step_with_source(inputs: &[(String, String)], version: &str, web_flags: &str,
     let step = Step::main(&inputs);
     source(&step.dir.path().join("app"), version, web_flags, release);
     step
+}
+
+/// Stops the sandbox once every request the provider sent and every answer the
+/// emulator gave is checked against Heroku's official schema.
+async fn done(h: HerokuSandbox) {
+    let violations = h.schema_violations();
+    h.stop().await;
+    assert!(violations.is_empty(), "broke Heroku's schema:\n{}", violations.join("\n"));
 }
 
 fn writes(h: &HerokuSandbox) -> Vec<String> {
@@ -189,12 +201,26 @@ impl Harness for HerokuHarness {
     }
 }
 
+impl HerokuHarness {
+    async fn done(self) {
+        done(self.h).await;
+    }
+}
+
 #[tokio::test]
 async fn heroku_passes_the_provider_suite() {
-    suite::a_deploy_passes(&HerokuHarness::start().await).await;
-    suite::a_failure_before_any_change_changes_nothing(&HerokuHarness::start().await).await;
-    suite::a_failure_mid_roll_out_is_restored(&HerokuHarness::start().await).await;
-    suite::restore_twice_does_no_harm(&HerokuHarness::start().await).await;
+    let h = HerokuHarness::start().await;
+    suite::a_deploy_passes(&h).await;
+    h.done().await;
+    let h = HerokuHarness::start().await;
+    suite::a_failure_before_any_change_changes_nothing(&h).await;
+    h.done().await;
+    let h = HerokuHarness::start().await;
+    suite::a_failure_mid_roll_out_is_restored(&h).await;
+    h.done().await;
+    let h = HerokuHarness::start().await;
+    suite::restore_twice_does_no_harm(&h).await;
+    h.done().await;
 }
 
 #[tokio::test]
@@ -231,7 +257,7 @@ async fn a_healthy_source_deploy_builds_releases_and_proves_the_new_version() {
     // The provider never sends buildpacks and uses the current sources endpoint.
     let build = h.calls().into_iter().find(|c| c.path == "/apps/shop/builds" && c.method == "POST").expect("a build");
     assert!(build.body.as_ref().is_some_and(|b| b.get("buildpacks").is_none()), "{:?}", build.body);
-    h.stop().await;
+    done(h).await;
 }
 
 #[tokio::test]
@@ -255,7 +281,7 @@ async fn a_container_deploy_releases_the_image_and_fir_refuses_it_before_any_cha
     assert!(ran.summary.contains("Fir") && ran.summary.contains("leave image empty"), "{ran}");
     assert_eq!(writes(&h), Vec::<String>::new(), "nothing was sent that changes anything");
     assert_eq!(h.current_version("firapp"), Some(1));
-    h.stop().await;
+    done(h).await;
 }
 
 #[tokio::test]
@@ -270,7 +296,7 @@ async fn a_missing_check_string_rolls_back_through_herokus_own_rollback() {
     let v3 = h.releases("shop").into_iter().find(|r| r["version"] == 3).expect("a rollback release");
     assert_eq!((v3["description"].as_str(), v3["current"].as_bool()), (Some("Rollback to v1"), Some(true)));
     assert_eq!(h.served_by("shop", 3).as_deref(), Some("v1"));
-    h.stop().await;
+    done(h).await;
 }
 
 #[tokio::test]
@@ -288,7 +314,7 @@ async fn a_failed_release_phase_changes_nothing_and_shows_its_log() {
         "no rollback is attempted: {:?}",
         writes(&h)
     );
-    h.stop().await;
+    done(h).await;
 }
 
 #[tokio::test]
@@ -303,7 +329,7 @@ async fn crashed_dynos_are_caught_at_once_and_rolled_back() {
     assert!(ran.summary.contains("crashed"), "{ran}");
     assert!(h.settled("shop", Duration::from_secs(10)).await);
     assert_eq!(h.served_by("shop", h.current_version("shop").unwrap()).as_deref(), Some("v1"));
-    h.stop().await;
+    done(h).await;
 }
 
 #[tokio::test]
@@ -324,7 +350,7 @@ async fn rollback_skips_an_expired_release_and_refuses_to_go_to_one() {
     let ran = Step::main(&rollback).run().await;
     assert_eq!(ran.code, 0, "{ran}");
     assert_eq!(ran.output("release"), "v4 (a copy of v1)", "v2 expired, so v1 is the one: {ran}");
-    h.stop().await;
+    done(h).await;
 }
 
 #[tokio::test]
@@ -343,7 +369,7 @@ async fn a_pipeline_promotion_is_followed_gated_and_kept() {
     assert_eq!(v2["description"], "Promote shop-staging v1");
     assert_eq!(h.served_by("shop", 2).as_deref(), Some("s7"));
     assert!(h.calls().iter().any(|c| c.method == "POST" && c.path == "/pipeline-promotions"));
-    h.stop().await;
+    done(h).await;
 }
 
 #[tokio::test]
@@ -355,5 +381,5 @@ async fn preflight_warns_when_preboot_is_off_and_names_the_fix() {
     assert_eq!(ran.code, 0, "{ran}");
     assert!(ran.summary.contains("heroku features:enable preboot -a shop"), "{ran}");
     assert_eq!(writes(&h), Vec::<String>::new(), "a plan changes nothing");
-    h.stop().await;
+    done(h).await;
 }

@@ -113,9 +113,13 @@ impl Emulator for PlatformApi {
         if is_side_channel(&request.path) {
             return side_channel(&self.platform, request).await;
         }
-        match route(&self.platform, request) {
+        let response = match route(&self.platform, request) {
             Ok(response) => response,
             Err(f) => failure(f),
+        };
+        match &self.platform.schema {
+            Some(schema) => conform(&self.platform, schema, request, response).await,
+            None => response,
         }
     }
 
@@ -164,6 +168,32 @@ impl Emulator for PlatformApi {
             .headers_mut()
             .insert("request-id", HeaderValue::from_str(&uuid()).unwrap_or(HeaderValue::from_static("0")));
     }
+}
+
+/// Checks the request body and a 2xx JSON answer against Heroku's schema and records
+/// what breaks it. The docker-releases formation body is the documented exception:
+/// the public schema does not describe `docker_image`.
+async fn conform(p: &Platform, schema: &super::schema::Schema, request: &Request, response: Response) -> Response {
+    use http_body_util::BodyExt;
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let (method, path) = (request.method.as_str(), request.path.as_str());
+    let docker = request.header("accept").is_some_and(|a| a.contains("docker-releases"));
+    let mut problems = Vec::new();
+    if !docker && request.method != Method::GET {
+        let sent: Option<Value> = serde_json::from_slice(&request.body).ok();
+        problems.extend(schema.check_request(method, path, sent.as_ref()));
+    }
+    if parts.status.is_success() {
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(answer) => problems.extend(schema.check_response(method, path, &answer)),
+            Err(e) => problems.push(format!("{method} {path}: the answer is not JSON ({e})")),
+        }
+    }
+    if !problems.is_empty() {
+        p.violations.lock().unwrap_or_else(|e| e.into_inner()).extend(problems);
+    }
+    hyper::Response::from_parts(parts, http_body_util::Full::new(bytes))
 }
 
 /// PUT/GET of a source blob, and the build and release-phase log streams, which

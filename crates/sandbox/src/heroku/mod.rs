@@ -8,6 +8,7 @@
 mod api;
 mod platform;
 mod router;
+pub mod schema;
 pub mod slug;
 
 use std::ffi::OsString;
@@ -83,6 +84,9 @@ pub struct HerokuOptions {
     /// How long a build takes.
     pub build_time: Duration,
     pub api_port: u16,
+    /// Heroku's official JSON Hyper-Schema: when set, every request body the API gets
+    /// and every JSON answer it gives is checked against it (`schema_violations`).
+    pub schema: Option<std::path::PathBuf>,
 }
 
 impl Default for HerokuOptions {
@@ -97,6 +101,7 @@ impl Default for HerokuOptions {
             rate_limit: 4500,
             build_time: Duration::from_millis(300),
             api_port: 0,
+            schema: None,
         }
     }
 }
@@ -113,7 +118,11 @@ pub struct HerokuSandbox {
 impl HerokuSandbox {
     /// Starts the API, each app's router and dynos on v1, and returns once every dyno is up.
     pub async fn start(opts: HerokuOptions) -> std::io::Result<HerokuSandbox> {
-        let platform = Arc::new(Platform::new(&opts));
+        let schema = match &opts.schema {
+            Some(path) => Some(schema::Schema::load(path).map_err(std::io::Error::other)?),
+            None => None,
+        };
+        let platform = Arc::new(Platform::new(&opts, schema));
         let api = api::serve(platform.clone(), SocketAddr::from(([127, 0, 0, 1], opts.api_port))).await?;
         let mut routers = Vec::new();
         for app in &opts.apps {
@@ -234,6 +243,11 @@ impl HerokuSandbox {
 
     pub fn reset_calls(&self) {
         self.platform.gate.calls.clear();
+    }
+
+    /// Where a request or an answer broke Heroku's schema (with `HerokuOptions.schema`).
+    pub fn schema_violations(&self) -> Vec<String> {
+        self.platform.violations.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Rate-limit tokens left.

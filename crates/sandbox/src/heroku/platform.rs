@@ -197,10 +197,12 @@ pub struct Platform {
     pub build_time: Duration,
     /// The API's own base URL, for the source and log URLs it hands out.
     pub base: Mutex<String>,
+    pub schema: Option<super::schema::Schema>,
+    pub violations: Mutex<Vec<String>>,
 }
 
 impl Platform {
-    pub fn new(opts: &HerokuOptions) -> Platform {
+    pub fn new(opts: &HerokuOptions, schema: Option<super::schema::Schema>) -> Platform {
         let state = State { images: opts.images.clone(), tokens: opts.rate_limit as f64, ..Default::default() };
         let work_dir = std::env::temp_dir().join(format!("heroku-sandbox-{}-{:08x}", std::process::id(), random_u64()));
         Platform {
@@ -214,6 +216,8 @@ impl Platform {
             rate_limit: opts.rate_limit,
             build_time: opts.build_time,
             base: Mutex::new(String::new()),
+            schema,
+            violations: Mutex::new(Vec::new()),
         }
     }
 
@@ -868,7 +872,8 @@ impl Platform {
             "space": null,
             "stack": stack,
             "updated_at": a.created_at,
-            "web_url": format!("https://{}.herokuapp.com/", a.name),
+            // As Heroku names app URLs since 2023: the name and a 12-hex suffix.
+            "web_url": format!("https://{}-{}.herokuapp.com/", a.name, &a.id.replace('-', "")[..12]),
         })
     }
 
