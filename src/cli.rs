@@ -68,11 +68,13 @@ fn cli() -> clap::Command {
         .subcommand(
             clap::Command::new("demo")
                 .about("Deploy a healthy v2 and a broken v3 on the built-in sandbox; no credentials, no network.")
+                .arg(provider_arg())
                 .arg(Arg::new("summary-file").long("summary-file").value_name("PATH").help("Where to write the demo's job summary.")),
         )
         .subcommand(
             clap::Command::new("sandbox")
-                .about("Serve the Fly.io sandbox (Machines API and app router) until interrupted; prints NAME=URL lines.")
+                .about("Serve a provider's sandbox (its API and the app's router) until interrupted; prints NAME=URL lines.")
+                .arg(provider_arg())
                 .arg(Arg::new("app").long("app").value_name("NAME").default_value("web").help("The app's name."))
                 .arg(
                     Arg::new("machines")
@@ -80,7 +82,7 @@ fn cli() -> clap::Command {
                         .value_name("N")
                         .default_value("3")
                         .value_parser(clap::value_parser!(u16).range(1..=20))
-                        .help("How many machines the app starts with."),
+                        .help("How many machines (Fly) or web dynos (Heroku) the app starts with."),
                 )
                 .arg(Arg::new("image").long("image").value_name("IMAGE").default_value("registry.fly.io/web:v1").help("The release the machines start on."))
                 .arg(
@@ -92,6 +94,16 @@ fn cli() -> clap::Command {
                 ),
         )
         .arg(Arg::new("post-role").long("post").action(ArgAction::SetTrue).hide(true))
+}
+
+/// `--provider`: which sandbox the demo and `sandbox` run.
+fn provider_arg() -> Arg {
+    Arg::new("provider")
+        .long("provider")
+        .value_name("NAME")
+        .default_value("fly")
+        .value_parser(["fly", "heroku"])
+        .help("Which provider's sandbox: fly or heroku.")
 }
 
 /// Entry point: returns the exit code.
@@ -118,14 +130,21 @@ pub async fn main(args: Vec<OsString>, env: &Env) -> i32 {
     let shutdown = Shutdown::new();
     match matches.subcommand() {
         Some(("demo", sub)) => {
-            crate::demo::run(sub.get_one::<String>("summary-file").map(PathBuf::from), redactor).await
+            let summary = sub.get_one::<String>("summary-file").map(PathBuf::from);
+            match sub.get_one::<String>("provider").map(String::as_str) {
+                Some("heroku") => crate::demo::heroku::run(summary, redactor).await,
+                _ => crate::demo::run(summary, redactor).await,
+            }
         }
         Some(("sandbox", sub)) => {
             let get = |name: &str| sub.get_one::<String>(name).cloned().unwrap_or_default();
             let machines = sub.get_one::<u16>("machines").copied().unwrap_or(3) as usize;
             let releases: Vec<String> =
                 sub.get_many::<String>("release").map(|v| v.cloned().collect()).unwrap_or_default();
-            crate::demo::serve(&get("app"), machines, &get("image"), &releases).await
+            match get("provider").as_str() {
+                "heroku" => crate::demo::heroku::serve(&get("app"), machines).await,
+                _ => crate::demo::serve(&get("app"), machines, &get("image"), &releases).await,
+            }
         }
         Some(("post", sub)) => {
             let raw = raw_inputs(env, Some(sub), None);
@@ -208,11 +227,16 @@ fn client(redactor: Redactor, config: Option<&Config>) -> anyhow::Result<HttpCli
 
 /// Validates, masks, runs the engine and renders: the action's main step.
 pub async fn deploy(raw: RawInputs, runner: Runner, shutdown: Shutdown) -> i32 {
+    deploy_in(raw, &workspace(), runner, shutdown).await
+}
+
+/// `deploy` with the workspace (where sources and fly.toml are) given.
+pub async fn deploy_in(raw: RawInputs, workspace: &Path, runner: Runner, shutdown: Shutdown) -> i32 {
     // Masks go out before anything else is printed.
     for secret in raw.secrets() {
         runner.mask(secret);
     }
-    let config = match Config::from_inputs_in(&raw, &workspace()) {
+    let config = match Config::from_inputs_in(&raw, workspace) {
         Ok(c) => c,
         Err(errors) => return bad_input(&raw, &runner, &errors),
     };

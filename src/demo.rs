@@ -1,4 +1,5 @@
-//! `safe-deploy demo` and `safe-deploy sandbox`: the Fly.io sandbox, in this process,
+//! `safe-deploy demo` and `safe-deploy sandbox`: the Fly.io sandbox (Heroku's is in
+//! `heroku`), in this process,
 //! with no credentials and no network. Its machines are real processes of the test app
 //! (this same binary, as `__sandbox-app`) behind a router like Fly's proxy.
 
@@ -9,6 +10,8 @@ use std::time::Duration;
 
 use sandbox::app::{HealthMode, ReleaseSpec, Releases};
 use sandbox::fly::{FlyOptions, FlySandbox};
+
+pub mod heroku;
 
 use crate::cli::deploy;
 use crate::inputs::RawInputs;
@@ -113,7 +116,7 @@ async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Resu
 }
 
 /// A steady client: 20 requests a second, counting failures.
-struct Traffic {
+pub(crate) struct Traffic {
     total: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
     stop: Shutdown,
@@ -121,7 +124,7 @@ struct Traffic {
 }
 
 impl Traffic {
-    fn start(url: String) -> Traffic {
+    pub(crate) fn start(url: String) -> Traffic {
         let total = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
         let stop = Shutdown::new();
@@ -144,11 +147,11 @@ impl Traffic {
         Traffic { total, failed, stop, task }
     }
 
-    fn counts(&self) -> (u64, u64) {
+    pub(crate) fn counts(&self) -> (u64, u64) {
         (self.total.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
     }
 
-    async fn stop(self) -> (u64, u64) {
+    pub(crate) async fn stop(self) -> (u64, u64) {
         self.stop.trigger("demo finished");
         let counts = (self.total.clone(), self.failed.clone());
         let _ = self.task.await;

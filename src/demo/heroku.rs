@@ -1,0 +1,127 @@
+//! `safe-deploy demo --provider heroku` and `safe-deploy sandbox --provider heroku`:
+//! the Heroku sandbox in this process. The demo deploys the source of a healthy v2,
+//! then of a v3 whose health check fails, which Heroku's own rollback puts back.
+
+use std::path::{Path, PathBuf};
+
+use sandbox::heroku::{AppOptions, HerokuOptions, HerokuSandbox};
+
+use super::Traffic;
+use crate::cli::deploy_in;
+use crate::inputs::RawInputs;
+use crate::runner::{Paths, Runner};
+use crate::secret::Redactor;
+use crate::shutdown::Shutdown;
+
+/// The sandbox accepts only this token, so the demo exercises real auth.
+const DEMO_TOKEN: &str = "HRKU-sandbox-demo-token";
+
+fn options(app: &str, dynos: usize) -> std::io::Result<HerokuOptions> {
+    Ok(HerokuOptions {
+        apps: vec![AppOptions { dynos, ..AppOptions::cedar(app) }],
+        app_command: vec![std::env::current_exe()?.into_os_string(), "__sandbox-app".into()],
+        ..HerokuOptions::default()
+    })
+}
+
+/// An app's source as a user's repository holds it: a Procfile and its version.
+fn write_source(dir: &Path, version: &str, web_flags: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("Procfile"), format!("web: sandbox-app {web_flags}\nrelease: echo 'migrations: none pending'\n"))?;
+    std::fs::write(dir.join("VERSION"), version)
+}
+
+pub async fn run(summary_file: Option<PathBuf>, redactor: Redactor) -> i32 {
+    match demo(summary_file, redactor).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("demo: {e:#}");
+            1
+        }
+    }
+}
+
+async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Result<i32> {
+    let dir = std::env::temp_dir().join(format!("safe-deploy-heroku-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let summary = summary_file.unwrap_or_else(|| dir.join("summary.md"));
+    let _ = std::fs::remove_file(&summary);
+    write_source(&dir.join("v2"), "v2", "")?;
+    write_source(&dir.join("v3"), "v3", "--health wrong-body")?;
+
+    println!("demo: starting the Heroku sandbox: app demo, two web dynos on v1, preboot on");
+    let heroku = HerokuSandbox::start(HerokuOptions { token: Some(DEMO_TOKEN.into()), ..options("demo", 2)? }).await?;
+    println!("demo: Platform API at {}, app at {}", heroku.api_url(), heroku.app_url("demo"));
+    let traffic = Traffic::start(format!("{}/", heroku.app_url("demo")));
+    let runner = Runner::new(
+        false,
+        Paths { output: None, state: Some(dir.join("state")), summary: Some(summary.clone()), temp: None },
+        redactor,
+    );
+    let inputs = |version: &str| {
+        let mut raw = RawInputs::default();
+        let app = heroku.app_url("demo");
+        for (name, value) in [
+            ("provider", "heroku".to_string()),
+            ("app", "demo".into()),
+            ("token", DEMO_TOKEN.into()),
+            ("source-dir", version.into()),
+            ("api-url", heroku.api_url()),
+            ("health-url", format!("{app}/health")),
+            ("check-string", "ok".into()),
+            ("version-url", format!("{app}/version")),
+            ("expect-version", version.into()),
+            ("health-interval", "200ms".into()),
+            ("health-deadline", "8s".into()),
+        ] {
+            raw.set(name, value);
+        }
+        raw
+    };
+
+    println!("\ndemo: 1) deploy the source of v2, a healthy release (build, release phase, preboot)");
+    let first = deploy_in(inputs("v2"), &dir, runner.clone(), Shutdown::new()).await;
+    let after_first = traffic.counts();
+    println!("\ndemo: 2) deploy the source of v3, whose /health answers without 'ok'");
+    let second = deploy_in(inputs("v3"), &dir, runner, Shutdown::new()).await;
+    heroku.settled("demo", std::time::Duration::from_secs(15)).await;
+    let (total, failed) = traffic.stop().await;
+    let live = heroku.current_version("demo");
+    let serves = live.and_then(|v| heroku.served_by("demo", v)).unwrap_or_default();
+    println!("\ndemo: v2 exit code {first} (deployed), v3 exit code {second} (rolled back)");
+    println!("demo: traffic through the router: {} failed / {} requests during the v2 deploy", after_first.1, after_first.0);
+    println!("demo: traffic through the router: {failed} failed / {total} requests in all");
+    println!("demo: live now: v{} (serving {serves})", live.unwrap_or(0));
+    println!("demo: job summary written to {}", summary.display());
+    heroku.stop().await;
+    let _ = std::fs::remove_dir_all(dir.join("v2"));
+    let _ = std::fs::remove_dir_all(dir.join("v3"));
+    Ok(if first == 0 && second == 1 && serves == "v2" { 0 } else { 1 })
+}
+
+/// `safe-deploy sandbox --provider heroku`: the emulator, standalone, until interrupted.
+pub async fn serve(app: &str, dynos: usize) -> i32 {
+    let opts = match options(app, dynos) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("sandbox: {e}");
+            return 1;
+        }
+    };
+    let heroku = match HerokuSandbox::start(opts).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("sandbox: could not start: {e}");
+            return 1;
+        }
+    };
+    println!("HEROKU_API_URL={}", heroku.api_url());
+    println!("HEROKU_APP_URL={}", heroku.app_url(app));
+    println!("HEROKU_APP={app}");
+    println!("# {dynos} web dynos on v1, preboot on; any token is accepted. Ctrl-C stops the sandbox.");
+    let shutdown = Shutdown::new();
+    let _ = crate::shutdown::listen_for_signals(shutdown.clone());
+    shutdown.recv().await;
+    heroku.stop().await;
+    0
+}
