@@ -401,7 +401,7 @@ impl Config {
         };
         let settings = provider.and_then(|r| (r.configure)(raw, workspace, &mut p));
         let command_wants_image = matches!(command, Some(Command::Deploy) | Some(Command::Plan));
-        let has_default = settings.as_ref().is_some_and(|s| s.default_source().is_some());
+        let has_default = provider.is_some_and(|r| r.image_optional);
         if command_wants_image && image.is_none() && !has_default && !p.0.iter().any(|e| e.input == "image") {
             p.add(
                 "image",

@@ -253,7 +253,7 @@ impl Engine<'_> {
         let (Some(ledger), Some(id)) = (self.ledger, report.deployment.as_ref().map(|d| d.id)) else { return };
         let live = report.live.clone().unwrap_or_else(|| "an unknown release".into());
         let (state, description) = match report.outcome {
-            Outcome::Deployed => ("success", format!("{live} is live and healthy")),
+            Outcome::Deployed => ("success", format!("{live}{}", crate::github::LIVE_AND_HEALTHY)),
             Outcome::RolledBack => ("failure", format!("failed and rolled back; {live} is live")),
             Outcome::Failed => ("failure", format!("failed; {live} is live")),
             Outcome::RollbackFailed => ("error", "ROLLBACK FAILED: what is live is unknown".to_string()),
@@ -551,16 +551,34 @@ impl Engine<'_> {
         if let Some(ledger) = self.ledger {
             match self.guarded(ledger.history(self.provider.name(), &c.app)).await {
                 Ok(entries) => {
-                    let good = entries.iter().find(|e| was_good(e) && e.record.target != live.release.label);
-                    if let Some(e) = good {
+                    // Where the provider keeps history, a release it can no longer go back
+                    // to (Heroku's expired ones) is skipped for the next good one.
+                    let returnable = match self.provider.capabilities().history {
+                        true => Some(outlast(ctx, "find the previous release", || self.provider.history(ctx)).await),
+                        false => None,
+                    };
+                    for e in entries.iter().filter(|e| was_good(e)) {
+                        let name = e.live.clone().unwrap_or_else(|| e.record.target.clone());
+                        if same_release(&name, &live.release.label) {
+                            continue;
+                        }
+                        if let Some(Ok(history)) = &returnable {
+                            if !history.iter().any(|r| same_release(&r.label, &name) || r.id == name) {
+                                report.findings.push(format!(
+                                    "info: skipped {name} (deployment {}): {} does not offer it as a rollback target (it is what runs now, or expired, or not eligible)",
+                                    e.id,
+                                    self.provider.name()
+                                ));
+                                continue;
+                            }
+                        }
                         report.findings.push(format!(
-                            "info: the ledger's last good release before {} is {} (deployment {}, commit {})",
+                            "info: the ledger's last good release before {} is {name} (deployment {}, commit {})",
                             live.release.label,
-                            e.record.target,
                             e.id,
                             short(&e.sha)
                         ));
-                        return Ok(Target { source: release(&e.record.target), version: e.record.version.clone() });
+                        return Ok(Target { source: release(&name), version: e.record.version.clone() });
                     }
                 }
                 Err(why) => self.ledger_warning(report, why),
@@ -856,6 +874,12 @@ fn short(sha: &str) -> &str {
 
 /// A deployment that went live: `success`, or `inactive` (GitHub's mark on an earlier
 /// success in a non-production environment once a newer one succeeds).
+/// Whether two names are the same release: equal, or the same first word (`v42` and
+/// `v42 (a copy of v40)` name one Heroku release).
+fn same_release(a: &str, b: &str) -> bool {
+    a == b || a.split_whitespace().next().is_some_and(|w| b.split_whitespace().next() == Some(w))
+}
+
 fn was_good(e: &Entry) -> bool {
     matches!(e.state.as_deref(), Some("success" | "inactive"))
 }

@@ -43,6 +43,9 @@ pub struct Entry {
     pub record: Record,
     /// Its latest status (`success`, `failure`, ...), if any.
     pub state: Option<String>,
+    /// The release its success status says was left live (Heroku's `v43`, where the
+    /// target was a source folder), if it says.
+    pub live: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,7 +60,13 @@ struct Deployment {
 #[derive(Debug, Deserialize)]
 struct Status {
     state: String,
+    #[serde(default)]
+    description: Option<String>,
 }
+
+/// How a deployment's success status names the release it left live; written by the
+/// engine, read back here so a rollback goes to what really ran.
+pub const LIVE_AND_HEALTHY: &str = " is live and healthy";
 
 /// Where the run is: read from the runner's variables.
 #[derive(Debug, Clone, Default)]
@@ -226,7 +235,7 @@ impl Ledger {
             for d in deployments {
                 let Some(record) = record_of(&d.payload) else { continue };
                 if record.provider == provider && record.app == app {
-                    entries.push(Entry { id: d.id, sha: d.sha, record, state: None });
+                    entries.push(Entry { id: d.id, sha: d.sha, record, state: None, live: None });
                 }
             }
             if last_page {
@@ -234,13 +243,18 @@ impl Ledger {
             }
         }
         for entry in &mut entries {
-            let path = self.repo_path(&format!("/deployments/{}/statuses?per_page=1", entry.id));
+            // Newest first: the first is the state now; a success among them says what was live.
+            let path = self.repo_path(&format!("/deployments/{}/statuses?per_page=10", entry.id));
             let answer = self.send(http::Method::GET, &path, None).await?;
             if answer.status != 200 {
                 return Err(explain(&answer, &format!("read the statuses of deployment {}", entry.id)));
             }
             let statuses: Vec<Status> = serde_json::from_str(&answer.body).unwrap_or_default();
-            entry.state = statuses.into_iter().next().map(|s| s.state);
+            entry.state = statuses.first().map(|s| s.state.clone());
+            entry.live = statuses
+                .iter()
+                .filter(|s| s.state == "success")
+                .find_map(|s| s.description.as_deref()?.strip_suffix(LIVE_AND_HEALTHY).map(str::to_string));
         }
         Ok(entries)
     }

@@ -10,18 +10,18 @@ use crate::util::{with, Double, Step};
 
 const GH_TOKEN: &str = "ghs_ledgerTestToken123456";
 
-async fn github() -> GitHubSandbox {
+pub async fn github() -> GitHubSandbox {
     GitHubSandbox::start(GitHubOptions { token: Some(GH_TOKEN.into()), ..GitHubOptions::default() })
         .await
         .expect("the GitHub emulator starts")
 }
 
-fn sha(n: u8) -> String {
+pub fn sha(n: u8) -> String {
     format!("{:x}", n).repeat(40).chars().take(40).collect()
 }
 
 /// A main step with a github-token, as a workflow run of commit `commit` would be.
-fn step(gh: &GitHubSandbox, inputs: &[(String, String)], commit: &str) -> Step {
+pub fn step(gh: &GitHubSandbox, inputs: &[(String, String)], commit: &str) -> Step {
     Step::main(&with(inputs.to_vec(), "github-token", GH_TOKEN))
         .env("GITHUB_API_URL", &gh.api_url())
         .env("GITHUB_SERVER_URL", "https://github.com")

@@ -383,3 +383,28 @@ async fn preflight_warns_when_preboot_is_off_and_names_the_fix() {
     assert_eq!(writes(&h), Vec::<String>::new(), "a plan changes nothing");
     done(h).await;
 }
+
+#[tokio::test]
+async fn rollback_goes_to_the_newest_healthy_release_in_the_ledger_that_heroku_can_still_return_to() {
+    use crate::github::{github, sha, step};
+    let gh = github().await;
+    let h = heroku(vec![AppOptions::cedar("shop")]).await;
+    for (n, version, flags, code) in [(1, "2.0.0", "", 0), (2, "3.0.0", "", 0), (3, "4.0.0", "--health wrong-body", 1)]
+    {
+        let inputs = with(with(base_inputs(&h, "shop"), "source-dir", "app"), "expect-version", version);
+        let s = step(&gh, &inputs, &sha(n));
+        source(&s.dir.path().join("app"), version, flags, None);
+        let ran = s.run().await;
+        assert_eq!(ran.code, code, "{version}: {ran}");
+    }
+    assert_eq!(h.served_by("shop", h.current_version("shop").unwrap()).as_deref(), Some("3.0.0"));
+    // v2 was the last good one before v3, but its slug has expired.
+    assert!(h.expire("shop", 2));
+    let rollback = with(with(base_inputs(&h, "shop"), "command", "rollback"), "version-url", "");
+    let ran = step(&gh, &rollback, &sha(4)).run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert!(ran.summary.contains("skipped v3") && ran.summary.contains("skipped v2"), "{ran}");
+    assert_eq!(ran.output("release"), "v6 (a copy of v1)", "{ran}");
+    assert_eq!(h.served_by("shop", 6).as_deref(), Some("v1"));
+    done(h).await;
+}

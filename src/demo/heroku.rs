@@ -27,7 +27,10 @@ fn options(app: &str, dynos: usize) -> std::io::Result<HerokuOptions> {
 /// An app's source as a user's repository holds it: a Procfile and its version.
 fn write_source(dir: &Path, version: &str, web_flags: &str) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join("Procfile"), format!("web: sandbox-app {web_flags}\nrelease: echo 'migrations: none pending'\n"))?;
+    std::fs::write(
+        dir.join("Procfile"),
+        format!("web: sandbox-app {web_flags}\nrelease: echo 'migrations: none pending'\n"),
+    )?;
     std::fs::write(dir.join("VERSION"), version)
 }
 
@@ -89,7 +92,10 @@ async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Resu
     let live = heroku.current_version("demo");
     let serves = live.and_then(|v| heroku.served_by("demo", v)).unwrap_or_default();
     println!("\ndemo: v2 exit code {first} (deployed), v3 exit code {second} (rolled back)");
-    println!("demo: traffic through the router: {} failed / {} requests during the v2 deploy", after_first.1, after_first.0);
+    println!(
+        "demo: traffic through the router: {} failed / {} requests during the v2 deploy",
+        after_first.1, after_first.0
+    );
     println!("demo: traffic through the router: {failed} failed / {total} requests in all");
     println!("demo: live now: v{} (serving {serves})", live.unwrap_or(0));
     println!("demo: job summary written to {}", summary.display());

@@ -27,6 +27,7 @@ pub const REGISTRATION: Registration = Registration {
     token_env: &[],
     needs_token: false,
     file_api: true,
+    image_optional: false,
     defaults: registry::no_defaults,
     configure,
 };

@@ -18,6 +18,8 @@ pub struct Registration {
     pub needs_token: bool,
     /// Its `api-url` is a file, not an HTTP base (the provider double).
     pub file_api: bool,
+    /// A deploy without `image` deploys something else (Heroku: the source).
+    pub image_optional: bool,
     /// Fills shared inputs the caller left empty from the provider's own files
     /// (fly.toml's app and health check path). `Ok(None)`: nothing to fill.
     pub defaults: fn(&RawInputs, &Path) -> Result<Option<RawInputs>, InputError>,

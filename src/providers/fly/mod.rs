@@ -47,6 +47,7 @@ pub const REGISTRATION: Registration = Registration {
     token_env: &["FLY_ACCESS_TOKEN", "FLY_API_TOKEN"],
     needs_token: true,
     file_api: false,
+    image_optional: false,
     defaults: settings::defaults,
     configure: settings::configure,
 };

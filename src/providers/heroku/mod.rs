@@ -39,6 +39,7 @@ pub const REGISTRATION: Registration = Registration {
     token_env: &["HEROKU_API_KEY"],
     needs_token: true,
     file_api: false,
+    image_optional: true,
     defaults: no_defaults,
     configure: settings::configure,
 };
