@@ -2,7 +2,10 @@
 //! first request the action sends, wall time of a deploy, and peak memory of a run
 //! (against the provider double); then, on the Fly sandbox with three machines, the
 //! failed/total requests through the router during a rolling deploy and during an
-//! automatic rollback, the deploy's wall time, and Machines API calls per machine.
+//! automatic rollback, the deploy's wall time, and Machines API calls per machine;
+//! then on the Heroku sandbox with two web dynos, the failed/total requests through
+//! the router during a source deploy with preboot on and with it off, side by side,
+//! and during an automatic rollback.
 //! Everything runs on loopback, bounded in count and time.
 
 use std::process::Stdio;
@@ -86,6 +89,7 @@ async fn main() {
         peak_rss_kib() as f64 / 1024.0
     );
     fly(&binary, &dir).await;
+    heroku(&binary, &dir).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -159,6 +163,77 @@ async fn fly(binary: &str, dir: &std::path::Path) {
         }
     }
     fly.stop().await;
+}
+
+/// Source deploys on the Heroku sandbox (two web dynos) under steady traffic: with
+/// preboot on (goal: no failed request), with it off (the gap preflight warns about),
+/// and a broken release rolled back by Heroku's own rollback.
+async fn heroku(binary: &str, dir: &std::path::Path) {
+    use sandbox::heroku::{AppOptions, HerokuOptions, HerokuSandbox};
+
+    let token = "HRKU-bench-token";
+    let heroku = HerokuSandbox::start(HerokuOptions {
+        apps: vec![AppOptions::cedar("web"), AppOptions { preboot: false, ..AppOptions::cedar("nopreboot") }],
+        app_command: vec![binary.into(), "__sandbox-app".into()],
+        token: Some(token.into()),
+        ..HerokuOptions::default()
+    })
+    .await
+    .expect("the Heroku sandbox starts");
+    let workspace = dir.join("heroku-src");
+    // Each release takes a second to boot, as real apps do: the gap without preboot.
+    for (version, flags) in [
+        ("2.0.0", "--boot-delay-ms 1000"),
+        ("3.0.0", "--boot-delay-ms 1000 --health wrong-body"),
+        ("4.0.0", "--boot-delay-ms 1000"),
+    ] {
+        let src = workspace.join(version);
+        std::fs::create_dir_all(&src).expect("a source folder");
+        std::fs::write(src.join("Procfile"), format!("web: sandbox-app {flags}\n")).expect("a Procfile");
+        std::fs::write(src.join("VERSION"), version).expect("a VERSION file");
+    }
+    for (label, app, version, expected) in [
+        ("source deploy, preboot on", "web", "2.0.0", 0),
+        ("source deploy, preboot off", "nopreboot", "4.0.0", 0),
+        ("automatic rollback of a broken 3.0.0, preboot on", "web", "3.0.0", 1),
+    ] {
+        heroku.reset_calls();
+        let url = heroku.app_url(app);
+        let traffic = Traffic::start(format!("{url}/"));
+        let started = Instant::now();
+        let status = Command::new(binary)
+            .env_clear()
+            .env("GITHUB_ACTIONS", "true")
+            .env("RUNNER_TEMP", dir)
+            .env("GITHUB_WORKSPACE", &workspace)
+            .env("INPUT_PROVIDER", "heroku")
+            .env("INPUT_APP", app)
+            .env("INPUT_TOKEN", token)
+            .env("INPUT_SOURCE-DIR", version)
+            .env("INPUT_API-URL", heroku.api_url())
+            .env("INPUT_HEALTH-URL", format!("{url}/health"))
+            .env("INPUT_CHECK-STRING", "ok")
+            .env("INPUT_VERSION-URL", format!("{url}/version"))
+            .env("INPUT_EXPECT-VERSION", version)
+            .env("INPUT_HEALTH-INTERVAL", "200ms")
+            .env("INPUT_HEALTH-DEADLINE", "6s")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .expect("the binary runs");
+        // Until every dyno serves the final release: a rollback's own switch counts too.
+        heroku.settled(app, Duration::from_secs(20)).await;
+        let wall = started.elapsed();
+        let (total, failed) = traffic.stop().await;
+        assert_eq!(status.code(), Some(expected), "{label}: unexpected exit");
+        println!(
+            "heroku, 2 web dynos, {label}: {failed} failed / {total} requests through the router; wall time {:.1} s; Platform API calls: {}",
+            wall.as_secs_f64(),
+            heroku.calls().len()
+        );
+    }
+    heroku.stop().await;
 }
 
 /// The largest resident set of any finished child process, in KiB.
