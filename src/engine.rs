@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::config::{human, Command, Config};
 use crate::github::{Entry, Ledger, Record};
-use crate::health::{Gate, GateResult, Probe};
+use crate::health::{names_version, Gate, GateResult, Probe, VersionCheck};
 use crate::providers::{
     outlast, Context, Event, Instance, Progress, Provider, ProviderError, ReleaseRef, Severity, Snapshot, Source,
     Target, Waited,
@@ -42,6 +42,22 @@ pub struct Engine<'a> {
     /// GitHub Deployments, when a github-token is given.
     pub ledger: Option<&'a Ledger>,
     pub progress: Progress,
+}
+
+/// What a health gate proves with the version URL.
+#[derive(Clone, Copy)]
+enum Proof<'a> {
+    Nothing,
+    /// This version answers (the new release).
+    Answers(&'a str),
+    /// This version no longer answers (the failed release, after a rollback).
+    Gone(&'a str),
+}
+
+impl<'a> Proof<'a> {
+    fn answers(version: Option<&'a str>) -> Proof<'a> {
+        version.map_or(Proof::Nothing, Proof::Answers)
+    }
 }
 
 /// How a step ended, when it did not end well.
@@ -131,21 +147,27 @@ impl Engine<'_> {
         report: &mut Report,
         run_start: Instant,
         label: &str,
-        expected: Option<&str>,
+        proof: Proof<'_>,
         route: Option<&(String, String)>,
     ) -> Result<(), Stop> {
         let name = format!("health gate: {label}");
         self.runner.group(&name);
         self.progress.emit(Event::StepStarted { step: name.clone() });
         let start = Instant::now();
-        // The expected version is checked where the run has a version URL, and never
-        // for the rolled-back release.
+        // Versions are checked where the run has a version URL: the new one must answer,
+        // and after a rollback the failed one must not.
+        let (version, check) = match proof {
+            Proof::Answers(v) => (Some(v), VersionCheck::Named),
+            Proof::Gone(v) => (Some(v), VersionCheck::Gone),
+            Proof::Nothing => (None, VersionCheck::Skip),
+        };
         let mut health = self.config.health.clone();
-        health.version = health.version.take().and_then(|(url, _)| expected.map(|v| (url, v.to_string())));
+        health.version = health.version.take().and_then(|(url, _)| version.map(|v| (url, v.to_string())));
         if let Some(header) = route {
             health.headers.push(header.clone());
         }
-        let gate = Gate { config: &health, check_version: expected.is_some(), label };
+        let check = if health.version.is_some() { check } else { VersionCheck::Skip };
+        let gate = Gate { config: &health, version: check, label };
         let deadline = Instant::now() + health.deadline;
         let result = self.with_heartbeat(&name, Some(deadline), gate.run(self.probe, &self.shutdown)).await;
         let (phase_result, out) = match result.result {
@@ -350,6 +372,7 @@ impl Engine<'_> {
             );
         }
         self.open_deployment(&mut report, &target).await;
+        report.gone_after_rollback = self.version_not_live_yet(&target).await;
 
         // Everything that may still fail with nothing changed happens here.
         let prepared = self.provider.prepare(&live, &target, &ctx);
@@ -426,13 +449,29 @@ impl Engine<'_> {
         }
         // Live only once the provider reported every batch up.
         report.live = made.map(|r| r.label);
-        match self.gate(&mut report, run_start, "new release", target.version.as_deref(), None).await {
+        match self.gate(&mut report, run_start, "new release", Proof::answers(target.version.as_deref()), None).await {
             Ok(()) => {
                 report.outcome = Outcome::Deployed;
                 state::save(self.runner, Stage::Finished, None, None);
                 finish(report)
             }
             Err(stop) => finish(self.after_failure(report, run_start, &live, stop).await),
+        }
+    }
+
+    /// The target's version, when the version URL answers and does not name it before
+    /// the change: then after a rollback it must stop answering, which is how a rollback
+    /// is proved on a platform that switches traffic back slowly (Heroku's preboot).
+    async fn version_not_live_yet(&self, target: &Target) -> Option<String> {
+        let expected = target.version.as_deref()?;
+        let (url, _) = self.config.health.version.as_ref()?;
+        let h = &self.config.health;
+        let read = self.shutdown.guard(IN_FLIGHT_GRACE, self.probe.get(url, &h.headers, h.timeout)).await?;
+        match read {
+            Ok((200..=299, body)) if !names_version(&String::from_utf8_lossy(&body), expected) => {
+                Some(expected.to_string())
+            }
+            _ => None,
         }
     }
 
@@ -448,7 +487,7 @@ impl Engine<'_> {
         health.soak = Duration::ZERO;
         health.interval = health.interval.min(Duration::from_secs(2));
         health.deadline = (health.interval * 3 + health.timeout.min(Duration::from_secs(10))).min(health.deadline);
-        let gate = Gate { config: &health, check_version: false, label: "live release, before any change" };
+        let gate = Gate { config: &health, version: VersionCheck::Skip, label: "live release, before any change" };
         let name = "probe the health check against the live release";
         self.runner.group(name);
         let start = Instant::now();
@@ -503,7 +542,8 @@ impl Engine<'_> {
         }
         for instance in routed {
             let label = format!("batch {}, instance {}", batch + 1, instance.id);
-            self.gate(report, run_start, &label, target.version.as_deref(), instance.route.as_ref()).await?;
+            let proof = Proof::answers(target.version.as_deref());
+            self.gate(report, run_start, &label, proof, instance.route.as_ref()).await?;
         }
         Ok(())
     }
@@ -623,13 +663,14 @@ impl Engine<'_> {
         let hit = of_commit().find(|e| was_good(e)).or_else(|| of_commit().next());
         match hit {
             Some(e) => {
+                // What the deploy left live (Heroku's v43), where its target was a source folder.
+                let name = e.live.clone().unwrap_or_else(|| e.record.target.clone());
                 report.findings.push(format!(
-                    "info: commit {} was deployed as {} (deployment {})",
+                    "info: commit {} was deployed as {name} (deployment {})",
                     short(&e.sha),
-                    e.record.target,
                     e.id
                 ));
-                Ok(Target { source: release(&e.record.target), version: e.record.version.clone() })
+                Ok(Target { source: release(&name), version: e.record.version.clone() })
             }
             None => Err(Stop::Failed(format!(
                 "commit {wanted} was never deployed to {} by safe-deploy; name the release itself in to",
@@ -723,7 +764,9 @@ impl Engine<'_> {
             Ok(now) => {
                 // What the provider says runs now (a platform rollback is a new release).
                 report.live = Some(now.label);
-                self.gate(&mut report, run_start, "rolled-back release", None, None).await
+                let gone = report.gone_after_rollback.clone();
+                let proof = gone.as_deref().map_or(Proof::Nothing, Proof::Gone);
+                self.gate(&mut report, run_start, "rolled-back release", proof, None).await
             }
             Err(stop) => {
                 report.live = None;
@@ -826,7 +869,7 @@ impl Engine<'_> {
             report.reason = Some(why.clone());
             let mut info =
                 RollbackInfo { to: snapshot.release.label.clone(), reason: why, succeeded: false, detail: None };
-            match self.gate(&mut report, run_start, "rolled-back release", None, None).await {
+            match self.gate(&mut report, run_start, "rolled-back release", Proof::Nothing, None).await {
                 Ok(()) => {
                     info.succeeded = true;
                     info.detail = Some("the recorded release was already back".into());

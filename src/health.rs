@@ -49,10 +49,26 @@ const EXCERPT_CHARS: usize = 120;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Failure {
-    Transport { failure: TransportFailure, detail: String },
-    Status { status: u16, expected: String },
-    BodyMismatch { missing: String },
-    WrongVersion { expected: String, found: String },
+    Transport {
+        failure: TransportFailure,
+        detail: String,
+    },
+    Status {
+        status: u16,
+        expected: String,
+    },
+    BodyMismatch {
+        missing: String,
+    },
+    WrongVersion {
+        expected: String,
+        found: String,
+    },
+    /// The version of the release that failed still answers after the rollback.
+    StillServing {
+        version: String,
+        found: String,
+    },
 }
 
 impl Failure {
@@ -63,6 +79,7 @@ impl Failure {
             Failure::Status { status, .. } => format!("status {status}"),
             Failure::BodyMismatch { .. } => "body mismatch".into(),
             Failure::WrongVersion { .. } => "wrong version".into(),
+            Failure::StillServing { .. } => "failed release still serving".into(),
         }
     }
 
@@ -74,6 +91,9 @@ impl Failure {
             Failure::WrongVersion { expected, found } => {
                 format!("version '{expected}' is not answering; found '{found}' (the old version may still be serving)")
             }
+            Failure::StillServing { version, found } => format!(
+                "the failed release's version '{version}' still answers ('{found}'): the switch back is not done yet (with Heroku's preboot it can take minutes)"
+            ),
         }
     }
 }
@@ -129,7 +149,8 @@ impl GateReport {
                 Some(Failure::Transport { detail, .. }) => *detail = r.redact(detail),
                 Some(Failure::Status { expected, .. }) => *expected = r.redact(expected),
                 Some(Failure::BodyMismatch { missing }) => *missing = r.redact(missing),
-                Some(Failure::WrongVersion { expected, found }) => {
+                Some(Failure::WrongVersion { expected, found })
+                | Some(Failure::StillServing { version: expected, found }) => {
                     *expected = r.redact(expected);
                     *found = r.redact(found);
                 }
@@ -139,11 +160,22 @@ impl GateReport {
     }
 }
 
-/// What the gate checks on this run; the rolled-back version is not asked for the
-/// new version string.
+/// What the gate proves about versions with the version URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionCheck {
+    /// Nothing (no version URL, or a probe of what is live).
+    Skip,
+    /// The configured version answers: the new release serves.
+    Named,
+    /// The configured version no longer answers: after a rollback, the failed
+    /// release has stopped serving (its version did not answer before the deploy).
+    Gone,
+}
+
+/// What the gate checks on this run.
 pub struct Gate<'a> {
     pub config: &'a HealthConfig,
-    pub check_version: bool,
+    pub version: VersionCheck,
     pub label: &'a str,
 }
 
@@ -273,7 +305,7 @@ impl Gate<'_> {
         attempt.status = Some(status);
         attempt.excerpt = excerpt(&body);
         attempt.failure = self.judge(status, &body);
-        if attempt.failure.is_some() || !self.check_version {
+        if attempt.failure.is_some() || self.version == VersionCheck::Skip {
             return attempt;
         }
         if let Some((version_url, expected)) = &c.version {
@@ -294,10 +326,16 @@ impl Gate<'_> {
                     }
                 }
             };
-            if !names_version(&version_body, expected) {
-                attempt.failure =
-                    Some(Failure::WrongVersion { expected: expected.clone(), found: excerpt(&version_body) });
-            }
+            let named = names_version(&version_body, expected);
+            attempt.failure = match (self.version, named) {
+                (VersionCheck::Named, false) => {
+                    Some(Failure::WrongVersion { expected: expected.clone(), found: excerpt(&version_body) })
+                }
+                (VersionCheck::Gone, true) => {
+                    Some(Failure::StillServing { version: expected.clone(), found: excerpt(&version_body) })
+                }
+                _ => None,
+            };
         }
         attempt
     }

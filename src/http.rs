@@ -279,6 +279,63 @@ impl HttpClient {
         Duration::from_millis(rng.u64(ms / 2..=ms.max(1)))
     }
 
+    /// Reads a streamed text answer (a build log) as it comes, handing each complete
+    /// line to `on_line`; ends when the server closes it, at `call.timeout`, or when a
+    /// signal comes, with what was read by then. One attempt: the caller knows whether
+    /// the stream is worth opening again.
+    pub async fn stream_lines(
+        &self,
+        call: &Call,
+        shutdown: &Shutdown,
+        mut on_line: impl FnMut(&str),
+    ) -> Result<(u16, String), HttpError> {
+        let started = Instant::now();
+        let describe = self.redactor.redact(&call.describe());
+        let mut req = self.client.request(call.method.clone(), call.url.clone());
+        for (name, value) in &call.headers {
+            req = req.header(name, value);
+        }
+        if let Some(t) = call.timeout {
+            req = req.timeout(t);
+        }
+        let cancelled =
+            |describe: String| HttpError::Cancelled { call: describe, cause: shutdown.cause().unwrap_or("shutdown") };
+        let mut resp = tokio::select! {
+            sent = req.send() => sent.map_err(|e| self.transport_error(describe.clone(), &e, 0, started.elapsed()))?,
+            _ = shutdown.recv() => return Err(cancelled(describe)),
+        };
+        let status = resp.status().as_u16();
+        let (mut text, mut pending) = (String::new(), Vec::<u8>::new());
+        let mut take_line = |bytes: &[u8], text: &mut String| {
+            let line = String::from_utf8_lossy(bytes);
+            let line = line.trim_end_matches(['\n', '\r']);
+            on_line(line);
+            text.push_str(line);
+            text.push('\n');
+        };
+        loop {
+            let chunk = tokio::select! {
+                chunk = resp.chunk() => chunk,
+                _ = shutdown.recv() => break,
+            };
+            match chunk {
+                Ok(Some(bytes)) => {
+                    pending.extend_from_slice(&bytes);
+                    while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = pending.drain(..=end).collect();
+                        take_line(&line, &mut text);
+                    }
+                }
+                // The end, or the connection broke or timed out: what came is kept.
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if !pending.is_empty() {
+            take_line(&pending, &mut text);
+        }
+        Ok((status, text))
+    }
+
     async fn attempt(&self, call: &Call) -> Result<Reply, reqwest::Error> {
         let mut req = self.client.request(call.method.clone(), call.url.clone());
         for (name, value) in &call.headers {

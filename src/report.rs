@@ -119,6 +119,10 @@ pub struct Report {
     pub api_calls: Option<usize>,
     /// The GitHub deployment recording this run, when there is one.
     pub deployment: Option<DeploymentRecord>,
+    /// The new release's version, when the version URL did not name it before the
+    /// change: after a rollback it must no longer answer.
+    #[serde(skip)]
+    pub gone_after_rollback: Option<String>,
 }
 
 /// The GitHub deployment of a run: its id, the last status given, and where to see it.
@@ -155,6 +159,7 @@ impl Report {
             input_errors: Vec::new(),
             api_calls: None,
             deployment: None,
+            gone_after_rollback: None,
         }
     }
 

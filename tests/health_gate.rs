@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use safe_deploy::config::{HealthConfig, StatusSet};
-use safe_deploy::health::{Failure, Gate, GateResult};
+use safe_deploy::health::{Failure, Gate, GateResult, VersionCheck};
 use safe_deploy::http::{HttpClient, RetryConfig, TransportFailure};
 use safe_deploy::secret::Redactor;
 use safe_deploy::shutdown::Shutdown;
@@ -44,7 +44,7 @@ async fn scripted(answer: impl Fn(usize) -> (u16, &'static str) + Send + Sync + 
 }
 
 async fn run(c: &HealthConfig) -> safe_deploy::health::GateReport {
-    Gate { config: c, check_version: true, label: "new release" }.run(&http(), &Shutdown::new()).await
+    Gate { config: c, version: VersionCheck::Named, label: "new release" }.run(&http(), &Shutdown::new()).await
 }
 
 #[tokio::test]
@@ -145,6 +145,6 @@ async fn a_shutdown_ends_the_gate_as_cancelled() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         s.trigger("SIGINT");
     });
-    let report = Gate { config: &c, check_version: false, label: "x" }.run(&http(), &shutdown).await;
+    let report = Gate { config: &c, version: VersionCheck::Skip, label: "x" }.run(&http(), &shutdown).await;
     assert_eq!(report.result, GateResult::Cancelled);
 }

@@ -25,12 +25,17 @@ const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/providers/s
 pub const TOKEN: &str = "HRKU-sandbox-token-for-tests-0123456789";
 
 pub async fn heroku(apps: Vec<AppOptions>) -> HerokuSandbox {
+    heroku_with(HerokuOptions { apps, ..Default::default() }).await
+}
+
+/// The sandbox with `opts`, running the test app, requiring the test token and
+/// checking every request and answer against Heroku's schema.
+pub async fn heroku_with(opts: HerokuOptions) -> HerokuSandbox {
     HerokuSandbox::start(HerokuOptions {
-        apps,
         token: Some(TOKEN.into()),
         app_command: vec![BIN.into(), "__sandbox-app".into()],
         schema: Some(SCHEMA.into()),
-        ..Default::default()
+        ..opts
     })
     .await
     .expect("the Heroku sandbox starts")
@@ -326,7 +331,12 @@ async fn crashed_dynos_are_caught_at_once_and_rolled_back() {
     let ran = step.run().await;
     assert_eq!((ran.code, ran.output("status")), (1, "rolled-back"), "{ran}");
     assert!(started.elapsed() < Duration::from_secs(30), "caught long before the 5m deadline: {:?}", started.elapsed());
-    assert!(ran.summary.contains("crashed"), "{ran}");
+    assert!(
+        ran.summary.contains("| wait until the provider reports it up |")
+            && (ran.summary.contains("dyno web.1 crashed on v2") || ran.summary.contains("dyno web.2 crashed on v2")),
+        "the dyno wait caught the crash, not the health gate: {ran}"
+    );
+    assert!(!ran.summary.contains("health gate: new release"), "no gate ran on a crashed release: {ran}");
     assert!(h.settled("shop", Duration::from_secs(10)).await);
     assert_eq!(h.served_by("shop", h.current_version("shop").unwrap()).as_deref(), Some("v1"));
     done(h).await;
@@ -365,9 +375,7 @@ async fn a_pipeline_promotion_is_followed_gated_and_kept() {
     let inputs = with(with(base_inputs(&h, "shop"), "promote-from", "shop-staging"), "expect-version", "s7");
     let ran = Step::main(&inputs).run().await;
     assert_eq!((ran.code, ran.output("release")), (0, "v2"), "{ran}");
-    let v2 = h.releases("shop").into_iter().find(|r| r["version"] == 2).unwrap();
-    assert_eq!(v2["description"], "Promote shop-staging v1");
-    assert_eq!(h.served_by("shop", 2).as_deref(), Some("s7"));
+    assert_eq!(h.served_by("shop", 2).as_deref(), Some("s7"), "production runs what staging ran");
     assert!(h.calls().iter().any(|c| c.method == "POST" && c.path == "/pipeline-promotions"));
     done(h).await;
 }
@@ -406,5 +414,98 @@ async fn rollback_goes_to_the_newest_healthy_release_in_the_ledger_that_heroku_c
     assert!(ran.summary.contains("skipped v3") && ran.summary.contains("skipped v2"), "{ran}");
     assert_eq!(ran.output("release"), "v6 (a copy of v1)", "{ran}");
     assert_eq!(h.served_by("shop", 6).as_deref(), Some("v1"));
+    done(h).await;
+}
+
+#[tokio::test]
+async fn a_promotion_that_fails_its_gate_is_rolled_back_in_production() {
+    let staging = AppOptions {
+        version: "s8".into(),
+        web: "--health wrong-body".into(),
+        pipeline: Some(("shop".into(), "staging".into())),
+        ..AppOptions::cedar("shop-staging")
+    };
+    let production = AppOptions { pipeline: Some(("shop".into(), "production".into())), ..AppOptions::cedar("shop") };
+    let h = heroku(vec![staging, production]).await;
+    let inputs = with(with(base_inputs(&h, "shop"), "promote-from", "shop-staging"), "expect-version", "s8");
+    let ran = Step::main(&inputs).run().await;
+    assert_eq!((ran.code, ran.output("status")), (1, "rolled-back"), "{ran}");
+    assert_eq!(ran.output("release"), "v3 (a copy of v1)", "{ran}");
+    assert_eq!(h.served_by("shop", 3).as_deref(), Some("v1"));
+    assert_eq!(h.current_version("shop-staging"), Some(1), "staging is left as it was");
+    done(h).await;
+}
+
+#[tokio::test]
+async fn a_signal_mid_build_cancels_the_build_so_nothing_is_released() {
+    let h = heroku_with(HerokuOptions {
+        apps: vec![AppOptions::cedar("shop")],
+        build_time: Duration::from_secs(4),
+        ..Default::default()
+    })
+    .await;
+    let step = step_with_source(&base_inputs(&h, "shop"), "2.0.0", "", None);
+    let building = || h.calls().iter().any(|c| c.method == "POST" && c.path == "/apps/shop/builds");
+    let (ran, took) = step.interrupt_when("TERM", "the build to start", building).await;
+    assert_eq!(ran.code, 130, "{ran}");
+    assert!(took < Duration::from_secs(7), "{took:?}");
+    assert!(
+        h.calls().iter().any(|c| c.method == "DELETE" && c.path.starts_with("/apps/shop/builds/")),
+        "{:?}",
+        writes(&h)
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(h.current_version("shop"), Some(1), "the cancelled build released nothing");
+    assert_eq!(h.releases("shop").len(), 1);
+    // The post step finds the recorded release still live and changes nothing.
+    let post = Step::post(&with(base_inputs(&h, "shop"), "expect-version", "2.0.0"), &ran.state).run().await;
+    assert_eq!(post.code, 0, "{post}");
+    assert_eq!(h.releases("shop").len(), 1, "{post}");
+    done(h).await;
+}
+
+#[tokio::test]
+async fn after_a_rollback_the_gate_waits_until_the_failed_release_stops_answering() {
+    // Preboot takes 3 s to switch traffic back: until then the failed release answers.
+    let h = heroku_with(HerokuOptions {
+        apps: vec![AppOptions::cedar("shop")],
+        preboot_switch: Duration::from_secs(3),
+        ..Default::default()
+    })
+    .await;
+    // Flaps (every third /health is 500): passes a gate of two, fails the soak.
+    let inputs = with(
+        with(with(base_inputs(&h, "shop"), "health-successes", "2"), "health-soak", "2s"),
+        "health-deadline",
+        "12s",
+    );
+    let step = step_with_source(&inputs, "2.0.0", "--health flaky", None);
+    let ran = step.run().await;
+    assert_eq!((ran.code, ran.output("status")), (1, "rolled-back"), "{ran}");
+    assert!(
+        ran.summary.contains("still answers"),
+        "the rolled-back gate saw 2.0.0 still serving during the switch, and waited: {ran}"
+    );
+    assert_eq!(h.served_by("shop", h.current_version("shop").unwrap()).as_deref(), Some("v1"));
+    let now = sandbox::client::call("GET", &format!("{}/version", h.app_url("shop")), &[], None).await.unwrap();
+    assert_eq!(now.text(), "v1", "when the run ended, v1 served");
+    done(h).await;
+}
+
+#[tokio::test]
+async fn a_fir_app_takes_a_source_deploy_without_buildpacks() {
+    let h = heroku(vec![AppOptions::fir("firshop")]).await;
+    let ran = step_with_source(&base_inputs(&h, "firshop"), "2.0.0", "", None).run().await;
+    assert_eq!((ran.code, ran.output("release")), (0, "v2"), "{ran}");
+    assert!(ran.summary.contains("fir app"), "the generation is named: {ran}");
+    let dynos = h.dynos("firshop");
+    assert!(
+        dynos.iter().all(|d| d["name"].as_str().is_some_and(|n| n.starts_with("web-"))),
+        "Fir's dyno names: {dynos:?}"
+    );
+    // The emulator answers 422 to buildpacks on Fir; the provider never sends them.
+    let build =
+        h.calls().into_iter().find(|c| c.method == "POST" && c.path == "/apps/firshop/builds").expect("a build");
+    assert!(build.body.as_ref().is_some_and(|b| b.get("buildpacks").is_none()));
     done(h).await;
 }

@@ -1,5 +1,5 @@
-//! The fault matrix: every scenario below, run against the Fly emulator as a runner
-//! runs the action (every declared input at its default, file commands in temp files),
+//! The fault matrix: every scenario below, run against the Fly emulator (and the
+//! Heroku rows against the Heroku emulator) as a runner runs the action (every declared input at its default, file commands in temp files),
 //! with steady traffic through the emulator's router. One row per scenario: the exit
 //! code, the `status` output, what the summary calls live, what the emulator runs
 //! afterwards, failed/total requests, leases or extra machines left, PASS or FAIL.
@@ -23,6 +23,7 @@ use safe_deploy::providers::release_of;
 use safe_deploy::runner::files;
 use sandbox::app::{HealthMode, ReleaseSpec};
 use sandbox::fly::{Faults, FlyOptions, FlySandbox};
+use sandbox::heroku::{AppOptions, HerokuOptions, HerokuSandbox};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -211,6 +212,270 @@ fn scenarios() -> Vec<Scenario> {
     all.push(Scenario::new("a health URL that redirects", V2).input("health-url", "REDIRECT"));
     all.push(Scenario::new("a health URL speaking TLS to a plain port", V2).input("health-url", "TLS"));
     all
+}
+
+/// A Heroku row: the source of release `version` (the test app with `web` flags, and a
+/// release-phase command) deployed to an app with two web dynos and preboot on.
+#[derive(Clone)]
+struct HerokuScenario {
+    name: String,
+    version: &'static str,
+    web: &'static str,
+    release_phase: Option<&'static str>,
+    inputs: Vec<(&'static str, String)>,
+    before: Option<Faults>,
+    triggers: Vec<(&'static str, Action)>,
+    breaks_requests: bool,
+}
+
+impl HerokuScenario {
+    fn new(name: impl Into<String>, version: &'static str, web: &'static str) -> HerokuScenario {
+        HerokuScenario {
+            name: format!("heroku: {}", name.into()),
+            version,
+            web,
+            release_phase: None,
+            inputs: vec![],
+            before: None,
+            triggers: vec![],
+            breaks_requests: false,
+        }
+    }
+    fn input(mut self, k: &'static str, v: impl Into<String>) -> Self {
+        self.inputs.push((k, v.into()));
+        self
+    }
+    fn before(mut self, f: Faults) -> Self {
+        self.before = Some(f);
+        self
+    }
+    fn on(mut self, marker: &'static str, action: Action) -> Self {
+        self.triggers.push((marker, action));
+        self
+    }
+}
+
+/// A healthy release, and one whose health body lacks "ok", both booting in 300 ms.
+const HEALTHY: &str = "--boot-delay-ms 300";
+const WRONG_BODY: &str = "--boot-delay-ms 300 --health wrong-body";
+
+fn heroku_scenarios() -> Vec<HerokuScenario> {
+    let mut all = Vec::new();
+    let bursts: [(&str, Faults); 4] = [
+        ("5xx burst", Faults { error_burst: 10, ..Default::default() }),
+        ("429 burst", Faults { rate_limit_burst: 10, ..Default::default() }),
+        ("reset burst", Faults { reset_burst: 10, ..Default::default() }),
+        ("malformed burst", Faults { malformed_burst: 10, ..Default::default() }),
+    ];
+    for (name, faults) in &bursts {
+        all.push(HerokuScenario::new(format!("{name} before the deploy"), "2.0.0", HEALTHY).before(faults.clone()));
+        all.push(
+            HerokuScenario::new(format!("{name} during the build"), "2.0.0", HEALTHY)
+                .on(ROLL_OUT, Action::Faults(faults.clone())),
+        );
+        all.push(
+            HerokuScenario::new(format!("{name} during the rollback"), "3.0.0", WRONG_BODY)
+                .on(ROLL_BACK, Action::Faults(faults.clone())),
+        );
+    }
+    all.push(
+        HerokuScenario::new("the API down for a while during the rollback", "3.0.0", WRONG_BODY)
+            .on(ROLL_BACK, Action::Faults(Faults { status: Some(503), ..Default::default() }))
+            .on("[", Action::Clear),
+    );
+    let late = Faults { late_writes: 1, late_ms: 31_000, ..Default::default() };
+    all.push(
+        HerokuScenario::new("the rollback answered after the client's timeout", "3.0.0", WRONG_BODY)
+            .on(ROLL_BACK, Action::Faults(late)),
+    );
+    all.push(
+        HerokuScenario::new("answers slower than usual throughout", "2.0.0", HEALTHY)
+            .before(Faults { slow_ms: 400, ..Default::default() }),
+    );
+    all.push(
+        HerokuScenario::new("dynos that never bind their port", "2.0.0", HEALTHY)
+            .input("deploy-timeout", "8s")
+            .before(Faults { never_start: true, ..Default::default() })
+            .on(ROLL_BACK, Action::Clear),
+    );
+    // Preboot switches to crashed dynos as Heroku does, so requests fail (H10) until
+    // the rollback: the release's doing, not the deploy's.
+    let mut crash = HerokuScenario::new("a release that crashes on start", "2.0.0", "--crash-exit-code 7");
+    crash.breaks_requests = true;
+    all.push(crash);
+    let mut failing = HerokuScenario::new("a release phase that fails", "2.0.0", HEALTHY);
+    failing.release_phase = Some("echo 'migration 7 failed' >&2; exit 3");
+    all.push(failing);
+    all.push(HerokuScenario::new("a body without the check string", "3.0.0", WRONG_BODY));
+    all.push(HerokuScenario::new("the old version still answering", "v1", HEALTHY).input("expect-version", "2.0.0"));
+    for (signal, sig) in [("SIGINT", "INT"), ("SIGTERM", "TERM")] {
+        for (phase, marker, version, web) in [
+            ("the build", ROLL_OUT, "2.0.0", HEALTHY),
+            ("the wait", WAIT, "2.0.0", "--boot-delay-ms 1500"),
+            ("the final gate", GATE, "2.0.0", HEALTHY),
+            ("the rollback", ROLL_BACK, "3.0.0", WRONG_BODY),
+        ] {
+            all.push(
+                HerokuScenario::new(format!("{signal} during {phase}, then the post step twice"), version, web)
+                    .on(marker, Action::Signal(sig)),
+            );
+        }
+    }
+    all
+}
+
+/// What the live release of `app` serves, as the Heroku emulator says.
+fn heroku_running(h: &HerokuSandbox) -> String {
+    h.current_version("web").and_then(|v| h.served_by("web", v)).unwrap_or_default()
+}
+
+/// What a release label (`v5`, `v5 (a copy of v1)`) serves.
+fn heroku_serves(h: &HerokuSandbox, label: &str) -> String {
+    let version = label.trim_start_matches('v').split_whitespace().next().and_then(|v| v.parse().ok());
+    version.and_then(|v| h.served_by("web", v)).unwrap_or_else(|| label.to_string())
+}
+
+async fn heroku_run(binary: &Path, root: &Path, s: &HerokuScenario) -> Row {
+    let h = match HerokuSandbox::start(HerokuOptions {
+        apps: vec![AppOptions::cedar("web")],
+        app_command: vec![binary.into(), "__sandbox-app".into()],
+        token: Some(TOKEN.into()),
+        ..HerokuOptions::default()
+    })
+    .await
+    {
+        Ok(h) => h,
+        Err(e) => return failed_row_named(&s.name, format!("the sandbox did not start: {e}")),
+    };
+    let app = h.app_url("web");
+    let mut inputs: BTreeMap<&str, String> = [
+        ("provider", "heroku".to_string()),
+        ("app", "web".into()),
+        ("token", TOKEN.into()),
+        ("source-dir", "app".into()),
+        ("api-url", h.api_url()),
+        ("health-url", format!("{app}/health")),
+        ("check-string", "ok".into()),
+        ("version-url", format!("{app}/version")),
+        ("expect-version", s.version.into()),
+        ("health-interval", "200ms".into()),
+        ("health-deadline", "4s".into()),
+        ("health-timeout", "1s".into()),
+        ("deploy-timeout", "60s".into()),
+        ("rollback-timeout", "60s".into()),
+    ]
+    .into_iter()
+    .collect();
+    for (k, v) in &s.inputs {
+        inputs.insert(k, v.clone());
+    }
+    let step = Step::new(root, &slug(&s.name), &inputs);
+    let source = step.dir.join("app");
+    let mut procfile = format!("web: sandbox-app {}\n", s.web);
+    if let Some(cmd) = s.release_phase {
+        procfile.push_str(&format!("release: {cmd}\n"));
+    }
+    let written = std::fs::create_dir_all(&source)
+        .and_then(|_| std::fs::write(source.join("Procfile"), procfile))
+        .and_then(|_| std::fs::write(source.join("VERSION"), s.version));
+    if let Err(e) = written {
+        return failed_row_named(&s.name, format!("the source could not be written: {e}"));
+    }
+    if let Some(f) = &s.before {
+        h.set_faults(f.clone());
+    }
+    let traffic = Traffic::start(format!("{app}/"));
+    let child = match step.spawn(binary) {
+        Ok(c) => c,
+        Err(e) => return failed_row_named(&s.name, format!("the binary did not start: {e}")),
+    };
+    let ended = follow(child, &s.triggers, |action, pid| match action {
+        Some(Action::Faults(f)) => h.set_faults(f.clone()),
+        Some(Action::Clear) => h.set_faults(Faults::default()),
+        Some(Action::Signal(sig)) => {
+            let _ = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+        }
+        _ => {}
+    })
+    .await;
+    h.set_faults(Faults::default());
+    let outputs = step.file("output");
+    let said_release = outputs.get("release").cloned().unwrap_or_default();
+    let mut row = Row {
+        name: s.name.clone(),
+        code: ended.code,
+        status: outputs.get("status").cloned().unwrap_or_default(),
+        said: step.summary_live(),
+        runs: heroku_running(&h),
+        traffic: (0, 0),
+        left: vec![],
+        problems: vec![],
+    };
+    let (old, new) = ("v1".to_string(), s.version.to_string());
+    match ended.code {
+        0 | 1 => {
+            let expected = if ended.code == 0 { &new } else { &old };
+            if row.runs != *expected {
+                row.problems.push(format!("exit {} but the app serves {}", ended.code, row.runs));
+            }
+            if heroku_serves(&h, &said_release) != row.runs {
+                row.problems.push(format!("the release output says {said_release:?}, the app serves {}", row.runs));
+            }
+        }
+        130 => {
+            let state = step.file("state");
+            for round in 1..=2 {
+                let post = Step::new(root, &format!("{}-post{round}", slug(&s.name)), &inputs);
+                let mut env = post.env.clone();
+                env.extend(state.iter().map(|(k, v)| (format!("STATE_{k}"), v.clone())));
+                let post = Step { dir: post.dir, env };
+                let link = post.dir.join("safe-deploy-post");
+                let _ = std::os::unix::fs::symlink(binary, &link);
+                match post.spawn(&link) {
+                    Ok(child) => {
+                        let p = follow(child, &[], |_, _| {}).await;
+                        let p_release = post.file("output").get("release").cloned().unwrap_or_default();
+                        let after = heroku_running(&h);
+                        let restored_ok = p.code == 1
+                            || (p.code == 0 && state.get("safe_deploy_stage").map(String::as_str) == Some("finished"));
+                        if !restored_ok || after != old || (p.code == 1 && heroku_serves(&h, &p_release) != after) {
+                            row.problems.push(format!(
+                                "post step {round}: exit {}, release {p_release:?}, the app serves {after}",
+                                p.code
+                            ));
+                        }
+                        row.runs = after;
+                    }
+                    Err(e) => row.problems.push(format!("post step {round} did not start: {e}")),
+                }
+            }
+            row.status.push_str(" → post: rolled-back");
+        }
+        other => row.problems.push(format!("exit {other}: the run could not bring the app to a known release")),
+    }
+    // Whole: both web dynos up on the live release, taking traffic.
+    if !h.settled("web", Duration::from_secs(20)).await {
+        let dynos: Vec<String> = h
+            .dynos("web")
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} {} on v{}",
+                    d["name"].as_str().unwrap_or("?"),
+                    d["state"].as_str().unwrap_or("?"),
+                    d["release"]["version"]
+                )
+            })
+            .collect();
+        row.left.push(format!("dynos not settled: {}", dynos.join(", ")));
+        row.problems.push("the app was left unsettled".into());
+    }
+    row.traffic = traffic.stop().await;
+    if row.traffic.1 > 0 && !s.breaks_requests {
+        row.problems.push(format!("{} requests failed through the router", row.traffic.1));
+    }
+    h.stop().await;
+    row
 }
 
 fn closed_port() -> u16 {
@@ -532,8 +797,12 @@ async fn run(binary: &Path, root: &Path, s: &Scenario) -> Row {
 }
 
 fn failed_row(s: &Scenario, why: String) -> Row {
+    failed_row_named(&s.name, why)
+}
+
+fn failed_row_named(name: &str, why: String) -> Row {
     Row {
-        name: s.name.clone(),
+        name: name.to_string(),
         code: -1,
         status: String::new(),
         said: String::new(),
@@ -565,13 +834,35 @@ async fn main() {
     println!("| scenario | exit | status | summary says live | emulator runs | failed/total | left behind | result |");
     println!("|---|---|---|---|---|---|---|---|");
     let (mut passed, mut failed) = (0, 0);
-    for s in scenarios().iter().filter(|s| only.as_ref().is_none_or(|o| s.name.contains(o.as_str()))) {
-        let row = run(&binary, &root, s).await;
+    let wanted = |name: &str| only.as_ref().is_none_or(|o| name.contains(o.as_str()));
+    let mut rows = Vec::new();
+    for s in scenarios().iter().filter(|s| wanted(&s.name)) {
+        rows.push(run(&binary, &root, s).await);
+        print_row(rows.last_mut(), &mut passed, &mut failed);
+    }
+    for s in heroku_scenarios().iter().filter(|s| wanted(&s.name)) {
+        rows.push(heroku_run(&binary, &root, s).await);
+        print_row(rows.last_mut(), &mut passed, &mut failed);
+    }
+    // FAULTS_KEEP=1 keeps every run's files (outputs, state, summary) for a look.
+    if std::env::var_os("FAULTS_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&root);
+    } else {
+        println!("\nthe runs' files are in {}", root.display());
+    }
+    println!("\nfault matrix: {passed} passed, {failed} failed in {:.0} s", started.elapsed().as_secs_f64());
+    std::process::exit(if failed == 0 { 0 } else { 1 });
+}
+
+/// Prints one row of the table and counts it.
+fn print_row(row: Option<&mut Row>, passed: &mut usize, failed: &mut usize) {
+    let Some(row) = row else { return };
+    {
         let result = if row.problems.is_empty() {
-            passed += 1;
+            *passed += 1;
             "PASS".to_string()
         } else {
-            failed += 1;
+            *failed += 1;
             format!("FAIL: {}", row.problems.join("; "))
         };
         println!(
@@ -586,12 +877,4 @@ async fn main() {
             if row.left.is_empty() { "nothing".into() } else { row.left.join(", ") },
         );
     }
-    // FAULTS_KEEP=1 keeps every run's files (outputs, state, summary) for a look.
-    if std::env::var_os("FAULTS_KEEP").is_none() {
-        let _ = std::fs::remove_dir_all(&root);
-    } else {
-        println!("\nthe runs' files are in {}", root.display());
-    }
-    println!("\nfault matrix: {passed} passed, {failed} failed in {:.0} s", started.elapsed().as_secs_f64());
-    std::process::exit(if failed == 0 { 0 } else { 1 });
 }

@@ -57,6 +57,46 @@ pub fn json(status: u16, value: &serde_json::Value) -> Response {
     r
 }
 
+/// A body sent in chunks as they come (a log stream), then ended when the sender is
+/// dropped. Handlers return it through `streamed`; the server does the rest.
+#[derive(Clone)]
+struct Streamed(Arc<std::sync::Mutex<Option<mpsc::Receiver<Bytes>>>>);
+
+/// A 200 `text/plain` answer whose body is what `chunks` sends, chunk by chunk, until
+/// the sender is dropped: how a provider's log stream answers.
+pub fn streamed(chunks: mpsc::Receiver<Bytes>) -> Response {
+    let mut r = text(200, "");
+    r.extensions_mut().insert(Streamed(Arc::new(std::sync::Mutex::new(Some(chunks)))));
+    r
+}
+
+/// The body of a `streamed` answer.
+struct Chunks(mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.0.poll_recv(cx).map(|chunk| chunk.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+type Body = http_body_util::Either<Full<Bytes>, Chunks>;
+
+/// The body the connection sends: the handler's, or the chunks of a `streamed` answer.
+fn outgoing(response: Response) -> hyper::Response<Body> {
+    let stream = response.extensions().get::<Streamed>().and_then(|s| s.0.lock().ok()?.take());
+    let (parts, body) = response.into_parts();
+    match stream {
+        Some(rx) => hyper::Response::from_parts(parts, http_body_util::Either::Right(Chunks(rx))),
+        None => hyper::Response::from_parts(parts, http_body_util::Either::Left(body)),
+    }
+}
+
 /// Marks a response as "close the connection instead of answering".
 #[derive(Debug, Clone, Copy)]
 struct DropConnection;
@@ -185,7 +225,7 @@ async fn serve_connection<S, SFut, F, Fut>(
             let response = handler(request).await;
             match response.extensions().get::<DropConnection>() {
                 Some(marker) => Err(*marker),
-                None => Ok::<_, DropConnection>(response),
+                None => Ok::<_, DropConnection>(outgoing(response)),
             }
         }
     });

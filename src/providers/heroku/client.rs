@@ -400,20 +400,38 @@ impl HerokuClient {
         self.json(self.call(Method::GET, &self.app_path(&format!("/builds/{id}")), VERSION_3), &what, shutdown).await
     }
 
-    /// A build's or release phase's output, read to its end (the stream closes when the
-    /// build or the release command is done). No Heroku auth: the URL is pre-signed.
-    pub async fn stream(&self, url: &str, limit: Duration, shutdown: &Shutdown) -> Result<String, ProviderError> {
+    /// A build's or release phase's output, read as it comes until the stream closes
+    /// (when the build or the release command is done), each line (redacted) handed to
+    /// `on_line`. No Heroku auth: the URL is pre-signed.
+    pub async fn stream(
+        &self,
+        url: &str,
+        limit: Duration,
+        shutdown: &Shutdown,
+        mut on_line: impl FnMut(&str),
+    ) -> Result<String, ProviderError> {
         let url = url::Url::parse(url).map_err(|e| ProviderError::Failed(format!("a log URL does not parse: {e}")))?;
         let mut call = Call::new(Method::GET, url);
         call.timeout = Some(limit.max(Duration::from_secs(1)));
-        let reply = self.http.send(&call, shutdown).await.map_err(|e| match e {
-            HttpError::Cancelled { cause, .. } => ProviderError::Cancelled(cause),
-            other => ProviderError::Http(other),
-        })?;
-        match reply.status {
-            200..=299 => Ok(self.http.redactor().redact(&reply.text())),
+        let redactor = self.http.redactor().clone();
+        let (status, text) =
+            self.http.stream_lines(&call, shutdown, |line| on_line(&redactor.redact(line))).await.map_err(
+                |e| match e {
+                    HttpError::Cancelled { cause, .. } => ProviderError::Cancelled(cause),
+                    other => ProviderError::Http(other),
+                },
+            )?;
+        match status {
+            200..=299 => Ok(redactor.redact(&text)),
             s => Err(ProviderError::Unavailable(format!("the log stream answered {s}"))),
         }
+    }
+
+    /// Cancels a build still running: nothing it would release is released.
+    pub async fn cancel_build(&self, id: &str, shutdown: &Shutdown) -> Result<Build, ProviderError> {
+        let mut call = self.call(Method::DELETE, &self.app_path(&format!("/builds/{id}")), VERSION_3);
+        call.timeout = Some(Duration::from_secs(2));
+        self.json(call, &format!("cancelling build {id}"), shutdown).await
     }
 
     /// Releases a container image on the web process, as `heroku container:release`.

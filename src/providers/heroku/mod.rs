@@ -32,6 +32,9 @@ use super::{
 };
 use crate::http::HttpClient;
 
+/// The input whose time a restore (and the post step's look) runs in.
+const ROLLBACK_TIMEOUT: &str = "rollback-timeout";
+
 pub const REGISTRATION: Registration = Registration {
     name: "heroku",
     title: "Heroku",
@@ -222,19 +225,29 @@ impl Provider for HerokuProvider {
         }
         if r.web_dynos == 0 {
             say(Severity::Blocker, format!("{app} runs no web dynos, so nothing could prove the release healthy; scale it: heroku ps:scale web=2 -a {app}"));
-        } else if !r.preboot {
+        }
+        if !r.preboot {
             say(
                 Severity::Warning,
                 format!("preboot is off: Heroku stops the old web dynos before the new ones are up, so requests fail during the switch; turn it on with heroku features:enable preboot -a {app}"),
             );
-        } else if r.web_dynos < 2 {
+        }
+        if r.web_dynos == 1 {
             say(
                 Severity::Warning,
                 format!("{app} runs one web dyno: a crash or restart drops requests; scale web to 2 with heroku ps:scale web=2 -a {app}"),
             );
         }
-        if r.preboot {
-            say(Severity::Info, "preboot is on: the old dynos serve until the new ones take traffic (minutes, at times); the version check waits for the new version".into());
+        match (r.preboot, &target.version) {
+            (true, Some(v)) => say(
+                Severity::Info,
+                format!("preboot is on: the old dynos serve until the new ones take traffic (minutes, at times); the health gate waits until the app reports {v}"),
+            ),
+            (true, None) => say(
+                Severity::Warning,
+                "preboot is on and the health gate has no version to prove: the old dynos serve for minutes after the new ones are up, so the gate may pass on the old code; set expect-version (e.g. ${{ github.sha }}) and a version-url the app answers it on".into(),
+            ),
+            _ => {}
         }
         Ok(findings)
     }
@@ -302,13 +315,13 @@ impl Provider for HerokuProvider {
             }
             Source::Release(rel) => Make::Return(core.returnable(&rel.label, ctx).await?),
         };
-        Ok(Box::new(HerokuRollout::new(core.clone(), make, r.web_dynos)))
+        Ok(Box::new(HerokuRollout::new(core.clone(), make, r.web_dynos, r.version)))
     }
 
     async fn restore(&self, snapshot: &Snapshot, ctx: &Context) -> Result<ReleaseRef, ProviderError> {
         let r = HerokuRecord::of(snapshot)?;
         let core = &self.core;
-        core.settle_in_flight(ctx).await?;
+        core.settle_in_flight(ctx, ROLLBACK_TIMEOUT).await?;
         let current = core.client.current_release(&ctx.shutdown).await?;
         // Already back (an earlier try, or the platform kept it): no second rollback.
         let live = match current {
@@ -325,19 +338,19 @@ impl Provider for HerokuProvider {
                 back
             }
         };
-        if let Some(why) = core.follow_release(&live, ctx).await? {
+        if let Some(why) = core.follow_release(&live, ctx, ROLLBACK_TIMEOUT).await? {
             return Err(ProviderError::Failed(format!(
                 "the rollback release {} failed its release phase: {why}",
                 live.label()
             )));
         }
-        core.await_dynos(live.version, r.web_dynos, ctx).await?;
+        core.await_dynos(live.version, r.web_dynos, ctx, ROLLBACK_TIMEOUT).await?;
         Ok(ReleaseRef { id: live.id.clone(), label: live.label() })
     }
 
     async fn in_effect(&self, snapshot: &Snapshot, ctx: &Context) -> Result<bool, ProviderError> {
         let r = HerokuRecord::of(snapshot)?;
-        self.core.settle_in_flight(ctx).await?;
+        self.core.settle_in_flight(ctx, ROLLBACK_TIMEOUT).await?;
         let current = self.core.client.current_release(&ctx.shutdown).await?;
         Ok(current.is_some_and(|now| r.same_as(&now)))
     }
@@ -348,11 +361,13 @@ impl Provider for HerokuProvider {
     async fn history(&self, ctx: &Context) -> Result<Vec<ReleaseRef>, ProviderError> {
         let newest_first = self.core.client.releases_newest_first(200, &ctx.shutdown, |_| false).await?;
         let live = newest_first.iter().find(|r| r.current).cloned();
-        let left_behind: Vec<u64> =
-            newest_first.iter().filter_map(|r| r.copy_of().map(|_| r.version.saturating_sub(1))).collect();
+        // A rollback at vN to vM abandoned everything between them.
+        let abandoned: Vec<(u64, u64)> =
+            newest_first.iter().filter_map(|r| r.copy_of().map(|of| (of, r.version))).collect();
+        let left_behind = |v: u64| abandoned.iter().any(|(of, at)| *of < v && v < *at);
         let mut good: Vec<ReleaseRef> = newest_first
             .iter()
-            .filter(|r| r.can_return_to() && !r.current && !left_behind.contains(&r.version))
+            .filter(|r| r.can_return_to() && !r.current && !left_behind(r.version))
             .filter(|r| live.as_ref().and_then(Release::copy_of) != Some(r.version))
             .map(|r| ReleaseRef { id: r.id.clone(), label: r.label() })
             .collect();

@@ -9,12 +9,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::client::{Dyno, Release};
+use super::client::{Build, Dyno, Release};
 use super::Core;
 use crate::providers::{Applied, Context, ProviderError, ReleaseRef, Rollout, Waited};
 
 /// How often the build, the release and the dynos are read while waited for.
 const POLL: Duration = Duration::from_millis(500);
+const DEPLOY_TIMEOUT: &str = "deploy-timeout";
 /// Lines of a build or release log kept for the summary.
 const EXCERPT_LINES: usize = 12;
 
@@ -35,21 +36,76 @@ pub struct HerokuRollout {
     make: Make,
     /// The web dynos the formation runs: how many must come up.
     web_dynos: u64,
+    /// The version live before: the release made must be newer.
+    live_version: u64,
     made: Option<Release>,
     changed: bool,
 }
 
 impl HerokuRollout {
-    pub fn new(core: Arc<Core>, make: Make, web_dynos: u64) -> HerokuRollout {
-        HerokuRollout { core, make, web_dynos, made: None, changed: false }
+    pub fn new(core: Arc<Core>, make: Make, web_dynos: u64, live_version: u64) -> HerokuRollout {
+        HerokuRollout { core, make, web_dynos, live_version, made: None, changed: false }
     }
 }
 
-/// The last lines of a log, for a one-paragraph failure.
+/// The last lines of a log, for a one-paragraph failure; passwords in URLs (a
+/// DATABASE_URL a migration printed) are masked, as they go to the summary.
 pub fn excerpt(log: &str) -> String {
     let lines: Vec<&str> = log.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).collect();
     let start = lines.len().saturating_sub(EXCERPT_LINES);
-    lines[start..].join(" / ")
+    mask_url_passwords(&lines[start..].join(" / "))
+}
+
+/// `scheme://user:secret@host` becomes `scheme://user:***@host`.
+pub fn mask_url_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        // The authority ends at the first '/', space or end; a password sits before '@'.
+        let end = tail.find(|c: char| c == '/' || c.is_whitespace()).unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(at_sign), Some(colon)) if colon < at_sign => {
+                out.push_str(&authority[..=colon]);
+                out.push_str("***");
+                out.push_str(&authority[at_sign..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Where the web dynos stand against release `version`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DynoVerdict {
+    /// `count` of them are up on it.
+    Up,
+    /// One on it crashed: waiting longer will not help.
+    Crashed(String),
+    Waiting {
+        up: u64,
+    },
+}
+
+/// A dyno counts only when it says which release it runs and that is `version`; none
+/// are needed is never "up" (a formation of 0 proves nothing).
+pub fn dynos_on(dynos: &[Dyno], version: u64, count: u64) -> DynoVerdict {
+    let on_new: Vec<&Dyno> =
+        dynos.iter().filter(|d| d.kind == "web" && d.release.as_ref().is_some_and(|r| r.version == version)).collect();
+    if let Some(crashed) = on_new.iter().find(|d| d.state == "crashed") {
+        return DynoVerdict::Crashed(crashed.name.clone());
+    }
+    let up = on_new.iter().filter(|d| d.state == "up").count() as u64;
+    if count > 0 && up >= count {
+        DynoVerdict::Up
+    } else {
+        DynoVerdict::Waiting { up }
+    }
 }
 
 impl Core {
@@ -60,22 +116,25 @@ impl Core {
         Ok(())
     }
 
-    fn out_of_time(&self, ctx: &Context, what: &str, started: Instant) -> Result<(), ProviderError> {
+    fn out_of_time(
+        &self,
+        ctx: &Context,
+        what: &str,
+        started: Instant,
+        input: &'static str,
+    ) -> Result<(), ProviderError> {
         if Instant::now() >= ctx.deadline {
-            return Err(ProviderError::timeout(what, started.elapsed(), "deploy-timeout"));
+            return Err(ProviderError::timeout(what, started.elapsed(), input));
         }
         Ok(())
     }
 
-    /// Reads a log stream to its end and passes each line on as progress.
+    /// Reads a log stream as it comes, passing each line on as progress (URL passwords
+    /// masked); a signal ends it early.
     async fn follow_log(&self, source: &str, url: &str, ctx: &Context) -> String {
-        match self.client.stream(url, ctx.remaining(), &ctx.shutdown).await {
-            Ok(log) => {
-                for line in log.lines() {
-                    ctx.progress.log(source, line);
-                }
-                log
-            }
+        let show = |line: &str| ctx.progress.log(source, &mask_url_passwords(line));
+        match self.client.stream(url, ctx.remaining(), &ctx.shutdown, show).await {
+            Ok(log) => log,
             Err(e) => {
                 ctx.progress.log(source, &format!("(the log could not be read: {e})"));
                 String::new()
@@ -85,7 +144,12 @@ impl Core {
 
     /// Follows a release until its release phase ends: `Ok(None)` when it succeeded,
     /// `Ok(Some(log excerpt))` when it failed.
-    pub async fn follow_release(&self, release: &Release, ctx: &Context) -> Result<Option<String>, ProviderError> {
+    pub async fn follow_release(
+        &self,
+        release: &Release,
+        ctx: &Context,
+        input: &'static str,
+    ) -> Result<Option<String>, ProviderError> {
         let started = Instant::now();
         let mut log = String::new();
         let mut read_log = false;
@@ -122,13 +186,19 @@ impl Core {
                 }
             }
             ctx.progress.waiting(&format!("release phase of v{}", release.version), started, Some(ctx.deadline));
-            self.out_of_time(ctx, &format!("the release phase of v{}", release.version), started)?;
+            self.out_of_time(ctx, &format!("the release phase of v{}", release.version), started, input)?;
             self.pause(ctx).await?;
         }
     }
 
     /// Waits until `count` web dynos are up on `version`; a crashed one ends it at once.
-    pub async fn await_dynos(&self, version: u64, count: u64, ctx: &Context) -> Result<(), ProviderError> {
+    pub async fn await_dynos(
+        &self,
+        version: u64,
+        count: u64,
+        ctx: &Context,
+        input: &'static str,
+    ) -> Result<(), ProviderError> {
         let started = Instant::now();
         let mut seen: Vec<(String, String)> = Vec::new();
         loop {
@@ -142,34 +212,26 @@ impl Core {
                     seen.push(key);
                 }
             }
-            let on_new: Vec<&Dyno> =
-                dynos.iter().filter(|d| d.release.as_ref().is_some_and(|r| r.version == version)).collect();
-            if let Some(crashed) = on_new.iter().find(|d| d.state == "crashed") {
-                return Err(ProviderError::Failed(format!(
-                    "dyno {} crashed on v{version} (the router answers H10 App crashed); see heroku logs -a {}",
-                    crashed.name, self.app
-                )));
-            }
-            let up = on_new.iter().filter(|d| d.state == "up").count() as u64;
-            if count > 0 && up >= count {
-                return Ok(());
-            }
+            let up = match dynos_on(&dynos, version, count) {
+                DynoVerdict::Up => return Ok(()),
+                DynoVerdict::Crashed(name) => {
+                    return Err(ProviderError::Failed(format!(
+                        "dyno {name} crashed on v{version} (the router answers H10 App crashed); see heroku logs -a {}",
+                        self.app
+                    )))
+                }
+                DynoVerdict::Waiting { up } => up,
+            };
             ctx.progress.waiting(&format!("{up} of {count} web dynos up on v{version}"), started, Some(ctx.deadline));
-            self.out_of_time(ctx, &format!("web dynos on v{version} ({up} of {count} up)"), started)?;
+            self.out_of_time(ctx, &format!("web dynos on v{version} ({up} of {count} up)"), started, input)?;
             self.pause(ctx).await?;
         }
     }
 
-    /// Builds the uploaded source: `Ok(release id)` once the build made a release,
-    /// `Err` with the build log's tail when it failed (nothing was released).
-    async fn build(
-        &self,
-        get_url: &str,
-        version: &str,
-        ctx: &Context,
-    ) -> Result<Result<String, String>, ProviderError> {
+    /// Follows a build: `Ok(release id)` once it made a release, `Err` with the build
+    /// log's tail when it failed (nothing was released).
+    async fn follow_build(&self, build: &Build, ctx: &Context) -> Result<Result<String, String>, ProviderError> {
         let started = Instant::now();
-        let build = self.client.create_build(get_url, version, &ctx.shutdown).await?;
         let mut log = String::new();
         if let Some(url) = &build.output_stream_url {
             log = self.follow_log("build", url, ctx).await;
@@ -191,14 +253,25 @@ impl Core {
                 }
             }
             ctx.progress.waiting("build", started, Some(ctx.deadline));
-            self.out_of_time(ctx, "the build", started)?;
+            self.out_of_time(ctx, "the build", started, DEPLOY_TIMEOUT)?;
             self.pause(ctx).await?;
         }
     }
 
+    /// Cancels a build a signal interrupted, within the runner's grace: true when Heroku
+    /// says it ended without a release, so nothing changed.
+    async fn cancel_build(&self, id: &str) -> bool {
+        // The run's own shutdown has fired: these two calls go out regardless.
+        let calm = crate::shutdown::Shutdown::new();
+        if self.client.cancel_build(id, &calm).await.is_err() {
+            return false;
+        }
+        matches!(self.client.build(id, &calm).await, Ok(b) if b.status == "failed" && b.release.is_none())
+    }
+
     /// Waits until no build or release phase is in flight: one a cancelled run left
     /// behind would otherwise make its release live after a restore looked.
-    pub async fn settle_in_flight(&self, ctx: &Context) -> Result<(), ProviderError> {
+    pub async fn settle_in_flight(&self, ctx: &Context, input: &'static str) -> Result<(), ProviderError> {
         let started = Instant::now();
         loop {
             let builds = self.client.recent_builds(&ctx.shutdown).await?;
@@ -209,18 +282,24 @@ impl Core {
                 return Ok(());
             }
             ctx.progress.waiting("a build or release phase still in flight", started, Some(ctx.deadline));
-            self.out_of_time(ctx, "a build or release phase in flight", started)?;
+            self.out_of_time(ctx, "a build or release phase in flight", started, input)?;
             self.pause(ctx).await?;
         }
     }
 
-    /// The newest release, as `heroku container:release` finds the one it made.
-    async fn newest_release(&self, ctx: &Context) -> Result<Release, ProviderError> {
-        let newest = self.client.releases_newest_first(1, &ctx.shutdown, |_| true).await?;
-        newest
-            .into_iter()
-            .next()
-            .ok_or_else(|| ProviderError::Failed("Heroku lists no release after the image was released".into()))
+    /// The release the image update made, as `heroku container:release` finds it: the
+    /// newest, once it is newer than the one live before (a list may lag a moment).
+    async fn release_after(&self, live_version: u64, ctx: &Context) -> Result<Release, ProviderError> {
+        let started = Instant::now();
+        loop {
+            let newest = self.client.releases_newest_first(1, &ctx.shutdown, |_| true).await?;
+            if let Some(r) = newest.into_iter().next().filter(|r| r.version > live_version) {
+                return Ok(r);
+            }
+            ctx.progress.waiting("the release the image update made", started, Some(ctx.deadline));
+            self.out_of_time(ctx, "the release the image update made", started, DEPLOY_TIMEOUT)?;
+            self.pause(ctx).await?;
+        }
     }
 
     /// Follows a promotion until its target has a release (or failed).
@@ -244,7 +323,7 @@ impl Core {
                 _ => {}
             }
             ctx.progress.waiting("pipeline promotion", started, Some(ctx.deadline));
-            self.out_of_time(ctx, "the pipeline promotion", started)?;
+            self.out_of_time(ctx, "the pipeline promotion", started, DEPLOY_TIMEOUT)?;
             self.pause(ctx).await?;
         }
     }
@@ -274,18 +353,28 @@ impl Rollout for HerokuRollout {
             Make::Build { get_url, version } => {
                 // Sent is changed: a build that succeeds makes a release by itself.
                 self.changed = true;
-                match core.build(get_url, version, ctx).await? {
-                    Ok(id) => id,
-                    Err(why) => {
+                let build = core.client.create_build(get_url, version, &ctx.shutdown).await?;
+                match core.follow_build(&build, ctx).await {
+                    Ok(Ok(id)) => id,
+                    Ok(Err(why)) => {
                         self.changed = false;
                         return Err(ProviderError::Failed(format!("{why}; nothing was released")));
                     }
+                    Err(ProviderError::Cancelled(cause)) => {
+                        // Stopped mid-build: cancel it, so what it built never goes live.
+                        if core.cancel_build(&build.id).await {
+                            ctx.progress.log("build", "cancelled; nothing was released");
+                            self.changed = false;
+                        }
+                        return Err(ProviderError::Cancelled(cause));
+                    }
+                    Err(e) => return Err(e),
                 }
             }
             Make::Image(image) => {
                 self.changed = true;
                 core.client.release_image(image, &ctx.shutdown).await?;
-                core.newest_release(ctx).await?.id
+                core.release_after(self.live_version, ctx).await?.id
             }
             Make::Promote { pipeline, source_app, target_app, .. } => {
                 self.changed = true;
@@ -316,12 +405,12 @@ impl Rollout for HerokuRollout {
         let Some(release) = self.made.clone() else {
             return Err(ProviderError::Failed("bug: waited on a Heroku roll-out that made no release".into()));
         };
-        if let Some(why) = self.core.follow_release(&release, ctx).await? {
+        if let Some(why) = self.core.follow_release(&release, ctx, DEPLOY_TIMEOUT).await? {
             // Heroku kept the old release live: nothing to undo.
             self.changed = false;
             return Ok(Waited::Refused(format!("{}: {why}", release.label())));
         }
-        self.core.await_dynos(release.version, self.web_dynos, ctx).await?;
+        self.core.await_dynos(release.version, self.web_dynos, ctx, DEPLOY_TIMEOUT).await?;
         Ok(Waited::Ready)
     }
 
@@ -334,11 +423,44 @@ impl Rollout for HerokuRollout {
 mod tests {
     use super::*;
 
+    fn dyno(name: &str, state: &str, version: Option<u64>) -> Dyno {
+        let release = version.map(|v| super::super::client::DynoRelease { id: format!("r{v}"), version: v });
+        Dyno { name: name.into(), kind: "web".into(), state: state.into(), release }
+    }
+
+    #[test]
+    fn dynos_count_only_when_they_name_the_new_release() {
+        let both_up = [dyno("web.1", "up", Some(5)), dyno("web.2", "up", Some(5))];
+        assert_eq!(dynos_on(&both_up, 5, 2), DynoVerdict::Up);
+        let no_release = [dyno("web.1", "up", None), dyno("web.2", "up", Some(5))];
+        assert_eq!(
+            dynos_on(&no_release, 5, 2),
+            DynoVerdict::Waiting { up: 1 },
+            "a dyno without a release proves nothing"
+        );
+        let old = [dyno("web.1", "up", Some(4)), dyno("web.2", "up", Some(4))];
+        assert_eq!(dynos_on(&old, 5, 2), DynoVerdict::Waiting { up: 0 });
+        let crashed = [dyno("web.1", "crashed", Some(5)), dyno("web.2", "starting", Some(5))];
+        assert_eq!(dynos_on(&crashed, 5, 2), DynoVerdict::Crashed("web.1".into()));
+        assert_eq!(dynos_on(&[], 5, 0), DynoVerdict::Waiting { up: 0 }, "no dynos needed is never up");
+        let unknown = [dyno("web.1", "rebooting", Some(5)), dyno("web.2", "up", Some(5))];
+        assert_eq!(dynos_on(&unknown, 5, 2), DynoVerdict::Waiting { up: 1 }, "an unknown state is not up");
+    }
+
     #[test]
     fn an_excerpt_keeps_the_last_lines_on_one_line() {
         let log = (1..=20).map(|i| format!("line {i}")).collect::<Vec<_>>().join("\n");
         let e = excerpt(&log);
         assert!(e.starts_with("line 9 / ") && e.ends_with("line 20"), "{e}");
         assert_eq!(excerpt("\n\n"), "");
+        assert_eq!(
+            excerpt("connecting to postgres://app:s3cr3t@db.example.com:5432/shop\nfailed"),
+            "connecting to postgres://app:***@db.example.com:5432/shop / failed"
+        );
+        assert_eq!(
+            mask_url_passwords("see https://example.com/a:b@c"),
+            "see https://example.com/a:b@c",
+            "a path is no password"
+        );
     }
 }

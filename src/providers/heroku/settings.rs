@@ -59,6 +59,14 @@ pub fn configure(raw: &RawInputs, workspace: &Path, p: &mut Problems) -> Option<
         ok = false;
     }
     let promote_from = raw.get("promote-from").map(str::to_string);
+    if raw.given("source-dir") && (raw.get("image").is_some() || promote_from.is_some()) {
+        p.add(
+            "source-dir",
+            "is set, but image or promote-from says the release comes from elsewhere, so no source would be uploaded",
+            "Remove source-dir, or leave image and promote-from empty to deploy that folder.",
+        );
+        ok = false;
+    }
     if let Some(from) = &promote_from {
         if from == raw.get("app").unwrap_or_default() {
             p.add("promote-from", "names the app being deployed", "Name the staging app whose release goes to app.");
@@ -135,5 +143,14 @@ mod tests {
         assert_eq!(inputs(("source-dir", "../elsewhere")), ["source-dir"]);
         assert_eq!(inputs(("source-dir", "missing")), ["source-dir"]);
         assert_eq!(inputs(("promote-from", "shop")), ["promote-from"]);
+        std::fs::create_dir_all(dir.path().join("api")).unwrap();
+        let mut both = BASE.to_vec();
+        both.extend([("source-dir", "api"), ("promote-from", "shop-staging")]);
+        let errors = Config::from_inputs_in(&raw(&both), dir.path()).unwrap_err();
+        assert_eq!(
+            errors.iter().map(|e| e.input).collect::<Vec<_>>(),
+            ["source-dir"],
+            "a folder that would be ignored is named"
+        );
     }
 }

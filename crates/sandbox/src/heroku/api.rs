@@ -221,12 +221,34 @@ async fn side_channel(platform: &Arc<Platform>, request: &Request) -> Response {
         },
         (&Method::GET, ["streams", kind @ ("builds" | "releases"), id]) => {
             let (kind, id) = (kind.to_string(), id.to_string());
-            let done = |s: &State| stream(s, &kind, &id).is_none_or(|(_, done)| done);
-            platform.wait_until(STREAM_LIMIT, done).await;
-            match stream(&platform.lock(), &kind, &id) {
-                Some((log, _)) => text(200, log),
-                None => text(404, "no such stream"),
+            if stream(&platform.lock(), &kind, &id).is_none() {
+                return text(404, "no such stream");
             }
+            // Like Heroku's: what the log has now, then each new piece as it comes, and
+            // the end once the build or the release phase is over.
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            let platform = platform.clone();
+            tokio::spawn(async move {
+                let mut sent = 0;
+                let started = std::time::Instant::now();
+                loop {
+                    let Some((log, done)) = stream(&platform.lock(), &kind, &id) else { return };
+                    if log.len() > sent {
+                        if tx.send(Bytes::from(log[sent..].to_string())).await.is_err() {
+                            return;
+                        }
+                        sent = log.len();
+                    }
+                    if done || started.elapsed() > STREAM_LIMIT {
+                        return;
+                    }
+                    let grew = |s: &State| stream(s, &kind, &id).is_none_or(|(log, done)| done || log.len() > sent);
+                    platform.wait_until(Duration::from_secs(1), grew).await;
+                }
+            });
+            let mut r = crate::server::streamed(rx);
+            r.headers_mut().insert("content-type", HeaderValue::from_static("text/plain; charset=utf-8"));
+            r
         }
         _ => text(404, "not found"),
     }
@@ -296,6 +318,11 @@ fn route(p: &Arc<Platform>, request: &Request) -> Result<Response, Failure> {
             };
             let all: Vec<Value> = ids.iter().filter_map(|id| p.build_json(id)).collect();
             Ok(ranged(all, request.header("range")))
+        }
+        (Method::DELETE, ["apps", app, "builds", id]) => {
+            p.lock().app(app).ok_or_else(|| not_found("app", app))?;
+            p.cancel_build(id)?;
+            ok(p.build_json(id).unwrap_or_default())
         }
         (Method::GET, ["apps", app, "builds", id]) => {
             let found = p.lock().builds.iter().any(|b| b.id == *id) && p.lock().app(app).is_some();

@@ -43,6 +43,8 @@ pub struct AppOptions {
     pub image: Option<String>,
     /// The pipeline (name) and stage the app is coupled to.
     pub pipeline: Option<(String, String)>,
+    /// Flags of v1's Procfile `web:` line (the test app's), e.g. `--health wrong-body`.
+    pub web: String,
 }
 
 impl AppOptions {
@@ -56,6 +58,7 @@ impl AppOptions {
             version: "v1".into(),
             image: None,
             pipeline: None,
+            web: String::new(),
         }
     }
 
@@ -129,7 +132,8 @@ impl HerokuSandbox {
             let content = match &app.image {
                 Some(image) => Content::Image(image.clone()),
                 None => {
-                    let files = [("Procfile", "web: sandbox-app\n"), ("VERSION", app.version.as_str())];
+                    let procfile = format!("web: sandbox-app {}\n", app.web);
+                    let files = [("Procfile", procfile.as_str()), ("VERSION", app.version.as_str())];
                     Content::Slug(platform.slug_of(&files, &app.version).map_err(std::io::Error::other)?)
                 }
             };

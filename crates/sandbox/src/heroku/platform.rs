@@ -369,6 +369,21 @@ impl Platform {
         Ok(self.build_json(&id).unwrap_or_default())
     }
 
+    /// Stops a pending build: it fails and makes no release. A finished build is left as it is.
+    pub fn cancel_build(&self, id: &str) -> Result<(), Failure> {
+        let mut s = self.lock();
+        let b = s.builds.iter_mut().find(|b| b.id == id).ok_or_else(|| not_found("build", id))?;
+        if b.status == "pending" {
+            b.status = "failed".into();
+            b.log.push_str(" !     Build cancelled\n");
+            b.log_done = true;
+            b.updated_at = now();
+        }
+        drop(s);
+        self.notify();
+        Ok(())
+    }
+
     fn build_log(&self, id: &str, line: &str) {
         if let Some(b) = self.lock().builds.iter_mut().find(|b| b.id == id) {
             b.log.push_str(line);
@@ -402,6 +417,10 @@ impl Platform {
                 tokio::time::sleep(step).await;
                 self.build_log(id, "-----> Compressing...\n       Done: 4.2M");
                 tokio::time::sleep(step).await;
+                let cancelled = self.lock().builds.iter().any(|b| b.id == id && b.status != "pending");
+                if cancelled {
+                    return;
+                }
                 let description = format!("Deploy {}", version.chars().take(8).collect::<String>());
                 let release = self.create_release(&app_id, Content::Slug(Arc::new(slug)), &description);
                 let mut s = self.lock();
@@ -665,9 +684,14 @@ impl Platform {
             }
         };
         let id = uuid();
+        // Fir names dynos by release and instance ("web-1234abcde-123ab"), Cedar "web.1".
+        let name = match a.generation.as_str() {
+            "fir" => format!("web-{:09x}-{:05x}", random_u64() & 0xf_ffff_ffff, random_u64() & 0xf_ffff),
+            _ => name.to_string(),
+        };
         let mut dyno = Dyno {
             id: id.clone(),
-            name: name.to_string(),
+            name: name.clone(),
             release_id: r.id.clone(),
             release_version: r.version,
             state: "starting".into(),
@@ -692,7 +716,7 @@ impl Platform {
         let mut args: Vec<OsString> = lead.to_vec();
         args.extend(["--port", "0", "--version", &version, "--exit-on-stdin-eof"].map(OsString::from));
         args.extend(flags.into_iter().map(OsString::from));
-        let launch = Launch { program: program.clone(), args, env: vec![("DYNO".into(), name.to_string())] };
+        let launch = Launch { program: program.clone(), args, env: vec![("DYNO".into(), name)] };
         let (on_listen, on_exit) = (self.clone(), self.clone());
         let (app_id, listen_id, exit_id) = (a.id.clone(), id.clone(), id.clone());
         let exit_app = app_id.clone();
