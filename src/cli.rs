@@ -347,6 +347,10 @@ async fn post(raw: RawInputs, runner: Runner, m: &ArgMatches, env: &Env) -> i32 
         runner.say("safe-deploy post: the main step finished on its own; nothing to do.");
         return 0;
     }
+    // The post step only restores: the source folder a deploy would upload may be gone
+    // by now, and must not stand in the rollback's way.
+    let mut raw = raw;
+    raw.set("source-dir", "");
     let config = match Config::from_inputs_in(&raw, &workspace()) {
         Ok(c) => c,
         Err(errors) => return bad_input(&raw, &runner, &errors),

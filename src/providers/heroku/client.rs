@@ -25,6 +25,9 @@ pub const DOCKER_RELEASES: &str = "application/vnd.heroku+json; version=3.docker
 const LOW_WATER: u64 = 25;
 /// Heroku refills about 75 tokens a minute.
 const REFILL_PAUSE: Duration = Duration::from_millis(800);
+/// Reads of a garbled answer before it counts as the platform's failure.
+const GARBLED_TRIES: u32 = 4;
+const GARBLED_BACKOFF: Duration = Duration::from_millis(250);
 /// Pages of releases read before giving up on finding the current one.
 const MAX_PAGES: usize = 20;
 
@@ -151,6 +154,12 @@ pub struct PromotionTarget {
     pub release: Option<IdOnly>,
 }
 
+fn garbled(what: &str, e: &serde_json::Error) -> ProviderError {
+    ProviderError::Unavailable(format!(
+        "Heroku's answer to {what} was not what the Platform API describes ({e}); re-run, or check status.heroku.com"
+    ))
+}
+
 #[derive(Debug, Deserialize)]
 struct ErrorBody {
     #[serde(default)]
@@ -233,15 +242,36 @@ impl HerokuClient {
         Call::new(method, self.url(path)).header(ACCEPT, HeaderValue::from_static(accept))
     }
 
-    /// Sends and reads a JSON answer.
+    /// Sends and reads a JSON answer. A garbled answer to a read is asked again after a
+    /// pause that doubles, as a 5xx would be; a write is never sent twice for it.
     async fn json<T: DeserializeOwned>(&self, call: Call, what: &str, shutdown: &Shutdown) -> Result<T, ProviderError> {
-        let reply = self.send(call, shutdown).await?;
-        if !reply.is_success() {
-            return Err(self.error(reply.status, &reply.body, what));
+        let reply = self.read(call, what, shutdown).await?;
+        reply.json::<T>().map_err(|e| garbled(what, &e))
+    }
+
+    /// Sends `call` until its answer is a success that parses as JSON (reads only), or
+    /// fails for good.
+    async fn read(&self, call: Call, what: &str, shutdown: &Shutdown) -> Result<Reply, ProviderError> {
+        let tries = if call.method == Method::GET { GARBLED_TRIES } else { 1 };
+        let mut attempt = 0;
+        loop {
+            let reply = self.send(call.clone(), shutdown).await?;
+            if !reply.is_success() {
+                return Err(self.error(reply.status, &reply.body, what));
+            }
+            attempt += 1;
+            match serde_json::from_slice::<serde::de::IgnoredAny>(&reply.body) {
+                Ok(_) => return Ok(reply),
+                Err(e) if attempt >= tries => return Err(garbled(what, &e)),
+                Err(e) => {
+                    tracing::info!("Heroku answered {what} with JSON that does not parse ({e}); asking again");
+                    let pause = GARBLED_BACKOFF * 2u32.pow(attempt - 1) + Duration::from_millis(fastrand::u64(0..100));
+                    if !shutdown.sleep(pause).await {
+                        return Err(ProviderError::Cancelled(shutdown.cause().unwrap_or("shutdown")));
+                    }
+                }
+            }
         }
-        reply.json::<T>().map_err(|e| {
-            ProviderError::Unavailable(format!("Heroku's answer to {what} was not what the Platform API describes ({e}); re-run, or check status.heroku.com"))
-        })
     }
 
     fn error(&self, status: u16, body: &[u8], what: &str) -> ProviderError {
@@ -283,16 +313,9 @@ impl HerokuClient {
                 HeaderName::from_static("range"),
                 HeaderValue::from_str(&range).map_err(|_| ProviderError::Failed("bug: a bad Range header".into()))?,
             );
-            let reply = self.send(call, shutdown).await?;
             let what = format!("listing the releases of {}", self.app);
-            if !reply.is_success() {
-                return Err(self.error(reply.status, &reply.body, &what));
-            }
-            let page: Vec<Release> = reply.json().map_err(|e| {
-                ProviderError::Unavailable(format!(
-                    "Heroku's answer to {what} was not a list of releases ({e}); re-run"
-                ))
-            })?;
+            let reply = self.read(call, &what, shutdown).await?;
+            let page: Vec<Release> = reply.json().map_err(|e| garbled(&what, &e))?;
             all.extend(page);
             let next = reply.headers.get("next-range").and_then(|v| v.to_str().ok()).map(str::to_string);
             match next {
