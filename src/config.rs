@@ -186,6 +186,19 @@ impl Config {
     }
 
     /// The provider this config names, built.
+    /// The provider's API base: `api-url`, else `default`.
+    pub fn api_base(&self, default: &str) -> anyhow::Result<url::Url> {
+        Ok(match &self.api_url {
+            Some(u) => u.clone(),
+            None => url::Url::parse(default)?,
+        })
+    }
+
+    /// The token as sent, or empty.
+    pub fn token_text(&self) -> &str {
+        self.token.as_ref().map(|t| t.expose()).unwrap_or_default()
+    }
+
     pub fn build_provider(&self, http: &HttpClient) -> anyhow::Result<Box<dyn Provider>> {
         self.settings.build(self, http)
     }
@@ -718,11 +731,7 @@ mod tests {
     use super::*;
 
     fn raw(pairs: &[(&str, &str)]) -> RawInputs {
-        let mut r = RawInputs::default();
-        for (k, v) in pairs {
-            r.set(k, *v);
-        }
-        r
+        RawInputs::of(pairs)
     }
 
     fn good() -> Vec<(&'static str, &'static str)> {

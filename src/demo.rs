@@ -35,20 +35,28 @@ fn options(app: &str, machines: usize, image: &str, releases: Releases) -> std::
 }
 
 pub async fn run(summary_file: Option<PathBuf>, redactor: Redactor) -> i32 {
-    match demo(summary_file, redactor).await {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("demo: {e:#}");
-            1
-        }
-    }
+    exit_code(demo(summary_file, redactor).await)
 }
 
-async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Result<i32> {
-    let dir = std::env::temp_dir().join(format!("safe-deploy-demo-{}", std::process::id()));
+/// A demo's exit code: its own, or 1 with the reason when it could not run.
+pub(crate) fn exit_code(ran: anyhow::Result<i32>) -> i32 {
+    ran.unwrap_or_else(|e| {
+        eprintln!("demo: {e:#}");
+        1
+    })
+}
+
+/// The demo's working folder, and where its job summary goes (a fresh file).
+pub(crate) fn workspace(name: &str, summary_file: Option<PathBuf>) -> std::io::Result<(PathBuf, PathBuf)> {
+    let dir = std::env::temp_dir().join(format!("safe-deploy-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let summary = summary_file.unwrap_or_else(|| dir.join("summary.md"));
     let _ = std::fs::remove_file(&summary);
+    Ok((dir, summary))
+}
+
+async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Result<i32> {
+    let (dir, summary) = workspace("demo", summary_file)?;
 
     let v1 = "registry.fly.io/demo:v1";
     let mut releases = Releases::new();
@@ -173,29 +181,31 @@ pub async fn serve(app: &str, machines: usize, image: &str, release_specs: &[Str
             }
         }
     }
-    let opts = match options(app, machines, image, releases) {
-        Ok(o) => FlyOptions { token: None, ..o },
-        Err(e) => {
-            eprintln!("sandbox: {e}");
-            return 1;
-        }
-    };
-    let fly = match FlySandbox::start(opts).await {
+    let started =
+        async { FlySandbox::start(FlyOptions { token: None, ..options(app, machines, image, releases)? }).await };
+    let fly = match started.await {
         Ok(f) => f,
-        Err(e) => {
-            eprintln!("sandbox: could not start: {e}");
-            return 1;
-        }
+        Err(e) => return could_not_start(e),
     };
     println!("FLY_API_URL={}", fly.api_url());
     println!("FLY_APP_URL={}", fly.app_url());
     println!("FLY_APP={app}");
     println!("# {machines} machines on {image}; any token is accepted. Ctrl-C stops the sandbox.");
+    until_interrupted().await;
+    fly.stop().await;
+    0
+}
+
+/// Waits for Ctrl-C or SIGTERM: how `sandbox` serves.
+pub(crate) async fn until_interrupted() {
     let shutdown = Shutdown::new();
     let _ = crate::shutdown::listen_for_signals(shutdown.clone());
     shutdown.recv().await;
-    fly.stop().await;
-    0
+}
+
+pub(crate) fn could_not_start(e: std::io::Error) -> i32 {
+    eprintln!("sandbox: could not start: {e}");
+    1
 }
 
 /// `IMAGE=key:value,...` as `safe-deploy sandbox --release` takes it.

@@ -110,6 +110,15 @@ impl RawInputs {
         raw
     }
 
+    /// Inputs from name-value pairs (tests, the demo).
+    pub fn of(pairs: &[(&str, &str)]) -> RawInputs {
+        let mut raw = RawInputs::default();
+        for (name, value) in pairs {
+            raw.set(name, *value);
+        }
+        raw
+    }
+
     /// Sets one value; an empty or blank value unsets it.
     pub fn set(&mut self, name: &str, value: impl Into<String>) {
         let spec = spec(name);

@@ -35,20 +35,11 @@ fn write_source(dir: &Path, version: &str, web_flags: &str) -> std::io::Result<(
 }
 
 pub async fn run(summary_file: Option<PathBuf>, redactor: Redactor) -> i32 {
-    match demo(summary_file, redactor).await {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("demo: {e:#}");
-            1
-        }
-    }
+    super::exit_code(demo(summary_file, redactor).await)
 }
 
 async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Result<i32> {
-    let dir = std::env::temp_dir().join(format!("safe-deploy-heroku-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let summary = summary_file.unwrap_or_else(|| dir.join("summary.md"));
-    let _ = std::fs::remove_file(&summary);
+    let (dir, summary) = super::workspace("heroku-demo", summary_file)?;
     write_source(&dir.join("v2"), "v2", "")?;
     write_source(&dir.join("v3"), "v3", "--health wrong-body")?;
 
@@ -107,27 +98,15 @@ async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Resu
 
 /// `safe-deploy sandbox --provider heroku`: the emulator, standalone, until interrupted.
 pub async fn serve(app: &str, dynos: usize) -> i32 {
-    let opts = match options(app, dynos) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("sandbox: {e}");
-            return 1;
-        }
-    };
-    let heroku = match HerokuSandbox::start(opts).await {
+    let heroku = match async { HerokuSandbox::start(options(app, dynos)?).await }.await {
         Ok(h) => h,
-        Err(e) => {
-            eprintln!("sandbox: could not start: {e}");
-            return 1;
-        }
+        Err(e) => return super::could_not_start(e),
     };
     println!("HEROKU_API_URL={}", heroku.api_url());
     println!("HEROKU_APP_URL={}", heroku.app_url(app));
     println!("HEROKU_APP={app}");
     println!("# {dynos} web dynos on v1, preboot on; any token is accepted. Ctrl-C stops the sandbox.");
-    let shutdown = Shutdown::new();
-    let _ = crate::shutdown::listen_for_signals(shutdown.clone());
-    shutdown.recv().await;
+    super::until_interrupted().await;
     heroku.stop().await;
     0
 }

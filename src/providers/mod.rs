@@ -372,6 +372,14 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
+    /// An HTTP failure as the provider reports it: a signal stays a cancellation.
+    pub fn from_http(e: HttpError) -> ProviderError {
+        match e {
+            HttpError::Cancelled { cause, .. } => ProviderError::Cancelled(cause),
+            other => ProviderError::Http(other),
+        }
+    }
+
     /// Worth asking again after a pause: the platform or the network had a bad moment.
     /// A refusal (401, 403, 404, 409), a timeout of our own deadline or a failure the
     /// platform reported is not.

@@ -412,47 +412,20 @@ async fn heroku_run(binary: &Path, root: &Path, s: &HerokuScenario) -> Row {
         problems: vec![],
     };
     let (old, new) = ("v1".to_string(), s.version.to_string());
-    match ended.code {
-        0 | 1 => {
-            let expected = if ended.code == 0 { &new } else { &old };
-            if row.runs != *expected {
-                row.problems.push(format!("exit {} but the app serves {}", ended.code, row.runs));
-            }
-            if heroku_serves(&h, &said_release) != row.runs {
-                row.problems.push(format!("the release output says {said_release:?}, the app serves {}", row.runs));
-            }
-        }
-        130 => {
-            let state = step.file("state");
-            for round in 1..=2 {
-                let post = Step::new(root, &format!("{}-post{round}", slug(&s.name)), &inputs);
-                let mut env = post.env.clone();
-                env.extend(state.iter().map(|(k, v)| (format!("STATE_{k}"), v.clone())));
-                let post = Step { dir: post.dir, env };
-                let link = post.dir.join("safe-deploy-post");
-                let _ = std::os::unix::fs::symlink(binary, &link);
-                match post.spawn(&link) {
-                    Ok(child) => {
-                        let p = follow(child, &[], |_, _| {}).await;
-                        let p_release = post.file("output").get("release").cloned().unwrap_or_default();
-                        let after = heroku_running(&h);
-                        let restored_ok = p.code == 1
-                            || (p.code == 0 && state.get("safe_deploy_stage").map(String::as_str) == Some("finished"));
-                        if !restored_ok || after != old || (p.code == 1 && heroku_serves(&h, &p_release) != after) {
-                            row.problems.push(format!(
-                                "post step {round}: exit {}, release {p_release:?}, the app serves {after}",
-                                p.code
-                            ));
-                        }
-                        row.runs = after;
-                    }
-                    Err(e) => row.problems.push(format!("post step {round} did not start: {e}")),
-                }
-            }
-            row.status.push_str(" → post: rolled-back");
-        }
-        other => row.problems.push(format!("exit {other}: the run could not bring the app to a known release")),
-    }
+    judge_end(
+        &mut row,
+        binary,
+        root,
+        &s.name,
+        &inputs,
+        &step,
+        ended.code,
+        (&old, &new),
+        || heroku_running(&h),
+        |r| heroku_serves(&h, r),
+        &said_release,
+    )
+    .await;
     // Whole: both web dynos up on the live release, taking traffic.
     if !h.settled("web", Duration::from_secs(20)).await {
         let dynos: Vec<String> = h
@@ -578,6 +551,66 @@ fn running(fly: &FlySandbox) -> String {
     let images =
         machines.iter().filter(|m| m.process_group == "app" && m.state != "destroyed").map(|m| m.image.as_str());
     release_of(images).0.label
+}
+
+/// Judges how a run ended: exit 0 must leave the new release running, exit 1 the old,
+/// and after exit 130 the post step (run twice, as a re-run would) must restore the
+/// old. `running` says what the emulator runs now; `serves` what a release output names.
+#[allow(clippy::too_many_arguments)]
+async fn judge_end(
+    row: &mut Row,
+    binary: &Path,
+    root: &Path,
+    name: &str,
+    inputs: &BTreeMap<&str, String>,
+    step: &Step,
+    code: i32,
+    (old, new): (&str, &str),
+    running: impl Fn() -> String,
+    serves: impl Fn(&str) -> String,
+    said_release: &str,
+) {
+    match code {
+        0 | 1 => {
+            let expected = if code == 0 { new } else { old };
+            if row.runs != expected {
+                row.problems.push(format!("exit {code} but the emulator runs {}", row.runs));
+            }
+            if serves(said_release) != row.runs {
+                row.problems.push(format!("the release output says {said_release:?}, the emulator runs {}", row.runs));
+            }
+        }
+        130 => {
+            let state = step.file("state");
+            for round in 1..=2 {
+                let post = Step::new(root, &format!("{}-post{round}", slug(name)), inputs);
+                let mut env = post.env.clone();
+                env.extend(state.iter().map(|(k, v)| (format!("STATE_{k}"), v.clone())));
+                let post = Step { dir: post.dir, env };
+                let link = post.dir.join("safe-deploy-post");
+                let _ = std::os::unix::fs::symlink(binary, &link);
+                match post.spawn(&link) {
+                    Ok(child) => {
+                        let p = follow(child, &[], |_, _| {}).await;
+                        let p_release = post.file("output").get("release").cloned().unwrap_or_default();
+                        let after = running();
+                        let restored_ok = p.code == 1
+                            || (p.code == 0 && state.get("safe_deploy_stage").map(String::as_str) == Some("finished"));
+                        if !restored_ok || after != old || (p.code == 1 && serves(&p_release) != after) {
+                            row.problems.push(format!(
+                                "post step {round}: exit {}, release {p_release:?}, the emulator runs {after}",
+                                p.code
+                            ));
+                        }
+                        row.runs = after;
+                    }
+                    Err(e) => row.problems.push(format!("post step {round} did not start: {e}")),
+                }
+            }
+            row.status.push_str(" → post: rolled-back");
+        }
+        other => row.problems.push(format!("exit {other}: the run could not bring the app to a known release")),
+    }
 }
 
 struct Row {
@@ -733,49 +766,20 @@ async fn run(binary: &Path, root: &Path, s: &Scenario) -> Row {
         }
     }
 
-    match ended.code {
-        0 | 1 => {
-            let expected = if ended.code == 0 { &new } else { &old };
-            if row.runs != *expected {
-                row.problems.push(format!("exit {} but the emulator runs {}", ended.code, row.runs));
-            }
-            if said_release != row.runs {
-                row.problems.push(format!("the release output says {said_release:?}, the emulator runs {}", row.runs));
-            }
-        }
-        130 => {
-            // The post step restores, twice, as a re-run would.
-            let state = step.file("state");
-            for round in 1..=2 {
-                let post = Step::new(root, &format!("{}-post{round}", slug(&s.name)), &inputs);
-                let mut env = post.env.clone();
-                env.extend(state.iter().map(|(k, v)| (format!("STATE_{k}"), v.clone())));
-                let post = Step { dir: post.dir, env };
-                let link = post.dir.join("safe-deploy-post");
-                let _ = std::os::unix::fs::symlink(binary, &link);
-                match post.spawn(&link) {
-                    Ok(child) => {
-                        let p = follow(child, &[], |_, _| {}).await;
-                        let p_out = post.file("output");
-                        let after = running(&fly);
-                        let p_release = p_out.get("release").cloned().unwrap_or_default();
-                        let restored_ok = p.code == 1
-                            || (p.code == 0 && state.get("safe_deploy_stage").map(String::as_str) == Some("finished"));
-                        if !restored_ok || after != old || (p.code == 1 && p_release != after) {
-                            row.problems.push(format!(
-                                "post step {round}: exit {}, release {p_release:?}, the emulator runs {after}",
-                                p.code
-                            ));
-                        }
-                        row.runs = after;
-                    }
-                    Err(e) => row.problems.push(format!("post step {round} did not start: {e}")),
-                }
-            }
-            row.status.push_str(" → post: rolled-back");
-        }
-        other => row.problems.push(format!("exit {other}: the run could not bring the app to a known release")),
-    }
+    judge_end(
+        &mut row,
+        binary,
+        root,
+        &s.name,
+        &inputs,
+        &step,
+        ended.code,
+        (&old, &new),
+        || running(&fly),
+        |r| r.to_string(),
+        &said_release,
+    )
+    .await;
     if row.runs.starts_with("mixed") || row.runs == "no instances" {
         row.problems.push(format!("the app is left {}", row.runs));
     }

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use super::api::{ErrorBody, LeaseAnswer, Machine, MachineEvent, Volume};
-use crate::http::{Call, HttpClient, HttpError, Reply};
+use crate::http::{Call, HttpClient, Reply};
 use crate::providers::ProviderError;
 use crate::shutdown::Shutdown;
 
@@ -106,10 +106,7 @@ impl FlyClient {
             call.timeout = Some(LEASE_CALL_TIMEOUT);
         }
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let reply = self.http.send(&call, shutdown).await.map_err(|e| match e {
-            HttpError::Cancelled { cause, .. } => ProviderError::Cancelled(cause),
-            other => ProviderError::Http(other),
-        })?;
+        let reply = self.http.send(&call, shutdown).await.map_err(ProviderError::from_http)?;
         self.calls.fetch_add(reply.retries as usize, Ordering::Relaxed);
         Ok(reply)
     }

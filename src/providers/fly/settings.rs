@@ -89,11 +89,7 @@ pub struct Settings {
 
 impl ProviderSettings for Settings {
     fn build(&self, config: &Config, http: &HttpClient) -> anyhow::Result<Box<dyn crate::providers::Provider>> {
-        let base = match &config.api_url {
-            Some(u) => u.clone(),
-            None => url::Url::parse(super::client::DEFAULT_API)?,
-        };
-        let token = config.token.as_ref().map(|t| t.expose()).unwrap_or_default();
+        let (base, token) = (config.api_base(super::client::DEFAULT_API)?, config.token_text());
         Ok(Box::new(FlyProvider::new(http.clone(), base, &config.app, token, self.clone())?))
     }
 }
@@ -205,11 +201,7 @@ mod tests {
     use crate::config::Config;
 
     fn raw(pairs: &[(&str, &str)]) -> RawInputs {
-        let mut r = RawInputs::default();
-        for (k, v) in pairs {
-            r.set(k, *v);
-        }
-        r
+        RawInputs::of(pairs)
     }
 
     fn settings(c: &Config) -> String {

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::http::{Call, HttpClient, HttpError, Reply};
+use crate::http::{Call, HttpClient, Reply};
 use crate::providers::ProviderError;
 use crate::shutdown::Shutdown;
 
@@ -226,10 +226,7 @@ impl HerokuClient {
         }
         call = call.header(AUTHORIZATION, self.auth.clone());
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let reply = self.http.send(&call, shutdown).await.map_err(|e| match e {
-            HttpError::Cancelled { cause, .. } => ProviderError::Cancelled(cause),
-            other => ProviderError::Http(other),
-        })?;
+        let reply = self.http.send(&call, shutdown).await.map_err(ProviderError::from_http)?;
         self.calls.fetch_add(reply.retries as usize, Ordering::Relaxed);
         if let Some(left) = reply.headers.get("ratelimit-remaining").and_then(|v| v.to_str().ok()?.trim().parse().ok())
         {
@@ -380,10 +377,7 @@ impl HerokuClient {
         call.headers.push((CONTENT_TYPE, HeaderValue::from_static("")));
         call.timeout = Some(Duration::from_secs(300));
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let reply = self.http.send(&call, shutdown).await.map_err(|e| match e {
-            HttpError::Cancelled { cause, .. } => ProviderError::Cancelled(cause),
-            other => ProviderError::Http(other),
-        })?;
+        let reply = self.http.send(&call, shutdown).await.map_err(ProviderError::from_http)?;
         match reply.status {
             200..=299 => Ok(()),
             500..=599 => {
@@ -437,13 +431,11 @@ impl HerokuClient {
         let mut call = Call::new(Method::GET, url);
         call.timeout = Some(limit.max(Duration::from_secs(1)));
         let redactor = self.http.redactor().clone();
-        let (status, text) =
-            self.http.stream_lines(&call, shutdown, |line| on_line(&redactor.redact(line))).await.map_err(
-                |e| match e {
-                    HttpError::Cancelled { cause, .. } => ProviderError::Cancelled(cause),
-                    other => ProviderError::Http(other),
-                },
-            )?;
+        let (status, text) = self
+            .http
+            .stream_lines(&call, shutdown, |line| on_line(&redactor.redact(line)))
+            .await
+            .map_err(ProviderError::from_http)?;
         match status {
             200..=299 => Ok(redactor.redact(&text)),
             s => Err(ProviderError::Unavailable(format!("the log stream answered {s}"))),

@@ -21,11 +21,7 @@ pub struct Settings {
 
 impl ProviderSettings for Settings {
     fn build(&self, config: &Config, http: &HttpClient) -> anyhow::Result<Box<dyn crate::providers::Provider>> {
-        let base = match &config.api_url {
-            Some(u) => u.clone(),
-            None => url::Url::parse(super::client::DEFAULT_API)?,
-        };
-        let token = config.token.as_ref().map(|t| t.expose()).unwrap_or_default();
+        let (base, token) = (config.api_base(super::client::DEFAULT_API)?, config.token_text());
         Ok(Box::new(HerokuProvider::new(http.clone(), base, &config.app, token, self.clone())?))
     }
 
@@ -100,11 +96,7 @@ mod tests {
     use super::*;
 
     fn raw(pairs: &[(&str, &str)]) -> RawInputs {
-        let mut r = RawInputs::default();
-        for (k, v) in pairs {
-            r.set(k, *v);
-        }
-        r
+        RawInputs::of(pairs)
     }
 
     const BASE: [(&str, &str); 4] = [
