@@ -633,10 +633,17 @@ impl Engine<'_> {
         }
         let listed = self.provider.history(ctx);
         let history = self.phase(report, run_start, "find the previous release", Some(ctx.deadline), listed).await?;
-        history
-            .iter()
-            .rev()
-            .find(|r| r.id != live.release.id)
+        let earlier = history.iter().rev().find(|r| r.id != live.release.id);
+        if let Some(r) = earlier {
+            // Not proved healthy by safe-deploy: say where it came from.
+            report.findings.push(format!(
+                "info: the GitHub ledger names no healthy release to go back to, so {} comes from {}'s own list: its newest release before {} that it can still roll back to",
+                r.label,
+                self.provider.name(),
+                live.release.label
+            ));
+        }
+        earlier
             .map(|r| Target { source: Source::Release(r.clone()), version: None })
             .ok_or_else(|| {
                 Stop::Failed(format!(

@@ -360,6 +360,10 @@ async fn rollback_skips_an_expired_release_and_refuses_to_go_to_one() {
     let ran = Step::main(&rollback).run().await;
     assert_eq!(ran.code, 0, "{ran}");
     assert_eq!(ran.output("release"), "v4 (a copy of v1)", "v2 expired, so v1 is the one: {ran}");
+    assert!(
+        ran.summary.contains("comes from heroku's own list"),
+        "without a ledger, the run says where v1 came from: {ran}"
+    );
     done(h).await;
 }
 

@@ -512,3 +512,46 @@ impl HerokuClient {
         self.json(call, &format!("reading promotion {id}"), shutdown).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn release(version: u64, status: &str, description: &str, eligible: Option<bool>) -> Release {
+        Release {
+            id: format!("id-{version}"),
+            version,
+            status: status.into(),
+            current: false,
+            description: description.into(),
+            eligible_for_rollback: eligible,
+            output_stream_url: None,
+            slug: None,
+        }
+    }
+
+    #[test]
+    fn only_a_release_that_succeeded_and_is_eligible_can_be_returned_to() {
+        assert!(release(3, "succeeded", "Deploy abc", Some(true)).can_return_to());
+        assert!(release(3, "succeeded", "Deploy abc", None).can_return_to(), "older answers lack the field");
+        assert!(!release(3, "succeeded", "Deploy abc", Some(false)).can_return_to());
+        for status in ["expired", "failed", "pending", "something-new"] {
+            assert!(!release(3, status, "Deploy abc", Some(true)).can_return_to(), "{status}");
+        }
+    }
+
+    #[test]
+    fn a_rollback_release_says_what_it_copies() {
+        assert_eq!(release(44, "succeeded", "Rollback to v42", None).label(), "v44 (a copy of v42)");
+        assert_eq!(release(43, "succeeded", "Deploy 1a2b3c4d", None).label(), "v43");
+        assert_eq!(release(45, "succeeded", "Rollback to vX", None).copy_of(), None);
+    }
+
+    #[test]
+    fn the_generation_is_read_from_either_shape() {
+        let app =
+            |g: Value| App { id: "a".into(), name: "shop".into(), generation: Some(g), stack: None, web_url: None };
+        assert_eq!(app(json!({ "id": "x", "name": "fir" })).generation(), "fir");
+        assert_eq!(app(json!("cedar")).generation(), "cedar");
+    }
+}
