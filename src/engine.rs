@@ -422,6 +422,11 @@ impl Engine<'_> {
                 Ok(Waited::Ready) => {}
                 Ok(Waited::Refused(why)) if i == 0 => {
                     // The platform kept the live release: nothing changed, nothing to undo.
+                    // The wait ended in a refusal, so its phase failed.
+                    if let Some(p) = report.phases.last_mut() {
+                        p.result = PhaseResult::Failed;
+                        p.detail = Some(self.runner.redactor().redact(&why));
+                    }
                     report.changed = false;
                     let stop = Stop::Failed(format!("{} kept {}: {why}", self.provider.name(), live.release.label));
                     return finish(self.stopped_before_change(report, stop));
@@ -872,7 +877,10 @@ impl Engine<'_> {
         let asked = self.provider.in_effect(snapshot, &ctx);
         let in_effect = self.phase(&mut report, run_start, "is the recorded release back?", None, asked).await;
         if let Ok(true) = in_effect {
-            report.live = Some(snapshot.release.label.clone());
+            // What runs is the recorded release, under the name the provider gives it now
+            // (Heroku's rollback made it a new release: "v18 (a copy of v16)").
+            let read = outlast(&ctx, "read what runs now", || self.provider.snapshot(&ctx)).await;
+            report.live = Some(read.map_or_else(|_| snapshot.release.label.clone(), |now| now.release.label));
             report.reason = Some(why.clone());
             let mut info =
                 RollbackInfo { to: snapshot.release.label.clone(), reason: why, succeeded: false, detail: None };

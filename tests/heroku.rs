@@ -313,6 +313,12 @@ async fn a_failed_release_phase_changes_nothing_and_shows_its_log() {
     assert_eq!(ran.code, 1, "{ran}");
     assert_eq!((ran.output("status"), ran.output("release")), ("failed", "v1"), "{ran}");
     assert_summary_says(&ran, &["column users.email already exists", "before any change"]);
+    assert!(
+        ran.summary
+            .lines()
+            .any(|l| l.starts_with("| wait until the provider reports it up |") && l.contains("**failed**")),
+        "the refused wait is a failed phase in the timeline: {ran}"
+    );
     assert_eq!(h.current_version("shop"), Some(1));
     assert!(
         !h.calls().iter().any(|c| c.method == "POST" && c.path == "/apps/shop/releases"),
@@ -364,6 +370,10 @@ async fn rollback_skips_an_expired_release_and_refuses_to_go_to_one() {
         ran.summary.contains("comes from heroku's own list"),
         "without a ledger, the run says where v1 came from: {ran}"
     );
+    // v4 runs v1's code: v1 is no target now, nor are v2 (expired) and v3 (rolled away from).
+    let again = Step::main(&rollback).run().await;
+    assert_eq!((again.code, again.output("status")), (1, "failed"), "{again}");
+    assert_eq!(h.releases("shop").len(), 4, "no rollback to the code that already runs: {again}");
     done(h).await;
 }
 

@@ -365,10 +365,24 @@ impl Provider for HerokuProvider {
         let abandoned: Vec<(u64, u64)> =
             newest_first.iter().filter_map(|r| r.copy_of().map(|of| (of, r.version))).collect();
         let left_behind = |v: u64| abandoned.iter().any(|(of, at)| *of < v && v < *at);
+        // What a release really runs: a rollback copies another, which may be a copy too.
+        let copies: std::collections::HashMap<u64, u64> =
+            newest_first.iter().filter_map(|r| r.copy_of().map(|of| (r.version, of))).collect();
+        let root = |mut v: u64| {
+            for _ in 0..copies.len() {
+                match copies.get(&v) {
+                    Some(of) => v = *of,
+                    None => break,
+                }
+            }
+            v
+        };
+        let live_root = live.as_ref().map(|r| root(r.version));
         let mut good: Vec<ReleaseRef> = newest_first
             .iter()
             .filter(|r| r.can_return_to() && !r.current && !left_behind(r.version))
-            .filter(|r| live.as_ref().and_then(Release::copy_of) != Some(r.version))
+            // Not the live code again, under another release number.
+            .filter(|r| Some(root(r.version)) != live_root)
             .map(|r| ReleaseRef { id: r.id.clone(), label: r.label() })
             .collect();
         good.reverse();
