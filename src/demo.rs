@@ -46,6 +46,25 @@ pub(crate) fn exit_code(ran: anyhow::Result<i32>) -> i32 {
     })
 }
 
+/// The runner a demo's deploys share: state in `dir`, the summary in `summary`.
+pub(crate) fn demo_runner(dir: &std::path::Path, summary: &std::path::Path, redactor: Redactor) -> Runner {
+    let paths = Paths { output: None, state: Some(dir.join("state")), summary: Some(summary.into()), temp: None };
+    Runner::new(false, paths, redactor)
+}
+
+/// The health gate every demo deploy runs: `/health` must say ok and `/version` name
+/// `version`, within `deadline`.
+pub(crate) fn gated_inputs(app_url: &str, version: &str, deadline: &str) -> RawInputs {
+    RawInputs::of(&[
+        ("health-url", &format!("{app_url}/health")),
+        ("check-string", "ok"),
+        ("version-url", &format!("{app_url}/version")),
+        ("expect-version", version),
+        ("health-interval", "200ms"),
+        ("health-deadline", deadline),
+    ])
+}
+
 /// The demo's working folder, and where its job summary goes (a fresh file).
 pub(crate) fn workspace(name: &str, summary_file: Option<PathBuf>) -> std::io::Result<(PathBuf, PathBuf)> {
     let dir = std::env::temp_dir().join(format!("safe-deploy-{name}-{}", std::process::id()));
@@ -67,25 +86,15 @@ async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Resu
     println!("demo: Machines API at {}, app at {}", fly.api_url(), fly.app_url());
     let traffic = Traffic::start(format!("{}/", fly.app_url()));
 
-    let runner = Runner::new(
-        false,
-        Paths { output: None, state: Some(dir.join("state")), summary: Some(summary.clone()), temp: None },
-        redactor,
-    );
+    let runner = demo_runner(&dir, &summary, redactor);
     let inputs = |version: &str| {
-        let mut raw = RawInputs::default();
+        let mut raw = gated_inputs(&fly.app_url(), version, "5s");
         for (name, value) in [
             ("provider", "fly".to_string()),
             ("app", "demo".into()),
             ("token", DEMO_TOKEN.into()),
             ("image", format!("registry.fly.io/demo:{version}")),
             ("api-url", fly.api_url()),
-            ("health-url", format!("{}/health", fly.app_url())),
-            ("check-string", "ok".into()),
-            ("version-url", format!("{}/version", fly.app_url())),
-            ("expect-version", version.into()),
-            ("health-interval", "200ms".into()),
-            ("health-deadline", "5s".into()),
         ] {
             raw.set(name, value);
         }

@@ -8,8 +8,6 @@ use sandbox::heroku::{AppOptions, HerokuOptions, HerokuSandbox};
 
 use super::Traffic;
 use crate::cli::deploy_in;
-use crate::inputs::RawInputs;
-use crate::runner::{Paths, Runner};
 use crate::secret::Redactor;
 use crate::shutdown::Shutdown;
 
@@ -47,26 +45,15 @@ async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Resu
     let heroku = HerokuSandbox::start(HerokuOptions { token: Some(DEMO_TOKEN.into()), ..options("demo", 2)? }).await?;
     println!("demo: Platform API at {}, app at {}", heroku.api_url(), heroku.app_url("demo"));
     let traffic = Traffic::start(format!("{}/", heroku.app_url("demo")));
-    let runner = Runner::new(
-        false,
-        Paths { output: None, state: Some(dir.join("state")), summary: Some(summary.clone()), temp: None },
-        redactor,
-    );
+    let runner = super::demo_runner(&dir, &summary, redactor);
     let inputs = |version: &str| {
-        let mut raw = RawInputs::default();
-        let app = heroku.app_url("demo");
+        let mut raw = super::gated_inputs(&heroku.app_url("demo"), version, "8s");
         for (name, value) in [
             ("provider", "heroku".to_string()),
             ("app", "demo".into()),
             ("token", DEMO_TOKEN.into()),
             ("source-dir", version.into()),
             ("api-url", heroku.api_url()),
-            ("health-url", format!("{app}/health")),
-            ("check-string", "ok".into()),
-            ("version-url", format!("{app}/version")),
-            ("expect-version", version.into()),
-            ("health-interval", "200ms".into()),
-            ("health-deadline", "8s".into()),
         ] {
             raw.set(name, value);
         }

@@ -325,7 +325,10 @@ fn route(p: &Arc<Platform>, request: &Request) -> Result<Response, Failure> {
             ok(p.build_json(id).unwrap_or_default())
         }
         (Method::GET, ["apps", app, "builds", id]) => {
-            let found = p.lock().builds.iter().any(|b| b.id == *id) && p.lock().app(app).is_some();
+            let found = {
+                let s = p.lock();
+                s.app(app).is_some() && s.builds.iter().any(|b| b.id == *id)
+            };
             if !found {
                 return Err(not_found("build", id));
             }

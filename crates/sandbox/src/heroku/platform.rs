@@ -114,11 +114,13 @@ impl App {
     pub fn current(&self) -> Option<&Release> {
         self.live.as_deref().and_then(|id| self.release(id))
     }
+}
 
+impl Release {
     /// Whether a rollback may target it: any release whose slug still exists, the
     /// live one included (the Heroku CLI counts on that to pick the one before it).
-    pub fn eligible(&self, r: &Release) -> bool {
-        r.status == "succeeded"
+    pub fn eligible(&self) -> bool {
+        self.status == "succeeded"
     }
 }
 
@@ -921,7 +923,7 @@ impl Platform {
             "version": r.version,
             "current": a.live.as_deref() == Some(r.id.as_str()),
             "output_stream_url": r.has_release_phase.then(|| format!("{}/streams/releases/{}", self.base(), r.id)),
-            "eligible_for_rollback": a.eligible(r),
+            "eligible_for_rollback": r.eligible(),
         })
     }
 
