@@ -15,6 +15,9 @@
 //! - `fly`: a Fly.io emulator (Machines API, proxy, one process per machine), on the kit.
 //! - `heroku`: a Heroku emulator (Platform API, one router per app, one process per
 //!   web dyno, builds from uploaded tarballs, a real release phase), on the kit.
+//! - `digitalocean`: a DigitalOcean App Platform emulator (Apps API, one router per
+//!   app, one process per instance, deployments through their phases and step tree,
+//!   readiness checks, rollbacks that pin), on the kit.
 //! - `github`: a GitHub REST emulator for deployments and deployment statuses, on the kit.
 //!
 //! Dependencies point one way: emulators use the kit, the kit uses `server` and
@@ -22,6 +25,7 @@
 
 pub mod app;
 pub mod client;
+pub mod digitalocean;
 pub mod double;
 pub mod fly;
 pub mod github;

@@ -1,0 +1,55 @@
+//! An app's live URL: round-robin over the ready instances of the active
+//! deployment's first service. The switch to a new deployment happens in one step
+//! once all its instances are ready, so the router never sees a half-done deploy.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use hyper::header::HeaderValue;
+use hyper::HeaderMap;
+
+use super::platform::Platform;
+use crate::kit::router::{self, Backend, Backends};
+use crate::server::{text, Request, Response, Server};
+
+struct AppRouter {
+    platform: Arc<Platform>,
+    app: String,
+    next: AtomicUsize,
+}
+
+pub async fn serve(platform: Arc<Platform>, app: &str, addr: SocketAddr) -> std::io::Result<Server> {
+    router::serve(Arc::new(AppRouter { platform, app: app.to_string(), next: AtomicUsize::new(0) }), addr).await
+}
+
+impl Backends for AppRouter {
+    fn noun(&self) -> &'static str {
+        "instance"
+    }
+
+    fn pick(&self, _request: &Request, tried: &[String]) -> Option<Backend> {
+        let open: Vec<_> =
+            self.platform.backends(&self.app).into_iter().filter(|(id, _)| !tried.contains(id)).collect();
+        if open.is_empty() {
+            return None;
+        }
+        let (id, port) = open[self.next.fetch_add(1, Ordering::Relaxed) % open.len()].clone();
+        Some(Backend { id, addr: SocketAddr::from(([127, 0, 0, 1], port)) })
+    }
+
+    fn none_available(&self) -> Response {
+        text(503, "upstream connect error: no healthy instances of this app\n")
+    }
+
+    fn forward(&self, headers: &mut HeaderMap) {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
+
+    fn decorate(&self, headers: &mut HeaderMap, instance: &str) {
+        // Not a DigitalOcean header: lets a test see which instance answered.
+        if let Ok(v) = HeaderValue::from_str(instance) {
+            headers.insert("sandbox-do-instance", v);
+        }
+    }
+}
