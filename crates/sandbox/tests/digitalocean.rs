@@ -171,6 +171,8 @@ async fn a_new_image_goes_through_every_phase_and_switches_without_a_failed_requ
     // Slow answers, so requests are in flight at the switch.
     opts.images.insert("web:v1".into(), ReleaseSpec { version: "v1".into(), latency_ms: 30, ..Default::default() });
     opts.images.insert("web:v2".into(), ReleaseSpec { version: "v2".into(), latency_ms: 30, ..Default::default() });
+    // Long enough phases that polling sees each of them.
+    opts.step_time = Duration::from_millis(200);
     let h = DoSandbox::start(opts).await.expect("starts");
     let first = h.active_deployment("shop").expect("the first deployment is active");
     assert_eq!(served(&h, "shop").await.text(), "v1");
@@ -178,15 +180,18 @@ async fn a_new_image_goes_through_every_phase_and_switches_without_a_failed_requ
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let url = format!("{}/version", h.app_url("shop"));
-    let traffic = tokio::spawn({
-        let (stop, seen) = (stop.clone(), seen.clone());
-        async move {
-            while !stop.load(Ordering::SeqCst) {
-                let r = call("GET", &url, &[], None).await.expect("the router answers");
-                seen.lock().unwrap().push((r.status, r.text()));
-            }
-        }
-    });
+    // Three clients at once, so some request is always in flight.
+    let traffic: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, seen, url) = (stop.clone(), seen.clone(), url.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let r = call("GET", &url, &[], None).await.expect("the router answers");
+                    seen.lock().unwrap().push((r.status, r.text()));
+                }
+            })
+        })
+        .collect();
 
     let id = put_spec(&h, "shop", spec_with_tag(&h, "shop", "v2")).await;
     let fresh = deployment(&h, "shop", &id).await;
@@ -206,7 +211,9 @@ async fn a_new_image_goes_through_every_phase_and_switches_without_a_failed_requ
     assert!(h.settled("shop", Duration::from_secs(10)).await);
     tokio::time::sleep(Duration::from_millis(400)).await;
     stop.store(true, Ordering::SeqCst);
-    traffic.await.unwrap();
+    for t in traffic {
+        t.await.unwrap();
+    }
 
     let seen = seen.lock().unwrap().clone();
     let failed: Vec<_> = seen.iter().filter(|(status, _)| *status != 200).collect();
@@ -312,8 +319,10 @@ async fn a_newer_deployment_supersedes_one_in_progress_and_cancel_cancels() {
     assert!(h.settled("shop", Duration::from_secs(10)).await);
     assert_eq!(served(&h, "shop").await.text(), "v2");
 
-    h.add_image("web:v3", ReleaseSpec { version: "v3".into(), boot_delay_ms: 2000, ..Default::default() });
-    let slow = put_spec(&h, "shop", spec_with_tag(&h, "shop", "v3")).await;
+    h.add_image("web:v3", release("v3"));
+    let mut spec = spec_with_tag(&h, "shop", "v3");
+    spec["services"][0]["health_check"]["initial_delay_seconds"] = json!(50);
+    let slow = put_spec(&h, "shop", spec).await;
     until("it deploys", Duration::from_secs(5), async || deployment(&h, "shop", &slow).await["phase"] == "DEPLOYING")
         .await;
     let r = api(&h, "POST", &format!("{}/deployments/{slow}/cancel", app_path(&h, "shop")), None).await;
@@ -555,5 +564,94 @@ async fn a_git_component_builds_what_its_branch_has_at_each_deployment() {
     let calls = h.calls();
     assert_eq!(calls.iter().map(|c| c.status).collect::<Vec<_>>(), [503, 200]);
     assert_eq!(calls[0].target.as_deref(), Some(h.app_id("repo").as_str()));
+    h.stop().await;
+}
+
+/// With `SANDBOX_PRISM` (a Prism binary) and `SANDBOX_DO_SPEC` (DigitalOcean's bundled
+/// OpenAPI description) set, drives the API through `prism proxy --errors` as CI
+/// does: any answer that breaks the description comes back as Prism's 500, any
+/// request it refuses as 422 or 415. Skipped without them.
+#[tokio::test]
+async fn every_answer_validates_through_prism_when_it_is_there() {
+    let (Ok(prism), Ok(spec)) = (std::env::var("SANDBOX_PRISM"), std::env::var("SANDBOX_DO_SPEC")) else {
+        eprintln!("SANDBOX_PRISM and SANDBOX_DO_SPEC unset: the Prism check is skipped");
+        return;
+    };
+    let mut git = AppOptions::image("repo");
+    git.services[0].source = Some(json!({ "github": { "repo": "acme/web", "branch": "main" } }));
+    git.services[0].health_check = None;
+    let h = start(vec![AppOptions::image("shop"), git]).await;
+    h.add_image("web:v2", release("v2"));
+    h.add_image("web:v3", ReleaseSpec { version: "v3".into(), health: HealthMode::Error500, ..Default::default() });
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut proxy = tokio::process::Command::new(prism)
+        .args(["proxy", &spec, &h.api_url(), "--errors", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("prism runs");
+    let base = format!("http://127.0.0.1:{port}");
+    until("prism listens", Duration::from_secs(60), async || call("GET", &base, &[], None).await.is_ok()).await;
+    let mut problems = Vec::new();
+    let mut go = async |method: &str, path: &str, body: Option<Value>| -> Value {
+        let auth = format!("Bearer {TOKEN}");
+        let r = call(method, &format!("{base}{path}"), &[("authorization", &auth)], body.as_ref()).await.unwrap();
+        if matches!(r.status, 415 | 422 | 500) || r.header("sl-violations").is_some() {
+            problems.push(format!("{method} {path}: {} {}", r.status, r.text()));
+        }
+        r.json()
+    };
+    let (shop, repo) = (app_path(&h, "shop"), app_path(&h, "repo"));
+    go("GET", "/v2/apps?per_page=1", None).await;
+    go("GET", "/v2/apps?page=2&per_page=1", None).await;
+    let v1 = h.active_deployment("shop").unwrap();
+    let put =
+        go("PUT", &shop, Some(json!({ "spec": spec_with_tag(&h, "shop", "v2"), "update_all_source_versions": true })))
+            .await;
+    let v2 = put["app"]["pending_deployment"]["id"].as_str().unwrap_or_default().to_string();
+    for _ in 0..8 {
+        go("GET", &format!("{shop}/deployments/{v2}"), None).await;
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    assert!(h.settled("shop", Duration::from_secs(10)).await);
+    go("GET", &shop, None).await;
+    go("GET", &format!("{shop}/deployments?per_page=1"), None).await;
+    go("GET", &format!("{shop}/health"), None).await;
+    for kind in ["BUILD", "DEPLOY", "RUN"] {
+        go("GET", &format!("{shop}/deployments/{v2}/logs?type={kind}"), None).await;
+    }
+    for target in [&v1, &v2, &"00000000-0000-4000-8000-000000000000".to_string()] {
+        go("POST", &format!("{shop}/rollback/validate"), Some(json!({ "deployment_id": target }))).await;
+    }
+    go("POST", &format!("{shop}/rollback"), Some(json!({ "deployment_id": v1, "skip_pin": false }))).await;
+    go("GET", &shop, None).await;
+    go("PUT", &shop, Some(json!({ "spec": spec_with_tag(&h, "shop", "v2") }))).await;
+    go("POST", &format!("{shop}/deployments"), Some(json!({ "force_build": false }))).await;
+    go("POST", &format!("{shop}/rollback/commit"), None).await;
+    go("POST", &format!("{shop}/rollback/commit"), None).await;
+    go("POST", &format!("{shop}/rollback"), Some(json!({ "deployment_id": v2 }))).await;
+    go("POST", &format!("{shop}/rollback/revert"), None).await;
+    assert!(h.settled("shop", Duration::from_secs(10)).await);
+    let bad = go("PUT", &shop, Some(json!({ "spec": spec_with_tag(&h, "shop", "v3") }))).await;
+    let v3 = bad["app"]["pending_deployment"]["id"].as_str().unwrap_or_default().to_string();
+    let (d, _) = finish(&h, "shop", &v3).await;
+    go("GET", &format!("{shop}/deployments/{}", d["id"].as_str().unwrap()), None).await;
+    go("POST", &format!("{shop}/rollback/validate"), Some(json!({ "deployment_id": v3 }))).await;
+    h.fail_next("shop", Failure::Build("nope".into()));
+    let failed = go("POST", &format!("{shop}/deployments"), Some(json!({}))).await;
+    let failed = failed["deployment"]["id"].as_str().unwrap_or_default().to_string();
+    finish(&h, "shop", &failed).await;
+    go("GET", &format!("{shop}/deployments/{failed}"), None).await;
+    go("GET", &format!("{shop}/deployments/{failed}/logs?type=DEPLOY"), None).await;
+    let cancel = go("POST", &format!("{shop}/deployments"), Some(json!({}))).await;
+    let cancel = cancel["deployment"]["id"].as_str().unwrap_or_default().to_string();
+    go("POST", &format!("{shop}/deployments/{cancel}/cancel"), None).await;
+    go("POST", &format!("{shop}/deployments/{cancel}/cancel"), None).await;
+    go("GET", "/v2/apps/00000000-0000-4000-8000-000000000000", None).await;
+    go("POST", &format!("{repo}/deployments"), Some(json!({}))).await;
+    assert!(h.settled("repo", Duration::from_secs(10)).await);
+    go("GET", &format!("{repo}/deployments"), None).await;
+    let _ = proxy.kill().await;
+    assert!(problems.is_empty(), "Prism refused:\n{}", problems.join("\n"));
     h.stop().await;
 }

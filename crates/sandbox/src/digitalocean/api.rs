@@ -239,7 +239,10 @@ fn route(p: &Arc<Platform>, request: &Request) -> Result<Response, Refused> {
         }
         (Method::POST, ["v2", "apps", app, "rollback", "commit"]) => {
             p.commit_rollback(app)?;
-            Ok(text(200, ""))
+            // 200 with nothing in it: the description declares no content.
+            let mut empty = text(200, "");
+            empty.headers_mut().remove("content-type");
+            Ok(empty)
         }
         (Method::POST, ["v2", "apps", app, "rollback", "revert"]) => {
             let id = p.revert_rollback(app)?;

@@ -1279,8 +1279,8 @@ impl Platform {
 
     pub fn health_json(&self, a: &App) -> Value {
         let d = a.active.as_deref().and_then(|id| a.deployment(id));
-        let components: Vec<Value> = components_of(&a.spec)
-            .unwrap_or_default()
+        let wanted = d.map_or_else(|| components_of(&a.spec).unwrap_or_default(), |d| d.components.clone());
+        let components: Vec<Value> = wanted
             .iter()
             .map(|c| {
                 let ready = d.map_or(0, |d| {
@@ -1355,4 +1355,44 @@ fn terminate(procs: Vec<Proc>, delay: Duration) {
             tokio::spawn(async move { p.terminate(signal::TERM, GRACE).await });
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_keys_follow_digest_tag_or_branch() {
+        let spec = json!({ "services": [
+            { "name": "a", "image": { "repository": "web", "digest": "sha256:1" } },
+            { "name": "b", "image": { "repository": "web" } },
+            { "name": "c", "github": { "repo": "acme/web", "branch": "dev" }, "instance_count": 3 },
+        ] });
+        let c = components_of(&spec).expect("a valid spec");
+        let keys: Vec<&str> = c.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(keys, ["web@sha256:1", "web:latest", "acme/web#dev"]);
+        assert_eq!(c.iter().map(|c| c.tag_only).collect::<Vec<_>>(), [false, true, false]);
+        assert_eq!((c[2].instances, c[0].check.clone()), (3, Check::of(None)));
+        assert_eq!(Check::of(None).failure, 9, "DigitalOcean's default");
+        let both = json!({ "services": [{ "name": "a", "image": { "repository": "web", "tag": "v1", "digest": "sha256:1" } }] });
+        assert!(components_of(&both).unwrap_err().contains("tag and digest"));
+        assert!(components_of(&json!({ "services": [] })).is_err());
+        let zero = json!({ "services": [{ "name": "a", "image": { "repository": "web" }, "instance_count": 0 }] });
+        assert!(components_of(&zero).is_err());
+    }
+
+    #[test]
+    fn the_step_tree_counts_leaves() {
+        let spec = json!({ "services": [{ "name": "web", "image": { "repository": "web" } }] });
+        let mut tree = Step::tree(&components_of(&spec).unwrap());
+        let mut counts = [0; 5];
+        tree.count(&mut counts);
+        assert_eq!(counts, [6, 0, 0, 0, 6]);
+        tree.find(&["deploy", "components", "web", "wait"]).unwrap().set(RUNNING);
+        let mut counts = [0; 5];
+        tree.count(&mut counts);
+        assert_eq!(counts, [5, 1, 0, 0, 6]);
+        let json = tree.find(&["deploy", "components", "web", "wait"]).unwrap().to_json();
+        assert!(json.get("started_at").is_some() && json.get("ended_at").is_none(), "{json}");
+    }
 }
