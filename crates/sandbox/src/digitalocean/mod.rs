@@ -141,10 +141,9 @@ impl DoSandbox {
         let mut routers = Vec::new();
         let mut ids = Vec::new();
         for app in &opts.apps {
-            if let Err(e) = platform::components_of(&json!({ "services": services_of(app) })) {
-                return Err(std::io::Error::other(format!("app {}: {e}", app.name)));
-            }
-            let id = platform.add_app(app);
+            let id = platform
+                .add_app(app)
+                .map_err(|r| std::io::Error::other(format!("AppOptions for {}: {}", app.name, r.message)))?;
             let router = router::serve(platform.clone(), &id, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
             platform.set_url(&id, &router.url());
             routers.push((app.name.clone(), router));
@@ -265,18 +264,4 @@ impl Drop for DoSandbox {
         }
         self.platform.kill_all();
     }
-}
-
-fn services_of(app: &AppOptions) -> Vec<Value> {
-    app.services
-        .iter()
-        .map(|s| match &s.source {
-            Some(source) => {
-                let mut v = source.clone();
-                v["name"] = json!(s.name);
-                v
-            }
-            None => json!({ "name": s.name, "image": s.image }),
-        })
-        .collect()
 }

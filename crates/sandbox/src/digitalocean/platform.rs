@@ -179,7 +179,8 @@ pub fn components_of(spec: &Value) -> Result<Vec<Component>, String> {
 pub fn check_spec(spec: Option<&Value>, name: &str) -> Result<(), Refused> {
     let spec = spec.filter(|s| s.is_object()).ok_or_else(|| bad_request("spec is required"))?;
     match spec.get("name").and_then(Value::as_str) {
-        Some(n) if n == name => {}
+        Some(n) if n == name && valid_name(n) => {}
+        Some(n) if n == name => return Err(bad_request(format!("spec.name: {n:?} {NAME_RULE}"))),
         Some(n) => {
             return Err(bad_request(format!(
                 "spec.name: the app is named {name:?}, not {n:?}; an app cannot be renamed"
@@ -193,7 +194,23 @@ pub fn check_spec(spec: Option<&Value>, name: &str) -> Result<(), Refused> {
             return Err(bad_request(format!("spec.region: {region} is not a region slug such as \"nyc\"")));
         }
     }
-    components_of(spec).map(|_| ()).map_err(bad_request)
+    for (i, c) in components_of(spec).map_err(bad_request)?.iter().enumerate() {
+        if !valid_name(&c.name) {
+            return Err(bad_request(format!("spec.services[{i}].name: {:?} {NAME_RULE}", c.name)));
+        }
+    }
+    Ok(())
+}
+
+const NAME_RULE: &str = "must be 2 to 32 lowercase letters, digits and dashes, starting with a letter";
+
+/// App and component names: `^[a-z][a-z0-9-]{0,30}[a-z0-9]$`.
+fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    (2..=32).contains(&b.len())
+        && b[0].is_ascii_lowercase()
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[b.len() - 1] != b'-'
 }
 
 /// One step of a deployment's progress, with its children.
@@ -559,8 +576,9 @@ impl Platform {
 
     // ----- apps and deployments -----
 
-    /// Adds an app with `opts`'s spec; returns its id.
-    pub fn add_app(&self, opts: &AppOptions) -> String {
+    /// Adds an app with `opts`'s spec; returns its id, or why the spec is not one
+    /// DigitalOcean would take.
+    pub fn add_app(&self, opts: &AppOptions) -> Result<String, Refused> {
         let services: Vec<Value> = opts
             .services
             .iter()
@@ -580,6 +598,7 @@ impl Platform {
             })
             .collect();
         let spec = json!({ "name": opts.name, "region": opts.region, "services": services });
+        check_spec(Some(&spec), &opts.name)?;
         let id = uuid();
         self.lock().apps.push(App {
             id: id.clone(),
@@ -595,7 +614,7 @@ impl Platform {
             fail_next: None,
             url: String::new(),
         });
-        id
+        Ok(id)
     }
 
     /// Where `app`'s router listens: its live URL.
@@ -1379,6 +1398,17 @@ mod tests {
         assert!(components_of(&json!({ "services": [] })).is_err());
         let zero = json!({ "services": [{ "name": "a", "image": { "repository": "web" }, "instance_count": 0 }] });
         assert!(components_of(&zero).is_err());
+    }
+
+    #[test]
+    fn specs_are_checked_as_digitalocean_would() {
+        let spec = |name: &str, region: &str| json!({ "name": name, "region": region, "services": [{ "name": "web", "image": { "repository": "web" } }] });
+        assert!(check_spec(Some(&spec("shop", "nyc")), "shop").is_ok());
+        assert!(check_spec(Some(&spec("shop", "nyc1")), "shop").unwrap_err().message.contains("region"));
+        assert!(check_spec(Some(&spec("Shop", "nyc")), "Shop").unwrap_err().message.contains("lowercase"));
+        assert!(check_spec(Some(&spec("shop", "nyc")), "blog").unwrap_err().message.contains("spec.name"));
+        assert!(check_spec(None, "shop").unwrap_err().message.contains("spec is required"));
+        assert!(valid_name("a1") && !valid_name("a") && !valid_name("web-") && !valid_name("1web"));
     }
 
     #[test]
