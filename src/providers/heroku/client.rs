@@ -1,18 +1,17 @@
-//! Calls to the Heroku Platform API for one app: the version-3 Accept header, Bearer
-//! auth, `Range` paging, the rate limit (`RateLimit-Remaining` read on every answer;
-//! a 429 waits and retries in the HTTP layer), and statuses mapped to errors that say
-//! what to do. What to call when is the provider's business.
+//! Calls to the Heroku Platform API for one app: the version-3 Accept header and
+//! `Range` paging, on the shared REST client (auth, rate limit, errors). What to call
+//! when is the provider's business.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use reqwest::header::{HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::http::{Call, HttpClient, Reply};
+use crate::http::{Call, HttpClient};
+use crate::providers::rest::{Platform, RestClient};
 use crate::providers::ProviderError;
 use crate::shutdown::Shutdown;
 
@@ -21,13 +20,6 @@ pub const VERSION_3: &str = "application/vnd.heroku+json; version=3";
 /// The variant under which a formation update takes `docker_image` (what `heroku
 /// container:release` sends); the public schema does not describe it.
 pub const DOCKER_RELEASES: &str = "application/vnd.heroku+json; version=3.docker-releases";
-/// Below this many tokens left, requests are spaced out while the bucket refills.
-const LOW_WATER: u64 = 25;
-/// Heroku refills about 75 tokens a minute.
-const REFILL_PAUSE: Duration = Duration::from_millis(800);
-/// Reads of a garbled answer before it counts as the platform's failure.
-const GARBLED_TRIES: u32 = 4;
-const GARBLED_BACKOFF: Duration = Duration::from_millis(250);
 /// Pages of releases read before giving up on finding the current one.
 const MAX_PAGES: usize = 20;
 
@@ -154,140 +146,39 @@ pub struct PromotionTarget {
     pub release: Option<IdOnly>,
 }
 
-fn garbled(what: &str, e: &serde_json::Error) -> ProviderError {
-    ProviderError::Unavailable(format!(
-        "Heroku's answer to {what} was not what the Platform API describes ({e}); re-run, or check status.heroku.com"
-    ))
-}
-
-#[derive(Debug, Deserialize)]
-struct ErrorBody {
-    #[serde(default)]
-    id: String,
-    #[serde(default)]
-    message: String,
-}
+pub static HEROKU: Platform = Platform {
+    name: "Heroku",
+    status_page: "status.heroku.com",
+    rate_hint: "the account's API budget refills at about 75 requests a minute, re-run in a few minutes",
+    low_water: 25,
+    // Heroku refills about 75 tokens a minute.
+    refill_pause: Duration::from_millis(800),
+};
 
 pub struct HerokuClient {
-    http: HttpClient,
-    base: url::Url,
+    rest: RestClient,
     pub app: String,
-    auth: HeaderValue,
-    calls: AtomicUsize,
-    remaining: AtomicU64,
 }
 
 impl HerokuClient {
     pub fn new(http: HttpClient, base: url::Url, app: &str, token: &str) -> Result<HerokuClient, ProviderError> {
-        let bare = token.trim().strip_prefix("Bearer ").unwrap_or(token.trim());
-        let mut auth = HeaderValue::from_str(&format!("Bearer {bare}")).map_err(|_| {
-            ProviderError::Failed("the token has characters an HTTP header cannot carry; check the secret".into())
-        })?;
-        auth.set_sensitive(true);
-        Ok(HerokuClient {
-            http,
-            base,
-            app: app.to_string(),
-            auth,
-            calls: AtomicUsize::new(0),
-            remaining: AtomicU64::new(u64::MAX),
-        })
+        Ok(HerokuClient { rest: RestClient::new(http, base, token, &HEROKU)?, app: app.to_string() })
     }
 
     pub fn calls(&self) -> usize {
-        self.calls.load(Ordering::Relaxed)
-    }
-
-    /// Rate-limit tokens Heroku said were left at the last answer.
-    pub fn remaining(&self) -> Option<u64> {
-        Some(self.remaining.load(Ordering::Relaxed)).filter(|r| *r != u64::MAX)
-    }
-
-    fn url(&self, path: &str) -> url::Url {
-        let mut u = self.base.clone();
-        let base_path = u.path().trim_end_matches('/').to_string();
-        u.set_path(&format!("{base_path}{path}"));
-        u
+        self.rest.calls()
     }
 
     fn app_path(&self, rest: &str) -> String {
         format!("/apps/{}{rest}", self.app)
     }
 
-    async fn send(&self, mut call: Call, shutdown: &Shutdown) -> Result<Reply, ProviderError> {
-        if self.remaining().is_some_and(|r| r < LOW_WATER) {
-            tracing::info!(
-                "Heroku's rate limit is nearly used up; pausing {} between requests",
-                crate::config::human(REFILL_PAUSE)
-            );
-            if !shutdown.sleep(REFILL_PAUSE).await {
-                return Err(ProviderError::Cancelled(shutdown.cause().unwrap_or("shutdown")));
-            }
-        }
-        call = call.header(AUTHORIZATION, self.auth.clone());
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        let reply = self.http.send(&call, shutdown).await.map_err(ProviderError::from_http)?;
-        self.calls.fetch_add(reply.retries as usize, Ordering::Relaxed);
-        if let Some(left) = reply.headers.get("ratelimit-remaining").and_then(|v| v.to_str().ok()?.trim().parse().ok())
-        {
-            self.remaining.store(left, Ordering::Relaxed);
-        }
-        Ok(reply)
-    }
-
     fn call(&self, method: Method, path: &str, accept: &'static str) -> Call {
-        Call::new(method, self.url(path)).header(ACCEPT, HeaderValue::from_static(accept))
+        self.rest.call(method, path).header(ACCEPT, HeaderValue::from_static(accept))
     }
 
-    /// Sends and reads a JSON answer. A garbled answer to a read is asked again after a
-    /// pause that doubles, as a 5xx would be; a write is never sent twice for it.
     async fn json<T: DeserializeOwned>(&self, call: Call, what: &str, shutdown: &Shutdown) -> Result<T, ProviderError> {
-        let reply = self.read(call, what, shutdown).await?;
-        reply.json::<T>().map_err(|e| garbled(what, &e))
-    }
-
-    /// Sends `call` until its answer is a success that parses as JSON (reads only), or
-    /// fails for good.
-    async fn read(&self, call: Call, what: &str, shutdown: &Shutdown) -> Result<Reply, ProviderError> {
-        let tries = if call.method == Method::GET { GARBLED_TRIES } else { 1 };
-        let mut attempt = 0;
-        loop {
-            let reply = self.send(call.clone(), shutdown).await?;
-            if !reply.is_success() {
-                return Err(self.error(reply.status, &reply.body, what));
-            }
-            attempt += 1;
-            match serde_json::from_slice::<serde::de::IgnoredAny>(&reply.body) {
-                Ok(_) => return Ok(reply),
-                Err(e) if attempt >= tries => return Err(garbled(what, &e)),
-                Err(e) => {
-                    tracing::info!("Heroku answered {what} with JSON that does not parse ({e}); asking again");
-                    let pause = GARBLED_BACKOFF * 2u32.pow(attempt - 1) + Duration::from_millis(fastrand::u64(0..100));
-                    if !shutdown.sleep(pause).await {
-                        return Err(ProviderError::Cancelled(shutdown.cause().unwrap_or("shutdown")));
-                    }
-                }
-            }
-        }
-    }
-
-    fn error(&self, status: u16, body: &[u8], what: &str) -> ProviderError {
-        let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
-        let text = self.http.redactor().redact(&match &parsed {
-            Some(e) if !e.message.is_empty() => format!("{} ({})", e.message, e.id),
-            _ => String::from_utf8_lossy(body).chars().take(200).collect(),
-        });
-        match status {
-            401 => ProviderError::Unauthenticated { provider: "Heroku" },
-            403 => ProviderError::PermissionDenied { provider: "Heroku", operation: what.to_string() },
-            404 => ProviderError::NotFound { provider: "Heroku", what: format!("{what}: {text}") },
-            409 => ProviderError::Conflict { what: what.to_string(), detail: text },
-            429 => ProviderError::Unavailable(format!(
-                "Heroku kept answering 429 (rate limit) to {what} after retries; the account's API budget refills at about 75 requests a minute, re-run in a few minutes"
-            )),
-            408 | 500..=599 => ProviderError::Unavailable(format!("Heroku answered {status} to {what}: {text}")),
-            _ => ProviderError::Failed(format!("Heroku answered {status} to {what}: {text}")),
-        }
+        self.rest.json(call, what, shutdown).await
     }
 
     pub async fn app(&self, shutdown: &Shutdown) -> Result<App, ProviderError> {
@@ -311,8 +202,8 @@ impl HerokuClient {
                 HeaderValue::from_str(&range).map_err(|_| ProviderError::Failed("bug: a bad Range header".into()))?,
             );
             let what = format!("listing the releases of {}", self.app);
-            let reply = self.read(call, &what, shutdown).await?;
-            let page: Vec<Release> = reply.json().map_err(|e| garbled(&what, &e))?;
+            let reply = self.rest.read(call, &what, shutdown).await?;
+            let page: Vec<Release> = reply.json().map_err(|e| self.rest.garbled(&what, &e))?;
             all.extend(page);
             let next = reply.headers.get("next-range").and_then(|v| v.to_str().ok()).map(str::to_string);
             match next {
@@ -376,8 +267,8 @@ impl HerokuClient {
         let mut call = Call::new(Method::PUT, url).raw(tarball);
         call.headers.push((CONTENT_TYPE, HeaderValue::from_static("")));
         call.timeout = Some(Duration::from_secs(300));
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        let reply = self.http.send(&call, shutdown).await.map_err(ProviderError::from_http)?;
+        self.rest.count(1);
+        let reply = self.rest.http().send(&call, shutdown).await.map_err(ProviderError::from_http)?;
         match reply.status {
             200..=299 => Ok(()),
             500..=599 => {
@@ -430,9 +321,10 @@ impl HerokuClient {
         let url = url::Url::parse(url).map_err(|e| ProviderError::Failed(format!("a log URL does not parse: {e}")))?;
         let mut call = Call::new(Method::GET, url);
         call.timeout = Some(limit.max(Duration::from_secs(1)));
-        let redactor = self.http.redactor().clone();
+        let redactor = self.rest.http().redactor().clone();
         let (status, text) = self
-            .http
+            .rest
+            .http()
             .stream_lines(&call, shutdown, |line| on_line(&redactor.redact(line)))
             .await
             .map_err(ProviderError::from_http)?;

@@ -266,6 +266,7 @@ impl Provider for HerokuProvider {
             Source::Image(i) => format!("release image {i} on the web process (docker-releases)"),
             Source::Promotion(from) => format!("promote {from}'s live release through the pipeline"),
             Source::Release(rel) => format!("roll back to {} (Heroku's own rollback, a new release)", rel.label),
+            Source::Rebuild => "build the app's source again".into(),
         };
         let steps = vec![
             make,
@@ -314,6 +315,12 @@ impl Provider for HerokuProvider {
                 Make::Promote { pipeline, source_app, target_app: r.app_id.clone(), from: from.clone() }
             }
             Source::Release(rel) => Make::Return(core.returnable(&rel.label, ctx).await?),
+            Source::Rebuild => {
+                return Err(ProviderError::NotSupported {
+                    provider: "heroku",
+                    operation: "rebuild without a source; leave image empty to deploy source-dir".into(),
+                })
+            }
         };
         Ok(Box::new(HerokuRollout::new(core.clone(), make, r.web_dynos, r.version)))
     }

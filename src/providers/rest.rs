@@ -1,0 +1,208 @@
+//! What the JSON platform APIs (Heroku's Platform API, DigitalOcean's) share: Bearer
+//! auth, the rate-limit header read on every answer (and requests spaced out when the
+//! budget runs low; a 429 waits and retries in the HTTP layer), a garbled read asked
+//! again, and statuses mapped to errors that say what to do. Each provider's client
+//! builds its calls and wire types on top.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use reqwest::header::{HeaderValue, AUTHORIZATION};
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::http::{Call, HttpClient, Reply};
+use crate::providers::ProviderError;
+use crate::shutdown::Shutdown;
+
+/// Reads of a garbled answer before it counts as the platform's failure.
+const GARBLED_TRIES: u32 = 4;
+const GARBLED_BACKOFF: Duration = Duration::from_millis(250);
+
+/// How one platform's API is named and budgeted.
+#[derive(Debug)]
+pub struct Platform {
+    /// "Heroku", "DigitalOcean".
+    pub name: &'static str,
+    /// Where people look when the platform misbehaves.
+    pub status_page: &'static str,
+    /// Said when 429s outlast the retries: how the budget refills.
+    pub rate_hint: &'static str,
+    /// Below this many requests left, requests are spaced out by `refill_pause`.
+    pub low_water: u64,
+    pub refill_pause: Duration,
+}
+
+/// Both platforms answer errors as `{"id": "not_found", "message": "..."}`.
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    message: String,
+}
+
+pub struct RestClient {
+    http: HttpClient,
+    base: url::Url,
+    auth: HeaderValue,
+    platform: &'static Platform,
+    calls: AtomicUsize,
+    remaining: AtomicU64,
+}
+
+impl RestClient {
+    pub fn new(
+        http: HttpClient,
+        base: url::Url,
+        token: &str,
+        platform: &'static Platform,
+    ) -> Result<RestClient, ProviderError> {
+        let bare = token.trim().strip_prefix("Bearer ").unwrap_or(token.trim());
+        let mut auth = HeaderValue::from_str(&format!("Bearer {bare}")).map_err(|_| {
+            ProviderError::Failed("the token has characters an HTTP header cannot carry; check the secret".into())
+        })?;
+        auth.set_sensitive(true);
+        Ok(RestClient { http, base, auth, platform, calls: AtomicUsize::new(0), remaining: AtomicU64::new(u64::MAX) })
+    }
+
+    pub fn http(&self) -> &HttpClient {
+        &self.http
+    }
+
+    /// Requests sent so far, retries included.
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request sent outside `send` (an upload, a log download).
+    pub fn count(&self, n: usize) {
+        self.calls.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Requests the platform said were left at the last answer.
+    pub fn remaining(&self) -> Option<u64> {
+        Some(self.remaining.load(Ordering::Relaxed)).filter(|r| *r != u64::MAX)
+    }
+
+    /// `path` under the API base (which may itself have a path).
+    pub fn url(&self, path: &str) -> url::Url {
+        let mut u = self.base.clone();
+        let base_path = u.path().trim_end_matches('/').to_string();
+        match path.split_once('?') {
+            Some((p, q)) => {
+                u.set_path(&format!("{base_path}{p}"));
+                u.set_query(Some(q));
+            }
+            None => u.set_path(&format!("{base_path}{path}")),
+        }
+        u
+    }
+
+    pub fn call(&self, method: Method, path: &str) -> Call {
+        Call::new(method, self.url(path))
+    }
+
+    /// Sends `call` with the token, spacing requests out while the budget is low.
+    pub async fn send(&self, mut call: Call, shutdown: &Shutdown) -> Result<Reply, ProviderError> {
+        let p = self.platform;
+        if self.remaining().is_some_and(|r| r < p.low_water) {
+            tracing::info!(
+                "{}'s rate limit is nearly used up; pausing {} between requests",
+                p.name,
+                crate::config::human(p.refill_pause)
+            );
+            if !shutdown.sleep(p.refill_pause).await {
+                return Err(ProviderError::Cancelled(shutdown.cause().unwrap_or("shutdown")));
+            }
+        }
+        call = call.header(AUTHORIZATION, self.auth.clone());
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let reply = self.http.send(&call, shutdown).await.map_err(ProviderError::from_http)?;
+        self.calls.fetch_add(reply.retries as usize, Ordering::Relaxed);
+        if let Some(left) = reply.headers.get("ratelimit-remaining").and_then(|v| v.to_str().ok()?.trim().parse().ok())
+        {
+            self.remaining.store(left, Ordering::Relaxed);
+        }
+        Ok(reply)
+    }
+
+    /// Sends and reads a JSON answer. A garbled answer to a read is asked again after a
+    /// pause that doubles, as a 5xx would be; a write is never sent twice for it.
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        call: Call,
+        what: &str,
+        shutdown: &Shutdown,
+    ) -> Result<T, ProviderError> {
+        let reply = self.read(call, what, shutdown).await?;
+        reply.json::<T>().map_err(|e| self.garbled(what, &e))
+    }
+
+    /// Sends `call` until its answer is a success that parses as JSON (reads only), or
+    /// fails for good.
+    pub async fn read(&self, call: Call, what: &str, shutdown: &Shutdown) -> Result<Reply, ProviderError> {
+        let tries = if call.method == Method::GET { GARBLED_TRIES } else { 1 };
+        let mut attempt = 0;
+        loop {
+            let reply = self.send(call.clone(), shutdown).await?;
+            if !reply.is_success() {
+                return Err(self.error(reply.status, &reply.body, what));
+            }
+            attempt += 1;
+            match serde_json::from_slice::<serde::de::IgnoredAny>(&reply.body) {
+                Ok(_) => return Ok(reply),
+                Err(e) if attempt >= tries => return Err(self.garbled(what, &e)),
+                Err(e) => {
+                    tracing::info!(
+                        "{} answered {what} with JSON that does not parse ({e}); asking again",
+                        self.platform.name
+                    );
+                    let pause = GARBLED_BACKOFF * 2u32.pow(attempt - 1) + Duration::from_millis(fastrand::u64(0..100));
+                    if !shutdown.sleep(pause).await {
+                        return Err(ProviderError::Cancelled(shutdown.cause().unwrap_or("shutdown")));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends a write whose answer has no body worth reading; any success will do.
+    pub async fn send_ok(&self, call: Call, what: &str, shutdown: &Shutdown) -> Result<(), ProviderError> {
+        let reply = self.send(call, shutdown).await?;
+        match reply.is_success() {
+            true => Ok(()),
+            false => Err(self.error(reply.status, &reply.body, what)),
+        }
+    }
+
+    pub fn garbled(&self, what: &str, e: &serde_json::Error) -> ProviderError {
+        let p = self.platform;
+        ProviderError::Unavailable(format!(
+            "{}'s answer to {what} was not what its API describes ({e}); re-run, or check {}",
+            p.name, p.status_page
+        ))
+    }
+
+    pub fn error(&self, status: u16, body: &[u8], what: &str) -> ProviderError {
+        let p = self.platform;
+        let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
+        let text = self.http.redactor().redact(&match &parsed {
+            Some(e) if !e.message.is_empty() => format!("{} ({})", e.message, e.id),
+            _ => String::from_utf8_lossy(body).chars().take(200).collect(),
+        });
+        match status {
+            401 => ProviderError::Unauthenticated { provider: p.name },
+            403 => ProviderError::PermissionDenied { provider: p.name, operation: what.to_string() },
+            404 => ProviderError::NotFound { provider: p.name, what: format!("{what}: {text}") },
+            409 => ProviderError::Conflict { what: what.to_string(), detail: text },
+            429 => ProviderError::Unavailable(format!(
+                "{} kept answering 429 (rate limit) to {what} after retries; {}",
+                p.name, p.rate_hint
+            )),
+            408 | 500..=599 => ProviderError::Unavailable(format!("{} answered {status} to {what}: {text}", p.name)),
+            _ => ProviderError::Failed(format!("{} answered {status} to {what}: {text}", p.name)),
+        }
+    }
+}
