@@ -431,6 +431,22 @@ impl Engine<'_> {
                     let stop = Stop::Failed(format!("{} kept {}: {why}", self.provider.name(), live.release.label));
                     return finish(self.stopped_before_change(report, stop));
                 }
+                Ok(Waited::Superseded { by, why }) => {
+                    // Not ours and not the recorded release: say so, and do not roll back
+                    // over someone else's deploy.
+                    if let Some(p) = report.phases.last_mut() {
+                        p.result = PhaseResult::Failed;
+                        p.detail = Some(self.runner.redactor().redact(&why));
+                    }
+                    // This run's change never went live; what did is read at the end.
+                    report.changed = false;
+                    report.live = None;
+                    report.warnings.push(format!(
+                        "safe-deploy did not roll back: {by} replaced this deploy, and undoing someone else's deploy is theirs to decide; check {by}, then re-run this deploy if it should still go out"
+                    ));
+                    let stop = Stop::Failed(format!("{}: {why}", self.provider.name()));
+                    return finish(self.stopped_before_change(report, stop));
+                }
                 Ok(Waited::Refused(why) | Waited::RolledBack(why)) => {
                     report.live = None;
                     let why = format!("{}: {why}", self.provider.name());

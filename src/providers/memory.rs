@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::registry::{self, Registration};
 use super::{
     release_of, Applied, Capabilities, Context, Finding, Instance, Plan, PlannedBatch, Provider, ProviderError,
-    ReleaseRef, Rollout, Severity, Snapshot, Source, Target, Waited,
+    ReleaseRef, Rollout, Severity, Snapshot, Target, Waited,
 };
 use crate::config::{Config, Problems, ProviderSettings};
 use crate::http::HttpClient;
@@ -95,18 +95,7 @@ fn call<T>(store: &Store, name: String, change: impl FnOnce(&mut State) -> T) ->
 }
 
 fn release_name(target: &Target) -> Result<String, ProviderError> {
-    match &target.source {
-        Source::Image(i) => Ok(i.clone()),
-        Source::Release(r) => Ok(r.id.clone()),
-        Source::Directory(d) => Err(ProviderError::NotSupported {
-            provider: "memory",
-            operation: format!("deploy a source directory ({}); give an image", d.display()),
-        }),
-        Source::Promotion(app) => Err(ProviderError::NotSupported {
-            provider: "memory",
-            operation: format!("promote what {app} runs; give an image"),
-        }),
-    }
+    target.source.image_or_release("memory")
 }
 
 /// One instance at a time: the shape of a rolling deploy.

@@ -21,10 +21,13 @@ use crate::http::HttpError;
 use crate::shutdown::Shutdown;
 
 pub mod conformance;
+pub mod digitalocean;
 pub mod fly;
 pub mod heroku;
+pub mod logs;
 pub mod memory;
 pub mod registry;
+pub mod rest;
 
 /// A release as a provider names it: `id` is what is compared, `label` what is shown
 /// (for Fly both are the image; for Heroku `id` is a uuid and `label` is `v43`).
@@ -77,6 +80,9 @@ pub enum Source {
     Release(ReleaseRef),
     /// What another app runs, promoted through a pipeline (Heroku): the app's name.
     Promotion(String),
+    /// The app's own source, as its spec names it (an App Platform git branch), built
+    /// and deployed again.
+    Rebuild,
 }
 
 /// What to make live, and the version it must report: what the health gate expects.
@@ -94,6 +100,26 @@ impl Target {
             Source::Directory(d) => format!("source in {}", d.display()),
             Source::Release(r) => r.label.clone(),
             Source::Promotion(app) => format!("what {app} runs, promoted"),
+            Source::Rebuild => "a new build of the app's own source".into(),
+        }
+    }
+}
+
+impl Source {
+    /// The image (or recorded release) of a provider that deploys only images.
+    pub fn image_or_release(&self, provider: &'static str) -> Result<String, ProviderError> {
+        let refuse = |operation: String| Err(ProviderError::NotSupported { provider, operation });
+        match self {
+            Source::Image(i) => Ok(i.clone()),
+            Source::Release(r) => Ok(r.id.clone()),
+            Source::Directory(d) => refuse(format!(
+                "build a source directory ({}); build and push an image, then give it in image",
+                d.display()
+            )),
+            Source::Promotion(app) => {
+                refuse(format!("promote what {app} runs through a pipeline; give its image in image"))
+            }
+            Source::Rebuild => refuse("rebuild an app from its own source; give an image in image".into()),
         }
     }
 }
@@ -172,6 +198,10 @@ pub enum Waited {
     /// The platform rolled back by itself (an ECS circuit breaker): the old release
     /// runs again.
     RolledBack(String),
+    /// Someone else's change replaced ours before it went live (an App Platform
+    /// deployment superseded by another): neither ours nor the recorded release is
+    /// what will run, and rolling back over someone else's deploy would be wrong.
+    Superseded { by: String, why: String },
 }
 
 /// A roll-out in progress: made by `prepare`, driven batch by batch by the engine.

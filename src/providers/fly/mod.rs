@@ -36,7 +36,7 @@ use self::settings::{Settings, Strategy, STRATEGIES};
 use super::registry::Registration;
 use super::{
     release_of, Capabilities, Context, Finding, Plan, Provider, ProviderError, ReleaseRef, Rollout, Severity, Snapshot,
-    Source, Target,
+    Target,
 };
 use crate::http::HttpClient;
 
@@ -117,21 +117,7 @@ impl FlyProvider {
 
 /// The image a target names: an image, or a release (Fly's releases are images).
 fn image_of(target: &Target) -> Result<String, ProviderError> {
-    match &target.source {
-        Source::Image(i) => Ok(i.clone()),
-        Source::Release(r) => Ok(r.id.clone()),
-        Source::Directory(d) => Err(ProviderError::NotSupported {
-            provider: "fly",
-            operation: format!(
-                "build a source directory ({}); build and push an image, then give it in image",
-                d.display()
-            ),
-        }),
-        Source::Promotion(app) => Err(ProviderError::NotSupported {
-            provider: "fly",
-            operation: format!("promote what {app} runs through a pipeline; give its image in image"),
-        }),
-    }
+    target.source.image_or_release("fly")
 }
 
 impl Core {
