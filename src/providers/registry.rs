@@ -27,8 +27,12 @@ pub struct Registration {
     pub configure: fn(&RawInputs, &Path, &mut Problems) -> Option<Arc<dyn ProviderSettings>>,
 }
 
-pub const PROVIDERS: &[&Registration] =
-    &[&super::fly::REGISTRATION, &super::heroku::REGISTRATION, &super::memory::REGISTRATION];
+pub const PROVIDERS: &[&Registration] = &[
+    &super::fly::REGISTRATION,
+    &super::heroku::REGISTRATION,
+    &super::digitalocean::REGISTRATION,
+    &super::memory::REGISTRATION,
+];
 
 /// The registration for `name`, case-insensitively.
 pub fn find(name: &str) -> Option<&'static Registration> {
@@ -58,6 +62,6 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), PROVIDERS.len());
-        assert!(find("digitalocean").is_none());
+        assert!(find("digitalocean-droplets").is_none());
     }
 }

@@ -1,0 +1,423 @@
+//! One App Platform roll-out, in one batch (the platform replaces the instances
+//! itself, moving traffic only once the new ones pass their readiness check): start a
+//! deployment (a spec update with the new image, a new build of the app's sources, or
+//! a rollback to an earlier deployment), then follow it by phase and by step until it
+//! is ACTIVE, or ends in ERROR, CANCELED or SUPERSEDED, each of which ends the wait at
+//! the poll that sees it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::client::{Deployment, Step};
+use super::{label, short, Core};
+use crate::providers::logs::excerpt;
+use crate::providers::{Applied, Context, ProviderError, ReleaseRef, Rollout, Waited};
+
+/// How often a deployment is read while waited for: each ending is seen within one.
+pub const POLL: Duration = Duration::from_secs(1);
+const DEPLOY_TIMEOUT: &str = "deploy-timeout";
+
+/// How the deployment gets made.
+pub enum Make {
+    /// Put the spec with the new image in `components`.
+    Update { spec: Value, components: Vec<String> },
+    /// A new deployment of the current spec; `force_build` rebuilds git sources.
+    Deploy { force_build: bool },
+    /// Roll back to an earlier deployment (validated in `prepare`).
+    Return(Deployment),
+}
+
+/// How following a deployment ended.
+#[derive(Debug)]
+pub enum End {
+    Active(Deployment),
+    /// The failing step and its reason, with the stage's log excerpt.
+    Error(String),
+    Canceled,
+    Superseded,
+}
+
+pub struct DoRollout {
+    core: Arc<Core>,
+    app_id: String,
+    /// The deployment live before: what must still serve when ours does not go live.
+    live_id: String,
+    make: Make,
+    made: Option<Deployment>,
+    changed: bool,
+}
+
+impl DoRollout {
+    pub fn new(core: Arc<Core>, app_id: String, live_id: String, make: Make) -> DoRollout {
+        DoRollout { core, app_id, live_id, make, made: None, changed: false }
+    }
+}
+
+/// Every step of a deployment with its path ("deploy › components › web › wait"),
+/// depth first.
+pub fn steps(d: &Deployment) -> Vec<(String, &Step)> {
+    fn walk<'a>(prefix: &str, steps: &'a [Step], out: &mut Vec<(String, &'a Step)>) {
+        for s in steps {
+            let path = if prefix.is_empty() { s.name.clone() } else { format!("{prefix} › {}", s.name) };
+            out.push((path.clone(), s));
+            walk(&path, &s.steps, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk("", d.progress.as_ref().map(|p| p.steps.as_slice()).unwrap_or_default(), &mut out);
+    out
+}
+
+/// The state a component reached when a deploy step of it did ("deploy › components ›
+/// web › wait" RUNNING: web waits for its readiness check).
+fn component_state(path: &str, status: &str) -> Option<&'static str> {
+    let rest = path.strip_prefix("deploy › components › ")?;
+    let (_, step) = rest.split_once(" › ")?;
+    Some(match (step, status) {
+        ("deploy", "RUNNING") => "starting new instances",
+        ("wait", "RUNNING") => "waiting for its readiness check",
+        ("wait", "SUCCESS") => "ready",
+        (_, "ERROR") => "failed",
+        _ => return None,
+    })
+}
+
+fn component_of(path: &str) -> String {
+    path.split(" › ").nth(2).unwrap_or("?").to_string()
+}
+
+/// The deepest step that failed, with its reason: what a person needs first.
+pub fn failing_step(d: &Deployment) -> Option<(String, String)> {
+    let all = steps(d);
+    let failed = all.iter().filter(|(_, s)| s.status == "ERROR");
+    let deepest = failed.clone().rfind(|(_, s)| s.reason.is_some()).or_else(|| failed.clone().next_back())?;
+    let (path, step) = deepest;
+    let reason = match &step.reason {
+        Some(r) if !r.message.is_empty() && !r.code.is_empty() => format!("{} ({})", r.message, r.code),
+        Some(r) if !r.message.is_empty() => r.message.clone(),
+        Some(r) if !r.code.is_empty() => r.code.clone(),
+        _ => "no reason given".into(),
+    };
+    Some((path.clone(), reason))
+}
+
+impl Core {
+    async fn pause(&self, ctx: &Context, pause: Duration) -> Result<(), ProviderError> {
+        if !ctx.shutdown.sleep(pause).await {
+            return Err(ProviderError::Cancelled(ctx.shutdown.cause().unwrap_or("shutdown")));
+        }
+        Ok(())
+    }
+
+    /// Follows deployment `id` until it ends, reporting each phase and step when it is
+    /// reached.
+    pub async fn follow(
+        &self,
+        app_id: &str,
+        id: &str,
+        ctx: &Context,
+        input: &'static str,
+    ) -> Result<End, ProviderError> {
+        let started = Instant::now();
+        let mut phase = String::new();
+        let mut seen: Vec<(String, String)> = Vec::new();
+        loop {
+            let d = self.client.deployment(app_id, id, &ctx.shutdown).await?;
+            if d.phase != phase {
+                ctx.progress.log("deployment", &format!("{} is {}", short(id), d.phase));
+                phase = d.phase.clone();
+            }
+            for (path, step) in steps(&d) {
+                if step.steps.is_empty() && !seen.iter().any(|(p, s)| p == &path && s == &step.status) {
+                    seen.retain(|(p, _)| p != &path);
+                    seen.push((path.clone(), step.status.clone()));
+                    let what = match (&step.message_base, &step.component_name) {
+                        (Some(m), Some(c)) => format!(" ({m} {c})"),
+                        _ => String::new(),
+                    };
+                    if step.status != "PENDING" {
+                        ctx.progress.log("deployment", &format!("{path}{what}: {}", step.status));
+                    }
+                    if let Some(state) = component_state(&path, &step.status) {
+                        let component = step.component_name.clone().unwrap_or_else(|| component_of(&path));
+                        ctx.progress.instance(&format!("component {component}"), state, Some(&short(id)));
+                    }
+                }
+            }
+            match d.phase.as_str() {
+                "ACTIVE" => return Ok(End::Active(d)),
+                "ERROR" => return Ok(End::Error(self.why_failed(app_id, &d, ctx).await)),
+                "CANCELED" => return Ok(End::Canceled),
+                "SUPERSEDED" => return Ok(End::Superseded),
+                "UNKNOWN" | "PENDING_BUILD" | "BUILDING" | "PENDING_DEPLOY" | "DEPLOYING" => {}
+                other => {
+                    return Err(ProviderError::Failed(format!(
+                        "deployment {id} is in phase '{other}', which safe-deploy does not know; check it with doctl apps get-deployment {app_id} {id}"
+                    )))
+                }
+            }
+            let done = d.progress.as_ref().map(|p| (p.success_steps, p.total_steps)).unwrap_or_default();
+            let what = format!("deployment {} ({}, {} of {} steps done)", short(id), d.phase, done.0, done.1);
+            ctx.progress.waiting(&what, started, Some(ctx.deadline));
+            if Instant::now() >= ctx.deadline {
+                return Err(ProviderError::timeout(format!("deployment {}", short(id)), started.elapsed(), input));
+            }
+            self.pause(ctx, POLL.min(ctx.remaining().max(Duration::from_millis(50)))).await?;
+        }
+    }
+
+    /// The failing step and its reason, and the last lines of that stage's log.
+    async fn why_failed(&self, app_id: &str, d: &Deployment, ctx: &Context) -> String {
+        let (path, reason) =
+            failing_step(d).unwrap_or_else(|| ("no step".into(), "App Platform named no failing step".into()));
+        let stage = if path.starts_with("build") { "BUILD" } else { "DEPLOY" };
+        let mut log = String::new();
+        if let Ok(urls) = self.client.log_urls(app_id, &d.id, stage, &ctx.shutdown).await {
+            for url in urls.iter().take(3) {
+                match self.client.download(url, &ctx.shutdown).await {
+                    Ok(text) => log.push_str(&text),
+                    Err(e) => ctx.progress.log("logs", &format!("(the {stage} log could not be read: {e})")),
+                }
+            }
+        }
+        for line in log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev() {
+            ctx.progress.log(&stage.to_lowercase(), line);
+        }
+        let tail = excerpt(&log);
+        match tail.is_empty() {
+            true => format!("step {path} failed: {reason}"),
+            false => format!("step {path} failed: {reason}; {} log: {tail}", stage.to_lowercase()),
+        }
+    }
+
+    /// Cancels a deployment a signal interrupted, within the runner's grace: true when
+    /// App Platform says it ended CANCELED with `live_id` still serving.
+    async fn cancel_before_live(&self, app_id: &str, id: &str, live_id: &str) -> bool {
+        // The run's own shutdown has fired: these calls go out regardless.
+        let calm = crate::shutdown::Shutdown::new();
+        if self.client.cancel(app_id, id, &calm).await.is_err() {
+            return false;
+        }
+        let ended = matches!(self.client.deployment(app_id, id, &calm).await, Ok(d) if d.phase == "CANCELED");
+        let app = self.client.app(app_id, &calm).await;
+        ended && matches!(app, Ok(a) if a.active_deployment.as_ref().is_some_and(|d| d.id == live_id))
+    }
+
+    /// What the app runs now has not moved off `live_id`: a deployment that did not go
+    /// live really left the old one serving.
+    async fn still_serving(&self, app_id: &str, live_id: &str, ctx: &Context) -> Result<(), ProviderError> {
+        let app = self.client.app(app_id, &ctx.shutdown).await?;
+        match app.active_deployment {
+            Some(a) if a.id == live_id => Ok(()),
+            Some(a) => Err(ProviderError::Failed(format!(
+                "the app's active deployment is {}, neither the recorded {} nor this deploy's; check it in the control panel",
+                label(&a),
+                short(live_id)
+            ))),
+            None => Err(ProviderError::Failed("the app reports no active deployment; check it in the control panel".into())),
+        }
+    }
+
+    /// The deployment that replaced `ours`: the one in progress, else the active one.
+    async fn successor(&self, app_id: &str, ours: &str, ctx: &Context) -> String {
+        match self.client.app(app_id, &ctx.shutdown).await {
+            Ok(app) => app
+                .in_progress_deployment
+                .into_iter()
+                .chain(app.active_deployment)
+                .find(|d| d.id != ours)
+                .map(|d| match &d.cause {
+                    Some(c) if !c.is_empty() => format!("deployment {} (cause: {c})", label(&d)),
+                    _ => format!("deployment {}", label(&d)),
+                })
+                .unwrap_or_else(|| "another deployment".into()),
+            Err(_) => "another deployment".into(),
+        }
+    }
+}
+
+impl DoRollout {
+    /// Sends the write that starts the deployment; returns the deployment it started.
+    async fn start(&self, core: &Core, ctx: &Context) -> Result<Deployment, ProviderError> {
+        let c = &core.client;
+        Ok(match &self.make {
+            Make::Update { spec, .. } => {
+                let app = c.update(&self.app_id, spec, &ctx.shutdown).await?;
+                let started = app.pending_deployment.or(app.in_progress_deployment).filter(|d| !d.id.is_empty());
+                match started {
+                    Some(d) => d,
+                    // Not in the answer: the newest deployment, once it is not the live one.
+                    None => c
+                        .deployments(&self.app_id, 1, 1, &ctx.shutdown)
+                        .await?
+                        .into_iter()
+                        .find(|d| d.id != self.live_id)
+                        .ok_or_else(|| {
+                            ProviderError::Failed(
+                                "App Platform took the spec update but names no deployment of it; check the app's activity in the control panel".into(),
+                            )
+                        })?,
+                }
+            }
+            Make::Deploy { force_build } => c.create_deployment(&self.app_id, *force_build, &ctx.shutdown).await?,
+            Make::Return(to) => {
+                let skip_pin = !core.settings.keep_pin;
+                c.rollback(&self.app_id, &to.id, skip_pin, &ctx.shutdown).await?
+            }
+        })
+    }
+}
+
+#[async_trait]
+impl Rollout for DoRollout {
+    fn batches(&self) -> usize {
+        1
+    }
+
+    fn describe(&self, _batch: usize) -> String {
+        match &self.make {
+            Make::Update { components, .. } => format!(
+                "update the image of {} in the app spec; App Platform moves traffic once the new instances pass their readiness check",
+                components.join(", ")
+            ),
+            Make::Deploy { force_build: true } => "a new deployment, rebuilding the app's sources".into(),
+            Make::Deploy { force_build: false } => "a new deployment of the app's spec".into(),
+            Make::Return(d) => format!("roll back to deployment {} (App Platform's own rollback)", label(d)),
+        }
+    }
+
+    async fn apply(&mut self, _batch: usize, ctx: &Context) -> Result<Applied, ProviderError> {
+        // A signal that came before the first write stops here, with nothing changed.
+        ctx.check_cancelled()?;
+        let core = self.core.clone();
+        // Sent is changed: App Platform deploys an update by itself.
+        self.changed = true;
+        let made = self.start(&core, ctx).await.inspect_err(|e| {
+            // A refusal (4xx) changed nothing; a write whose answer never came may have.
+            if !e.is_transient() && !matches!(e, ProviderError::Http(_) | ProviderError::Cancelled(_)) {
+                self.changed = false;
+            }
+        })?;
+        // The answer may leave the spec out; the full record says what it deploys.
+        let made = match made.spec.is_object() {
+            true => made,
+            false => core.client.deployment(&self.app_id, &made.id, &ctx.shutdown).await.unwrap_or(made),
+        };
+        ctx.progress.log("deployment", &format!("{} started", label(&made)));
+        let release = ReleaseRef { id: made.id.clone(), label: label(&made) };
+        self.made = Some(made);
+        Ok(Applied { release, instances: Vec::new() })
+    }
+
+    async fn wait(&mut self, _batch: usize, ctx: &Context) -> Result<Waited, ProviderError> {
+        let Some(made) = self.made.clone() else {
+            return Err(ProviderError::Failed(
+                "bug: waited on an App Platform roll-out that started no deployment".into(),
+            ));
+        };
+        let core = self.core.clone();
+        let followed = match core.follow(&self.app_id, &made.id, ctx, DEPLOY_TIMEOUT).await {
+            Err(ProviderError::Cancelled(cause)) => {
+                // Stopped mid-deployment: cancel it, so what it deploys never goes live.
+                if core.cancel_before_live(&self.app_id, &made.id, &self.live_id).await {
+                    ctx.progress.log("deployment", &format!("{} cancelled; nothing went live", short(&made.id)));
+                    self.changed = false;
+                }
+                return Err(ProviderError::Cancelled(cause));
+            }
+            other => other?,
+        };
+        match followed {
+            End::Active(_) => {
+                let app = core.client.app(&self.app_id, &ctx.shutdown).await?;
+                match app.active_deployment {
+                    Some(a) if a.id == made.id => Ok(Waited::Ready),
+                    other => Err(ProviderError::Failed(format!(
+                        "deployment {} reports ACTIVE, but the app's active deployment is {}; check the app in the control panel",
+                        short(&made.id),
+                        other.map(|a| label(&a)).unwrap_or_else(|| "none".into())
+                    ))),
+                }
+            }
+            End::Error(why) => {
+                core.still_serving(&self.app_id, &self.live_id, ctx).await?;
+                self.changed = false;
+                if let Make::Update { .. } = self.make {
+                    core.note(format!(
+                        "App Platform keeps the spec of a failed deployment: the app's spec now names the image that failed, so its next deployment (a push with deploy on push, a settings change) would try it again; the next safe-deploy run replaces it, or roll the spec back to {} in the control panel",
+                        short(&self.live_id)
+                    ));
+                }
+                Ok(Waited::Refused(format!("deployment {} ended in ERROR: {why}", short(&made.id))))
+            }
+            End::Canceled => {
+                core.still_serving(&self.app_id, &self.live_id, ctx).await?;
+                self.changed = false;
+                Ok(Waited::Refused(format!(
+                    "deployment {} was CANCELED (in the control panel or through the API) before it went live",
+                    short(&made.id)
+                )))
+            }
+            End::Superseded => {
+                let by = core.successor(&self.app_id, &made.id, ctx).await;
+                Ok(Waited::Superseded {
+                    why: format!("deployment {} was SUPERSEDED by {by} before it went live", short(&made.id)),
+                    by,
+                })
+            }
+        }
+    }
+
+    fn changed(&self) -> bool {
+        self.changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn deployment(steps: Value) -> Deployment {
+        serde_json::from_value(json!({ "id": "d1", "phase": "ERROR", "progress": { "steps": steps } })).unwrap()
+    }
+
+    #[test]
+    fn a_components_deploy_steps_are_its_states() {
+        assert_eq!(component_state("deploy › components › web › deploy", "RUNNING"), Some("starting new instances"));
+        assert_eq!(component_state("deploy › components › web › wait", "SUCCESS"), Some("ready"));
+        assert_eq!(component_state("deploy › components › web › wait", "ERROR"), Some("failed"));
+        assert_eq!(component_state("build › components › web", "RUNNING"), None);
+        assert_eq!(component_state("deploy › finalize", "SUCCESS"), None);
+        assert_eq!(component_of("deploy › components › api › wait"), "api");
+    }
+
+    #[test]
+    fn the_deepest_failing_step_and_its_reason_are_named() {
+        let d = deployment(json!([
+            { "name": "build", "status": "SUCCESS" },
+            { "name": "deploy", "status": "ERROR", "steps": [
+                { "name": "components", "status": "ERROR", "steps": [
+                    { "name": "web", "status": "ERROR", "steps": [
+                        { "name": "deploy", "status": "SUCCESS" },
+                        { "name": "wait", "status": "ERROR", "reason": { "code": "UnhealthyHealthCheck", "message": "web failed its readiness check" } }
+                    ]}
+                ]}
+            ]}
+        ]));
+        assert_eq!(
+            failing_step(&d),
+            Some((
+                "deploy › components › web › wait".into(),
+                "web failed its readiness check (UnhealthyHealthCheck)".into()
+            ))
+        );
+        let no_reason = deployment(json!([{ "name": "build", "status": "ERROR" }]));
+        assert_eq!(failing_step(&no_reason), Some(("build".into(), "no reason given".into())));
+        assert_eq!(failing_step(&deployment(json!([]))), None);
+    }
+}

@@ -1,0 +1,210 @@
+//! App Platform's own inputs: which components take the new image, whether a rollback
+//! leaves the app pinned, and `.do/app.yaml` (the spec file doctl and DigitalOcean's
+//! own action read), which gives the app's name and the image components when the
+//! inputs leave them out.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::spec::{self, ImageRef};
+use super::DoProvider;
+use crate::config::{parse_bool, Config, InputError, Problems, ProviderSettings};
+use crate::http::HttpClient;
+use crate::inputs::RawInputs;
+use crate::providers::Source;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The components whose image changes; empty: chosen from the live spec.
+    pub components: Vec<String>,
+    /// A rollback leaves the app pinned to it (until committed or reverted).
+    pub keep_pin: bool,
+    /// The parsed `image`, when one was given.
+    pub image: Option<ImageRef>,
+}
+
+impl ProviderSettings for Settings {
+    fn build(&self, config: &Config, http: &HttpClient) -> anyhow::Result<Box<dyn crate::providers::Provider>> {
+        let (base, token) = (config.api_base(super::client::DEFAULT_API)?, config.token_text());
+        Ok(Box::new(DoProvider::new(http.clone(), base, &config.app, token, self.clone())?))
+    }
+
+    /// Without an image, a new deployment of the app's own sources (a git branch).
+    fn default_source(&self) -> Option<Source> {
+        Some(Source::Rebuild)
+    }
+}
+
+/// `.do/app.yaml` (or `app-spec`), when present.
+fn load(raw: &RawInputs, workspace: &Path) -> Result<Option<Value>, InputError> {
+    let name = raw.get("app-spec").unwrap_or(".do/app.yaml");
+    let path = workspace.join(name);
+    if !path.is_file() {
+        if raw.given("app-spec") {
+            return Err(InputError {
+                input: "app-spec",
+                problem: format!("{} is not a file", path.display()),
+                fix: "Point app-spec at the app spec in the repository (check it out first with actions/checkout), or leave it empty.".into(),
+            });
+        }
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| InputError {
+        input: "app-spec",
+        problem: format!("{} cannot be read: {e}", path.display()),
+        fix: "Check the file's permissions.".into(),
+    })?;
+    let spec: Value = serde_yaml_ng::from_str(&text).map_err(|e| InputError {
+        input: "app-spec",
+        problem: format!("{} is not valid YAML: {e}", path.display()),
+        fix: "Fix the file (doctl apps spec validate checks it), or point app-spec elsewhere.".into(),
+    })?;
+    if !spec.is_object() {
+        return Err(InputError {
+            input: "app-spec",
+            problem: format!("{} is not an app spec (a mapping with name and services)", path.display()),
+            fix: "Fix the file, or point app-spec elsewhere.".into(),
+        });
+    }
+    Ok(Some(spec))
+}
+
+/// Fills `app` from the spec file's `name` when the input is empty.
+pub fn defaults(raw: &RawInputs, workspace: &Path) -> Result<Option<RawInputs>, InputError> {
+    let Some(file) = load(raw, workspace)? else { return Ok(None) };
+    let mut merged = raw.clone();
+    if !raw.given("app") {
+        if let Some(name) = file["name"].as_str() {
+            merged.set("app", name);
+        }
+    }
+    Ok(Some(merged))
+}
+
+fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    (2..=32).contains(&b.len())
+        && b[0].is_ascii_lowercase()
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && !name.ends_with('-')
+}
+
+pub fn configure(raw: &RawInputs, workspace: &Path, p: &mut Problems) -> Option<Arc<dyn ProviderSettings>> {
+    let mut ok = true;
+    let mut components: Vec<String> = raw
+        .get("components")
+        .unwrap_or_default()
+        .split(',')
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+        .collect();
+    if let Some(bad) = components.iter().find(|c| !valid_name(c)) {
+        p.add(
+            "components",
+            format!("'{bad}' is not a component name (2 to 32 lower-case letters, digits and dashes)"),
+            "Name the components as the app spec does, separated by commas, e.g. web,worker.",
+        );
+        ok = false;
+    }
+    let keep_pin = match parse_bool(raw.get("keep-pin").unwrap_or("false")) {
+        Ok(b) => b,
+        Err(problem) => {
+            p.add("keep-pin", problem, "Use true or false.");
+            ok = false;
+            false
+        }
+    };
+    let image = match raw.get("image").map(ImageRef::parse) {
+        None => None,
+        Some(Ok(i)) => Some(i),
+        Some(Err(problem)) => {
+            p.add("image", problem, "Give the image as registry.digitalocean.com/REGISTRY/REPO@sha256:... (a digest makes a rollback exact), ghcr.io/OWNER/REPO:TAG or a Docker Hub name.");
+            ok = false;
+            None
+        }
+    };
+    if image.is_none() && !components.is_empty() {
+        p.add(
+            "components",
+            "is set, but no image was given, so no component's image would change",
+            "Give the new image in image, or leave components empty to build the app's sources again.",
+        );
+        ok = false;
+    }
+    // A broken spec file was reported by `defaults` already.
+    if components.is_empty() && image.is_some() {
+        if let Ok(Some(file)) = load(raw, workspace) {
+            let wanted = image.as_ref().map(|i| i.repository.clone()).unwrap_or_default();
+            components = spec::components(&file)
+                .into_iter()
+                .filter(|c| c.image.as_ref().is_some_and(|i| i["repository"].as_str() == Some(&wanted)))
+                .map(|c| c.name)
+                .collect();
+        }
+    }
+    ok.then(|| Arc::new(Settings { components, keep_pin, image }) as Arc<dyn ProviderSettings>)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: [(&str, &str); 4] = [
+        ("provider", "digitalocean"),
+        ("app", "shop"),
+        ("token", "dop_v1_token"),
+        ("health-url", "https://shop.example.com/health"),
+    ];
+
+    fn problems(extra: &[(&str, &str)], dir: &Path) -> Vec<&'static str> {
+        let mut v = BASE.to_vec();
+        v.extend_from_slice(extra);
+        Config::from_inputs_in(&RawInputs::of(&v), dir).err().unwrap_or_default().iter().map(|e| e.input).collect()
+    }
+
+    #[test]
+    fn without_an_image_the_app_is_built_again_from_its_own_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::from_inputs_in(&RawInputs::of(&BASE), dir.path()).expect("valid without image");
+        assert_eq!(c.settings.default_source(), Some(Source::Rebuild));
+    }
+
+    #[test]
+    fn bad_inputs_are_named_before_any_request() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(problems(&[("image", "quay.io/acme/web:1")], dir.path()), ["image"]);
+        assert_eq!(problems(&[("image", "acme/web:1"), ("components", "Web")], dir.path()), ["components"]);
+        assert_eq!(problems(&[("components", "web")], dir.path()), ["components"], "components without image");
+        assert_eq!(problems(&[("keep-pin", "yes")], dir.path()), ["keep-pin"]);
+        assert_eq!(problems(&[("app-spec", "deploy/app.yaml")], dir.path()), ["app-spec"]);
+        assert!(problems(&[("image", "registry.digitalocean.com/acme/web:v2")], dir.path()).is_empty());
+    }
+
+    #[test]
+    fn the_spec_file_names_the_app_and_the_image_components() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(".do")).unwrap();
+        std::fs::write(
+            dir.path().join(".do/app.yaml"),
+            "name: shop\nservices:\n- name: web\n  image: {registry_type: DOCR, repository: web, tag: v1}\n- name: admin\n  image: {registry_type: DOCR, repository: admin, tag: v1}\n",
+        )
+        .unwrap();
+        let raw = RawInputs::of(&[
+            ("provider", "digitalocean"),
+            ("token", "t"),
+            ("health-url", "https://shop.example.com/health"),
+            ("image", "registry.digitalocean.com/acme/web:v2"),
+        ]);
+        let c = Config::from_inputs_in(&raw, dir.path()).expect("app comes from the spec file");
+        assert_eq!(c.app, "shop");
+        std::fs::write(dir.path().join(".do/app.yaml"), "name: [unclosed").unwrap();
+        let errors = Config::from_inputs_in(&raw, dir.path()).unwrap_err();
+        assert_eq!(
+            errors.iter().map(|e| e.input).collect::<Vec<_>>(),
+            ["app-spec", "app"],
+            "the broken file is named, and so is the app it could not give"
+        );
+    }
+}
