@@ -7,6 +7,7 @@ mod util;
 mod action_yml;
 mod conformance;
 mod deploy_stories;
+mod digitalocean;
 mod fly;
 mod github;
 mod health_gate;

@@ -1,0 +1,442 @@
+//! DigitalOcean App Platform end to end: the shared provider suite, then the real
+//! binary against the Apps emulator, whose deployments move through their phases and
+//! steps, whose instances are real processes of the test app, and whose router moves
+//! traffic to a new deployment only once its instances pass their readiness check.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use safe_deploy::config::{Command, Config};
+use safe_deploy::health::Probe;
+use safe_deploy::http::{HttpClient, RetryConfig};
+use safe_deploy::inputs::RawInputs;
+use safe_deploy::providers::conformance::{self as suite, Harness};
+use safe_deploy::providers::{Provider, Source, Target};
+use safe_deploy::secret::Redactor;
+use sandbox::app::{HealthMode, ReleaseSpec};
+use sandbox::digitalocean::{AppOptions, DoOptions, DoSandbox, Failure, Faults, ServiceOptions};
+use serde_json::{json, Value};
+
+use crate::util::{with, Ran, Step, BIN};
+
+pub const TOKEN: &str = "dop_v1_sandbox0123456789abcdef0123456789abcdef0123456789abcdef01234567";
+const REGISTRY: &str = "registry.digitalocean.com/acme";
+
+/// A digest made from a short name, so each test image has its own.
+pub fn digest(name: &str) -> String {
+    let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+    format!("sha256:{:0<64}", hex.chars().take(64).collect::<String>())
+}
+
+/// The sandbox's options for tests: the test app, the test token, and health-check
+/// seconds and phases short enough for tests.
+pub fn options(apps: Vec<AppOptions>) -> DoOptions {
+    DoOptions {
+        apps,
+        token: Some(TOKEN.into()),
+        app_command: vec![BIN.into(), "__sandbox-app".into()],
+        second: Duration::from_millis(100),
+        step_time: Duration::from_millis(150),
+        ..Default::default()
+    }
+}
+
+pub async fn apps(list: Vec<AppOptions>) -> DoSandbox {
+    apps_with(options(list)).await
+}
+
+pub async fn apps_with(opts: DoOptions) -> DoSandbox {
+    DoSandbox::start(opts).await.expect("the App Platform sandbox starts")
+}
+
+fn base_inputs(h: &DoSandbox, app: &str) -> Vec<(String, String)> {
+    let url = h.app_url(app);
+    [
+        ("provider", "digitalocean".to_string()),
+        ("app", app.to_string()),
+        ("token", TOKEN.to_string()),
+        ("api-url", h.api_url()),
+        ("health-url", format!("{url}/health")),
+        ("check-string", "ok".to_string()),
+        ("version-url", format!("{url}/version")),
+        ("health-interval", "100ms".to_string()),
+        ("health-deadline", "6s".to_string()),
+        ("health-timeout", "1s".to_string()),
+        ("deploy-timeout", "60s".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// Inputs that deploy `image` (a registry path) and expect `version` from it.
+fn deploy(h: &DoSandbox, app: &str, image: &str, version: &str) -> Vec<(String, String)> {
+    with(with(base_inputs(h, app), "image", image), "expect-version", version)
+}
+
+fn writes(h: &DoSandbox) -> Vec<String> {
+    h.calls()
+        .iter()
+        .filter(|c| c.is_write() && !c.path.ends_with("/rollback/validate"))
+        .map(|c| format!("{} {}", c.method, c.path))
+        .collect()
+}
+
+/// What the app's active deployment runs, from the emulator: the web image's tag or
+/// digest key (`web:v1`).
+fn active_image(h: &DoSandbox, app: &str) -> String {
+    let active = h.active_deployment(app).unwrap_or_default();
+    let d = h.deployments(app).into_iter().find(|d| d["id"] == active.as_str()).unwrap_or_default();
+    image_key(&d["spec"]["services"][0]["image"])
+}
+
+fn image_key(image: &Value) -> String {
+    let repo = image["repository"].as_str().unwrap_or_default();
+    match (image["digest"].as_str(), image["tag"].as_str()) {
+        (Some(d), _) => format!("{repo}@{d}"),
+        (_, Some(t)) => format!("{repo}:{t}"),
+        _ => format!("{repo}:latest"),
+    }
+}
+
+async fn served(h: &DoSandbox, app: &str) -> String {
+    sandbox::client::call("GET", &format!("{}/version", h.app_url(app)), &[], None).await.unwrap().text()
+}
+
+fn assert_summary_says(ran: &Ran, words: &[&str]) {
+    for w in words {
+        assert!(ran.summary.contains(w), "the summary should say {w:?}:\n{ran}");
+    }
+}
+
+// ----- the shared provider suite -----
+
+struct DoHarness {
+    h: DoSandbox,
+    http: HttpClient,
+    workspace: tempfile::TempDir,
+}
+
+impl DoHarness {
+    async fn start() -> DoHarness {
+        let h = apps(vec![AppOptions::image("web")]).await;
+        h.add_image("web:broken", ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
+        let http = HttpClient::new(Redactor::default(), RetryConfig::default(), Duration::from_secs(30)).unwrap();
+        DoHarness { h, http, workspace: tempfile::tempdir().unwrap() }
+    }
+}
+
+#[async_trait]
+impl Harness for DoHarness {
+    fn provider(&self) -> Box<dyn Provider> {
+        self.config(Command::Deploy, "g2").build_provider(&self.http).unwrap()
+    }
+
+    fn config(&self, command: Command, release: &str) -> Config {
+        let mut raw = RawInputs::default();
+        raw.set("command", command.as_str());
+        for (k, v) in base_inputs(&self.h, "web") {
+            raw.set(&k, v);
+        }
+        if command == Command::Deploy {
+            raw.set("image", format!("{REGISTRY}/web:{release}"));
+            raw.set("expect-version", release);
+        }
+        Config::from_inputs_in(&raw, self.workspace.path()).unwrap()
+    }
+
+    fn probe(&self) -> &dyn Probe {
+        &self.http
+    }
+
+    fn good(&self) -> [String; 2] {
+        ["g2".into(), "g3".into()]
+    }
+
+    fn broken(&self) -> String {
+        "broken".into()
+    }
+
+    fn running(&self) -> String {
+        active_image(&self.h, "web").trim_start_matches("web:").to_string()
+    }
+
+    /// "4f6c71e2 (web: web:g2)" and "… (a rollback to …)" run g2.
+    fn says(&self, label: &str) -> String {
+        let after = label.split("web: web:").nth(1).unwrap_or(label);
+        after.split([')', ',']).next().unwrap_or(after).to_string()
+    }
+
+    fn target(&self, release: &str) -> Target {
+        Target { source: Source::Image(format!("{REGISTRY}/web:{release}")), version: Some(release.into()) }
+    }
+
+    fn instances_that_ran(&self, _release: &str) -> usize {
+        0
+    }
+
+    fn first_batch(&self) -> usize {
+        0
+    }
+
+    fn writes(&self) -> usize {
+        writes(&self.h).len()
+    }
+
+    async fn break_prepare(&self, on: bool) {
+        // A build that fails leaves the old deployment serving: nothing changed.
+        if on {
+            self.h.fail_next("web", Failure::Build("Dockerfile: no such file".into()));
+        }
+    }
+
+    async fn break_mid_rollout(&self, release: &str) {
+        // Up as App Platform sees it (its readiness check takes any 2xx), but failing
+        // the gate's check string: a rollback.
+        self.h
+            .add_image(&format!("web:{release}"), ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
+    }
+
+    fn faults(&self) -> Vec<&'static str> {
+        vec!["5xx burst", "429 burst", "reset burst", "slow answers", "malformed burst", "standing 503"]
+    }
+
+    async fn inject(&self, fault: &str) {
+        let faults = match fault {
+            "5xx burst" => Faults { error_burst: 3, ..Default::default() },
+            "429 burst" => Faults { rate_limit_burst: 3, ..Default::default() },
+            "reset burst" => Faults { reset_burst: 2, ..Default::default() },
+            "slow answers" => Faults { slow_ms: 150, ..Default::default() },
+            "standing 503" => Faults { status: Some(503), ..Default::default() },
+            _ => Faults { malformed_burst: 2, ..Default::default() },
+        };
+        self.h.set_faults(faults);
+    }
+
+    async fn clear_faults(&self) {
+        self.h.set_faults(Faults::default());
+    }
+}
+
+#[tokio::test]
+async fn app_platform_passes_the_provider_suite() {
+    suite::a_deploy_passes(&DoHarness::start().await).await;
+    suite::a_failure_before_any_change_changes_nothing(&DoHarness::start().await).await;
+    suite::a_failure_mid_roll_out_is_restored(&DoHarness::start().await).await;
+    suite::restore_twice_does_no_harm(&DoHarness::start().await).await;
+}
+
+#[tokio::test]
+async fn app_platform_is_restored_after_a_signal_at_each_step() {
+    suite::a_cancelled_run_is_restored_by_the_post_step(&DoHarness::start().await).await;
+    suite::cancellation_at_each_step(&DoHarness::start().await).await;
+    suite::a_cancelled_run_before_any_change_changes_nothing(&DoHarness::start().await).await;
+}
+
+#[tokio::test]
+async fn app_platform_faults_end_truthfully() {
+    suite::every_fault_ends_truthfully(&DoHarness::start().await).await;
+}
+
+// ----- the binary -----
+
+#[tokio::test]
+async fn a_healthy_deploy_puts_the_image_by_digest_and_proves_the_new_version() {
+    // Phases slower than a poll, so each is seen.
+    let h = apps_with(DoOptions { step_time: Duration::from_millis(1300), ..options(vec![AppOptions::image("shop")]) })
+        .await;
+    let d = digest("v2");
+    h.add_image(&format!("web@{d}"), ReleaseSpec { version: "v2".into(), ..Default::default() });
+    let before = h.active_deployment("shop").unwrap();
+    let ran = Step::main(&deploy(&h, "shop", &format!("{REGISTRY}/web@{d}"), "v2")).run().await;
+    assert_eq!((ran.code, ran.output("status")), (0, "deployed"), "{ran}");
+    let now = h.active_deployment("shop").unwrap();
+    assert_ne!(now, before);
+    assert!(ran.output("release").starts_with(&now[..8]), "the release is the new deployment: {ran}");
+    assert_eq!(served(&h, "shop").await, "v2");
+    let put = h.calls().into_iter().find(|c| c.method == "PUT").expect("a spec update");
+    let image = &put.body.as_ref().unwrap()["spec"]["services"][0]["image"];
+    assert_eq!((image["digest"].as_str(), image.get("tag")), (Some(d.as_str()), None), "pinned by digest: {image}");
+    assert!(
+        ran.stdout.contains("is BUILDING") && ran.stdout.contains("is PENDING_DEPLOY"),
+        "each phase is shown: {ran}"
+    );
+    assert!(ran.stdout.contains("Waiting for service web"), "each step is shown: {ran}");
+    assert_eq!(h.pinned_deployment("shop"), None);
+}
+
+#[tokio::test]
+async fn a_deployment_that_ends_in_error_changes_nothing_and_names_the_failing_step() {
+    let h = apps(vec![AppOptions::image("shop")]).await;
+    h.add_image("web:v2", ReleaseSpec { crash_on_start: true, exit_code: 3, ..Default::default() });
+    let before = h.active_deployment("shop").unwrap();
+    let started = Instant::now();
+    let ran = Step::main(&deploy(&h, "shop", &format!("{REGISTRY}/web:v2"), "v2")).run().await;
+    assert_eq!((ran.code, ran.output("status")), (1, "failed"), "{ran}");
+    assert_eq!(h.active_deployment("shop").unwrap(), before, "the old deployment still serves");
+    assert!(ran.output("release").starts_with(&before[..8]), "{ran}");
+    assert_summary_says(&ran, &["ERROR", "deploy › components › web › wait", "before any change"]);
+    assert!(ran.summary.contains("exit") && ran.summary.contains('3'), "the reason names the exit code: {ran}");
+    assert!(ran.summary.contains("keeps the spec of a failed deployment"), "the spec left behind is said: {ran}");
+    assert!(!writes(&h).iter().any(|w| w.contains("/rollback")), "no rollback: {:?}", writes(&h));
+    assert_eq!(served(&h, "shop").await, "v1");
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_build_that_fails_is_reported_with_its_reason() {
+    let h = apps(vec![AppOptions::image("shop")]).await;
+    h.fail_next("shop", Failure::Build("unauthorized: pull access denied for web".into()));
+    let ran = Step::main(&deploy(&h, "shop", &format!("{REGISTRY}/web:v2"), "v2")).run().await;
+    assert_eq!((ran.code, ran.output("status")), (1, "failed"), "{ran}");
+    assert_summary_says(&ran, &["step build", "pull access denied"]);
+    assert_eq!(served(&h, "shop").await, "v1");
+}
+
+#[tokio::test]
+async fn a_missing_check_string_after_active_rolls_back_and_leaves_the_app_unpinned() {
+    let h = apps(vec![AppOptions::image("shop")]).await;
+    h.add_image("web:v2", ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
+    let before = h.active_deployment("shop").unwrap();
+    let ran = Step::main(&deploy(&h, "shop", &format!("{REGISTRY}/web:v2"), "v2")).run().await;
+    assert_eq!((ran.code, ran.output("status")), (1, "rolled-back"), "{ran}");
+    assert!(ran.output("release").contains(&format!("a rollback to {}", &before[..8])), "{ran}");
+    assert_eq!(active_image(&h, "shop"), "web:v1");
+    assert_eq!(served(&h, "shop").await, "v1");
+    assert_eq!(h.pinned_deployment("shop"), None, "skip_pin: the next deploy is not blocked");
+    let calls = h.calls();
+    let validate = calls.iter().position(|c| c.path.ends_with("/rollback/validate")).expect("validated first");
+    let rollback = calls.iter().position(|c| c.path.ends_with("/rollback")).expect("a rollback");
+    assert!(validate < rollback);
+    let body = calls[rollback].body.clone().unwrap();
+    assert_eq!((body["deployment_id"].as_str(), body["skip_pin"].as_bool()), (Some(before.as_str()), Some(true)));
+    // The next deploy is not blocked.
+    h.add_image("web:v3", ReleaseSpec::default());
+    let next = Step::main(&deploy(&h, "shop", &format!("{REGISTRY}/web:v3"), "v3")).run().await;
+    assert_eq!(next.code, 0, "{next}");
+}
+
+#[tokio::test]
+async fn keep_pin_leaves_the_rollback_pinned_and_says_how_to_lift_it() {
+    let h = apps(vec![AppOptions::image("shop")]).await;
+    h.add_image("web:v2", ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
+    let inputs = with(deploy(&h, "shop", &format!("{REGISTRY}/web:v2"), "v2"), "keep-pin", "true");
+    let ran = Step::main(&inputs).run().await;
+    assert_eq!((ran.code, ran.output("status")), (1, "rolled-back"), "{ran}");
+    assert!(h.pinned_deployment("shop").is_some());
+    assert_summary_says(&ran, &["pinned", "rollback/commit", "rollback/revert"]);
+    // Pinned, the next deploy stops before any change and names why.
+    h.reset_calls();
+    let next = Step::main(&deploy(&h, "shop", &format!("{REGISTRY}/web:v3"), "v3")).run().await;
+    assert_eq!((next.code, next.output("status")), (1, "failed"), "{next}");
+    assert!(next.summary.contains("is pinned to rollback deployment"), "{next}");
+    assert_eq!(writes(&h), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_deployment_superseded_by_someone_elses_is_reported_within_one_poll() {
+    let h = apps_with(DoOptions { step_time: Duration::from_millis(1500), ..options(vec![AppOptions::image("shop")]) })
+        .await;
+    let step = Step::main(&deploy(&h, "shop", &format!("{REGISTRY}/web:v2"), "v2"));
+    let child = step.command().spawn().unwrap();
+    crate::util::eventually(Duration::from_secs(20), "the spec update", || h.calls().iter().any(|c| c.method == "PUT"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let theirs = h.supersede("shop").expect("someone else's deployment starts");
+    let superseded_at = Instant::now();
+    let ran = step.collect(child).await;
+    let took = superseded_at.elapsed();
+    assert_eq!((ran.code, ran.output("status")), (1, "failed"), "{ran}");
+    assert_summary_says(&ran, &["SUPERSEDED", &theirs[..8], "did not roll back"]);
+    assert!(took < Duration::from_millis(2500), "seen within one poll (1 s): {took:?}");
+    assert!(!writes(&h).iter().any(|w| w.contains("/rollback")), "never rolled back over theirs: {:?}", writes(&h));
+}
+
+#[tokio::test]
+async fn rollback_goes_to_the_newest_deployment_the_ledger_recorded_healthy_or_to_a_named_one() {
+    use crate::github::{github, sha, step};
+    let gh = github().await;
+    let h = apps(vec![AppOptions::image("shop")]).await;
+    let first = h.active_deployment("shop").unwrap();
+    h.add_image("web:v4", ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
+    for (n, version, code) in [(1, "v2", 0), (2, "v3", 0), (3, "v4", 1)] {
+        let ran = step(&gh, &deploy(&h, "shop", &format!("{REGISTRY}/web:{version}"), version), &sha(n)).run().await;
+        assert_eq!(ran.code, code, "{version}: {ran}");
+    }
+    assert_eq!(active_image(&h, "shop"), "web:v3");
+    let rollback = with(with(base_inputs(&h, "shop"), "command", "rollback"), "version-url", "");
+    let ran = step(&gh, &rollback, &sha(4)).run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!(active_image(&h, "shop"), "web:v2", "v2 was the last healthy one before v3: {ran}");
+    assert_eq!(h.pinned_deployment("shop"), None);
+
+    let named = with(rollback, "to", &first);
+    let ran = Step::main(&named).run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!(active_image(&h, "shop"), "web:v1", "to names a deployment id: {ran}");
+}
+
+#[tokio::test]
+async fn the_token_comes_from_digitalocean_access_token_and_the_app_from_its_spec_file() {
+    let h = apps(vec![AppOptions::image("shop")]).await;
+    h.add_image("web:v2", ReleaseSpec::default());
+    let inputs = with(with(deploy(&h, "shop", &format!("{REGISTRY}/web:v2"), "v2"), "token", ""), "app", "");
+    let step = Step::main(&inputs).env("DIGITALOCEAN_ACCESS_TOKEN", TOKEN);
+    std::fs::create_dir_all(step.dir.path().join(".do")).unwrap();
+    std::fs::write(
+        step.dir.path().join(".do/app.yaml"),
+        "name: shop\nservices:\n- name: web\n  image:\n    registry_type: DOCR\n    repository: web\n    tag: v1\n",
+    )
+    .unwrap();
+    let ran = step.run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!(active_image(&h, "shop"), "web:v2");
+    assert!(ran.stdout.contains(&format!("::add-mask::{TOKEN}")), "a token from the environment is masked too");
+    let said = ran.everything().lines().filter(|l| !l.starts_with("::add-mask::")).collect::<Vec<_>>().join("\n");
+    assert!(!said.contains(TOKEN), "the token is never printed");
+}
+
+#[tokio::test]
+async fn without_an_image_a_git_app_is_built_again() {
+    let git = AppOptions {
+        name: "docs".into(),
+        region: "ams".into(),
+        services: vec![ServiceOptions {
+            name: "web".into(),
+            instances: 2,
+            image: Value::Null,
+            source: Some(json!({ "github": { "repo": "acme/docs", "branch": "main", "deploy_on_push": false } })),
+            health_check: Some(json!({ "http_path": "/health", "period_seconds": 1, "failure_threshold": 3 })),
+        }],
+    };
+    let h = apps(vec![git]).await;
+    h.add_image("acme/docs#main", ReleaseSpec { version: "c0ffee".into(), ..Default::default() });
+    let inputs = with(base_inputs(&h, "docs"), "expect-version", "c0ffee");
+    let ran = Step::main(&inputs).run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    let create =
+        h.calls().into_iter().find(|c| c.method == "POST" && c.path.ends_with("/deployments")).expect("a deployment");
+    assert_eq!(create.body.unwrap()["force_build"], true);
+    assert_eq!(served(&h, "docs").await, "c0ffee");
+}
+
+#[tokio::test]
+async fn a_plan_names_the_readiness_check_and_warns_of_one_instance_without_a_change() {
+    let one = AppOptions {
+        services: vec![ServiceOptions {
+            instances: 1,
+            health_check: None,
+            ..AppOptions::image("shop").services[0].clone()
+        }],
+        ..AppOptions::image("shop")
+    };
+    let h = apps(vec![one]).await;
+    let inputs = with(deploy(&h, "shop", &format!("{REGISTRY}/web:v2"), "v2"), "command", "plan");
+    let ran = Step::main(&inputs).run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_summary_says(
+        &ran,
+        &["runs one instance", "no http_path", "every 10s", "9 failures", "names a tag, not a digest"],
+    );
+    assert_eq!(writes(&h), Vec::<String>::new(), "a plan changes nothing");
+}
