@@ -82,7 +82,7 @@ fn cli() -> clap::Command {
                         .value_name("N")
                         .default_value("3")
                         .value_parser(clap::value_parser!(u16).range(1..=20))
-                        .help("How many machines (Fly) or web dynos (Heroku) the app starts with."),
+                        .help("How many machines (Fly), web dynos (Heroku) or instances of service web (App Platform) the app starts with."),
                 )
                 .arg(Arg::new("image").long("image").value_name("IMAGE").default_value("registry.fly.io/web:v1").help("The release the machines start on."))
                 .arg(
@@ -90,7 +90,7 @@ fn cli() -> clap::Command {
                         .long("release")
                         .value_name("IMAGE=SETTINGS")
                         .action(ArgAction::Append)
-                        .help("How a release behaves, e.g. registry.fly.io/web:v3=health:wrong-body,boot-delay-ms:500 (settings: health, version, boot-delay-ms, crash-exit-code, release-command-exit-code). Other images are healthy and report their tag."),
+                        .help("How a release behaves, e.g. registry.fly.io/web:v3=health:wrong-body,boot-delay-ms:500 (settings: health, version, boot-delay-ms, crash-exit-code, release-command-exit-code). Other images are healthy and report their tag. App Platform keys images as REPO:TAG or REPO@DIGEST, e.g. web:v3=health:wrong-body."),
                 ),
         )
         .arg(Arg::new("post-role").long("post").action(ArgAction::SetTrue).hide(true))
@@ -102,8 +102,8 @@ fn provider_arg() -> Arg {
         .long("provider")
         .value_name("NAME")
         .default_value("fly")
-        .value_parser(["fly", "heroku"])
-        .help("Which provider's sandbox: fly or heroku.")
+        .value_parser(["fly", "heroku", "digitalocean"])
+        .help("Which provider's sandbox: fly, heroku or digitalocean (App Platform).")
 }
 
 /// Entry point: returns the exit code.
@@ -133,6 +133,7 @@ pub async fn main(args: Vec<OsString>, env: &Env) -> i32 {
             let summary = sub.get_one::<String>("summary-file").map(PathBuf::from);
             match sub.get_one::<String>("provider").map(String::as_str) {
                 Some("heroku") => crate::demo::heroku::run(summary, redactor).await,
+                Some("digitalocean") => crate::demo::digitalocean::run(summary, redactor).await,
                 _ => crate::demo::run(summary, redactor).await,
             }
         }
@@ -143,6 +144,10 @@ pub async fn main(args: Vec<OsString>, env: &Env) -> i32 {
                 sub.get_many::<String>("release").map(|v| v.cloned().collect()).unwrap_or_default();
             match get("provider").as_str() {
                 "heroku" => crate::demo::heroku::serve(&get("app"), machines).await,
+                "digitalocean" => match crate::demo::parse_releases(&releases) {
+                    Ok(r) => crate::demo::digitalocean::serve(&get("app"), machines, r).await,
+                    Err(code) => code,
+                },
                 _ => crate::demo::serve(&get("app"), machines, &get("image"), &releases).await,
             }
         }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use sandbox::app::{HealthMode, ReleaseSpec, Releases};
 use sandbox::fly::{FlyOptions, FlySandbox};
 
+pub mod digitalocean;
 pub mod heroku;
 
 use crate::cli::deploy;
@@ -178,18 +179,10 @@ impl Traffic {
 
 /// `safe-deploy sandbox`: the emulators, standalone, until interrupted.
 pub async fn serve(app: &str, machines: usize, image: &str, release_specs: &[String]) -> i32 {
-    let mut releases = Releases::new();
-    for spec in release_specs {
-        match parse_release(spec) {
-            Ok((image, s)) => {
-                releases.insert(image, s);
-            }
-            Err(e) => {
-                eprintln!("error: input release: {e}. Write IMAGE=health:wrong-body,version:3.0,boot-delay-ms:500,crash-exit-code:1,release-command-exit-code:2");
-                return crate::report::exit::BAD_INPUT;
-            }
-        }
-    }
+    let releases = match parse_releases(release_specs) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
     let started =
         async { FlySandbox::start(FlyOptions { token: None, ..options(app, machines, image, releases)? }).await };
     let fly = match started.await {
@@ -203,6 +196,23 @@ pub async fn serve(app: &str, machines: usize, image: &str, release_specs: &[Str
     until_interrupted().await;
     fly.stop().await;
     0
+}
+
+/// `--release` values, or the exit code of a bad one (said on stderr).
+pub(crate) fn parse_releases(release_specs: &[String]) -> Result<Releases, i32> {
+    let mut releases = Releases::new();
+    for spec in release_specs {
+        match parse_release(spec) {
+            Ok((image, s)) => {
+                releases.insert(image, s);
+            }
+            Err(e) => {
+                eprintln!("error: input release: {e}. Write IMAGE=health:wrong-body,version:3.0,boot-delay-ms:500,crash-exit-code:1,release-command-exit-code:2");
+                return Err(crate::report::exit::BAD_INPUT);
+            }
+        }
+    }
+    Ok(releases)
 }
 
 /// Waits for Ctrl-C or SIGTERM: how `sandbox` serves.
