@@ -90,6 +90,7 @@ async fn main() {
     );
     fly(&binary, &dir).await;
     heroku(&binary, &dir).await;
+    digitalocean(&binary, &dir).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -234,6 +235,88 @@ async fn heroku(binary: &str, dir: &std::path::Path) {
         );
     }
     heroku.stop().await;
+}
+
+/// App Platform (service web, two instances whose releases take a second to boot) under
+/// steady traffic: a deploy by digest and an automatic rollback (goal: no failed request
+/// in either), and a deployment that ends in ERROR, timed from the ERROR to the run's end
+/// (goal: one poll interval, 1 s).
+async fn digitalocean(binary: &str, dir: &std::path::Path) {
+    use sandbox::app::{HealthMode, ReleaseSpec};
+    use sandbox::digitalocean::{AppOptions, DoOptions, DoSandbox};
+
+    let token = "dop_v1_bench_token";
+    let v2 = format!("sha256:{}", "2".repeat(64));
+    let slow = |version: &str| ReleaseSpec { version: version.into(), boot_delay_ms: 1000, ..Default::default() };
+    let mut images = sandbox::app::Releases::new();
+    images.insert(format!("web@{v2}"), slow("v2"));
+    images.insert("web:v3".into(), ReleaseSpec { health: HealthMode::WrongBody, ..slow("v3") });
+    images.insert("web:v4".into(), ReleaseSpec { crash_on_start: true, exit_code: 3, ..slow("v4") });
+    let apps = DoSandbox::start(DoOptions {
+        apps: vec![AppOptions::image("web")],
+        images,
+        app_command: vec![binary.into(), "__sandbox-app".into()],
+        token: Some(token.into()),
+        ..DoOptions::default()
+    })
+    .await
+    .expect("the App Platform sandbox starts");
+    let url = apps.app_url("web");
+    for (label, image, expected) in [
+        ("deploy by digest", format!("registry.digitalocean.com/acme/web@{v2}"), 0),
+        ("automatic rollback of a broken v3", "registry.digitalocean.com/acme/web:v3".to_string(), 1),
+        ("a deployment that ends in ERROR (v4 crashes)", "registry.digitalocean.com/acme/web:v4".to_string(), 1),
+    ] {
+        apps.reset_calls();
+        let traffic = Traffic::start(format!("{url}/"));
+        let started = Instant::now();
+        let mut child = Command::new(binary)
+            .env_clear()
+            .env("GITHUB_ACTIONS", "true")
+            .env("RUNNER_TEMP", dir)
+            .env("GITHUB_WORKSPACE", dir)
+            .env("INPUT_PROVIDER", "digitalocean")
+            .env("INPUT_APP", "web")
+            .env("INPUT_TOKEN", token)
+            .env("INPUT_IMAGE", &image)
+            .env("INPUT_API-URL", apps.api_url())
+            .env("INPUT_HEALTH-URL", format!("{url}/health"))
+            .env("INPUT_CHECK-STRING", "ok")
+            .env("INPUT_HEALTH-INTERVAL", "200ms")
+            .env("INPUT_HEALTH-DEADLINE", "6s")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the binary runs");
+        // When the newest deployment's phase turns ERROR, as the emulator sees it.
+        let mut errored: Option<Instant> = None;
+        let status = loop {
+            if errored.is_none() && apps.deployments("web").first().is_some_and(|d| d["phase"] == "ERROR") {
+                errored = Some(Instant::now());
+            }
+            match child.try_wait().expect("the run can be waited on") {
+                Some(status) => break status,
+                None => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        };
+        let ended = Instant::now();
+        apps.settled("web", Duration::from_secs(20)).await;
+        let wall = started.elapsed();
+        let (total, failed) = traffic.stop().await;
+        assert_eq!(status.code(), Some(expected), "{label}: unexpected exit");
+        println!(
+            "digitalocean, 2 instances, {label}: {failed} failed / {total} requests through the router; wall time {:.1} s; Apps API calls: {}",
+            wall.as_secs_f64(),
+            apps.calls().len()
+        );
+        if let Some(at) = errored {
+            println!(
+                "digitalocean, {label}: ERROR to the run's end: {:.2} s (goal: one poll interval, 1 s)",
+                (ended - at).as_secs_f64()
+            );
+        }
+    }
+    apps.stop().await;
 }
 
 /// The largest resident set of any finished child process, in KiB.
