@@ -438,8 +438,9 @@ impl Engine<'_> {
                         p.result = PhaseResult::Failed;
                         p.detail = Some(self.runner.redactor().redact(&why));
                     }
-                    // This run's change never went live; what did is read at the end.
-                    report.changed = false;
+                    // What went live instead is read from the provider at the end. This
+                    // run did change the app (a spec the successor may deploy), so the end
+                    // is one someone must look at.
                     report.live = None;
                     report.warnings.push(format!(
                         "safe-deploy did not roll back: {by} replaced this deploy, and undoing someone else's deploy is theirs to decide; check {by}, then re-run this deploy if it should still go out"
@@ -451,6 +452,12 @@ impl Engine<'_> {
                     report.live = None;
                     let why = format!("{}: {why}", self.provider.name());
                     return finish(self.after_failure(report, run_start, &live, Stop::Failed(why)).await);
+                }
+                // The provider undid its own change (a deployment cancelled before it
+                // went live): nothing to restore.
+                Err(stop) if !rollout.changed() => {
+                    report.changed = false;
+                    return finish(self.stopped_before_change(report, stop));
                 }
                 Err(stop) => {
                     report.live = None;
@@ -700,10 +707,16 @@ impl Engine<'_> {
                 ));
                 Ok(Target { source: release(&name), version: e.record.version.clone() })
             }
-            None => Err(Stop::Failed(format!(
-                "commit {wanted} was never deployed to {} by safe-deploy; name the release itself in to",
-                ledger.environment
-            ))),
+            // Hex that names no deployed commit may be the provider's own name for a
+            // release (an App Platform deployment's short id).
+            None => {
+                report.findings.push(format!(
+                    "info: the ledger names no deploy of commit {wanted} to {}, so {wanted} is taken as {}'s own name for a release",
+                    ledger.environment,
+                    self.provider.name()
+                ));
+                Ok(Target { source: release(wanted), version: None })
+            }
         }
     }
 

@@ -198,11 +198,13 @@ impl Harness for DoHarness {
     }
 
     fn faults(&self) -> Vec<&'static str> {
-        vec!["5xx burst", "429 burst", "reset burst", "slow answers", "malformed burst", "standing 503"]
+        vec!["5xx burst", "429 burst", "reset burst", "slow answers", "malformed burst", "standing 503", "late write"]
     }
 
     async fn inject(&self, fault: &str) {
         let faults = match fault {
+            // The next write takes effect but is answered after the client gave up on it.
+            "late write" => Faults { late_writes: 1, late_ms: 31_000, ..Default::default() },
             "5xx burst" => Faults { error_burst: 3, ..Default::default() },
             "429 burst" => Faults { rate_limit_burst: 3, ..Default::default() },
             "reset burst" => Faults { reset_burst: 2, ..Default::default() },
@@ -276,8 +278,11 @@ async fn a_deployment_that_ends_in_error_changes_nothing_and_names_the_failing_s
     assert_eq!(h.active_deployment("shop").unwrap(), before, "the old deployment still serves");
     assert!(ran.output("release").starts_with(&before[..8]), "{ran}");
     assert_summary_says(&ran, &["ERROR", "deploy › components › web › wait", "before any change"]);
-    assert!(ran.summary.contains("exit") && ran.summary.contains('3'), "the reason names the exit code: {ran}");
-    assert!(ran.summary.contains("keeps the spec of a failed deployment"), "the spec left behind is said: {ran}");
+    assert!(ran.summary.contains("exited with code 3"), "the reason names the exit code: {ran}");
+    assert!(
+        ran.summary.contains("keeps the spec of a deployment that did not go live"),
+        "the spec left behind is said: {ran}"
+    );
     assert!(!writes(&h).iter().any(|w| w.contains("/rollback")), "no rollback: {:?}", writes(&h));
     assert_eq!(served(&h, "shop").await, "v1");
     assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
@@ -337,6 +342,7 @@ async fn keep_pin_leaves_the_rollback_pinned_and_says_how_to_lift_it() {
 async fn a_deployment_superseded_by_someone_elses_is_reported_within_one_poll() {
     let h = apps_with(DoOptions { step_time: Duration::from_millis(1500), ..options(vec![AppOptions::image("shop")]) })
         .await;
+    let before = h.active_deployment("shop").unwrap();
     let step = Step::main(&deploy(&h, "shop", &format!("{REGISTRY}/web:v2"), "v2"));
     let child = step.command().spawn().unwrap();
     crate::util::eventually(Duration::from_secs(20), "the spec update", || h.calls().iter().any(|c| c.method == "PUT"))
@@ -346,10 +352,66 @@ async fn a_deployment_superseded_by_someone_elses_is_reported_within_one_poll() 
     let superseded_at = Instant::now();
     let ran = step.collect(child).await;
     let took = superseded_at.elapsed();
-    assert_eq!((ran.code, ran.output("status")), (1, "failed"), "{ran}");
+    // Theirs deploys the spec this run put, so the new image goes live without a gate:
+    // someone must look (exit 3), and the summary says what runs.
+    assert_eq!((ran.code, ran.output("status")), (3, "failed"), "{ran}");
     assert_summary_says(&ran, &["SUPERSEDED", &theirs[..8], "did not roll back"]);
     assert!(took < Duration::from_millis(2500), "seen within one poll (1 s): {took:?}");
     assert!(!writes(&h).iter().any(|w| w.contains("/rollback")), "never rolled back over theirs: {:?}", writes(&h));
+    assert!(h.settled("shop", Duration::from_secs(20)).await);
+    assert_eq!(h.active_deployment("shop").as_deref(), Some(theirs.as_str()));
+    // What ran when the run ended: the old deployment, or theirs once it went live.
+    let said = ran.output("release");
+    assert!(said.starts_with(&before[..8]) || said.starts_with(&theirs[..8]), "{ran}");
+}
+
+#[tokio::test]
+async fn a_deployment_someone_cancels_leaves_the_old_one_serving_and_says_so() {
+    let h = apps_with(DoOptions { step_time: Duration::from_millis(1500), ..options(vec![AppOptions::image("shop")]) })
+        .await;
+    let before = h.active_deployment("shop").unwrap();
+    let step = Step::main(&deploy(&h, "shop", &format!("{REGISTRY}/web:v2"), "v2"));
+    let child = step.command().spawn().unwrap();
+    crate::util::eventually(Duration::from_secs(20), "the spec update", || h.calls().iter().any(|c| c.method == "PUT"))
+        .await;
+    let ours = h.deployments("shop")[0]["id"].as_str().unwrap().to_string();
+    let headers = [("authorization", format!("Bearer {TOKEN}"))];
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let path = format!("{}/v2/apps/{}/deployments/{ours}/cancel", h.api_url(), h.app_id("shop"));
+    let cancelled = sandbox::client::call("POST", &path, &headers, None).await.unwrap();
+    assert_eq!(cancelled.status, 200, "{}", cancelled.text());
+    let ran = step.collect(child).await;
+    assert_eq!((ran.code, ran.output("status")), (1, "failed"), "{ran}");
+    assert_summary_says(
+        &ran,
+        &["CANCELED", "before any change", "keeps the spec of a deployment that did not go live"],
+    );
+    assert_eq!(h.active_deployment("shop").unwrap(), before);
+    assert_eq!(served(&h, "shop").await, "v1");
+}
+
+#[tokio::test]
+async fn a_pinned_rollback_that_fails_its_gate_is_reverted() {
+    let h = apps(vec![AppOptions::image("shop")]).await;
+    // v2 went live once (ACTIVE), then failed its gate and was rolled back.
+    h.add_image("web:v2", ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
+    let ran = Step::main(&deploy(&h, "shop", &format!("{REGISTRY}/web:v2"), "v2")).run().await;
+    assert_eq!(ran.output("status"), "rolled-back", "{ran}");
+    let v2 = h
+        .deployments("shop")
+        .into_iter()
+        .find(|d| d["spec"]["services"][0]["image"]["tag"] == "v2")
+        .and_then(|d| d["id"].as_str().map(str::to_string))
+        .unwrap();
+    // A person rolls back to it, keeping the pin: its gate fails, and the pinned rollback
+    // is reverted, which brings back v1 and lifts the pin.
+    let inputs = with(with(with(base_inputs(&h, "shop"), "command", "rollback"), "to", &v2[..8]), "keep-pin", "true");
+    let ran = Step::main(&with(inputs, "version-url", "")).run().await;
+    assert_eq!((ran.code, ran.output("status")), (1, "rolled-back"), "{ran}");
+    assert!(h.calls().iter().any(|c| c.path.ends_with("/rollback/revert")), "reverted: {:?}", writes(&h));
+    assert_eq!(h.pinned_deployment("shop"), None);
+    assert_eq!(active_image(&h, "shop"), "web:v1");
+    assert_eq!(served(&h, "shop").await, "v1");
 }
 
 #[tokio::test]
@@ -370,10 +432,12 @@ async fn rollback_goes_to_the_newest_deployment_the_ledger_recorded_healthy_or_t
     assert_eq!(active_image(&h, "shop"), "web:v2", "v2 was the last healthy one before v3: {ran}");
     assert_eq!(h.pinned_deployment("shop"), None);
 
-    let named = with(rollback, "to", &first);
-    let ran = Step::main(&named).run().await;
+    // A short deployment id looks like a commit SHA; with no such commit in the ledger it
+    // is taken as the deployment's.
+    let named = with(rollback, "to", &first[..8]);
+    let ran = step(&gh, &named, &sha(5)).run().await;
     assert_eq!(ran.code, 0, "{ran}");
-    assert_eq!(active_image(&h, "shop"), "web:v1", "to names a deployment id: {ran}");
+    assert_eq!(active_image(&h, "shop"), "web:v1", "to names a deployment by its short id: {ran}");
 }
 
 #[tokio::test]

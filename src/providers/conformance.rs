@@ -315,9 +315,11 @@ pub async fn cancellation_at_each_step(h: &dyn Harness) {
             continue;
         }
         assert_eq!(report.outcome, Outcome::Cancelled, "cancelled at {step}: {report:#?}");
-        assert_eq!(report.changed, changes, "cancelled at {step}: {report:#?}");
+        // A provider may undo its own change as it stops (App Platform cancels its
+        // deployment before it goes live): then nothing may be left changed.
+        assert!(changes || !report.changed, "cancelled at {step}: {report:#?}");
         assert_eq!(report.exit_code(), 130);
-        if changes {
+        if report.changed {
             post_restores(h, &config, dir.path(), &before, step).await;
         } else {
             assert_eq!(h.running(), before, "cancelled at {step}");

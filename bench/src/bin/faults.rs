@@ -1,5 +1,5 @@
 //! The fault matrix: every scenario below, run against the Fly emulator (and the
-//! Heroku rows against the Heroku emulator) as a runner runs the action (every declared input at its default, file commands in temp files),
+//! Heroku and App Platform rows against their emulators) as a runner runs the action (every declared input at its default, file commands in temp files),
 //! with steady traffic through the emulator's router. One row per scenario: the exit
 //! code, the `status` output, what the summary calls live, what the emulator runs
 //! afterwards, failed/total requests, leases or extra machines left, PASS or FAIL.
@@ -22,6 +22,7 @@ use safe_deploy::inputs::{env_name, INPUTS};
 use safe_deploy::providers::release_of;
 use safe_deploy::runner::files;
 use sandbox::app::{HealthMode, ReleaseSpec};
+use sandbox::digitalocean::{AppOptions as DoApp, DoOptions, DoSandbox, Failure};
 use sandbox::fly::{Faults, FlyOptions, FlySandbox};
 use sandbox::heroku::{AppOptions, HerokuOptions, HerokuSandbox};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -217,7 +218,9 @@ fn scenarios() -> Vec<Scenario> {
 /// A Heroku row: the source of release `version` (the test app with `web` flags, and a
 /// release-phase command) deployed to an app with two web dynos and preboot on.
 #[derive(Clone)]
-struct HerokuScenario {
+/// A row against a platform emulator (Heroku, App Platform): `version` is what the new
+/// release reports, `web` the test app's flags for it (`--health wrong-body`).
+struct PlatformScenario {
     name: String,
     version: &'static str,
     web: &'static str,
@@ -226,11 +229,13 @@ struct HerokuScenario {
     before: Option<Faults>,
     triggers: Vec<(&'static str, Action)>,
     breaks_requests: bool,
+    /// App Platform: the deployment's build fails.
+    build_fails: bool,
 }
 
-impl HerokuScenario {
-    fn new(name: impl Into<String>, version: &'static str, web: &'static str) -> HerokuScenario {
-        HerokuScenario {
+impl PlatformScenario {
+    fn new(name: impl Into<String>, version: &'static str, web: &'static str) -> PlatformScenario {
+        PlatformScenario {
             name: format!("heroku: {}", name.into()),
             version,
             web,
@@ -239,7 +244,13 @@ impl HerokuScenario {
             before: None,
             triggers: vec![],
             breaks_requests: false,
+            build_fails: false,
         }
+    }
+    /// The same row against App Platform.
+    fn on_app_platform(mut self) -> Self {
+        self.name = self.name.replacen("heroku: ", "digitalocean: ", 1);
+        self
     }
     fn input(mut self, k: &'static str, v: impl Into<String>) -> Self {
         self.inputs.push((k, v.into()));
@@ -259,7 +270,7 @@ impl HerokuScenario {
 const HEALTHY: &str = "--boot-delay-ms 300";
 const WRONG_BODY: &str = "--boot-delay-ms 300 --health wrong-body";
 
-fn heroku_scenarios() -> Vec<HerokuScenario> {
+fn heroku_scenarios() -> Vec<PlatformScenario> {
     let mut all = Vec::new();
     let bursts: [(&str, Faults); 4] = [
         ("5xx burst", Faults { error_burst: 10, ..Default::default() }),
@@ -268,46 +279,46 @@ fn heroku_scenarios() -> Vec<HerokuScenario> {
         ("malformed burst", Faults { malformed_burst: 10, ..Default::default() }),
     ];
     for (name, faults) in &bursts {
-        all.push(HerokuScenario::new(format!("{name} before the deploy"), "2.0.0", HEALTHY).before(faults.clone()));
+        all.push(PlatformScenario::new(format!("{name} before the deploy"), "2.0.0", HEALTHY).before(faults.clone()));
         all.push(
-            HerokuScenario::new(format!("{name} during the build"), "2.0.0", HEALTHY)
+            PlatformScenario::new(format!("{name} during the build"), "2.0.0", HEALTHY)
                 .on(ROLL_OUT, Action::Faults(faults.clone())),
         );
         all.push(
-            HerokuScenario::new(format!("{name} during the rollback"), "3.0.0", WRONG_BODY)
+            PlatformScenario::new(format!("{name} during the rollback"), "3.0.0", WRONG_BODY)
                 .on(ROLL_BACK, Action::Faults(faults.clone())),
         );
     }
     all.push(
-        HerokuScenario::new("the API down for a while during the rollback", "3.0.0", WRONG_BODY)
+        PlatformScenario::new("the API down for a while during the rollback", "3.0.0", WRONG_BODY)
             .on(ROLL_BACK, Action::Faults(Faults { status: Some(503), ..Default::default() }))
             .on("[", Action::Clear),
     );
     let late = Faults { late_writes: 1, late_ms: 31_000, ..Default::default() };
     all.push(
-        HerokuScenario::new("the rollback answered after the client's timeout", "3.0.0", WRONG_BODY)
+        PlatformScenario::new("the rollback answered after the client's timeout", "3.0.0", WRONG_BODY)
             .on(ROLL_BACK, Action::Faults(late)),
     );
     all.push(
-        HerokuScenario::new("answers slower than usual throughout", "2.0.0", HEALTHY)
+        PlatformScenario::new("answers slower than usual throughout", "2.0.0", HEALTHY)
             .before(Faults { slow_ms: 400, ..Default::default() }),
     );
     all.push(
-        HerokuScenario::new("dynos that never bind their port", "2.0.0", HEALTHY)
+        PlatformScenario::new("dynos that never bind their port", "2.0.0", HEALTHY)
             .input("deploy-timeout", "8s")
             .before(Faults { never_start: true, ..Default::default() })
             .on(ROLL_BACK, Action::Clear),
     );
     // Preboot switches to crashed dynos as Heroku does, so requests fail (H10) until
     // the rollback: the release's doing, not the deploy's.
-    let mut crash = HerokuScenario::new("a release that crashes on start", "2.0.0", "--crash-exit-code 7");
+    let mut crash = PlatformScenario::new("a release that crashes on start", "2.0.0", "--crash-exit-code 7");
     crash.breaks_requests = true;
     all.push(crash);
-    let mut failing = HerokuScenario::new("a release phase that fails", "2.0.0", HEALTHY);
+    let mut failing = PlatformScenario::new("a release phase that fails", "2.0.0", HEALTHY);
     failing.release_phase = Some("echo 'migration 7 failed' >&2; exit 3");
     all.push(failing);
-    all.push(HerokuScenario::new("a body without the check string", "3.0.0", WRONG_BODY));
-    all.push(HerokuScenario::new("the old version still answering", "v1", HEALTHY).input("expect-version", "2.0.0"));
+    all.push(PlatformScenario::new("a body without the check string", "3.0.0", WRONG_BODY));
+    all.push(PlatformScenario::new("the old version still answering", "v1", HEALTHY).input("expect-version", "2.0.0"));
     for (signal, sig) in [("SIGINT", "INT"), ("SIGTERM", "TERM")] {
         for (phase, marker, version, web) in [
             ("the build", ROLL_OUT, "2.0.0", HEALTHY),
@@ -316,12 +327,212 @@ fn heroku_scenarios() -> Vec<HerokuScenario> {
             ("the rollback", ROLL_BACK, "3.0.0", WRONG_BODY),
         ] {
             all.push(
-                HerokuScenario::new(format!("{signal} during {phase}, then the post step twice"), version, web)
+                PlatformScenario::new(format!("{signal} during {phase}, then the post step twice"), version, web)
                     .on(marker, Action::Signal(sig)),
             );
         }
     }
     all
+}
+
+/// The App Platform rows: API faults before the deploy, during the roll-out and during
+/// the rollback; the API down and a rollback answered late; instances that never listen,
+/// crash or fail the gate; a build that fails; signals in every phase.
+fn app_platform_scenarios() -> Vec<PlatformScenario> {
+    let row = |name: &str, version, web| PlatformScenario::new(name, version, web).on_app_platform();
+    let mut all = Vec::new();
+    let bursts: [(&str, Faults); 4] = [
+        ("5xx burst", Faults { error_burst: 10, ..Default::default() }),
+        ("429 burst", Faults { rate_limit_burst: 10, ..Default::default() }),
+        ("reset burst", Faults { reset_burst: 10, ..Default::default() }),
+        ("malformed burst", Faults { malformed_burst: 10, ..Default::default() }),
+    ];
+    for (name, faults) in &bursts {
+        all.push(row(&format!("{name} before the deploy"), "v2", HEALTHY).before(faults.clone()));
+        all.push(
+            row(&format!("{name} during the roll-out"), "v2", HEALTHY).on(ROLL_OUT, Action::Faults(faults.clone())),
+        );
+        all.push(
+            row(&format!("{name} during the rollback"), "v3", WRONG_BODY).on(ROLL_BACK, Action::Faults(faults.clone())),
+        );
+    }
+    all.push(
+        row("the API down for a while during the rollback", "v3", WRONG_BODY)
+            .on(ROLL_BACK, Action::Faults(Faults { status: Some(503), ..Default::default() }))
+            .on("[", Action::Clear),
+    );
+    let late = Faults { late_writes: 1, late_ms: 31_000, ..Default::default() };
+    all.push(
+        row("the rollback answered after the client's timeout", "v3", WRONG_BODY).on(ROLL_BACK, Action::Faults(late)),
+    );
+    all.push(
+        row("answers slower than usual throughout", "v2", HEALTHY)
+            .before(Faults { slow_ms: 400, ..Default::default() }),
+    );
+    all.push(
+        row("instances that never listen", "v2", HEALTHY).before(Faults { never_start: true, ..Default::default() }),
+    );
+    all.push(row("a release that crashes on start", "v2", "--crash-exit-code 7"));
+    let mut build = row("a build that fails", "v2", HEALTHY);
+    build.build_fails = true;
+    all.push(build);
+    all.push(row("a body without the check string", "v3", WRONG_BODY));
+    all.push(row("the old version still answering", "v1", HEALTHY).input("expect-version", "v5"));
+    for (signal, sig) in [("SIGINT", "INT"), ("SIGTERM", "TERM")] {
+        for (phase, marker, version, web) in [
+            ("the roll-out", ROLL_OUT, "v2", HEALTHY),
+            ("the wait", WAIT, "v2", "--boot-delay-ms 1500"),
+            ("the final gate", GATE, "v2", HEALTHY),
+            ("the rollback", ROLL_BACK, "v3", WRONG_BODY),
+        ] {
+            all.push(
+                row(&format!("{signal} during {phase}, then the post step twice"), version, web)
+                    .on(marker, Action::Signal(sig)),
+            );
+        }
+    }
+    all
+}
+
+/// The test app's flags as a release spec (what App Platform's images run).
+fn release_spec(flags: &str, version: &str) -> ReleaseSpec {
+    let mut spec = ReleaseSpec { version: version.into(), ..Default::default() };
+    let words: Vec<&str> = flags.split_whitespace().collect();
+    for pair in words.windows(2) {
+        match pair {
+            ["--boot-delay-ms", ms] => spec.boot_delay_ms = ms.parse().unwrap_or(0),
+            ["--health", "wrong-body"] => spec.health = HealthMode::WrongBody,
+            ["--crash-exit-code", code] => {
+                spec.crash_on_start = true;
+                spec.exit_code = code.parse().unwrap_or(1);
+            }
+            _ => {}
+        }
+    }
+    spec
+}
+
+/// What the active deployment of `web` serves, as the App Platform emulator says.
+fn app_platform_running(h: &DoSandbox, images: &sandbox::app::Releases) -> String {
+    let active = h.active_deployment("web").unwrap_or_default();
+    let d = h.deployments("web").into_iter().find(|d| d["id"] == active.as_str()).unwrap_or_default();
+    let image = &d["spec"]["services"][0]["image"];
+    let key = format!("{}:{}", image["repository"].as_str().unwrap_or("?"), image["tag"].as_str().unwrap_or("?"));
+    sandbox::app::spec_for(images, &key).version
+}
+
+/// What a deployment label (`4f6c71e2 (web: web:v2)`, `… (a rollback to …)`) serves.
+fn app_platform_serves(images: &sandbox::app::Releases, label: &str) -> String {
+    match label.split("web: ").nth(1).and_then(|rest| rest.split([')', ',']).next()) {
+        Some(key) => sandbox::app::spec_for(images, key).version,
+        None => label.to_string(),
+    }
+}
+
+async fn app_platform_run(binary: &Path, root: &Path, s: &PlatformScenario) -> Row {
+    let mut images = sandbox::app::Releases::new();
+    images.insert(format!("web:{}", s.version), release_spec(s.web, s.version));
+    // "the old version still answering": v1's image again, under another tag.
+    images.insert("web:v5".into(), release_spec(s.web, "v1"));
+    let image = if s.inputs.iter().any(|(k, v)| *k == "expect-version" && v == "v5") { "v5" } else { s.version };
+    let h = match DoSandbox::start(DoOptions {
+        apps: vec![DoApp::image("web")],
+        images: images.clone(),
+        app_command: vec![binary.into(), "__sandbox-app".into()],
+        token: Some(TOKEN.into()),
+        ..DoOptions::default()
+    })
+    .await
+    {
+        Ok(h) => h,
+        Err(e) => return failed_row_named(&s.name, format!("the sandbox did not start: {e}")),
+    };
+    if s.build_fails {
+        h.fail_next("web", Failure::Build("the registry refused the pull".into()));
+    }
+    let app = h.app_url("web");
+    let mut inputs: BTreeMap<&str, String> = [
+        ("provider", "digitalocean".to_string()),
+        ("app", "web".into()),
+        ("token", TOKEN.into()),
+        ("image", format!("registry.digitalocean.com/acme/web:{image}")),
+        ("api-url", h.api_url()),
+        ("health-url", format!("{app}/health")),
+        ("check-string", "ok".into()),
+        ("version-url", format!("{app}/version")),
+        ("expect-version", s.version.into()),
+        ("health-interval", "200ms".into()),
+        ("health-deadline", "4s".into()),
+        ("health-timeout", "1s".into()),
+        ("deploy-timeout", "60s".into()),
+        ("rollback-timeout", "60s".into()),
+    ]
+    .into_iter()
+    .collect();
+    for (k, v) in &s.inputs {
+        inputs.insert(k, v.clone());
+    }
+    let step = Step::new(root, &slug(&s.name), &inputs);
+    if let Some(f) = &s.before {
+        h.set_faults(f.clone());
+    }
+    let traffic = Traffic::start(format!("{app}/"));
+    let child = match step.spawn(binary) {
+        Ok(c) => c,
+        Err(e) => return failed_row_named(&s.name, format!("the binary did not start: {e}")),
+    };
+    let ended = follow(child, &s.triggers, |action, pid| match action {
+        Some(Action::Faults(f)) => h.set_faults(f.clone()),
+        Some(Action::Clear) => h.set_faults(Faults::default()),
+        Some(Action::Signal(sig)) => {
+            let _ = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+        }
+        _ => {}
+    })
+    .await;
+    h.set_faults(Faults::default());
+    let outputs = step.file("output");
+    let said_release = outputs.get("release").cloned().unwrap_or_default();
+    let mut row = Row {
+        name: s.name.clone(),
+        code: ended.code,
+        status: outputs.get("status").cloned().unwrap_or_default(),
+        said: step.summary_live(),
+        runs: app_platform_running(&h, &images),
+        traffic: (0, 0),
+        left: vec![],
+        problems: vec![],
+    };
+    let new = if image == "v5" { "v1".to_string() } else { s.version.to_string() };
+    judge_end(
+        &mut row,
+        binary,
+        root,
+        &s.name,
+        &inputs,
+        &step,
+        ended.code,
+        ("v1", &new),
+        || app_platform_running(&h, &images),
+        |r| app_platform_serves(&images, r),
+        &said_release,
+    )
+    .await;
+    // Whole: nothing in progress, the active deployment's instances up and serving, unpinned.
+    if !h.settled("web", Duration::from_secs(20)).await {
+        row.left.push("deployment not settled".into());
+        row.problems.push("the app was left unsettled".into());
+    }
+    if let Some(pin) = h.pinned_deployment("web") {
+        row.left.push(format!("pinned to {pin}"));
+        row.problems.push("the app was left pinned".into());
+    }
+    row.traffic = traffic.stop().await;
+    if row.traffic.1 > 0 && !s.breaks_requests {
+        row.problems.push(format!("{} requests failed through the router", row.traffic.1));
+    }
+    h.stop().await;
+    row
 }
 
 /// What the live release of `app` serves, as the Heroku emulator says.
@@ -335,7 +546,7 @@ fn heroku_serves(h: &HerokuSandbox, label: &str) -> String {
     version.and_then(|v| h.served_by("web", v)).unwrap_or_else(|| label.to_string())
 }
 
-async fn heroku_run(binary: &Path, root: &Path, s: &HerokuScenario) -> Row {
+async fn heroku_run(binary: &Path, root: &Path, s: &PlatformScenario) -> Row {
     let h = match HerokuSandbox::start(HerokuOptions {
         apps: vec![AppOptions::cedar("web")],
         app_command: vec![binary.into(), "__sandbox-app".into()],
@@ -846,6 +1057,10 @@ async fn main() {
     }
     for s in heroku_scenarios().iter().filter(|s| wanted(&s.name)) {
         rows.push(heroku_run(&binary, &root, s).await);
+        print_row(rows.last_mut(), &mut passed, &mut failed);
+    }
+    for s in app_platform_scenarios().iter().filter(|s| wanted(&s.name)) {
+        rows.push(app_platform_run(&binary, &root, s).await);
         print_row(rows.last_mut(), &mut passed, &mut failed);
     }
     // FAULTS_KEEP=1 keeps every run's files (outputs, state, summary) for a look.

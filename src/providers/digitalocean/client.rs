@@ -50,6 +50,11 @@ impl App {
     pub fn name(&self) -> String {
         self.spec["name"].as_str().unwrap_or_default().to_string()
     }
+
+    /// A deployment under way: in progress, or queued (pending) and not started yet.
+    pub fn under_way(&self) -> Option<&Deployment> {
+        self.in_progress_deployment.as_ref().or(self.pending_deployment.as_ref()).filter(|d| !d.id.is_empty())
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -67,6 +72,9 @@ pub struct Deployment {
     /// The deployment a rollback copies.
     #[serde(default)]
     pub cloned_from: Option<String>,
+    /// `{type: MANUAL_ROLLBACK | AUTO_ROLLBACK | MANUAL | ...}` (godo; not in the description).
+    #[serde(default)]
+    pub cause_details: Option<Value>,
 }
 
 fn unknown() -> String {
@@ -110,6 +118,12 @@ pub struct Reason {
 }
 
 impl Deployment {
+    /// A rollback made it (App Platform's cause says so).
+    pub fn is_rollback(&self) -> bool {
+        let kind = self.cause_details.as_ref().and_then(|c| c["type"].as_str()).unwrap_or_default();
+        matches!(kind, "MANUAL_ROLLBACK" | "AUTO_ROLLBACK")
+    }
+
     /// It finished every step, so it was live at some point (an old one that a later
     /// deployment replaced is SUPERSEDED too, but one superseded mid-way is not done).
     pub fn completed(&self) -> bool {
@@ -301,6 +315,19 @@ impl AppsClient {
         let call = self.rest.call(Method::POST, &format!("/v2/apps/{app}/rollback")).json(body).idempotent(false);
         let body: DeploymentBody =
             self.json(call, &format!("rolling app {app} back to deployment {deployment}"), shutdown).await?;
+        Ok(body.deployment)
+    }
+
+    /// Lifts the pin of a rollback, keeping it. No body: the description declares none.
+    pub async fn commit_rollback(&self, app: &str, shutdown: &Shutdown) -> Result<(), ProviderError> {
+        let call = self.rest.call(Method::POST, &format!("/v2/apps/{app}/rollback/commit")).idempotent(true);
+        self.rest.send_ok(call, &format!("committing the rollback of app {app}"), shutdown).await
+    }
+
+    /// Undoes a pinned rollback: a new deployment of the spec from before it, unpinned.
+    pub async fn revert_rollback(&self, app: &str, shutdown: &Shutdown) -> Result<Deployment, ProviderError> {
+        let call = self.rest.call(Method::POST, &format!("/v2/apps/{app}/rollback/revert")).idempotent(false);
+        let body: DeploymentBody = self.json(call, &format!("reverting the rollback of app {app}"), shutdown).await?;
         Ok(body.deployment)
     }
 

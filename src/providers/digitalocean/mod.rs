@@ -35,7 +35,7 @@ use crate::http::HttpClient;
 
 /// The input whose time a restore (and the post step's look) runs in.
 const ROLLBACK_TIMEOUT: &str = "rollback-timeout";
-/// Deployments read when looking one up by a short id or for the history.
+/// Deployments read (one page) when looking one up by a short id or for the history.
 const LOOKBACK: usize = 100;
 
 pub const REGISTRATION: Registration = Registration {
@@ -115,6 +115,8 @@ impl DoRecord {
             || d.cloned_from
                 .as_deref()
                 .is_some_and(|of| of == self.deployment_id || Some(of) == self.cloned_from.as_deref())
+            // Where a rollback does not say what it copies: one that runs the same sources.
+            || (d.cloned_from.is_none() && d.is_rollback() && d.spec.is_object() && runs(&d.spec) == runs(&self.spec))
     }
 }
 
@@ -156,7 +158,7 @@ impl Core {
                 "'{name}' is too short to name a deployment; give at least its first 8 characters (doctl apps list-deployments {app_id})"
             )));
         }
-        let list = self.client.deployments(app_id, LOOKBACK / 4, 4, &ctx.shutdown).await?;
+        let list = self.client.deployments(app_id, LOOKBACK, 1, &ctx.shutdown).await?;
         let mut hits = list.into_iter().filter(|d| d.id.starts_with(&key));
         match (hits.next(), hits.next()) {
             (Some(d), None) => Ok(d),
@@ -218,11 +220,14 @@ impl Core {
                 }
                 self.pin_note(&r.app_id, &d);
                 if !self.settings.keep_pin && now.pinned_deployment.is_some() {
-                    self.note(format!(
-                        "App Platform left the app pinned to {} although the rollback asked not to; commit it (POST /v2/apps/{}/rollback/commit) so the next deploy is not blocked",
-                        short(&d.id),
-                        r.app_id
-                    ));
+                    // Asked not to pin, but pinned: commit, so the next deploy is not blocked.
+                    if let Err(e) = c.commit_rollback(&r.app_id, &ctx.shutdown).await {
+                        self.note(format!(
+                            "App Platform left the app pinned to {} although the rollback asked not to, and committing it failed ({e}); commit it (POST /v2/apps/{}/rollback/commit) so the next deploy is not blocked",
+                            short(&d.id),
+                            r.app_id
+                        ));
+                    }
                 }
                 let d = Deployment { spec: if d.spec.is_object() { d.spec } else { r.spec.clone() }, ..d };
                 Ok(ReleaseRef { id: d.id.clone(), label: label(&d) })
@@ -253,7 +258,7 @@ impl Core {
 }
 
 /// The deployments of `newest_first` a rollback may go to, oldest first.
-fn returnable(newest_first: &[Deployment], active: &str) -> Vec<ReleaseRef> {
+fn rollback_targets(newest_first: &[Deployment], active: &str) -> Vec<ReleaseRef> {
     let at = |id: &str| newest_first.iter().position(|d| d.id == id);
     // A rollback at position r to position d abandoned everything between them.
     let abandoned: Vec<(usize, usize)> =
@@ -342,7 +347,7 @@ impl Provider for DoProvider {
             cloned_from: active.cloned_from.clone(),
             spec: active.spec.clone(),
             pinned: app.pinned_deployment.as_ref().map(|d| d.id.clone()),
-            in_progress: app.in_progress_deployment.as_ref().map(|d| d.id.clone()),
+            in_progress: app.under_way().map(|d| d.id.clone()),
             live_url: app.live_url.clone(),
         };
         Ok(Snapshot {
@@ -491,7 +496,13 @@ impl Provider for DoProvider {
                 let app = core.client.app(&r.app_id, &ctx.shutdown).await?;
                 let components =
                     spec::choose(&app.spec, &image, &core.settings.components).map_err(ProviderError::Failed)?;
-                Make::Update { spec: spec::with_image(&app.spec, &image, &components), components }
+                let new_spec = spec::with_image(&app.spec, &image, &components);
+                match new_spec == app.spec {
+                    // The same image again (a tag pushed anew): the spec would not change,
+                    // so a new deployment is what looks the tag up again.
+                    true => Make::Deploy { force_build: false },
+                    false => Make::Update { spec: new_spec, components },
+                }
             }
             Source::Rebuild => {
                 let built = spec::components(&r.spec).iter().any(|c| c.built);
@@ -528,7 +539,7 @@ impl Provider for DoProvider {
         for _ in 0..3 {
             let app = c.app(&r.app_id, &ctx.shutdown).await?;
             let active_is_recorded = app.active_deployment.as_ref().is_some_and(|a| r.same_as(a));
-            let back = match (&app.in_progress_deployment, &app.active_deployment) {
+            let back = match (app.under_way(), &app.active_deployment) {
                 // Already back (an earlier try, or nothing went live): no second rollback.
                 (None, Some(a)) if active_is_recorded => return Ok(ReleaseRef { id: a.id.clone(), label: label(a) }),
                 // An earlier try's rollback still under way: follow it.
@@ -544,10 +555,17 @@ impl Provider for DoProvider {
                     core.follow(&r.app_id, &d.id, ctx, ROLLBACK_TIMEOUT).await?;
                     continue;
                 }
+                // This run's own rollback, kept pinned (keep-pin): revert it, which
+                // deploys the spec from before it, the recorded one, and unpins.
+                _ if r.pinned.is_none() && app.pinned_deployment.as_ref().is_some_and(|p| !r.same_as(p)) => {
+                    let d = c.revert_rollback(&r.app_id, &ctx.shutdown).await?;
+                    ctx.progress.log("rollback", &format!("the pinned rollback reverted: deployment {}", short(&d.id)));
+                    d
+                }
                 _ => {
                     if let Some(pin) = app.pinned_deployment.as_ref().filter(|p| !r.same_as(p)) {
                         return Err(ProviderError::Failed(format!(
-                            "the app is pinned to rollback deployment {} (not this run's), so App Platform takes no rollback to {}; commit or revert that rollback first",
+                            "the app is pinned to rollback deployment {}, so App Platform takes no rollback to {}; commit or revert that rollback first",
                             label(pin),
                             short(&r.deployment_id)
                         )));
@@ -575,7 +593,7 @@ impl Provider for DoProvider {
     async fn in_effect(&self, snapshot: &Snapshot, ctx: &Context) -> Result<bool, ProviderError> {
         let r = DoRecord::of(snapshot)?;
         let app = self.core.client.app(&r.app_id, &ctx.shutdown).await?;
-        Ok(app.in_progress_deployment.is_none() && app.active_deployment.is_some_and(|a| r.same_as(&a)))
+        Ok(app.under_way().is_none() && app.active_deployment.as_ref().is_some_and(|a| r.same_as(a)))
     }
 
     /// Deployments a rollback may go to, oldest first: those that went live, minus the
@@ -585,8 +603,8 @@ impl Provider for DoProvider {
         let id = self.core.app_id(ctx).await?;
         let app = self.core.client.app(&id, &ctx.shutdown).await?;
         let active = app.active_deployment.map(|a| a.id).unwrap_or_default();
-        let newest_first = self.core.client.deployments(&id, LOOKBACK / 4, 4, &ctx.shutdown).await?;
-        Ok(returnable(&newest_first, &active))
+        let newest_first = self.core.client.deployments(&id, LOOKBACK, 1, &ctx.shutdown).await?;
+        Ok(rollback_targets(&newest_first, &active))
     }
 
     async fn finish(&self) -> Vec<String> {
@@ -633,7 +651,7 @@ mod tests {
             d("v2", "SUPERSEDED", None),
             d("v1", "SUPERSEDED", None),
         ];
-        let ids: Vec<String> = returnable(&newest_first, "r2").into_iter().map(|r| r.id).collect();
+        let ids: Vec<String> = rollback_targets(&newest_first, "r2").into_iter().map(|r| r.id).collect();
         assert_eq!(ids, ["v1"], "v2 runs now (as r2), v3 was rolled away from, v4 failed");
     }
 
@@ -650,5 +668,18 @@ mod tests {
         assert!(r.same_as(&d("cccc", Some("0000"))), "a rollback to what it copies");
         assert!(!r.same_as(&d("dddd", Some("eeee"))));
         assert!(!r.same_as(&d("ffff", None)));
+        let spec =
+            json!({ "name": "shop", "services": [{ "name": "web", "image": { "repository": "web", "tag": "v1" } }] });
+        let r = DoRecord { deployment_id: "aaaa".into(), spec: spec.clone(), ..Default::default() };
+        let rollback = |spec: Value| Deployment {
+            id: "gggg".into(),
+            spec,
+            cause_details: Some(json!({ "type": "MANUAL_ROLLBACK" })),
+            ..Default::default()
+        };
+        assert!(r.same_as(&rollback(spec.clone())), "a rollback that runs the same sources, copy unnamed");
+        let other =
+            json!({ "name": "shop", "services": [{ "name": "web", "image": { "repository": "web", "tag": "v2" } }] });
+        assert!(!r.same_as(&rollback(other)));
     }
 }

@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::client::{Deployment, Step};
-use super::{label, short, Core};
+use super::{label, runs, short, Core};
 use crate::providers::logs::excerpt;
 use crate::providers::{Applied, Context, ProviderError, ReleaseRef, Rollout, Waited};
 
@@ -207,18 +207,21 @@ impl Core {
         ended && matches!(app, Ok(a) if a.active_deployment.as_ref().is_some_and(|d| d.id == live_id))
     }
 
-    /// What the app runs now has not moved off `live_id`: a deployment that did not go
-    /// live really left the old one serving.
-    async fn still_serving(&self, app_id: &str, live_id: &str, ctx: &Context) -> Result<(), ProviderError> {
+    /// Whether the app still runs `live_id`, as it must when a deployment did not go
+    /// live: `Ok(None)` when it does, `Ok(Some(other))` when another deployment does.
+    async fn other_live(
+        &self,
+        app_id: &str,
+        live_id: &str,
+        ctx: &Context,
+    ) -> Result<Option<Deployment>, ProviderError> {
         let app = self.client.app(app_id, &ctx.shutdown).await?;
         match app.active_deployment {
-            Some(a) if a.id == live_id => Ok(()),
-            Some(a) => Err(ProviderError::Failed(format!(
-                "the app's active deployment is {}, neither the recorded {} nor this deploy's; check it in the control panel",
-                label(&a),
-                short(live_id)
-            ))),
-            None => Err(ProviderError::Failed("the app reports no active deployment; check it in the control panel".into())),
+            Some(a) if a.id == live_id => Ok(None),
+            Some(a) => Ok(Some(a)),
+            None => {
+                Err(ProviderError::Failed("the app reports no active deployment; check it in the control panel".into()))
+            }
         }
     }
 
@@ -241,21 +244,34 @@ impl Core {
 }
 
 impl DoRollout {
+    /// A spec update whose deployment did not go live leaves the new spec behind.
+    fn note_spec_left(&self, core: &Core) {
+        if let Make::Update { .. } = self.make {
+            core.note(format!(
+                "App Platform keeps the spec of a deployment that did not go live: the app's spec now names the new image, so the app's next deployment (deploy on push of another component, a settings change, the Deploy button) would deploy it without a health gate; the next safe-deploy run replaces it, or roll the spec back to {} in the control panel",
+                short(&self.live_id)
+            ));
+        }
+    }
+
     /// Sends the write that starts the deployment; returns the deployment it started.
     async fn start(&self, core: &Core, ctx: &Context) -> Result<Deployment, ProviderError> {
         let c = &core.client;
         Ok(match &self.make {
             Make::Update { spec, .. } => {
                 let app = c.update(&self.app_id, spec, &ctx.shutdown).await?;
-                let started = app.pending_deployment.or(app.in_progress_deployment).filter(|d| !d.id.is_empty());
-                match started {
+                // The description guarantees `pending_deployment` reflects an update; a
+                // deployment counts only when it deploys what was sent.
+                let sent = runs(spec);
+                let ours = |d: &Deployment| d.id != self.live_id && (!d.spec.is_object() || runs(&d.spec) == sent);
+                match app.under_way().filter(|d| ours(d)).cloned() {
                     Some(d) => d,
-                    // Not in the answer: the newest deployment, once it is not the live one.
+                    // Not in the answer: the newest deployment of what was sent.
                     None => c
-                        .deployments(&self.app_id, 1, 1, &ctx.shutdown)
+                        .deployments(&self.app_id, 5, 1, &ctx.shutdown)
                         .await?
                         .into_iter()
-                        .find(|d| d.id != self.live_id)
+                        .find(|d| d.spec.is_object() && ours(d))
                         .ok_or_else(|| {
                             ProviderError::Failed(
                                 "App Platform took the spec update but names no deployment of it; check the app's activity in the control panel".into(),
@@ -326,46 +342,52 @@ impl Rollout for DoRollout {
                 if core.cancel_before_live(&self.app_id, &made.id, &self.live_id).await {
                     ctx.progress.log("deployment", &format!("{} cancelled; nothing went live", short(&made.id)));
                     self.changed = false;
+                    self.note_spec_left(&core);
                 }
                 return Err(ProviderError::Cancelled(cause));
             }
             other => other?,
+        };
+        let ours = short(&made.id);
+        // Another deployment live where ours or the recorded one should be: someone
+        // else's, not to be rolled back over.
+        let overtaken = |other: &Deployment, what: String| Waited::Superseded {
+            by: format!("deployment {}", label(other)),
+            why: format!("{what}, but the app's active deployment is {}", label(other)),
         };
         match followed {
             End::Active(_) => {
                 let app = core.client.app(&self.app_id, &ctx.shutdown).await?;
                 match app.active_deployment {
                     Some(a) if a.id == made.id => Ok(Waited::Ready),
-                    other => Err(ProviderError::Failed(format!(
-                        "deployment {} reports ACTIVE, but the app's active deployment is {}; check the app in the control panel",
-                        short(&made.id),
-                        other.map(|a| label(&a)).unwrap_or_else(|| "none".into())
+                    Some(other) => Ok(overtaken(&other, format!("deployment {ours} reports ACTIVE"))),
+                    None => Err(ProviderError::Failed(format!(
+                        "deployment {ours} reports ACTIVE, but the app reports no active deployment; check the app in the control panel"
                     ))),
                 }
             }
-            End::Error(why) => {
-                core.still_serving(&self.app_id, &self.live_id, ctx).await?;
-                self.changed = false;
-                if let Make::Update { .. } = self.make {
-                    core.note(format!(
-                        "App Platform keeps the spec of a failed deployment: the app's spec now names the image that failed, so its next deployment (a push with deploy on push, a settings change) would try it again; the next safe-deploy run replaces it, or roll the spec back to {} in the control panel",
-                        short(&self.live_id)
-                    ));
+            End::Error(why) => match core.other_live(&self.app_id, &self.live_id, ctx).await? {
+                Some(other) => Ok(overtaken(&other, format!("deployment {ours} ended in ERROR"))),
+                None => {
+                    self.changed = false;
+                    self.note_spec_left(&core);
+                    Ok(Waited::Refused(format!("deployment {ours} ended in ERROR: {why}")))
                 }
-                Ok(Waited::Refused(format!("deployment {} ended in ERROR: {why}", short(&made.id))))
-            }
-            End::Canceled => {
-                core.still_serving(&self.app_id, &self.live_id, ctx).await?;
-                self.changed = false;
-                Ok(Waited::Refused(format!(
-                    "deployment {} was CANCELED (in the control panel or through the API) before it went live",
-                    short(&made.id)
-                )))
-            }
+            },
+            End::Canceled => match core.other_live(&self.app_id, &self.live_id, ctx).await? {
+                Some(other) => Ok(overtaken(&other, format!("deployment {ours} was CANCELED"))),
+                None => {
+                    self.changed = false;
+                    self.note_spec_left(&core);
+                    Ok(Waited::Refused(format!(
+                        "deployment {ours} was CANCELED (in the control panel or through the API) before it went live"
+                    )))
+                }
+            },
             End::Superseded => {
                 let by = core.successor(&self.app_id, &made.id, ctx).await;
                 Ok(Waited::Superseded {
-                    why: format!("deployment {} was SUPERSEDED by {by} before it went live", short(&made.id)),
+                    why: format!("deployment {ours} was SUPERSEDED by {by} before it went live"),
                     by,
                 })
             }

@@ -21,8 +21,6 @@ pub struct Settings {
     pub components: Vec<String>,
     /// A rollback leaves the app pinned to it (until committed or reverted).
     pub keep_pin: bool,
-    /// The parsed `image`, when one was given.
-    pub image: Option<ImageRef>,
 }
 
 impl ProviderSettings for Settings {
@@ -144,7 +142,7 @@ pub fn configure(raw: &RawInputs, workspace: &Path, p: &mut Problems) -> Option<
                 .collect();
         }
     }
-    ok.then(|| Arc::new(Settings { components, keep_pin, image }) as Arc<dyn ProviderSettings>)
+    ok.then(|| Arc::new(Settings { components, keep_pin }) as Arc<dyn ProviderSettings>)
 }
 
 #[cfg(test)]

@@ -65,7 +65,8 @@ impl ImageRef {
     /// `credentials` are the component's encrypted registry credentials, kept as sent.
     pub fn to_spec(&self, credentials: Option<&Value>) -> Value {
         let mut image = json!({ "registry_type": self.registry_type, "repository": self.repository });
-        if self.registry_type != "DOCR" || !self.registry.is_empty() {
+        // DOCR takes the account's own registry: its `registry` "must be left empty".
+        if self.registry_type != "DOCR" {
             image["registry"] = json!(self.registry);
         }
         match (&self.digest, &self.tag) {
@@ -244,6 +245,8 @@ mod tests {
         let docr = ImageRef::parse(&format!("registry.digitalocean.com/acme/web@{DIGEST}")).unwrap();
         assert_eq!((docr.registry_type, docr.registry.as_str(), docr.repository.as_str()), ("DOCR", "acme", "web"));
         assert_eq!(docr.to_spec(None)["digest"], DIGEST);
+        assert!(docr.to_spec(None).get("registry").is_none(), "DOCR's registry must be left empty");
+        assert_eq!(ImageRef::parse("ghcr.io/acme/web:v2").unwrap().to_spec(None)["registry"], "acme");
         assert!(docr.to_spec(None).get("tag").is_none(), "a digest and a tag cannot both be sent");
         let ghcr = ImageRef::parse("ghcr.io/acme/shop/web:v2").unwrap();
         assert_eq!(

@@ -150,6 +150,11 @@ pub fn components_of(spec: &Value) -> Result<Vec<Component>, String> {
             let repo = repo.ok_or_else(|| format!("{at}.image.repository is required"))?;
             let tag = image.get("tag").and_then(Value::as_str).filter(|t| !t.is_empty());
             let digest = image.get("digest").and_then(Value::as_str).filter(|d| !d.is_empty());
+            // The description: "Must be left empty for the DOCR registry type".
+            let docr = image.get("registry_type").and_then(Value::as_str) == Some("DOCR");
+            if docr && image.get("registry").and_then(Value::as_str).is_some_and(|r| !r.is_empty()) {
+                return Err(format!("{at}.image.registry must be left empty for the DOCR registry type"));
+            }
             match (tag, digest) {
                 (Some(_), Some(_)) => return Err(format!("{at}.image: tag and digest cannot both be set")),
                 (_, Some(digest)) => (format!("{repo}@{digest}"), false, false),
@@ -175,9 +180,22 @@ pub fn components_of(spec: &Value) -> Result<Vec<Component>, String> {
     Ok(out)
 }
 
+/// Where `v` holds a null, if anywhere: the description declares no spec field nullable.
+fn null_in(v: &Value, at: &str) -> Option<String> {
+    match v {
+        Value::Null => Some(at.to_string()),
+        Value::Object(m) => m.iter().find_map(|(k, v)| null_in(v, &format!("{at}.{k}"))),
+        Value::Array(a) => a.iter().enumerate().find_map(|(i, v)| null_in(v, &format!("{at}[{i}]"))),
+        _ => None,
+    }
+}
+
 /// Checks a spec sent for app `name`.
 pub fn check_spec(spec: Option<&Value>, name: &str) -> Result<(), Refused> {
     let spec = spec.filter(|s| s.is_object()).ok_or_else(|| bad_request("spec is required"))?;
+    if let Some(path) = null_in(spec, "spec") {
+        return Err(bad_request(format!("{path}: null is not a value the app spec takes; leave the field out")));
+    }
     match spec.get("name").and_then(Value::as_str) {
         Some(n) if n == name && valid_name(n) => {}
         Some(n) if n == name => return Err(bad_request(format!("spec.name: {n:?} {NAME_RULE}"))),
@@ -1395,6 +1413,10 @@ mod tests {
         assert_eq!(Check::of(None).failure, 9, "DigitalOcean's default");
         let both = json!({ "services": [{ "name": "a", "image": { "repository": "web", "tag": "v1", "digest": "sha256:1" } }] });
         assert!(components_of(&both).unwrap_err().contains("tag and digest"));
+        let docr = json!({ "services": [{ "name": "a", "image": { "registry_type": "DOCR", "registry": "acme", "repository": "web", "tag": "v1" } }] });
+        assert!(components_of(&docr).unwrap_err().contains("left empty for the DOCR"));
+        let nulls = json!({ "name": "shop", "services": [{ "name": "web", "image": { "repository": "web", "tag": "v1" } }], "jobs": null });
+        assert!(null_in(&nulls, "spec").is_some_and(|p| p == "spec.jobs"));
         assert!(components_of(&json!({ "services": [] })).is_err());
         let zero = json!({ "services": [{ "name": "a", "image": { "repository": "web" }, "instance_count": 0 }] });
         assert!(components_of(&zero).is_err());
