@@ -17,7 +17,7 @@ use sandbox::app::{HealthMode, ReleaseSpec};
 use sandbox::digitalocean::{AppOptions, DoOptions, DoSandbox, Failure, Faults, ServiceOptions};
 use serde_json::{json, Value};
 
-use crate::util::{with, Ran, Step, BIN};
+use crate::util::{platform_inputs, with, Ran, Step, BIN};
 
 pub const TOKEN: &str = "dop_v1_sandbox0123456789abcdef0123456789abcdef0123456789abcdef01234567";
 const REGISTRY: &str = "registry.digitalocean.com/acme";
@@ -50,23 +50,7 @@ pub async fn apps_with(opts: DoOptions) -> DoSandbox {
 }
 
 fn base_inputs(h: &DoSandbox, app: &str) -> Vec<(String, String)> {
-    let url = h.app_url(app);
-    [
-        ("provider", "digitalocean".to_string()),
-        ("app", app.to_string()),
-        ("token", TOKEN.to_string()),
-        ("api-url", h.api_url()),
-        ("health-url", format!("{url}/health")),
-        ("check-string", "ok".to_string()),
-        ("version-url", format!("{url}/version")),
-        ("health-interval", "100ms".to_string()),
-        ("health-deadline", "6s".to_string()),
-        ("health-timeout", "1s".to_string()),
-        ("deploy-timeout", "60s".to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
+    platform_inputs("digitalocean", app, TOKEN, &h.api_url(), &h.app_url(app))
 }
 
 /// Inputs that deploy `image` (a registry path) and expect `version` from it.

@@ -17,7 +17,7 @@ use safe_deploy::secret::Redactor;
 use sandbox::app::ReleaseSpec;
 use sandbox::heroku::{AppOptions, Faults, HerokuOptions, HerokuSandbox};
 
-use crate::util::{with, Ran, Step, BIN};
+use crate::util::{platform_inputs, with, Ran, Step, BIN};
 
 /// Heroku's official Platform API schema, beside the repository.
 const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/providers/specs/heroku/platform-api-schema.json");
@@ -57,23 +57,7 @@ fn source(dir: &Path, version: &str, web_flags: &str, release: Option<&str>) -> 
 }
 
 fn base_inputs(h: &HerokuSandbox, app: &str) -> Vec<(String, String)> {
-    let url = h.app_url(app);
-    [
-        ("provider", "heroku".to_string()),
-        ("app", app.to_string()),
-        ("token", TOKEN.to_string()),
-        ("api-url", h.api_url()),
-        ("health-url", format!("{url}/health")),
-        ("check-string", "ok".to_string()),
-        ("version-url", format!("{url}/version")),
-        ("health-interval", "100ms".to_string()),
-        ("health-deadline", "6s".to_string()),
-        ("health-timeout", "1s".to_string()),
-        ("deploy-timeout", "60s".to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
+    platform_inputs("heroku", app, TOKEN, &h.api_url(), &h.app_url(app))
 }
 
 /// A step whose workspace holds the app's source in `app/`.

@@ -94,6 +94,27 @@ impl Double {
 }
 
 /// Sets (or replaces) one input.
+/// The inputs every platform story starts from: `provider`'s API at `api`, the app's
+/// health and version on `app_url`, and waits short enough for tests.
+pub fn platform_inputs(provider: &str, app: &str, token: &str, api: &str, app_url: &str) -> Vec<(String, String)> {
+    [
+        ("provider", provider.to_string()),
+        ("app", app.to_string()),
+        ("token", token.to_string()),
+        ("api-url", api.to_string()),
+        ("health-url", format!("{app_url}/health")),
+        ("check-string", "ok".to_string()),
+        ("version-url", format!("{app_url}/version")),
+        ("health-interval", "100ms".to_string()),
+        ("health-deadline", "6s".to_string()),
+        ("health-timeout", "1s".to_string()),
+        ("deploy-timeout", "60s".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
 pub fn with(mut inputs: Vec<(String, String)>, name: &str, value: &str) -> Vec<(String, String)> {
     inputs.retain(|(k, _)| k != name);
     inputs.push((name.to_string(), value.to_string()));

@@ -451,58 +451,15 @@ async fn app_platform_run(binary: &Path, root: &Path, s: &PlatformScenario) -> R
         h.fail_next("web", Failure::Build("the registry refused the pull".into()));
     }
     let app = h.app_url("web");
-    let mut inputs: BTreeMap<&str, String> = [
-        ("provider", "digitalocean".to_string()),
-        ("app", "web".into()),
-        ("token", TOKEN.into()),
-        ("image", format!("registry.digitalocean.com/acme/web:{image}")),
-        ("api-url", h.api_url()),
-        ("health-url", format!("{app}/health")),
-        ("check-string", "ok".into()),
-        ("version-url", format!("{app}/version")),
-        ("expect-version", s.version.into()),
-        ("health-interval", "200ms".into()),
-        ("health-deadline", "4s".into()),
-        ("health-timeout", "1s".into()),
-        ("deploy-timeout", "60s".into()),
-        ("rollback-timeout", "60s".into()),
-    ]
-    .into_iter()
-    .collect();
-    for (k, v) in &s.inputs {
-        inputs.insert(k, v.clone());
-    }
+    let image_input = ("image", format!("registry.digitalocean.com/acme/web:{image}"));
+    let inputs = platform_inputs("digitalocean", h.api_url(), &app, s, image_input);
     let step = Step::new(root, &slug(&s.name), &inputs);
-    if let Some(f) = &s.before {
-        h.set_faults(f.clone());
-    }
-    let traffic = Traffic::start(format!("{app}/"));
-    let child = match step.spawn(binary) {
-        Ok(c) => c,
-        Err(e) => return failed_row_named(&s.name, format!("the binary did not start: {e}")),
+    let (ended, traffic) = match drive(binary, &step, s, &app, |f| h.set_faults(f)).await {
+        Ok(done) => done,
+        Err(e) => return failed_row_named(&s.name, e),
     };
-    let ended = follow(child, &s.triggers, |action, pid| match action {
-        Some(Action::Faults(f)) => h.set_faults(f.clone()),
-        Some(Action::Clear) => h.set_faults(Faults::default()),
-        Some(Action::Signal(sig)) => {
-            let _ = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
-        }
-        _ => {}
-    })
-    .await;
-    h.set_faults(Faults::default());
-    let outputs = step.file("output");
-    let said_release = outputs.get("release").cloned().unwrap_or_default();
-    let mut row = Row {
-        name: s.name.clone(),
-        code: ended.code,
-        status: outputs.get("status").cloned().unwrap_or_default(),
-        said: step.summary_live(),
-        runs: app_platform_running(&h, &images),
-        traffic: (0, 0),
-        left: vec![],
-        problems: vec![],
-    };
+    let said_release = step.file("output").get("release").cloned().unwrap_or_default();
+    let mut row = row_of(s, &step, &ended, app_platform_running(&h, &images));
     let new = if image == "v5" { "v1".to_string() } else { s.version.to_string() };
     judge_end(
         &mut row,
@@ -535,6 +492,82 @@ async fn app_platform_run(binary: &Path, root: &Path, s: &PlatformScenario) -> R
     row
 }
 
+/// A platform row's inputs: `provider`'s API at `api`, the app `web` checked on
+/// `app`, the new release's version, then the scenario's own inputs on top.
+fn platform_inputs(
+    provider: &str,
+    api: String,
+    app: &str,
+    s: &PlatformScenario,
+    source: (&'static str, String),
+) -> BTreeMap<&'static str, String> {
+    let mut inputs: BTreeMap<&str, String> = [
+        ("provider", provider.to_string()),
+        ("app", "web".into()),
+        ("token", TOKEN.into()),
+        source,
+        ("api-url", api),
+        ("health-url", format!("{app}/health")),
+        ("check-string", "ok".into()),
+        ("version-url", format!("{app}/version")),
+        ("expect-version", s.version.into()),
+        ("health-interval", "200ms".into()),
+        ("health-deadline", "4s".into()),
+        ("health-timeout", "1s".into()),
+        ("deploy-timeout", "60s".into()),
+        ("rollback-timeout", "60s".into()),
+    ]
+    .into_iter()
+    .collect();
+    for (k, v) in &s.inputs {
+        inputs.insert(k, v.clone());
+    }
+    inputs
+}
+
+/// Runs `step` as the runner would, under steady traffic through `app`, with the
+/// scenario's faults set on its emulator through `set_faults` before and as its markers
+/// appear; returns how it ended and the traffic, faults cleared.
+async fn drive(
+    binary: &Path,
+    step: &Step,
+    s: &PlatformScenario,
+    app: &str,
+    set_faults: impl Fn(Faults),
+) -> Result<(Ended, Traffic), String> {
+    if let Some(f) = &s.before {
+        set_faults(f.clone());
+    }
+    let traffic = Traffic::start(format!("{app}/"));
+    let child = step.spawn(binary).map_err(|e| format!("the binary did not start: {e}"))?;
+    let ended = follow(child, &s.triggers, |action, pid| match action {
+        Some(Action::Faults(f)) => set_faults(f.clone()),
+        Some(Action::Clear) => set_faults(Faults::default()),
+        Some(Action::Signal(sig)) => {
+            let _ = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+        }
+        _ => {}
+    })
+    .await;
+    set_faults(Faults::default());
+    Ok((ended, traffic))
+}
+
+/// A row for how `step` ended, with what the emulator runs now.
+fn row_of(s: &PlatformScenario, step: &Step, ended: &Ended, runs: String) -> Row {
+    let outputs = step.file("output");
+    Row {
+        name: s.name.clone(),
+        code: ended.code,
+        status: outputs.get("status").cloned().unwrap_or_default(),
+        said: step.summary_live(),
+        runs,
+        traffic: (0, 0),
+        left: vec![],
+        problems: vec![],
+    }
+}
+
 /// What the live release of `app` serves, as the Heroku emulator says.
 fn heroku_running(h: &HerokuSandbox) -> String {
     h.current_version("web").and_then(|v| h.served_by("web", v)).unwrap_or_default()
@@ -559,27 +592,7 @@ async fn heroku_run(binary: &Path, root: &Path, s: &PlatformScenario) -> Row {
         Err(e) => return failed_row_named(&s.name, format!("the sandbox did not start: {e}")),
     };
     let app = h.app_url("web");
-    let mut inputs: BTreeMap<&str, String> = [
-        ("provider", "heroku".to_string()),
-        ("app", "web".into()),
-        ("token", TOKEN.into()),
-        ("source-dir", "app".into()),
-        ("api-url", h.api_url()),
-        ("health-url", format!("{app}/health")),
-        ("check-string", "ok".into()),
-        ("version-url", format!("{app}/version")),
-        ("expect-version", s.version.into()),
-        ("health-interval", "200ms".into()),
-        ("health-deadline", "4s".into()),
-        ("health-timeout", "1s".into()),
-        ("deploy-timeout", "60s".into()),
-        ("rollback-timeout", "60s".into()),
-    ]
-    .into_iter()
-    .collect();
-    for (k, v) in &s.inputs {
-        inputs.insert(k, v.clone());
-    }
+    let inputs = platform_inputs("heroku", h.api_url(), &app, s, ("source-dir", "app".into()));
     let step = Step::new(root, &slug(&s.name), &inputs);
     let source = step.dir.join("app");
     let mut procfile = format!("web: sandbox-app {}\n", s.web);
@@ -592,36 +605,12 @@ async fn heroku_run(binary: &Path, root: &Path, s: &PlatformScenario) -> Row {
     if let Err(e) = written {
         return failed_row_named(&s.name, format!("the source could not be written: {e}"));
     }
-    if let Some(f) = &s.before {
-        h.set_faults(f.clone());
-    }
-    let traffic = Traffic::start(format!("{app}/"));
-    let child = match step.spawn(binary) {
-        Ok(c) => c,
-        Err(e) => return failed_row_named(&s.name, format!("the binary did not start: {e}")),
+    let (ended, traffic) = match drive(binary, &step, s, &app, |f| h.set_faults(f)).await {
+        Ok(done) => done,
+        Err(e) => return failed_row_named(&s.name, e),
     };
-    let ended = follow(child, &s.triggers, |action, pid| match action {
-        Some(Action::Faults(f)) => h.set_faults(f.clone()),
-        Some(Action::Clear) => h.set_faults(Faults::default()),
-        Some(Action::Signal(sig)) => {
-            let _ = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
-        }
-        _ => {}
-    })
-    .await;
-    h.set_faults(Faults::default());
-    let outputs = step.file("output");
-    let said_release = outputs.get("release").cloned().unwrap_or_default();
-    let mut row = Row {
-        name: s.name.clone(),
-        code: ended.code,
-        status: outputs.get("status").cloned().unwrap_or_default(),
-        said: step.summary_live(),
-        runs: heroku_running(&h),
-        traffic: (0, 0),
-        left: vec![],
-        problems: vec![],
-    };
+    let said_release = step.file("output").get("release").cloned().unwrap_or_default();
+    let mut row = row_of(s, &step, &ended, heroku_running(&h));
     let (old, new) = ("v1".to_string(), s.version.to_string());
     judge_end(
         &mut row,

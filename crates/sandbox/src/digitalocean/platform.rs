@@ -13,14 +13,13 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http_body_util::Full;
 use serde_json::{json, Value};
-use tokio::sync::watch;
 
 use super::{AppOptions, DoOptions, Failure as Injected, Faults};
 use crate::app::{spec_for, ReleaseSpec, Releases};
 use crate::fly::ids::{random_u64, rfc3339, unix_secs};
 use crate::kit::checks;
 use crate::kit::process::{self, signal, Exit, Launch, Proc};
-use crate::kit::{Gate, TokenRule};
+use crate::kit::{Gate, TokenRule, Watched};
 
 /// How long the old instances keep their listener after the switch, so a request the
 /// router picked one for just before it still reaches it.
@@ -504,8 +503,7 @@ impl State {
 pub struct Platform {
     pub gate: Gate<Faults>,
     pub auth: TokenRule,
-    state: Mutex<State>,
-    changed: watch::Sender<u64>,
+    state: Watched<State>,
     app_command: Vec<OsString>,
     step_time: Duration,
     second: Duration,
@@ -520,8 +518,7 @@ impl Platform {
         Platform {
             gate: Gate::default(),
             auth: TokenRule { schemes: &["Bearer"], bare: false, token: opts.token.clone(), required: false },
-            state: Mutex::new(state),
-            changed: watch::channel(0).0,
+            state: Watched::new(state),
             app_command: opts.app_command.clone(),
             step_time: opts.step_time,
             second: opts.second,
@@ -531,7 +528,7 @@ impl Platform {
     }
 
     pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     pub fn base(&self) -> String {
@@ -539,21 +536,11 @@ impl Platform {
     }
 
     fn notify(&self) {
-        self.changed.send_modify(|n| *n += 1);
+        self.state.notify();
     }
 
-    pub async fn wait_until(&self, timeout: Duration, mut done: impl FnMut(&State) -> bool) -> bool {
-        let mut changes = self.changed.subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if done(&self.lock()) {
-                return true;
-            }
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
-                Ok(Ok(())) => {}
-                _ => return done(&self.lock()),
-            }
-        }
+    pub async fn wait_until(&self, timeout: Duration, done: impl FnMut(&State) -> bool) -> bool {
+        self.state.wait_until(timeout, done).await
     }
 
     // ----- rate limit -----

@@ -12,14 +12,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-use tokio::sync::watch;
 
 use super::slug::{self, Slug};
 use super::{Faults, HerokuOptions};
 use crate::app::{spec_for, HealthMode, Releases};
 use crate::fly::ids::{random_u64, rfc3339};
 use crate::kit::process::{self, signal, Launch, Proc};
-use crate::kit::{Gate, TokenRule};
+use crate::kit::{Gate, TokenRule, Watched};
 
 /// How long a dyno may take to bind its port before Heroku gives up on it (R10).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -190,8 +189,7 @@ pub fn fail(status: u16, id: &'static str, message: impl Into<String>) -> Failur
 pub struct Platform {
     pub gate: Gate<Faults>,
     pub auth: TokenRule,
-    state: Mutex<State>,
-    changed: watch::Sender<u64>,
+    state: Watched<State>,
     pub app_command: Vec<OsString>,
     pub work_dir: PathBuf,
     pub preboot_switch: Duration,
@@ -210,8 +208,7 @@ impl Platform {
         Platform {
             gate: Gate::default(),
             auth: TokenRule { schemes: &["Bearer"], bare: false, token: opts.token.clone(), required: false },
-            state: Mutex::new(state),
-            changed: watch::channel(0).0,
+            state: Watched::new(state),
             app_command: opts.app_command.clone(),
             work_dir,
             preboot_switch: opts.preboot_switch,
@@ -224,7 +221,7 @@ impl Platform {
     }
 
     pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     pub fn base(&self) -> String {
@@ -232,21 +229,11 @@ impl Platform {
     }
 
     fn notify(&self) {
-        self.changed.send_modify(|n| *n += 1);
+        self.state.notify();
     }
 
-    pub async fn wait_until(&self, timeout: Duration, mut done: impl FnMut(&State) -> bool) -> bool {
-        let mut changes = self.changed.subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if done(&self.lock()) {
-                return true;
-            }
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
-                Ok(Ok(())) => {}
-                _ => return done(&self.lock()),
-            }
-        }
+    pub async fn wait_until(&self, timeout: Duration, done: impl FnMut(&State) -> bool) -> bool {
+        self.state.wait_until(timeout, done).await
     }
 
     /// Takes one token from the account's bucket, topped up at 75 a minute; false

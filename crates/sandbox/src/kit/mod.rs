@@ -11,6 +11,7 @@
 //! - `process`: instances' OS processes.
 //! - `checks`: HTTP and TCP probes, and rise/fall `Thresholds`.
 //! - `router`: a forwarding proxy over an emulator's `Backends`.
+//! - `watched`: an emulator's state behind one lock, waited on without polling.
 //!
 //! The kit knows no provider: no paths, bodies, headers or ids of one. Each emulator
 //! brings those through the traits here.
@@ -22,8 +23,10 @@ pub mod checks;
 pub mod faults;
 pub mod process;
 pub mod router;
+pub mod watched;
 
 pub use api::{Emulator, Gate};
 pub use auth::{Refusal, TokenRule};
 pub use calls::{Call, CallLog};
 pub use faults::{FaultSet, Faults, Verdict};
+pub use watched::Watched;
