@@ -84,7 +84,7 @@ fn cli() -> clap::Command {
                         .value_parser(clap::value_parser!(u16).range(1..=20))
                         .help("How many machines (Fly), web dynos (Heroku) or instances of service web (App Platform) the app starts with."),
                 )
-                .arg(Arg::new("image").long("image").value_name("IMAGE").default_value("registry.fly.io/web:v1").help("The release the machines start on."))
+                .arg(Arg::new("image").long("image").value_name("IMAGE").default_value("registry.fly.io/web:v1").help("Fly: the release the machines start on. (App Platform's service web starts on web:v1; Heroku's dynos on v1.)"))
                 .arg(
                     Arg::new("release")
                         .long("release")

@@ -293,6 +293,7 @@ async fn a_missing_check_string_after_active_rolls_back_and_leaves_the_app_unpin
     assert_eq!(active_image(&h, "shop"), "web:v1");
     assert_eq!(served(&h, "shop").await, "v1");
     assert_eq!(h.pinned_deployment("shop"), None, "skip_pin: the next deploy is not blocked");
+    assert!(ran.summary.contains("image_source_missing_digest"), "the validation's warning is in the summary: {ran}");
     let calls = h.calls();
     let validate = calls.iter().position(|c| c.path.ends_with("/rollback/validate")).expect("validated first");
     let rollback = calls.iter().position(|c| c.path.ends_with("/rollback")).expect("a rollback");
@@ -479,7 +480,9 @@ async fn a_plan_names_the_readiness_check_and_warns_of_one_instance_without_a_ch
         ..AppOptions::image("shop")
     };
     let h = apps(vec![one]).await;
+    // The app named by its id, not its name.
     let inputs = with(deploy(&h, "shop", &format!("{REGISTRY}/web:v2"), "v2"), "command", "plan");
+    let inputs = with(inputs, "app", &h.app_id("shop"));
     let ran = Step::main(&inputs).run().await;
     assert_eq!(ran.code, 0, "{ran}");
     assert_summary_says(
