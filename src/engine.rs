@@ -61,6 +61,9 @@ impl<'a> Proof<'a> {
 }
 
 /// How a step ended, when it did not end well.
+/// How long the first read of a run keeps trying through a platform that does not answer.
+const FIRST_READ_LIMIT: Duration = Duration::from_secs(120);
+
 enum Stop {
     Failed(String),
     Cancelled(String),
@@ -320,12 +323,16 @@ impl Engine<'_> {
         };
         let deadline = Some(ctx.deadline);
 
-        // Reads change nothing, so they outlast a flaky API within deploy-timeout.
-        let recorded = outlast(&ctx, "record the live release", || self.provider.snapshot(&ctx));
-        let live = match self.phase(&mut report, run_start, "record the live release", deadline, recorded).await {
-            Ok(s) => s,
-            Err(stop) => return finish(self.stopped_before_change(report, stop)),
-        };
+        // Reads change nothing, so they outlast a flaky API; the first one for two minutes
+        // at most, so a wrong api-url or a platform that is down ends the run, with nothing
+        // changed, instead of waiting out all of deploy-timeout.
+        let first = Context { deadline: ctx.deadline.min(Instant::now() + FIRST_READ_LIMIT), ..ctx.clone() };
+        let recorded = outlast(&first, "record the live release", || self.provider.snapshot(&first));
+        let live =
+            match self.phase(&mut report, run_start, "record the live release", Some(first.deadline), recorded).await {
+                Ok(s) => s,
+                Err(stop) => return finish(self.stopped_before_change(report, stop)),
+            };
         report.previous = Some(live.release.label.clone());
         report.live = Some(live.release.label.clone());
         state::save(self.runner, Stage::Recorded, Some(&live), None);

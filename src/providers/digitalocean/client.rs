@@ -215,7 +215,9 @@ impl AppsClient {
             let call = self.rest.call(Method::GET, &format!("/v2/apps?page={page}&per_page=200"));
             let body: Value = self.json(call, "listing the apps", shutdown).await?;
             let apps = body["apps"].as_array().cloned().unwrap_or_default();
-            if let Some(found) = apps.into_iter().find(|a| a["spec"]["name"].as_str() == Some(app)) {
+            // By name, or by the short id the output shows (its first 8 characters).
+            let short_id = |a: &Value| app.len() >= 8 && a["id"].as_str().is_some_and(|id| id.starts_with(app));
+            if let Some(found) = apps.into_iter().find(|a| a["spec"]["name"].as_str() == Some(app) || short_id(a)) {
                 return serde_json::from_value(found).map_err(|e| self.rest.garbled("listing the apps", &e));
             }
             if body["links"]["pages"]["next"].as_str().unwrap_or_default().is_empty() {

@@ -247,7 +247,7 @@ impl Core {
     }
 
     /// After a rollback that kept its pin: say how to lift it.
-    fn pin_note(&self, app_id: &str, d: &Deployment) {
+    pub fn pin_note(&self, app_id: &str, d: &Deployment) {
         if self.settings.keep_pin {
             self.note(format!(
                 "the app is pinned to rollback deployment {} (keep-pin: true): App Platform takes no new deployment, deploy on push included, until the rollback is committed (Commit in the control panel, or POST /v2/apps/{app_id}/rollback/commit) or reverted (POST /v2/apps/{app_id}/rollback/revert)",
@@ -390,7 +390,7 @@ impl Provider for DoProvider {
                         if image.digest.is_none() {
                             say(
                                 Severity::Warning,
-                                format!("{text} names a tag, not a digest: App Platform pulls whatever the tag points to when it deploys, so a rollback to this deployment later cannot be exact; deploy by digest (REPO@sha256:...)"),
+                                format!("{text} has no digest (a tag, or latest when none is given): App Platform pulls whatever the tag points to when it deploys, so a rollback to this deployment later cannot be exact; deploy by digest (REPO@sha256:...)"),
                             );
                         }
                     }

@@ -244,6 +244,16 @@ impl Core {
 }
 
 impl DoRollout {
+    /// Said in the reason of a deployment that did not go live after a spec update.
+    fn spec_left_said(&self) -> &'static str {
+        match self.make {
+            Make::Update { .. } => {
+                "; the old deployment still serves, but the app's spec now names the new image (see the warning)"
+            }
+            _ => "",
+        }
+    }
+
     /// A spec update whose deployment did not go live leaves the new spec behind.
     fn note_spec_left(&self, core: &Core) {
         if let Make::Update { .. } = self.make {
@@ -359,7 +369,12 @@ impl Rollout for DoRollout {
             End::Active(_) => {
                 let app = core.client.app(&self.app_id, &ctx.shutdown).await?;
                 match app.active_deployment {
-                    Some(a) if a.id == made.id => Ok(Waited::Ready),
+                    Some(a) if a.id == made.id => {
+                        if let Make::Return(_) = self.make {
+                            core.pin_note(&self.app_id, &made);
+                        }
+                        Ok(Waited::Ready)
+                    }
                     Some(other) => Ok(overtaken(&other, format!("deployment {ours} reports ACTIVE"))),
                     None => Err(ProviderError::Failed(format!(
                         "deployment {ours} reports ACTIVE, but the app reports no active deployment; check the app in the control panel"
@@ -371,7 +386,7 @@ impl Rollout for DoRollout {
                 None => {
                     self.changed = false;
                     self.note_spec_left(&core);
-                    Ok(Waited::Refused(format!("deployment {ours} ended in ERROR: {why}")))
+                    Ok(Waited::Refused(format!("deployment {ours} ended in ERROR: {why}{}", self.spec_left_said())))
                 }
             },
             End::Canceled => match core.other_live(&self.app_id, &self.live_id, ctx).await? {
@@ -380,7 +395,8 @@ impl Rollout for DoRollout {
                     self.changed = false;
                     self.note_spec_left(&core);
                     Ok(Waited::Refused(format!(
-                        "deployment {ours} was CANCELED (in the control panel or through the API) before it went live"
+                        "deployment {ours} was CANCELED (in the control panel or through the API) before it went live{}",
+                        self.spec_left_said()
                     )))
                 }
             },

@@ -123,7 +123,7 @@ pub fn configure(raw: &RawInputs, workspace: &Path, p: &mut Problems) -> Option<
             None
         }
     };
-    if image.is_none() && !components.is_empty() {
+    if raw.get("image").is_none() && !components.is_empty() {
         p.add(
             "components",
             "is set, but no image was given, so no component's image would change",

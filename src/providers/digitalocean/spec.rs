@@ -46,6 +46,11 @@ impl ImageRef {
         let is_host = parts.len() > 1 && (host.contains('.') || host.contains(':') || host == "localhost");
         let (registry_type, registry, repository) = match (is_host, host) {
             (true, "registry.digitalocean.com") if parts.len() == 3 => ("DOCR", parts[1], parts[2].to_string()),
+            (true, "registry.digitalocean.com") => {
+                return Err(format!(
+                    "'{text}' is not registry.digitalocean.com/REGISTRY/REPO (DigitalOcean's registry has one registry name, then the repository)"
+                ))
+            }
             (true, "ghcr.io") if parts.len() >= 3 => ("GHCR", parts[1], parts[2..].join("/")),
             (true, "docker.io" | "index.docker.io") if parts.len() == 3 => ("DOCKER_HUB", parts[1], parts[2].into()),
             (true, "docker.io" | "index.docker.io") if parts.len() == 2 => ("DOCKER_HUB", "library", parts[1].into()),
@@ -262,6 +267,7 @@ mod tests {
         assert!(ImageRef::parse("quay.io/acme/web:1").unwrap_err().contains("does not pull from"));
         assert!(ImageRef::parse("registry.digitalocean.com/acme/web@sha256:abc").unwrap_err().contains("digest"));
         assert!(ImageRef::parse("acme//web").is_err());
+        assert!(ImageRef::parse("registry.digitalocean.com/web:v2").unwrap_err().contains("REGISTRY/REPO"));
     }
 
     fn spec() -> Value {
