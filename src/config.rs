@@ -286,9 +286,9 @@ impl Config {
             _ => raw,
         };
         if let Some(r) = provider {
-            for spec in INPUTS.iter().filter(|i| i.provider.is_some_and(|owner| owner != r.name)) {
+            for spec in INPUTS.iter().filter(|i| !i.providers.is_empty() && !i.providers.contains(&r.name)) {
                 if raw.given(spec.name) {
-                    let owner = spec.provider.unwrap_or_default();
+                    let owner = spec.providers.join(" or ");
                     p.add(
                         spec.name,
                         format!("applies to provider {owner} only, and provider is {}", r.name),

@@ -18,8 +18,8 @@ use crate::config::{human, Command, Config};
 use crate::github::{Entry, Ledger, Record};
 use crate::health::{names_version, Gate, GateResult, Probe, VersionCheck};
 use crate::providers::{
-    outlast, Context, Event, Instance, Progress, Provider, ProviderError, ReleaseRef, Severity, Snapshot, Source,
-    Target, Waited,
+    outlast, Context, Event, Instance, Progress, Provider, ProviderError, ReleaseRef, Route, Severity, Snapshot,
+    Source, Target, Waited,
 };
 use crate::report::{DeploymentRecord, Outcome, Phase, PhaseResult, Report, RollbackInfo};
 use crate::runner::Runner;
@@ -151,7 +151,7 @@ impl Engine<'_> {
         run_start: Instant,
         label: &str,
         proof: Proof<'_>,
-        route: Option<&(String, String)>,
+        route: Option<&Route>,
     ) -> Result<(), Stop> {
         let name = format!("health gate: {label}");
         self.runner.group(&name);
@@ -166,8 +166,15 @@ impl Engine<'_> {
         };
         let mut health = self.config.health.clone();
         health.version = health.version.take().and_then(|(url, _)| version.map(|v| (url, v.to_string())));
-        if let Some(header) = route {
-            health.headers.push(header.clone());
+        match route {
+            Some(Route::Header(name, value)) => health.headers.push((name.clone(), value.clone())),
+            Some(Route::Origin(origin)) => {
+                health.url = at_origin(&health.url, origin);
+                if let Some((url, _)) = health.version.as_mut() {
+                    *url = at_origin(url, origin);
+                }
+            }
+            None => {}
         }
         let check = if health.version.is_some() { check } else { VersionCheck::Skip };
         let gate = Gate { config: &health, version: check, label };
@@ -477,6 +484,13 @@ impl Engine<'_> {
                 let gated = self.gate_instances(&mut report, run_start, i, &applied.instances, &target).await;
                 ctx.deadline += gating.elapsed();
                 if let Err(stop) = gated {
+                    report.live = None;
+                    return finish(self.after_failure(report, run_start, &live, stop).await);
+                }
+            }
+            if let Some(what) = rollout.admission(i) {
+                let admitted = rollout.admit(i, &ctx);
+                if let Err(stop) = self.phase(&mut report, run_start, &what, Some(ctx.deadline), admitted).await {
                     report.live = None;
                     return finish(self.after_failure(report, run_start, &live, stop).await);
                 }
@@ -959,6 +973,15 @@ impl LowercaseFirst for String {
             None => self,
         }
     }
+}
+
+/// `url` asked at `origin` instead: its path and query kept, scheme, host and port
+/// replaced (a tunnel to one instance).
+fn at_origin(url: &url::Url, origin: &url::Url) -> url::Url {
+    let mut moved = origin.clone();
+    moved.set_path(url.path());
+    moved.set_query(url.query());
+    moved
 }
 
 /// The first 7 characters of a commit SHA, as GitHub shows it.

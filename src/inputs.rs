@@ -17,32 +17,45 @@ pub struct InputSpec {
     pub required: bool,
     /// Masked before anything is printed, and never written to outputs or summaries.
     pub secret: bool,
-    /// The provider this input belongs to; `None` for inputs every provider shares.
-    pub provider: Option<&'static str>,
+    /// The providers this input belongs to; empty for inputs every provider shares.
+    pub providers: &'static [&'static str],
 }
 
 const fn input(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
-    InputSpec { name, description, default, required: false, secret: false, provider: None }
+    InputSpec { name, description, default, required: false, secret: false, providers: &[] }
 }
 
 const fn secret(name: &'static str, description: &'static str) -> InputSpec {
-    InputSpec { name, description, default: "", required: false, secret: true, provider: None }
+    InputSpec { name, description, default: "", required: false, secret: true, providers: &[] }
 }
 
 const fn required(name: &'static str, description: &'static str) -> InputSpec {
-    InputSpec { name, description, default: "", required: true, secret: false, provider: None }
+    InputSpec { name, description, default: "", required: true, secret: false, providers: &[] }
 }
 
 /// An input only one provider reads.
-const fn of(provider: &'static str, name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
-    InputSpec { name, description, default, required: false, secret: false, provider: Some(provider) }
+const fn of(
+    providers: &'static [&'static str],
+    name: &'static str,
+    default: &'static str,
+    description: &'static str,
+) -> InputSpec {
+    InputSpec { name, description, default, required: false, secret: false, providers }
+}
+
+/// The providers that deploy to hosts over SSH.
+pub const HOST_PROVIDERS: &[&str] = &["ssh", "digitalocean-droplets"];
+
+/// An input of both host providers.
+const fn hosts(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
+    InputSpec { name, description, default, required: false, secret: false, providers: HOST_PROVIDERS }
 }
 
 pub const INPUTS: &[InputSpec] = &[
     input("command", "deploy", "What to do: deploy (roll out image), rollback (put an earlier release back), redeploy (deploy the release named by to again) or plan (show what a deploy would do, change nothing)."),
-    required("provider", "Where the app runs: fly (Fly.io Machines), heroku (Heroku Platform API, Cedar or Fir), digitalocean (DigitalOcean App Platform), or memory (the built-in provider double, for trying the action and for tests; its api-url is a file:// path to its state)."),
+    required("provider", "Where the app runs: fly (Fly.io Machines), heroku (Heroku Platform API, Cedar or Fir), digitalocean (DigitalOcean App Platform), digitalocean-droplets (containers on DigitalOcean Droplets behind a DigitalOcean load balancer, over SSH), ssh (containers on any hosts behind any balancer, over SSH), or memory (the built-in provider double, for trying the action and for tests; its api-url is a file:// path to its state)."),
     input("app", "", "The application's name at the provider. Required, except with fly when fly.toml names it."),
-    secret("token", "API token for the provider. Pass it from a secret; it is masked and never printed. Empty: the provider's usual variable (FLY_API_TOKEN for fly, HEROKU_API_KEY for heroku, DIGITALOCEAN_ACCESS_TOKEN for digitalocean)."),
+    secret("token", "API token for the provider. Pass it from a secret; it is masked and never printed. Empty: the provider's usual variable (FLY_API_TOKEN for fly, HEROKU_API_KEY for heroku, DIGITALOCEAN_ACCESS_TOKEN for digitalocean and digitalocean-droplets; ssh needs none)."),
     input("image", "", "The release to deploy: a container image reference such as registry.example.com/app:1.2.3 (heroku: the image ID, sha256:..., of an image pushed to registry.heroku.com/APP/web; digitalocean: registry.digitalocean.com/REGISTRY/REPO, ghcr.io or Docker Hub, best by digest). Required by deploy and plan, except with heroku, which deploys the source when it is empty, and digitalocean, which then builds the app's git sources again."),
     input("to", "", "rollback and redeploy: the release to go to, in the provider's terms (a Fly image) or a commit SHA safe-deploy deployed before (looked up in the GitHub deployment ledger). Empty with rollback: the last release that deployed successfully before the live one."),
     input("health-url", "", "URL that must answer healthy once the new version is rolled out, e.g. https://app.example.com/health. Required, except with fly, where it defaults to https://APP.fly.dev plus the check path in fly.toml."),
@@ -61,17 +74,40 @@ pub const INPUTS: &[InputSpec] = &[
     input("rollback", "true", "Put the previous release back by itself when the deploy fails (true or false)."),
     input("rollback-timeout", "5m", "Time limit of a rollback. Until then it keeps going through a flaky API, instance by instance, until every instance is back on the recorded release; what is not back by then is left for the post step (or safe-deploy post) to finish."),
     input("batch-gate", "first", "Where the roll-out has batches (machines, hosts), when the health gate also runs against only the instances just changed, before any other is touched: first (after the first batch), every (after each batch) or end (only once everything is rolled out). The gate always runs at the end too."),
-    of("fly", "strategy", "", "Fly: how machines are replaced: rolling, canary, bluegreen or immediate. Empty: fly.toml's [deploy] strategy, else rolling."),
-    of("fly", "max-unavailable", "", "Fly, rolling: how many machines may be replaced at once after the first, as a fraction (0.33) or a count (2). Empty: fly.toml's, else 0.33."),
-    of("fly", "release-command", "", "Fly: a command run once in a throw-away machine with the new image before any app machine changes (e.g. migrations); non-zero stops the deploy. Empty: fly.toml's [deploy] release_command."),
-    of("fly", "release-command-timeout", "5m", "Fly: time limit of the release command. Left at the default, fly.toml's [deploy] release_command_timeout applies when it sets one."),
-    of("fly", "bluegreen-wait", "10s", "Fly, bluegreen: how long Fly's proxy gets to learn that the greens take traffic before the blues are cordoned, and again before the blues stop, so requests in flight finish (flyctl waits 10s)."),
-    of("fly", "fly-config", "fly.toml", "Fly: path of fly.toml in the workspace. When present it is the machine config, as with fly deploy (env, services, checks, processes, VM size; the image comes from the image input) and gives app, health check path and [deploy]; without it only the image changes. Inputs override it."),
-    of("heroku", "source-dir", ".", "Heroku, source deploys: the folder (in the workspace) packed into the source tarball, honouring .gitignore and .slugignore; e.g. services/api in a monorepo."),
-    of("heroku", "promote-from", "", "Heroku: instead of building, promote the release this app (e.g. the staging app) runs to app through their pipeline, then health-gate app and roll it back if it fails."),
-    of("digitalocean", "components", "", "DigitalOcean App Platform: the components (services, workers, jobs) whose image changes, separated by commas, e.g. web,worker. Empty: those .do/app.yaml runs from the image's repository, else those the live spec does, else the only image component."),
-    of("digitalocean", "app-spec", ".do/app.yaml", "DigitalOcean App Platform: the app spec file in the workspace, read when present for the app name and the image components; the live spec at DigitalOcean is what gets deployed, with the new image."),
-    of("digitalocean", "keep-pin", "false", "DigitalOcean App Platform: true leaves the app pinned to a rollback (no new deployment, deploy on push included, until it is committed or reverted); false commits it at once so the next deploy is not blocked."),
+    of(&["fly"], "strategy", "", "Fly: how machines are replaced: rolling, canary, bluegreen or immediate. Empty: fly.toml's [deploy] strategy, else rolling."),
+    of(&["fly"], "max-unavailable", "", "Fly, rolling: how many machines may be replaced at once after the first, as a fraction (0.33) or a count (2). Empty: fly.toml's, else 0.33."),
+    of(&["fly"], "release-command", "", "Fly: a command run once in a throw-away machine with the new image before any app machine changes (e.g. migrations); non-zero stops the deploy. Empty: fly.toml's [deploy] release_command."),
+    of(&["fly"], "release-command-timeout", "5m", "Fly: time limit of the release command. Left at the default, fly.toml's [deploy] release_command_timeout applies when it sets one."),
+    of(&["fly"], "bluegreen-wait", "10s", "Fly, bluegreen: how long Fly's proxy gets to learn that the greens take traffic before the blues are cordoned, and again before the blues stop, so requests in flight finish (flyctl waits 10s)."),
+    of(&["fly"], "fly-config", "fly.toml", "Fly: path of fly.toml in the workspace. When present it is the machine config, as with fly deploy (env, services, checks, processes, VM size; the image comes from the image input) and gives app, health check path and [deploy]; without it only the image changes. Inputs override it."),
+    of(&["heroku"], "source-dir", ".", "Heroku, source deploys: the folder (in the workspace) packed into the source tarball, honouring .gitignore and .slugignore; e.g. services/api in a monorepo."),
+    of(&["heroku"], "promote-from", "", "Heroku: instead of building, promote the release this app (e.g. the staging app) runs to app through their pipeline, then health-gate app and roll it back if it fails."),
+    of(&["digitalocean"], "components", "", "DigitalOcean App Platform: the components (services, workers, jobs) whose image changes, separated by commas, e.g. web,worker. Empty: those .do/app.yaml runs from the image's repository, else those the live spec does, else the only image component."),
+    of(&["digitalocean"], "app-spec", ".do/app.yaml", "DigitalOcean App Platform: the app spec file in the workspace, read when present for the app name and the image components; the live spec at DigitalOcean is what gets deployed, with the new image."),
+    of(&["digitalocean"], "keep-pin", "false", "DigitalOcean App Platform: true leaves the app pinned to a rollback (no new deployment, deploy on push included, until it is committed or reverted); false commits it at once so the next deploy is not blocked."),
+    of(&["digitalocean-droplets"], "load-balancer", "", "DigitalOcean Droplets: the load balancer's id. Its health check (path, port, interval, timeout, thresholds) sets every wait; the hosts are the droplets it lists, or those droplet-tag or droplets name."),
+    of(&["digitalocean-droplets"], "droplet-tag", "", "DigitalOcean Droplets: deploy to the droplets with this tag. Empty: the load balancer's tag, or the droplets it lists."),
+    of(&["digitalocean-droplets"], "droplets", "", "DigitalOcean Droplets: deploy to these droplet ids, separated by commas, instead of by tag."),
+    of(&["digitalocean-droplets"], "ssh-network", "public", "DigitalOcean Droplets: which of a droplet's IPv4 addresses safe-deploy connects to over SSH: public, or private (a runner inside the VPC)."),
+    of(&["ssh"], "hosts", "", "ssh: the hosts behind the balancer, in roll-out order, separated by commas or newlines: the addresses the balancer sends traffic to, and safe-deploy connects to over SSH."),
+    of(&["ssh"], "app-port", "", "ssh: the port the app listens on at each host: where the balancer sends traffic and checks health."),
+    of(&["ssh"], "lb-check-path", "/health", "ssh: the path the balancer's HTTP health check asks (HAProxy: option httpchk; nginx: health_check uri). Statuses 200 to 399 pass."),
+    of(&["ssh"], "lb-interval", "10s", "ssh: time between two of the balancer's health checks (HAProxy: inter)."),
+    of(&["ssh"], "lb-timeout", "5s", "ssh: the balancer's health check timeout (HAProxy: timeout check)."),
+    of(&["ssh"], "lb-healthy-threshold", "3", "ssh: passing checks before the balancer sends a host traffic (HAProxy: rise)."),
+    of(&["ssh"], "lb-unhealthy-threshold", "5", "ssh: failing checks before the balancer stops sending a host traffic (HAProxy: fall)."),
+    InputSpec { name: "ssh-key", description: "Hosts over SSH: the private key safe-deploy logs in with (OpenSSH or PEM, unencrypted). Pass it from a secret; it is masked and never printed.", default: "", required: false, secret: true, providers: HOST_PROVIDERS },
+    hosts("ssh-user", "root", "Hosts over SSH: the user safe-deploy logs in as; it must be allowed to run the container runtime."),
+    hosts("ssh-port", "22", "Hosts over SSH: the SSH port of every host."),
+    hosts("known-hosts", "", "Hosts over SSH: the hosts' public keys as known_hosts lines (ssh-keyscan -p PORT HOST prints them). A host whose key is missing or different is refused before any command runs. Required unless insecure-ignore-host-key is true."),
+    hosts("insecure-ignore-host-key", "false", "Hosts over SSH: true connects to hosts whatever key they show. Anyone between the runner and a host could then run your deploy; use known-hosts instead."),
+    hosts("container", "", "Hosts over SSH: the name of the app's container on each host. Empty: app."),
+    hosts("ports", "", "Hosts over SSH: the container's published ports, HOST:CONTAINER, separated by commas. Empty: the app's port on both sides."),
+    hosts("env-file", "", "Hosts over SSH: a file on each host passed to the container as --env-file."),
+    hosts("runtime", "docker", "Hosts over SSH: the container runtime's command on the hosts: docker or podman."),
+    hosts("stop-timeout", "30s", "Hosts over SSH: how long the old container gets to finish requests in flight after SIGTERM before it is killed."),
+    hosts("drain-path", "/drain", "Hosts over SSH, where the balancer cannot take a host out by API: the app's drain switch. safe-deploy sends POST to it on the host itself (through the SSH connection, never a public address) and expects the health check to fail from then on while other requests are still served; DELETE undoes it. Empty: no drain switch, so the balancer sends requests to a host until it notices it stopped."),
+    hosts("max-parallel", "1", "Hosts over SSH: how many hosts change at once. Never all of them: the balancer keeps at least one host serving."),
     input("deploy-timeout", "10m", "Time limit for the provider's part: preparing, rolling out and waiting until the platform reports the new version up. Health gates are not counted."),
     input("dry-run", "false", "true: plan only; nothing is changed."),
     secret("github-token", "Token for GitHub Deployments, e.g. ${{ github.token }} with permissions deployments: write. Each run is then recorded as a deployment with statuses, and rollback finds earlier releases there. GitHub failing never fails a deploy: it becomes a warning."),

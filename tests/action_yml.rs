@@ -96,7 +96,7 @@ fn every_provider_has_a_readme_section_and_its_inputs_in_action_yml_and_the_read
     for r in safe_deploy::providers::registry::PROVIDERS {
         let title = r.title.to_lowercase();
         assert!(headings.iter().any(|h| h.contains(&title)), "README.md has no section for {} ({})", r.name, r.title);
-        for spec in INPUTS.iter().filter(|i| i.provider == Some(r.name)) {
+        for spec in INPUTS.iter().filter(|i| i.providers.contains(&r.name)) {
             assert!(!action["inputs"][spec.name].is_null(), "action.yml lacks {}'s input {}", r.name, spec.name);
             assert!(
                 readme.contains(&format!("| `{}` |", spec.name)),

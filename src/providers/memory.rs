@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::registry::{self, Registration};
 use super::{
     release_of, Applied, Capabilities, Context, Finding, Instance, Plan, PlannedBatch, Provider, ProviderError,
-    ReleaseRef, Rollout, Severity, Snapshot, Target, Waited,
+    ReleaseRef, Rollout, Route, Severity, Snapshot, Target, Waited,
 };
 use crate::config::{Config, Problems, ProviderSettings};
 use crate::http::HttpClient;
@@ -282,7 +282,10 @@ impl Rollout for MemoryRollout {
             release: ReleaseRef::named(&release),
             instances: ids
                 .iter()
-                .map(|i| Instance { id: i.to_string(), route: Some((INSTANCE_HEADER.into(), i.to_string())) })
+                .map(|i| Instance {
+                    id: i.to_string(),
+                    route: Some(Route::Header(INSTANCE_HEADER.into(), i.to_string())),
+                })
                 .collect(),
         })
     }

@@ -22,12 +22,15 @@ use crate::shutdown::Shutdown;
 
 pub mod conformance;
 pub mod digitalocean;
+pub mod droplets;
 pub mod fly;
 pub mod heroku;
+pub mod hosts;
 pub mod logs;
 pub mod memory;
 pub mod registry;
 pub mod rest;
+pub mod ssh;
 
 /// A release as a provider names it: `id` is what is compared, `label` what is shown
 /// (for Fly both are the image; for Heroku `id` is a uuid and `label` is `v43`).
@@ -173,9 +176,20 @@ pub enum Severity {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instance {
     pub id: String,
+    /// How a request reaches this instance alone; `None` where the platform cannot.
+    pub route: Option<Route>,
+}
+
+/// How the health gate reaches one instance alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
     /// A request header that sends a request through the app's URL to this instance
-    /// alone (Fly: `fly-force-instance-id`); `None` where the platform cannot.
-    pub route: Option<(String, String)>,
+    /// (Fly: `fly-force-instance-id`).
+    Header(String, String),
+    /// An origin (`http://127.0.0.1:PORT`) that reaches only this instance, e.g. a
+    /// tunnel to a host the balancer does not send traffic to yet: the health URL's
+    /// path and query are asked there.
+    Origin(url::Url),
 }
 
 /// What applying one batch made.
@@ -223,6 +237,18 @@ pub trait Rollout: Send + Sync {
     /// Whether anything at the provider may have changed so far: a write that was
     /// sent counts, even if its answer never came.
     fn changed(&self) -> bool;
+
+    /// What `admit` does for batch `batch`, in a line; `None` (the default) when the
+    /// platform sends traffic by itself, and `admit` is not called.
+    fn admission(&self, _batch: usize) -> Option<String> {
+        None
+    }
+
+    /// Lets traffic reach batch `batch` again, once its wait (and its gate, where it
+    /// has one) passed: a host put back behind its balancer.
+    async fn admit(&mut self, _batch: usize, _ctx: &Context) -> Result<(), ProviderError> {
+        Ok(())
+    }
 }
 
 #[async_trait]

@@ -31,6 +31,8 @@ pub const PROVIDERS: &[&Registration] = &[
     &super::fly::REGISTRATION,
     &super::heroku::REGISTRATION,
     &super::digitalocean::REGISTRATION,
+    &super::droplets::REGISTRATION,
+    &super::ssh::REGISTRATION,
     &super::memory::REGISTRATION,
 ];
 
@@ -62,6 +64,6 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), PROVIDERS.len());
-        assert!(find("digitalocean-droplets").is_none());
+        assert!(find("digitalocean-apps").is_none());
     }
 }

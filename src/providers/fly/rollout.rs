@@ -25,7 +25,9 @@ use super::lease::TTL;
 use super::settings::{Settings, Strategy};
 use super::{Core, FORCE_INSTANCE};
 use crate::config::human;
-use crate::providers::{outlast, Applied, Context, Instance, PlannedBatch, ProviderError, ReleaseRef, Rollout, Waited};
+use crate::providers::{
+    outlast, Applied, Context, Instance, PlannedBatch, ProviderError, ReleaseRef, Rollout, Route, Waited,
+};
 
 /// How many check intervals a critical check is given before the wait fails.
 const CRITICAL_INTERVALS: u32 = 3;
@@ -364,7 +366,7 @@ impl FlyRollout {
 
     /// Machine `id`, reachable alone through the app's URL when its config serves.
     fn route(id: &str, config: Option<&Value>) -> Instance {
-        let route = config.is_some_and(serves).then(|| (FORCE_INSTANCE.to_string(), id.to_string()));
+        let route = config.is_some_and(serves).then(|| Route::Header(FORCE_INSTANCE.to_string(), id.to_string()));
         Instance { id: id.to_string(), route }
     }
 

@@ -1,0 +1,377 @@
+//! Provider `digitalocean-droplets`: containers on droplets behind a DigitalOcean load
+//! balancer. The API gives the droplets (by tag, by id, or those the balancer lists)
+//! and the balancer's health check, so every wait comes from its real settings; a
+//! balancer that lists droplet ids takes a host out through the API, one that targets
+//! a tag through the app's drain switch. The roll-out is the hosts module's.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::digitalocean::client::{DEFAULT_API, DIGITALOCEAN};
+use super::hosts::{settings, Check, Host, HostsProvider, Inventory, Layout, Options};
+use super::registry::{self, Registration};
+use super::rest::RestClient;
+use super::{Context, ProviderError};
+use crate::config::{Config, Problems, ProviderSettings};
+use crate::http::HttpClient;
+use crate::inputs::RawInputs;
+
+pub const REGISTRATION: Registration = Registration {
+    name: "digitalocean-droplets",
+    title: "DigitalOcean Droplets",
+    token_env: &["DIGITALOCEAN_ACCESS_TOKEN"],
+    needs_token: true,
+    file_api: false,
+    image_optional: false,
+    defaults: registry::no_defaults,
+    configure,
+};
+
+/// Which droplets to deploy to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Selection {
+    Tag(String),
+    Ids(Vec<u64>),
+    /// Those the balancer lists, or its tag.
+    Balancer,
+}
+
+#[derive(Debug, Clone)]
+struct Settings {
+    balancer: String,
+    selection: Selection,
+    private_ssh: bool,
+    options: Options,
+}
+
+impl ProviderSettings for Settings {
+    fn build(&self, config: &Config, http: &HttpClient) -> anyhow::Result<Box<dyn super::Provider>> {
+        let rest = RestClient::new(http.clone(), config.api_base(DEFAULT_API)?, config.token_text(), &DIGITALOCEAN)?;
+        let inventory = Box::new(Droplets { rest, settings: self.clone() });
+        Ok(Box::new(HostsProvider::new(inventory, self.options.clone(), http.clone())))
+    }
+}
+
+struct Droplets {
+    rest: RestClient,
+    settings: Settings,
+}
+
+impl std::fmt::Debug for Droplets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Droplets").field("balancer", &self.settings.balancer).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Balancer {
+    id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    droplet_ids: Vec<u64>,
+    #[serde(default)]
+    tag: String,
+    #[serde(default)]
+    forwarding_rules: Vec<Rule>,
+    health_check: HealthCheck,
+}
+
+#[derive(Debug, Deserialize)]
+struct Rule {
+    #[serde(default)]
+    target_port: u16,
+}
+
+/// The balancer's check. Seconds are read as numbers, whole or not.
+#[derive(Debug, Deserialize)]
+struct HealthCheck {
+    #[serde(default)]
+    protocol: String,
+    #[serde(default)]
+    port: u16,
+    #[serde(default)]
+    path: String,
+    #[serde(default = "ten")]
+    check_interval_seconds: f64,
+    #[serde(default = "five")]
+    response_timeout_seconds: f64,
+    #[serde(default = "three")]
+    healthy_threshold: u32,
+    #[serde(default = "five_u")]
+    unhealthy_threshold: u32,
+}
+
+fn ten() -> f64 {
+    10.0
+}
+fn five() -> f64 {
+    5.0
+}
+fn three() -> u32 {
+    3
+}
+fn five_u() -> u32 {
+    5
+}
+
+#[derive(Debug, Deserialize)]
+struct Droplet {
+    id: u64,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    networks: Networks,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Networks {
+    #[serde(default)]
+    v4: Vec<Address>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Address {
+    ip_address: String,
+    #[serde(rename = "type", default)]
+    kind: String,
+}
+
+impl Droplet {
+    fn address(&self, kind: &str) -> Option<String> {
+        self.networks.v4.iter().find(|a| a.kind == kind).map(|a| a.ip_address.clone())
+    }
+
+    fn host(&self, private_ssh: bool) -> Result<Host, ProviderError> {
+        let (public, private) = (self.address("public"), self.address("private"));
+        let ssh = if private_ssh { private.clone() } else { public.clone() };
+        let ssh = ssh.ok_or_else(|| {
+            ProviderError::Failed(format!(
+                "droplet {} ({}) has no {} IPv4 address to connect to; set ssh-network to {}",
+                self.name,
+                self.id,
+                if private_ssh { "private" } else { "public" },
+                if private_ssh { "public" } else { "private" }
+            ))
+        })?;
+        // The balancer reaches droplets on their VPC address where they have one.
+        let reach = private.or(public).unwrap_or_else(|| ssh.clone());
+        Ok(Host { name: self.name.clone(), ssh, reach, droplet: Some(self.id) })
+    }
+}
+
+impl Droplets {
+    async fn balancer(&self, ctx: &Context) -> Result<Balancer, ProviderError> {
+        #[derive(Deserialize)]
+        struct Envelope {
+            load_balancer: Balancer,
+        }
+        let call = self.rest.call(Method::GET, &format!("/v2/load_balancers/{}", self.settings.balancer));
+        let e: Envelope = self.rest.json(call, "read the load balancer", &ctx.shutdown).await?;
+        Ok(e.load_balancer)
+    }
+
+    async fn droplet(&self, id: u64, ctx: &Context) -> Result<Droplet, ProviderError> {
+        #[derive(Deserialize)]
+        struct Envelope {
+            droplet: Droplet,
+        }
+        let call = self.rest.call(Method::GET, &format!("/v2/droplets/{id}"));
+        let e: Envelope = self.rest.json(call, &format!("read droplet {id}"), &ctx.shutdown).await?;
+        Ok(e.droplet)
+    }
+
+    async fn tagged(&self, tag: &str, ctx: &Context) -> Result<Vec<Droplet>, ProviderError> {
+        #[derive(Deserialize)]
+        struct Page {
+            droplets: Vec<Droplet>,
+            #[serde(default)]
+            links: serde_json::Value,
+        }
+        let mut all = Vec::new();
+        for page in 1..=20 {
+            let path = format!("/v2/droplets?tag_name={}&per_page=200&page={page}", urlencode(tag));
+            let p: Page =
+                self.rest.json(self.rest.call(Method::GET, &path), "list droplets by tag", &ctx.shutdown).await?;
+            all.extend(p.droplets);
+            if p.links["pages"]["next"].as_str().unwrap_or_default().is_empty() {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
+    async fn membership(&self, host: &Host, method: Method, what: &str, ctx: &Context) -> Result<(), ProviderError> {
+        let Some(id) = host.droplet else { return Ok(()) };
+        let call = self
+            .rest
+            .call(method, &format!("/v2/load_balancers/{}/droplets", self.settings.balancer))
+            .json(json!({ "droplet_ids": [id] }))
+            .idempotent(true);
+        self.rest.send_ok(call, what, &ctx.shutdown).await
+    }
+}
+
+fn urlencode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+fn seconds(s: f64) -> Duration {
+    Duration::from_secs_f64(s.clamp(0.001, 3600.0))
+}
+
+#[async_trait]
+impl Inventory for Droplets {
+    fn provider(&self) -> &'static str {
+        "digitalocean-droplets"
+    }
+
+    async fn layout(&self, ctx: &Context) -> Result<Layout, ProviderError> {
+        let lb = self.balancer(ctx).await?;
+        let hc = &lb.health_check;
+        let path = match hc.protocol.as_str() {
+            "http" => Some(if hc.path.is_empty() { "/".to_string() } else { hc.path.clone() }),
+            "tcp" => None,
+            other => {
+                return Err(ProviderError::NotSupported {
+                    provider: "digitalocean-droplets",
+                    operation: format!(
+                        "check the app on its droplets as load balancer {} does ({other}): safe-deploy checks droplets over plain HTTP or TCP; give the balancer an http health check",
+                        lb.name
+                    ),
+                })
+            }
+        };
+        let port = if hc.port > 0 { hc.port } else { lb.forwarding_rules.first().map(|r| r.target_port).unwrap_or(80) };
+        let check = Check {
+            path,
+            port,
+            interval: seconds(hc.check_interval_seconds),
+            timeout: seconds(hc.response_timeout_seconds),
+            healthy: hc.healthy_threshold.max(1),
+            unhealthy: hc.unhealthy_threshold.max(1),
+        };
+        let droplets = match &self.settings.selection {
+            Selection::Tag(tag) => self.tagged(tag, ctx).await?,
+            Selection::Balancer if !lb.tag.is_empty() => self.tagged(&lb.tag, ctx).await?,
+            Selection::Ids(ids) => {
+                let mut all = Vec::new();
+                for id in ids {
+                    all.push(self.droplet(*id, ctx).await?);
+                }
+                all
+            }
+            Selection::Balancer => {
+                let mut all = Vec::new();
+                for id in &lb.droplet_ids {
+                    all.push(self.droplet(*id, ctx).await?);
+                }
+                all
+            }
+        };
+        let mut hosts = droplets.iter().map(|d| d.host(self.settings.private_ssh)).collect::<Result<Vec<_>, _>>()?;
+        hosts.sort_by(|a, b| a.name.cmp(&b.name).then(a.droplet.cmp(&b.droplet)));
+        // Droplets the balancer does not send traffic to would change with no drain
+        // and no balancer to take them back: say so rather than guess.
+        if lb.tag.is_empty() {
+            if let Some(outside) = hosts.iter().find(|h| h.droplet.is_some_and(|id| !lb.droplet_ids.contains(&id))) {
+                return Err(ProviderError::Failed(format!(
+                    "droplet {} is not behind load balancer {}; add it to the balancer, or leave it out of droplets and droplet-tag",
+                    outside.name, lb.name
+                )));
+            }
+        }
+        Ok(Layout {
+            hosts,
+            check,
+            drain_by_api: lb.tag.is_empty(),
+            balancer: format!("load balancer {} ({})", lb.name, lb.id),
+            app_port: lb.forwarding_rules.first().map(|r| r.target_port).filter(|p| *p > 0).unwrap_or(port),
+        })
+    }
+
+    async fn take_out(&self, host: &Host, ctx: &Context) -> Result<(), ProviderError> {
+        self.membership(host, Method::DELETE, "take a droplet out of the load balancer", ctx).await
+    }
+
+    async fn put_back(&self, host: &Host, ctx: &Context) -> Result<(), ProviderError> {
+        self.membership(host, Method::POST, "put a droplet back in the load balancer", ctx).await
+    }
+
+    fn api_calls(&self) -> Option<usize> {
+        Some(self.rest.calls())
+    }
+}
+
+fn configure(raw: &RawInputs, _workspace: &Path, p: &mut Problems) -> Option<Arc<dyn ProviderSettings>> {
+    let before = p.0.len();
+    let balancer = raw.get("load-balancer").unwrap_or_default().trim().to_string();
+    if balancer.is_empty() {
+        p.add(
+            "load-balancer",
+            "is required with provider digitalocean-droplets",
+            "Give the load balancer's id (doctl compute load-balancer list shows it).",
+        );
+    } else if !balancer.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        p.add(
+            "load-balancer",
+            format!("'{balancer}' is not a load balancer id"),
+            "Give its id, a UUID such as 4de7ac8b-495b-4884-9a69-1050c6793cd6.",
+        );
+    }
+    let tag = raw.get("droplet-tag").map(str::to_string);
+    let ids: Option<Vec<u64>> = raw.get("droplets").map(|text| {
+        text.split([',', '\n'])
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .filter_map(|t| match t.parse::<u64>() {
+                Ok(id) => Some(id),
+                Err(_) => {
+                    p.add(
+                        "droplets",
+                        format!("'{t}' is not a droplet id"),
+                        "Give droplet ids (numbers), separated by commas.",
+                    );
+                    None
+                }
+            })
+            .collect()
+    });
+    let selection = match (tag, ids) {
+        (Some(_), Some(_)) => {
+            p.add("droplets", "is set together with droplet-tag", "Choose the droplets by tag or by id, not both.");
+            Selection::Balancer
+        }
+        (Some(tag), None) => {
+            if !tag.chars().all(|c| c.is_ascii_alphanumeric() || ":-_".contains(c)) {
+                p.add("droplet-tag", format!("'{tag}' is not a tag name"), "Give a tag of letters, digits, : - and _.");
+            }
+            Selection::Tag(tag)
+        }
+        (None, Some(ids)) => Selection::Ids(ids),
+        (None, None) => Selection::Balancer,
+    };
+    let private_ssh = match raw.get("ssh-network").unwrap_or("public") {
+        "public" => false,
+        "private" => true,
+        other => {
+            p.add(
+                "ssh-network",
+                format!("'{other}' is neither public nor private"),
+                "Use public (the default), or private for a runner inside the droplets' VPC.",
+            );
+            false
+        }
+    };
+    let options = settings::options(raw, raw.get("app"), p);
+    if p.0.len() > before {
+        return None;
+    }
+    Some(Arc::new(Settings { balancer, selection, private_ssh, options: options? }))
+}

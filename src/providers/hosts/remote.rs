@@ -1,0 +1,179 @@
+//! Every command safe-deploy runs on a host, from fixed templates. Each argument that
+//! comes from an input (an image, a name, a path) is quoted for the shell, so no
+//! input is ever read by the host's shell as code.
+
+use std::time::Duration;
+
+/// The container as every host runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub name: String,
+    /// Published ports, host then container.
+    pub ports: Vec<(u16, u16)>,
+    /// A file on the host passed as `--env-file`.
+    pub env_file: Option<String>,
+    /// What the old container gets after SIGTERM to finish requests in flight.
+    pub stop_timeout: Duration,
+}
+
+/// The container runtime's command line (docker, podman: the same verbs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runtime {
+    pub binary: String,
+}
+
+/// One argument, quoted for a POSIX shell. Inputs are checked for NUL bytes before
+/// they get here, the only thing a shell cannot quote.
+pub fn quote(arg: &str) -> String {
+    shlex::try_quote(arg).map(|q| q.into_owned()).unwrap_or_else(|_| "''".into())
+}
+
+fn line(words: &[&str]) -> String {
+    words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ")
+}
+
+/// What `inspect` prints: image id, running, and the reference it was started with.
+pub const INSPECT_FORMAT: &str = "{{.Image}} {{.State.Running}} {{.Config.Image}}";
+
+impl Runtime {
+    /// Whether the runtime is installed: prints its path.
+    pub fn present(&self) -> String {
+        format!("command -v {}", quote(&self.binary))
+    }
+
+    pub fn pull(&self, image: &str) -> String {
+        line(&[&self.binary, "pull", image])
+    }
+
+    /// Prints the local image id (`sha256:...`) of `image`.
+    pub fn image_id(&self, image: &str) -> String {
+        line(&[&self.binary, "image", "inspect", "--format", "{{.Id}}", image])
+    }
+
+    /// Prints `INSPECT_FORMAT` for the container.
+    pub fn inspect(&self, c: &Container) -> String {
+        line(&[&self.binary, "inspect", "--format", INSPECT_FORMAT, &c.name])
+    }
+
+    /// SIGTERM, then SIGKILL after the stop timeout.
+    pub fn stop(&self, c: &Container) -> String {
+        let secs = c.stop_timeout.as_secs().max(1).to_string();
+        line(&[&self.binary, "stop", "--time", &secs, &c.name])
+    }
+
+    pub fn remove(&self, c: &Container) -> String {
+        line(&[&self.binary, "rm", "--force", &c.name])
+    }
+
+    /// Starts `image` detached under the container's name, ports and env file.
+    pub fn run(&self, c: &Container, image: &str) -> String {
+        let mut words: Vec<String> = vec![
+            self.binary.clone(),
+            "run".into(),
+            "--detach".into(),
+            "--name".into(),
+            c.name.clone(),
+            "--restart".into(),
+            "unless-stopped".into(),
+        ];
+        for (host, container) in &c.ports {
+            words.push("--publish".into());
+            words.push(format!("{host}:{container}"));
+        }
+        if let Some(file) = &c.env_file {
+            words.push("--env-file".into());
+            words.push(file.clone());
+        }
+        words.push(image.to_string());
+        words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ")
+    }
+
+    /// The last lines the container printed, for a failure's reason.
+    pub fn logs(&self, c: &Container) -> String {
+        format!("{} 2>&1", line(&[&self.binary, "logs", "--tail", "20", &c.name]))
+    }
+}
+
+/// Where a host keeps the deploy lock, relative to the SSH user's home.
+pub fn lock_dir(c: &Container) -> String {
+    format!(".safe-deploy/locks/{}", c.name)
+}
+
+/// Takes the lock if it is free; prints `taken`, `ours` (this run holds it already) or
+/// `held` followed by what the holder wrote. `mkdir` is atomic, as in Kamal's lock.
+pub fn lock(c: &Container, token: &str, holder: &str) -> String {
+    let dir = quote(&lock_dir(c));
+    let (token, holder) = (quote(token), quote(holder));
+    format!(
+        "mkdir -p .safe-deploy/locks && if mkdir {dir} 2>/dev/null; then printf '%s\\n' {token} > {dir}/token && printf '%s\\n' {holder} > {dir}/holder && echo taken; elif [ \"$(cat {dir}/token 2>/dev/null)\" = {token} ]; then echo ours; else echo held; cat {dir}/holder 2>/dev/null; fi"
+    )
+}
+
+/// Gives the lock back, only if this run holds it.
+pub fn unlock(c: &Container, token: &str) -> String {
+    let dir = quote(&lock_dir(c));
+    format!("if [ \"$(cat {dir}/token 2>/dev/null)\" = {} ]; then rm -rf {dir}; fi; echo done", quote(token))
+}
+
+/// What a container runs, read from `inspect`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Running {
+    pub image_id: String,
+    pub running: bool,
+    pub image: String,
+}
+
+impl Running {
+    pub fn parse(out: &str) -> Option<Running> {
+        let mut words = out.split_whitespace();
+        let image_id = words.next()?.to_string();
+        let running = words.next()? == "true";
+        let image = words.next().unwrap_or_default().to_string();
+        Some(Running { image_id, running, image })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn web() -> Container {
+        Container {
+            name: "web".into(),
+            ports: vec![(8080, 80)],
+            env_file: Some("/etc/app env".into()),
+            stop_timeout: Duration::from_secs(30),
+        }
+    }
+
+    #[test]
+    fn a_hostile_image_name_stays_one_argument() {
+        let docker = Runtime { binary: "docker".into() };
+        let cmd = docker.run(&web(), "app:1; rm -rf / $(reboot)");
+        assert!(cmd.ends_with("'app:1; rm -rf / $(reboot)'"), "{cmd}");
+        assert!(cmd.contains("--env-file '/etc/app env'"), "{cmd}");
+        assert!(cmd.starts_with("docker run --detach --name web --restart unless-stopped --publish 8080:80"), "{cmd}");
+        let words = shlex::split(&cmd).unwrap();
+        assert_eq!(words.last().unwrap(), "app:1; rm -rf / $(reboot)");
+    }
+
+    #[test]
+    fn the_inspect_format_is_passed_whole_and_read_back() {
+        let docker = Runtime { binary: "podman".into() };
+        let words = shlex::split(&docker.inspect(&web())).unwrap();
+        assert_eq!(words, ["podman", "inspect", "--format", INSPECT_FORMAT, "web"]);
+        let r = Running::parse("sha256:abc true registry.example/app:v1\n").unwrap();
+        assert_eq!(
+            r,
+            Running { image_id: "sha256:abc".into(), running: true, image: "registry.example/app:v1".into() }
+        );
+        assert!(Running::parse("").is_none());
+    }
+
+    #[test]
+    fn the_lock_quotes_its_holder() {
+        let cmd = lock(&web(), "t0k3n", "octo/app run 7 by 'mallory'; reboot");
+        assert!(cmd.contains(r#"'octo/app run 7 by '"'"'mallory'"'"'; reboot'"#), "{cmd}");
+        assert!(unlock(&web(), "t0k3n").contains("= t0k3n ]"));
+    }
+}

@@ -1,0 +1,126 @@
+//! A roll-out over hosts: each batch is `max-parallel` hosts, changed together.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures_util::future::join_all;
+
+use super::{Core, Host, Record};
+use crate::config::human;
+use crate::providers::{Applied, Context, Instance, ProviderError, ReleaseRef, Rollout, Route, Waited};
+
+/// Host indexes by batch: `max_parallel` at a time, but never every host at once
+/// while there are two or more, so the balancer always keeps one serving.
+pub fn groups(hosts: usize, max_parallel: usize) -> Vec<Vec<usize>> {
+    let size = max_parallel.clamp(1, hosts.saturating_sub(1).max(1));
+    (0..hosts).collect::<Vec<_>>().chunks(size).map(<[usize]>::to_vec).collect()
+}
+
+pub struct HostsRollout {
+    core: Arc<Core>,
+    record: Record,
+    image: String,
+    batches: Vec<Vec<usize>>,
+    changed: Arc<AtomicBool>,
+}
+
+impl HostsRollout {
+    pub fn new(core: Arc<Core>, record: Record, image: String) -> HostsRollout {
+        let batches = groups(record.hosts.len(), core.options.max_parallel);
+        HostsRollout { core, record, image, batches, changed: Arc::new(AtomicBool::new(false)) }
+    }
+
+    fn hosts(&self, batch: usize) -> Vec<&Host> {
+        self.batches[batch].iter().map(|&i| &self.record.hosts[i].host).collect()
+    }
+
+    /// Runs `step` on every host of the batch at once; the first error wins.
+    async fn each<'a, F, Fut>(&'a self, batch: usize, step: F) -> Result<(), ProviderError>
+    where
+        F: Fn(&'a Host) -> Fut,
+        Fut: std::future::Future<Output = Result<(), ProviderError>>,
+    {
+        for result in join_all(self.hosts(batch).into_iter().map(step)).await {
+            result?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Rollout for HostsRollout {
+    fn batches(&self) -> usize {
+        self.batches.len()
+    }
+
+    fn describe(&self, batch: usize) -> String {
+        let names: Vec<&str> = self.hosts(batch).iter().map(|h| h.name.as_str()).collect();
+        let n = self.record.hosts.len();
+        match names.as_slice() {
+            [one] => format!("host {one} ({} of {n})", self.batches[batch][0] + 1),
+            many => format!("hosts {}", many.join(", ")),
+        }
+    }
+
+    async fn apply(&mut self, batch: usize, ctx: &Context) -> Result<Applied, ProviderError> {
+        let (core, layout, image) = (&self.core, &self.record.layout, &self.image);
+        let changed = self.changed.clone();
+        let mark = move || changed.store(true, Ordering::SeqCst);
+        let steps = self.hosts(batch).into_iter().map(|host| {
+            let mark = mark.clone();
+            async move {
+                core.drain(host, layout, ctx, &mark).await?;
+                // From the stop on, the host is changed even if the connection drops.
+                mark();
+                core.replace(host, layout, image, ctx).await
+            }
+        });
+        for step in join_all(steps).await {
+            step?;
+        }
+        let mut instances = Vec::new();
+        for host in self.hosts(batch) {
+            let connected = self.core.connect(host, &layout.check).await?;
+            instances.push(Instance { id: host.name.clone(), route: Some(Route::Origin(connected.app.url.clone())) });
+        }
+        Ok(Applied { release: ReleaseRef::named(&self.image), instances })
+    }
+
+    async fn wait(&mut self, batch: usize, ctx: &Context) -> Result<Waited, ProviderError> {
+        let check = &self.record.layout.check;
+        self.each(batch, |host| self.core.until_healthy(host, check, ctx)).await?;
+        Ok(Waited::Ready)
+    }
+
+    fn changed(&self) -> bool {
+        self.changed.load(Ordering::SeqCst)
+    }
+
+    fn admission(&self, batch: usize) -> Option<String> {
+        let layout = &self.record.layout;
+        let how = if layout.drain_by_api { "put it back in the balancer" } else { "let the balancer check it" };
+        Some(format!("{how} and wait {} until it must count it healthy", human(layout.check.in_after())))
+            .filter(|_| batch < self.batches.len())
+    }
+
+    async fn admit(&mut self, batch: usize, ctx: &Context) -> Result<(), ProviderError> {
+        let layout = &self.record.layout;
+        self.each(batch, |host| self.core.admit(host, layout, ctx)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::groups;
+
+    #[test]
+    fn batches_never_take_every_host_at_once() {
+        assert_eq!(groups(4, 1), vec![vec![0], vec![1], vec![2], vec![3]]);
+        assert_eq!(groups(4, 2), vec![vec![0, 1], vec![2, 3]]);
+        assert_eq!(groups(4, 9), vec![vec![0, 1, 2], vec![3]]);
+        assert_eq!(groups(2, 2), vec![vec![0], vec![1]]);
+        assert_eq!(groups(1, 3), vec![vec![0]]);
+        assert!(groups(0, 1).is_empty());
+    }
+}

@@ -1,0 +1,208 @@
+//! The inputs both host providers read: how to log in, the container, its runtime,
+//! the drain switch and how many hosts change at once. Every one is checked here,
+//! so a bad value stops the run before any connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::remote::{Container, Runtime};
+use super::ssh::{parse_key, KnownHosts, Login};
+use super::Options;
+use crate::config::{parse_bool, parse_duration, Problems};
+use crate::inputs::RawInputs;
+
+/// A Docker container name: what `docker run --name` takes.
+fn container_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && b[0].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c))
+}
+
+fn ports(text: &str) -> Result<Vec<(u16, u16)>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (host, container) = p.split_once(':').ok_or_else(|| format!("'{p}' is not HOST:CONTAINER"))?;
+            let port = |t: &str| t.trim().parse::<u16>().ok().filter(|n| *n > 0);
+            match (port(host), port(container)) {
+                (Some(h), Some(c)) => Ok((h, c)),
+                _ => Err(format!("'{p}' has a port that is not a number from 1 to 65535")),
+            }
+        })
+        .collect()
+}
+
+/// A port number input.
+pub fn port(p: &mut Problems, raw: &RawInputs, input: &'static str, fix: &str) -> Option<u16> {
+    p.parse(
+        raw,
+        input,
+        |t| t.trim().parse::<u16>().ok().filter(|n| *n > 0).ok_or(format!("'{t}' is not a port number (1 to 65535)")),
+        fix,
+    )
+}
+
+/// Who holds the lock, as the holder file says: the workflow run, else the person.
+fn holder() -> String {
+    let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
+    match (var("GITHUB_REPOSITORY"), var("GITHUB_RUN_ID")) {
+        (Some(repo), Some(run)) => format!(
+            "workflow run {}/{repo}/actions/runs/{run} (by {})",
+            var("GITHUB_SERVER_URL").unwrap_or_else(|| "https://github.com".into()),
+            var("GITHUB_ACTOR").unwrap_or_else(|| "unknown".into())
+        ),
+        _ => format!(
+            "safe-deploy run by {} on {} (pid {})",
+            var("USER").unwrap_or_else(|| "someone".into()),
+            var("HOSTNAME")
+                .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
+                .unwrap_or_else(|| "a machine".into()),
+            std::process::id()
+        ),
+    }
+}
+
+/// Parses the shared inputs. `None` when any is wrong (each problem is in `p`).
+pub fn options(raw: &RawInputs, app: Option<&str>, p: &mut Problems) -> Option<Options> {
+    let before = p.0.len();
+    let key = match raw.get("ssh-key") {
+        None => {
+            p.add(
+                "ssh-key",
+                "is required",
+                "Pass the deploy key's private half from a secret, e.g. ssh-key: ${{ secrets.DEPLOY_SSH_KEY }}.",
+            );
+            None
+        }
+        Some(text) => match parse_key(text) {
+            Ok(k) => Some(Arc::new(k)),
+            Err(problem) => {
+                p.add("ssh-key", problem, "Give an unencrypted private key in OpenSSH format (ssh-keygen -t ed25519 -N '' makes one), from a secret.");
+                None
+            }
+        },
+    };
+    let insecure = p.parse(raw, "insecure-ignore-host-key", parse_bool, "Use true or false.").unwrap_or(false);
+    let known_hosts = match (raw.get("known-hosts"), insecure) {
+        (Some(lines), false) => match KnownHosts::new(lines) {
+            Ok(k) => Some(Arc::new(k)),
+            Err(e) => {
+                p.add(
+                    "known-hosts",
+                    format!("cannot be written to a temporary file: {e}"),
+                    "Check that the temporary directory is writable.",
+                );
+                None
+            }
+        },
+        (None, false) => {
+            p.add("known-hosts", "is required: without it, any machine that answers at a host's address would get the deploy", "Give the hosts' keys as known_hosts lines (ssh-keyscan -p PORT HOST prints them), from a variable or secret; or set insecure-ignore-host-key: true to skip the check.");
+            None
+        }
+        (_, true) => None,
+    };
+    if let Some(lines) = raw.get("known-hosts") {
+        if let Some(bad) = lines
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .find(|l| l.split_whitespace().count() < 3)
+        {
+            p.add(
+                "known-hosts",
+                format!("'{bad}' is not a known_hosts line (HOST KEYTYPE KEY)"),
+                "Paste what ssh-keyscan prints, one host key per line.",
+            );
+        }
+    }
+    let user = raw.get("ssh-user").unwrap_or("root").to_string();
+    if user.chars().any(|c| c.is_whitespace() || c == '@') {
+        p.add("ssh-user", format!("'{user}' is not a user name"), "Give the user name alone, e.g. deploy.");
+    }
+    let ssh_port = port(p, raw, "ssh-port", "Give the port sshd listens on, e.g. 22.").unwrap_or(22);
+    let name = raw.get("container").or(app).unwrap_or_default().to_string();
+    if !container_name(&name) {
+        p.add(
+            "container",
+            format!("'{name}' is not a container name (letters, digits, _ . -, starting with a letter or digit)"),
+            "Set container to the name the app's container has on the hosts, e.g. web.",
+        );
+    }
+    let published = match raw.get("ports") {
+        Some(text) => p
+            .parse(raw, "ports", |_| ports(text), "Give ports as HOST:CONTAINER, separated by commas, e.g. 8080:80.")
+            .unwrap_or_default(),
+        // The balancer's target port on both sides, once the layout is known.
+        None => Vec::new(),
+    };
+    let env_file = raw.get("env-file").map(str::to_string);
+    let runtime = raw.get("runtime").unwrap_or("docker").to_string();
+    if !matches!(runtime.as_str(), "docker" | "podman") && !runtime.starts_with('/') {
+        p.add(
+            "runtime",
+            format!("'{runtime}' is not a container runtime safe-deploy knows"),
+            "Use docker or podman, or the absolute path of one of them.",
+        );
+    }
+    let stop_timeout =
+        p.parse(raw, "stop-timeout", parse_duration, "Give a duration, e.g. 30s.").unwrap_or(Duration::from_secs(30));
+    let drain_path = raw.get("drain-path").map(str::to_string);
+    if let Some(path) = &drain_path {
+        if !path.starts_with('/') || path.contains(char::is_whitespace) {
+            p.add(
+                "drain-path",
+                format!("'{path}' is not a path"),
+                "Give the drain switch's path on the app, e.g. /drain, or leave it empty.",
+            );
+        }
+    }
+    let max_parallel = p
+        .parse(
+            raw,
+            "max-parallel",
+            |t| t.trim().parse::<usize>().ok().filter(|n| *n > 0).ok_or(format!("'{t}' is not a count of hosts")),
+            "Give a whole number of hosts, e.g. 1.",
+        )
+        .unwrap_or(1);
+    for input in ["image", "container", "env-file", "drain-path", "ssh-user"] {
+        if raw.get(input).is_some_and(|v| v.contains('\0')) {
+            p.add(input, "contains a NUL byte", "Remove it.");
+        }
+    }
+    if p.0.len() > before {
+        return None;
+    }
+    Some(Options {
+        login: Login { user, port: ssh_port, key: key?, known_hosts },
+        runtime: Runtime { binary: runtime },
+        container: Container { name, ports: published, env_file, stop_timeout },
+        drain_path,
+        max_parallel,
+        holder: holder(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_host_then_container() {
+        assert_eq!(ports("8080:80, 9000:9000").unwrap(), vec![(8080, 80), (9000, 9000)]);
+        assert!(ports("8080").is_err());
+        assert!(ports("0:80").is_err());
+        assert!(ports("http:80").is_err());
+    }
+
+    #[test]
+    fn container_names_are_what_docker_takes() {
+        assert!(container_name("web"));
+        assert!(container_name("shop_web-1.2"));
+        assert!(!container_name("-web"));
+        assert!(!container_name("web;reboot"));
+        assert!(!container_name(""));
+    }
+}

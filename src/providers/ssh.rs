@@ -1,0 +1,144 @@
+//! Provider `ssh`: containers on a list of hosts behind any balancer (HAProxy, nginx),
+//! whose health check the inputs describe. The roll-out is the hosts module's.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::hosts::{settings, Check, Host, HostsProvider, Inventory, Layout, Options};
+use super::registry::{self, Registration};
+use super::{Context, ProviderError};
+use crate::config::{parse_duration, Config, Problems, ProviderSettings};
+use crate::http::HttpClient;
+use crate::inputs::RawInputs;
+
+pub const REGISTRATION: Registration = Registration {
+    name: "ssh",
+    title: "Hosts over SSH",
+    token_env: &[],
+    needs_token: false,
+    file_api: false,
+    image_optional: false,
+    defaults: registry::no_defaults,
+    configure,
+};
+
+/// Hosts and check straight from the inputs: nothing to ask.
+#[derive(Debug, Clone)]
+struct Listed {
+    layout: Layout,
+}
+
+#[async_trait]
+impl Inventory for Listed {
+    fn provider(&self) -> &'static str {
+        "ssh"
+    }
+
+    async fn layout(&self, _ctx: &Context) -> Result<Layout, ProviderError> {
+        Ok(self.layout.clone())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Settings {
+    layout: Layout,
+    options: Options,
+}
+
+impl ProviderSettings for Settings {
+    fn build(&self, _config: &Config, http: &HttpClient) -> anyhow::Result<Box<dyn super::Provider>> {
+        let inventory = Box::new(Listed { layout: self.layout.clone() });
+        Ok(Box::new(HostsProvider::new(inventory, self.options.clone(), http.clone())))
+    }
+}
+
+/// A host address: a name or an IP, nothing a shell or URL would read otherwise.
+fn address(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 253
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c))
+        && !text.starts_with('-')
+}
+
+fn configure(raw: &RawInputs, _workspace: &Path, p: &mut Problems) -> Option<Arc<dyn ProviderSettings>> {
+    let before = p.0.len();
+    let hosts: Vec<Host> = raw
+        .get("hosts")
+        .unwrap_or_default()
+        .split([',', '\n'])
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|h| Host { name: h.to_string(), ssh: h.to_string(), reach: h.to_string(), droplet: None })
+        .collect();
+    if hosts.is_empty() {
+        p.add(
+            "hosts",
+            "is required with provider ssh",
+            "List the hosts behind the balancer, e.g. hosts: 10.0.0.11,10.0.0.12.",
+        );
+    }
+    if let Some(bad) = hosts.iter().find(|h| !address(&h.ssh)) {
+        p.add(
+            "hosts",
+            format!("'{}' is not a host name or address", bad.ssh),
+            "Give names or IP addresses, separated by commas or newlines.",
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(twice) = hosts.iter().find(|h| !seen.insert(&h.ssh)) {
+        p.add("hosts", format!("lists {} twice", twice.ssh), "List each host once.");
+    }
+    let app_port = settings::port(p, raw, "app-port", "Give the port the app listens on at each host, e.g. 8080.");
+    if raw.get("app-port").is_none() {
+        p.add(
+            "app-port",
+            "is required with provider ssh",
+            "Give the port the balancer sends traffic to on each host, e.g. 8080.",
+        );
+    }
+    let path = raw.get("lb-check-path").unwrap_or("/health").to_string();
+    if !path.starts_with('/') {
+        p.add(
+            "lb-check-path",
+            format!("'{path}' is not a path"),
+            "Give the path the balancer's health check asks, e.g. /health.",
+        );
+    }
+    let duration = |p: &mut Problems, input, default| {
+        p.parse(raw, input, parse_duration, "Give a duration, e.g. 2s or 500ms.")
+            .unwrap_or(Duration::from_secs(default))
+    };
+    let interval = duration(p, "lb-interval", 10);
+    let timeout = duration(p, "lb-timeout", 5);
+    let count = |p: &mut Problems, input, default| {
+        p.parse(
+            raw,
+            input,
+            |t| {
+                t.trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=100).contains(n))
+                    .ok_or(format!("'{t}' is not a count from 1 to 100"))
+            },
+            "Give the balancer's threshold, e.g. 3.",
+        )
+        .unwrap_or(default)
+    };
+    let healthy = count(p, "lb-healthy-threshold", 3);
+    let unhealthy = count(p, "lb-unhealthy-threshold", 5);
+    if interval.is_zero() {
+        p.add("lb-interval", "is zero", "Give the balancer's check interval, e.g. 2s.");
+    }
+    let options = settings::options(raw, raw.get("app"), p);
+    if p.0.len() > before {
+        return None;
+    }
+    let check = Check { path: Some(path), port: app_port?, interval, timeout, healthy, unhealthy };
+    let balancer = format!("the balancer in front of {} hosts", hosts.len());
+    let layout = Layout { hosts, check, drain_by_api: false, balancer, app_port: app_port? };
+    Some(Arc::new(Settings { layout, options: options? }))
+}
