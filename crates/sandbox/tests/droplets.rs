@@ -279,3 +279,51 @@ async fn droplet_and_lb_answers_validate_against_the_description() {
         assert!(!violations(&spec, "/v2/droplets/{droplet_id}", "get", &broken).is_empty());
     }
 }
+
+/// With `SANDBOX_PRISM` (a Prism binary) and `SANDBOX_DO_SPEC` set, drives the API
+/// through `prism proxy --errors` as CI does: an answer that breaks the description
+/// comes back as Prism's 500, a request it refuses as 422 or 415. Skipped without them.
+#[tokio::test]
+async fn every_answer_validates_through_prism_when_it_is_there() {
+    let (Ok(prism), Ok(spec)) = (std::env::var("SANDBOX_PRISM"), std::env::var("SANDBOX_DO_SPEC")) else {
+        eprintln!("SANDBOX_PRISM and SANDBOX_DO_SPEC unset: the Prism check is skipped");
+        return;
+    };
+    let (h, _hosts) = start(LbTarget::ById, Duration::from_secs(1)).await;
+    h.balancer().set_check(Check { timeout: Duration::from_secs(1), ..h.balancer().check() });
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("binds").local_addr().expect("addr").port();
+    let _proxy = tokio::process::Command::new(prism)
+        .args(["proxy", &spec, &h.api_url(), "--errors", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("prism runs");
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while call("GET", &base, &[], None).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "prism did not listen within 60s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (lb, ids) = (format!("/v2/load_balancers/{}", h.lb_id()), h.droplet_ids());
+    let change = json!({ "droplet_ids": [ids[0]] });
+    let requests = [
+        ("GET", "/v2/droplets?tag_name=web&per_page=1".to_string(), None),
+        ("GET", "/v2/droplets?page=2&per_page=2".to_string(), None),
+        ("GET", format!("/v2/droplets/{}", ids[1]), None),
+        ("GET", "/v2/load_balancers".to_string(), None),
+        ("GET", lb.clone(), None),
+        ("DELETE", format!("{lb}/droplets"), Some(change.clone())),
+        ("POST", format!("{lb}/droplets"), Some(change)),
+        ("GET", "/v2/droplets/1".to_string(), None),
+    ];
+    let auth = format!("Bearer {TOKEN}");
+    let mut problems = Vec::new();
+    for (method, path, body) in requests {
+        let r =
+            call(method, &format!("{base}{path}"), &[("authorization", &auth)], body.as_ref()).await.expect("answers");
+        if matches!(r.status, 415 | 422 | 500) || r.header("sl-violations").is_some() {
+            problems.push(format!("{method} {path}: {} {}", r.status, r.text()));
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
