@@ -7,7 +7,8 @@
 //! - `client`: a tiny HTTP/1.1 client for the router, the checks and tests.
 //! - `kit`: what every emulator shares, so each one holds only its provider's own
 //!   rules: the API pipeline (control endpoints, faults, auth, call log), the fault
-//!   set, token checks, OS processes, health probes and a forwarding router.
+//!   set, token checks, OS processes, health probes, a forwarding router and a load
+//!   balancer with active health checks.
 //! - `app`: what a release of the test application answers (version, health, faults),
 //!   and the test application as a real process.
 //! - `double`: the provider double's state file, and an app that serves whatever
@@ -18,6 +19,10 @@
 //! - `digitalocean`: a DigitalOcean App Platform emulator (Apps API, one router per
 //!   app, one process per instance, deployments through their phases and step tree,
 //!   readiness checks, rollbacks that pin), on the kit.
+//! - `droplets`: DigitalOcean Droplets behind a Load Balancer (the Droplets and Load
+//!   Balancers API, one real balancer with active health checks over the droplets'
+//!   loopback addresses, by id or by tag), on the kit; the apps on the droplets are
+//!   someone else's (an SSH host side).
 //! - `github`: a GitHub REST emulator for deployments and deployment statuses, on the kit.
 //!
 //! Dependencies point one way: emulators use the kit, the kit uses `server` and
@@ -27,6 +32,7 @@ pub mod app;
 pub mod client;
 pub mod digitalocean;
 pub mod double;
+pub mod droplets;
 pub mod fly;
 pub mod github;
 pub mod heroku;

@@ -137,8 +137,9 @@ fn body(request: &Request) -> Result<Value, Refused> {
     serde_json::from_slice(&request.body).map_err(|e| bad_request(format!("the body is not valid JSON: {e}")))
 }
 
-/// One page of `items` with its `links` and `meta`, under `key`.
-fn page(p: &Platform, request: &Request, key: &str, items: Vec<Value>) -> Result<Value, Refused> {
+/// One page of `items` with its `links` and `meta`, under `key`; links start with `base`.
+/// Shared with the Droplets emulator: DigitalOcean pages every list alike.
+pub(crate) fn page(base: &str, request: &Request, key: &str, items: Vec<Value>) -> Result<Value, Refused> {
     let number = |name: &str, default: usize| -> Result<usize, Refused> {
         match request.param(name) {
             None => Ok(default),
@@ -153,7 +154,16 @@ fn page(p: &Platform, request: &Request, key: &str, items: Vec<Value>) -> Result
     let per_page = number("per_page", 20)?.min(200);
     let total = items.len();
     let last = total.div_ceil(per_page).max(1);
-    let url = |n: usize| format!("{}{}?page={n}&per_page={per_page}", p.base(), request.path);
+    // Filters (a droplet list's `tag_name`) stay on every link, as DigitalOcean keeps them.
+    let kept: String = request
+        .query
+        .as_deref()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| !pair.is_empty() && !matches!(pair.split('=').next(), Some("page" | "per_page")))
+        .map(|pair| format!("&{pair}"))
+        .collect();
+    let url = |n: usize| format!("{base}{}?page={n}&per_page={per_page}{kept}", request.path);
     let mut pages = serde_json::Map::new();
     if page > 1 {
         pages.insert("first".into(), json!(url(1)));
@@ -185,7 +195,7 @@ fn route(p: &Arc<Platform>, request: &Request) -> Result<Response, Refused> {
     match (method, parts.as_slice()) {
         (Method::GET, ["v2", "apps"]) => {
             let apps: Vec<Value> = p.lock().apps.iter().map(|a| p.app_json(a)).collect();
-            ok(page(p, request, "apps", apps)?)
+            ok(page(&p.base(), request, "apps", apps)?)
         }
         (Method::GET, ["v2", "apps", app]) => {
             let s = p.lock();
@@ -209,7 +219,7 @@ fn route(p: &Arc<Platform>, request: &Request) -> Result<Response, Refused> {
                 let a = s.app(app).ok_or_else(|| not_found("app", app))?;
                 a.deployments.iter().rev().map(|d| p.deployment_json(d)).collect()
             };
-            ok(page(p, request, "deployments", all)?)
+            ok(page(&p.base(), request, "deployments", all)?)
         }
         (Method::POST, ["v2", "apps", app, "deployments"]) => {
             let b = body(request)?;

@@ -27,6 +27,10 @@ use crate::app::{ReleaseSpec, Releases};
 use crate::server::Server;
 use platform::Platform;
 
+// DigitalOcean's shared conventions, for the Droplets emulator next door.
+pub(crate) use api::page;
+pub(crate) use platform::{bad_request, now, refuse, uuid, Refused};
+
 /// How long the first deployments may take to come up in `DoSandbox::start`.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 

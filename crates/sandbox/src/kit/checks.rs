@@ -51,12 +51,26 @@ pub async fn tcp(addr: SocketAddr, timeout: Duration) -> Outcome {
     Outcome { passing, output }
 }
 
+/// An HTTP probe that passes on a 2xx answer, as most platforms' checks do.
 pub async fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
     headers: &[(String, String)],
     timeout: Duration,
+) -> Outcome {
+    http_passing(addr, method, path, headers, timeout, |status| (200..300).contains(&status)).await
+}
+
+/// An HTTP probe that passes when `passes(status)`: load balancers differ on which
+/// answers count (DigitalOcean's take any 2xx or 3xx).
+pub async fn http_passing(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    timeout: Duration,
+    passes: impl Fn(u16) -> bool,
 ) -> Outcome {
     let what = format!("HTTP {method} {path}");
     let mut request = hyper::Request::builder().method(method).uri(path).header("host", addr.to_string());
@@ -73,7 +87,7 @@ pub async fn http(
     match client::send(addr, request, timeout).await {
         Ok(reply) => {
             let body: String = reply.text().chars().take(200).collect();
-            let passing = (200..300).contains(&reply.status);
+            let passing = passes(reply.status);
             Outcome { passing, output: format!("{what}: {} Output: {body:?}", reply.status) }
         }
         Err(e) => Outcome { passing: false, output: format!("{what}: {}", e.message) },

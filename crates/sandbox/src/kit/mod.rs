@@ -11,6 +11,7 @@
 //! - `process`: instances' OS processes.
 //! - `checks`: HTTP and TCP probes, and rise/fall `Thresholds`.
 //! - `router`: a forwarding proxy over an emulator's `Backends`.
+//! - `balancer`: a load balancer with active health checks, on the router.
 //! - `watched`: an emulator's state behind one lock, waited on without polling.
 //!
 //! The kit knows no provider: no paths, bodies, headers or ids of one. Each emulator
@@ -18,6 +19,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod balancer;
 pub mod calls;
 pub mod checks;
 pub mod faults;
