@@ -18,6 +18,9 @@
 //! - `digitalocean`: a DigitalOcean App Platform emulator (Apps API, one router per
 //!   app, one process per instance, deployments through their phases and step tree,
 //!   readiness checks, rollbacks that pin), on the kit.
+//! - `hosts`: Linux hosts behind a load balancer for a deploy over SSH: one loopback
+//!   address, SSH server (russh) and `docker` stand-in (the test app as detached
+//!   processes, state in files) per host, and the fleet rig with its keys.
 //! - `github`: a GitHub REST emulator for deployments and deployment statuses, on the kit.
 //!
 //! Dependencies point one way: emulators use the kit, the kit uses `server` and
@@ -30,5 +33,6 @@ pub mod double;
 pub mod fly;
 pub mod github;
 pub mod heroku;
+pub mod hosts;
 pub mod kit;
 pub mod server;
