@@ -270,8 +270,19 @@ async fn podman_works_and_channels_run_side_by_side() {
     assert_eq!(lines.next().map(std::path::PathBuf::from), Some(host.home.canonicalize().unwrap()));
     let calls = fleet.runtime_calls(0);
     assert!(calls.contains(&argv("podman version")) && calls.contains(&argv("docker ps -q")), "{calls:?}");
-    // The same connection keeps working after them.
-    assert_eq!(exec(&ssh, "true").await.code, Some(0));
+    // The same connection keeps working after them, and stdin reaches the command.
+    let mut channel = ssh.channel_open_session().await.unwrap();
+    channel.exec(true, "cat > app.env && podman run -d --name web --env-file app.env web:v1").await.unwrap();
+    channel.data(&b"GREETING=hi\n"[..]).await.unwrap();
+    channel.eof().await.unwrap();
+    let mut code = None;
+    while let Some(message) = bounded(channel.wait()).await {
+        if let ChannelMsg::ExitStatus { exit_status } = message {
+            code = Some(exit_status);
+        }
+    }
+    assert_eq!(code, Some(125), "web:v1 is not pulled here, but the env file was written first");
+    assert_eq!(std::fs::read_to_string(host.home.join("app.env")).unwrap(), "GREETING=hi\n");
     let refused =
         ssh.channel_open_direct_tcpip(host.addr.to_string(), host.app.port().into(), "127.0.0.1", 40000).await;
     assert!(refused.is_err(), "nothing listens there, so the forward is refused");

@@ -353,14 +353,13 @@ fn finish(result: Outcome) -> (i32, String, String) {
     }
 }
 
+/// A command's flags with their values ("" for a switch), in order.
+type Options = Vec<(String, String)>;
+
 /// Splits `args` into (flag, value) options and operands. Flags in `with_value`
 /// take a value (`-p 80:80`, `--name=web`); those in `switches` take none; any other
 /// flag is refused, as docker does.
-fn parse(
-    args: &[String],
-    with_value: &[&str],
-    switches: &[&str],
-) -> Result<(Vec<(String, String)>, Vec<String>), Failure> {
+fn parse(args: &[String], with_value: &[&str], switches: &[&str]) -> Result<(Options, Vec<String>), Failure> {
     let (mut opts, mut operands) = (Vec::new(), Vec::new());
     let mut args = args.iter();
     while let Some(arg) = args.next() {

@@ -341,14 +341,19 @@ async fn run_exec(channel: Channel<Msg>, command: String, home: PathBuf, env: Ve
     let mut stdin = child.stdin.take();
     let feed = tokio::spawn(async move {
         while let Some(message) = input.wait().await {
-            match (message, stdin.as_mut()) {
-                (ChannelMsg::Data { data }, Some(pipe)) => {
-                    if pipe.write_all(&data).await.is_err() {
+            match message {
+                ChannelMsg::Data { data } => {
+                    // A command that closed its stdin gets no more of it.
+                    let closed = match stdin.as_mut() {
+                        Some(pipe) => pipe.write_all(&data).await.is_err(),
+                        None => false,
+                    };
+                    if closed {
                         stdin = None;
                     }
                 }
                 // The client's EOF is the command's: close its stdin.
-                (ChannelMsg::Eof, _) => stdin = None,
+                ChannelMsg::Eof => stdin = None,
                 _ => {}
             }
         }
