@@ -10,6 +10,11 @@ fn main() {
         let rest = args[2..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
         std::process::exit(sandbox::app::run_process(rest));
     }
+    // The hosts rig's `docker` stand-in, for the same reason; it needs no async runtime.
+    if args.get(1).is_some_and(|a| a == "__sandbox-runtime") {
+        let rest = args[2..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        std::process::exit(sandbox::hosts::run_runtime(rest));
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

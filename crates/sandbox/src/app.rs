@@ -72,9 +72,49 @@ pub fn spec_for(releases: &Releases, image: &str) -> ReleaseSpec {
     spec
 }
 
-/// The answer of a release to one request.
+/// An instance's drain switch: `POST /drain` sets it, `DELETE /drain` clears it, and
+/// while it is set `/health` answers 503 so a load balancer takes the instance out,
+/// while every other request is still served.
+#[derive(Debug, Default)]
+pub struct Drain(std::sync::atomic::AtomicBool);
+
+impl Drain {
+    pub fn is_draining(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set(&self, draining: bool) {
+        self.0.store(draining, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The answer of a release to one request. It has no drain switch (`/drain` is not
+/// found); an instance that keeps one answers through `answer_with`.
 pub async fn answer(spec: &ReleaseSpec, request: &Request) -> Response {
-    match request.path.as_str() {
+    answer_with(spec, None, request).await
+}
+
+/// The answer of a release to one request, with the instance's drain switch.
+pub async fn answer_with(spec: &ReleaseSpec, drain: Option<&Drain>, request: &Request) -> Response {
+    match (request.path.as_str(), drain) {
+        ("/drain", Some(drain)) => match request.method {
+            hyper::Method::POST => {
+                drain.set(true);
+                text(200, "draining")
+            }
+            hyper::Method::DELETE => {
+                drain.set(false);
+                text(200, "serving")
+            }
+            _ => text(405, "use POST or DELETE"),
+        },
+        ("/health", Some(drain)) if drain.is_draining() => text(503, "draining"),
+        (path, _) => answer_path(spec, path).await,
+    }
+}
+
+async fn answer_path(spec: &ReleaseSpec, path: &str) -> Response {
+    match path {
         "/health" => match spec.health {
             HealthMode::Ok => text(200, "ok"),
             HealthMode::WrongBody => text(200, "degraded: database unreachable"),
@@ -116,5 +156,24 @@ mod tests {
         releases.insert("web:3".into(), ReleaseSpec { version: "3.0.0".into(), ..Default::default() });
         assert_eq!(spec_for(&releases, "web:3").version, "3.0.0");
         assert_eq!(spec_for(&releases, "web:4").version, "4");
+    }
+
+    fn request(method: hyper::Method, path: &str) -> Request {
+        Request { method, path: path.into(), query: None, headers: Default::default(), body: Default::default() }
+    }
+
+    #[tokio::test]
+    async fn a_drained_instance_fails_health_but_serves_everything_else() {
+        let (spec, drain) = (spec_for(&Releases::new(), "web:v1"), Drain::default());
+        let get = |path| request(hyper::Method::GET, path);
+        assert_eq!(answer_with(&spec, Some(&drain), &get("/health")).await.status(), 200);
+        assert_eq!(answer_with(&spec, Some(&drain), &request(hyper::Method::POST, "/drain")).await.status(), 200);
+        assert_eq!(answer_with(&spec, Some(&drain), &get("/health")).await.status(), 503);
+        assert_eq!(answer_with(&spec, Some(&drain), &get("/version")).await.status(), 200);
+        assert_eq!(answer_with(&spec, Some(&drain), &get("/")).await.status(), 200);
+        assert_eq!(answer_with(&spec, Some(&drain), &request(hyper::Method::DELETE, "/drain")).await.status(), 200);
+        assert_eq!(answer_with(&spec, Some(&drain), &get("/health")).await.status(), 200);
+        // Without a switch there is nothing to drain, so nothing pretends to.
+        assert_eq!(answer(&spec, &request(hyper::Method::POST, "/drain")).await.status(), 404);
     }
 }

@@ -23,6 +23,9 @@
 //!   Balancers API, one real balancer with active health checks over the droplets'
 //!   loopback addresses, by id or by tag), on the kit; the apps on the droplets are
 //!   someone else's (an SSH host side).
+//! - `hosts`: Linux hosts behind a load balancer for a deploy over SSH: one loopback
+//!   address, SSH server (russh) and `docker` stand-in (the test app as detached
+//!   processes, state in files) per host, and the fleet rig with its keys.
 //! - `github`: a GitHub REST emulator for deployments and deployment statuses, on the kit.
 //!
 //! Dependencies point one way: emulators use the kit, the kit uses `server` and
@@ -36,5 +39,6 @@ pub mod droplets;
 pub mod fly;
 pub mod github;
 pub mod heroku;
+pub mod hosts;
 pub mod kit;
 pub mod server;

@@ -3,17 +3,17 @@
 //! rolling update is tested against real process restarts.
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{oneshot, watch};
 
-use super::{answer, HealthMode, ReleaseSpec};
+use super::{answer_with, Drain, HealthMode, ReleaseSpec};
 use crate::server::{serve, text, Request};
 
-const USAGE: &str = "usage: sandbox-app [--port N] [--version V] [--health ok|wrong-body|error500|hang] \
+const USAGE: &str = "usage: sandbox-app [--listen IP] [--port N] [--version V] [--health ok|wrong-body|error500|hang] \
 [--boot-delay-ms N] [--latency-ms N] [--crash-exit-code N] [--release-command [--exit-code N]] [--exit-on-stdin-eof]";
 
 /// How long a stopping app waits for requests in flight before it exits anyway.
@@ -21,6 +21,8 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Flags {
+    /// The address to bind: a host of the hosts rig has its own loopback address.
+    listen: IpAddr,
     port: u16,
     spec: ReleaseSpec,
     crash_exit_code: Option<i32>,
@@ -34,6 +36,7 @@ struct Flags {
 impl Flags {
     fn parse(args: &[String]) -> Result<Flags, String> {
         let mut flags = Flags {
+            listen: IpAddr::from([127, 0, 0, 1]),
             port: 0,
             spec: ReleaseSpec { version: "dev".into(), ..Default::default() },
             crash_exit_code: None,
@@ -45,6 +48,10 @@ impl Flags {
         while let Some(flag) = args.next() {
             let mut value = || args.next().cloned().ok_or_else(|| format!("{flag} needs a value"));
             match flag.as_str() {
+                "--listen" => {
+                    let ip = value()?;
+                    flags.listen = ip.parse().map_err(|_| format!("--listen {ip}: not an IP address"))?;
+                }
                 "--port" => flags.port = number(flag, &value()?)?,
                 "--version" => flags.spec.version = value()?,
                 "--health" => {
@@ -141,8 +148,9 @@ async fn serve_until_stopped(flags: Flags) -> i32 {
 
     let (stopping, stopping_seen) = watch::channel(false);
     let spec = Arc::new(flags.spec);
+    let drain = Arc::new(Drain::default());
     let handler = move |request: Request| {
-        let (spec, mut stopping) = (spec.clone(), stopping_seen.clone());
+        let (spec, drain, mut stopping) = (spec.clone(), drain.clone(), stopping_seen.clone());
         async move {
             if spec.latency_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(spec.latency_ms)).await;
@@ -150,15 +158,15 @@ async fn serve_until_stopped(flags: Flags) -> i32 {
             if spec.health == HealthMode::Hang && request.path == "/health" {
                 // A hung probe must not hold up the exit: it is not work in flight.
                 tokio::select! {
-                    response = answer(&spec, &request) => response,
+                    response = answer_with(&spec, Some(&drain), &request) => response,
                     _ = stopping.wait_for(|s| *s) => text(503, "shutting down"),
                 }
             } else {
-                answer(&spec, &request).await
+                answer_with(&spec, Some(&drain), &request).await
             }
         }
     };
-    let addr = SocketAddr::from(([127, 0, 0, 1], flags.port));
+    let addr = SocketAddr::new(flags.listen, flags.port);
     let server = match serve(addr, handler).await {
         Ok(server) => server,
         Err(e) => {
@@ -191,6 +199,8 @@ mod tests {
         assert_eq!(flags.spec.version, "v2");
         assert_eq!(flags.spec.health, HealthMode::Error500);
         assert_eq!(flags.spec.boot_delay_ms, 50);
+        assert_eq!(flags.listen, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(Flags::parse(&args("--listen 127.3.4.11")).unwrap().listen, IpAddr::from([127, 3, 4, 11]));
         let flags = Flags::parse(&args("--release-command --exit-code 3")).unwrap();
         assert!(flags.release_command);
         assert_eq!(flags.exit_code, 3);
@@ -201,6 +211,7 @@ mod tests {
         assert!(Flags::parse(&args("--health sad")).unwrap_err().contains("use ok"));
         assert!(Flags::parse(&args("--port")).unwrap_err().contains("needs a value"));
         assert!(Flags::parse(&args("--bogus")).unwrap_err().contains("unknown flag"));
+        assert!(Flags::parse(&args("--listen host-1")).unwrap_err().contains("not an IP"));
         assert_eq!(run_process(args("--port nope")), 2);
     }
 }
