@@ -179,6 +179,13 @@ async fn a_deploy_over_ssh_pulls_runs_and_serves_on_the_hosts_address() {
     let missing = exec(&ssh, "docker inspect --format '{{.Image}}' nope").await;
     assert_eq!((missing.code, missing.err.trim()), (Some(1), "Error: No such object: nope"));
 
+    let port_taken = exec(&ssh, &format!("docker run -d --name web-next -p {port}:8080 web:v2")).await;
+    assert_eq!(port_taken.code, Some(125));
+    assert!(port_taken.err.contains("port is already allocated"), "{}", port_taken.err);
+    let created = exec(&ssh, "docker inspect -f '{{.State.Status}}' web-next").await;
+    assert_eq!(created.out, "created\n", "docker leaves it created, not started");
+    assert_eq!(exec(&ssh, "docker rm web-next").await.code, Some(0));
+
     let running = exec(&ssh, "docker rm web").await;
     assert_eq!(running.code, Some(1), "a running container is not removed without -f");
     assert_eq!(exec(&ssh, "docker rm -f web").await.code, Some(0));
