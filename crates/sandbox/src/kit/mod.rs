@@ -25,6 +25,7 @@ pub mod checks;
 pub mod faults;
 pub mod process;
 pub mod router;
+pub mod traffic;
 pub mod watched;
 
 pub use api::{Emulator, Gate};
