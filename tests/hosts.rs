@@ -459,7 +459,7 @@ async fn a_release_that_fails_on_the_first_host_is_put_back_there_and_the_second
     assert_eq!(running(&rig.fleet), "v1");
     assert!(changes(&rig.fleet, 1).is_empty(), "host 2 never changed: {:?}", changes(&rig.fleet, 1));
     assert_eq!(changes(&rig.fleet, 0).len(), 6, "host 1 swapped to broken and back: {:?}", changes(&rig.fleet, 0));
-    assert_eq!(failed, 0, "the broken host was gated before the balancer sent it traffic ({failed} of {total})");
+    assert_eq!(failed, 0, "no request failed through the balancer ({failed} of {total})");
     assert!(lock_is_free(&rig.fleet));
 }
 
@@ -568,4 +568,37 @@ async fn droplets_behind_a_balancer_by_id_are_taken_out_through_the_api() {
     let lb = format!("/v2/load_balancers/{}/droplets", api.lb_id());
     assert_eq!(writes, [format!("DELETE {lb}"), format!("POST {lb}"), format!("DELETE {lb}"), format!("POST {lb}")]);
     assert_eq!(api.lb_members().len(), 2, "both droplets are back behind the balancer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_balancer_by_id_a_broken_release_is_gated_before_it_gets_any_traffic() {
+    let (fleet, api) = droplets(2, LbTarget::ById).await;
+    let traffic = Traffic::start(format!("{}/", api.app_url()));
+    let inputs = with(with(droplet_inputs(&fleet, &api), "image", "web:broken"), "expect-version", "broken");
+    let web1 = api.droplet_id("web-1").unwrap();
+    let step = Step::main(&inputs);
+    let mut child = step.command().spawn().unwrap();
+    // Watch, while the run goes on, whether web-1 ever runs the broken release while
+    // it is a member of the balancer (the only way a request reaches it).
+    let (mut saw_broken, mut broken_in_balancer) = (false, false);
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(40) {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if fleet.running(0).as_deref() == Some("web:broken") {
+            saw_broken = true;
+            broken_in_balancer |= api.lb_members().contains(&web1);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let ran = step.collect(child).await;
+    let (total, failed) = traffic.stop().await;
+    assert_eq!(ran.code, 1, "{ran}");
+    assert_eq!(ran.output("status"), "rolled-back", "{ran}");
+    assert!(saw_broken, "web-1 ran the broken release for a while");
+    assert!(!broken_in_balancer, "web-1 was never behind the balancer while it ran the broken release");
+    assert!(changes(&fleet, 1).is_empty(), "web-2 never changed");
+    assert_eq!(failed, 0, "no request failed ({failed} of {total})");
+    assert_eq!(api.lb_members().len(), 2, "web-1 is back behind the balancer");
 }
