@@ -602,3 +602,46 @@ async fn behind_a_balancer_by_id_a_broken_release_is_gated_before_it_gets_any_tr
     assert_eq!(failed, 0, "no request failed ({failed} of {total})");
     assert_eq!(api.lb_members().len(), 2, "web-1 is back behind the balancer");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ssh_key_is_masked_first_and_no_line_of_it_appears_anywhere() {
+    let rig = Rig::start(2, "web:v1").await;
+    let ran = Step::main(&rig.deploy("broken")).run().await;
+    assert_eq!(ran.code, 1, "{ran}");
+    let key = rig.fleet.client_key_openssh();
+    let body: Vec<&str> = key.lines().filter(|l| !l.starts_with("-----") && l.len() > 8).collect();
+    assert!(!body.is_empty());
+    let (masks, rest): (Vec<&str>, Vec<&str>) = ran.stdout.lines().partition(|l| l.starts_with("::add-mask::"));
+    for line in &body {
+        assert!(masks.iter().any(|m| m.ends_with(line)), "each line of the key is masked: {line}");
+        assert!(!rest.join("\n").contains(line), "stdout leaks a line of the key");
+        assert!(!ran.stderr.contains(line), "stderr leaks a line of the key");
+        for file in &ran.files {
+            assert!(!file.contains(line), "a runner file leaks a line of the key:\n{file}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_host_inputs_are_named_with_exit_2_before_any_connection() {
+    let rig = Rig::start(1, "web:v1").await;
+    let cases: [(&str, &str, &str); 8] = [
+        ("ssh-key", "not a key", "ssh-key"),
+        ("known-hosts", "", "known-hosts"),
+        ("known-hosts", "127.0.0.1", "known-hosts"),
+        ("ports", "8080", "ports"),
+        ("max-parallel", "0", "max-parallel"),
+        ("container", "web;reboot", "container"),
+        ("hosts", "", "hosts"),
+        ("drain-path", "drain", "drain-path"),
+    ];
+    for (input, value, named) in cases {
+        let ran = Step::main(&with(rig.deploy("v2"), input, value)).run().await;
+        assert_eq!(ran.code, 2, "{input}={value:?}: {ran}");
+        assert!(ran.stdout.contains(&format!("input {named}")) || ran.stderr.contains(named), "{input}: {ran}");
+        assert!(rig.fleet.ssh(0).commands().is_empty(), "{input}: no command ran");
+        assert!(rig.fleet.ssh(0).users().is_empty(), "{input}: nobody logged in");
+    }
+    let ran = Step::main(&with(rig.deploy("v2"), "load-balancer", "abc")).run().await;
+    assert_eq!(ran.code, 2, "an input of another provider: {ran}");
+}
