@@ -17,7 +17,7 @@ use safe_deploy::secret::Redactor;
 use sandbox::app::{HealthMode, ReleaseSpec, Releases};
 use sandbox::droplets::{DropletSpec, DropletsOptions, DropletsSandbox, Faults, LbSpec, LbTarget};
 use sandbox::hosts::{Fleet, FleetOptions};
-use sandbox::kit::balancer::{Balancer, BalancerOptions, Check, Member, Protocol};
+use sandbox::kit::balancer::{Balancer, BalancerOptions, Check, Member};
 use sandbox::kit::traffic::Traffic;
 
 use crate::util::{with, Ran, Step, BIN};
@@ -27,15 +27,7 @@ const TOKEN: &str = "dop_v1_droplets0123456789abcdef0123456789abcdef0123456789ab
 /// The balancer's check, fast enough for tests: a host is out after 2 × 100 ms and
 /// back after 2 × 100 ms.
 fn check(port: u16) -> Check {
-    Check {
-        protocol: Protocol::Http,
-        path: "/health".into(),
-        port,
-        interval: Duration::from_millis(100),
-        timeout: Duration::from_millis(100),
-        healthy: 2,
-        unhealthy: 2,
-    }
+    Check::health(port, Duration::from_millis(100))
 }
 
 fn releases() -> Releases {
@@ -82,32 +74,17 @@ impl Rig {
     fn inputs(&self) -> Vec<(String, String)> {
         let f = &self.fleet;
         let hosts: Vec<String> = f.hosts().iter().map(|h| h.addr.to_string()).collect();
-        let url = self.balancer.url();
-        [
+        let own = [
             ("provider", "ssh".to_string()),
-            ("app", "web".into()),
             ("hosts", hosts.join(",")),
             ("app-port", f.hosts()[0].app.port().to_string()),
-            ("ssh-port", f.hosts()[0].ssh.port().to_string()),
-            ("ssh-key", f.client_key_openssh()),
-            ("known-hosts", f.known_hosts()),
             ("lb-check-path", "/health".into()),
             ("lb-interval", "100ms".into()),
             ("lb-timeout", "100ms".into()),
             ("lb-healthy-threshold", "2".into()),
             ("lb-unhealthy-threshold", "2".into()),
-            ("stop-timeout", "5s".into()),
-            ("health-url", format!("{url}/health")),
-            ("check-string", "ok".into()),
-            ("version-url", format!("{url}/version")),
-            ("health-interval", "100ms".into()),
-            ("health-deadline", "4s".into()),
-            ("health-timeout", "1s".into()),
-            ("deploy-timeout", "40s".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+        ];
+        host_inputs(f, &self.balancer.url(), &own)
     }
 
     fn deploy(&self, tag: &str) -> Vec<(String, String)> {
@@ -172,7 +149,8 @@ fn config_of(inputs: &[(String, String)], command: Command) -> Config {
 /// The suite's view of a fleet, whichever provider drives it.
 struct HostsHarness {
     fleet: Fleet,
-    inputs: Box<dyn Fn(&str) -> Vec<(String, String)> + Send + Sync>,
+    /// The inputs of a deploy, but its image.
+    base: Vec<(String, String)>,
     http: HttpClient,
     faults: Vec<&'static str>,
     api: Option<DropletsSandbox>,
@@ -184,9 +162,7 @@ impl HostsHarness {
         let rig = Rig::start(2, "web:g1").await;
         let base = rig.inputs();
         HostsHarness {
-            inputs: Box::new(move |tag| {
-                with(with(base.clone(), "image", &format!("web:{tag}")), "expect-version", tag)
-            }),
+            base,
             fleet: rig.fleet,
             http: http(),
             faults: vec!["a dropped connection at the swap", "a dropped connection at the pull"],
@@ -199,9 +175,7 @@ impl HostsHarness {
         let (fleet, api) = droplets(2, by).await;
         let base = droplet_inputs(&fleet, &api);
         HostsHarness {
-            inputs: Box::new(move |tag| {
-                with(with(base.clone(), "image", &format!("web:{tag}")), "expect-version", tag)
-            }),
+            base,
             fleet,
             http: http(),
             faults: vec![
@@ -225,7 +199,7 @@ impl Harness for HostsHarness {
     }
 
     fn config(&self, command: Command, release: &str) -> Config {
-        let mut inputs = (self.inputs)(release);
+        let mut inputs = with(with(self.base.clone(), "image", &format!("web:{release}")), "expect-version", release);
         if command != Command::Deploy {
             inputs.retain(|(k, _)| k != "image" && k != "expect-version");
         }
@@ -328,12 +302,7 @@ impl Harness for HostsHarness {
 async fn droplets(hosts: usize, by: LbTarget) -> (Fleet, DropletsSandbox) {
     let fleet = fleet(hosts, "web:g1").await;
     let port = fleet.hosts()[0].app.port();
-    let droplets = fleet
-        .hosts()
-        .iter()
-        .enumerate()
-        .map(|(i, h)| DropletSpec { name: format!("web-{}", i + 1), ip: h.addr, tags: vec!["web".into()] })
-        .collect();
+    let droplets = DropletSpec::for_hosts(fleet.hosts(), "web");
     let api = DropletsSandbox::start(DropletsOptions {
         token: TOKEN.into(),
         droplets,
@@ -346,13 +315,20 @@ async fn droplets(hosts: usize, by: LbTarget) -> (Fleet, DropletsSandbox) {
 }
 
 fn droplet_inputs(fleet: &Fleet, api: &DropletsSandbox) -> Vec<(String, String)> {
-    let url = api.app_url();
-    [
+    let own = [
         ("provider", "digitalocean-droplets".to_string()),
-        ("app", "web".into()),
         ("token", TOKEN.into()),
         ("api-url", api.api_url()),
         ("load-balancer", api.lb_id()),
+    ];
+    host_inputs(fleet, &api.app_url(), &own)
+}
+
+/// What every host story sets: the fleet's login, the gate through the balancer at
+/// `url`, waits short enough for tests, and the provider's `own` inputs.
+fn host_inputs(fleet: &Fleet, url: &str, own: &[(&str, String)]) -> Vec<(String, String)> {
+    let shared = [
+        ("app", "web".to_string()),
         ("ssh-port", fleet.hosts()[0].ssh.port().to_string()),
         ("ssh-key", fleet.client_key_openssh()),
         ("known-hosts", fleet.known_hosts()),
@@ -364,10 +340,8 @@ fn droplet_inputs(fleet: &Fleet, api: &DropletsSandbox) -> Vec<(String, String)>
         ("health-deadline", "4s".into()),
         ("health-timeout", "1s".into()),
         ("deploy-timeout", "40s".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
+    ];
+    shared.iter().chain(own).map(|(k, v)| (k.to_string(), v.clone())).collect()
 }
 
 // ----- the shared provider suite -----

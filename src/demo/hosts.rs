@@ -11,7 +11,7 @@ use std::time::Duration;
 use sandbox::app::{HealthMode, ReleaseSpec, Releases};
 use sandbox::droplets::{DropletSpec, DropletsOptions, DropletsSandbox, LbSpec, LbTarget};
 use sandbox::hosts::{Fleet, FleetOptions};
-use sandbox::kit::balancer::{Balancer, BalancerOptions, Check, Member, Protocol};
+use sandbox::kit::balancer::{Balancer, BalancerOptions, Check, Member};
 
 use super::Traffic;
 use crate::cli::deploy_in;
@@ -19,39 +19,17 @@ use crate::inputs::RawInputs;
 use crate::secret::Redactor;
 use crate::shutdown::Shutdown;
 
-/// The balancer's check: DigitalOcean's thresholds at its smallest (2 and 2), with
-/// an interval short enough for a demo.
-fn check(port: u16, interval: Duration) -> Check {
-    Check {
-        protocol: Protocol::Http,
-        path: "/health".into(),
-        port,
-        interval,
-        timeout: interval,
-        healthy: 2,
-        unhealthy: 2,
-    }
-}
-
 async fn fleet(hosts: usize, mut releases: Releases) -> anyhow::Result<Fleet> {
     releases.entry("web:v1".into()).or_default();
-    let exe = std::env::current_exe()?.into_os_string();
-    Ok(Fleet::start(FleetOptions {
-        hosts,
-        running: Some("web:v1".into()),
-        releases,
-        app_command: vec![exe.clone(), "__sandbox-app".into()],
-        runtime_command: vec![exe, "__sandbox-runtime".into()],
-        ..FleetOptions::default()
-    })
-    .await?)
+    // The fleet runs the test app and the docker stand-in as this same binary.
+    Fleet::start(FleetOptions { hosts, running: Some("web:v1".into()), releases, ..FleetOptions::default() }).await
 }
 
 async fn balancer(fleet: &Fleet, interval: Duration) -> anyhow::Result<Balancer> {
     let port = fleet.hosts()[0].app.port();
     let members =
         fleet.hosts().iter().enumerate().map(|(i, h)| Member { id: format!("host-{}", i + 1), ip: h.addr }).collect();
-    Ok(Balancer::start(BalancerOptions { check: check(port, interval), members, target_port: port }).await?)
+    Ok(Balancer::start(BalancerOptions { check: Check::health(port, interval), members, target_port: port }).await?)
 }
 
 /// Sets the inputs of provider `ssh` for this fleet behind `balancer`.
@@ -160,18 +138,13 @@ pub async fn serve(provider: &str, hosts: usize, releases: Releases) -> i32 {
     let addrs: Vec<String> = fleet.hosts().iter().map(|h| h.addr.to_string()).collect();
     let interval = Duration::from_secs(1);
     let (api, lb) = if provider == "digitalocean-droplets" {
-        let droplets = fleet
-            .hosts()
-            .iter()
-            .enumerate()
-            .map(|(i, h)| DropletSpec { name: format!("web-{}", i + 1), ip: h.addr, tags: vec!["web".into()] })
-            .collect();
+        let droplets = DropletSpec::for_hosts(fleet.hosts(), "web");
         let options = DropletsOptions {
             droplets,
             balancer: LbSpec {
                 name: "web-lb".into(),
                 by: LbTarget::ById,
-                check: check(port, interval),
+                check: Check::health(port, interval),
                 target_port: port,
                 entry_port: 80,
             },

@@ -158,8 +158,7 @@ pub struct Record {
 
 impl Record {
     fn of(snapshot: &Snapshot) -> Result<Record, ProviderError> {
-        serde_json::from_value(snapshot.record.clone())
-            .map_err(|e| ProviderError::Failed(format!("the recorded hosts cannot be read back: {e}")))
+        snapshot.record_as("hosts")
     }
 }
 
