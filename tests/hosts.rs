@@ -619,3 +619,24 @@ async fn bad_host_inputs_are_named_with_exit_2_before_any_connection() {
     let ran = Step::main(&with(rig.deploy("v2"), "load-balancer", "abc")).run().await;
     assert_eq!(ran.code, 2, "an input of another provider: {ran}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_parallel_changes_hosts_together_but_never_all_of_them() {
+    let rig = Rig::start(4, "web:v1").await;
+    let plan = Step::main(&with(with(rig.deploy("v2"), "max-parallel", "9"), "command", "plan")).run().await;
+    assert_eq!(plan.code, 0, "{plan}");
+    let hosts: Vec<String> = rig.fleet.hosts().iter().map(|h| h.addr.to_string()).collect();
+    assert_says(
+        &plan,
+        &[&format!("batch 1 of 2 ({}, {}, {})", hosts[0], hosts[1], hosts[2]), &format!("batch 2 of 2 ({})", hosts[3])],
+    );
+    assert_eq!(writes(&rig.fleet), 0, "a plan changes nothing");
+
+    let traffic = Traffic::start(format!("{}/", rig.balancer.url()));
+    let ran = Step::main(&with(rig.deploy("v2"), "max-parallel", "2")).run().await;
+    let (total, failed) = traffic.stop().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!(running(&rig.fleet), "v2");
+    assert_says(&ran, &[&format!("batch 1 of 2: hosts {}, {}", hosts[0], hosts[1])]);
+    assert_eq!(failed, 0, "two of four hosts at a time, and no request failed ({failed} of {total})");
+}
