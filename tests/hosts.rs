@@ -640,3 +640,28 @@ async fn max_parallel_changes_hosts_together_but_never_all_of_them() {
     assert_says(&ran, &[&format!("batch 1 of 2: hosts {}, {}", hosts[0], hosts[1])]);
     assert_eq!(failed, 0, "two of four hosts at a time, and no request failed ({failed} of {total})");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_job_is_put_back_by_the_post_step_which_holds_the_same_lock() {
+    let rig = Rig::start(2, "web:v1").await;
+    let inputs = rig.deploy("v2");
+    let (ran, took) = Step::main(&inputs)
+        .interrupt_when("TERM", "the first host to run v2", || rig.fleet.running(0).as_deref() == Some("web:v2"))
+        .await;
+    assert_eq!(ran.code, 130, "{ran}");
+    assert!(took < Duration::from_secs(5), "exited {took:?} after SIGTERM");
+    assert_eq!(ran.state["safe_deploy_stage"], "changing", "the post step must know");
+    assert_eq!(running(&rig.fleet), "mixed: v2, v1", "main itself made no further change");
+
+    let post = Step::post(&inputs, &ran.state).run().await;
+    assert_eq!(post.output("status"), "rolled-back", "{post}");
+    assert_eq!(running(&rig.fleet), "v1");
+    assert!(lock_is_free(&rig.fleet), "the post step gave the lock back");
+    assert!(changes(&rig.fleet, 1).is_empty(), "host 2 never changed");
+
+    // A second post step finds everything as recorded and changes nothing.
+    let writes_before = writes(&rig.fleet);
+    let again = Step::post(&inputs, &ran.state).run().await;
+    assert_eq!(again.output("status"), "rolled-back", "{again}");
+    assert_eq!(writes(&rig.fleet), writes_before, "the second post step changed nothing");
+}
