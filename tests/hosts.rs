@@ -665,3 +665,47 @@ async fn a_cancelled_job_is_put_back_by_the_post_step_which_holds_the_same_lock(
     assert_eq!(again.output("status"), "rolled-back", "{again}");
     assert_eq!(writes(&rig.fleet), writes_before, "the second post step changed nothing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_that_never_answers_healthy_is_put_back_without_its_drain_switch() {
+    let rig = Rig::start(2, "web:v1").await;
+    rig.fleet.add_release("web:v2", ReleaseSpec { health: HealthMode::Error500, ..Default::default() }).unwrap();
+    let ran = Step::main(&with(rig.deploy("v2"), "deploy-timeout", "6s")).run().await;
+    assert_eq!(ran.code, 1, "{ran}");
+    assert_eq!(ran.output("status"), "rolled-back", "{ran}");
+    assert_eq!(running(&rig.fleet), "v1");
+    assert!(changes(&rig.fleet, 1).is_empty(), "host 2 never changed");
+    assert!(lock_is_free(&rig.fleet));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_drain_switch_hosts_are_stopped_undrained_and_the_preflight_says_so() {
+    let rig = Rig::start(2, "web:v1").await;
+    let ran = Step::main(&with(rig.deploy("v2"), "drain-path", "none")).run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!(running(&rig.fleet), "v2");
+    assert_says(&ran, &["drain-path is none"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cancelled_while_a_host_drains_is_let_back_in_by_the_post_step() {
+    let rig = Rig::start(2, "web:v1").await;
+    // Slow checks, so the signal comes while host 1 is drained and still on v1.
+    let inputs = with(with(rig.deploy("v2"), "lb-interval", "300ms"), "lb-timeout", "300ms");
+    rig.balancer.set_check(Check::health(rig.fleet.hosts()[0].app.port(), Duration::from_millis(300)));
+    let (ran, _) = Step::main(&inputs)
+        .interrupt_when("TERM", "host 1 to be drained", || !rig.balancer.healthy().contains(&"h1".to_string()))
+        .await;
+    assert_eq!(ran.code, 130, "{ran}");
+    assert_eq!(running(&rig.fleet), "v1", "no container changed yet");
+    assert!(!lock_is_free(&rig.fleet), "the lock is kept for the post step");
+
+    let post = Step::post(&inputs, &ran.state).run().await;
+    assert_eq!(post.output("status"), "rolled-back", "{post}");
+    assert!(
+        rig.balancer.wait_healthy(&["h1", "h2"], Duration::from_secs(5)).await,
+        "host 1 serves behind the balancer again: {post}"
+    );
+    assert!(lock_is_free(&rig.fleet), "the post step gave the lock back");
+    assert_eq!(writes(&rig.fleet), 0, "no container was touched");
+}

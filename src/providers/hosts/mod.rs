@@ -121,6 +121,11 @@ pub trait Inventory: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 
+    /// The droplet ids the balancer lists now (only asked where `drain_by_api`).
+    async fn members(&self, _ctx: &Context) -> Result<Vec<u64>, ProviderError> {
+        Ok(Vec::new())
+    }
+
     fn api_calls(&self) -> Option<usize> {
         None
     }
@@ -171,6 +176,10 @@ pub struct Core {
     /// Hosts whose lock this run holds, with its token (and the check, for the
     /// connection's forwarded port).
     locked: Mutex<Vec<(Host, Check, String)>>,
+    /// A roll-out changed hosts that no restore has put back yet.
+    pub unsettled: std::sync::atomic::AtomicBool,
+    /// The run's shutdown handle, as the roll-out last saw it.
+    pub shutdown: Mutex<Option<Shutdown>>,
 }
 
 impl std::fmt::Debug for Core {
@@ -209,6 +218,8 @@ impl HostsProvider {
                 http,
                 sessions: Default::default(),
                 locked: Mutex::new(Vec::new()),
+                unsettled: Default::default(),
+                shutdown: Mutex::new(None),
             }),
         }
     }
@@ -235,10 +246,17 @@ impl Core {
     }
 
     /// Runs `command` on `host`; a non-zero status is an error saying `what` failed.
-    pub async fn run(&self, host: &Host, check: &Check, what: &str, command: &str) -> Result<String, ProviderError> {
+    pub async fn run(
+        &self,
+        host: &Host,
+        check: &Check,
+        ctx: &Context,
+        what: &str,
+        command: &str,
+    ) -> Result<String, ProviderError> {
         let c = self.connect(host, check).await?;
         tracing::debug!("{}: {command}", host.name);
-        let out = c.session.run(command).await?;
+        let out = c.session.run(command, limit(ctx)).await?;
         if !out.ok() {
             return Err(ProviderError::Failed(format!(
                 "{what} on {} failed (exit {}): {}",
@@ -251,9 +269,9 @@ impl Core {
     }
 
     /// What the app's container runs on `host`; `None` when there is none.
-    pub async fn running(&self, host: &Host, check: &Check) -> Result<Option<Running>, ProviderError> {
+    pub async fn running(&self, host: &Host, check: &Check, ctx: &Context) -> Result<Option<Running>, ProviderError> {
         let c = self.connect(host, check).await?;
-        let out = c.session.run(&self.options.runtime.inspect(&self.options.container)).await?;
+        let out = c.session.run(&self.options.runtime.inspect(&self.options.container), limit(ctx)).await?;
         if !out.ok() {
             let said = out.said();
             if said.contains("No such") || said.contains("no such") {
@@ -307,10 +325,12 @@ impl Core {
         let command = remote::lock(&self.options.container, token, &self.options.holder);
         for host in &layout.hosts {
             let out = outlast(ctx, "take the deploy lock", || {
-                self.run(host, &layout.check, "taking the deploy lock", &command)
+                self.run(host, &layout.check, ctx, "taking the deploy lock", &command)
             })
             .await?;
-            let mut lines = out.lines();
+            // Whatever a login script printed comes first; the lock's answer is the
+            // first line that is one of its words.
+            let mut lines = out.lines().skip_while(|l| !matches!(l.trim(), "taken" | "ours" | "held"));
             match lines.next().unwrap_or_default().trim() {
                 "taken" | "ours" => {
                     let mut locked = self.locked.lock().unwrap();
@@ -324,13 +344,7 @@ impl Core {
                     self.unlock_all().await;
                     return Err(ProviderError::Conflict {
                         what: format!("the deploy lock on {}", host.name),
-                        detail: format!(
-                            "{}; if that deploy is gone, release the lock with: ssh {}@{} rm -rf {}",
-                            holder.trim(),
-                            self.options.login.user,
-                            host.ssh,
-                            remote::lock_dir(&self.options.container)
-                        ),
+                        detail: format!("{}; if that deploy is gone, {}", holder.trim(), self.release_hint(host)),
                     });
                 }
             }
@@ -338,15 +352,45 @@ impl Core {
         Ok(())
     }
 
+    /// The command that releases the lock on `host` by hand.
+    fn release_hint(&self, host: &Host) -> String {
+        let port = match self.options.login.port {
+            22 => String::new(),
+            p => format!("-p {p} "),
+        };
+        format!(
+            "release the lock with: ssh {port}{}@{} rm -rf {}",
+            self.options.login.user,
+            host.ssh,
+            remote::lock_dir(&self.options.container)
+        )
+    }
+
+    /// Counts this run's lock on the recorded hosts as held, without a command: the
+    /// post step of a run whose hosts are already back still gives it back.
+    fn adopt_locks(&self, record: &Record) {
+        let mut locked = self.locked.lock().unwrap();
+        for r in &record.hosts {
+            if !locked.iter().any(|(h, _, _)| h.ssh == r.host.ssh) {
+                locked.push((r.host.clone(), record.layout.check.clone(), record.token.clone()));
+            }
+        }
+    }
+
     /// Gives back every lock this run holds; what could not be given back, for the summary.
     async fn unlock_all(&self) -> Vec<String> {
         let held: Vec<(Host, Check, String)> = std::mem::take(&mut *self.locked.lock().unwrap());
         let mut left = Vec::new();
+        let ctx = Context {
+            deadline: Instant::now() + Duration::from_secs(30),
+            shutdown: Shutdown::new(),
+            progress: Default::default(),
+        };
         for (host, check, token) in held {
             let command = remote::unlock(&self.options.container, &token);
             let mut done = false;
             for _ in 0..3 {
-                if self.run(&host, &check, "releasing the deploy lock", &command).await.is_ok() {
+                if self.run(&host, &check, &ctx, "releasing the deploy lock", &command).await.is_ok() {
                     done = true;
                     break;
                 }
@@ -354,11 +398,9 @@ impl Core {
             }
             if !done {
                 left.push(format!(
-                    "the deploy lock on {} could not be released; release it with: ssh {}@{} rm -rf {}",
+                    "the deploy lock on {} could not be released; {}",
                     host.name,
-                    self.options.login.user,
-                    host.ssh,
-                    remote::lock_dir(&self.options.container)
+                    self.release_hint(&host)
                 ));
             }
         }
@@ -379,9 +421,9 @@ impl Core {
             }
             if asked_container.elapsed() >= Duration::from_secs(2) {
                 asked_container = Instant::now();
-                if let Ok(Some(r)) = self.running(host, check).await {
+                if let Ok(Some(r)) = self.running(host, check, ctx).await {
                     if !r.running {
-                        let logs = self.logs(host, check).await;
+                        let logs = self.logs(host, check, ctx).await;
                         return Err(ProviderError::Failed(format!(
                             "the new container on {} exited before it answered healthy{logs}",
                             host.name
@@ -400,9 +442,9 @@ impl Core {
         }
     }
 
-    async fn logs(&self, host: &Host, check: &Check) -> String {
+    async fn logs(&self, host: &Host, check: &Check, ctx: &Context) -> String {
         match self.connect(host, check).await {
-            Ok(c) => match c.session.run(&self.options.runtime.logs(&self.options.container)).await {
+            Ok(c) => match c.session.run(&self.options.runtime.logs(&self.options.container), limit(ctx)).await {
                 Ok(out) if !out.stdout.trim().is_empty() => {
                     format!("; its last lines: {}", crate::providers::logs::excerpt(out.stdout.trim()))
                 }
@@ -412,8 +454,12 @@ impl Core {
         }
     }
 
-    /// Waits `time` while the balancer counts checks, saying what it waits for.
+    /// Waits `time` while the balancer counts checks, saying what it waits for. A wait
+    /// longer than the run has left fails at once, rather than at the deadline.
     pub async fn wait_for_balancer(&self, what: &str, time: Duration, ctx: &Context) -> Result<(), ProviderError> {
+        if time > ctx.remaining() {
+            return Err(ProviderError::timeout(format!("waiting {what} ({})", human(time)), time, "deploy-timeout"));
+        }
         ctx.progress.log(self.name(), &format!("{what}: {}", human(time)));
         let started = Instant::now();
         ctx.progress.waiting(what, started, Some(started + time));
@@ -424,8 +470,9 @@ impl Core {
     }
 
     /// Takes `host` out of the balancer: by API, or with the app's drain switch, then
-    /// waits until the balancer must have noticed. `changed` turns true once a drain
-    /// was sent. Nothing to do for a host with no running container.
+    /// waits until the balancer must have noticed. `changed` is called before anything
+    /// is sent (a drain whose answer never came may have happened); an app that answers
+    /// the switch with a refusal changed nothing.
     pub async fn drain(
         &self,
         host: &Host,
@@ -443,13 +490,20 @@ impl Core {
         let Some(path) = self.options.drain_path.clone() else {
             return Ok(());
         };
-        let status = outlast(ctx, "drain the app", || {
+        let sent = outlast(ctx, "drain the app", || {
             self.drain_switch(host, check, &path, reqwest::Method::POST, &ctx.shutdown)
         })
-        .await?;
+        .await;
+        let status = match sent {
+            Ok(status) => status,
+            Err(e) => {
+                changed();
+                return Err(e);
+            }
+        };
         if !(200..300).contains(&status) {
             return Err(ProviderError::Failed(format!(
-                "the app on {} answered {status} to POST {path}, so it has no drain switch there and the balancer would keep sending it requests while it stops; give the app one (POST makes its health check fail, DELETE undoes it) and set drain-path, or set drain-path to empty to stop without draining",
+                "the app on {} answered {status} to POST {path}, so it has no drain switch there and the balancer would keep sending it requests while it stops; give the app one (POST makes its health check fail, DELETE undoes it), or set drain-path: none to stop hosts without draining",
                 host.name
             )));
         }
@@ -468,6 +522,30 @@ impl Core {
                 check.path.as_deref().unwrap_or("/"),
                 check.port
             )));
+        }
+        Ok(())
+    }
+
+    /// Takes a host out before it is put back: a broken release may not answer its
+    /// drain switch at all, so where it does not, the wait alone does it (the balancer
+    /// takes out a host that fails its check by itself).
+    async fn drain_for_restore(&self, host: &Host, layout: &Layout, ctx: &Context) -> Result<(), ProviderError> {
+        let check = &layout.check;
+        if layout.drain_by_api {
+            return self.drain(host, layout, ctx, &|| {}).await;
+        }
+        let failing = !self.healthy(host, check).await.unwrap_or(false);
+        let drained = match (&self.options.drain_path, failing) {
+            (Some(path), false) => matches!(
+                self.drain_switch(host, check, path, reqwest::Method::POST, &ctx.shutdown).await,
+                Ok(200..=299)
+            ),
+            _ => false,
+        };
+        if failing || drained {
+            ctx.progress.instance(&host.name, "draining", None);
+            let what = format!("until the balancer must have taken {} out", host.name);
+            self.wait_for_balancer(&what, check.out_after(), ctx).await?;
         }
         Ok(())
     }
@@ -503,50 +581,40 @@ impl Core {
         }
         let c = &c;
         ctx.progress.instance(&host.name, "stopping", None);
-        if self.running(host, check).await?.is_some() {
-            self.run(host, check, "stopping the old container", &rt.stop(c)).await?;
-            self.run(host, check, "removing the old container", &rt.remove(c)).await?;
+        if self.running(host, check, ctx).await?.is_some() {
+            self.run(host, check, ctx, "stopping the old container", &rt.stop(c)).await?;
+            self.run(host, check, ctx, "removing the old container", &rt.remove(c)).await?;
         }
-        self.run(host, check, &format!("starting {image}"), &rt.run(c, image)).await?;
+        self.run(host, check, ctx, &format!("starting {image}"), &rt.run(c, image)).await?;
         ctx.progress.instance(&host.name, "started", Some(image));
         Ok(())
     }
 
     /// Puts `recorded` back on its host with the same care as a deploy; does nothing
-    /// where it runs already (so it can run twice).
+    /// where it runs already and the balancer has it (so it can run twice). Whether it
+    /// changed anything.
     async fn restore_host(&self, recorded: &Recorded, layout: &Layout, ctx: &Context) -> Result<bool, ProviderError> {
         let host = &recorded.host;
         let check = &layout.check;
-        let now = self.running(host, check).await?;
-        let same = match (&now, &recorded.running) {
-            (Some(n), Some(r)) => n.image_id == r.image_id && n.running,
-            (None, None) => true,
-            _ => false,
-        };
-        if same {
-            // It may still be out of the balancer, or drained.
-            if layout.drain_by_api {
-                outlast(ctx, "put the host back in the balancer", || self.inventory.put_back(host, ctx)).await?;
-            } else if let Some(path) = &self.options.drain_path {
-                let _ = self.drain_switch(host, check, path, reqwest::Method::DELETE, &ctx.shutdown).await;
-            }
-            return Ok(false);
+        let now = self.running(host, check, ctx).await?;
+        if same(&now, &recorded.running) {
+            return self.readmit(host, layout, ctx).await;
         }
         ctx.progress.log(self.name(), &format!("putting {} back on {}", host.name, recorded.label()));
         if now.as_ref().is_some_and(|n| n.running) {
-            self.drain(host, layout, ctx, &|| {}).await?;
+            self.drain_for_restore(host, layout, ctx).await?;
         }
         match &recorded.running {
             Some(r) => {
-                let image = self.restorable(host, check, r).await?;
+                let image = self.restorable(host, check, r, ctx).await?;
                 self.replace(host, layout, &image, ctx).await?;
                 self.until_healthy(host, check, ctx).await?;
                 self.admit(host, layout, ctx).await?;
             }
             None => {
                 let rt = &self.options.runtime;
-                self.run(host, check, "stopping the new container", &rt.stop(&self.options.container)).await?;
-                self.run(host, check, "removing the new container", &rt.remove(&self.options.container)).await?;
+                self.run(host, check, ctx, "stopping the new container", &rt.stop(&self.options.container)).await?;
+                self.run(host, check, ctx, "removing the new container", &rt.remove(&self.options.container)).await?;
                 if layout.drain_by_api {
                     outlast(ctx, "put the host back in the balancer", || self.inventory.put_back(host, ctx)).await?;
                 }
@@ -555,11 +623,40 @@ impl Core {
         Ok(true)
     }
 
+    /// A host that runs what was recorded but may still be out of the balancer (taken
+    /// out by API) or drained: let the balancer have it again. Nothing is sent to a host
+    /// the balancer lists and that passes its check.
+    async fn readmit(&self, host: &Host, layout: &Layout, ctx: &Context) -> Result<bool, ProviderError> {
+        if layout.drain_by_api {
+            let members = outlast(ctx, "read the balancer", || self.inventory.members(ctx)).await?;
+            if host.droplet.is_some_and(|id| !members.contains(&id)) {
+                self.admit(host, layout, ctx).await?;
+                return Ok(true);
+            }
+            return Ok(false);
+        }
+        if layout.check.path.is_none() || self.healthy(host, &layout.check).await? {
+            return Ok(false);
+        }
+        // Failing its check while it runs the recorded image: drained, most likely.
+        if let Some(path) = &self.options.drain_path {
+            let _ = self.drain_switch(host, &layout.check, path, reqwest::Method::DELETE, &ctx.shutdown).await;
+        }
+        self.admit(host, layout, ctx).await?;
+        Ok(true)
+    }
+
     /// How to start the recorded image again: by the reference it ran as while that
     /// still names the same image (a readable name), else by its image id (a tag that
     /// was pulled again since).
-    async fn restorable(&self, host: &Host, check: &Check, r: &Running) -> Result<String, ProviderError> {
-        let id = self.run(host, check, "reading an image", &self.options.runtime.image_id(&r.image)).await;
+    async fn restorable(
+        &self,
+        host: &Host,
+        check: &Check,
+        r: &Running,
+        ctx: &Context,
+    ) -> Result<String, ProviderError> {
+        let id = self.run(host, check, ctx, "reading an image", &self.options.runtime.image_id(&r.image)).await;
         Ok(match id {
             Ok(id) if id.trim() == r.image_id => r.image.clone(),
             _ => r.image_id.clone(),
@@ -576,29 +673,50 @@ impl Recorded {
     }
 }
 
-/// What runs, summed up over hosts: one image, or which image on how many.
+/// Whether what runs now is what was recorded.
+fn same(now: &Option<Running>, recorded: &Option<Running>) -> bool {
+    match (now, recorded) {
+        (Some(n), Some(r)) => n.image_id == r.image_id && n.running,
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// How long one remote command may take: what is left of the run's time, but at least
+/// a few seconds, so a read at the end still gets its answer.
+fn limit(ctx: &Context) -> Duration {
+    ctx.remaining().max(Duration::from_secs(5))
+}
+
+/// What runs, summed up over hosts: one image, or which image on how many. Images are
+/// told apart by id, so a tag that names different images on different hosts shows.
 fn release_of(hosts: &[Recorded]) -> (ReleaseRef, Artifact) {
-    let mut images: Vec<(String, usize)> = Vec::new();
+    let mut images: Vec<(String, String, usize)> = Vec::new();
     for h in hosts {
-        let label = match &h.running {
-            Some(r) if r.running => r.image.clone(),
-            Some(r) => format!("{} (stopped)", r.image),
-            None => "no container".into(),
+        let (label, id) = match &h.running {
+            Some(r) if r.running => (r.image.clone(), r.image_id.clone()),
+            Some(r) => (format!("{} (stopped)", r.image), r.image_id.clone()),
+            None => ("no container".into(), String::new()),
         };
-        match images.iter_mut().find(|(i, _)| *i == label) {
-            Some((_, n)) => *n += 1,
-            None => images.push((label, 1)),
+        match images.iter_mut().find(|(l, i, _)| *l == label && *i == id) {
+            Some((_, _, n)) => *n += 1,
+            None => images.push((label, id, 1)),
         }
     }
+    let named = |label: &str, id: &str| match images.iter().filter(|(l, _, _)| l == label).count() {
+        1 => label.to_string(),
+        _ => format!("{label} ({})", id.trim_start_matches("sha256:").get(..12).unwrap_or(id)),
+    };
     match images.as_slice() {
         [] => (ReleaseRef::named("no hosts"), Artifact::Nothing),
-        [(image, _)] => {
-            let digest = hosts.first().and_then(|h| h.running.as_ref()).map(|r| r.image_id.clone());
+        [(image, id, _)] => {
+            let digest = Some(id.clone()).filter(|d| !d.is_empty());
             (ReleaseRef::named(image), Artifact::Image { reference: image.clone(), digest })
         }
         many => {
-            let label = many.iter().map(|(i, n)| format!("{i} on {n}")).collect::<Vec<_>>().join(", ");
-            (ReleaseRef::named(&format!("mixed: {label}")), Artifact::Mixed { images: many.to_vec() })
+            let each: Vec<(String, usize)> = many.iter().map(|(l, i, n)| (named(l, i), *n)).collect();
+            let label = each.iter().map(|(i, n)| format!("{i} on {n}")).collect::<Vec<_>>().join(", ");
+            (ReleaseRef::named(&format!("mixed: {label}")), Artifact::Mixed { images: each })
         }
     }
 }
@@ -618,7 +736,7 @@ impl Provider for HostsProvider {
         let layout = core.inventory.layout(ctx).await?;
         let mut hosts = Vec::new();
         for host in &layout.hosts {
-            let running = core.running(host, &layout.check).await?;
+            let running = core.running(host, &layout.check, ctx).await?;
             hosts.push(Recorded { host: host.clone(), running });
         }
         let (release, artifact) = release_of(&hosts);
@@ -657,7 +775,7 @@ impl Provider for HostsProvider {
             );
         }
         if !layout.drain_by_api && core.options.drain_path.is_none() {
-            add(Severity::Warning, "drain-path is empty: each host is stopped without being drained first, so the balancer sends it requests that fail until it notices (up to unhealthy threshold × interval)".into());
+            add(Severity::Warning, "drain-path is none: each host is stopped without being drained first, so the balancer sends it requests that fail until it notices (up to unhealthy threshold × interval)".into());
         }
         if !layout.drain_by_api && layout.check.path.is_none() {
             add(Severity::Warning, "the balancer checks TCP only: a drain switch cannot make that check fail, so hosts are stopped while the balancer may still send them requests; use an HTTP check".into());
@@ -679,7 +797,12 @@ impl Provider for HostsProvider {
             }
         }
         for host in &layout.hosts {
-            let present = core.connect(host, &layout.check).await?.session.run(&core.options.runtime.present()).await?;
+            let present = core
+                .connect(host, &layout.check)
+                .await?
+                .session
+                .run(&core.options.runtime.present(), limit(ctx))
+                .await?;
             if !present.ok() {
                 add(
                     Severity::Blocker,
@@ -690,7 +813,21 @@ impl Provider for HostsProvider {
                 );
             }
         }
-        let _ = ctx;
+        // What the waits alone take, batch after batch, against what the run has.
+        let batches = rollout::groups(n, core.options.max_parallel).len() as u32;
+        let out = if layout.drain_by_api { Duration::ZERO } else { layout.check.out_after() };
+        let needs = (out + layout.check.in_after() + core.options.container.stop_timeout.min(Duration::from_secs(10)))
+            * batches;
+        if needs > ctx.remaining() {
+            findings.push(Finding {
+                severity: Severity::Warning,
+                message: format!(
+                    "the balancer's check alone makes this roll-out take about {} ({batches} batches), more than deploy-timeout leaves ({}); raise deploy-timeout (and rollback-timeout, which a rollback of every host needs as much), or max-parallel",
+                    human(needs),
+                    human(ctx.remaining())
+                ),
+            });
+        }
         Ok(findings)
     }
 
@@ -707,7 +844,7 @@ impl Provider for HostsProvider {
                 human(layout.check.out_after())
             )
         } else {
-            "no drain (drain-path is empty)".to_string()
+            "no drain (drain-path is none)".to_string()
         };
         let batches = rollout::groups(layout.hosts.len(), core.options.max_parallel)
             .into_iter()
@@ -751,12 +888,24 @@ impl Provider for HostsProvider {
         let record = Record::of(live)?;
         let image = target.source.image_or_release(core.name())?;
         core.lock_all(&record.layout, &record.token, ctx).await?;
+        // Another deploy may have finished between the snapshot and the lock: then the
+        // record is not what runs, and a rollback to it would undo that deploy.
+        for r in &record.hosts {
+            let now = outlast(ctx, "read a host", || core.running(&r.host, &record.layout.check, ctx)).await?;
+            if !same(&now, &r.running) {
+                core.unlock_all().await;
+                return Err(ProviderError::Conflict {
+                    what: format!("{}'s container", r.host.name),
+                    detail: "it changed after this run recorded it (another deploy finished in between)".into(),
+                });
+            }
+        }
         let check = record.layout.check.clone();
         let pulls = record.layout.hosts.iter().map(|host| {
             let (what, command, check) = (format!("pulling {image}"), core.options.runtime.pull(&image), check.clone());
             let image = image.clone();
             async move {
-                outlast(ctx, "pull the image", || core.run(host, &check, &what, &command)).await?;
+                outlast(ctx, "pull the image", || core.run(host, &check, ctx, &what, &command)).await?;
                 ctx.progress.log(core.name(), &format!("{} pulled {image}", host.name));
                 Ok::<_, ProviderError>(())
             }
@@ -772,27 +921,51 @@ impl Provider for HostsProvider {
         let record = Record::of(snapshot)?;
         core.lock_all(&record.layout, &record.token, ctx).await?;
         // The last host changed first, back to the first: a roll-out stops at the
-        // failing host, so the hosts after it were never touched.
+        // failing host, so the hosts after it were never touched. A host that cannot be
+        // put back does not stop the others; the error names each one left.
+        let mut left = Vec::new();
         for recorded in record.hosts.iter().rev() {
-            outlast(ctx, &format!("put {} back", recorded.host.name), || {
+            let put = outlast(ctx, &format!("put {} back", recorded.host.name), || {
                 core.restore_host(recorded, &record.layout, ctx)
             })
-            .await?;
+            .await;
+            match put {
+                Err(ProviderError::Cancelled(cause)) => return Err(ProviderError::Cancelled(cause)),
+                Err(e) => left.push(format!("{}: {e}", recorded.host.name)),
+                Ok(_) => {}
+            }
         }
+        if !left.is_empty() {
+            return Err(ProviderError::Failed(format!("not every host is back: {}", left.join("; "))));
+        }
+        core.unsettled.store(false, std::sync::atomic::Ordering::SeqCst);
         Ok(snapshot.release.clone())
     }
 
+    /// The recorded images run on every host, and the balancer has every host: listed
+    /// (by API) or passing its check (a drain switch may have been left on).
     async fn in_effect(&self, snapshot: &Snapshot, ctx: &Context) -> Result<bool, ProviderError> {
         let core = &self.core;
         let record = Record::of(snapshot)?;
+        // This run's lock, should a fresh process (the post step) find nothing to do.
+        core.adopt_locks(&record);
+        let layout = &record.layout;
+        let members = match layout.drain_by_api {
+            true => Some(outlast(ctx, "read the balancer", || core.inventory.members(ctx)).await?),
+            false => None,
+        };
         for r in &record.hosts {
-            let now = outlast(ctx, "read a host", || core.running(&r.host, &record.layout.check)).await?;
-            let same = match (&now, &r.running) {
-                (Some(n), Some(r)) => n.image_id == r.image_id && n.running,
-                (None, None) => true,
-                _ => false,
+            let now = outlast(ctx, "read a host", || core.running(&r.host, &layout.check, ctx)).await?;
+            if !same(&now, &r.running) {
+                return Ok(false);
+            }
+            let listed = match &members {
+                Some(ids) => r.host.droplet.is_none_or(|id| ids.contains(&id)),
+                None => {
+                    r.running.is_none() || layout.check.path.is_none() || core.healthy(&r.host, &layout.check).await?
+                }
             };
-            if !same {
+            if !listed {
                 return Ok(false);
             }
         }
@@ -804,7 +977,17 @@ impl Provider for HostsProvider {
     }
 
     async fn finish(&self) -> Vec<String> {
-        let left = self.core.unlock_all().await;
+        let core = &self.core;
+        // A run stopped by a signal with hosts changed leaves them to the post step,
+        // which must find the lock still this run's: no other deploy may start on a
+        // half-changed fleet in between.
+        let cancelled = core.shutdown.lock().unwrap().as_ref().is_some_and(|s| s.cause().is_some());
+        let left = if cancelled && core.unsettled.load(std::sync::atomic::Ordering::SeqCst) {
+            vec!["the deploy lock stays on the hosts until the post step (or safe-deploy post) has put them back"
+                .to_string()]
+        } else {
+            core.unlock_all().await
+        };
         let sessions: Vec<Arc<Connected>> = self.core.sessions.lock().await.drain().map(|(_, c)| c).collect();
         for c in sessions {
             c.session.close().await;

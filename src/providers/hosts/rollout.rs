@@ -67,12 +67,19 @@ impl Rollout for HostsRollout {
         // A signal before the first write leaves the batch as it was.
         ctx.check_cancelled()?;
         let (core, layout, image) = (&self.core, &self.record.layout, &self.image);
-        let changed = self.changed.clone();
-        let mark = move || changed.store(true, Ordering::SeqCst);
+        *core.shutdown.lock().unwrap() = Some(ctx.shutdown.clone());
+        let (changed, owner) = (self.changed.clone(), core.clone());
+        let mark = move || {
+            changed.store(true, Ordering::SeqCst);
+            owner.unsettled.store(true, Ordering::SeqCst);
+        };
         let steps = self.hosts(batch).into_iter().map(|host| {
             let mark = mark.clone();
             async move {
-                core.drain(host, layout, ctx, &mark).await?;
+                // A host with no running container has nothing to drain.
+                if core.running(host, &layout.check, ctx).await?.is_some_and(|r| r.running) {
+                    core.drain(host, layout, ctx, &mark).await?;
+                }
                 // From the stop on, the host is changed even if the connection drops.
                 mark();
                 core.replace(host, layout, image, ctx).await
