@@ -173,9 +173,8 @@ pub struct Core {
     pub options: Options,
     http: HttpClient,
     sessions: tokio::sync::Mutex<HashMap<String, Arc<Connected>>>,
-    /// Hosts whose lock this run holds, with its token (and the check, for the
-    /// connection's forwarded port).
-    locked: Mutex<Vec<(Host, Check, String)>>,
+    /// Hosts whose lock this run holds, with its token.
+    locked: Mutex<Vec<(Host, String)>>,
     /// A roll-out changed hosts that no restore has put back yet.
     pub unsettled: std::sync::atomic::AtomicBool,
     /// The run's shutdown handle, as the roll-out last saw it.
@@ -191,10 +190,26 @@ impl std::fmt::Debug for Core {
     }
 }
 
-/// A logged-in host and its forwarded port to the app.
+/// A logged-in host and the local ports forwarded to its app (the check's port, the
+/// traffic port), opened as they are first asked for.
 pub struct Connected {
     pub session: Session,
-    pub app: Forward,
+    reach: String,
+    forwards: tokio::sync::Mutex<HashMap<u16, Forward>>,
+}
+
+impl Connected {
+    /// A local URL that reaches `port` at the address the balancer uses, from the host.
+    pub async fn url(&self, port: u16) -> Result<url::Url, ProviderError> {
+        let mut forwards = self.forwards.lock().await;
+        if let Some(f) = forwards.get(&port) {
+            return Ok(f.url.clone());
+        }
+        let forward = self.session.forward(&self.reach, port).await?;
+        let url = forward.url.clone();
+        forwards.insert(port, forward);
+        Ok(url)
+    }
 }
 
 impl std::fmt::Debug for Connected {
@@ -231,7 +246,7 @@ impl Core {
     }
 
     /// The connection to `host`, opened (or opened again, after it dropped) on demand.
-    pub async fn connect(&self, host: &Host, check: &Check) -> Result<Arc<Connected>, ProviderError> {
+    pub async fn connect(&self, host: &Host) -> Result<Arc<Connected>, ProviderError> {
         let mut sessions = self.sessions.lock().await;
         if let Some(c) = sessions.get(&host.ssh) {
             if !c.session.is_closed() {
@@ -239,22 +254,14 @@ impl Core {
             }
         }
         let session = Session::open(&host.ssh, &self.options.login).await?;
-        let app = session.forward(&host.reach, check.port).await?;
-        let connected = Arc::new(Connected { session, app });
+        let connected = Arc::new(Connected { session, reach: host.reach.clone(), forwards: Default::default() });
         sessions.insert(host.ssh.clone(), connected.clone());
         Ok(connected)
     }
 
     /// Runs `command` on `host`; a non-zero status is an error saying `what` failed.
-    pub async fn run(
-        &self,
-        host: &Host,
-        check: &Check,
-        ctx: &Context,
-        what: &str,
-        command: &str,
-    ) -> Result<String, ProviderError> {
-        let c = self.connect(host, check).await?;
+    pub async fn run(&self, host: &Host, ctx: &Context, what: &str, command: &str) -> Result<String, ProviderError> {
+        let c = self.connect(host).await?;
         tracing::debug!("{}: {command}", host.name);
         let out = c.session.run(command, limit(ctx)).await?;
         if !out.ok() {
@@ -269,8 +276,8 @@ impl Core {
     }
 
     /// What the app's container runs on `host`; `None` when there is none.
-    pub async fn running(&self, host: &Host, check: &Check, ctx: &Context) -> Result<Option<Running>, ProviderError> {
-        let c = self.connect(host, check).await?;
+    pub async fn running(&self, host: &Host, ctx: &Context) -> Result<Option<Running>, ProviderError> {
+        let c = self.connect(host).await?;
         let out = c.session.run(&self.options.runtime.inspect(&self.options.container), limit(ctx)).await?;
         if !out.ok() {
             let said = out.said();
@@ -293,8 +300,8 @@ impl Core {
     /// One check of the app on the host, as the balancer makes it: `Ok(true)` when it
     /// passes (HTTP 200 to 399, or a TCP answer).
     pub async fn healthy(&self, host: &Host, check: &Check) -> Result<bool, ProviderError> {
-        let c = self.connect(host, check).await?;
-        let mut url = c.app.url.clone();
+        let c = self.connect(host).await?;
+        let mut url = c.url(check.port).await?;
         url.set_path(check.path.as_deref().unwrap_or("/"));
         match self.http.probe(&url, &[], check.timeout).await {
             Ok((status, _)) => Ok(check.path.is_none() || (200..400).contains(&status)),
@@ -306,13 +313,13 @@ impl Core {
     pub async fn drain_switch(
         &self,
         host: &Host,
-        check: &Check,
+        port: u16,
         path: &str,
         method: reqwest::Method,
         shutdown: &Shutdown,
     ) -> Result<u16, ProviderError> {
-        let c = self.connect(host, check).await?;
-        let mut url = c.app.url.clone();
+        let c = self.connect(host).await?;
+        let mut url = c.url(port).await?;
         url.set_path(path);
         let call = Call::new(method, url).idempotent(true);
         let reply = self.http.send(&call, shutdown).await.map_err(ProviderError::from_http)?;
@@ -324,18 +331,16 @@ impl Core {
     async fn lock_all(&self, layout: &Layout, token: &str, ctx: &Context) -> Result<(), ProviderError> {
         let command = remote::lock(&self.options.container, token, &self.options.holder);
         for host in &layout.hosts {
-            let out = outlast(ctx, "take the deploy lock", || {
-                self.run(host, &layout.check, ctx, "taking the deploy lock", &command)
-            })
-            .await?;
+            let out = outlast(ctx, "take the deploy lock", || self.run(host, ctx, "taking the deploy lock", &command))
+                .await?;
             // Whatever a login script printed comes first; the lock's answer is the
             // first line that is one of its words.
             let mut lines = out.lines().skip_while(|l| !matches!(l.trim(), "taken" | "ours" | "held"));
             match lines.next().unwrap_or_default().trim() {
                 "taken" | "ours" => {
                     let mut locked = self.locked.lock().unwrap();
-                    if !locked.iter().any(|(h, _, _)| h.ssh == host.ssh) {
-                        locked.push((host.clone(), layout.check.clone(), token.to_string()));
+                    if !locked.iter().any(|(h, _)| h.ssh == host.ssh) {
+                        locked.push((host.clone(), token.to_string()));
                     }
                 }
                 _ => {
@@ -371,26 +376,26 @@ impl Core {
     fn adopt_locks(&self, record: &Record) {
         let mut locked = self.locked.lock().unwrap();
         for r in &record.hosts {
-            if !locked.iter().any(|(h, _, _)| h.ssh == r.host.ssh) {
-                locked.push((r.host.clone(), record.layout.check.clone(), record.token.clone()));
+            if !locked.iter().any(|(h, _)| h.ssh == r.host.ssh) {
+                locked.push((r.host.clone(), record.token.clone()));
             }
         }
     }
 
     /// Gives back every lock this run holds; what could not be given back, for the summary.
     async fn unlock_all(&self) -> Vec<String> {
-        let held: Vec<(Host, Check, String)> = std::mem::take(&mut *self.locked.lock().unwrap());
+        let held: Vec<(Host, String)> = std::mem::take(&mut *self.locked.lock().unwrap());
         let mut left = Vec::new();
         let ctx = Context {
             deadline: Instant::now() + Duration::from_secs(30),
             shutdown: Shutdown::new(),
             progress: Default::default(),
         };
-        for (host, check, token) in held {
+        for (host, token) in held {
             let command = remote::unlock(&self.options.container, &token);
             let mut done = false;
             for _ in 0..3 {
-                if self.run(&host, &check, &ctx, "releasing the deploy lock", &command).await.is_ok() {
+                if self.run(&host, &ctx, "releasing the deploy lock", &command).await.is_ok() {
                     done = true;
                     break;
                 }
@@ -421,9 +426,9 @@ impl Core {
             }
             if asked_container.elapsed() >= Duration::from_secs(2) {
                 asked_container = Instant::now();
-                if let Ok(Some(r)) = self.running(host, check, ctx).await {
+                if let Ok(Some(r)) = self.running(host, ctx).await {
                     if !r.running {
-                        let logs = self.logs(host, check, ctx).await;
+                        let logs = self.logs(host, ctx).await;
                         return Err(ProviderError::Failed(format!(
                             "the new container on {} exited before it answered healthy{logs}",
                             host.name
@@ -442,8 +447,8 @@ impl Core {
         }
     }
 
-    async fn logs(&self, host: &Host, check: &Check, ctx: &Context) -> String {
-        match self.connect(host, check).await {
+    async fn logs(&self, host: &Host, ctx: &Context) -> String {
+        match self.connect(host).await {
             Ok(c) => match c.session.run(&self.options.runtime.logs(&self.options.container), limit(ctx)).await {
                 Ok(out) if !out.stdout.trim().is_empty() => {
                     format!("; its last lines: {}", crate::providers::logs::excerpt(out.stdout.trim()))
@@ -491,7 +496,7 @@ impl Core {
             return Ok(());
         };
         let sent = outlast(ctx, "drain the app", || {
-            self.drain_switch(host, check, &path, reqwest::Method::POST, &ctx.shutdown)
+            self.drain_switch(host, layout.app_port, &path, reqwest::Method::POST, &ctx.shutdown)
         })
         .await;
         let status = match sent {
@@ -537,7 +542,7 @@ impl Core {
         let failing = !self.healthy(host, check).await.unwrap_or(false);
         let drained = match (&self.options.drain_path, failing) {
             (Some(path), false) => matches!(
-                self.drain_switch(host, check, path, reqwest::Method::POST, &ctx.shutdown).await,
+                self.drain_switch(host, layout.app_port, path, reqwest::Method::POST, &ctx.shutdown).await,
                 Ok(200..=299)
             ),
             _ => false,
@@ -574,18 +579,18 @@ impl Core {
     /// Replaces the container on `host` with `image`: stop the old one gracefully, then
     /// start the new one with the same name, ports and env file.
     pub async fn replace(&self, host: &Host, layout: &Layout, image: &str, ctx: &Context) -> Result<(), ProviderError> {
-        let (rt, check) = (&self.options.runtime, &layout.check);
+        let rt = &self.options.runtime;
         let mut c = self.options.container.clone();
         if c.ports.is_empty() {
             c.ports = vec![(layout.app_port, layout.app_port)];
         }
         let c = &c;
         ctx.progress.instance(&host.name, "stopping", None);
-        if self.running(host, check, ctx).await?.is_some() {
-            self.run(host, check, ctx, "stopping the old container", &rt.stop(c)).await?;
-            self.run(host, check, ctx, "removing the old container", &rt.remove(c)).await?;
+        if self.running(host, ctx).await?.is_some() {
+            self.run(host, ctx, "stopping the old container", &rt.stop(c)).await?;
+            self.run(host, ctx, "removing the old container", &rt.remove(c)).await?;
         }
-        self.run(host, check, ctx, &format!("starting {image}"), &rt.run(c, image)).await?;
+        self.run(host, ctx, &format!("starting {image}"), &rt.run(c, image)).await?;
         ctx.progress.instance(&host.name, "started", Some(image));
         Ok(())
     }
@@ -596,7 +601,7 @@ impl Core {
     async fn restore_host(&self, recorded: &Recorded, layout: &Layout, ctx: &Context) -> Result<bool, ProviderError> {
         let host = &recorded.host;
         let check = &layout.check;
-        let now = self.running(host, check, ctx).await?;
+        let now = self.running(host, ctx).await?;
         if same(&now, &recorded.running) {
             return self.readmit(host, layout, ctx).await;
         }
@@ -606,15 +611,15 @@ impl Core {
         }
         match &recorded.running {
             Some(r) => {
-                let image = self.restorable(host, check, r, ctx).await?;
+                let image = self.restorable(host, r, ctx).await?;
                 self.replace(host, layout, &image, ctx).await?;
                 self.until_healthy(host, check, ctx).await?;
                 self.admit(host, layout, ctx).await?;
             }
             None => {
                 let rt = &self.options.runtime;
-                self.run(host, check, ctx, "stopping the new container", &rt.stop(&self.options.container)).await?;
-                self.run(host, check, ctx, "removing the new container", &rt.remove(&self.options.container)).await?;
+                self.run(host, ctx, "stopping the new container", &rt.stop(&self.options.container)).await?;
+                self.run(host, ctx, "removing the new container", &rt.remove(&self.options.container)).await?;
                 if layout.drain_by_api {
                     outlast(ctx, "put the host back in the balancer", || self.inventory.put_back(host, ctx)).await?;
                 }
@@ -640,7 +645,7 @@ impl Core {
         }
         // Failing its check while it runs the recorded image: drained, most likely.
         if let Some(path) = &self.options.drain_path {
-            let _ = self.drain_switch(host, &layout.check, path, reqwest::Method::DELETE, &ctx.shutdown).await;
+            let _ = self.drain_switch(host, layout.app_port, path, reqwest::Method::DELETE, &ctx.shutdown).await;
         }
         self.admit(host, layout, ctx).await?;
         Ok(true)
@@ -649,14 +654,8 @@ impl Core {
     /// How to start the recorded image again: by the reference it ran as while that
     /// still names the same image (a readable name), else by its image id (a tag that
     /// was pulled again since).
-    async fn restorable(
-        &self,
-        host: &Host,
-        check: &Check,
-        r: &Running,
-        ctx: &Context,
-    ) -> Result<String, ProviderError> {
-        let id = self.run(host, check, ctx, "reading an image", &self.options.runtime.image_id(&r.image)).await;
+    async fn restorable(&self, host: &Host, r: &Running, ctx: &Context) -> Result<String, ProviderError> {
+        let id = self.run(host, ctx, "reading an image", &self.options.runtime.image_id(&r.image)).await;
         Ok(match id {
             Ok(id) if id.trim() == r.image_id => r.image.clone(),
             _ => r.image_id.clone(),
@@ -736,7 +735,7 @@ impl Provider for HostsProvider {
         let layout = core.inventory.layout(ctx).await?;
         let mut hosts = Vec::new();
         for host in &layout.hosts {
-            let running = core.running(host, &layout.check, ctx).await?;
+            let running = core.running(host, ctx).await?;
             hosts.push(Recorded { host: host.clone(), running });
         }
         let (release, artifact) = release_of(&hosts);
@@ -797,12 +796,7 @@ impl Provider for HostsProvider {
             }
         }
         for host in &layout.hosts {
-            let present = core
-                .connect(host, &layout.check)
-                .await?
-                .session
-                .run(&core.options.runtime.present(), limit(ctx))
-                .await?;
+            let present = core.connect(host).await?.session.run(&core.options.runtime.present(), limit(ctx)).await?;
             if !present.ok() {
                 add(
                     Severity::Blocker,
@@ -891,7 +885,7 @@ impl Provider for HostsProvider {
         // Another deploy may have finished between the snapshot and the lock: then the
         // record is not what runs, and a rollback to it would undo that deploy.
         for r in &record.hosts {
-            let now = outlast(ctx, "read a host", || core.running(&r.host, &record.layout.check, ctx)).await?;
+            let now = outlast(ctx, "read a host", || core.running(&r.host, ctx)).await?;
             if !same(&now, &r.running) {
                 core.unlock_all().await;
                 return Err(ProviderError::Conflict {
@@ -900,12 +894,11 @@ impl Provider for HostsProvider {
                 });
             }
         }
-        let check = record.layout.check.clone();
         let pulls = record.layout.hosts.iter().map(|host| {
-            let (what, command, check) = (format!("pulling {image}"), core.options.runtime.pull(&image), check.clone());
+            let (what, command) = (format!("pulling {image}"), core.options.runtime.pull(&image));
             let image = image.clone();
             async move {
-                outlast(ctx, "pull the image", || core.run(host, &check, ctx, &what, &command)).await?;
+                outlast(ctx, "pull the image", || core.run(host, ctx, &what, &command)).await?;
                 ctx.progress.log(core.name(), &format!("{} pulled {image}", host.name));
                 Ok::<_, ProviderError>(())
             }
@@ -955,7 +948,7 @@ impl Provider for HostsProvider {
             false => None,
         };
         for r in &record.hosts {
-            let now = outlast(ctx, "read a host", || core.running(&r.host, &layout.check, ctx)).await?;
+            let now = outlast(ctx, "read a host", || core.running(&r.host, ctx)).await?;
             if !same(&now, &r.running) {
                 return Ok(false);
             }

@@ -77,7 +77,7 @@ impl Rollout for HostsRollout {
             let mark = mark.clone();
             async move {
                 // A host with no running container has nothing to drain.
-                if core.running(host, &layout.check, ctx).await?.is_some_and(|r| r.running) {
+                if core.running(host, ctx).await?.is_some_and(|r| r.running) {
                     core.drain(host, layout, ctx, &mark).await?;
                 }
                 // From the stop on, the host is changed even if the connection drops.
@@ -90,8 +90,9 @@ impl Rollout for HostsRollout {
         }
         let mut instances = Vec::new();
         for host in self.hosts(batch) {
-            let connected = self.core.connect(host, &layout.check).await?;
-            instances.push(Instance { id: host.name.clone(), route: Some(Route::Origin(connected.app.url.clone())) });
+            // The gate asks the health URL's path where the balancer sends traffic.
+            let origin = self.core.connect(host).await?.url(layout.app_port).await?;
+            instances.push(Instance { id: host.name.clone(), route: Some(Route::Origin(origin)) });
         }
         Ok(Applied { release: ReleaseRef::named(&self.image), instances })
     }
