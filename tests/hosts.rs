@@ -300,6 +300,11 @@ impl Harness for HostsHarness {
 
 /// Droplets (the fleet's hosts) behind the emulator's balancer, by id or by tag.
 async fn droplets(hosts: usize, by: LbTarget) -> (Fleet, DropletsSandbox) {
+    droplets_with(hosts, by, Duration::ZERO).await
+}
+
+/// The same, with a balancer that takes `busy` to apply each change of its droplets.
+async fn droplets_with(hosts: usize, by: LbTarget, busy: Duration) -> (Fleet, DropletsSandbox) {
     let fleet = fleet(hosts, "web:g1").await;
     let port = fleet.hosts()[0].app.port();
     let droplets = DropletSpec::for_hosts(fleet.hosts(), "web");
@@ -307,6 +312,7 @@ async fn droplets(hosts: usize, by: LbTarget) -> (Fleet, DropletsSandbox) {
         token: TOKEN.into(),
         droplets,
         balancer: LbSpec { name: "web-lb".into(), by, check: check(port), target_port: port, entry_port: 80 },
+        busy,
         ..Default::default()
     })
     .await
@@ -708,4 +714,18 @@ async fn a_job_cancelled_while_a_host_drains_is_let_back_in_by_the_post_step() {
     );
     assert!(lock_is_free(&rig.fleet), "the post step gave the lock back");
     assert_eq!(writes(&rig.fleet), 0, "no container was touched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balancer_still_applying_a_change_is_asked_again_not_taken_for_a_refusal() {
+    // Each change takes 1.5 s to apply: the put-back of web-1 and the take-out of web-2
+    // come sooner, and DigitalOcean answers 403 "processes previous actions" to them.
+    let (fleet, api) = droplets_with(2, LbTarget::ById, Duration::from_millis(1500)).await;
+    let inputs = with(with(droplet_inputs(&fleet, &api), "image", "web:v2"), "expect-version", "v2");
+    let ran = Step::main(&inputs).run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!(running(&fleet), "v2");
+    let busy = api.calls().iter().filter(|c| c.method != "GET" && c.status == 403).count();
+    assert!(busy > 0, "the balancer was busy at least once: {:?}", api.calls());
+    assert_eq!(api.lb_members().len(), 2, "both droplets are back behind the balancer");
 }

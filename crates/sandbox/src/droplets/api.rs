@@ -147,6 +147,10 @@ fn change_droplets(cloud: &Cloud, request: &Request, add: bool) -> Result<(), Re
         .and_then(|ids| ids.iter().map(Value::as_u64).collect())
         .ok_or_else(|| refuse(422, "unprocessable_entity", "droplet_ids must be an array of droplet ids (integers)"))?;
     let mut s = cloud.lock();
+    let now = std::time::Instant::now();
+    if s.busy_until.is_some_and(|until| now < until) {
+        return Err(refuse(403, "forbidden", "Load Balancer can't be updated while it processes previous actions"));
+    }
     if let Some(unknown) = ids.iter().find(|id| !s.droplets.iter().any(|d| d.id == **id)) {
         return Err(refuse(422, "unprocessable_entity", format!("droplet {unknown} does not exist")));
     }
@@ -158,6 +162,7 @@ fn change_droplets(cloud: &Cloud, request: &Request, add: bool) -> Result<(), Re
             s.lb_droplets.retain(|d| *d != id);
         }
     }
+    s.busy_until = Some(now + cloud.busy);
     cloud.sync_members(&s);
     Ok(())
 }

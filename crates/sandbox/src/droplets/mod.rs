@@ -79,6 +79,10 @@ pub struct DropletsOptions {
     pub rate_limit: u32,
     /// A region slug from the description's list, e.g. "nyc3".
     pub region: String,
+    /// How long the balancer takes to apply a change of its droplets; another change
+    /// meanwhile is refused with DigitalOcean's 403 ("can't be updated while it
+    /// processes previous actions"). Zero: changes apply at once.
+    pub busy: std::time::Duration,
 }
 
 impl Default for LbSpec {
@@ -112,6 +116,7 @@ impl Default for DropletsOptions {
             balancer: LbSpec::default(),
             rate_limit: 250,
             region: "nyc3".into(),
+            busy: std::time::Duration::ZERO,
         }
     }
 }
@@ -130,6 +135,8 @@ struct State {
     droplets: Vec<Droplet>,
     /// The LB's own droplet list; unused while it targets a tag.
     lb_droplets: Vec<u64>,
+    /// Until when the balancer is still applying the last change.
+    busy_until: Option<std::time::Instant>,
 }
 
 /// What the API and the handle share.
@@ -143,6 +150,7 @@ struct Cloud {
     state: Mutex<State>,
     balancer: Balancer,
     bucket: Bucket,
+    busy: std::time::Duration,
     /// The API's own base URL, for page links.
     base: Mutex<String>,
 }
@@ -191,7 +199,7 @@ impl DropletsSandbox {
                 created_at: created_at.clone(),
             })
             .collect();
-        let state = State { lb_droplets: droplets.iter().map(|d| d.id).collect(), droplets };
+        let state = State { lb_droplets: droplets.iter().map(|d| d.id).collect(), droplets, busy_until: None };
         let members = match &opts.balancer.by {
             LbTarget::ById => state.droplets.iter().collect::<Vec<_>>(),
             LbTarget::ByTag(tag) => state.droplets.iter().filter(|d| d.spec.tags.contains(tag)).collect(),
@@ -212,6 +220,7 @@ impl DropletsSandbox {
             lb_id: crate::digitalocean::uuid(),
             lb_created_at: created_at,
             state: Mutex::new(state),
+            busy: opts.busy,
             balancer,
             bucket: Bucket::new(opts.rate_limit),
             base: Mutex::new(String::new()),
