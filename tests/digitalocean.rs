@@ -182,21 +182,12 @@ impl Harness for DoHarness {
     }
 
     fn faults(&self) -> Vec<&'static str> {
-        vec!["5xx burst", "429 burst", "reset burst", "slow answers", "malformed burst", "standing 503", "late write"]
+        [Faults::SUITE.as_slice(), &["late write"]].concat()
     }
 
     async fn inject(&self, fault: &str) {
-        let faults = match fault {
-            // The next write takes effect but is answered after the client gave up on it.
-            "late write" => Faults { late_writes: 1, late_ms: 31_000, ..Default::default() },
-            "5xx burst" => Faults { error_burst: 3, ..Default::default() },
-            "429 burst" => Faults { rate_limit_burst: 3, ..Default::default() },
-            "reset burst" => Faults { reset_burst: 2, ..Default::default() },
-            "slow answers" => Faults { slow_ms: 150, ..Default::default() },
-            "standing 503" => Faults { status: Some(503), ..Default::default() },
-            _ => Faults { malformed_burst: 2, ..Default::default() },
-        };
-        self.h.set_faults(faults);
+        // "late write": the next write takes effect but is answered after the client gave up.
+        self.h.set_faults(Faults::named(fault).expect("a fault the kit knows"));
     }
 
     async fn clear_faults(&self) {

@@ -170,19 +170,11 @@ impl Harness for HerokuHarness {
     }
 
     fn faults(&self) -> Vec<&'static str> {
-        vec!["5xx burst", "429 burst", "reset burst", "slow answers", "malformed burst", "standing 503"]
+        Faults::SUITE.to_vec()
     }
 
     async fn inject(&self, fault: &str) {
-        let faults = match fault {
-            "5xx burst" => Faults { error_burst: 3, ..Default::default() },
-            "429 burst" => Faults { rate_limit_burst: 3, ..Default::default() },
-            "reset burst" => Faults { reset_burst: 2, ..Default::default() },
-            "slow answers" => Faults { slow_ms: 150, ..Default::default() },
-            "standing 503" => Faults { status: Some(503), ..Default::default() },
-            _ => Faults { malformed_burst: 2, ..Default::default() },
-        };
-        self.h.set_faults(faults);
+        self.h.set_faults(Faults::named(fault).expect("a fault the kit knows"));
     }
 
     async fn clear_faults(&self) {

@@ -277,15 +277,8 @@ impl Harness for HostsHarness {
             "a dropped connection at the swap" => self.fleet.ssh(0).drop_connection_on("run --detach"),
             "a dropped connection at the pull" => self.fleet.ssh(1).drop_connection_on("docker pull"),
             other => {
-                let faults = match other {
-                    "5xx burst" => Faults { error_burst: 3, ..Default::default() },
-                    "429 burst" => Faults { rate_limit_burst: 3, ..Default::default() },
-                    "reset burst" => Faults { reset_burst: 2, ..Default::default() },
-                    "slow answers" => Faults { slow_ms: 150, ..Default::default() },
-                    _ => Faults { malformed_burst: 2, ..Default::default() },
-                };
                 if let Some(api) = &self.api {
-                    api.set_faults(faults);
+                    api.set_faults(Faults::named(other).expect("a fault the kit knows"));
                 }
             }
         }

@@ -272,12 +272,7 @@ const WRONG_BODY: &str = "--boot-delay-ms 300 --health wrong-body";
 
 fn heroku_scenarios() -> Vec<PlatformScenario> {
     let mut all = Vec::new();
-    let bursts: [(&str, Faults); 4] = [
-        ("5xx burst", Faults { error_burst: 10, ..Default::default() }),
-        ("429 burst", Faults { rate_limit_burst: 10, ..Default::default() }),
-        ("reset burst", Faults { reset_burst: 10, ..Default::default() }),
-        ("malformed burst", Faults { malformed_burst: 10, ..Default::default() }),
-    ];
+    let bursts = Faults::bursts(10);
     for (name, faults) in &bursts {
         all.push(PlatformScenario::new(format!("{name} before the deploy"), "2.0.0", HEALTHY).before(faults.clone()));
         all.push(
@@ -341,12 +336,7 @@ fn heroku_scenarios() -> Vec<PlatformScenario> {
 fn app_platform_scenarios() -> Vec<PlatformScenario> {
     let row = |name: &str, version, web| PlatformScenario::new(name, version, web).on_app_platform();
     let mut all = Vec::new();
-    let bursts: [(&str, Faults); 4] = [
-        ("5xx burst", Faults { error_burst: 10, ..Default::default() }),
-        ("429 burst", Faults { rate_limit_burst: 10, ..Default::default() }),
-        ("reset burst", Faults { reset_burst: 10, ..Default::default() }),
-        ("malformed burst", Faults { malformed_burst: 10, ..Default::default() }),
-    ];
+    let bursts = Faults::bursts(10);
     for (name, faults) in &bursts {
         all.push(row(&format!("{name} before the deploy"), "v2", HEALTHY).before(faults.clone()));
         all.push(

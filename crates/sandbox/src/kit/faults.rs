@@ -54,6 +54,38 @@ pub enum Verdict {
 }
 
 impl Faults {
+    /// The API faults the shared provider suite injects, by name (see `named`).
+    pub const SUITE: [&'static str; 6] =
+        ["5xx burst", "429 burst", "reset burst", "slow answers", "malformed burst", "standing 503"];
+
+    /// A fault by its name in the suites: a short burst, slow answers, a standing 503,
+    /// or a write answered only after the client gave up on it. `None` for a name the
+    /// kit does not know.
+    pub fn named(name: &str) -> Option<Faults> {
+        let none = Faults::default();
+        Some(match name {
+            "5xx burst" => Faults { error_burst: 3, ..none },
+            "429 burst" => Faults { rate_limit_burst: 3, ..none },
+            "reset burst" => Faults { reset_burst: 2, ..none },
+            "slow answers" => Faults { slow_ms: 150, ..none },
+            "malformed burst" => Faults { malformed_burst: 2, ..none },
+            "standing 503" => Faults { status: Some(503), ..none },
+            "late write" => Faults { late_writes: 1, late_ms: 31_000, ..none },
+            _ => return None,
+        })
+    }
+
+    /// The fault matrix's bursts, `n` requests long each.
+    pub fn bursts(n: u32) -> [(&'static str, Faults); 4] {
+        let none = Faults::default();
+        [
+            ("5xx burst", Faults { error_burst: n, ..none.clone() }),
+            ("429 burst", Faults { rate_limit_burst: n, ..none.clone() }),
+            ("reset burst", Faults { reset_burst: n, ..none.clone() }),
+            ("malformed burst", Faults { malformed_burst: n, ..none }),
+        ]
+    }
+
     /// Consumes one unit of the first burst that applies to a request. Bursts come
     /// before any standing status so a test can stack a blip on an outage.
     pub fn take_burst(&mut self, is_get: bool) -> Verdict {
