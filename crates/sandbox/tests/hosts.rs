@@ -406,3 +406,75 @@ async fn openssh_hosts_serve_a_russh_client_with_exec_and_forwarding() {
     let (_, accepted) = try_connect_as(&fleet, 0, stranger, fleet.user()).await;
     assert!(!accepted);
 }
+
+// ----- the hosts behind the real HAProxy -----
+
+/// Runs the `docker` wrapper as host `i` itself would (no SSH).
+async fn docker_on(fleet: &Fleet, i: usize, args: &[&str]) {
+    let out = tokio::process::Command::new(fleet.bin_dir().join("docker"))
+        .args(args)
+        .env(sandbox::hosts::runtime::ENV_HOST, fleet.hosts()[i].addr.to_string())
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn haproxy_takes_a_drained_host_out_and_loses_no_request_while_it_stops() {
+    use sandbox::kit::haproxy::{haproxy_path, Haproxy, HaproxyOptions};
+    if !sandbox::hosts::real_rig_present("haproxy drain", &[("haproxy", haproxy_path().is_some())]) {
+        return;
+    }
+    let fleet = fleet(2, Some("web:v1")).await;
+    let lb = Haproxy::start(HaproxyOptions {
+        servers: fleet.hosts().iter().map(|h| h.app).collect(),
+        check_path: "/health".into(),
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_millis(100),
+        healthy: 2,
+        unhealthy: 2,
+    })
+    .await
+    .expect("haproxy starts");
+    bounded(lb.wait_all_up(Duration::from_secs(10))).await.unwrap();
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let url = format!("{}/", lb.url());
+    let traffic = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let (mut total, mut failed) = (0, 0);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                total += 1;
+                let ok = matches!(sandbox::client::call("GET", &url, &[], None).await, Ok(r) if r.status == 200);
+                failed += u32::from(!ok);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (total, failed)
+        }
+    });
+
+    let drained = sandbox::client::call("POST", &format!("http://{}/drain", fleet.hosts()[0].app), &[], None).await;
+    assert_eq!(drained.unwrap().status, 200);
+    bounded(async {
+        while lb.servers().unwrap()[0].status != "DOWN" {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(lb.servers().unwrap()[1].status, "UP");
+    docker_on(&fleet, 0, &["pull", "web:v2"]).await;
+    docker_on(&fleet, 0, &["stop", "web"]).await;
+    docker_on(&fleet, 0, &["rm", "web"]).await;
+    let publish = format!("{0}:{0}", fleet.hosts()[0].app.port());
+    docker_on(&fleet, 0, &["run", "-d", "--name", "web", "-p", &publish, "web:v2"]).await;
+    bounded(lb.wait_all_up(Duration::from_secs(10))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (total, failed) = traffic.await.unwrap();
+    assert!(total > 20, "steady traffic ran: {total}");
+    assert_eq!(failed, 0, "{failed}/{total} failed through haproxy:\n{}", lb.log());
+    assert!(lb.servers().unwrap()[0].sessions > 0);
+}
