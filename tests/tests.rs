@@ -12,6 +12,7 @@ mod fly;
 mod github;
 mod health_gate;
 mod heroku;
+mod hosts;
 mod http_layer;
 mod input_errors;
 mod properties;

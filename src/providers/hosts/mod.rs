@@ -758,7 +758,7 @@ impl Provider for HostsProvider {
             let image = image.clone();
             async move {
                 outlast(ctx, "pull the image", || core.run(host, &check, &what, &command)).await?;
-                ctx.progress.instance(&host.name, "pulled", Some(&image));
+                ctx.progress.log(core.name(), &format!("{} pulled {image}", host.name));
                 Ok::<_, ProviderError>(())
             }
         });

@@ -64,6 +64,8 @@ impl Rollout for HostsRollout {
     }
 
     async fn apply(&mut self, batch: usize, ctx: &Context) -> Result<Applied, ProviderError> {
+        // A signal before the first write leaves the batch as it was.
+        ctx.check_cancelled()?;
         let (core, layout, image) = (&self.core, &self.record.layout, &self.image);
         let changed = self.changed.clone();
         let mark = move || changed.store(true, Ordering::SeqCst);

@@ -27,6 +27,7 @@ pub mod faults;
 pub mod haproxy;
 pub mod process;
 pub mod router;
+pub mod traffic;
 pub mod watched;
 
 pub use api::{Emulator, Gate};

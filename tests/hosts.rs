@@ -1,0 +1,571 @@
+//! Hosts over SSH end to end: the shared provider suite for `ssh` and for
+//! `digitalocean-droplets`, then the real binary against the hosts rig: each host a
+//! loopback address with an SSH server and a `docker` stand-in that runs the test app
+//! as real processes, behind a balancer with active health checks (the sandbox's own,
+//! or the Droplets emulator's, whose API lists the droplets and the balancer).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use safe_deploy::config::{Command, Config};
+use safe_deploy::health::Probe;
+use safe_deploy::http::{HttpClient, RetryConfig};
+use safe_deploy::inputs::RawInputs;
+use safe_deploy::providers::conformance::{self as suite, Harness};
+use safe_deploy::providers::{Provider, Source, Target};
+use safe_deploy::secret::Redactor;
+use sandbox::app::{HealthMode, ReleaseSpec, Releases};
+use sandbox::droplets::{DropletSpec, DropletsOptions, DropletsSandbox, Faults, LbSpec, LbTarget};
+use sandbox::hosts::{Fleet, FleetOptions};
+use sandbox::kit::balancer::{Balancer, BalancerOptions, Check, Member, Protocol};
+use sandbox::kit::traffic::Traffic;
+
+use crate::util::{with, Ran, Step, BIN};
+
+const TOKEN: &str = "dop_v1_droplets0123456789abcdef0123456789abcdef0123456789abcdef012345";
+
+/// The balancer's check, fast enough for tests: a host is out after 2 × 100 ms and
+/// back after 2 × 100 ms.
+fn check(port: u16) -> Check {
+    Check {
+        protocol: Protocol::Http,
+        path: "/health".into(),
+        port,
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_millis(100),
+        healthy: 2,
+        unhealthy: 2,
+    }
+}
+
+fn releases() -> Releases {
+    let mut r = Releases::new();
+    for tag in ["g1", "g2", "g3", "v1", "v2"] {
+        r.insert(format!("web:{tag}"), ReleaseSpec::default());
+    }
+    r.insert("web:broken".into(), ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
+    r.insert("web:crashes".into(), ReleaseSpec { crash_on_start: true, exit_code: 3, ..Default::default() });
+    r
+}
+
+async fn fleet(hosts: usize, running: &str) -> Fleet {
+    Fleet::start(FleetOptions {
+        hosts,
+        running: Some(running.into()),
+        releases: releases(),
+        app_command: vec![BIN.into(), "__sandbox-app".into()],
+        runtime_command: vec![BIN.into(), "__sandbox-runtime".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("the hosts start")
+}
+
+/// Hosts behind the sandbox's balancer, for provider `ssh`.
+struct Rig {
+    fleet: Fleet,
+    balancer: Balancer,
+}
+
+impl Rig {
+    async fn start(hosts: usize, running: &str) -> Rig {
+        let fleet = fleet(hosts, running).await;
+        let port = fleet.hosts()[0].app.port();
+        let members =
+            fleet.hosts().iter().enumerate().map(|(i, h)| Member { id: format!("h{}", i + 1), ip: h.addr }).collect();
+        let balancer = Balancer::start(BalancerOptions { check: check(port), members, target_port: port })
+            .await
+            .expect("the balancer starts");
+        Rig { fleet, balancer }
+    }
+
+    fn inputs(&self) -> Vec<(String, String)> {
+        let f = &self.fleet;
+        let hosts: Vec<String> = f.hosts().iter().map(|h| h.addr.to_string()).collect();
+        let url = self.balancer.url();
+        [
+            ("provider", "ssh".to_string()),
+            ("app", "web".into()),
+            ("hosts", hosts.join(",")),
+            ("app-port", f.hosts()[0].app.port().to_string()),
+            ("ssh-port", f.hosts()[0].ssh.port().to_string()),
+            ("ssh-key", f.client_key_openssh()),
+            ("known-hosts", f.known_hosts()),
+            ("lb-check-path", "/health".into()),
+            ("lb-interval", "100ms".into()),
+            ("lb-timeout", "100ms".into()),
+            ("lb-healthy-threshold", "2".into()),
+            ("lb-unhealthy-threshold", "2".into()),
+            ("stop-timeout", "5s".into()),
+            ("health-url", format!("{url}/health")),
+            ("check-string", "ok".into()),
+            ("version-url", format!("{url}/version")),
+            ("health-interval", "100ms".into()),
+            ("health-deadline", "4s".into()),
+            ("health-timeout", "1s".into()),
+            ("deploy-timeout", "40s".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    fn deploy(&self, tag: &str) -> Vec<(String, String)> {
+        with(with(self.inputs(), "image", &format!("web:{tag}")), "expect-version", tag)
+    }
+}
+
+/// What runs on every host, by tag: one tag, or "mixed: ...".
+fn running(fleet: &Fleet) -> String {
+    let tags: Vec<String> = (0..fleet.hosts().len())
+        .map(|i| fleet.running(i).map(|r| r.trim_start_matches("web:").to_string()).unwrap_or_else(|| "none".into()))
+        .collect();
+    match tags.iter().all(|t| *t == tags[0]) {
+        true => tags[0].clone(),
+        false => format!("mixed: {}", tags.join(", ")),
+    }
+}
+
+/// The runtime calls on host `i` that change its container.
+fn changes(fleet: &Fleet, i: usize) -> Vec<String> {
+    fleet
+        .runtime_calls(i)
+        .into_iter()
+        .filter(|c| c.get(1).is_some_and(|verb| ["stop", "rm", "run"].contains(&verb.as_str())))
+        .map(|c| c[1..].join(" "))
+        .collect()
+}
+
+fn writes(fleet: &Fleet) -> usize {
+    (0..fleet.hosts().len()).map(|i| changes(fleet, i).len()).sum()
+}
+
+/// Holds the deploy lock on host `i` as another deploy would.
+fn hold_lock(fleet: &Fleet, i: usize, holder: &str) {
+    let dir = fleet.hosts()[i].home.join(".safe-deploy/locks/web");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("token"), "someone-else\n").unwrap();
+    std::fs::write(dir.join("holder"), format!("{holder}\n")).unwrap();
+}
+
+fn release_lock(fleet: &Fleet, i: usize) {
+    let _ = std::fs::remove_dir_all(fleet.hosts()[i].home.join(".safe-deploy/locks/web"));
+}
+
+fn lock_is_free(fleet: &Fleet) -> bool {
+    fleet.hosts().iter().all(|h| !h.home.join(".safe-deploy/locks/web").exists())
+}
+
+fn http() -> HttpClient {
+    HttpClient::new(Redactor::default(), RetryConfig::default(), Duration::from_secs(30)).unwrap()
+}
+
+fn config_of(inputs: &[(String, String)], command: Command) -> Config {
+    let mut raw = RawInputs::default();
+    for (k, v) in inputs {
+        raw.set(k, v);
+    }
+    raw.set("command", command.as_str());
+    Config::from_inputs_in(&raw, std::path::Path::new(".")).unwrap()
+}
+
+/// The suite's view of a fleet, whichever provider drives it.
+struct HostsHarness {
+    fleet: Fleet,
+    inputs: Box<dyn Fn(&str) -> Vec<(String, String)> + Send + Sync>,
+    http: HttpClient,
+    faults: Vec<&'static str>,
+    api: Option<DropletsSandbox>,
+    _balancer: Option<Balancer>,
+}
+
+impl HostsHarness {
+    async fn ssh() -> HostsHarness {
+        let rig = Rig::start(2, "web:g1").await;
+        let base = rig.inputs();
+        HostsHarness {
+            inputs: Box::new(move |tag| {
+                with(with(base.clone(), "image", &format!("web:{tag}")), "expect-version", tag)
+            }),
+            fleet: rig.fleet,
+            http: http(),
+            faults: vec!["a dropped connection at the swap", "a dropped connection at the pull"],
+            api: None,
+            _balancer: Some(rig.balancer),
+        }
+    }
+
+    async fn droplets(by: LbTarget) -> HostsHarness {
+        let (fleet, api) = droplets(2, by).await;
+        let base = droplet_inputs(&fleet, &api);
+        HostsHarness {
+            inputs: Box::new(move |tag| {
+                with(with(base.clone(), "image", &format!("web:{tag}")), "expect-version", tag)
+            }),
+            fleet,
+            http: http(),
+            faults: vec![
+                "5xx burst",
+                "429 burst",
+                "reset burst",
+                "slow answers",
+                "malformed burst",
+                "a dropped connection at the swap",
+            ],
+            api: Some(api),
+            _balancer: None,
+        }
+    }
+}
+
+#[async_trait]
+impl Harness for HostsHarness {
+    fn provider(&self) -> Box<dyn Provider> {
+        self.config(Command::Deploy, "g2").build_provider(&self.http).unwrap()
+    }
+
+    fn config(&self, command: Command, release: &str) -> Config {
+        let mut inputs = (self.inputs)(release);
+        if command != Command::Deploy {
+            inputs.retain(|(k, _)| k != "image" && k != "expect-version");
+        }
+        config_of(&inputs, command)
+    }
+
+    fn probe(&self) -> &dyn Probe {
+        &self.http
+    }
+
+    fn good(&self) -> [String; 2] {
+        ["g2".into(), "g3".into()]
+    }
+
+    fn broken(&self) -> String {
+        "broken".into()
+    }
+
+    fn running(&self) -> String {
+        running(&self.fleet)
+    }
+
+    fn says(&self, label: &str) -> String {
+        label.trim_start_matches("web:").to_string()
+    }
+
+    fn target(&self, release: &str) -> Target {
+        Target { source: Source::Image(format!("web:{release}")), version: Some(release.into()) }
+    }
+
+    fn instances_that_ran(&self, release: &str) -> usize {
+        let image = format!("web:{release}");
+        (0..self.fleet.hosts().len())
+            .filter(|&i| {
+                self.fleet
+                    .runtime_calls(i)
+                    .iter()
+                    .any(|c| c.get(1).map(String::as_str) == Some("run") && c.last() == Some(&image))
+            })
+            .count()
+    }
+
+    fn first_batch(&self) -> usize {
+        1
+    }
+
+    fn writes(&self) -> usize {
+        writes(&self.fleet)
+    }
+
+    async fn break_prepare(&self, on: bool) {
+        // Another deploy holds the lock: the run stops before any change.
+        match on {
+            true => hold_lock(&self.fleet, 1, "a colleague's deploy"),
+            false => release_lock(&self.fleet, 1),
+        }
+    }
+
+    async fn break_mid_rollout(&self, release: &str) {
+        // The new container exits as it starts, on the first host.
+        self.fleet
+            .add_release(
+                &format!("web:{release}"),
+                ReleaseSpec { crash_on_start: true, exit_code: 3, ..Default::default() },
+            )
+            .unwrap();
+    }
+
+    fn faults(&self) -> Vec<&'static str> {
+        self.faults.clone()
+    }
+
+    async fn inject(&self, fault: &str) {
+        match fault {
+            "a dropped connection at the swap" => self.fleet.ssh(0).drop_connection_on("run --detach"),
+            "a dropped connection at the pull" => self.fleet.ssh(1).drop_connection_on("docker pull"),
+            other => {
+                let faults = match other {
+                    "5xx burst" => Faults { error_burst: 3, ..Default::default() },
+                    "429 burst" => Faults { rate_limit_burst: 3, ..Default::default() },
+                    "reset burst" => Faults { reset_burst: 2, ..Default::default() },
+                    "slow answers" => Faults { slow_ms: 150, ..Default::default() },
+                    _ => Faults { malformed_burst: 2, ..Default::default() },
+                };
+                if let Some(api) = &self.api {
+                    api.set_faults(faults);
+                }
+            }
+        }
+    }
+
+    async fn clear_faults(&self) {
+        if let Some(api) = &self.api {
+            api.set_faults(Faults::default());
+        }
+    }
+}
+
+/// Droplets (the fleet's hosts) behind the emulator's balancer, by id or by tag.
+async fn droplets(hosts: usize, by: LbTarget) -> (Fleet, DropletsSandbox) {
+    let fleet = fleet(hosts, "web:g1").await;
+    let port = fleet.hosts()[0].app.port();
+    let droplets = fleet
+        .hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| DropletSpec { name: format!("web-{}", i + 1), ip: h.addr, tags: vec!["web".into()] })
+        .collect();
+    let api = DropletsSandbox::start(DropletsOptions {
+        token: TOKEN.into(),
+        droplets,
+        balancer: LbSpec { name: "web-lb".into(), by, check: check(port), target_port: port, entry_port: 80 },
+        ..Default::default()
+    })
+    .await
+    .expect("the droplets API starts");
+    (fleet, api)
+}
+
+fn droplet_inputs(fleet: &Fleet, api: &DropletsSandbox) -> Vec<(String, String)> {
+    let url = api.app_url();
+    [
+        ("provider", "digitalocean-droplets".to_string()),
+        ("app", "web".into()),
+        ("token", TOKEN.into()),
+        ("api-url", api.api_url()),
+        ("load-balancer", api.lb_id()),
+        ("ssh-port", fleet.hosts()[0].ssh.port().to_string()),
+        ("ssh-key", fleet.client_key_openssh()),
+        ("known-hosts", fleet.known_hosts()),
+        ("stop-timeout", "5s".into()),
+        ("health-url", format!("{url}/health")),
+        ("check-string", "ok".into()),
+        ("version-url", format!("{url}/version")),
+        ("health-interval", "100ms".into()),
+        ("health-deadline", "4s".into()),
+        ("health-timeout", "1s".into()),
+        ("deploy-timeout", "40s".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+// ----- the shared provider suite -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_over_ssh_pass_the_provider_suite() {
+    suite::a_deploy_passes(&HostsHarness::ssh().await).await;
+    suite::a_failure_before_any_change_changes_nothing(&HostsHarness::ssh().await).await;
+    suite::a_failure_mid_roll_out_is_restored(&HostsHarness::ssh().await).await;
+    suite::the_first_batch_gate_catches_a_broken_release(&HostsHarness::ssh().await).await;
+    suite::restore_twice_does_no_harm(&HostsHarness::ssh().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_over_ssh_are_restored_after_a_signal_at_each_step() {
+    suite::a_cancelled_run_is_restored_by_the_post_step(&HostsHarness::ssh().await).await;
+    suite::cancellation_at_each_step(&HostsHarness::ssh().await).await;
+    suite::a_cancelled_run_before_any_change_changes_nothing(&HostsHarness::ssh().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_over_ssh_faults_end_truthfully() {
+    suite::every_fault_ends_truthfully(&HostsHarness::ssh().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn droplets_pass_the_provider_suite() {
+    suite::a_deploy_passes(&HostsHarness::droplets(LbTarget::ById).await).await;
+    suite::a_failure_before_any_change_changes_nothing(&HostsHarness::droplets(LbTarget::ById).await).await;
+    suite::a_failure_mid_roll_out_is_restored(&HostsHarness::droplets(LbTarget::ById).await).await;
+    suite::the_first_batch_gate_catches_a_broken_release(&HostsHarness::droplets(LbTarget::ById).await).await;
+    suite::restore_twice_does_no_harm(&HostsHarness::droplets(LbTarget::ById).await).await;
+    suite::a_deploy_passes(&HostsHarness::droplets(LbTarget::ByTag("web".into())).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn droplets_are_restored_after_a_signal_and_faults_end_truthfully() {
+    suite::a_cancelled_run_is_restored_by_the_post_step(&HostsHarness::droplets(LbTarget::ById).await).await;
+    suite::cancellation_at_each_step(&HostsHarness::droplets(LbTarget::ById).await).await;
+    suite::every_fault_ends_truthfully(&HostsHarness::droplets(LbTarget::ById).await).await;
+}
+
+// ----- the binary -----
+
+fn assert_says(ran: &Ran, words: &[&str]) {
+    for w in words {
+        assert!(ran.summary.contains(w) || ran.stdout.contains(w) || ran.stderr.contains(w), "no '{w}' in:\n{ran}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_hosts_change_one_at_a_time_with_no_request_failing() {
+    let rig = Rig::start(4, "web:v1").await;
+    let traffic = Traffic::start(format!("{}/", rig.balancer.url()));
+    let ran = Step::main(&rig.deploy("v2")).run().await;
+    let (total, failed) = traffic.stop().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!(running(&rig.fleet), "v2");
+    assert!(total > 20, "traffic flowed during the deploy: {total}");
+    assert_eq!(failed, 0, "no request failed through the balancer ({failed} of {total})");
+    assert_eq!(ran.output("status"), "deployed", "{ran}");
+    for i in 0..4 {
+        assert_eq!(
+            changes(&rig.fleet, i),
+            [
+                "stop --time 5 web",
+                "rm --force web",
+                &format!(
+                    "run --detach --name web --restart unless-stopped --publish {0}:{0} web:v2",
+                    rig.fleet.hosts()[0].app.port()
+                )
+            ],
+            "host {i} was swapped once, gracefully"
+        );
+    }
+    assert!(lock_is_free(&rig.fleet), "the lock was given back");
+    // The first host was gated alone, through its tunnel, before the others changed.
+    assert_says(&ran, &["batch 1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_that_fails_on_the_first_host_is_put_back_there_and_the_second_is_never_touched() {
+    let rig = Rig::start(2, "web:v1").await;
+    let traffic = Traffic::start(format!("{}/", rig.balancer.url()));
+    let ran = Step::main(&rig.deploy("broken")).run().await;
+    let (total, failed) = traffic.stop().await;
+    assert_eq!(ran.code, 1, "{ran}");
+    assert_eq!(ran.output("status"), "rolled-back", "{ran}");
+    assert_eq!(running(&rig.fleet), "v1");
+    assert!(changes(&rig.fleet, 1).is_empty(), "host 2 never changed: {:?}", changes(&rig.fleet, 1));
+    assert_eq!(changes(&rig.fleet, 0).len(), 6, "host 1 swapped to broken and back: {:?}", changes(&rig.fleet, 0));
+    assert_eq!(failed, 0, "the broken host was gated before the balancer sent it traffic ({failed} of {total})");
+    assert!(lock_is_free(&rig.fleet));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_on_host_three_of_four_puts_back_three_then_two_then_one() {
+    let rig = Rig::start(4, "web:v1").await;
+    // Gate every batch, so the failure on host 3 is caught there.
+    let inputs = with(rig.deploy("v2"), "batch-gate", "every");
+    let ran = {
+        // v2 crashes everywhere, but hosts 1 and 2 already passed: make it crash only
+        // from the third swap on, by switching the release while host 3 starts.
+        let step = Step::main(&inputs);
+        let child = step.command().spawn().unwrap();
+        crate::util::eventually(Duration::from_secs(30), "hosts 1 and 2 run v2", || {
+            rig.fleet.running(0).as_deref() == Some("web:v2") && rig.fleet.running(1).as_deref() == Some("web:v2")
+        })
+        .await;
+        rig.fleet
+            .add_release("web:v2", ReleaseSpec { crash_on_start: true, exit_code: 3, ..Default::default() })
+            .unwrap();
+        step.collect(child).await
+    };
+    assert_eq!(ran.code, 1, "{ran}");
+    assert_eq!(running(&rig.fleet), "v1", "{ran}");
+    assert!(changes(&rig.fleet, 3).is_empty(), "host 4 never changed");
+    // Hosts are put back last first: 3, then 2, then 1.
+    let at = |i: usize| {
+        let line = format!("putting {} back on web:v1", rig.fleet.hosts()[i].addr);
+        ran.stdout.find(&line).unwrap_or(usize::MAX)
+    };
+    let order = [at(0), at(1), at(2)];
+    assert!(
+        order[2] < order[1] && order[1] < order[0] && order[0] != usize::MAX,
+        "restored in the order 3, 2, 1: {order:?}\n{ran}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_host_key_is_refused_before_any_command_runs() {
+    let rig = Rig::start(2, "web:v1").await;
+    let other = fleet(1, "web:v1").await;
+    // known-hosts pins another machine's key for the first host's address.
+    let pinned = rig.fleet.known_hosts();
+    let wrong = pinned.lines().enumerate().map(|(i, l)| match i {
+        0 => {
+            let theirs = other.known_hosts();
+            let key = theirs.split_whitespace().skip(1).collect::<Vec<_>>().join(" ");
+            format!("{} {key}", l.split_whitespace().next().unwrap())
+        }
+        _ => l.to_string(),
+    });
+    let inputs = with(rig.deploy("v2"), "known-hosts", &wrong.collect::<Vec<_>>().join("\n"));
+    let ran = Step::main(&inputs).run().await;
+    assert_ne!(ran.code, 0, "{ran}");
+    assert!(rig.fleet.ssh(0).commands().is_empty(), "nothing ran on the host: {:?}", rig.fleet.ssh(0).commands());
+    assert_says(&ran, &["different from line 1 of known-hosts"]);
+    assert_eq!(running(&rig.fleet), "v1");
+    // A host missing from known-hosts is refused the same way.
+    let only_second = rig.fleet.known_hosts().lines().nth(1).unwrap().to_string();
+    let ran = Step::main(&with(rig.deploy("v2"), "known-hosts", &only_second)).run().await;
+    assert_ne!(ran.code, 0, "{ran}");
+    assert_says(&ran, &["known-hosts does not list"]);
+    assert!(rig.fleet.ssh(0).commands().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_mid_swap_is_noticed_and_that_host_put_back() {
+    let rig = Rig::start(2, "web:v1").await;
+    // The connection drops as the new container is started: the old one is already gone.
+    rig.fleet.ssh(0).drop_connection_on("run --detach");
+    let ran = Step::main(&rig.deploy("v2")).run().await;
+    assert_eq!(ran.code, 1, "{ran}");
+    assert_eq!(ran.output("status"), "rolled-back", "{ran}");
+    assert_eq!(running(&rig.fleet), "v1", "{ran}");
+    assert!(changes(&rig.fleet, 1).is_empty(), "host 2 never changed");
+    assert_says(&ran, &["SSH connection"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_held_elsewhere_stops_the_deploy_with_nothing_changed() {
+    let rig = Rig::start(2, "web:v1").await;
+    hold_lock(&rig.fleet, 1, "workflow run https://github.com/acme/shop/actions/runs/42 (by octocat)");
+    let ran = Step::main(&rig.deploy("v2")).run().await;
+    assert_eq!(ran.code, 1, "{ran}");
+    assert_eq!(writes(&rig.fleet), 0, "nothing changed");
+    assert_says(&ran, &["actions/runs/42", "rm -rf .safe-deploy/locks/web"]);
+    assert!(
+        !rig.fleet.hosts()[0].home.join(".safe-deploy/locks/web").exists(),
+        "the lock it took on host 1 was given back"
+    );
+    assert!(rig.fleet.hosts()[1].home.join(".safe-deploy/locks/web").exists(), "the other deploy's lock is kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn droplets_behind_a_balancer_by_id_are_taken_out_through_the_api() {
+    let (fleet, api) = droplets(2, LbTarget::ById).await;
+    let traffic = Traffic::start(format!("{}/", api.app_url()));
+    let inputs = with(with(droplet_inputs(&fleet, &api), "image", "web:v2"), "expect-version", "v2");
+    let ran = Step::main(&inputs).run().await;
+    let (total, failed) = traffic.stop().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!(running(&fleet), "v2");
+    assert_eq!(failed, 0, "no request failed ({failed} of {total})");
+    let writes: Vec<String> =
+        api.calls().iter().filter(|c| c.method != "GET").map(|c| format!("{} {}", c.method, c.path)).collect();
+    let lb = format!("/v2/load_balancers/{}/droplets", api.lb_id());
+    assert_eq!(writes, [format!("DELETE {lb}"), format!("POST {lb}"), format!("DELETE {lb}"), format!("POST {lb}")]);
+    assert_eq!(api.lb_members().len(), 2, "both droplets are back behind the balancer");
+}
