@@ -102,8 +102,8 @@ fn provider_arg() -> Arg {
         .long("provider")
         .value_name("NAME")
         .default_value("fly")
-        .value_parser(["fly", "heroku", "digitalocean"])
-        .help("Which provider's sandbox: fly, heroku or digitalocean (App Platform).")
+        .value_parser(["fly", "heroku", "digitalocean", "digitalocean-droplets", "ssh"])
+        .help("Which provider's sandbox: fly, heroku, digitalocean (App Platform), digitalocean-droplets or ssh (hosts over SSH behind a balancer).")
 }
 
 /// Entry point: returns the exit code.
@@ -134,6 +134,7 @@ pub async fn main(args: Vec<OsString>, env: &Env) -> i32 {
             match sub.get_one::<String>("provider").map(String::as_str) {
                 Some("heroku") => crate::demo::heroku::run(summary, redactor).await,
                 Some("digitalocean") => crate::demo::digitalocean::run(summary, redactor).await,
+                Some("ssh" | "digitalocean-droplets") => crate::demo::hosts::run(summary, redactor).await,
                 _ => crate::demo::run(summary, redactor).await,
             }
         }
@@ -144,6 +145,10 @@ pub async fn main(args: Vec<OsString>, env: &Env) -> i32 {
                 sub.get_many::<String>("release").map(|v| v.cloned().collect()).unwrap_or_default();
             match get("provider").as_str() {
                 "heroku" => crate::demo::heroku::serve(&get("app"), machines).await,
+                provider @ ("ssh" | "digitalocean-droplets") => match crate::demo::parse_releases(&releases) {
+                    Ok(r) => crate::demo::hosts::serve(provider, machines, r).await,
+                    Err(code) => code,
+                },
                 "digitalocean" => match crate::demo::parse_releases(&releases) {
                     Ok(r) => crate::demo::digitalocean::serve(&get("app"), machines, r).await,
                     Err(code) => code,

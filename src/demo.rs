@@ -13,6 +13,7 @@ use sandbox::fly::{FlyOptions, FlySandbox};
 
 pub mod digitalocean;
 pub mod heroku;
+pub mod hosts;
 
 use crate::cli::deploy;
 use crate::inputs::RawInputs;

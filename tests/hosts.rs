@@ -17,7 +17,7 @@ use safe_deploy::secret::Redactor;
 use sandbox::app::{HealthMode, ReleaseSpec, Releases};
 use sandbox::droplets::{DropletSpec, DropletsOptions, DropletsSandbox, Faults, LbSpec, LbTarget};
 use sandbox::hosts::{Fleet, FleetOptions};
-use sandbox::kit::balancer::{Balancer, BalancerOptions, Check, Member, Protocol};
+use sandbox::kit::balancer::{Balancer, BalancerOptions, Check, Member};
 use sandbox::kit::traffic::Traffic;
 
 use crate::util::{with, Ran, Step, BIN};
@@ -27,15 +27,7 @@ const TOKEN: &str = "dop_v1_droplets0123456789abcdef0123456789abcdef0123456789ab
 /// The balancer's check, fast enough for tests: a host is out after 2 × 100 ms and
 /// back after 2 × 100 ms.
 fn check(port: u16) -> Check {
-    Check {
-        protocol: Protocol::Http,
-        path: "/health".into(),
-        port,
-        interval: Duration::from_millis(100),
-        timeout: Duration::from_millis(100),
-        healthy: 2,
-        unhealthy: 2,
-    }
+    Check::health(port, Duration::from_millis(100))
 }
 
 fn releases() -> Releases {
@@ -82,32 +74,17 @@ impl Rig {
     fn inputs(&self) -> Vec<(String, String)> {
         let f = &self.fleet;
         let hosts: Vec<String> = f.hosts().iter().map(|h| h.addr.to_string()).collect();
-        let url = self.balancer.url();
-        [
+        let own = [
             ("provider", "ssh".to_string()),
-            ("app", "web".into()),
             ("hosts", hosts.join(",")),
             ("app-port", f.hosts()[0].app.port().to_string()),
-            ("ssh-port", f.hosts()[0].ssh.port().to_string()),
-            ("ssh-key", f.client_key_openssh()),
-            ("known-hosts", f.known_hosts()),
             ("lb-check-path", "/health".into()),
             ("lb-interval", "100ms".into()),
             ("lb-timeout", "100ms".into()),
             ("lb-healthy-threshold", "2".into()),
             ("lb-unhealthy-threshold", "2".into()),
-            ("stop-timeout", "5s".into()),
-            ("health-url", format!("{url}/health")),
-            ("check-string", "ok".into()),
-            ("version-url", format!("{url}/version")),
-            ("health-interval", "100ms".into()),
-            ("health-deadline", "4s".into()),
-            ("health-timeout", "1s".into()),
-            ("deploy-timeout", "40s".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+        ];
+        host_inputs(f, &self.balancer.url(), &own)
     }
 
     fn deploy(&self, tag: &str) -> Vec<(String, String)> {
@@ -172,7 +149,8 @@ fn config_of(inputs: &[(String, String)], command: Command) -> Config {
 /// The suite's view of a fleet, whichever provider drives it.
 struct HostsHarness {
     fleet: Fleet,
-    inputs: Box<dyn Fn(&str) -> Vec<(String, String)> + Send + Sync>,
+    /// The inputs of a deploy, but its image.
+    base: Vec<(String, String)>,
     http: HttpClient,
     faults: Vec<&'static str>,
     api: Option<DropletsSandbox>,
@@ -184,9 +162,7 @@ impl HostsHarness {
         let rig = Rig::start(2, "web:g1").await;
         let base = rig.inputs();
         HostsHarness {
-            inputs: Box::new(move |tag| {
-                with(with(base.clone(), "image", &format!("web:{tag}")), "expect-version", tag)
-            }),
+            base,
             fleet: rig.fleet,
             http: http(),
             faults: vec!["a dropped connection at the swap", "a dropped connection at the pull"],
@@ -199,9 +175,7 @@ impl HostsHarness {
         let (fleet, api) = droplets(2, by).await;
         let base = droplet_inputs(&fleet, &api);
         HostsHarness {
-            inputs: Box::new(move |tag| {
-                with(with(base.clone(), "image", &format!("web:{tag}")), "expect-version", tag)
-            }),
+            base,
             fleet,
             http: http(),
             faults: vec![
@@ -225,7 +199,7 @@ impl Harness for HostsHarness {
     }
 
     fn config(&self, command: Command, release: &str) -> Config {
-        let mut inputs = (self.inputs)(release);
+        let mut inputs = with(with(self.base.clone(), "image", &format!("web:{release}")), "expect-version", release);
         if command != Command::Deploy {
             inputs.retain(|(k, _)| k != "image" && k != "expect-version");
         }
@@ -328,12 +302,7 @@ impl Harness for HostsHarness {
 async fn droplets(hosts: usize, by: LbTarget) -> (Fleet, DropletsSandbox) {
     let fleet = fleet(hosts, "web:g1").await;
     let port = fleet.hosts()[0].app.port();
-    let droplets = fleet
-        .hosts()
-        .iter()
-        .enumerate()
-        .map(|(i, h)| DropletSpec { name: format!("web-{}", i + 1), ip: h.addr, tags: vec!["web".into()] })
-        .collect();
+    let droplets = DropletSpec::for_hosts(fleet.hosts(), "web");
     let api = DropletsSandbox::start(DropletsOptions {
         token: TOKEN.into(),
         droplets,
@@ -346,13 +315,20 @@ async fn droplets(hosts: usize, by: LbTarget) -> (Fleet, DropletsSandbox) {
 }
 
 fn droplet_inputs(fleet: &Fleet, api: &DropletsSandbox) -> Vec<(String, String)> {
-    let url = api.app_url();
-    [
+    let own = [
         ("provider", "digitalocean-droplets".to_string()),
-        ("app", "web".into()),
         ("token", TOKEN.into()),
         ("api-url", api.api_url()),
         ("load-balancer", api.lb_id()),
+    ];
+    host_inputs(fleet, &api.app_url(), &own)
+}
+
+/// What every host story sets: the fleet's login, the gate through the balancer at
+/// `url`, waits short enough for tests, and the provider's `own` inputs.
+fn host_inputs(fleet: &Fleet, url: &str, own: &[(&str, String)]) -> Vec<(String, String)> {
+    let shared = [
+        ("app", "web".to_string()),
         ("ssh-port", fleet.hosts()[0].ssh.port().to_string()),
         ("ssh-key", fleet.client_key_openssh()),
         ("known-hosts", fleet.known_hosts()),
@@ -364,10 +340,8 @@ fn droplet_inputs(fleet: &Fleet, api: &DropletsSandbox) -> Vec<(String, String)>
         ("health-deadline", "4s".into()),
         ("health-timeout", "1s".into()),
         ("deploy-timeout", "40s".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
+    ];
+    shared.iter().chain(own).map(|(k, v)| (k.to_string(), v.clone())).collect()
 }
 
 // ----- the shared provider suite -----
@@ -459,7 +433,7 @@ async fn a_release_that_fails_on_the_first_host_is_put_back_there_and_the_second
     assert_eq!(running(&rig.fleet), "v1");
     assert!(changes(&rig.fleet, 1).is_empty(), "host 2 never changed: {:?}", changes(&rig.fleet, 1));
     assert_eq!(changes(&rig.fleet, 0).len(), 6, "host 1 swapped to broken and back: {:?}", changes(&rig.fleet, 0));
-    assert_eq!(failed, 0, "the broken host was gated before the balancer sent it traffic ({failed} of {total})");
+    assert_eq!(failed, 0, "no request failed through the balancer ({failed} of {total})");
     assert!(lock_is_free(&rig.fleet));
 }
 
@@ -568,4 +542,170 @@ async fn droplets_behind_a_balancer_by_id_are_taken_out_through_the_api() {
     let lb = format!("/v2/load_balancers/{}/droplets", api.lb_id());
     assert_eq!(writes, [format!("DELETE {lb}"), format!("POST {lb}"), format!("DELETE {lb}"), format!("POST {lb}")]);
     assert_eq!(api.lb_members().len(), 2, "both droplets are back behind the balancer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_balancer_by_id_a_broken_release_is_gated_before_it_gets_any_traffic() {
+    let (fleet, api) = droplets(2, LbTarget::ById).await;
+    let traffic = Traffic::start(format!("{}/", api.app_url()));
+    let inputs = with(with(droplet_inputs(&fleet, &api), "image", "web:broken"), "expect-version", "broken");
+    let web1 = api.droplet_id("web-1").unwrap();
+    let step = Step::main(&inputs);
+    let mut child = step.command().spawn().unwrap();
+    // Watch, while the run goes on, whether web-1 ever runs the broken release while
+    // it is a member of the balancer (the only way a request reaches it).
+    let (mut saw_broken, mut broken_in_balancer) = (false, false);
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(40) {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if fleet.running(0).as_deref() == Some("web:broken") {
+            saw_broken = true;
+            broken_in_balancer |= api.lb_members().contains(&web1);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let ran = step.collect(child).await;
+    let (total, failed) = traffic.stop().await;
+    assert_eq!(ran.code, 1, "{ran}");
+    assert_eq!(ran.output("status"), "rolled-back", "{ran}");
+    assert!(saw_broken, "web-1 ran the broken release for a while");
+    assert!(!broken_in_balancer, "web-1 was never behind the balancer while it ran the broken release");
+    assert!(changes(&fleet, 1).is_empty(), "web-2 never changed");
+    assert_eq!(failed, 0, "no request failed ({failed} of {total})");
+    assert_eq!(api.lb_members().len(), 2, "web-1 is back behind the balancer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ssh_key_is_masked_first_and_no_line_of_it_appears_anywhere() {
+    let rig = Rig::start(2, "web:v1").await;
+    let ran = Step::main(&rig.deploy("broken")).run().await;
+    assert_eq!(ran.code, 1, "{ran}");
+    let key = rig.fleet.client_key_openssh();
+    let body: Vec<&str> = key.lines().filter(|l| !l.starts_with("-----") && l.len() > 8).collect();
+    assert!(!body.is_empty());
+    let (masks, rest): (Vec<&str>, Vec<&str>) = ran.stdout.lines().partition(|l| l.starts_with("::add-mask::"));
+    for line in &body {
+        assert!(masks.iter().any(|m| m.ends_with(line)), "each line of the key is masked: {line}");
+        assert!(!rest.join("\n").contains(line), "stdout leaks a line of the key");
+        assert!(!ran.stderr.contains(line), "stderr leaks a line of the key");
+        for file in &ran.files {
+            assert!(!file.contains(line), "a runner file leaks a line of the key:\n{file}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_host_inputs_are_named_with_exit_2_before_any_connection() {
+    let rig = Rig::start(1, "web:v1").await;
+    let cases: [(&str, &str, &str); 8] = [
+        ("ssh-key", "not a key", "ssh-key"),
+        ("known-hosts", "", "known-hosts"),
+        ("known-hosts", "127.0.0.1", "known-hosts"),
+        ("ports", "8080", "ports"),
+        ("max-parallel", "0", "max-parallel"),
+        ("container", "web;reboot", "container"),
+        ("hosts", "", "hosts"),
+        ("drain-path", "drain", "drain-path"),
+    ];
+    for (input, value, named) in cases {
+        let ran = Step::main(&with(rig.deploy("v2"), input, value)).run().await;
+        assert_eq!(ran.code, 2, "{input}={value:?}: {ran}");
+        assert!(ran.stdout.contains(&format!("input {named}")) || ran.stderr.contains(named), "{input}: {ran}");
+        assert!(rig.fleet.ssh(0).commands().is_empty(), "{input}: no command ran");
+        assert!(rig.fleet.ssh(0).users().is_empty(), "{input}: nobody logged in");
+    }
+    let ran = Step::main(&with(rig.deploy("v2"), "load-balancer", "abc")).run().await;
+    assert_eq!(ran.code, 2, "an input of another provider: {ran}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_parallel_changes_hosts_together_but_never_all_of_them() {
+    let rig = Rig::start(4, "web:v1").await;
+    let plan = Step::main(&with(with(rig.deploy("v2"), "max-parallel", "9"), "command", "plan")).run().await;
+    assert_eq!(plan.code, 0, "{plan}");
+    let hosts: Vec<String> = rig.fleet.hosts().iter().map(|h| h.addr.to_string()).collect();
+    assert_says(
+        &plan,
+        &[&format!("batch 1 of 2 ({}, {}, {})", hosts[0], hosts[1], hosts[2]), &format!("batch 2 of 2 ({})", hosts[3])],
+    );
+    assert_eq!(writes(&rig.fleet), 0, "a plan changes nothing");
+
+    let traffic = Traffic::start(format!("{}/", rig.balancer.url()));
+    let ran = Step::main(&with(rig.deploy("v2"), "max-parallel", "2")).run().await;
+    let (total, failed) = traffic.stop().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!(running(&rig.fleet), "v2");
+    assert_says(&ran, &[&format!("batch 1 of 2: hosts {}, {}", hosts[0], hosts[1])]);
+    assert_eq!(failed, 0, "two of four hosts at a time, and no request failed ({failed} of {total})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_job_is_put_back_by_the_post_step_which_holds_the_same_lock() {
+    let rig = Rig::start(2, "web:v1").await;
+    let inputs = rig.deploy("v2");
+    let (ran, took) = Step::main(&inputs)
+        .interrupt_when("TERM", "the first host to run v2", || rig.fleet.running(0).as_deref() == Some("web:v2"))
+        .await;
+    assert_eq!(ran.code, 130, "{ran}");
+    assert!(took < Duration::from_secs(5), "exited {took:?} after SIGTERM");
+    assert_eq!(ran.state["safe_deploy_stage"], "changing", "the post step must know");
+    assert_eq!(running(&rig.fleet), "mixed: v2, v1", "main itself made no further change");
+
+    let post = Step::post(&inputs, &ran.state).run().await;
+    assert_eq!(post.output("status"), "rolled-back", "{post}");
+    assert_eq!(running(&rig.fleet), "v1");
+    assert!(lock_is_free(&rig.fleet), "the post step gave the lock back");
+    assert!(changes(&rig.fleet, 1).is_empty(), "host 2 never changed");
+
+    // A second post step finds everything as recorded and changes nothing.
+    let writes_before = writes(&rig.fleet);
+    let again = Step::post(&inputs, &ran.state).run().await;
+    assert_eq!(again.output("status"), "rolled-back", "{again}");
+    assert_eq!(writes(&rig.fleet), writes_before, "the second post step changed nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_that_never_answers_healthy_is_put_back_without_its_drain_switch() {
+    let rig = Rig::start(2, "web:v1").await;
+    rig.fleet.add_release("web:v2", ReleaseSpec { health: HealthMode::Error500, ..Default::default() }).unwrap();
+    let ran = Step::main(&with(rig.deploy("v2"), "deploy-timeout", "6s")).run().await;
+    assert_eq!(ran.code, 1, "{ran}");
+    assert_eq!(ran.output("status"), "rolled-back", "{ran}");
+    assert_eq!(running(&rig.fleet), "v1");
+    assert!(changes(&rig.fleet, 1).is_empty(), "host 2 never changed");
+    assert!(lock_is_free(&rig.fleet));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_drain_switch_hosts_are_stopped_undrained_and_the_preflight_says_so() {
+    let rig = Rig::start(2, "web:v1").await;
+    let ran = Step::main(&with(rig.deploy("v2"), "drain-path", "none")).run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!(running(&rig.fleet), "v2");
+    assert_says(&ran, &["drain-path is none"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cancelled_while_a_host_drains_is_let_back_in_by_the_post_step() {
+    let rig = Rig::start(2, "web:v1").await;
+    // Slow checks, so the signal comes while host 1 is drained and still on v1.
+    let inputs = with(with(rig.deploy("v2"), "lb-interval", "300ms"), "lb-timeout", "300ms");
+    rig.balancer.set_check(Check::health(rig.fleet.hosts()[0].app.port(), Duration::from_millis(300)));
+    let (ran, _) = Step::main(&inputs)
+        .interrupt_when("TERM", "host 1 to be drained", || !rig.balancer.healthy().contains(&"h1".to_string()))
+        .await;
+    assert_eq!(ran.code, 130, "{ran}");
+    assert_eq!(running(&rig.fleet), "v1", "no container changed yet");
+    assert!(!lock_is_free(&rig.fleet), "the lock is kept for the post step");
+
+    let post = Step::post(&inputs, &ran.state).run().await;
+    assert_eq!(post.output("status"), "rolled-back", "{post}");
+    assert!(
+        rig.balancer.wait_healthy(&["h1", "h2"], Duration::from_secs(5)).await,
+        "host 1 serves behind the balancer again: {post}"
+    );
+    assert!(lock_is_free(&rig.fleet), "the post step gave the lock back");
+    assert_eq!(writes(&rig.fleet), 0, "no container was touched");
 }

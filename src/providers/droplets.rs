@@ -75,6 +75,8 @@ struct Balancer {
     #[serde(default)]
     name: String,
     #[serde(default)]
+    status: String,
+    #[serde(default)]
     droplet_ids: Vec<u64>,
     #[serde(default)]
     tag: String,
@@ -128,6 +130,8 @@ struct Droplet {
     name: String,
     #[serde(default)]
     networks: Networks,
+    #[serde(default)]
+    tags: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -207,14 +211,45 @@ impl Droplets {
         Ok(all)
     }
 
+    /// Adds (POST) or removes (DELETE) a droplet, then waits until the balancer shows
+    /// the change and is active again: DigitalOcean applies it in the background, and
+    /// refuses another change to a balancer still busy with one (a 403 that says so,
+    /// which is asked again, not a missing permission).
     async fn membership(&self, host: &Host, method: Method, what: &str, ctx: &Context) -> Result<(), ProviderError> {
         let Some(id) = host.droplet else { return Ok(()) };
+        let listed = method == Method::POST;
         let call = self
             .rest
             .call(method, &format!("/v2/load_balancers/{}/droplets", self.settings.balancer))
             .json(json!({ "droplet_ids": [id] }))
             .idempotent(true);
-        self.rest.send_ok(call, what, &ctx.shutdown).await
+        let reply = self.rest.send(call, &ctx.shutdown).await?;
+        if reply.status == 403 && reply.text().contains("previous actions") {
+            return Err(ProviderError::Unavailable(format!(
+                "load balancer {} is still applying an earlier change",
+                self.settings.balancer
+            )));
+        }
+        if !reply.is_success() {
+            return Err(self.rest.error(reply.status, &reply.body, what));
+        }
+        let started = tokio::time::Instant::now();
+        loop {
+            let lb = self.balancer(ctx).await?;
+            if lb.droplet_ids.contains(&id) == listed && matches!(lb.status.as_str(), "active" | "") {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(120) || ctx.remaining() < Duration::from_secs(1) {
+                return Err(ProviderError::timeout(
+                    format!("load balancer {} to apply: {what}", lb.name),
+                    started.elapsed(),
+                    "deploy-timeout",
+                ));
+            }
+            if !ctx.shutdown.sleep(Duration::from_millis(500)).await {
+                return Err(ctx.check_cancelled().err().unwrap_or(ProviderError::Cancelled("a signal")));
+            }
+        }
     }
 }
 
@@ -279,6 +314,12 @@ impl Inventory for Droplets {
         hosts.sort_by(|a, b| a.name.cmp(&b.name).then(a.droplet.cmp(&b.droplet)));
         // Droplets the balancer does not send traffic to would change with no drain
         // and no balancer to take them back: say so rather than guess.
+        if let Some(outside) = droplets.iter().find(|d| !lb.tag.is_empty() && !d.tags.contains(&lb.tag)) {
+            return Err(ProviderError::Failed(format!(
+                "droplet {} does not have tag {}, which load balancer {} sends traffic to; tag it, or leave it out of droplets and droplet-tag",
+                outside.name, lb.tag, lb.name
+            )));
+        }
         if lb.tag.is_empty() {
             if let Some(outside) = hosts.iter().find(|h| h.droplet.is_some_and(|id| !lb.droplet_ids.contains(&id))) {
                 return Err(ProviderError::Failed(format!(
@@ -302,6 +343,10 @@ impl Inventory for Droplets {
 
     async fn put_back(&self, host: &Host, ctx: &Context) -> Result<(), ProviderError> {
         self.membership(host, Method::POST, "put a droplet back in the load balancer", ctx).await
+    }
+
+    async fn members(&self, ctx: &Context) -> Result<Vec<u64>, ProviderError> {
+        Ok(self.balancer(ctx).await?.droplet_ids)
     }
 
     fn api_calls(&self) -> Option<usize> {

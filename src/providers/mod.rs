@@ -71,6 +71,17 @@ pub struct Snapshot {
     pub record: serde_json::Value,
 }
 
+impl Snapshot {
+    /// The provider's own record, read back into the provider's own type.
+    pub fn record_as<T: serde::de::DeserializeOwned>(&self, provider: &str) -> Result<T, ProviderError> {
+        serde_json::from_value(self.record.clone()).map_err(|e| {
+            ProviderError::Failed(format!(
+                "the recorded {provider} snapshot cannot be read back ({e}); it was written by another version of safe-deploy, or edited"
+            ))
+        })
+    }
+}
+
 /// Where a release comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "value", rename_all = "kebab-case")]

@@ -55,12 +55,14 @@ impl ProviderSettings for Settings {
     }
 }
 
-/// A host address: a name or an IP, nothing a shell or URL would read otherwise.
+/// A host address: a DNS name or an IP address (no port: ssh-port gives it), nothing
+/// a shell or URL would read otherwise.
 fn address(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 253
-        && text.chars().all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c))
-        && !text.starts_with('-')
+    text.parse::<std::net::IpAddr>().is_ok()
+        || (!text.is_empty()
+            && text.len() <= 253
+            && text.chars().all(|c| c.is_ascii_alphanumeric() || ".-".contains(c))
+            && !text.starts_with('-'))
 }
 
 fn configure(raw: &RawInputs, _workspace: &Path, p: &mut Problems) -> Option<Arc<dyn ProviderSettings>> {
@@ -132,6 +134,9 @@ fn configure(raw: &RawInputs, _workspace: &Path, p: &mut Problems) -> Option<Arc
     let unhealthy = count(p, "lb-unhealthy-threshold", 5);
     if interval.is_zero() {
         p.add("lb-interval", "is zero", "Give the balancer's check interval, e.g. 2s.");
+    }
+    if timeout.is_zero() {
+        p.add("lb-timeout", "is zero, so every check would time out", "Give the balancer's check timeout, e.g. 1s.");
     }
     let options = settings::options(raw, raw.get("app"), p);
     if p.0.len() > before {

@@ -104,8 +104,7 @@ pub struct DoRecord {
 
 impl DoRecord {
     fn of(snapshot: &Snapshot) -> Result<DoRecord, ProviderError> {
-        serde_json::from_value(snapshot.record.clone())
-            .map_err(|e| ProviderError::Failed(format!("bug: the recorded App Platform snapshot does not parse: {e}")))
+        snapshot.record_as("App Platform")
     }
 
     /// Whether `d` runs what the recorded deployment ran: it is that deployment, or a

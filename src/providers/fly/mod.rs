@@ -71,8 +71,7 @@ pub struct FlyRecord {
 
 impl FlyRecord {
     fn of(snapshot: &Snapshot) -> Result<FlyRecord, ProviderError> {
-        serde_json::from_value(snapshot.record.clone())
-            .map_err(|e| ProviderError::Failed(format!("bug: the recorded Fly snapshot does not parse: {e}")))
+        snapshot.record_as("Fly")
     }
 }
 

@@ -66,8 +66,7 @@ pub struct HerokuRecord {
 
 impl HerokuRecord {
     fn of(snapshot: &Snapshot) -> Result<HerokuRecord, ProviderError> {
-        serde_json::from_value(snapshot.record.clone())
-            .map_err(|e| ProviderError::Failed(format!("bug: the recorded Heroku snapshot does not parse: {e}")))
+        snapshot.record_as("Heroku")
     }
 
     /// Whether `release` runs what this record's release ran: it is that release, or

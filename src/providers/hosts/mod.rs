@@ -121,6 +121,11 @@ pub trait Inventory: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 
+    /// The droplet ids the balancer lists now (only asked where `drain_by_api`).
+    async fn members(&self, _ctx: &Context) -> Result<Vec<u64>, ProviderError> {
+        Ok(Vec::new())
+    }
+
     fn api_calls(&self) -> Option<usize> {
         None
     }
@@ -158,8 +163,7 @@ pub struct Record {
 
 impl Record {
     fn of(snapshot: &Snapshot) -> Result<Record, ProviderError> {
-        serde_json::from_value(snapshot.record.clone())
-            .map_err(|e| ProviderError::Failed(format!("the recorded hosts cannot be read back: {e}")))
+        snapshot.record_as("hosts")
     }
 }
 
@@ -169,9 +173,12 @@ pub struct Core {
     pub options: Options,
     http: HttpClient,
     sessions: tokio::sync::Mutex<HashMap<String, Arc<Connected>>>,
-    /// Hosts whose lock this run holds, with its token (and the check, for the
-    /// connection's forwarded port).
-    locked: Mutex<Vec<(Host, Check, String)>>,
+    /// Hosts whose lock this run holds, with its token.
+    locked: Mutex<Vec<(Host, String)>>,
+    /// A roll-out changed hosts that no restore has put back yet.
+    pub unsettled: std::sync::atomic::AtomicBool,
+    /// The run's shutdown handle, as the roll-out last saw it.
+    pub shutdown: Mutex<Option<Shutdown>>,
 }
 
 impl std::fmt::Debug for Core {
@@ -183,10 +190,26 @@ impl std::fmt::Debug for Core {
     }
 }
 
-/// A logged-in host and its forwarded port to the app.
+/// A logged-in host and the local ports forwarded to its app (the check's port, the
+/// traffic port), opened as they are first asked for.
 pub struct Connected {
     pub session: Session,
-    pub app: Forward,
+    reach: String,
+    forwards: tokio::sync::Mutex<HashMap<u16, Forward>>,
+}
+
+impl Connected {
+    /// A local URL that reaches `port` at the address the balancer uses, from the host.
+    pub async fn url(&self, port: u16) -> Result<url::Url, ProviderError> {
+        let mut forwards = self.forwards.lock().await;
+        if let Some(f) = forwards.get(&port) {
+            return Ok(f.url.clone());
+        }
+        let forward = self.session.forward(&self.reach, port).await?;
+        let url = forward.url.clone();
+        forwards.insert(port, forward);
+        Ok(url)
+    }
 }
 
 impl std::fmt::Debug for Connected {
@@ -210,6 +233,8 @@ impl HostsProvider {
                 http,
                 sessions: Default::default(),
                 locked: Mutex::new(Vec::new()),
+                unsettled: Default::default(),
+                shutdown: Mutex::new(None),
             }),
         }
     }
@@ -221,7 +246,7 @@ impl Core {
     }
 
     /// The connection to `host`, opened (or opened again, after it dropped) on demand.
-    pub async fn connect(&self, host: &Host, check: &Check) -> Result<Arc<Connected>, ProviderError> {
+    pub async fn connect(&self, host: &Host) -> Result<Arc<Connected>, ProviderError> {
         let mut sessions = self.sessions.lock().await;
         if let Some(c) = sessions.get(&host.ssh) {
             if !c.session.is_closed() {
@@ -229,17 +254,16 @@ impl Core {
             }
         }
         let session = Session::open(&host.ssh, &self.options.login).await?;
-        let app = session.forward(&host.reach, check.port).await?;
-        let connected = Arc::new(Connected { session, app });
+        let connected = Arc::new(Connected { session, reach: host.reach.clone(), forwards: Default::default() });
         sessions.insert(host.ssh.clone(), connected.clone());
         Ok(connected)
     }
 
     /// Runs `command` on `host`; a non-zero status is an error saying `what` failed.
-    pub async fn run(&self, host: &Host, check: &Check, what: &str, command: &str) -> Result<String, ProviderError> {
-        let c = self.connect(host, check).await?;
+    pub async fn run(&self, host: &Host, ctx: &Context, what: &str, command: &str) -> Result<String, ProviderError> {
+        let c = self.connect(host).await?;
         tracing::debug!("{}: {command}", host.name);
-        let out = c.session.run(command).await?;
+        let out = c.session.run(command, limit(ctx)).await?;
         if !out.ok() {
             return Err(ProviderError::Failed(format!(
                 "{what} on {} failed (exit {}): {}",
@@ -252,9 +276,9 @@ impl Core {
     }
 
     /// What the app's container runs on `host`; `None` when there is none.
-    pub async fn running(&self, host: &Host, check: &Check) -> Result<Option<Running>, ProviderError> {
-        let c = self.connect(host, check).await?;
-        let out = c.session.run(&self.options.runtime.inspect(&self.options.container)).await?;
+    pub async fn running(&self, host: &Host, ctx: &Context) -> Result<Option<Running>, ProviderError> {
+        let c = self.connect(host).await?;
+        let out = c.session.run(&self.options.runtime.inspect(&self.options.container), limit(ctx)).await?;
         if !out.ok() {
             let said = out.said();
             if said.contains("No such") || said.contains("no such") {
@@ -276,8 +300,8 @@ impl Core {
     /// One check of the app on the host, as the balancer makes it: `Ok(true)` when it
     /// passes (HTTP 200 to 399, or a TCP answer).
     pub async fn healthy(&self, host: &Host, check: &Check) -> Result<bool, ProviderError> {
-        let c = self.connect(host, check).await?;
-        let mut url = c.app.url.clone();
+        let c = self.connect(host).await?;
+        let mut url = c.url(check.port).await?;
         url.set_path(check.path.as_deref().unwrap_or("/"));
         match self.http.probe(&url, &[], check.timeout).await {
             Ok((status, _)) => Ok(check.path.is_none() || (200..400).contains(&status)),
@@ -289,13 +313,13 @@ impl Core {
     pub async fn drain_switch(
         &self,
         host: &Host,
-        check: &Check,
+        port: u16,
         path: &str,
         method: reqwest::Method,
         shutdown: &Shutdown,
     ) -> Result<u16, ProviderError> {
-        let c = self.connect(host, check).await?;
-        let mut url = c.app.url.clone();
+        let c = self.connect(host).await?;
+        let mut url = c.url(port).await?;
         url.set_path(path);
         let call = Call::new(method, url).idempotent(true);
         let reply = self.http.send(&call, shutdown).await.map_err(ProviderError::from_http)?;
@@ -307,16 +331,16 @@ impl Core {
     async fn lock_all(&self, layout: &Layout, token: &str, ctx: &Context) -> Result<(), ProviderError> {
         let command = remote::lock(&self.options.container, token, &self.options.holder);
         for host in &layout.hosts {
-            let out = outlast(ctx, "take the deploy lock", || {
-                self.run(host, &layout.check, "taking the deploy lock", &command)
-            })
-            .await?;
-            let mut lines = out.lines();
+            let out = outlast(ctx, "take the deploy lock", || self.run(host, ctx, "taking the deploy lock", &command))
+                .await?;
+            // Whatever a login script printed comes first; the lock's answer is the
+            // first line that is one of its words.
+            let mut lines = out.lines().skip_while(|l| !matches!(l.trim(), "taken" | "ours" | "held"));
             match lines.next().unwrap_or_default().trim() {
                 "taken" | "ours" => {
                     let mut locked = self.locked.lock().unwrap();
-                    if !locked.iter().any(|(h, _, _)| h.ssh == host.ssh) {
-                        locked.push((host.clone(), layout.check.clone(), token.to_string()));
+                    if !locked.iter().any(|(h, _)| h.ssh == host.ssh) {
+                        locked.push((host.clone(), token.to_string()));
                     }
                 }
                 _ => {
@@ -325,13 +349,7 @@ impl Core {
                     self.unlock_all().await;
                     return Err(ProviderError::Conflict {
                         what: format!("the deploy lock on {}", host.name),
-                        detail: format!(
-                            "{}; if that deploy is gone, release the lock with: ssh {}@{} rm -rf {}",
-                            holder.trim(),
-                            self.options.login.user,
-                            host.ssh,
-                            remote::lock_dir(&self.options.container)
-                        ),
+                        detail: format!("{}; if that deploy is gone, {}", holder.trim(), self.release_hint(host)),
                     });
                 }
             }
@@ -339,15 +357,45 @@ impl Core {
         Ok(())
     }
 
+    /// The command that releases the lock on `host` by hand.
+    fn release_hint(&self, host: &Host) -> String {
+        let port = match self.options.login.port {
+            22 => String::new(),
+            p => format!("-p {p} "),
+        };
+        format!(
+            "release the lock with: ssh {port}{}@{} rm -rf {}",
+            self.options.login.user,
+            host.ssh,
+            remote::lock_dir(&self.options.container)
+        )
+    }
+
+    /// Counts this run's lock on the recorded hosts as held, without a command: the
+    /// post step of a run whose hosts are already back still gives it back.
+    fn adopt_locks(&self, record: &Record) {
+        let mut locked = self.locked.lock().unwrap();
+        for r in &record.hosts {
+            if !locked.iter().any(|(h, _)| h.ssh == r.host.ssh) {
+                locked.push((r.host.clone(), record.token.clone()));
+            }
+        }
+    }
+
     /// Gives back every lock this run holds; what could not be given back, for the summary.
     async fn unlock_all(&self) -> Vec<String> {
-        let held: Vec<(Host, Check, String)> = std::mem::take(&mut *self.locked.lock().unwrap());
+        let held: Vec<(Host, String)> = std::mem::take(&mut *self.locked.lock().unwrap());
         let mut left = Vec::new();
-        for (host, check, token) in held {
+        let ctx = Context {
+            deadline: Instant::now() + Duration::from_secs(30),
+            shutdown: Shutdown::new(),
+            progress: Default::default(),
+        };
+        for (host, token) in held {
             let command = remote::unlock(&self.options.container, &token);
             let mut done = false;
             for _ in 0..3 {
-                if self.run(&host, &check, "releasing the deploy lock", &command).await.is_ok() {
+                if self.run(&host, &ctx, "releasing the deploy lock", &command).await.is_ok() {
                     done = true;
                     break;
                 }
@@ -355,11 +403,9 @@ impl Core {
             }
             if !done {
                 left.push(format!(
-                    "the deploy lock on {} could not be released; release it with: ssh {}@{} rm -rf {}",
+                    "the deploy lock on {} could not be released; {}",
                     host.name,
-                    self.options.login.user,
-                    host.ssh,
-                    remote::lock_dir(&self.options.container)
+                    self.release_hint(&host)
                 ));
             }
         }
@@ -380,9 +426,9 @@ impl Core {
             }
             if asked_container.elapsed() >= Duration::from_secs(2) {
                 asked_container = Instant::now();
-                if let Ok(Some(r)) = self.running(host, check).await {
+                if let Ok(Some(r)) = self.running(host, ctx).await {
                     if !r.running {
-                        let logs = self.logs(host, check).await;
+                        let logs = self.logs(host, ctx).await;
                         return Err(ProviderError::Failed(format!(
                             "the new container on {} exited before it answered healthy{logs}",
                             host.name
@@ -401,9 +447,9 @@ impl Core {
         }
     }
 
-    async fn logs(&self, host: &Host, check: &Check) -> String {
-        match self.connect(host, check).await {
-            Ok(c) => match c.session.run(&self.options.runtime.logs(&self.options.container)).await {
+    async fn logs(&self, host: &Host, ctx: &Context) -> String {
+        match self.connect(host).await {
+            Ok(c) => match c.session.run(&self.options.runtime.logs(&self.options.container), limit(ctx)).await {
                 Ok(out) if !out.stdout.trim().is_empty() => {
                     format!("; its last lines: {}", crate::providers::logs::excerpt(out.stdout.trim()))
                 }
@@ -413,8 +459,12 @@ impl Core {
         }
     }
 
-    /// Waits `time` while the balancer counts checks, saying what it waits for.
+    /// Waits `time` while the balancer counts checks, saying what it waits for. A wait
+    /// longer than the run has left fails at once, rather than at the deadline.
     pub async fn wait_for_balancer(&self, what: &str, time: Duration, ctx: &Context) -> Result<(), ProviderError> {
+        if time > ctx.remaining() {
+            return Err(ProviderError::timeout(format!("waiting {what} ({})", human(time)), time, "deploy-timeout"));
+        }
         ctx.progress.log(self.name(), &format!("{what}: {}", human(time)));
         let started = Instant::now();
         ctx.progress.waiting(what, started, Some(started + time));
@@ -425,8 +475,9 @@ impl Core {
     }
 
     /// Takes `host` out of the balancer: by API, or with the app's drain switch, then
-    /// waits until the balancer must have noticed. `changed` turns true once a drain
-    /// was sent. Nothing to do for a host with no running container.
+    /// waits until the balancer must have noticed. `changed` is called before anything
+    /// is sent (a drain whose answer never came may have happened); an app that answers
+    /// the switch with a refusal changed nothing.
     pub async fn drain(
         &self,
         host: &Host,
@@ -444,13 +495,20 @@ impl Core {
         let Some(path) = self.options.drain_path.clone() else {
             return Ok(());
         };
-        let status = outlast(ctx, "drain the app", || {
-            self.drain_switch(host, check, &path, reqwest::Method::POST, &ctx.shutdown)
+        let sent = outlast(ctx, "drain the app", || {
+            self.drain_switch(host, layout.app_port, &path, reqwest::Method::POST, &ctx.shutdown)
         })
-        .await?;
+        .await;
+        let status = match sent {
+            Ok(status) => status,
+            Err(e) => {
+                changed();
+                return Err(e);
+            }
+        };
         if !(200..300).contains(&status) {
             return Err(ProviderError::Failed(format!(
-                "the app on {} answered {status} to POST {path}, so it has no drain switch there and the balancer would keep sending it requests while it stops; give the app one (POST makes its health check fail, DELETE undoes it) and set drain-path, or set drain-path to empty to stop without draining",
+                "the app on {} answered {status} to POST {path}, so it has no drain switch there and the balancer would keep sending it requests while it stops; give the app one (POST makes its health check fail, DELETE undoes it), or set drain-path: none to stop hosts without draining",
                 host.name
             )));
         }
@@ -469,6 +527,30 @@ impl Core {
                 check.path.as_deref().unwrap_or("/"),
                 check.port
             )));
+        }
+        Ok(())
+    }
+
+    /// Takes a host out before it is put back: a broken release may not answer its
+    /// drain switch at all, so where it does not, the wait alone does it (the balancer
+    /// takes out a host that fails its check by itself).
+    async fn drain_for_restore(&self, host: &Host, layout: &Layout, ctx: &Context) -> Result<(), ProviderError> {
+        let check = &layout.check;
+        if layout.drain_by_api {
+            return self.drain(host, layout, ctx, &|| {}).await;
+        }
+        let failing = !self.healthy(host, check).await.unwrap_or(false);
+        let drained = match (&self.options.drain_path, failing) {
+            (Some(path), false) => matches!(
+                self.drain_switch(host, layout.app_port, path, reqwest::Method::POST, &ctx.shutdown).await,
+                Ok(200..=299)
+            ),
+            _ => false,
+        };
+        if failing || drained {
+            ctx.progress.instance(&host.name, "draining", None);
+            let what = format!("until the balancer must have taken {} out", host.name);
+            self.wait_for_balancer(&what, check.out_after(), ctx).await?;
         }
         Ok(())
     }
@@ -497,57 +579,47 @@ impl Core {
     /// Replaces the container on `host` with `image`: stop the old one gracefully, then
     /// start the new one with the same name, ports and env file.
     pub async fn replace(&self, host: &Host, layout: &Layout, image: &str, ctx: &Context) -> Result<(), ProviderError> {
-        let (rt, check) = (&self.options.runtime, &layout.check);
+        let rt = &self.options.runtime;
         let mut c = self.options.container.clone();
         if c.ports.is_empty() {
             c.ports = vec![(layout.app_port, layout.app_port)];
         }
         let c = &c;
         ctx.progress.instance(&host.name, "stopping", None);
-        if self.running(host, check).await?.is_some() {
-            self.run(host, check, "stopping the old container", &rt.stop(c)).await?;
-            self.run(host, check, "removing the old container", &rt.remove(c)).await?;
+        if self.running(host, ctx).await?.is_some() {
+            self.run(host, ctx, "stopping the old container", &rt.stop(c)).await?;
+            self.run(host, ctx, "removing the old container", &rt.remove(c)).await?;
         }
-        self.run(host, check, &format!("starting {image}"), &rt.run(c, image)).await?;
+        self.run(host, ctx, &format!("starting {image}"), &rt.run(c, image)).await?;
         ctx.progress.instance(&host.name, "started", Some(image));
         Ok(())
     }
 
     /// Puts `recorded` back on its host with the same care as a deploy; does nothing
-    /// where it runs already (so it can run twice).
+    /// where it runs already and the balancer has it (so it can run twice). Whether it
+    /// changed anything.
     async fn restore_host(&self, recorded: &Recorded, layout: &Layout, ctx: &Context) -> Result<bool, ProviderError> {
         let host = &recorded.host;
         let check = &layout.check;
-        let now = self.running(host, check).await?;
-        let same = match (&now, &recorded.running) {
-            (Some(n), Some(r)) => n.image_id == r.image_id && n.running,
-            (None, None) => true,
-            _ => false,
-        };
-        if same {
-            // It may still be out of the balancer, or drained.
-            if layout.drain_by_api {
-                outlast(ctx, "put the host back in the balancer", || self.inventory.put_back(host, ctx)).await?;
-            } else if let Some(path) = &self.options.drain_path {
-                let _ = self.drain_switch(host, check, path, reqwest::Method::DELETE, &ctx.shutdown).await;
-            }
-            return Ok(false);
+        let now = self.running(host, ctx).await?;
+        if same(&now, &recorded.running) {
+            return self.readmit(host, layout, ctx).await;
         }
         ctx.progress.log(self.name(), &format!("putting {} back on {}", host.name, recorded.label()));
         if now.as_ref().is_some_and(|n| n.running) {
-            self.drain(host, layout, ctx, &|| {}).await?;
+            self.drain_for_restore(host, layout, ctx).await?;
         }
         match &recorded.running {
             Some(r) => {
-                let image = self.restorable(host, check, r).await?;
+                let image = self.restorable(host, r, ctx).await?;
                 self.replace(host, layout, &image, ctx).await?;
                 self.until_healthy(host, check, ctx).await?;
                 self.admit(host, layout, ctx).await?;
             }
             None => {
                 let rt = &self.options.runtime;
-                self.run(host, check, "stopping the new container", &rt.stop(&self.options.container)).await?;
-                self.run(host, check, "removing the new container", &rt.remove(&self.options.container)).await?;
+                self.run(host, ctx, "stopping the new container", &rt.stop(&self.options.container)).await?;
+                self.run(host, ctx, "removing the new container", &rt.remove(&self.options.container)).await?;
                 if layout.drain_by_api {
                     outlast(ctx, "put the host back in the balancer", || self.inventory.put_back(host, ctx)).await?;
                 }
@@ -556,11 +628,34 @@ impl Core {
         Ok(true)
     }
 
+    /// A host that runs what was recorded but may still be out of the balancer (taken
+    /// out by API) or drained: let the balancer have it again. Nothing is sent to a host
+    /// the balancer lists and that passes its check.
+    async fn readmit(&self, host: &Host, layout: &Layout, ctx: &Context) -> Result<bool, ProviderError> {
+        if layout.drain_by_api {
+            let members = outlast(ctx, "read the balancer", || self.inventory.members(ctx)).await?;
+            if host.droplet.is_some_and(|id| !members.contains(&id)) {
+                self.admit(host, layout, ctx).await?;
+                return Ok(true);
+            }
+            return Ok(false);
+        }
+        if layout.check.path.is_none() || self.healthy(host, &layout.check).await? {
+            return Ok(false);
+        }
+        // Failing its check while it runs the recorded image: drained, most likely.
+        if let Some(path) = &self.options.drain_path {
+            let _ = self.drain_switch(host, layout.app_port, path, reqwest::Method::DELETE, &ctx.shutdown).await;
+        }
+        self.admit(host, layout, ctx).await?;
+        Ok(true)
+    }
+
     /// How to start the recorded image again: by the reference it ran as while that
     /// still names the same image (a readable name), else by its image id (a tag that
     /// was pulled again since).
-    async fn restorable(&self, host: &Host, check: &Check, r: &Running) -> Result<String, ProviderError> {
-        let id = self.run(host, check, "reading an image", &self.options.runtime.image_id(&r.image)).await;
+    async fn restorable(&self, host: &Host, r: &Running, ctx: &Context) -> Result<String, ProviderError> {
+        let id = self.run(host, ctx, "reading an image", &self.options.runtime.image_id(&r.image)).await;
         Ok(match id {
             Ok(id) if id.trim() == r.image_id => r.image.clone(),
             _ => r.image_id.clone(),
@@ -577,29 +672,50 @@ impl Recorded {
     }
 }
 
-/// What runs, summed up over hosts: one image, or which image on how many.
+/// Whether what runs now is what was recorded.
+fn same(now: &Option<Running>, recorded: &Option<Running>) -> bool {
+    match (now, recorded) {
+        (Some(n), Some(r)) => n.image_id == r.image_id && n.running,
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// How long one remote command may take: what is left of the run's time, but at least
+/// a few seconds, so a read at the end still gets its answer.
+fn limit(ctx: &Context) -> Duration {
+    ctx.remaining().max(Duration::from_secs(5))
+}
+
+/// What runs, summed up over hosts: one image, or which image on how many. Images are
+/// told apart by id, so a tag that names different images on different hosts shows.
 fn release_of(hosts: &[Recorded]) -> (ReleaseRef, Artifact) {
-    let mut images: Vec<(String, usize)> = Vec::new();
+    let mut images: Vec<(String, String, usize)> = Vec::new();
     for h in hosts {
-        let label = match &h.running {
-            Some(r) if r.running => r.image.clone(),
-            Some(r) => format!("{} (stopped)", r.image),
-            None => "no container".into(),
+        let (label, id) = match &h.running {
+            Some(r) if r.running => (r.image.clone(), r.image_id.clone()),
+            Some(r) => (format!("{} (stopped)", r.image), r.image_id.clone()),
+            None => ("no container".into(), String::new()),
         };
-        match images.iter_mut().find(|(i, _)| *i == label) {
-            Some((_, n)) => *n += 1,
-            None => images.push((label, 1)),
+        match images.iter_mut().find(|(l, i, _)| *l == label && *i == id) {
+            Some((_, _, n)) => *n += 1,
+            None => images.push((label, id, 1)),
         }
     }
+    let named = |label: &str, id: &str| match images.iter().filter(|(l, _, _)| l == label).count() {
+        1 => label.to_string(),
+        _ => format!("{label} ({})", id.trim_start_matches("sha256:").get(..12).unwrap_or(id)),
+    };
     match images.as_slice() {
         [] => (ReleaseRef::named("no hosts"), Artifact::Nothing),
-        [(image, _)] => {
-            let digest = hosts.first().and_then(|h| h.running.as_ref()).map(|r| r.image_id.clone());
+        [(image, id, _)] => {
+            let digest = Some(id.clone()).filter(|d| !d.is_empty());
             (ReleaseRef::named(image), Artifact::Image { reference: image.clone(), digest })
         }
         many => {
-            let label = many.iter().map(|(i, n)| format!("{i} on {n}")).collect::<Vec<_>>().join(", ");
-            (ReleaseRef::named(&format!("mixed: {label}")), Artifact::Mixed { images: many.to_vec() })
+            let each: Vec<(String, usize)> = many.iter().map(|(l, i, n)| (named(l, i), *n)).collect();
+            let label = each.iter().map(|(i, n)| format!("{i} on {n}")).collect::<Vec<_>>().join(", ");
+            (ReleaseRef::named(&format!("mixed: {label}")), Artifact::Mixed { images: each })
         }
     }
 }
@@ -619,7 +735,7 @@ impl Provider for HostsProvider {
         let layout = core.inventory.layout(ctx).await?;
         let mut hosts = Vec::new();
         for host in &layout.hosts {
-            let running = core.running(host, &layout.check).await?;
+            let running = core.running(host, ctx).await?;
             hosts.push(Recorded { host: host.clone(), running });
         }
         let (release, artifact) = release_of(&hosts);
@@ -658,7 +774,7 @@ impl Provider for HostsProvider {
             );
         }
         if !layout.drain_by_api && core.options.drain_path.is_none() {
-            add(Severity::Warning, "drain-path is empty: each host is stopped without being drained first, so the balancer sends it requests that fail until it notices (up to unhealthy threshold × interval)".into());
+            add(Severity::Warning, "drain-path is none: each host is stopped without being drained first, so the balancer sends it requests that fail until it notices (up to unhealthy threshold × interval)".into());
         }
         if !layout.drain_by_api && layout.check.path.is_none() {
             add(Severity::Warning, "the balancer checks TCP only: a drain switch cannot make that check fail, so hosts are stopped while the balancer may still send them requests; use an HTTP check".into());
@@ -680,7 +796,7 @@ impl Provider for HostsProvider {
             }
         }
         for host in &layout.hosts {
-            let present = core.connect(host, &layout.check).await?.session.run(&core.options.runtime.present()).await?;
+            let present = core.connect(host).await?.session.run(&core.options.runtime.present(), limit(ctx)).await?;
             if !present.ok() {
                 add(
                     Severity::Blocker,
@@ -691,7 +807,21 @@ impl Provider for HostsProvider {
                 );
             }
         }
-        let _ = ctx;
+        // What the waits alone take, batch after batch, against what the run has.
+        let batches = rollout::groups(n, core.options.max_parallel).len() as u32;
+        let out = if layout.drain_by_api { Duration::ZERO } else { layout.check.out_after() };
+        let needs = (out + layout.check.in_after() + core.options.container.stop_timeout.min(Duration::from_secs(10)))
+            * batches;
+        if needs > ctx.remaining() {
+            findings.push(Finding {
+                severity: Severity::Warning,
+                message: format!(
+                    "the balancer's check alone makes this roll-out take about {} ({batches} batches), more than deploy-timeout leaves ({}); raise deploy-timeout (and rollback-timeout, which a rollback of every host needs as much), or max-parallel",
+                    human(needs),
+                    human(ctx.remaining())
+                ),
+            });
+        }
         Ok(findings)
     }
 
@@ -708,7 +838,7 @@ impl Provider for HostsProvider {
                 human(layout.check.out_after())
             )
         } else {
-            "no drain (drain-path is empty)".to_string()
+            "no drain (drain-path is none)".to_string()
         };
         let batches = rollout::groups(layout.hosts.len(), core.options.max_parallel)
             .into_iter()
@@ -752,12 +882,23 @@ impl Provider for HostsProvider {
         let record = Record::of(live)?;
         let image = target.source.image_or_release(core.name())?;
         core.lock_all(&record.layout, &record.token, ctx).await?;
-        let check = record.layout.check.clone();
+        // Another deploy may have finished between the snapshot and the lock: then the
+        // record is not what runs, and a rollback to it would undo that deploy.
+        for r in &record.hosts {
+            let now = outlast(ctx, "read a host", || core.running(&r.host, ctx)).await?;
+            if !same(&now, &r.running) {
+                core.unlock_all().await;
+                return Err(ProviderError::Conflict {
+                    what: format!("{}'s container", r.host.name),
+                    detail: "it changed after this run recorded it (another deploy finished in between)".into(),
+                });
+            }
+        }
         let pulls = record.layout.hosts.iter().map(|host| {
-            let (what, command, check) = (format!("pulling {image}"), core.options.runtime.pull(&image), check.clone());
+            let (what, command) = (format!("pulling {image}"), core.options.runtime.pull(&image));
             let image = image.clone();
             async move {
-                outlast(ctx, "pull the image", || core.run(host, &check, &what, &command)).await?;
+                outlast(ctx, "pull the image", || core.run(host, ctx, &what, &command)).await?;
                 ctx.progress.log(core.name(), &format!("{} pulled {image}", host.name));
                 Ok::<_, ProviderError>(())
             }
@@ -773,27 +914,51 @@ impl Provider for HostsProvider {
         let record = Record::of(snapshot)?;
         core.lock_all(&record.layout, &record.token, ctx).await?;
         // The last host changed first, back to the first: a roll-out stops at the
-        // failing host, so the hosts after it were never touched.
+        // failing host, so the hosts after it were never touched. A host that cannot be
+        // put back does not stop the others; the error names each one left.
+        let mut left = Vec::new();
         for recorded in record.hosts.iter().rev() {
-            outlast(ctx, &format!("put {} back", recorded.host.name), || {
+            let put = outlast(ctx, &format!("put {} back", recorded.host.name), || {
                 core.restore_host(recorded, &record.layout, ctx)
             })
-            .await?;
+            .await;
+            match put {
+                Err(ProviderError::Cancelled(cause)) => return Err(ProviderError::Cancelled(cause)),
+                Err(e) => left.push(format!("{}: {e}", recorded.host.name)),
+                Ok(_) => {}
+            }
         }
+        if !left.is_empty() {
+            return Err(ProviderError::Failed(format!("not every host is back: {}", left.join("; "))));
+        }
+        core.unsettled.store(false, std::sync::atomic::Ordering::SeqCst);
         Ok(snapshot.release.clone())
     }
 
+    /// The recorded images run on every host, and the balancer has every host: listed
+    /// (by API) or passing its check (a drain switch may have been left on).
     async fn in_effect(&self, snapshot: &Snapshot, ctx: &Context) -> Result<bool, ProviderError> {
         let core = &self.core;
         let record = Record::of(snapshot)?;
+        // This run's lock, should a fresh process (the post step) find nothing to do.
+        core.adopt_locks(&record);
+        let layout = &record.layout;
+        let members = match layout.drain_by_api {
+            true => Some(outlast(ctx, "read the balancer", || core.inventory.members(ctx)).await?),
+            false => None,
+        };
         for r in &record.hosts {
-            let now = outlast(ctx, "read a host", || core.running(&r.host, &record.layout.check)).await?;
-            let same = match (&now, &r.running) {
-                (Some(n), Some(r)) => n.image_id == r.image_id && n.running,
-                (None, None) => true,
-                _ => false,
+            let now = outlast(ctx, "read a host", || core.running(&r.host, ctx)).await?;
+            if !same(&now, &r.running) {
+                return Ok(false);
+            }
+            let listed = match &members {
+                Some(ids) => r.host.droplet.is_none_or(|id| ids.contains(&id)),
+                None => {
+                    r.running.is_none() || layout.check.path.is_none() || core.healthy(&r.host, &layout.check).await?
+                }
             };
-            if !same {
+            if !listed {
                 return Ok(false);
             }
         }
@@ -805,7 +970,17 @@ impl Provider for HostsProvider {
     }
 
     async fn finish(&self) -> Vec<String> {
-        let left = self.core.unlock_all().await;
+        let core = &self.core;
+        // A run stopped by a signal with hosts changed leaves them to the post step,
+        // which must find the lock still this run's: no other deploy may start on a
+        // half-changed fleet in between.
+        let cancelled = core.shutdown.lock().unwrap().as_ref().is_some_and(|s| s.cause().is_some());
+        let left = if cancelled && core.unsettled.load(std::sync::atomic::Ordering::SeqCst) {
+            vec!["the deploy lock stays on the hosts until the post step (or safe-deploy post) has put them back"
+                .to_string()]
+        } else {
+            core.unlock_all().await
+        };
         let sessions: Vec<Arc<Connected>> = self.core.sessions.lock().await.drain().map(|(_, c)| c).collect();
         for c in sessions {
             c.session.close().await;

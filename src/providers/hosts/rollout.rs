@@ -67,12 +67,19 @@ impl Rollout for HostsRollout {
         // A signal before the first write leaves the batch as it was.
         ctx.check_cancelled()?;
         let (core, layout, image) = (&self.core, &self.record.layout, &self.image);
-        let changed = self.changed.clone();
-        let mark = move || changed.store(true, Ordering::SeqCst);
+        *core.shutdown.lock().unwrap() = Some(ctx.shutdown.clone());
+        let (changed, owner) = (self.changed.clone(), core.clone());
+        let mark = move || {
+            changed.store(true, Ordering::SeqCst);
+            owner.unsettled.store(true, Ordering::SeqCst);
+        };
         let steps = self.hosts(batch).into_iter().map(|host| {
             let mark = mark.clone();
             async move {
-                core.drain(host, layout, ctx, &mark).await?;
+                // A host with no running container has nothing to drain.
+                if core.running(host, ctx).await?.is_some_and(|r| r.running) {
+                    core.drain(host, layout, ctx, &mark).await?;
+                }
                 // From the stop on, the host is changed even if the connection drops.
                 mark();
                 core.replace(host, layout, image, ctx).await
@@ -83,8 +90,9 @@ impl Rollout for HostsRollout {
         }
         let mut instances = Vec::new();
         for host in self.hosts(batch) {
-            let connected = self.core.connect(host, &layout.check).await?;
-            instances.push(Instance { id: host.name.clone(), route: Some(Route::Origin(connected.app.url.clone())) });
+            // The gate asks the health URL's path where the balancer sends traffic.
+            let origin = self.core.connect(host).await?.url(layout.app_port).await?;
+            instances.push(Instance { id: host.name.clone(), route: Some(Route::Origin(origin)) });
         }
         Ok(Applied { release: ReleaseRef::named(&self.image), instances })
     }

@@ -149,13 +149,14 @@ pub fn options(raw: &RawInputs, app: Option<&str>, p: &mut Problems) -> Option<O
     }
     let stop_timeout =
         p.parse(raw, "stop-timeout", parse_duration, "Give a duration, e.g. 30s.").unwrap_or(Duration::from_secs(30));
-    let drain_path = raw.get("drain-path").map(str::to_string);
+    // `none`: no drain switch (an empty value reads as the default).
+    let drain_path = raw.get("drain-path").filter(|p| !p.eq_ignore_ascii_case("none")).map(str::to_string);
     if let Some(path) = &drain_path {
         if !path.starts_with('/') || path.contains(char::is_whitespace) {
             p.add(
                 "drain-path",
                 format!("'{path}' is not a path"),
-                "Give the drain switch's path on the app, e.g. /drain, or leave it empty.",
+                "Give the drain switch's path on the app, e.g. /drain, or none for no drain switch.",
             );
         }
     }
@@ -167,6 +168,13 @@ pub fn options(raw: &RawInputs, app: Option<&str>, p: &mut Problems) -> Option<O
             "Give a whole number of hosts, e.g. 1.",
         )
         .unwrap_or(1);
+    if raw.get("image").is_some_and(|i| i.starts_with('-')) {
+        p.add(
+            "image",
+            "starts with '-', which the container runtime would read as an option",
+            "Give an image reference, e.g. ghcr.io/acme/web:1.2.3.",
+        );
+    }
     for input in ["image", "container", "env-file", "drain-path", "ssh-user"] {
         if raw.get(input).is_some_and(|v| v.contains('\0')) {
             p.add(input, "contains a NUL byte", "Remove it.");

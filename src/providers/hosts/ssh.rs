@@ -163,10 +163,12 @@ impl Session {
             Ok(Ok(h)) => h,
         };
         let hash = handle.best_supported_rsa_hash().await.ok().flatten().flatten();
-        let auth = handle
-            .authenticate_publickey(login.user.clone(), PrivateKeyWithHashAlg::new(login.key.clone(), hash))
-            .await
-            .map_err(|e| unreachable(host, login.port, e.to_string()))?;
+        let auth =
+            handle.authenticate_publickey(login.user.clone(), PrivateKeyWithHashAlg::new(login.key.clone(), hash));
+        let auth = match tokio::time::timeout(CONNECT_TIMEOUT, auth).await {
+            Err(_) => return Err(unreachable(host, login.port, "no answer to the login within 20s".into())),
+            Ok(auth) => auth.map_err(|e| unreachable(host, login.port, e.to_string()))?,
+        };
         if !auth.success() {
             return Err(ProviderError::Failed(format!(
                 "host {host} refused ssh-key for user {}: add its public key to ~{}/.ssh/authorized_keys on the host, or fix ssh-user",
@@ -184,10 +186,25 @@ impl Session {
         self.handle.is_closed()
     }
 
-    /// Runs `command` (already quoted) and collects what it printed and its status.
-    /// A connection lost before the status came is an error: the command may or may
-    /// not have run.
-    pub async fn run(&self, command: &str) -> Result<Output, ProviderError> {
+    /// Runs `command` (already quoted) and collects what it printed and its status,
+    /// within `limit`. A connection lost before the status came is an error: the
+    /// command may or may not have run.
+    pub async fn run(&self, command: &str, limit: Duration) -> Result<Output, ProviderError> {
+        match tokio::time::timeout(limit, self.exec(command)).await {
+            Ok(out) => out,
+            Err(_) => Err(ProviderError::Timeout {
+                what: format!(
+                    "a command on {} ({})",
+                    self.host,
+                    command.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+                ),
+                limit: crate::config::human(limit),
+                input: "deploy-timeout",
+            }),
+        }
+    }
+
+    async fn exec(&self, command: &str) -> Result<Output, ProviderError> {
         let lost = |e: String| ProviderError::Unavailable(format!("the SSH connection to {} was lost: {e}", self.host));
         let mut channel = self.handle.channel_open_session().await.map_err(|e| lost(e.to_string()))?;
         channel.exec(true, command).await.map_err(|e| lost(e.to_string()))?;
@@ -200,7 +217,14 @@ impl Session {
                 ChannelMsg::ExtendedData { data, ext: 1 } => stderr.extend_from_slice(&data),
                 ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
                 ChannelMsg::ExitSignal { signal_name, .. } => {
-                    return Err(lost(format!("the command was killed by signal {signal_name:?}")))
+                    return Err(ProviderError::Failed(format!(
+                        "a command on {} was killed by signal {signal_name:?}",
+                        self.host
+                    )))
+                }
+                // The host refused to run it at all (a forced command, a policy).
+                ChannelMsg::Failure => {
+                    return Err(ProviderError::Failed(format!("{} refused to run a command over SSH", self.host)))
                 }
                 _ => {}
             }

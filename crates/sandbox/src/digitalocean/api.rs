@@ -29,8 +29,41 @@ pub async fn serve(platform: Arc<Platform>, addr: SocketAddr) -> std::io::Result
     Ok(server)
 }
 
-fn error(status: u16, id: &str, message: &str) -> Response {
+/// DigitalOcean's error body, for every API of the cloud (Apps, Droplets, Load Balancers).
+pub(crate) fn error(status: u16, id: &str, message: &str) -> Response {
     json(status, &json!({ "id": id, "message": message, "request_id": uuid() }))
+}
+
+/// The error body for `status`, with the id DigitalOcean gives it.
+pub(crate) fn status_error(status: u16, message: &str) -> Response {
+    let id = match status {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        409 => "conflict",
+        422 => "unprocessable_entity",
+        429 => "too_many_requests",
+        503 => "service_unavailable",
+        _ => "server_error",
+    };
+    error(status, id, message)
+}
+
+/// What an injected fault's answer says.
+pub(crate) fn fault_message(status: u16) -> String {
+    match status {
+        429 => "API Rate limit exceeded.".into(),
+        503 => "The service is temporarily unavailable (sandbox fault).".into(),
+        _ => format!("Server was unable to give you a response (sandbox fault, status {status})."),
+    }
+}
+
+/// A 429 once the token's budget is spent, saying when to come back.
+pub(crate) fn rate_limited(wait: u64) -> Response {
+    let mut r = error(429, "too_many_requests", "API Rate limit exceeded.");
+    r.headers_mut().insert("retry-after", HeaderValue::from(wait));
+    r
 }
 
 fn refused(r: Refused) -> Response {
@@ -45,37 +78,15 @@ impl Emulator for AppsApi {
     }
 
     fn error(&self, status: u16, message: &str) -> Response {
-        let id = match status {
-            400 => "bad_request",
-            401 => "unauthorized",
-            403 => "forbidden",
-            404 => "not_found",
-            409 => "conflict",
-            422 => "unprocessable_entity",
-            429 => "too_many_requests",
-            503 => "service_unavailable",
-            _ => "server_error",
-        };
-        error(status, id, message)
+        status_error(status, message)
     }
 
     fn fault_message(&self, status: u16) -> String {
-        match status {
-            429 => "API Rate limit exceeded.".into(),
-            503 => "The service is temporarily unavailable (sandbox fault).".into(),
-            _ => format!("Server was unable to give you a response (sandbox fault, status {status})."),
-        }
+        fault_message(status)
     }
 
     fn precheck(&self, _request: &Request) -> Option<Response> {
-        match self.platform.spend_token() {
-            Ok(()) => None,
-            Err(wait) => {
-                let mut r = error(429, "too_many_requests", "API Rate limit exceeded.");
-                r.headers_mut().insert("retry-after", HeaderValue::from(wait));
-                Some(r)
-            }
-        }
+        self.platform.spend_token().err().map(rate_limited)
     }
 
     fn token_rule(&self) -> Option<&TokenRule> {

@@ -28,7 +28,7 @@ use crate::server::Server;
 use platform::Platform;
 
 // DigitalOcean's shared conventions, for the Droplets emulator next door.
-pub(crate) use api::page;
+pub(crate) use api::{error, fault_message, page, rate_limited, status_error};
 pub(crate) use platform::{bad_request, now, refuse, uuid, Refused};
 
 /// How long the first deployments may take to come up in `DoSandbox::start`.

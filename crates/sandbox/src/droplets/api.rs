@@ -11,7 +11,7 @@ use hyper::Method;
 use serde_json::{json, Value};
 
 use super::{Cloud, Droplet, LbTarget, Protocol, State};
-use crate::digitalocean::{bad_request, page, refuse, uuid, Refused};
+use crate::digitalocean::{bad_request, error, fault_message, page, rate_limited, refuse, status_error, uuid, Refused};
 use crate::kit::api::{self as pipeline, Emulator, Gate};
 use crate::kit::{Faults, Refusal, TokenRule};
 use crate::server::{json, text, Request, Response, Server};
@@ -29,10 +29,6 @@ pub async fn serve(cloud: Arc<Cloud>, addr: SocketAddr) -> std::io::Result<Serve
     Ok(server)
 }
 
-fn error(status: u16, id: &str, message: &str) -> Response {
-    json(status, &json!({ "id": id, "message": message, "request_id": uuid() }))
-}
-
 fn not_found() -> Refused {
     refuse(404, "not_found", NOT_FOUND)
 }
@@ -45,32 +41,15 @@ impl Emulator for DropletsApi {
     }
 
     fn error(&self, status: u16, message: &str) -> Response {
-        let id = match status {
-            400 => "bad_request",
-            401 => "unauthorized",
-            403 => "forbidden",
-            404 => "not_found",
-            422 => "unprocessable_entity",
-            429 => "too_many_requests",
-            503 => "service_unavailable",
-            _ => "server_error",
-        };
-        error(status, id, message)
+        status_error(status, message)
     }
 
     fn fault_message(&self, status: u16) -> String {
-        match status {
-            429 => "API Rate limit exceeded.".into(),
-            503 => "The service is temporarily unavailable (sandbox fault).".into(),
-            _ => format!("Server was unable to give you a response (sandbox fault, status {status})."),
-        }
+        fault_message(status)
     }
 
     fn precheck(&self, _request: &Request) -> Option<Response> {
-        let wait = self.cloud.bucket.spend().err()?;
-        let mut r = error(429, "too_many_requests", "API Rate limit exceeded.");
-        r.headers_mut().insert("retry-after", HeaderValue::from(wait));
-        Some(r)
+        self.cloud.bucket.spend().err().map(rate_limited)
     }
 
     fn token_rule(&self) -> Option<&TokenRule> {

@@ -34,6 +34,17 @@ pub struct DropletSpec {
     pub tags: Vec<String>,
 }
 
+impl DropletSpec {
+    /// One droplet per host of a fleet: `web-1`, `web-2`..., each tagged `tag`.
+    pub fn for_hosts(hosts: &[crate::hosts::HostInfo], tag: &str) -> Vec<DropletSpec> {
+        hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| DropletSpec { name: format!("web-{}", i + 1), ip: h.addr, tags: vec![tag.to_string()] })
+            .collect()
+    }
+}
+
 /// What the load balancer targets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LbTarget {

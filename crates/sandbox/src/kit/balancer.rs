@@ -55,6 +55,22 @@ pub struct Check {
     pub unhealthy: u32,
 }
 
+impl Check {
+    /// `GET /health` on `port` every `interval` (each given `interval` to answer), with
+    /// DigitalOcean's smallest thresholds: healthy after 2, unhealthy after 2.
+    pub fn health(port: u16, interval: Duration) -> Check {
+        Check {
+            protocol: Protocol::Http,
+            path: "/health".into(),
+            port,
+            interval,
+            timeout: interval,
+            healthy: 2,
+            unhealthy: 2,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
     pub id: String,

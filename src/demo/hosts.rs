@@ -1,0 +1,186 @@
+//! `safe-deploy demo --provider ssh` and `safe-deploy sandbox --provider ssh |
+//! digitalocean-droplets`: hosts over SSH in this process, with nothing installed.
+//! Each host is a loopback address with its own SSH server (russh) and a `docker`
+//! stand-in that runs the test app; the sandbox's balancer checks them as a
+//! DigitalOcean load balancer would. The demo deploys a healthy v2 host by host, then
+//! a v3 whose health fails, caught on the first host and put back there.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sandbox::app::{HealthMode, ReleaseSpec, Releases};
+use sandbox::droplets::{DropletSpec, DropletsOptions, DropletsSandbox, LbSpec, LbTarget};
+use sandbox::hosts::{Fleet, FleetOptions};
+use sandbox::kit::balancer::{Balancer, BalancerOptions, Check, Member};
+
+use super::Traffic;
+use crate::cli::deploy_in;
+use crate::inputs::RawInputs;
+use crate::secret::Redactor;
+use crate::shutdown::Shutdown;
+
+async fn fleet(hosts: usize, mut releases: Releases) -> anyhow::Result<Fleet> {
+    releases.entry("web:v1".into()).or_default();
+    // The fleet runs the test app and the docker stand-in as this same binary.
+    Fleet::start(FleetOptions { hosts, running: Some("web:v1".into()), releases, ..FleetOptions::default() }).await
+}
+
+async fn balancer(fleet: &Fleet, interval: Duration) -> anyhow::Result<Balancer> {
+    let port = fleet.hosts()[0].app.port();
+    let members =
+        fleet.hosts().iter().enumerate().map(|(i, h)| Member { id: format!("host-{}", i + 1), ip: h.addr }).collect();
+    Ok(Balancer::start(BalancerOptions { check: Check::health(port, interval), members, target_port: port }).await?)
+}
+
+/// Sets the inputs of provider `ssh` for this fleet behind `balancer`.
+fn ssh_inputs(raw: &mut RawInputs, fleet: &Fleet, balancer: &Balancer, interval: Duration) {
+    let hosts: Vec<String> = fleet.hosts().iter().map(|h| h.addr.to_string()).collect();
+    let ms = format!("{}ms", interval.as_millis());
+    for (name, value) in [
+        ("provider", "ssh"),
+        ("app", "web"),
+        ("hosts", &hosts.join(",")),
+        ("app-port", &fleet.hosts()[0].app.port().to_string()),
+        ("ssh-port", &fleet.hosts()[0].ssh.port().to_string()),
+        ("ssh-key", &fleet.client_key_openssh()),
+        ("known-hosts", &fleet.known_hosts()),
+        ("lb-check-path", "/health"),
+        ("lb-interval", &ms),
+        ("lb-timeout", &ms),
+        ("lb-healthy-threshold", "2"),
+        ("lb-unhealthy-threshold", "2"),
+        ("stop-timeout", "5s"),
+        ("health-url", &format!("{}/health", balancer.url())),
+    ] {
+        raw.set(name, value);
+    }
+}
+
+pub async fn run(summary_file: Option<PathBuf>, redactor: Redactor) -> i32 {
+    super::exit_code(demo(summary_file, redactor).await)
+}
+
+async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Result<i32> {
+    let (dir, summary) = super::workspace("ssh-demo", summary_file)?;
+    let mut releases = Releases::new();
+    releases.insert("web:v2".into(), ReleaseSpec::default());
+    releases.insert("web:v3".into(), ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
+    let interval = Duration::from_millis(300);
+    println!("demo: starting two hosts, each with an SSH server and a docker stand-in, running web:v1");
+    let fleet = fleet(2, releases).await?;
+    let lb = balancer(&fleet, interval).await?;
+    for (i, h) in fleet.hosts().iter().enumerate() {
+        println!("demo: host {} at {} (SSH port {}, app port {})", i + 1, h.addr, h.ssh.port(), h.app.port());
+    }
+    println!("demo: the balancer at {} checks GET /health every 300ms (healthy after 2, unhealthy after 2)", lb.url());
+    let traffic = Traffic::start(format!("{}/", lb.url()));
+    let runner = super::demo_runner(&dir, &summary, redactor);
+    let inputs = |tag: &str| {
+        let mut raw = super::gated_inputs(&lb.url(), tag, "6s");
+        ssh_inputs(&mut raw, &fleet, &lb, interval);
+        raw.set("image", format!("web:{tag}"));
+        raw
+    };
+
+    println!("\ndemo: 1) deploy web:v2, a healthy release, one host at a time");
+    let first = deploy_in(inputs("v2"), &dir, runner.clone(), Shutdown::new()).await;
+    let after_first = traffic.counts();
+    println!("\ndemo: 2) deploy web:v3, whose /health answers without 'ok': caught on the first host, before the balancer sends it traffic");
+    let second = deploy_in(inputs("v3"), &dir, runner, Shutdown::new()).await;
+    let (total, failed) = traffic.stop().await;
+    let live: Vec<String> = (0..2).map(|i| fleet.running(i).unwrap_or_else(|| "nothing".into())).collect();
+    let v3_ran_on = (0..2)
+        .filter(|&i| {
+            fleet
+                .runtime_calls(i)
+                .iter()
+                .any(|c| c.get(1).map(String::as_str) == Some("run") && c.last().map(String::as_str) == Some("web:v3"))
+        })
+        .count();
+    println!("\ndemo: v2 exit code {first} (deployed), v3 exit code {second} (rolled back)");
+    println!(
+        "demo: traffic through the balancer: {} failed / {} requests during the v2 deploy",
+        after_first.1, after_first.0
+    );
+    println!("demo: traffic through the balancer: {failed} failed / {total} requests in all");
+    println!("demo: hosts run {}; web:v3 ever started on {v3_ran_on} host(s)", live.join(" and "));
+    println!("demo: job summary written to {}", summary.display());
+    let as_expected = first == 0 && second == 1 && live.iter().all(|l| l == "web:v2") && v3_ran_on == 1 && failed == 0;
+    Ok(if as_expected { 0 } else { 1 })
+}
+
+/// Writes the fleet's client key and known_hosts lines to files, for a person or a
+/// script to pass as inputs.
+fn key_files(fleet: &Fleet) -> std::io::Result<(PathBuf, PathBuf)> {
+    let dir = std::env::temp_dir().join(format!("safe-deploy-hosts-sandbox-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (key, known) = (dir.join("ssh-key"), dir.join("known-hosts"));
+    std::fs::write(&key, fleet.client_key_openssh())?;
+    std::fs::write(&known, fleet.known_hosts())?;
+    Ok((key, known))
+}
+
+/// `safe-deploy sandbox --provider ssh | digitalocean-droplets`: the hosts (and, for
+/// droplets, the Droplets and Load Balancers API) until interrupted. Every host runs
+/// web:v1; `releases` say how other images behave. The balancer checks every second,
+/// whole seconds being what DigitalOcean's API describes.
+pub async fn serve(provider: &str, hosts: usize, releases: Releases) -> i32 {
+    let started = async {
+        let fleet = fleet(hosts.max(1), releases).await?;
+        let files = key_files(&fleet)?;
+        anyhow::Ok((fleet, files))
+    };
+    let (fleet, (key, known)) = match started.await {
+        Ok(s) => s,
+        Err(e) => return super::could_not_start(std::io::Error::other(e.to_string())),
+    };
+    let port = fleet.hosts()[0].app.port();
+    let addrs: Vec<String> = fleet.hosts().iter().map(|h| h.addr.to_string()).collect();
+    let interval = Duration::from_secs(1);
+    let (api, lb) = if provider == "digitalocean-droplets" {
+        let droplets = DropletSpec::for_hosts(fleet.hosts(), "web");
+        let options = DropletsOptions {
+            droplets,
+            balancer: LbSpec {
+                name: "web-lb".into(),
+                by: LbTarget::ById,
+                check: Check::health(port, interval),
+                target_port: port,
+                entry_port: 80,
+            },
+            ..Default::default()
+        };
+        match DropletsSandbox::start(options).await {
+            Ok(api) => (Some(api), None),
+            Err(e) => return super::could_not_start(e),
+        }
+    } else {
+        match balancer(&fleet, interval).await {
+            Ok(lb) => (None, Some(lb)),
+            Err(e) => return super::could_not_start(std::io::Error::other(e.to_string())),
+        }
+    };
+    match (&api, &lb) {
+        (Some(api), _) => {
+            println!("DIGITALOCEAN_API_URL={}", api.api_url());
+            println!("DIGITALOCEAN_LOAD_BALANCER={}", api.lb_id());
+            println!("APP_URL={}", api.app_url());
+        }
+        (_, Some(lb)) => {
+            println!("HOSTS={}", addrs.join(","));
+            println!("APP_PORT={port}");
+            println!("APP_URL={}", lb.url());
+        }
+        _ => {}
+    }
+    println!("SSH_PORT={}", fleet.hosts()[0].ssh.port());
+    println!("SSH_KEY_FILE={}", key.display());
+    println!("KNOWN_HOSTS_FILE={}", known.display());
+    println!("# {} hosts on web:v1 behind a balancer checking GET /health every second (healthy after 2, unhealthy after 2); any token is accepted. Ctrl-C stops the sandbox.", addrs.len());
+    super::until_interrupted().await;
+    drop(fleet);
+    if let Some(api) = api {
+        api.stop().await;
+    }
+    0
+}
