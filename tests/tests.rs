@@ -13,6 +13,7 @@ mod github;
 mod health_gate;
 mod heroku;
 mod hosts;
+mod hosts_real;
 mod http_layer;
 mod input_errors;
 mod properties;

@@ -5,7 +5,8 @@
 //! automatic rollback, the deploy's wall time, and Machines API calls per machine;
 //! then on the Heroku sandbox with two web dynos, the failed/total requests through
 //! the router during a source deploy with preboot on and with it off, side by side,
-//! and during an automatic rollback.
+//! and during an automatic rollback; then hosts over SSH: the DigitalOcean droplets
+//! tutorial's procedure against provider `ssh`, on 2 and 4 hosts (`hosts.rs`).
 //! Everything runs on loopback, bounded in count and time.
 
 use std::process::Stdio;
@@ -17,11 +18,21 @@ use tokio::process::Command;
 use bench::Traffic;
 use sandbox::double::State;
 
+mod hosts;
+
 const RUNS: usize = 15;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let binary = std::env::args().nth(1).unwrap_or_else(|| "target/release/safe-deploy".into());
+    // `bench BINARY hosts`: the hosts-over-SSH section alone.
+    if std::env::args().nth(2).as_deref() == Some("hosts") {
+        let dir = std::env::temp_dir().join(format!("safe-deploy-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        hosts::run(&binary, &dir).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     let size = std::fs::metadata(&binary).map(|m| m.len()).unwrap_or(0);
     println!("release binary: {binary}");
     println!("binary size: {:.2} MiB ({size} bytes)", size as f64 / 1_048_576.0);
@@ -91,6 +102,7 @@ async fn main() {
     fly(&binary, &dir).await;
     heroku(&binary, &dir).await;
     digitalocean(&binary, &dir).await;
+    hosts::run(&binary, &dir).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -11,7 +11,7 @@ use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::ChannelMsg;
 use sandbox::app::{ReleaseSpec, Releases};
 use sandbox::hosts::runtime::image_id;
-use sandbox::hosts::{Fleet, FleetOptions};
+use sandbox::hosts::{Backend, Fleet, FleetOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn releases() -> Releases {
@@ -53,13 +53,22 @@ impl client::Handler for KnownHost {
 }
 
 async fn try_connect(fleet: &Fleet, i: usize, key: russh::keys::PrivateKey) -> (client::Handle<KnownHost>, bool) {
+    try_connect_as(fleet, i, key, "deploy").await
+}
+
+async fn try_connect_as(
+    fleet: &Fleet,
+    i: usize,
+    key: russh::keys::PrivateKey,
+    user: &str,
+) -> (client::Handle<KnownHost>, bool) {
     let host = &fleet.hosts()[i];
     let known = fleet.known_hosts().lines().nth(i).unwrap().to_string();
     assert!(known.starts_with(&format!("[{}]:{} ssh-ed25519 AAAA", host.addr, host.ssh.port())), "{known}");
     let config = Arc::new(client::Config::default());
     let mut handle =
         bounded(client::connect(config, host.ssh, KnownHost(known))).await.expect("connects, host key known");
-    let auth = bounded(handle.authenticate_publickey("deploy", PrivateKeyWithHashAlg::new(Arc::new(key), None)))
+    let auth = bounded(handle.authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), None)))
         .await
         .expect("auth completes");
     (handle, auth.success())
@@ -293,4 +302,179 @@ async fn podman_works_and_channels_run_side_by_side() {
     let refused =
         ssh.channel_open_direct_tcpip(host.addr.to_string(), host.app.port().into(), "127.0.0.1", 40000).await;
     assert!(refused.is_err(), "nothing listens there, so the forward is refused");
+}
+
+// ----- the same hosts on OpenSSH's sshd -----
+
+/// A fleet whose hosts run the real sshd; None (the test skipped) without it.
+async fn openssh_fleet(test: &str, hosts: usize, running: Option<&str>) -> Option<Fleet> {
+    if !sandbox::hosts::real_rig_present(test, &[("sshd", sandbox::hosts::sshd_path().is_some())]) {
+        return None;
+    }
+    let options = FleetOptions {
+        hosts,
+        running: running.map(str::to_string),
+        releases: releases(),
+        app_command: vec![env!("CARGO_BIN_EXE_sandbox-app").into()],
+        runtime_command: vec![env!("CARGO_BIN_EXE_sandbox-runtime").into()],
+        backend: Backend::OpenSsh,
+        ..Default::default()
+    };
+    Some(bounded(Fleet::start(options)).await.expect("the OpenSSH fleet starts"))
+}
+
+/// Runs `command` on host `i` with the system's `ssh` client, checking the host key
+/// against the fleet's known_hosts alone; (exit code, stdout, stderr).
+async fn system_ssh(fleet: &Fleet, i: usize, key: &std::path::Path, command: &str) -> (i32, String, String) {
+    let known = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(known.path(), fleet.known_hosts()).unwrap();
+    let host = &fleet.hosts()[i];
+    let out = bounded(
+        tokio::process::Command::new("ssh")
+            .arg("-i")
+            .arg(key)
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", known.path().display()))
+            .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
+            .args(["-F", "/dev/null", "-p", &host.ssh.port().to_string()])
+            .arg(format!("{}@{}", fleet.user(), host.addr))
+            .arg(command)
+            .output(),
+    )
+    .await
+    .expect("ssh runs");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+#[tokio::test]
+async fn openssh_hosts_run_docker_in_their_own_home_for_the_system_ssh_client() {
+    let Some(fleet) = openssh_fleet("openssh system client", 2, None).await else { return };
+    let key = fleet.client_key_path();
+
+    let (code, out, err) =
+        system_ssh(&fleet, 1, &key, "pwd; echo $HOME; docker version --format '{{.Client.Version}}'").await;
+    assert_eq!(code, 0, "{err}\n{}", fleet.sshd(1).unwrap().log());
+    let home = fleet.hosts()[1].home.display().to_string();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..2], [home.as_str(), home.as_str()], "cwd and HOME are host 1's home: {out}");
+
+    // A deploy's lock, relative to the login directory, lands on the host it was taken on.
+    assert_eq!(system_ssh(&fleet, 0, &key, "mkdir -p .safe-deploy/locks/web").await.0, 0);
+    assert!(fleet.hosts()[0].home.join(".safe-deploy/locks/web").is_dir());
+    assert!(!fleet.hosts()[1].home.join(".safe-deploy").exists());
+
+    // The runtime tells the hosts apart by the address sshd was reached on.
+    let (code, _, err) =
+        system_ssh(&fleet, 1, &key, "docker pull web:v2 && docker run -d --name web -p 9:9 web:v2").await;
+    assert_eq!(code, 0, "{err}");
+    assert!(fleet.runtime_calls(0).is_empty());
+    assert_eq!(fleet.runtime_calls(1).get(1), Some(&argv("docker pull web:v2")), "after docker version");
+    assert_eq!(fleet.running(1).as_deref(), Some("web:v2"));
+
+    let stranger = tempfile::tempdir().unwrap();
+    let stranger_key = stranger.path().join("key");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&stranger_key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (code, _, err) = system_ssh(&fleet, 0, &stranger_key, "docker version").await;
+    assert_eq!(code, 255, "another key is refused: {err}");
+}
+
+#[tokio::test]
+async fn openssh_hosts_serve_a_russh_client_with_exec_and_forwarding() {
+    let Some(fleet) = openssh_fleet("openssh russh client", 2, Some("web:v1")).await else { return };
+    let key = russh::keys::decode_secret_key(&fleet.client_key_openssh(), None).unwrap();
+    let (ssh, accepted) = try_connect_as(&fleet, 1, key, fleet.user()).await;
+    assert!(accepted, "{}", fleet.sshd(1).unwrap().log());
+    let app = fleet.hosts()[1].app;
+
+    let ps = exec(&ssh, "docker inspect -f '{{.Config.Image}}' web").await;
+    assert_eq!((ps.code, ps.out.as_str()), (Some(0), "web:v1\n"), "{ps:?}");
+    let failed = exec(&ssh, "docker stop nothing-here").await;
+    assert_eq!(failed.code, Some(1), "exit codes come back: {failed:?}");
+
+    assert_eq!(forwarded(&ssh, app, "GET", "/health").await, (200, "ok".into()));
+    assert_eq!(forwarded(&ssh, app, "POST", "/drain").await.0, 200);
+    assert_eq!(get(app, "/health").await, Some((503, "draining".into())), "drained through the tunnel");
+    assert_eq!(get(fleet.hosts()[0].app, "/health").await, Some((200, "ok".into())), "host 0 untouched");
+
+    let stranger = sandbox::hosts::ssh::new_ed25519_key().unwrap();
+    let (_, accepted) = try_connect_as(&fleet, 0, stranger, fleet.user()).await;
+    assert!(!accepted);
+}
+
+// ----- the hosts behind the real HAProxy -----
+
+/// Runs the `docker` wrapper as host `i` itself would (no SSH).
+async fn docker_on(fleet: &Fleet, i: usize, args: &[&str]) {
+    let out = tokio::process::Command::new(fleet.bin_dir().join("docker"))
+        .args(args)
+        .env(sandbox::hosts::runtime::ENV_HOST, fleet.hosts()[i].addr.to_string())
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn haproxy_takes_a_drained_host_out_and_loses_no_request_while_it_stops() {
+    use sandbox::kit::haproxy::{haproxy_path, Haproxy, HaproxyOptions};
+    if !sandbox::hosts::real_rig_present("haproxy drain", &[("haproxy", haproxy_path().is_some())]) {
+        return;
+    }
+    let fleet = fleet(2, Some("web:v1")).await;
+    let lb = Haproxy::start(HaproxyOptions {
+        servers: fleet.hosts().iter().map(|h| h.app).collect(),
+        check_path: "/health".into(),
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_millis(100),
+        healthy: 2,
+        unhealthy: 2,
+    })
+    .await
+    .expect("haproxy starts");
+    bounded(lb.wait_all_up(Duration::from_secs(10))).await.unwrap();
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let url = format!("{}/", lb.url());
+    let traffic = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let (mut total, mut failed) = (0, 0);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                total += 1;
+                let ok = matches!(sandbox::client::call("GET", &url, &[], None).await, Ok(r) if r.status == 200);
+                failed += u32::from(!ok);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (total, failed)
+        }
+    });
+
+    let drained = sandbox::client::call("POST", &format!("http://{}/drain", fleet.hosts()[0].app), &[], None).await;
+    assert_eq!(drained.unwrap().status, 200);
+    bounded(async {
+        while lb.servers().unwrap()[0].status != "DOWN" {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(lb.servers().unwrap()[1].status, "UP");
+    docker_on(&fleet, 0, &["pull", "web:v2"]).await;
+    docker_on(&fleet, 0, &["stop", "web"]).await;
+    docker_on(&fleet, 0, &["rm", "web"]).await;
+    let publish = format!("{0}:{0}", fleet.hosts()[0].app.port());
+    docker_on(&fleet, 0, &["run", "-d", "--name", "web", "-p", &publish, "web:v2"]).await;
+    bounded(lb.wait_all_up(Duration::from_secs(10))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (total, failed) = traffic.await.unwrap();
+    assert!(total > 20, "steady traffic ran: {total}");
+    assert_eq!(failed, 0, "{failed}/{total} failed through haproxy:\n{}", lb.log());
+    assert!(lb.servers().unwrap()[0].sessions > 0);
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use russh::keys::PrivateKey;
 
+use super::openssh::{Sshd, SshdOptions};
 use super::runtime::{self, ENV_APP_COMMAND, ENV_AS, ENV_DIR, ENV_HOST, ENV_RELEASES};
 use super::ssh::{new_ed25519_key, SshHost, SshHostOptions};
 use crate::app::{spec_for, ReleaseSpec, Releases};
@@ -38,6 +39,24 @@ pub struct FleetOptions {
     pub app_command: Vec<OsString>,
     /// How to run the runtime, e.g. [safe-deploy, "__sandbox-runtime"] or [sandbox-runtime].
     pub runtime_command: Vec<OsString>,
+    /// Which SSH server each host runs.
+    pub backend: Backend,
+}
+
+/// Which SSH server the hosts run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// In process (russh): faults, and a record of commands, users and forwards.
+    #[default]
+    Russh,
+    /// The real OpenSSH `sshd`, one process per host, logging in as the current user.
+    OpenSsh,
+}
+
+/// One host's SSH server.
+enum Server {
+    Russh(SshHost),
+    OpenSsh(Sshd),
 }
 
 impl Default for FleetOptions {
@@ -52,6 +71,7 @@ impl Default for FleetOptions {
             releases: Releases::new(),
             app_command: vec![exe.clone(), "__sandbox-app".into()],
             runtime_command: vec![exe, "__sandbox-runtime".into()],
+            backend: Backend::Russh,
         }
     }
 }
@@ -69,7 +89,9 @@ pub struct HostInfo {
 
 pub struct Fleet {
     hosts: Vec<HostInfo>,
-    ssh: Vec<SshHost>,
+    ssh: Vec<Server>,
+    known_hosts: Vec<String>,
+    user: String,
     client_key: PrivateKey,
     container: String,
     releases: Mutex<Releases>,
@@ -107,27 +129,57 @@ impl Fleet {
         std::fs::write(&key_path, client_key.to_openssh(russh::keys::ssh_key::LineEnding::LF)?.as_bytes())?;
         std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))?;
 
-        let (mut hosts, mut ssh) = (Vec::new(), Vec::new());
+        let (mut hosts, mut ssh, mut known_hosts) = (Vec::new(), Vec::new(), Vec::new());
         for (i, (addr, listener)) in addrs.iter().zip(ssh_listeners).enumerate() {
             let home = root.path().join(format!("home-{i}"));
             std::fs::create_dir_all(&home)?;
-            listener.set_nonblocking(true)?;
-            let listener = tokio::net::TcpListener::from_std(listener)?;
-            let server = SshHost::start(
-                listener,
-                SshHostOptions {
-                    authorized: client_key.public_key().clone(),
-                    host_key: None,
-                    home: home.clone(),
-                    bin_dir: bin_dir.clone(),
-                },
-            )?;
-            hosts.push(HostInfo { addr: *addr, ssh: server.addr(), app: SocketAddr::from((*addr, app_port)), home });
+            let server = match options.backend {
+                Backend::Russh => {
+                    listener.set_nonblocking(true)?;
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    let server = SshHost::start(
+                        listener,
+                        SshHostOptions {
+                            authorized: client_key.public_key().clone(),
+                            host_key: None,
+                            home: home.clone(),
+                            bin_dir: bin_dir.clone(),
+                        },
+                    )?;
+                    known_hosts.push(server.known_hosts_line());
+                    Server::Russh(server)
+                }
+                Backend::OpenSsh => {
+                    // Let go for sshd to bind: the address is this fleet's alone, so
+                    // the port stays free.
+                    let addr = listener.local_addr()?;
+                    drop(listener);
+                    let server = Sshd::start(SshdOptions {
+                        addr,
+                        authorized: client_key.public_key().clone(),
+                        host_key: None,
+                        home: home.clone(),
+                        bin_dir: bin_dir.clone(),
+                        dir: root.path().join(format!("sshd-{i}")),
+                    })
+                    .await?;
+                    known_hosts.push(server.known_hosts_line());
+                    Server::OpenSsh(server)
+                }
+            };
+            let ssh_addr = SocketAddr::from((*addr, ssh_port));
+            hosts.push(HostInfo { addr: *addr, ssh: ssh_addr, app: SocketAddr::from((*addr, app_port)), home });
             ssh.push(server);
         }
+        let user = match options.backend {
+            Backend::Russh => "root".to_string(),
+            Backend::OpenSsh => super::openssh::current_user(),
+        };
         let mut fleet = Fleet {
             hosts,
             ssh,
+            known_hosts,
+            user,
             client_key,
             container: options.container.clone(),
             releases: Mutex::new(options.releases.clone()),
@@ -184,8 +236,29 @@ impl Fleet {
         &self.hosts
     }
 
+    /// Host `i`'s in-process SSH server, with its record and faults.
+    ///
+    /// # Panics
+    /// On an OpenSSH fleet, which has none: see `sshd`.
     pub fn ssh(&self, i: usize) -> &SshHost {
-        &self.ssh[i]
+        match &self.ssh[i] {
+            Server::Russh(server) => server,
+            Server::OpenSsh(_) => panic!("host {i} runs OpenSSH's sshd, not the in-process server"),
+        }
+    }
+
+    /// Host `i`'s sshd, on an OpenSSH fleet.
+    pub fn sshd(&self, i: usize) -> Option<&Sshd> {
+        match &self.ssh[i] {
+            Server::OpenSsh(server) => Some(server),
+            Server::Russh(_) => None,
+        }
+    }
+
+    /// The user to log in as: any on the in-process servers (root, a deploy's default),
+    /// the current user on sshd.
+    pub fn user(&self) -> &str {
+        &self.user
     }
 
     /// The client's private key, OpenSSH format, unencrypted.
@@ -209,7 +282,7 @@ impl Fleet {
 
     /// One known_hosts line per host, newline-terminated.
     pub fn known_hosts(&self) -> String {
-        self.ssh.iter().map(|s| format!("{}\n", s.known_hosts_line())).collect()
+        self.known_hosts.iter().map(|line| format!("{line}\n")).collect()
     }
 
     /// The image the fleet's container runs on host `i`; None when there is none or
@@ -254,8 +327,11 @@ impl Fleet {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        for server in &self.ssh {
-            server.stop();
+        for server in &mut self.ssh {
+            match server {
+                Server::Russh(server) => server.stop(),
+                Server::OpenSsh(server) => server.stop(),
+            }
         }
         runtime::stop_all(&self.state_dir());
     }

@@ -88,12 +88,7 @@ impl SshHost {
     /// The host's known_hosts line: `[IP]:PORT ssh-ed25519 AAAA…`, or `IP ssh-ed25519
     /// AAAA…` on port 22, as `ssh` writes them.
     pub fn known_hosts_line(&self) -> String {
-        let key = self.host_key.to_openssh().unwrap_or_default();
-        let key = key.trim_end();
-        match self.addr.port() {
-            22 => format!("{} {key}", self.addr.ip()),
-            port => format!("[{}]:{port} {key}", self.addr.ip()),
-        }
+        known_hosts_line(self.addr, &self.host_key)
     }
 
     /// One-shot: the next exec whose command contains `pattern` is not run; the TCP
@@ -129,6 +124,17 @@ impl SshHost {
 impl Drop for SshHost {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The known_hosts line for `key` at `addr`: `[IP]:PORT ssh-ed25519 AAAA…`, or `IP
+/// ssh-ed25519 AAAA…` on port 22, as `ssh` writes them.
+pub fn known_hosts_line(addr: SocketAddr, key: &PublicKey) -> String {
+    let key = key.to_openssh().unwrap_or_default();
+    let key = key.trim_end();
+    match addr.port() {
+        22 => format!("{} {key}", addr.ip()),
+        port => format!("[{}]:{port} {key}", addr.ip()),
     }
 }
 

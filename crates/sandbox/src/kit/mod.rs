@@ -12,6 +12,7 @@
 //! - `checks`: HTTP and TCP probes, and rise/fall `Thresholds`.
 //! - `router`: a forwarding proxy over an emulator's `Backends`.
 //! - `balancer`: a load balancer with active health checks, on the router.
+//! - `haproxy`: the real HAProxy with the same kind of checks, where it is installed.
 //! - `watched`: an emulator's state behind one lock, waited on without polling.
 //!
 //! The kit knows no provider: no paths, bodies, headers or ids of one. Each emulator
@@ -23,6 +24,7 @@ pub mod balancer;
 pub mod calls;
 pub mod checks;
 pub mod faults;
+pub mod haproxy;
 pub mod process;
 pub mod router;
 pub mod traffic;
