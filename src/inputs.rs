@@ -107,6 +107,7 @@ pub const INPUTS: &[InputSpec] = &[
     hosts("runtime", "docker", "Hosts over SSH: the container runtime's command on the hosts: docker or podman."),
     hosts("stop-timeout", "30s", "Hosts over SSH: how long the old container gets to finish requests in flight after SIGTERM before it is killed."),
     hosts("drain-path", "/drain", "Hosts over SSH, where the balancer cannot take a host out by API: the app's drain switch. safe-deploy sends POST to it on the host itself (through the SSH connection, never a public address) and expects the health check to fail from then on while other requests are still served; DELETE undoes it. none: no drain switch, so the balancer sends requests to a host until it notices it stopped."),
+    hosts("boot-timeout", "60s", "Hosts over SSH: how long a new container gets to pass the balancer's check on its host; a release that does not is rolled back then, not at deploy-timeout."),
     hosts("max-parallel", "1", "Hosts over SSH: how many hosts change at once. Never all of them: the balancer keeps at least one host serving."),
     input("deploy-timeout", "10m", "Time limit for the provider's part: preparing, rolling out and waiting until the platform reports the new version up. Health gates are not counted."),
     input("dry-run", "false", "true: plan only; nothing is changed."),

@@ -669,9 +669,12 @@ async fn a_cancelled_job_is_put_back_by_the_post_step_which_holds_the_same_lock(
 async fn a_release_that_never_answers_healthy_is_put_back_without_its_drain_switch() {
     let rig = Rig::start(2, "web:v1").await;
     rig.fleet.add_release("web:v2", ReleaseSpec { health: HealthMode::Error500, ..Default::default() }).unwrap();
-    let ran = Step::main(&with(rig.deploy("v2"), "deploy-timeout", "6s")).run().await;
+    let started = std::time::Instant::now();
+    let ran = Step::main(&with(rig.deploy("v2"), "boot-timeout", "2s")).run().await;
     assert_eq!(ran.code, 1, "{ran}");
     assert_eq!(ran.output("status"), "rolled-back", "{ran}");
+    assert!(started.elapsed() < Duration::from_secs(20), "boot-timeout, not deploy-timeout (40s), ended the wait");
+    assert_says(&ran, &["did not pass the balancer's check on the host within", "answered 500", "boot-timeout"]);
     assert_eq!(running(&rig.fleet), "v1");
     assert!(changes(&rig.fleet, 1).is_empty(), "host 2 never changed");
     assert!(lock_is_free(&rig.fleet));

@@ -140,6 +140,8 @@ pub struct Options {
     /// The app's drain switch (a path on the app), where the balancer has no API.
     pub drain_path: Option<String>,
     pub max_parallel: usize,
+    /// How long a new container gets to pass its check on the host.
+    pub boot_timeout: Duration,
     /// Who holds the lock, in its holder file: the run or the person.
     pub holder: String,
 }
@@ -300,13 +302,20 @@ impl Core {
     /// One check of the app on the host, as the balancer makes it: `Ok(true)` when it
     /// passes (HTTP 200 to 399, or a TCP answer).
     pub async fn healthy(&self, host: &Host, check: &Check) -> Result<bool, ProviderError> {
+        Ok(self.check_once(host, check).await?.is_ok())
+    }
+
+    /// One check as the balancer makes it: `Ok(Err(why))` when it fails, e.g.
+    /// "answered 500" or "no answer (connection refused)".
+    async fn check_once(&self, host: &Host, check: &Check) -> Result<Result<(), String>, ProviderError> {
         let c = self.connect(host).await?;
         let mut url = c.url(check.port).await?;
         url.set_path(check.path.as_deref().unwrap_or("/"));
-        match self.http.probe(&url, &[], check.timeout).await {
-            Ok((status, _)) => Ok(check.path.is_none() || (200..400).contains(&status)),
-            Err(_) => Ok(false),
-        }
+        Ok(match self.http.probe(&url, &[], check.timeout).await {
+            Ok((status, _)) if check.path.is_none() || (200..400).contains(&status) => Ok(()),
+            Ok((status, _)) => Err(format!("answered {status}")),
+            Err((_, why)) => Err(format!("no answer ({why})")),
+        })
     }
 
     /// Sends `method` to the app's drain switch on the host; the status it answered.
@@ -418,12 +427,19 @@ impl Core {
         let started = Instant::now();
         let what = format!("{} answers healthy on the host", host.name);
         let mut asked_container = Instant::now();
+        // A release that answers but fails its check is given boot-timeout, not the
+        // whole deploy-timeout: kamal-proxy gives a new container 30 s.
+        let deadline = ctx.deadline.min(started + self.options.boot_timeout);
         loop {
             ctx.check_cancelled()?;
-            if self.healthy(host, check).await.unwrap_or(false) {
-                ctx.progress.instance(&host.name, "healthy on the host", None);
-                return Ok(());
-            }
+            let last = match self.check_once(host, check).await {
+                Ok(Ok(())) => {
+                    ctx.progress.instance(&host.name, "healthy on the host", None);
+                    return Ok(());
+                }
+                Ok(Err(why)) => why,
+                Err(e) => e.to_string(),
+            };
             if asked_container.elapsed() >= Duration::from_secs(2) {
                 asked_container = Instant::now();
                 if let Ok(Some(r)) = self.running(host, ctx).await {
@@ -436,10 +452,15 @@ impl Core {
                     }
                 }
             }
-            if Instant::now() >= ctx.deadline {
-                return Err(ProviderError::timeout(what, started.elapsed(), "deploy-timeout"));
+            if Instant::now() >= deadline {
+                let input = if deadline < ctx.deadline { "boot-timeout" } else { "deploy-timeout" };
+                return Err(ProviderError::Failed(format!(
+                    "the new container on {} did not pass the balancer's check on the host within {} (its last check {last}); raise {input} if the app needs longer to start",
+                    host.name,
+                    human(started.elapsed())
+                )));
             }
-            ctx.progress.waiting(&what, started, Some(ctx.deadline));
+            ctx.progress.waiting(&what, started, Some(deadline));
             let pause = (check.interval / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
             if !ctx.shutdown.sleep(pause).await {
                 return Err(ctx.check_cancelled().err().unwrap_or(ProviderError::Cancelled("a signal")));

@@ -150,6 +150,8 @@ pub fn options(raw: &RawInputs, app: Option<&str>, p: &mut Problems) -> Option<O
     let stop_timeout =
         p.parse(raw, "stop-timeout", parse_duration, "Give a duration, e.g. 30s.").unwrap_or(Duration::from_secs(30));
     // `none`: no drain switch (an empty value reads as the default).
+    let boot_timeout =
+        p.parse(raw, "boot-timeout", parse_duration, "Give a duration, e.g. 60s.").unwrap_or(Duration::from_secs(60));
     let drain_path = raw.get("drain-path").filter(|p| !p.eq_ignore_ascii_case("none")).map(str::to_string);
     if let Some(path) = &drain_path {
         if !path.starts_with('/') || path.contains(char::is_whitespace) {
@@ -189,6 +191,7 @@ pub fn options(raw: &RawInputs, app: Option<&str>, p: &mut Problems) -> Option<O
         container: Container { name, ports: published, env_file, stop_timeout },
         drain_path,
         max_parallel,
+        boot_timeout,
         holder: holder(),
     })
 }
