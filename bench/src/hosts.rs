@@ -14,6 +14,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use sandbox::app::{HealthMode, ReleaseSpec, Releases};
+use sandbox::droplets::{DropletSpec, DropletsOptions, DropletsSandbox, LbSpec, LbTarget};
 use sandbox::hosts::{runtime::ENV_HOST, sshd_path, Backend, Fleet, FleetOptions};
 use sandbox::kit::balancer::{Balancer, BalancerOptions, Check, Member, Protocol};
 use sandbox::kit::haproxy::{haproxy_path, Haproxy, HaproxyOptions};
@@ -33,11 +34,15 @@ const DO_INTERVAL: Duration = Duration::from_secs(10);
 enum Rig {
     Pure,
     Real,
+    /// Droplets behind a DigitalOcean balancer that lists them by id: the API takes a
+    /// host out, so no wait for the balancer to notice a drain.
+    Droplets,
 }
 
 enum Lb {
     Kit(Balancer),
     Haproxy(Haproxy),
+    Api(DropletsSandbox),
 }
 
 impl Lb {
@@ -45,6 +50,7 @@ impl Lb {
         match self {
             Lb::Kit(lb) => lb.url(),
             Lb::Haproxy(lb) => lb.url(),
+            Lb::Api(api) => api.app_url(),
         }
     }
 }
@@ -80,16 +86,24 @@ async fn start(rig: Rig, hosts: usize, binary: &str) -> (Fleet, Lb) {
     .expect("the hosts start");
     let port = fleet.hosts()[0].app.port();
     let lb = match rig {
+        Rig::Droplets => {
+            let api = DropletsSandbox::start(DropletsOptions {
+                droplets: DropletSpec::for_hosts(fleet.hosts(), "web"),
+                balancer: LbSpec {
+                    name: "web-lb".into(),
+                    by: LbTarget::ById,
+                    check: check(port),
+                    target_port: port,
+                    entry_port: 80,
+                },
+                ..Default::default()
+            })
+            .await
+            .expect("the droplets API");
+            Lb::Api(api)
+        }
         Rig::Pure => {
-            let check = Check {
-                protocol: Protocol::Http,
-                path: "/health".into(),
-                port,
-                interval: INTERVAL,
-                timeout: TIMEOUT,
-                healthy: HEALTHY,
-                unhealthy: UNHEALTHY,
-            };
+            let check = check(port);
             let members =
                 fleet.hosts().iter().enumerate().map(|(i, h)| Member { id: format!("h{i}"), ip: h.addr }).collect();
             Lb::Kit(Balancer::start(BalancerOptions { check, members, target_port: port }).await.expect("balancer"))
@@ -110,6 +124,19 @@ async fn start(rig: Rig, hosts: usize, binary: &str) -> (Fleet, Lb) {
         }
     };
     (fleet, lb)
+}
+
+/// The tutorial's balancer check, scaled.
+fn check(port: u16) -> Check {
+    Check {
+        protocol: Protocol::Http,
+        path: "/health".into(),
+        port,
+        interval: INTERVAL,
+        timeout: TIMEOUT,
+        healthy: HEALTHY,
+        unhealthy: UNHEALTHY,
+    }
 }
 
 fn end_state(fleet: &Fleet) -> Vec<String> {
@@ -172,26 +199,35 @@ async fn ours(binary: &str, dir: &std::path::Path, fleet: &Fleet, lb: &Lb, image
     let ms = |d: Duration| format!("{}ms", d.as_millis());
     let url = lb.url();
     let tag = image.trim_start_matches("web:");
-    let status = Command::new(binary)
-        .env_clear()
+    let mut cmd = Command::new(binary);
+    cmd.env_clear();
+    if let Lb::Api(api) = lb {
+        // The droplets and the balancer's check come from the API.
+        cmd.env("INPUT_PROVIDER", "digitalocean-droplets")
+            .env("INPUT_API-URL", api.api_url())
+            .env("INPUT_TOKEN", "dop_v1_bench")
+            .env("INPUT_LOAD-BALANCER", api.lb_id());
+    } else {
+        cmd.env("INPUT_PROVIDER", "ssh")
+            .env("INPUT_HOSTS", hosts.join(","))
+            .env("INPUT_APP-PORT", fleet.hosts()[0].app.port().to_string())
+            .env("INPUT_LB-CHECK-PATH", "/health")
+            .env("INPUT_LB-INTERVAL", ms(INTERVAL))
+            .env("INPUT_LB-TIMEOUT", ms(TIMEOUT))
+            .env("INPUT_LB-HEALTHY-THRESHOLD", HEALTHY.to_string())
+            .env("INPUT_LB-UNHEALTHY-THRESHOLD", UNHEALTHY.to_string());
+    }
+    let status = cmd
         .env("GITHUB_ACTIONS", "true")
         .env("RUNNER_TEMP", dir)
         .env("GITHUB_WORKSPACE", dir)
-        .env("INPUT_PROVIDER", "ssh")
         .env("INPUT_APP", "web")
         .env("INPUT_IMAGE", image)
         .env("INPUT_EXPECT-VERSION", tag)
-        .env("INPUT_HOSTS", hosts.join(","))
-        .env("INPUT_APP-PORT", fleet.hosts()[0].app.port().to_string())
         .env("INPUT_SSH-PORT", fleet.hosts()[0].ssh.port().to_string())
         .env("INPUT_SSH-USER", fleet.user())
         .env("INPUT_SSH-KEY", fleet.client_key_openssh())
         .env("INPUT_KNOWN-HOSTS", fleet.known_hosts())
-        .env("INPUT_LB-CHECK-PATH", "/health")
-        .env("INPUT_LB-INTERVAL", ms(INTERVAL))
-        .env("INPUT_LB-TIMEOUT", ms(TIMEOUT))
-        .env("INPUT_LB-HEALTHY-THRESHOLD", HEALTHY.to_string())
-        .env("INPUT_LB-UNHEALTHY-THRESHOLD", UNHEALTHY.to_string())
         .env("INPUT_STOP-TIMEOUT", "5s")
         .env("INPUT_HEALTH-URL", format!("{url}/health"))
         .env("INPUT_CHECK-STRING", "ok")
@@ -217,7 +253,14 @@ fn log(dir: &std::path::Path, image: &str) -> Stdio {
 }
 
 /// Runs one procedure on a fresh rig under steady traffic through the balancer.
-async fn measure(rig: Rig, hosts: usize, binary: &str, dir: &std::path::Path, ours_run: Option<usize>, image: &str) -> Outcome {
+async fn measure(
+    rig: Rig,
+    hosts: usize,
+    binary: &str,
+    dir: &std::path::Path,
+    ours_run: Option<usize>,
+    image: &str,
+) -> Outcome {
     let (fleet, lb) = start(rig, hosts, binary).await;
     let traffic = Traffic::start(format!("{}/", lb.url()));
     let started = Instant::now();
@@ -275,7 +318,7 @@ pub async fn run(binary: &str, dir: &std::path::Path) {
     if !curl {
         println!("hosts over ssh: the tutorial's rows skipped: its script needs curl on the hosts");
     }
-    let mut rigs = vec![(Rig::Pure, "russh + sandbox balancer")];
+    let mut rigs = vec![(Rig::Pure, "russh + sandbox balancer"), (Rig::Droplets, "droplets, balancer by id")];
     if real {
         rigs.push((Rig::Real, "sshd + haproxy"));
     } else {
