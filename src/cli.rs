@@ -34,7 +34,9 @@ fn input_args() -> Vec<Arg> {
             if !i.default.is_empty() {
                 help.push_str(&format!(" [default: {}]", i.default));
             }
-            Arg::new(i.name).long(i.name).value_name("VALUE").help(help)
+            // A value may start with a hyphen (a PEM key's -----BEGIN): never an unknown
+            // flag, so never echoed back in an error.
+            Arg::new(i.name).long(i.name).value_name("VALUE").allow_hyphen_values(true).help(help)
         })
         .collect()
 }
@@ -134,7 +136,9 @@ pub async fn main(args: Vec<OsString>, env: &Env) -> i32 {
             match sub.get_one::<String>("provider").map(String::as_str) {
                 Some("heroku") => crate::demo::heroku::run(summary, redactor).await,
                 Some("digitalocean") => crate::demo::digitalocean::run(summary, redactor).await,
-                Some("ssh" | "digitalocean-droplets") => crate::demo::hosts::run(summary, redactor).await,
+                Some(provider @ ("ssh" | "digitalocean-droplets")) => {
+                    crate::demo::hosts::run(provider, summary, redactor).await
+                }
                 _ => crate::demo::run(summary, redactor).await,
             }
         }

@@ -598,10 +598,12 @@ async fn the_ssh_key_is_masked_first_and_no_line_of_it_appears_anywhere() {
 #[tokio::test]
 async fn bad_host_inputs_are_named_with_exit_2_before_any_connection() {
     let rig = Rig::start(1, "web:v1").await;
-    let cases: [(&str, &str, &str); 8] = [
+    let cases: [(&str, &str, &str); 10] = [
         ("ssh-key", "not a key", "ssh-key"),
         ("known-hosts", "", "known-hosts"),
         ("known-hosts", "127.0.0.1", "known-hosts"),
+        ("known-hosts", "garbage line here", "known-hosts"),
+        ("hosts", "127.0.0.1:2222", "hosts"),
         ("ports", "8080", "ports"),
         ("max-parallel", "0", "max-parallel"),
         ("container", "web;reboot", "container"),
@@ -724,4 +726,20 @@ async fn a_balancer_still_applying_a_change_is_asked_again_not_taken_for_a_refus
     let busy = api.calls().iter().filter(|c| c.method != "GET" && c.status == 403).count();
     assert!(busy > 0, "the balancer was busy at least once: {:?}", api.calls());
     assert_eq!(api.lb_members().len(), 2, "both droplets are back behind the balancer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_the_key_is_a_flag_whose_value_starts_with_hyphens_and_is_never_echoed() {
+    let rig = Rig::start(2, "web:v1").await;
+    let mut args = vec!["plan".to_string()];
+    for (name, value) in rig.deploy("v2") {
+        args.push(format!("--{name}"));
+        args.push(value);
+    }
+    let out = tokio::process::Command::new(BIN).args(&args).env_remove("GITHUB_ACTIONS").output().await.unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "--ssh-key '-----BEGIN...' is a value, not a flag:\n{stdout}\n{stderr}");
+    for line in rig.fleet.client_key_openssh().lines().filter(|l| l.len() > 8) {
+        assert!(!stdout.contains(line) && !stderr.contains(line), "the key is never printed");
+    }
 }

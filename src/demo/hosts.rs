@@ -32,6 +32,23 @@ async fn balancer(fleet: &Fleet, interval: Duration) -> anyhow::Result<Balancer>
     Ok(Balancer::start(BalancerOptions { check: Check::health(port, interval), members, target_port: port }).await?)
 }
 
+/// Sets the inputs of provider `digitalocean-droplets` for this fleet behind `api`'s balancer.
+fn droplet_inputs(raw: &mut RawInputs, fleet: &Fleet, api: &DropletsSandbox) {
+    for (name, value) in [
+        ("provider", "digitalocean-droplets".to_string()),
+        ("app", "web".into()),
+        ("token", "dop_v1_demo".into()),
+        ("api-url", api.api_url()),
+        ("load-balancer", api.lb_id()),
+        ("ssh-port", fleet.hosts()[0].ssh.port().to_string()),
+        ("ssh-key", fleet.client_key_openssh()),
+        ("known-hosts", fleet.known_hosts()),
+        ("stop-timeout", "5s".into()),
+    ] {
+        raw.set(name, value);
+    }
+}
+
 /// Sets the inputs of provider `ssh` for this fleet behind `balancer`.
 fn ssh_inputs(raw: &mut RawInputs, fleet: &Fleet, balancer: &Balancer, interval: Duration) {
     let hosts: Vec<String> = fleet.hosts().iter().map(|h| h.addr.to_string()).collect();
@@ -56,28 +73,56 @@ fn ssh_inputs(raw: &mut RawInputs, fleet: &Fleet, balancer: &Balancer, interval:
     }
 }
 
-pub async fn run(summary_file: Option<PathBuf>, redactor: Redactor) -> i32 {
-    super::exit_code(demo(summary_file, redactor).await)
+/// `demo --provider ssh` (the sandbox's balancer, drained by the app's switch) or
+/// `demo --provider digitalocean-droplets` (droplets behind a balancer that lists them
+/// by id, taken out through the Droplets API).
+pub async fn run(provider: &str, summary_file: Option<PathBuf>, redactor: Redactor) -> i32 {
+    super::exit_code(demo(provider == "digitalocean-droplets", summary_file, redactor).await)
 }
 
-async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Result<i32> {
-    let (dir, summary) = super::workspace("ssh-demo", summary_file)?;
+async fn demo(droplets: bool, summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Result<i32> {
+    let (dir, summary) = super::workspace(if droplets { "droplets-demo" } else { "ssh-demo" }, summary_file)?;
     let mut releases = Releases::new();
     releases.insert("web:v2".into(), ReleaseSpec::default());
     releases.insert("web:v3".into(), ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
     let interval = Duration::from_millis(300);
     println!("demo: starting two hosts, each with an SSH server and a docker stand-in, running web:v1");
     let fleet = fleet(2, releases).await?;
-    let lb = balancer(&fleet, interval).await?;
+    let port = fleet.hosts()[0].app.port();
+    let (lb, api) = match droplets {
+        true => {
+            let options = DropletsOptions {
+                droplets: DropletSpec::for_hosts(fleet.hosts(), "web"),
+                balancer: LbSpec {
+                    name: "web-lb".into(),
+                    by: LbTarget::ById,
+                    check: Check::health(port, interval),
+                    target_port: port,
+                    entry_port: 80,
+                },
+                ..Default::default()
+            };
+            (None, Some(DropletsSandbox::start(options).await?))
+        }
+        false => (Some(balancer(&fleet, interval).await?), None),
+    };
+    let url = lb.as_ref().map(Balancer::url).or(api.as_ref().map(DropletsSandbox::app_url)).unwrap_or_default();
     for (i, h) in fleet.hosts().iter().enumerate() {
         println!("demo: host {} at {} (SSH port {}, app port {})", i + 1, h.addr, h.ssh.port(), h.app.port());
     }
-    println!("demo: the balancer at {} checks GET /health every 300ms (healthy after 2, unhealthy after 2)", lb.url());
-    let traffic = Traffic::start(format!("{}/", lb.url()));
+    match &api {
+        Some(api) => println!("demo: the Droplets and Load Balancers API at {}; load balancer {} lists both droplets by id and checks GET /health every 300ms (healthy after 2, unhealthy after 2) at {url}", api.api_url(), api.lb_id()),
+        None => println!("demo: the balancer at {url} checks GET /health every 300ms (healthy after 2, unhealthy after 2)"),
+    }
+    let traffic = Traffic::start(format!("{url}/"));
     let runner = super::demo_runner(&dir, &summary, redactor);
     let inputs = |tag: &str| {
-        let mut raw = super::gated_inputs(&lb.url(), tag, "6s");
-        ssh_inputs(&mut raw, &fleet, &lb, interval);
+        let mut raw = super::gated_inputs(&url, tag, "6s");
+        match (&lb, &api) {
+            (Some(lb), _) => ssh_inputs(&mut raw, &fleet, lb, interval),
+            (_, Some(api)) => droplet_inputs(&mut raw, &fleet, api),
+            _ => {}
+        }
         raw.set("image", format!("web:{tag}"));
         raw
     };
@@ -85,7 +130,10 @@ async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Resu
     println!("\ndemo: 1) deploy web:v2, a healthy release, one host at a time");
     let first = deploy_in(inputs("v2"), &dir, runner.clone(), Shutdown::new()).await;
     let after_first = traffic.counts();
-    println!("\ndemo: 2) deploy web:v3, whose /health answers without 'ok': caught on the first host, before the balancer sends it traffic");
+    match droplets {
+        true => println!("\ndemo: 2) deploy web:v3, whose /health answers 200 without 'ok': the first droplet stays out of the balancer until its gate passes, so v3 gets no request; the gate fails and v2 goes back there"),
+        false => println!("\ndemo: 2) deploy web:v3, whose /health answers 200 without 'ok': the balancer's check passes it, so it serves some requests until the gate on the first host fails it and v2 goes back there"),
+    }
     let second = deploy_in(inputs("v3"), &dir, runner, Shutdown::new()).await;
     let (total, failed) = traffic.stop().await;
     let live: Vec<String> = (0..2).map(|i| fleet.running(i).unwrap_or_else(|| "nothing".into())).collect();
@@ -105,6 +153,9 @@ async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Resu
     println!("demo: traffic through the balancer: {failed} failed / {total} requests in all");
     println!("demo: hosts run {}; web:v3 ever started on {v3_ran_on} host(s)", live.join(" and "));
     println!("demo: job summary written to {}", summary.display());
+    if let Some(api) = api {
+        api.stop().await;
+    }
     let as_expected = first == 0 && second == 1 && live.iter().all(|l| l == "web:v2") && v3_ran_on == 1 && failed == 0;
     Ok(if as_expected { 0 } else { 1 })
 }
@@ -176,7 +227,8 @@ pub async fn serve(provider: &str, hosts: usize, releases: Releases) -> i32 {
     println!("SSH_PORT={}", fleet.hosts()[0].ssh.port());
     println!("SSH_KEY_FILE={}", key.display());
     println!("KNOWN_HOSTS_FILE={}", known.display());
-    println!("# {} hosts on web:v1 behind a balancer checking GET /health every second (healthy after 2, unhealthy after 2); any token is accepted. Ctrl-C stops the sandbox.", addrs.len());
+    let token = if api.is_some() { " any token is accepted." } else { "" };
+    println!("# {} hosts on web:v1 behind a balancer checking GET /health every second (healthy after 2, unhealthy after 2);{token} Ctrl-C stops the sandbox.", addrs.len());
     super::until_interrupted().await;
     drop(fleet);
     if let Some(api) = api {

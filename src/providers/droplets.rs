@@ -177,7 +177,13 @@ impl Droplets {
             load_balancer: Balancer,
         }
         let call = self.rest.call(Method::GET, &format!("/v2/load_balancers/{}", self.settings.balancer));
-        let e: Envelope = self.rest.json(call, "read the load balancer", &ctx.shutdown).await?;
+        let e: Envelope = self.rest.json(call, "read the load balancer", &ctx.shutdown).await.map_err(|e| match e {
+            ProviderError::NotFound { .. } => ProviderError::Failed(format!(
+                "load balancer {} was not found at DigitalOcean; check load-balancer (doctl compute load-balancer list shows the ids) and that the token can read it",
+                self.settings.balancer
+            )),
+            other => other,
+        })?;
         Ok(e.load_balancer)
     }
 
@@ -187,7 +193,13 @@ impl Droplets {
             droplet: Droplet,
         }
         let call = self.rest.call(Method::GET, &format!("/v2/droplets/{id}"));
-        let e: Envelope = self.rest.json(call, &format!("read droplet {id}"), &ctx.shutdown).await?;
+        let e: Envelope =
+            self.rest.json(call, &format!("read droplet {id}"), &ctx.shutdown).await.map_err(|e| match e {
+                ProviderError::NotFound { .. } => ProviderError::Failed(format!(
+                "droplet {id} was not found at DigitalOcean; check droplets (doctl compute droplet list shows the ids)"
+            )),
+                other => other,
+            })?;
         Ok(e.droplet)
     }
 
@@ -310,6 +322,17 @@ impl Inventory for Droplets {
                 all
             }
         };
+        if droplets.is_empty() {
+            let which = match &self.settings.selection {
+                Selection::Tag(tag) => format!("no droplet has tag {tag}; check droplet-tag"),
+                Selection::Ids(_) => "droplets names no droplet".into(),
+                Selection::Balancer if !lb.tag.is_empty() => {
+                    format!("no droplet has tag {}, which load balancer {} targets", lb.tag, lb.name)
+                }
+                Selection::Balancer => format!("load balancer {} lists no droplets", lb.name),
+            };
+            return Err(ProviderError::Failed(format!("nothing to deploy to: {which}")));
+        }
         let mut hosts = droplets.iter().map(|d| d.host(self.settings.private_ssh)).collect::<Result<Vec<_>, _>>()?;
         hosts.sort_by(|a, b| a.name.cmp(&b.name).then(a.droplet.cmp(&b.droplet)));
         // Droplets the balancer does not send traffic to would change with no drain

@@ -143,7 +143,7 @@ fn configure(raw: &RawInputs, _workspace: &Path, p: &mut Problems) -> Option<Arc
         return None;
     }
     let check = Check { path: Some(path), port: app_port?, interval, timeout, healthy, unhealthy };
-    let balancer = format!("the balancer in front of {} hosts", hosts.len());
+    let balancer = "the balancer".to_string();
     let layout = Layout { hosts, check, drain_by_api: false, balancer, app_port: app_port? };
     Some(Arc::new(Settings { layout, options: options? }))
 }

@@ -425,7 +425,7 @@ impl Core {
     /// when the container stopped running.
     pub async fn until_healthy(&self, host: &Host, check: &Check, ctx: &Context) -> Result<(), ProviderError> {
         let started = Instant::now();
-        let what = format!("{} answers healthy on the host", host.name);
+        let what = format!("{} to pass its check on the host", host.name);
         let mut asked_container = Instant::now();
         // A release that answers but fails its check is given boot-timeout, not the
         // whole deploy-timeout: kamal-proxy gives a new container 30 s.
@@ -484,9 +484,12 @@ impl Core {
     /// longer than the run has left fails at once, rather than at the deadline.
     pub async fn wait_for_balancer(&self, what: &str, time: Duration, ctx: &Context) -> Result<(), ProviderError> {
         if time > ctx.remaining() {
-            return Err(ProviderError::timeout(format!("waiting {what} ({})", human(time)), time, "deploy-timeout"));
+            return Err(ProviderError::timeout(
+                format!("waiting for {what} ({})", human(time)),
+                time,
+                "deploy-timeout",
+            ));
         }
-        ctx.progress.log(self.name(), &format!("{what}: {}", human(time)));
         let started = Instant::now();
         ctx.progress.waiting(what, started, Some(started + time));
         if !ctx.shutdown.sleep(time).await {
@@ -535,12 +538,7 @@ impl Core {
         }
         changed();
         ctx.progress.instance(&host.name, "draining", None);
-        self.wait_for_balancer(
-            &format!("until the balancer must have taken {} out", host.name),
-            check.out_after(),
-            ctx,
-        )
-        .await?;
+        self.wait_for_balancer(&format!("the balancer to take {} out", host.name), check.out_after(), ctx).await?;
         if check.path.is_some() && self.healthy(host, check).await? {
             return Err(ProviderError::Failed(format!(
                 "the app on {} still answers its health check (GET {} on port {}) after POST {path}, so the balancer still sends it requests; its drain switch must make the health check fail",
@@ -570,7 +568,7 @@ impl Core {
         };
         if failing || drained {
             ctx.progress.instance(&host.name, "draining", None);
-            let what = format!("until the balancer must have taken {} out", host.name);
+            let what = format!("the balancer to take {} out", host.name);
             self.wait_for_balancer(&what, check.out_after(), ctx).await?;
         }
         Ok(())
@@ -581,12 +579,8 @@ impl Core {
         if layout.drain_by_api {
             outlast(ctx, "put the host back in the balancer", || self.inventory.put_back(host, ctx)).await?;
         }
-        self.wait_for_balancer(
-            &format!("until the balancer must count {} healthy", host.name),
-            layout.check.in_after(),
-            ctx,
-        )
-        .await?;
+        self.wait_for_balancer(&format!("the balancer to count {} healthy", host.name), layout.check.in_after(), ctx)
+            .await?;
         if !self.healthy(host, &layout.check).await? {
             return Err(ProviderError::Failed(format!(
                 "the app on {} stopped answering its health check while the balancer took it back",
@@ -784,6 +778,16 @@ impl Provider for HostsProvider {
         let mut add = |severity, message: String| findings.push(Finding { severity, message });
         if n == 0 {
             add(Severity::Blocker, format!("{} found no hosts to deploy to", layout.balancer));
+        }
+        if core.options.max_parallel >= n && n > 1 {
+            add(
+                Severity::Info,
+                format!(
+                    "max-parallel {} is capped at {}: the balancer always keeps one host serving",
+                    core.options.max_parallel,
+                    n - 1
+                ),
+            );
         }
         if n == 1 {
             add(

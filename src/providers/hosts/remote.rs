@@ -105,7 +105,7 @@ pub fn lock(c: &Container, token: &str, holder: &str) -> String {
     let dir = quote(&lock_dir(c));
     let (token, holder) = (quote(token), quote(holder));
     format!(
-        "mkdir -p .safe-deploy/locks && if mkdir {dir} 2>/dev/null; then printf '%s\\n' {token} > {dir}/token && printf '%s\\n' {holder} > {dir}/holder && echo taken; elif [ \"$(cat {dir}/token 2>/dev/null)\" = {token} ]; then echo ours; else echo held; cat {dir}/holder 2>/dev/null; fi"
+        "mkdir -p .safe-deploy/locks && if mkdir {dir} 2>/dev/null; then printf '%s\\n' {token} > {dir}/token && printf '%s\\n' {holder} > {dir}/holder && echo taken; elif [ \"$(cat {dir}/token 2>/dev/null)\" = {token} ]; then echo ours; else echo held; cat {dir}/holder 2>/dev/null || true; fi"
     )
 }
 
@@ -172,8 +172,10 @@ mod tests {
 
     #[test]
     fn the_lock_quotes_its_holder() {
-        let cmd = lock(&web(), "t0k3n", "octo/app run 7 by 'mallory'; reboot");
-        assert!(cmd.contains(r#"'octo/app run 7 by '"'"'mallory'"'"'; reboot'"#), "{cmd}");
+        let holder = "octo/app run 7 by 'mallory'; reboot $(halt) `id` \\";
+        let cmd = lock(&web(), "t0k3n", holder);
+        assert!(cmd.contains(&quote(holder)), "{cmd}");
+        assert_eq!(shlex::split(&format!("printf {}", quote(holder))).unwrap(), ["printf", holder]);
         assert!(unlock(&web(), "t0k3n").contains("= t0k3n ]"));
     }
 }

@@ -11,6 +11,15 @@ use super::Options;
 use crate::config::{parse_bool, parse_duration, Problems};
 use crate::inputs::RawInputs;
 
+/// A known_hosts line: [@marker] HOSTS KEYTYPE BASE64 [comment], whose key parses.
+fn known_hosts_line(line: &str) -> bool {
+    let mut words = line.split_whitespace().skip_while(|w| w.starts_with('@'));
+    match (words.next(), words.next(), words.next()) {
+        (Some(_hosts), Some(_kind), Some(key)) => russh::keys::parse_public_key_base64(key).is_ok(),
+        _ => false,
+    }
+}
+
 /// A Docker container name: what `docker run --name` takes.
 fn container_name(name: &str) -> bool {
     let b = name.as_bytes();
@@ -105,11 +114,8 @@ pub fn options(raw: &RawInputs, app: Option<&str>, p: &mut Problems) -> Option<O
         (_, true) => None,
     };
     if let Some(lines) = raw.get("known-hosts") {
-        if let Some(bad) = lines
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .find(|l| l.split_whitespace().count() < 3)
+        if let Some(bad) =
+            lines.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).find(|l| !known_hosts_line(l))
         {
             p.add(
                 "known-hosts",
