@@ -186,8 +186,11 @@ async fn a_new_image_goes_through_every_phase_and_switches_without_a_failed_requ
             let (stop, seen, url) = (stop.clone(), seen.clone(), url.clone());
             tokio::spawn(async move {
                 while !stop.load(Ordering::SeqCst) {
+                    // Kept in the order the requests were sent: three clients finish
+                    // out of order, and a slow v1 answer may land after a quick v2 one.
+                    let sent = std::time::Instant::now();
                     let r = call("GET", &url, &[], None).await.expect("the router answers");
-                    seen.lock().unwrap().push((r.status, r.text()));
+                    seen.lock().unwrap().push((sent, r.status, r.text()));
                 }
             })
         })
@@ -215,7 +218,9 @@ async fn a_new_image_goes_through_every_phase_and_switches_without_a_failed_requ
         t.await.unwrap();
     }
 
-    let seen = seen.lock().unwrap().clone();
+    let mut sent = seen.lock().unwrap().clone();
+    sent.sort_by_key(|(at, _, _)| *at);
+    let seen: Vec<(u16, String)> = sent.into_iter().map(|(_, status, version)| (status, version)).collect();
     let failed: Vec<_> = seen.iter().filter(|(status, _)| *status != 200).collect();
     assert!(failed.is_empty(), "{} of {} requests failed through the switch: {failed:?}", failed.len(), seen.len());
     let first_v2 = seen.iter().position(|(_, v)| v == "v2").expect("v2 was served");
