@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use sandbox::app::{HealthMode, ReleaseSpec, Releases};
 use sandbox::droplets::{DropletSpec, DropletsOptions, DropletsSandbox, LbSpec, LbTarget};
 use sandbox::hosts::{runtime::ENV_HOST, sshd_path, Backend, Fleet, FleetOptions};
-use sandbox::kit::balancer::{Balancer, BalancerOptions, Check, Member, Protocol};
+use sandbox::kit::balancer::{Balancer, BalancerOptions, Check, Member};
 use sandbox::kit::haproxy::{haproxy_path, Haproxy, HaproxyOptions};
 use tokio::process::Command;
 
@@ -128,15 +128,7 @@ async fn start(rig: Rig, hosts: usize, binary: &str) -> (Fleet, Lb) {
 
 /// The tutorial's balancer check, scaled.
 fn check(port: u16) -> Check {
-    Check {
-        protocol: Protocol::Http,
-        path: "/health".into(),
-        port,
-        interval: INTERVAL,
-        timeout: TIMEOUT,
-        healthy: HEALTHY,
-        unhealthy: UNHEALTHY,
-    }
+    Check { timeout: TIMEOUT, healthy: HEALTHY, unhealthy: UNHEALTHY, ..Check::health(port, INTERVAL) }
 }
 
 fn end_state(fleet: &Fleet) -> Vec<String> {

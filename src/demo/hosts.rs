@@ -25,6 +25,19 @@ async fn fleet(hosts: usize, mut releases: Releases) -> anyhow::Result<Fleet> {
     Fleet::start(FleetOptions { hosts, running: Some("web:v1".into()), releases, ..FleetOptions::default() }).await
 }
 
+/// The Droplets and Load Balancers API over the fleet: droplets `web-1`... behind one
+/// balancer that lists them by id and checks them every `interval`.
+async fn droplets_api(fleet: &Fleet, interval: Duration) -> std::io::Result<DropletsSandbox> {
+    let port = fleet.hosts()[0].app.port();
+    let check = Check::health(port, interval);
+    DropletsSandbox::start(DropletsOptions {
+        droplets: DropletSpec::for_hosts(fleet.hosts(), "web"),
+        balancer: LbSpec { name: "web-lb".into(), by: LbTarget::ById, check, target_port: port, entry_port: 80 },
+        ..Default::default()
+    })
+    .await
+}
+
 async fn balancer(fleet: &Fleet, interval: Duration) -> anyhow::Result<Balancer> {
     let port = fleet.hosts()[0].app.port();
     let members =
@@ -88,22 +101,8 @@ async fn demo(droplets: bool, summary_file: Option<PathBuf>, redactor: Redactor)
     let interval = Duration::from_millis(300);
     println!("demo: starting two hosts, each with an SSH server and a docker stand-in, running web:v1");
     let fleet = fleet(2, releases).await?;
-    let port = fleet.hosts()[0].app.port();
     let (lb, api) = match droplets {
-        true => {
-            let options = DropletsOptions {
-                droplets: DropletSpec::for_hosts(fleet.hosts(), "web"),
-                balancer: LbSpec {
-                    name: "web-lb".into(),
-                    by: LbTarget::ById,
-                    check: Check::health(port, interval),
-                    target_port: port,
-                    entry_port: 80,
-                },
-                ..Default::default()
-            };
-            (None, Some(DropletsSandbox::start(options).await?))
-        }
+        true => (None, Some(droplets_api(&fleet, interval).await?)),
         false => (Some(balancer(&fleet, interval).await?), None),
     };
     let url = lb.as_ref().map(Balancer::url).or(api.as_ref().map(DropletsSandbox::app_url)).unwrap_or_default();
@@ -189,19 +188,7 @@ pub async fn serve(provider: &str, hosts: usize, releases: Releases) -> i32 {
     let addrs: Vec<String> = fleet.hosts().iter().map(|h| h.addr.to_string()).collect();
     let interval = Duration::from_secs(1);
     let (api, lb) = if provider == "digitalocean-droplets" {
-        let droplets = DropletSpec::for_hosts(fleet.hosts(), "web");
-        let options = DropletsOptions {
-            droplets,
-            balancer: LbSpec {
-                name: "web-lb".into(),
-                by: LbTarget::ById,
-                check: Check::health(port, interval),
-                target_port: port,
-                entry_port: 80,
-            },
-            ..Default::default()
-        };
-        match DropletsSandbox::start(options).await {
+        match droplets_api(&fleet, interval).await {
             Ok(api) => (Some(api), None),
             Err(e) => return super::could_not_start(e),
         }
