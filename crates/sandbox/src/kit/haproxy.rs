@@ -72,7 +72,9 @@ impl Haproxy {
             .spawn()?;
         let mut haproxy = Haproxy { addr, dir, child };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
+        // haproxy binds its unix socket under a temporary name and renames it into place,
+        // so the frontend can accept before the stats socket exists: wait for both.
+        while tokio::net::TcpStream::connect(addr).await.is_err() || haproxy.command("show info").is_err() {
             if let Some(status) = haproxy.child.try_wait()? {
                 anyhow::bail!("haproxy exited ({status}): {}", haproxy.log().trim());
             }
@@ -118,7 +120,12 @@ impl Haproxy {
     pub async fn wait_all_up(&self, limit: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + limit;
         loop {
-            let servers = self.servers()?;
+            let servers = match self.servers() {
+                Ok(servers) => servers,
+                // A busy socket (haproxy answers one command per connection) is asked again.
+                Err(_) if Instant::now() < deadline => Vec::new(),
+                Err(error) => return Err(error.into()),
+            };
             if !servers.is_empty() && servers.iter().all(|s| s.status == "UP") {
                 return Ok(());
             }
