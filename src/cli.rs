@@ -15,7 +15,7 @@ use crate::github::{Ledger, RunContext};
 use crate::http::{HttpClient, RetryConfig};
 use crate::inputs::{RawInputs, INPUTS};
 use crate::providers::{registry, Progress};
-use crate::report::{exit, Outcome, Report};
+use crate::report::{exit, Outcome, Report, Style};
 use crate::runner::Runner;
 use crate::secret::Redactor;
 use crate::shutdown::Shutdown;
@@ -434,40 +434,48 @@ pub fn finish(report: &Report, runner: &Runner, write_summary: bool) -> i32 {
         }
     }
 
-    let headline = report.headline();
+    // Each result is said once: on a runner as the annotation (which the log shows too),
+    // on a terminal as one line in the outcome's colour, then why.
+    let headline = report.headline_in(Style::Plain);
     let reason = report.reason.clone().unwrap_or_default();
-    match report.outcome {
-        _ if !report.input_errors.is_empty() => {}
-        Outcome::Deployed => runner.notice("deployed", &headline),
-        Outcome::Planned => runner.notice("planned", &headline),
-        Outcome::RolledBack | Outcome::Failed => runner.error("deploy failed", &format!("{headline} {reason}")),
-        Outcome::RollbackFailed => runner.error("ROLLBACK FAILED", &format!("{headline} {reason}")),
-        Outcome::Cancelled => runner.warning("deploy cancelled", &format!("{headline} {reason}")),
-    }
-    if !runner.on_runner {
-        for step in &report.plan {
-            runner.say(&format!("  plan: {step}"));
+    let with_reason = if reason.is_empty() { headline.clone() } else { format!("{headline} Why: {reason}") };
+    if runner.on_runner {
+        match report.outcome {
+            _ if !report.input_errors.is_empty() => {}
+            Outcome::Deployed => runner.notice("deployed", &headline),
+            Outcome::Planned => runner.notice("planned", &headline),
+            Outcome::RolledBack | Outcome::Failed => runner.error("deploy failed", &with_reason),
+            Outcome::RollbackFailed => runner.error("rollback failed", &with_reason),
+            Outcome::Cancelled => runner.warning("deploy cancelled", &with_reason),
         }
-        if report.outcome == Outcome::Cancelled && report.changed {
-            if let Some(state) = &runner.paths.state {
-                runner.say(&format!(
-                    "To restore {}, run: safe-deploy post --state-file {} (with the same inputs)",
-                    report.previous.as_deref().unwrap_or("the recorded release"),
-                    state.display()
-                ));
-            }
+        return code;
+    }
+    for step in &report.plan {
+        runner.say(&format!("  plan: {step}"));
+    }
+    if report.outcome == Outcome::Cancelled && report.changed {
+        if let Some(state) = &runner.paths.state {
+            runner.say(&format!(
+                "To restore {}, run: safe-deploy post --state-file {} (with the same inputs)",
+                report.previous.as_deref().unwrap_or("the recorded release"),
+                state.display()
+            ));
         }
     }
-    runner.say(&headline);
+    runner.outcome(report.outcome, &headline);
     if !reason.is_empty() {
         runner.say(&format!("why: {reason}"));
     }
     code
 }
 
-/// Progress events as log lines through the runner.
-fn progress(runner: &Runner) -> Progress {
-    Progress::new(std::sync::Arc::new(crate::progress::LogLines { runner: runner.clone() }))
+/// Progress events: a live status on a terminal, log lines everywhere else.
+pub fn progress(runner: &Runner) -> Progress {
+    if runner.terminal {
+        Progress::new(std::sync::Arc::new(crate::progress::Live::start(runner.clone())))
+    } else {
+        Progress::new(std::sync::Arc::new(crate::progress::LogLines::new(runner.clone())))
+    }
 }
 
 fn append_file(path: &Path, text: &str) -> std::io::Result<()> {
@@ -509,10 +517,7 @@ impl std::io::Write for RedactingWriter {
 
 impl Drop for RedactingWriter {
     fn drop(&mut self) {
-        use std::io::Write;
         let text = self.redactor.redact(&String::from_utf8_lossy(&self.buffer));
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(text.as_bytes());
-        let _ = out.flush();
+        crate::progress::print_line(text.trim_end_matches('\n'));
     }
 }

@@ -160,6 +160,47 @@ impl GateReport {
     }
 }
 
+/// The log's account of failed attempts: a failure is said when it first happens, a
+/// run of the same failure is not said again attempt by attempt, only every 10 s
+/// ("still failing the same way"), and once more in one line when it ends.
+#[derive(Default)]
+struct Repeats {
+    /// The failure being repeated, the first attempt that had it, the last one, and
+    /// when the log last spoke of it.
+    run: Option<(String, usize, usize, Instant)>,
+}
+
+impl Repeats {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn failed(&mut self, label: &str, number: usize, failure: &str, deadline: Instant) {
+        match &mut self.run {
+            Some((same, _, last, spoke)) if same == failure => {
+                *last = number;
+                if spoke.elapsed() >= Self::EVERY {
+                    *spoke = Instant::now();
+                    let left = human(deadline.saturating_duration_since(Instant::now()));
+                    tracing::info!("health: {label} attempt {number} still fails the same way ({left} left)");
+                }
+            }
+            _ => {
+                self.settle(label);
+                tracing::info!("health: {label} attempt {number} failed: {failure}");
+                self.run = Some((failure.to_string(), number, number, Instant::now()));
+            }
+        }
+    }
+
+    /// Closes a run of the same failure with one line saying how long it was.
+    fn settle(&mut self, label: &str) {
+        if let Some((failure, first, last, _)) = self.run.take() {
+            if last > first {
+                tracing::info!("health: {label} attempts {first}–{last} all failed: {failure}");
+            }
+        }
+    }
+}
+
 /// What the gate proves about versions with the version URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VersionCheck {
@@ -212,11 +253,13 @@ impl Gate<'_> {
         let mut consecutive = 0;
         let mut soak_until: Option<Instant> = None;
         let mut last_failure: Option<Failure> = None;
+        let mut said = Repeats::default();
         loop {
             let attempt_start = Instant::now();
             let limit = soak_until.unwrap_or(pass_by);
             let remaining = limit.saturating_duration_since(attempt_start);
             if remaining.is_zero() && soak_until.is_none() {
+                said.settle(self.label);
                 let why = match &last_failure {
                     Some(f) => format!(
                         "not healthy within health-deadline {} ({} of {} consecutive successes; last failure: {})",
@@ -245,6 +288,7 @@ impl Gate<'_> {
             match &attempt.failure {
                 None => {
                     consecutive += 1;
+                    said.settle(self.label);
                     tracing::info!(
                         "health: {} ok ({} in {}ms) {consecutive}/{}",
                         self.label,
@@ -254,7 +298,7 @@ impl Gate<'_> {
                     );
                 }
                 Some(f) => {
-                    tracing::info!("health: {} attempt {} failed: {}", self.label, attempt.number, f.explain());
+                    said.failed(self.label, attempt.number, &f.explain(), deadline);
                     consecutive = 0;
                     last_failure = Some(f.clone());
                 }

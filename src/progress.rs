@@ -1,14 +1,74 @@
-//! Progress events as the runner log shows them: one plain line per event, each
-//! saying what happened or what is awaited, for how long so far and how long is left.
-//! (A live terminal rendering comes later; it will be another `Observer`.)
+//! Progress events as a person sees them. On a runner, or when piped: one plain line
+//! per event, each saying what happened or what is awaited, for how long so far and how
+//! long is left (a wait's lines at most every 10 s). On a terminal: a live status, one
+//! line per instance or host with its state, and a spinner for the current wait with
+//! its elapsed and remaining time; log lines scroll above it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use crate::config::human;
 use crate::providers::{Event, Observer};
 use crate::runner::Runner;
 
+/// How often a wait that goes on is spoken of again in the log.
+const WAIT_LINE_EVERY: Duration = Duration::from_secs(10);
+
+/// The terminal's live display, once one is drawn: every line printed while it is up
+/// goes above it, so the two never garble each other.
+static LIVE: OnceLock<MultiProgress> = OnceLock::new();
+
+/// Prints one line on stdout, above the live display when there is one.
+pub fn print_line(text: &str) {
+    use std::io::Write;
+    match LIVE.get() {
+        Some(live) => {
+            let _ = live.println(text);
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{text}");
+            let _ = out.flush();
+        }
+    }
+}
+
+/// Runs `f` (a write to stderr) with the live display out of the way.
+pub fn suspended<T>(f: impl FnOnce() -> T) -> T {
+    match LIVE.get() {
+        Some(live) => live.suspend(f),
+        None => f(),
+    }
+}
+
 /// Writes every event as a line through the runner (redacted like every other line).
 pub struct LogLines {
     pub runner: Runner,
+    /// The wait last spoken of, and when.
+    last_wait: Mutex<Option<(String, Instant)>>,
+}
+
+impl LogLines {
+    pub fn new(runner: Runner) -> Self {
+        LogLines { runner, last_wait: Mutex::new(None) }
+    }
+
+    /// A wait is said when it starts, then at most every 10 s (the engine's heartbeat
+    /// makes sure it is said at least that often).
+    fn worth_saying(&self, what: &str) -> bool {
+        let mut last = self.last_wait.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = match &*last {
+            Some((said, at)) => said != what || at.elapsed() >= WAIT_LINE_EVERY,
+            None => true,
+        };
+        if fresh {
+            *last = Some((what.to_string(), Instant::now()));
+        }
+        fresh
+    }
 }
 
 impl Observer for LogLines {
@@ -20,12 +80,107 @@ impl Observer for LogLines {
             Event::Instance { id, state, release: None } => format!("instance {id} is {state}"),
             // Outside text: a prefix keeps any line of it from reading as a workflow command.
             Event::Log { source, line } => format!("[{source}] {line}"),
-            Event::Waiting { what, elapsed, remaining } => match remaining {
-                Some(left) => format!("waiting for {what}: {} so far, {} left", human(elapsed), human(left)),
-                None => format!("waiting for {what}: {} so far", human(elapsed)),
-            },
+            Event::Waiting { what, elapsed, remaining } => {
+                if !self.worth_saying(&what) {
+                    return;
+                }
+                waiting_line(&what, elapsed, remaining)
+            }
         };
         self.runner.say(&line);
+    }
+}
+
+fn waiting_line(what: &str, elapsed: Duration, remaining: Option<Duration>) -> String {
+    match remaining {
+        Some(left) => format!("waiting for {what}: {} so far, {} left", human(elapsed), human(left)),
+        None => format!("waiting for {what}: {} so far", human(elapsed)),
+    }
+}
+
+/// The live status on a terminal.
+pub struct Live {
+    runner: Runner,
+    multi: MultiProgress,
+    /// The current step or wait: a spinner, what it is, elapsed and time left.
+    current: ProgressBar,
+    /// When the current wait must end, for the countdown.
+    deadline: Arc<Mutex<Option<Instant>>>,
+    instances: Mutex<HashMap<String, ProgressBar>>,
+}
+
+impl Live {
+    /// Draws on stdout (a terminal); from now on every line goes above the display.
+    pub fn start(runner: Runner) -> Live {
+        let multi = LIVE.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stdout())).clone();
+        let deadline: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let left = deadline.clone();
+        let style = ProgressStyle::with_template("{spinner} {msg} {elapsed}{left}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner())
+            .with_key("left", move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
+                if let Some(d) = *left.lock().unwrap_or_else(|e| e.into_inner()) {
+                    let _ = write!(w, ", {} left", human(d.saturating_duration_since(Instant::now())));
+                }
+            });
+        let current = multi.add(ProgressBar::new_spinner().with_style(style));
+        current.enable_steady_tick(Duration::from_millis(120));
+        Live { runner, multi, current, deadline, instances: Mutex::default() }
+    }
+
+    fn instance(&self, id: &str, text: String) {
+        let mut bars = self.instances.lock().unwrap_or_else(|e| e.into_inner());
+        let bar = bars.entry(id.to_string()).or_insert_with(|| {
+            let style = ProgressStyle::with_template("  {msg}").unwrap_or_else(|_| ProgressStyle::default_bar());
+            self.multi.insert_before(&self.current, ProgressBar::new_spinner().with_style(style))
+        });
+        bar.set_message(self.runner.redactor().redact(&text));
+    }
+
+    /// Takes the display down, leaving each instance's last state on screen as a line.
+    pub fn finish(&self) {
+        self.current.finish_and_clear();
+        self.multi.remove(&self.current);
+        let mut bars: Vec<(String, ProgressBar)> =
+            self.instances.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
+        bars.sort_by(|a, b| a.0.cmp(&b.0));
+        for (_, bar) in bars {
+            let last = bar.message();
+            bar.finish_and_clear();
+            self.multi.remove(&bar);
+            print_line(&format!("  {last}"));
+        }
+    }
+}
+
+impl Observer for Live {
+    fn event(&self, event: Event) {
+        let redact = |t: &str| self.runner.redactor().redact(t);
+        match event {
+            Event::StepStarted { step } => {
+                *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                self.current.reset_elapsed();
+                self.current.set_message(redact(&step));
+            }
+            Event::StepEnded { .. } => {
+                *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                self.current.set_message(String::new());
+            }
+            Event::Instance { id, state, release } => {
+                let on = release.map(|r| format!(" on {r}")).unwrap_or_default();
+                self.instance(&id, format!("{id}  {state}{on}"));
+            }
+            Event::Log { source, line } => self.runner.say(&format!("[{source}] {line}")),
+            Event::Waiting { what, remaining, .. } => {
+                *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = remaining.map(|r| Instant::now() + r);
+                self.current.set_message(redact(&format!("waiting for {what}:")));
+            }
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 

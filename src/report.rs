@@ -221,44 +221,85 @@ impl Report {
 
     /// The one sentence that opens the summary: the outcome, and what is live now.
     pub fn headline(&self) -> String {
+        self.headline_in(Style::Markdown)
+    }
+
+    /// The headline in a style: Markdown (a mark, releases as code) for the summary,
+    /// plain words for a log line or a terminal. Each release is named once.
+    pub fn headline_in(&self, style: Style) -> String {
+        let markdown = style == Style::Markdown;
+        let name = |r: &str| if markdown { format!("`{r}`") } else { r.to_string() };
+        let mark = |m: &str| if markdown { format!("{m} ") } else { String::new() };
         let live = match &self.live {
-            Some(r) => format!("`{r}` is live"),
+            Some(r) => format!("{} is live", name(r)),
             None => "what is live is UNKNOWN".into(),
         };
-        let target = self.target.as_deref().unwrap_or("the new release");
+        let target = self.target.as_deref().map(name);
+        let target = target.as_deref().unwrap_or("the new release");
+        let app = &self.app;
+        // What the run set out to do, as the subject of a sentence.
+        let attempt = match self.command.as_str() {
+            "rollback" => format!("Rollback of {app} to {target}"),
+            "redeploy" => format!("Redeploy of {target} to {app}"),
+            _ => format!("Deploy of {target} to {app}"),
+        };
         if !self.input_errors.is_empty() {
             return format!(
-                "❌ {} input problem(s): nothing was changed and no request was sent.",
+                "{}{} input problem(s): nothing was changed and no request was sent.",
+                mark("❌"),
                 self.input_errors.len()
             );
         }
+        // Healthy and live: the target needs no second mention unless something else is.
+        let healthy =
+            if self.live == self.target { "live and healthy".to_string() } else { format!("{live} and healthy") };
         match self.outcome {
             Outcome::Deployed if self.command == "redeploy" => {
-                format!("✅ Redeployed `{target}` to {} — {live} and healthy.", self.app)
+                format!("{}Redeployed {target} to {app}: {healthy}.", mark("✅"))
             }
             Outcome::Deployed if self.command == "rollback" => {
-                format!("✅ Rolled {} back to `{target}` on request — {live} and healthy.", self.app)
+                format!("{}Rolled {app} back to {target} on request: {healthy}.", mark("✅"))
             }
-            Outcome::Deployed => format!("✅ Deployed `{target}` to {} — {live} and healthy.", self.app),
-            Outcome::RolledBack => format!("❌ Deploy of `{target}` to {} FAILED and was rolled back — {live}.", self.app),
-            Outcome::Failed if self.changed => format!("❌ Deploy of `{target}` to {} FAILED and was not rolled back — {live}.", self.app),
-            Outcome::Failed => format!("❌ Deploy of `{target}` to {} FAILED before any change to the app — {live}.", self.app),
+            Outcome::Deployed => format!("{}Deployed {target} to {app}: {healthy}.", mark("✅")),
+            Outcome::RolledBack => format!("{}{attempt} FAILED and was rolled back: {live}.", mark("❌")),
+            Outcome::Failed if self.changed => {
+                format!("{}{attempt} FAILED and was not rolled back: {live}.", mark("❌"))
+            }
+            Outcome::Failed if self.live.is_none() => {
+                format!("{}{attempt} FAILED before any change: nothing was changed.", mark("❌"))
+            }
+            Outcome::Failed => format!("{}{attempt} FAILED before any change: {live}.", mark("❌")),
             Outcome::RollbackFailed if self.live.is_some() && self.live == self.previous => format!(
-                "🚨 ROLLBACK FAILED: deploy of `{target}` to {} failed; the previous release was put back but is NOT healthy — {live}. Act now.",
-                self.app
+                "{}ROLLBACK FAILED: {} failed; the previous release was put back but is NOT healthy: {live}. Act now.",
+                mark("🚨"),
+                lower_first(&attempt)
             ),
             Outcome::RollbackFailed => format!(
-                "🚨 ROLLBACK FAILED: deploy of `{target}` to {} failed and the previous release could not be restored — {live}. Act now.",
-                self.app
+                "{}ROLLBACK FAILED: {} failed and the previous release could not be restored: {live}. Act now.",
+                mark("🚨"),
+                lower_first(&attempt)
             ),
             Outcome::Cancelled if self.changed => format!(
-                "⏹️ Deploy of `{target}` to {} was CANCELLED mid-way — {live}; the post step restores the previous release.",
-                self.app
+                "{}{attempt} was CANCELLED mid-way: {live}; the post step restores the previous release.",
+                mark("⏹️")
             ),
-            Outcome::Cancelled => format!("⏹️ Deploy of `{target}` to {} was CANCELLED before any change — {live}.", self.app),
-            Outcome::Planned => format!("📝 Plan for `{target}` on {} — nothing was changed; {live}.", self.app),
+            Outcome::Cancelled => format!("{}{attempt} was CANCELLED before any change: {live}.", mark("⏹️")),
+            Outcome::Planned => format!("{}Plan for {target} on {app}: nothing was changed; {live}.", mark("📝")),
         }
     }
+}
+
+/// "Deploy of x" as the middle of a sentence.
+fn lower_first(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map(|c| c.to_lowercase().chain(chars).collect()).unwrap_or_default()
+}
+
+/// How a headline is written: for the Markdown summary, or as plain words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    Markdown,
+    Plain,
 }
 
 #[cfg(test)]

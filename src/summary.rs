@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use crate::config::human;
-use crate::health::{GateReport, GateResult};
+use crate::health::{Attempt, GateReport, GateResult};
 use crate::report::{Outcome, PhaseResult, Report};
 
 /// The runner refuses a summary over 1 MiB; stay well below it.
@@ -15,9 +15,6 @@ pub const MAX_BYTES: usize = 900 * 1024;
 pub fn render(report: &Report) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "## {}\n", report.headline());
-    if let Some(reason) = &report.reason {
-        let _ = writeln!(md, "**Why:** {}\n", inline(reason));
-    }
     if report.outcome == Outcome::RollbackFailed {
         let _ = writeln!(
             md,
@@ -25,6 +22,9 @@ pub fn render(report: &Report) -> String {
         );
     }
 
+    if let Some(reason) = &report.reason {
+        let _ = writeln!(md, "**Why:** {}\n", inline(reason));
+    }
     if !report.input_errors.is_empty() {
         let _ = writeln!(md, "### Input problems\n");
         for e in &report.input_errors {
@@ -33,8 +33,8 @@ pub fn render(report: &Report) -> String {
         md.push('\n');
     }
 
-    let _ = writeln!(md, "| | |\n|---|---|");
-    row(&mut md, "Status", &format!("`{}`", report.outcome.status()));
+    // The first pair is the header row: GFM needs one, and an empty one reads as a gap.
+    let _ = writeln!(md, "| Status | <code>{}</code> |\n|---|---|", report.outcome.status());
     row(&mut md, "Command", &report.command);
     row(&mut md, "Provider", &report.provider);
     row(&mut md, "App", &format!("{} (environment {})", inline(&report.app), inline(&report.environment)));
@@ -72,6 +72,7 @@ pub fn render(report: &Report) -> String {
         for p in &report.phases {
             let result = match (p.result, &p.detail) {
                 (PhaseResult::Ok, _) => "ok".to_string(),
+                (r, Some(d)) if said(report, d) => format!("{} (see Why)", phase_word(r)),
                 (r, Some(d)) => format!("{} — {}", phase_word(r), inline(d)),
                 (r, None) => phase_word(r).to_string(),
             };
@@ -82,12 +83,14 @@ pub fn render(report: &Report) -> String {
     }
 
     for gate in &report.gates {
-        render_gate(&mut md, gate);
+        render_gate(&mut md, gate, report);
     }
 
     if let Some(rb) = &report.rollback {
         let _ = writeln!(md, "### Rollback\n");
-        let _ = writeln!(md, "- Reason: {}", inline(&rb.reason));
+        if !said(report, &rb.reason) {
+            let _ = writeln!(md, "- Reason: {}", inline(&rb.reason));
+        }
         let _ = writeln!(md, "- Restoring: `{}`", inline(&rb.to));
         let _ = writeln!(md, "- Result: {}", if rb.succeeded { "restored and healthy" } else { "**FAILED**" });
         if let Some(d) = &rb.detail {
@@ -131,13 +134,13 @@ fn phase_word(r: PhaseResult) -> &'static str {
     }
 }
 
-fn render_gate(md: &mut String, gate: &GateReport) {
+fn render_gate(md: &mut String, gate: &GateReport, report: &Report) {
     let result = match gate.result {
         GateResult::Passed => "passed",
         GateResult::Failed => "FAILED",
         GateResult::Cancelled => "cancelled",
     };
-    let _ = writeln!(
+    let _ = write!(
         md,
         "### Health checks: {} — {result}\n\n{} attempts in {} against {}.",
         inline(&gate.label),
@@ -145,48 +148,150 @@ fn render_gate(md: &mut String, gate: &GateReport) {
         human(gate.duration),
         inline(&gate.url)
     );
-    if let Some(reason) = &gate.reason {
-        let _ = writeln!(md, " {}", inline(reason));
+    match &gate.reason {
+        Some(reason) if said(report, reason) => md.push_str(" The failure is the one under Why."),
+        Some(reason) => {
+            let _ = write!(md, " {}", inline(reason));
+        }
+        None => {}
     }
-    if gate.attempts.len() < gate.total_attempts {
-        let _ = writeln!(
-            md,
-            "\nShowing the first and the latest {} of {} attempts.",
-            gate.attempts.len(),
-            gate.total_attempts
-        );
-    }
-    let _ = writeln!(md, "\n| # | At | Status | Latency | Body | Result |\n|---|---|---|---|---|---|");
-    for a in &gate.attempts {
-        let status = a.status.map_or("—".to_string(), |s| s.to_string());
-        let result = match &a.failure {
-            None => "ok".to_string(),
-            Some(f) => format!("{}: {}", f.label(), inline(&f.explain())),
-        };
-        let _ = writeln!(
-            md,
-            "| {} | +{} | {} | {}ms | <code>{}</code> | {} |",
-            a.number,
-            human(a.at),
-            status,
-            a.latency.as_millis(),
-            escape(&a.excerpt),
-            result
-        );
-    }
-    md.push('\n');
+    md.push_str("\n\n");
+    attempts_table(md, &gate.attempts);
 }
 
-/// A mermaid gantt chart of the phases, in milliseconds since the start.
+/// Attempts shown one per row at each end of a health gate; the rest fold.
+const SHOWN_AT_EACH_END: usize = 3;
+
+/// The attempts as a table: the first few and the last few in full, everything between
+/// folded into one row, and spelled out below in `<details>`, where a run of identical
+/// attempts is one row.
+fn attempts_table(md: &mut String, attempts: &[Attempt]) {
+    const HEADER: &str = "| # | At | Status | Latency | Body | Result |\n|---|---|---|---|---|---|\n";
+    md.push_str(HEADER);
+    let n = attempts.len();
+    if n <= 2 * SHOWN_AT_EACH_END + 1 {
+        runs(md, attempts, false);
+        md.push('\n');
+        return;
+    }
+    let (head, rest) = attempts.split_at(SHOWN_AT_EACH_END);
+    let (middle, tail) = rest.split_at(rest.len() - SHOWN_AT_EACH_END);
+    runs(md, head, false);
+    let span = numbers(middle);
+    let groups = group(middle);
+    if groups.len() == 1 && contiguous(middle) {
+        // One run of the same answer: one line says it all.
+        runs(md, middle, true);
+    } else {
+        let _ = writeln!(md, "| {span} | | | | | attempts {span}, listed below |");
+    }
+    runs(md, tail, false);
+    md.push('\n');
+    if groups.len() > 1 || !contiguous(middle) {
+        let _ = write!(md, "<details><summary>Attempts {span}</summary>\n\n{HEADER}");
+        runs(md, middle, true);
+        md.push_str("\n</details>\n\n");
+    }
+}
+
+/// Writes attempts as rows; with `fold`, consecutive identical attempts are one row.
+fn runs(md: &mut String, attempts: &[Attempt], fold: bool) {
+    let groups = if fold { group(attempts) } else { attempts.chunks(1).collect() };
+    let mut previous: Option<usize> = None;
+    for g in groups {
+        let (first, last) = (&g[0], &g[g.len() - 1]);
+        if let Some(p) = previous.filter(|p| first.number > p + 1) {
+            let _ = writeln!(
+                md,
+                "| {}–{} | | | | | not kept (only the first and the latest are) |",
+                p + 1,
+                first.number - 1
+            );
+        }
+        previous = Some(last.number);
+        let status = first.status.map_or("—".to_string(), |s| s.to_string());
+        let body = format!("<code>{}</code>", escape(&first.excerpt));
+        if g.len() == 1 {
+            let _ = writeln!(
+                md,
+                "| {} | +{} | {status} | {}ms | {body} | {} |",
+                first.number,
+                human(first.at),
+                first.latency.as_millis(),
+                result(first)
+            );
+        } else {
+            let (fast, slow) = g
+                .iter()
+                .fold((u128::MAX, 0), |(lo, hi), a| (lo.min(a.latency.as_millis()), hi.max(a.latency.as_millis())));
+            let latency = if fast == slow { format!("{fast}ms") } else { format!("{fast}–{slow}ms") };
+            let _ = writeln!(
+                md,
+                "| {span} | +{} to +{} | {status} | {latency} | {body} | attempts {span}: same {} |",
+                human(first.at),
+                human(last.at),
+                if first.failure.is_some() { "failure" } else { "answer, ok" },
+                span = numbers(g),
+            );
+        }
+    }
+}
+
+fn result(a: &Attempt) -> String {
+    match &a.failure {
+        None => "ok".to_string(),
+        Some(f) => format!("{}: {}", f.label(), inline(&f.explain())),
+    }
+}
+
+/// Consecutive attempts that got the same answer (status, body and verdict).
+fn group(attempts: &[Attempt]) -> Vec<&[Attempt]> {
+    let key = |a: &Attempt| (a.status, a.excerpt.clone(), result(a));
+    attempts.chunk_by(|a, b| b.number == a.number + 1 && key(a) == key(b)).collect()
+}
+
+fn contiguous(attempts: &[Attempt]) -> bool {
+    attempts.windows(2).all(|w| w[1].number == w[0].number + 1)
+}
+
+/// "4–57", or "4" for one attempt.
+fn numbers(attempts: &[Attempt]) -> String {
+    match (attempts.first(), attempts.last()) {
+        (Some(a), Some(b)) if a.number != b.number => format!("{}–{}", a.number, b.number),
+        (Some(a), _) => a.number.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Whether the summary's Why already says `text`: then it is referred to, not repeated.
+fn said(report: &Report, text: &str) -> bool {
+    !text.trim().is_empty() && report.reason.as_deref().is_some_and(|why| why.contains(text.trim()))
+}
+
+/// A mermaid gantt chart of the phases. Short runs are drawn in seconds since the
+/// start (no time zone can shift seconds); long ones at the wall-clock time they ran,
+/// which mermaid shows in the reader's own time zone. The tick step is chosen so that
+/// the axis has a handful of distinct labels, whatever the run's length.
 fn gantt(md: &mut String, report: &Report) {
+    let span = report.phases.iter().map(|p| p.start + p.duration).max().unwrap_or_default();
+    let axis = Axis::for_span(span);
+    let origin: u128 = match axis.clock {
+        Clock::SinceStart => 0,
+        Clock::WallClock => {
+            report.started_at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default()
+        }
+    };
     let _ = writeln!(
         md,
-        "```mermaid\ngantt\n    title {} {}\n    dateFormat x\n    axisFormat %M:%S\n    section run",
-        report.command,
-        mermaid_text(&report.app)
+        "```mermaid\ngantt\n    title {} {} ({})\n    dateFormat x\n    axisFormat {}\n    tickInterval {}\n    section run",
+        mermaid_text(&report.command),
+        mermaid_text(&report.app),
+        axis.clock.words(),
+        axis.format,
+        axis.tick
     );
     for (i, p) in report.phases.iter().enumerate() {
-        let start = p.start.as_millis();
+        let start = origin + p.start.as_millis();
         // A zero-length bar does not render; give every phase at least 1 ms.
         let end = start + p.duration.max(Duration::from_millis(1)).as_millis();
         let tag = match p.result {
@@ -199,9 +304,72 @@ fn gantt(md: &mut String, report: &Report) {
     let _ = writeln!(md, "```\n");
 }
 
-/// Mermaid task names end at ':' and comments start at '#' or '%%'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Clock {
+    SinceStart,
+    WallClock,
+}
+
+impl Clock {
+    fn words(self) -> &'static str {
+        match self {
+            Clock::SinceStart => "seconds since the start",
+            Clock::WallClock => "your local time",
+        }
+    }
+}
+
+/// A gantt axis: mermaid's tick step, the label format (d3's), and what the times mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Axis {
+    tick: &'static str,
+    format: &'static str,
+    clock: Clock,
+}
+
+impl Axis {
+    fn for_span(span: Duration) -> Axis {
+        // (longest span, tick step, label format): at most about ten ticks, each label
+        // precise enough to differ from its neighbours.
+        const STEPS: &[(u64, &str, &str)] = &[
+            (2_000, "200millisecond", "%S.%Ls"),
+            (5_000, "500millisecond", "%S.%Ls"),
+            (10_000, "1second", "%Ss"),
+            (50_000, "5second", "%Ss"),
+            (300_000, "30second", "%H:%M:%S"),
+            (600_000, "1minute", "%H:%M"),
+            (3_000_000, "5minute", "%H:%M"),
+            (6_000_000, "10minute", "%H:%M"),
+            (18_000_000, "30minute", "%H:%M"),
+        ];
+        let ms = span.as_millis();
+        let (tick, format) = STEPS
+            .iter()
+            .find(|(limit, _, _)| ms <= u128::from(*limit))
+            .map_or(("1hour", "%H:%M"), |(_, tick, format)| (*tick, *format));
+        let clock = if format.starts_with("%S") { Clock::SinceStart } else { Clock::WallClock };
+        Axis { tick, format, clock }
+    }
+}
+
+/// Mermaid ends a task name at ':' and a line at ';', starts comments at '#' and '%%',
+/// and reads '<' as markup: each becomes the full-width character that looks the same,
+/// so "batch 1: host a" keeps its colon and its meaning.
 fn mermaid_text(text: &str) -> String {
-    text.chars().map(|c| if matches!(c, ':' | '#' | ';' | '%' | '\n' | '\r') { ' ' } else { c }).collect()
+    text.chars()
+        .map(|c| match c {
+            ':' => '：',
+            '#' => '＃',
+            ';' => '；',
+            '%' => '％',
+            '<' => '‹',
+            '>' => '›',
+            '&' => '＆',
+            '\n' | '\r' => ' ',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect()
 }
 
 /// Text from outside, made safe for a Markdown table cell: no HTML, no pipes, one line.
@@ -253,7 +421,7 @@ fn cap(mut md: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::Attempt;
+    use crate::health::Failure;
     use crate::report::Phase;
 
     fn report() -> Report {
@@ -308,7 +476,8 @@ mod tests {
     fn the_gantt_chart_lists_every_phase_in_milliseconds() {
         let md = render(&report());
         assert!(md.contains("```mermaid\ngantt"));
-        assert!(md.contains("    health gate  new release :crit, p0, 40, 940"), "{md}");
+        assert!(md.contains("    health gate： new release :crit, p0, 40, 940"), "{md}");
+        assert!(md.contains("    tickInterval 200millisecond\n"), "a 0.9 s run ticks every 200 ms: {md}");
     }
 
     #[test]
@@ -318,5 +487,95 @@ mod tests {
         let md = render(&r);
         assert!(md.len() <= MAX_BYTES);
         assert!(md.ends_with("limit._\n"));
+    }
+    fn attempt(number: usize, body: &str, failure: Option<Failure>) -> Attempt {
+        Attempt {
+            number,
+            at: Duration::from_millis(number as u64 * 20),
+            status: Some(200),
+            latency: Duration::from_millis(1),
+            excerpt: body.into(),
+            failure,
+        }
+    }
+
+    fn table(attempts: &[Attempt]) -> String {
+        let mut md = String::new();
+        attempts_table(&mut md, attempts);
+        md
+    }
+
+    #[test]
+    fn sixty_identical_attempts_read_as_one_line_between_the_first_and_last_few() {
+        let bad = || Some(Failure::BodyMismatch { missing: "ok".into() });
+        let attempts: Vec<Attempt> = (1..=60).map(|n| attempt(n, "degraded", bad())).collect();
+        let md = table(&attempts);
+        let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| #")).collect();
+        assert_eq!(rows.len(), 7, "3 + one folded line + 3:\n{md}");
+        assert!(rows[3].starts_with("| 4–57 |") && rows[3].ends_with("attempts 4–57: same failure |"), "{md}");
+        assert!(!md.contains("<details>"), "nothing left to unfold: {md}");
+    }
+
+    #[test]
+    fn varied_attempts_fold_into_details_with_runs_collapsed() {
+        let bad = |n: usize| if n % 20 < 10 { Some(Failure::BodyMismatch { missing: "ok".into() }) } else { None };
+        let attempts: Vec<Attempt> =
+            (1..=60).map(|n| attempt(n, if bad(n).is_some() { "no" } else { "ok" }, bad(n))).collect();
+        let md = table(&attempts);
+        let (visible, folded) = md.split_once("<details>").expect("the middle folds");
+        assert!(visible.contains("| 4–57 | | | | | attempts 4–57, listed below |"), "{md}");
+        assert!(folded.starts_with("<summary>Attempts 4–57</summary>\n\n| # |"), "{folded}");
+        assert!(
+            folded.contains(
+                "| 10–19 | +200ms to +380ms | 200 | 1ms | <code>ok</code> | attempts 10–19: same answer, ok |"
+            ),
+            "{folded}"
+        );
+        assert!(folded.contains("\n\n</details>"), "{folded}");
+    }
+
+    #[test]
+    fn attempts_that_were_not_kept_are_named() {
+        let ok = |n| attempt(n, "ok", None);
+        let attempts: Vec<Attempt> = (1..=5).chain(90..=95).map(ok).collect();
+        let md = table(&attempts);
+        assert!(md.contains("| 6–89 | | | | | not kept (only the first and the latest are) |"), "{md}");
+    }
+
+    #[test]
+    fn every_run_length_gets_a_handful_of_distinct_ticks() {
+        let tick_ms = |tick: &str| {
+            let digits: String = tick.chars().take_while(char::is_ascii_digit).collect();
+            let n: u128 = digits.parse().unwrap();
+            let unit = &tick[digits.len()..];
+            n * match unit {
+                "millisecond" => 1,
+                "second" => 1_000,
+                "minute" => 60_000,
+                "hour" => 3_600_000,
+                other => panic!("unknown unit {other}"),
+            }
+        };
+        for ms in [300u64, 1_600, 4_000, 9_000, 45_000, 240_000, 540_000, 2_400_000, 7_200_000, 36_000_000] {
+            let axis = Axis::for_span(Duration::from_millis(ms));
+            let step = tick_ms(axis.tick);
+            assert!(u128::from(ms) / step <= 12, "{ms} ms in steps of {}: too many ticks", axis.tick);
+            // The label shows the tick's own unit, so neighbours differ.
+            let finest = if step < 1_000 {
+                "%L"
+            } else if step < 60_000 {
+                "%S"
+            } else {
+                "%M"
+            };
+            assert!(axis.format.contains(finest), "{ms} ms: {} cannot show steps of {}", axis.format, axis.tick);
+            // Seconds since the start are only used below a minute: %S wraps at 60.
+            assert!(axis.clock == Clock::WallClock || ms < 60_000, "{ms} ms");
+        }
+    }
+
+    #[test]
+    fn labels_keep_their_colons_in_a_form_mermaid_accepts() {
+        assert_eq!(mermaid_text("batch 1: host a#1; 50% <b>&"), "batch 1： host a＃1； 50％ ‹b›＆");
     }
 }

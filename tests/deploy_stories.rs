@@ -70,7 +70,7 @@ async fn a_failed_rollback_exits_3_and_says_so_loudly() {
     let first = ran.summary.lines().next().unwrap();
     assert!(first.contains("ROLLBACK FAILED") && first.contains("could not be restored"), "{ran}");
     assert!(first.contains("`web:v2` is live"), "{ran}");
-    assert!(ran.stdout.contains("::error title=ROLLBACK FAILED::"), "{ran}");
+    assert!(ran.stdout.contains("::error title=rollback failed::ROLLBACK FAILED: deploy of web:v2"), "{ran}");
 }
 
 #[tokio::test]

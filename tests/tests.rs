@@ -19,3 +19,5 @@ mod input_errors;
 mod properties;
 mod secrets;
 mod signals;
+mod summaries;
+mod terminal;

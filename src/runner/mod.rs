@@ -29,19 +29,28 @@ pub struct Runner {
     /// `GITHUB_ACTIONS=true`: speak workflow commands.
     pub on_runner: bool,
     pub paths: Paths,
+    /// Colour on stdout: a terminal, not a runner (it has its own), and no `NO_COLOR`.
+    pub colour: bool,
+    /// stdout is a terminal a person watches (not a runner, not a pipe): a live status.
+    pub terminal: bool,
     redactor: Redactor,
 }
 
 impl Runner {
     pub fn new(on_runner: bool, paths: Paths, redactor: Redactor) -> Self {
-        Runner { on_runner, paths, redactor }
+        let (terminal, colour) = terminal(on_runner, |name| std::env::var(name).ok());
+        Runner { on_runner, paths, colour, terminal, redactor }
     }
 
     /// Reads `GITHUB_ACTIONS`, `GITHUB_OUTPUT`, `GITHUB_STATE` and `GITHUB_STEP_SUMMARY`.
     pub fn from_env(lookup: impl Fn(&str) -> Option<String>, redactor: Redactor) -> Self {
         let path = |name: &str| lookup(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let on_runner = lookup("GITHUB_ACTIONS").as_deref() == Some("true");
+        let (terminal, colour) = terminal(on_runner, &lookup);
         Runner {
-            on_runner: lookup("GITHUB_ACTIONS").as_deref() == Some("true"),
+            on_runner,
+            colour,
+            terminal,
             paths: Paths {
                 output: path("GITHUB_OUTPUT"),
                 state: path("GITHUB_STATE"),
@@ -76,6 +85,23 @@ impl Runner {
         raw_line(&self.redactor.redact(text));
     }
 
+    /// The run's last line on a terminal: the outcome, in its colour when colour is on.
+    pub fn outcome(&self, outcome: crate::report::Outcome, text: &str) {
+        use crate::report::Outcome;
+        let text = self.redactor.redact(text);
+        if !self.colour {
+            return raw_line(&text);
+        }
+        let style = match outcome {
+            Outcome::Deployed => console::Style::new().green().bold(),
+            Outcome::Planned => console::Style::new().cyan().bold(),
+            Outcome::Cancelled => console::Style::new().yellow().bold(),
+            Outcome::RolledBack | Outcome::Failed => console::Style::new().red().bold(),
+            Outcome::RollbackFailed => console::Style::new().white().on_red().bold(),
+        };
+        raw_line(&style.force_styling(true).apply_to(text).to_string());
+    }
+
     pub fn group(&self, title: &str) {
         if self.on_runner {
             raw_line(&format!("::group::{}", escape_data(&self.redactor.redact(title))));
@@ -108,7 +134,7 @@ impl Runner {
         if self.on_runner {
             raw_line(&format!("::{kind} title={}::{}", escape_property(&title), escape_data(&message)));
         } else {
-            let _ = writeln!(std::io::stderr().lock(), "{kind}: {title}: {message}");
+            crate::progress::suspended(|| writeln!(std::io::stderr().lock(), "{kind}: {title}: {message}").ok());
         }
     }
 
@@ -141,9 +167,17 @@ impl Runner {
     }
 }
 
-/// One line on stdout, flushed at once so it keeps its place among the others.
+/// Whether stdout is a terminal a person watches (not a runner, which has its own
+/// rendering; not a pipe; not TERM=dumb), and whether to colour it (not with NO_COLOR).
+fn terminal(on_runner: bool, lookup: impl Fn(&str) -> Option<String>) -> (bool, bool) {
+    let dumb = lookup("TERM").as_deref() == Some("dumb");
+    let terminal = !on_runner && !dumb && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let no_colour = lookup("NO_COLOR").is_some_and(|v| !v.is_empty());
+    (terminal, terminal && !no_colour)
+}
+
+/// One line on stdout, flushed at once so it keeps its place among the others (and
+/// above the terminal's live status, when one is drawn).
 fn raw_line(text: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{text}");
-    let _ = out.flush();
+    crate::progress::print_line(text);
 }

@@ -1,0 +1,68 @@
+//! What a person sees: on a terminal a live status and the outcome once, in colour,
+//! without Markdown or emoji; on a runner or through a pipe, plain lines where a run of
+//! identical failures is one line and the outcome is said once.
+
+use sandbox::app::HealthMode;
+
+use crate::util::{run_main, Double, BIN};
+
+/// Runs the CLI under a pseudo-terminal (util-linux `script`, in every Debian), with
+/// these inputs as flags; returns everything the terminal received.
+async fn on_a_terminal(command: &str, inputs: &[(String, String)], env: &[(&str, &str)]) -> String {
+    let mut line = format!("{BIN} {command}");
+    for (name, value) in inputs {
+        line.push_str(&format!(" --{name} '{value}'"));
+    }
+    let out = tokio::process::Command::new("script")
+        .args(["-qfec", &line, "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TERM", "xterm-256color")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("script runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn on_a_terminal_the_outcome_is_said_once_in_colour_without_markdown_or_emoji() {
+    let double = Double::start("web:v1").await;
+    let seen = on_a_terminal("deploy", &double.inputs("web:v2"), &[]).await;
+
+    assert_eq!(seen.matches("Deployed web:v2 to web: live and healthy.").count(), 1, "{seen}");
+    assert!(seen.contains("\x1b[32m\x1b[1mDeployed web:v2"), "the outcome in green: {seen:?}");
+    assert!(!seen.contains('`') && !seen.contains('✅'), "no Markdown or emoji on a terminal: {seen}");
+    assert!(!seen.contains("notice:"), "no annotation repeating the outcome: {seen}");
+    // The live status redraws its lines in place.
+    assert!(seen.contains("\x1b[2K"), "a live status was drawn: {seen:?}");
+    assert_eq!(double.state().live(), "web:v2");
+}
+
+#[tokio::test]
+async fn no_color_turns_colour_off_but_not_the_words() {
+    let double = Double::start("web:v1").await;
+    double.broken("web:v2", HealthMode::WrongBody);
+    let seen = on_a_terminal("deploy", &double.inputs("web:v2"), &[("NO_COLOR", "1")]).await;
+
+    assert_eq!(seen.matches("FAILED and was rolled back: web:v1 is live.").count(), 1, "{seen}");
+    assert!(!seen.contains("\x1b[31m"), "no colour with NO_COLOR: {seen:?}");
+    assert_eq!(seen.matches("why: health gate").count(), 1, "the reason once: {seen}");
+}
+
+#[tokio::test]
+async fn on_a_runner_a_run_of_identical_failures_is_one_line_and_the_outcome_is_said_once() {
+    let double = Double::start("web:v1").await;
+    double.broken("web:v2", HealthMode::WrongBody);
+    let ran = run_main(&double.inputs("web:v2")).await;
+    assert_eq!(ran.output("status"), "rolled-back", "{ran}");
+
+    let failed_lines =
+        ran.stdout.lines().filter(|l| l.contains("failed: body does not contain") && !l.contains("all failed")).count();
+    assert_eq!(failed_lines, 1, "the first failure is said, its repeats are not:\n{}", ran.stdout);
+    assert!(ran.stdout.lines().any(|l| l.contains("attempts 1–") && l.contains("all failed")), "{}", ran.stdout);
+    assert_eq!(ran.stdout.matches("FAILED and was rolled back").count(), 1, "{}", ran.stdout);
+    assert!(!ran.stdout.contains('\x1b'), "no escape codes on a runner");
+    assert!(!ran.stdout.contains('`'), "no Markdown in the log: {}", ran.stdout);
+}
