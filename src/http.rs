@@ -208,7 +208,9 @@ impl HttpClient {
             if let Some(cause) = shutdown.cause() {
                 return Err(HttpError::Cancelled { call: describe, cause });
             }
+            let sent = Instant::now();
             let outcome = self.attempt(call).await;
+            debug_line(&describe, &outcome.as_ref().map(|r| r.status).map_err(classify), sent.elapsed());
             let wait = match &outcome {
                 Ok(reply) => match self.should_retry_status(call, reply.status) {
                     false => None,
@@ -378,6 +380,7 @@ impl HttpClient {
         for (name, value) in headers {
             req = req.header(name.as_str(), value.as_str());
         }
+        let sent = Instant::now();
         let result = async {
             let resp = req.send().await?;
             let status = resp.status().as_u16();
@@ -385,7 +388,20 @@ impl HttpClient {
             Ok::<_, reqwest::Error>((status, body.to_vec()))
         }
         .await;
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let describe = self.redactor.redact(&Call::new(reqwest::Method::GET, url.clone()).describe());
+            debug_line(&describe, &result.as_ref().map(|r| r.0).map_err(classify), sent.elapsed());
+        }
         result.map_err(|e| (classify(&e), self.redactor.redact(&error_chain(&e))))
+    }
+}
+
+/// With step debug on (RUNNER_DEBUG=1): each request's method, URL without query or
+/// credentials, status and time, one line, already redacted.
+fn debug_line(describe: &str, outcome: &Result<u16, TransportFailure>, took: Duration) {
+    match outcome {
+        Ok(status) => tracing::debug!("http: {describe} -> {status} in {}ms", took.as_millis()),
+        Err(kind) => tracing::debug!("http: {describe} -> {} after {}ms", kind.as_str(), took.as_millis()),
     }
 }
 

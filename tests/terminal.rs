@@ -66,3 +66,26 @@ async fn on_a_runner_a_run_of_identical_failures_is_one_line_and_the_outcome_is_
     assert!(!ran.stdout.contains('\x1b'), "no escape codes on a runner");
     assert!(!ran.stdout.contains('`'), "no Markdown in the log: {}", ran.stdout);
 }
+
+#[tokio::test]
+async fn runner_debug_adds_a_line_per_request_with_its_status_and_time() {
+    let double = Double::start("web:v1").await;
+    let inputs = double.inputs("web:v2");
+    let quiet = run_main(&inputs).await;
+    assert!(!quiet.stdout.contains("http: GET"), "no request lines without step debug");
+
+    let ran = crate::util::Step::main(&inputs).env("RUNNER_DEBUG", "1").run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    let health = format!("http: GET {}/health -> 200 in ", double.app.url());
+    let lines = ran.stdout.lines().filter(|l| l.starts_with(&health) && l.ends_with("ms")).count();
+    assert!(lines >= 3, "one line per health request, with status and time:\n{}", ran.stdout);
+
+    // A secret in the URL never reaches a debug line (and every run is scanned for it).
+    let secret = "s3cr3t-token-value-123";
+    let leaky = format!("{}/health?key={secret}", double.app.url());
+    let inputs = crate::util::with(crate::util::with(inputs, "health-url", &leaky), "token", secret);
+    let ran = crate::util::Step::main(&inputs).env("RUNNER_DEBUG", "1").run().await;
+    assert!(ran.stdout.contains(&health), "{ran}");
+    let printed: Vec<&str> = ran.stdout.lines().filter(|l| !l.starts_with("::add-mask::")).collect();
+    assert!(!printed.join("\n").contains(secret) && !ran.summary.contains(secret), "{ran}");
+}
