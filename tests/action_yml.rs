@@ -64,6 +64,60 @@ fn the_action_runs_a_prebuilt_image_with_a_post_entrypoint() {
     assert!(runs["post-entrypoint"].as_str().unwrap().ends_with("-post"));
 }
 
+/// What main's action.yml runs between releases (`.github/release/check-pin` knows it too).
+const DEV_IMAGE: &str = "docker://ghcr.io/safe-deploy/safe-deploy:v1";
+
+/// `vX.Y.Z`, digits only.
+fn is_version_tag(tag: &str) -> bool {
+    let parts: Vec<&str> = tag.strip_prefix('v').map(|v| v.split('.').collect()).unwrap_or_default();
+    parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `docker://NAME@sha256:<64 lower-case hex>`, with no tag in NAME: what the release workflow's
+/// `.github/release/pin-image` writes.
+fn is_digest_reference(image: &str) -> bool {
+    let Some((name, hex)) = image.strip_prefix("docker://").and_then(|r| r.split_once("@sha256:")) else {
+        return false;
+    };
+    let last = name.rsplit('/').next().unwrap_or_default();
+    !last.is_empty()
+        && !last.contains(':')
+        && !name.contains(char::is_whitespace)
+        && hex.len() == 64
+        && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A release commit (made by .github/workflows/release.yml, tagged vX.Y.Z, on no branch) runs
+/// the image by digest; any other commit may only run main's tag-based dev reference instead.
+#[test]
+fn runs_image_is_a_digest_on_a_release_commit_and_mains_dev_tag_otherwise() {
+    let action = action();
+    let image = action["runs"]["image"].as_str().unwrap();
+    assert!(
+        is_digest_reference(image) || image == DEV_IMAGE,
+        "runs.image is {image}: neither docker://NAME@sha256:<64 hex> nor main's {DEV_IMAGE}"
+    );
+
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    // Without git (a source tarball) nothing tells a release commit: the check above is all.
+    let (Some(tags), Some(message)) = (git(&["tag", "--points-at", "HEAD"]), git(&["log", "-1", "--format=%B"])) else {
+        return;
+    };
+    let tag = tags.lines().map(str::trim).find(|t| is_version_tag(t));
+    let trailer = message.lines().find_map(|l| l.trim().strip_prefix("Safe-Deploy-Release:").map(str::trim));
+    if let Some(release) = tag.or(trailer.filter(|v| is_version_tag(v))) {
+        assert!(is_digest_reference(image), "HEAD is release {release}, but runs.image is {image}, not a digest");
+    }
+}
+
 #[tokio::test]
 async fn every_declared_output_is_written_and_nothing_else() {
     let action = action();
