@@ -162,24 +162,45 @@ pub async fn main(args: Vec<OsString>, env: &Env) -> i32 {
         }
         Some(("post", sub)) => {
             let raw = raw_inputs(env, Some(sub), None);
-            post(raw, runner, sub, env).await
+            post(raw, runner, sub, env, None).await
         }
         Some((command, sub)) => {
             let raw = raw_inputs(env, Some(sub), Some(command));
             let _ = crate::shutdown::listen_for_signals(shutdown.clone());
             let runner = with_files(runner, sub, env);
-            deploy(raw, runner, shutdown).await
+            deploy_or_restore(raw, runner, shutdown, sub, env, &args).await
         }
         None if invoked_as.ends_with("-post") || matches.get_flag("post-role") => {
             let raw = raw_inputs(env, None, None);
-            post(raw, runner, &matches, env).await
+            post(raw, runner, &matches, env, None).await
         }
         None => {
             let raw = raw_inputs(env, None, None);
             let _ = crate::shutdown::listen_for_signals(shutdown.clone());
             let runner = with_files(runner, &matches, env);
-            deploy(raw, runner, shutdown).await
+            deploy_or_restore(raw, runner, shutdown, &matches, env, &args).await
         }
+    }
+}
+
+/// Deploys; off a runner, a run a signal stopped mid-way is then restored at once, as
+/// the post step would on a runner (a person has no post step).
+async fn deploy_or_restore(
+    raw: RawInputs,
+    runner: Runner,
+    shutdown: Shutdown,
+    m: &ArgMatches,
+    env: &Env,
+    args: &[OsString],
+) -> i32 {
+    let code = deploy(raw.clone(), runner.clone(), shutdown).await;
+    match runner.paths.state.clone() {
+        Some(state) if code == exit::CANCELLED && !runner.on_runner => {
+            let command = crate::interrupt::finishing_command(args, &state, runner.redactor());
+            crate::interrupt::second_signal_exits(runner.clone(), command);
+            post(raw, runner, m, env, Some(&state)).await
+        }
+        _ => code,
     }
 }
 
@@ -342,13 +363,15 @@ fn bad_input(raw: &RawInputs, runner: &Runner, errors: &[crate::config::InputErr
     finish(&report, runner, summary)
 }
 
-/// The post step: finishes a rollback that a cancelled main step left open.
-async fn post(raw: RawInputs, runner: Runner, m: &ArgMatches, env: &Env) -> i32 {
+/// The post step: finishes a rollback that a cancelled main step left open. Its state
+/// comes from `state` (a CLI run interrupted just now), `--state-file`, or the runner.
+async fn post(raw: RawInputs, runner: Runner, m: &ArgMatches, env: &Env, state: Option<&Path>) -> i32 {
     for secret in raw.secrets() {
         runner.mask(secret);
     }
-    let saved = match m.try_get_one::<String>("state-file").ok().flatten() {
-        Some(path) => match Saved::from_file(Path::new(path)) {
+    let flag = m.try_get_one::<String>("state-file").ok().flatten().map(Path::new);
+    let saved = match state.or(flag) {
+        Some(path) => match Saved::from_file(path) {
             Ok(s) => s,
             Err(e) => {
                 runner.error("post", &format!("{e}; give the state file the main run printed"));
@@ -373,7 +396,11 @@ async fn post(raw: RawInputs, runner: Runner, m: &ArgMatches, env: &Env) -> i32 
     if let Some(p) = m.try_get_one::<String>("summary-file").ok().flatten() {
         runner.paths.summary = Some(PathBuf::from(p));
     }
-    runner.say("safe-deploy post: the main step did not finish; restoring the recorded release.");
+    if state.is_some() {
+        runner.say("Interrupted: putting the recorded release back now (Ctrl-C again to stop and finish later).");
+    } else {
+        runner.say("safe-deploy post: the main step did not finish; restoring the recorded release.");
+    }
     let http = match client(runner.redactor().clone(), Some(&config)) {
         Ok(h) => h,
         Err(e) => return finish(&internal_failure(&config, &runner, e), &runner, config.summary),
@@ -452,15 +479,6 @@ pub fn finish(report: &Report, runner: &Runner, write_summary: bool) -> i32 {
     }
     for step in &report.plan {
         runner.say(&format!("  plan: {step}"));
-    }
-    if report.outcome == Outcome::Cancelled && report.changed {
-        if let Some(state) = &runner.paths.state {
-            runner.say(&format!(
-                "To restore {}, run: safe-deploy post --state-file {} (with the same inputs)",
-                report.previous.as_deref().unwrap_or("the recorded release"),
-                state.display()
-            ));
-        }
     }
     runner.outcome(report.outcome, &headline);
     if !reason.is_empty() {

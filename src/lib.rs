@@ -26,6 +26,7 @@ pub mod github;
 pub mod health;
 pub mod http;
 pub mod inputs;
+pub mod interrupt;
 pub mod progress;
 pub mod providers;
 pub mod report;

@@ -228,7 +228,13 @@ impl Report {
     /// plain words for a log line or a terminal. Each release is named once.
     pub fn headline_in(&self, style: Style) -> String {
         let markdown = style == Style::Markdown;
-        let name = |r: &str| if markdown { format!("`{r}`") } else { r.to_string() };
+        // A code span shows its text literally; one a backtick or a line break would
+        // end early is written as escaped <code> instead.
+        let name = |r: &str| match markdown {
+            true if r.contains(['`', '\n', '\r']) => format!("<code>{}</code>", crate::summary::escape_code(r)),
+            true => format!("`{r}`"),
+            false => r.to_string(),
+        };
         let mark = |m: &str| if markdown { format!("{m} ") } else { String::new() };
         let live = match &self.live {
             Some(r) => format!("{} is live", name(r)),
@@ -236,7 +242,7 @@ impl Report {
         };
         let target = self.target.as_deref().map(name);
         let target = target.as_deref().unwrap_or("the new release");
-        let app = &self.app;
+        let app = if markdown { crate::summary::escape(&self.app) } else { self.app.clone() };
         // What the run set out to do, as the subject of a sentence.
         let attempt = match self.command.as_str() {
             "rollback" => format!("Rollback of {app} to {target}"),
@@ -280,7 +286,7 @@ impl Report {
                 lower_first(&attempt)
             ),
             Outcome::Cancelled if self.changed => format!(
-                "{}{attempt} was CANCELLED mid-way: {live}; the post step restores the previous release.",
+                "{}{attempt} was CANCELLED mid-way: {live}; safe-deploy puts the previous release back next.",
                 mark("⏹️")
             ),
             Outcome::Cancelled => format!("{}{attempt} was CANCELLED before any change: {live}.", mark("⏹️")),

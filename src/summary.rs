@@ -210,7 +210,7 @@ fn runs(md: &mut String, attempts: &[Attempt], fold: bool) {
         }
         previous = Some(last.number);
         let status = first.status.map_or("—".to_string(), |s| s.to_string());
-        let body = format!("<code>{}</code>", escape(&first.excerpt));
+        let body = format!("<code>{}</code>", escape_code(&first.excerpt));
         if g.len() == 1 {
             let _ = writeln!(
                 md,
@@ -332,6 +332,10 @@ impl Axis {
         // (longest span, tick step, label format): at most about ten ticks, each label
         // precise enough to differ from its neighbours.
         const STEPS: &[(u64, &str, &str)] = &[
+            (100, "10millisecond", "%S.%Ls"),
+            (250, "25millisecond", "%S.%Ls"),
+            (500, "50millisecond", "%S.%Ls"),
+            (1_000, "100millisecond", "%S.%Ls"),
             (2_000, "200millisecond", "%S.%Ls"),
             (5_000, "500millisecond", "%S.%Ls"),
             (10_000, "1second", "%Ss"),
@@ -353,12 +357,12 @@ impl Axis {
 }
 
 /// Mermaid ends a task name at ':' and a line at ';', starts comments at '#' and '%%',
-/// and reads '<' as markup: each becomes the full-width character that looks the same,
+/// and reads '<' as markup: each becomes a look-alike character (a ratio sign for the colon),
 /// so "batch 1: host a" keeps its colon and its meaning.
 fn mermaid_text(text: &str) -> String {
     text.chars()
         .map(|c| match c {
-            ':' => '：',
+            ':' => '∶',
             '#' => '＃',
             ';' => '；',
             '%' => '％',
@@ -382,6 +386,11 @@ pub fn escape(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '|' => out.push_str("&#124;"),
             '`' => out.push_str("&#96;"),
+            // No link, image or strikethrough can be made of outside text.
+            '[' => out.push_str("&#91;"),
+            ']' => out.push_str("&#93;"),
+            '~' => out.push_str("&#126;"),
+            '\\' => out.push_str("&#92;"),
             '\n' | '\r' => out.push(' '),
             c if c.is_control() => out.push(' '),
             c => out.push(c),
@@ -394,9 +403,15 @@ fn inline(text: &str) -> String {
     escape(text)
 }
 
+/// Text from outside for a `<code>` element: no Markdown at all may happen inside it
+/// (GitHub would render a body's **x** there as bold), so emphasis marks go too.
+pub fn escape_code(text: &str) -> String {
+    escape(text).replace('*', "&#42;").replace('_', "&#95;")
+}
+
 fn code(value: Option<&str>) -> String {
     match value {
-        Some(v) => format!("<code>{}</code>", escape(v)),
+        Some(v) => format!("<code>{}</code>", escape_code(v)),
         None => "unknown".into(),
     }
 }
@@ -476,8 +491,8 @@ mod tests {
     fn the_gantt_chart_lists_every_phase_in_milliseconds() {
         let md = render(&report());
         assert!(md.contains("```mermaid\ngantt"));
-        assert!(md.contains("    health gate： new release :crit, p0, 40, 940"), "{md}");
-        assert!(md.contains("    tickInterval 200millisecond\n"), "a 0.9 s run ticks every 200 ms: {md}");
+        assert!(md.contains("    health gate∶ new release :crit, p0, 40, 940"), "{md}");
+        assert!(md.contains("    tickInterval 100millisecond\n"), "a 0.9 s run ticks every 100 ms: {md}");
     }
 
     #[test]
@@ -556,7 +571,9 @@ mod tests {
                 other => panic!("unknown unit {other}"),
             }
         };
-        for ms in [300u64, 1_600, 4_000, 9_000, 45_000, 240_000, 540_000, 2_400_000, 7_200_000, 36_000_000] {
+        for ms in
+            [40u64, 104, 300, 700, 1_600, 4_000, 9_000, 45_000, 240_000, 540_000, 2_400_000, 7_200_000, 36_000_000]
+        {
             let axis = Axis::for_span(Duration::from_millis(ms));
             let step = tick_ms(axis.tick);
             assert!(u128::from(ms) / step <= 12, "{ms} ms in steps of {}: too many ticks", axis.tick);
@@ -576,6 +593,6 @@ mod tests {
 
     #[test]
     fn labels_keep_their_colons_in_a_form_mermaid_accepts() {
-        assert_eq!(mermaid_text("batch 1: host a#1; 50% <b>&"), "batch 1： host a＃1； 50％ ‹b›＆");
+        assert_eq!(mermaid_text("batch 1: host a#1; 50% <b>&"), "batch 1∶ host a＃1； 50％ ‹b›＆");
     }
 }

@@ -88,3 +88,59 @@ async fn a_post_step_that_lost_the_recorded_release_says_the_state_is_unknown() 
     assert!(post.summary.contains("roll back by hand"), "{post}");
     assert!(double.state().writes().is_empty(), "nothing was guessed at");
 }
+
+#[tokio::test]
+async fn ctrl_c_at_a_terminal_puts_the_recorded_release_back_there_and_then() {
+    let double = Double::start("web:v1").await;
+    double.change(|s| s.faults.roll_out_delay_ms = 30_000);
+    let (ran, _) = Step::cli("deploy", &double.inputs("web:v2"))
+        .interrupt_when("INT", "the roll-out to begin", || {
+            double.state().calls.iter().any(|c| c.starts_with("roll_out"))
+        })
+        .await;
+
+    // A person has no post step: the CLI restores, says so, and ends as the post step would.
+    assert!(ran.stdout.contains("Interrupted: putting the recorded release back now"), "{ran}");
+    assert_eq!(ran.code, 1, "rolled back: {ran}");
+    assert_eq!(double.state().live(), "web:v1");
+    assert!(double.state().calls.iter().any(|c| c.starts_with("roll_back web:v1")), "{:?}", double.state().calls);
+    assert!(ran.summary.contains("### Rollback"), "{ran}");
+}
+
+#[tokio::test]
+async fn a_second_ctrl_c_stops_at_once_and_prints_the_command_that_finishes_the_restore() {
+    let double = Double::start("web:v1").await;
+    double.change(|s| s.faults.roll_out_delay_ms = 30_000);
+    let secret = "a-token-that-must-not-print";
+    let inputs =
+        crate::util::with(crate::util::with(double.inputs("web:v2"), "health-deadline", "30s"), "token", secret);
+    let step = Step::cli("deploy", &inputs);
+    let child = step.command().spawn().unwrap();
+    let pid = child.id().unwrap();
+    crate::util::eventually(Duration::from_secs(30), "the roll-out to begin", || {
+        double.state().calls.iter().any(|c| c.starts_with("roll_out"))
+    })
+    .await;
+    // The restored release will not pass its gate: the restore takes its 30 s deadline.
+    double.broken("web:v1", sandbox::app::HealthMode::Error500);
+    crate::util::kill(pid, "INT").await;
+    crate::util::eventually(Duration::from_secs(30), "the restore to begin", || {
+        double.state().calls.iter().any(|c| c.starts_with("roll_back"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = std::time::Instant::now();
+    crate::util::kill(pid, "INT").await;
+    let ran = step.collect(child).await;
+
+    assert_eq!(ran.code, 130, "{ran}");
+    assert!(second.elapsed() < Duration::from_secs(3), "{:?}", second.elapsed());
+    let command = ran.stdout.lines().find(|l| l.trim_start().starts_with("safe-deploy post "));
+    let command = command.unwrap_or_else(|| panic!("no finishing command printed:\n{ran}"));
+    assert!(command.contains("--state-file") && command.contains("--image web:v2"), "{command}");
+    assert!(
+        command.contains("--token '***'") || command.contains("--token ***"),
+        "the secret is not printed: {command}"
+    );
+    assert!(!ran.stdout.contains(secret), "{ran}");
+}

@@ -123,6 +123,10 @@ async fn a_hostile_health_body_is_shown_as_text() {
     assert_ne!(ran.code, 0, "{ran}");
     assert!(!ran.summary.contains("<img") && !ran.summary.contains("<script"), "{ran}");
     assert!(ran.summary.contains("&lt;img src=x onerror=alert(1)&gt;"), "the body is shown, escaped:\n{ran}");
+    assert!(
+        ran.summary.contains("&#42;&#42;bold&#42;&#42; &#91;link&#93;(javascript"),
+        "Markdown in a body stays text:\n{ran}"
+    );
     sample("hostile-body", &ran);
 }
 

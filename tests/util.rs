@@ -191,6 +191,21 @@ impl Step {
         Step { dir, env, program: PathBuf::from(BIN), args: vec![] }
     }
 
+    /// The CLI as a person runs it: `safe-deploy COMMAND --input value ...`, off a
+    /// runner, with a summary file in the step's folder.
+    pub fn cli(command: &str, inputs: &[(String, String)]) -> Step {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec![command.to_string()];
+        for (name, value) in inputs {
+            args.push(format!("--{name}"));
+            args.push(value.clone());
+        }
+        args.push("--summary-file".into());
+        args.push(dir.path().join("summary").display().to_string());
+        let env = vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())];
+        Step { dir, env, program: PathBuf::from(BIN), args }
+    }
+
     /// The post step: same inputs, the main step's saved state as STATE_* variables,
     /// and the binary under its post name, as action.yml's post-entrypoint runs it.
     pub fn post(inputs: &[(String, String)], saved: &BTreeMap<String, String>) -> Step {
