@@ -13,7 +13,7 @@ use crate::config::{Command, Config};
 use crate::engine::Engine;
 use crate::github::{Ledger, RunContext};
 use crate::http::{HttpClient, RetryConfig};
-use crate::inputs::{RawInputs, INPUTS};
+use crate::inputs::{RawInputs, Surface, INPUTS};
 use crate::providers::{registry, Progress};
 use crate::report::{exit, Outcome, Report};
 use crate::runner::Runner;
@@ -184,9 +184,11 @@ pub async fn main(args: Vec<OsString>, env: &Env) -> i32 {
 }
 
 /// `INPUT_*` variables, overridden by flags, and the subcommand as the command input.
+/// With flags, messages name the flags.
 fn raw_inputs(env: &Env, flags: Option<&ArgMatches>, command: Option<&str>) -> RawInputs {
     let mut raw = RawInputs::from_env(env);
     if let Some(m) = flags {
+        raw.set_surface(Surface::Cli);
         for spec in INPUTS.iter().filter(|i| i.name != "command") {
             if let Ok(Some(v)) = m.try_get_one::<String>(spec.name) {
                 raw.set(spec.name, v.clone());
@@ -335,7 +337,7 @@ fn bad_input(raw: &RawInputs, runner: &Runner, errors: &[crate::config::InputErr
     report.outcome = Outcome::Failed;
     report.reason = Some("the inputs below are wrong; fix them and run again".into());
     for e in errors {
-        runner.error(&format!("input {}", e.input), &format!("{}. {}", e.problem, e.fix));
+        runner.error(&e.label(), &format!("{}. {}", e.problem, e.fix));
         report.input_errors.push(e.to_string());
     }
     let summary = raw.get("summary").and_then(|s| crate::config::parse_bool(s).ok()).unwrap_or(true);

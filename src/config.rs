@@ -12,7 +12,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use crate::http::HttpClient;
-use crate::inputs::{RawInputs, INPUTS};
+use crate::inputs::{RawInputs, Surface, INPUTS};
 use crate::providers::registry::{self, Registration};
 use crate::providers::{Provider, Source};
 use crate::secret::Secret;
@@ -210,21 +210,56 @@ pub struct InputError {
     pub input: &'static str,
     pub problem: String,
     pub fix: String,
+    /// Whom the message speaks to: it names the action's input or the flag.
+    pub surface: Surface,
+}
+
+impl InputError {
+    pub fn new(surface: Surface, input: &'static str, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+        InputError { input, problem: problem.into(), fix: fix.into(), surface }
+    }
+
+    /// The title of the error: `input health-url`, or `--health-url`.
+    pub fn label(&self) -> String {
+        self.surface.label(self.input)
+    }
 }
 
 impl fmt::Display for InputError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "input '{}': {}. {}", self.input, self.problem, self.fix)
+        match self.surface {
+            Surface::Action => write!(f, "input '{}': {}. {}", self.input, self.problem, self.fix),
+            Surface::Cli => write!(f, "{}: {}. {}", self.surface.name(self.input), self.problem, self.fix),
+        }
     }
 }
 
-/// Collects problems so that all of them are reported together.
+/// Collects problems so that all of them are reported together, worded for the
+/// surface the inputs came from.
 #[derive(Debug, Default)]
-pub struct Problems(pub Vec<InputError>);
+pub struct Problems(pub Vec<InputError>, Surface);
 
 impl Problems {
+    pub fn new(surface: Surface) -> Self {
+        Problems(Vec::new(), surface)
+    }
+
+    pub fn surface(&self) -> Surface {
+        self.1
+    }
+
+    /// How a message names an input here: `health-url` or `--health-url`.
+    pub fn name(&self, input: &str) -> String {
+        self.1.name(input)
+    }
+
+    /// How a message says to set an input here: `dry-run: true` or `--dry-run`.
+    pub fn setting(&self, input: &str, value: &str) -> String {
+        self.1.setting(input, value)
+    }
+
     pub fn add(&mut self, input: &'static str, problem: impl Into<String>, fix: impl Into<String>) {
-        self.0.push(InputError { input, problem: problem.into(), fix: fix.into() });
+        self.0.push(InputError::new(self.1, input, problem, fix));
     }
 
     /// Runs a parser over an input's value (or default); records its error.
@@ -254,7 +289,7 @@ impl Config {
 
     /// Validates; provider files such as fly.toml are looked up in `workspace`.
     pub fn from_inputs_in(raw: &RawInputs, workspace: &Path) -> Result<Config, Vec<InputError>> {
-        let mut p = Problems::default();
+        let mut p = Problems::new(raw.surface());
         let provider = match raw.get("provider") {
             None => {
                 p.add("provider", "is required", format!("Set it to one of: {}.", registry::names()));
@@ -289,10 +324,11 @@ impl Config {
             for spec in INPUTS.iter().filter(|i| !i.providers.is_empty() && !i.providers.contains(&r.name)) {
                 if raw.given(spec.name) {
                     let owner = spec.providers.join(" or ");
+                    let set: Vec<String> = spec.providers.iter().map(|o| p.setting("provider", o)).collect();
                     p.add(
                         spec.name,
-                        format!("applies to provider {owner} only, and provider is {}", r.name),
-                        format!("Remove it, or set provider: {owner}."),
+                        format!("applies to provider {owner} only, and {} is {}", p.name("provider"), r.name),
+                        format!("Remove it, or set {}.", set.join(" or ")),
                     );
                 }
             }
@@ -322,15 +358,19 @@ impl Config {
         let token = raw.get("token").map(Secret::new);
         if let (Some(r), None) = (provider, &token) {
             if r.needs_token {
-                let from_env = match r.token_env {
-                    [] => String::new(),
-                    names => format!(", or set {} in the environment", names.join(" or ")),
+                let names = r.token_env.join(" or ");
+                let fix = match (p.surface(), names.is_empty()) {
+                    (Surface::Action, true) => {
+                        "Pass the provider's API token from a secret, e.g. token: ${{ secrets.DEPLOY_TOKEN }}.".into()
+                    }
+                    (Surface::Action, false) => format!(
+                        "Pass the provider's API token from a secret, e.g. token: ${{{{ secrets.DEPLOY_TOKEN }}}}, or set {names} in the environment."
+                    ),
+                    // A token on the command line would stay in the shell's history.
+                    (Surface::Cli, true) => "Pass the provider's API token with --token.".into(),
+                    (Surface::Cli, false) => format!("Set {names} in the environment, or pass --token."),
                 };
-                p.add(
-                    "token",
-                    format!("is required with provider {}", r.name),
-                    format!("Pass the provider's API token from a secret, e.g. token: ${{{{ secrets.DEPLOY_TOKEN }}}}{from_env}."),
-                );
+                p.add("token", format!("is required with provider {}", r.name), fix);
             }
         }
         for (name, value) in [("token", raw.get("token")), ("github-token", raw.get("github-token"))] {
@@ -358,7 +398,7 @@ impl Config {
         if command == Some(Command::Redeploy) && to.is_none() && image.is_none() {
             p.add(
                 "to",
-                "is required by command redeploy",
+                format!("is required by {}", p.surface().command("redeploy")),
                 "Name the release to deploy again: an image, or a commit SHA safe-deploy deployed before.",
             );
         }
@@ -418,7 +458,7 @@ impl Config {
         if command_wants_image && image.is_none() && !has_default && !p.0.iter().any(|e| e.input == "image") {
             p.add(
                 "image",
-                format!("is required by command {}", command.map_or("deploy", Command::as_str)),
+                format!("is required by {}", p.surface().command(command.map_or("deploy", Command::as_str))),
                 "Set it to the image reference to deploy, e.g. registry.example.com/app:1.2.3.",
             );
         }
@@ -476,11 +516,12 @@ impl Config {
                 transient_environment,
                 production_environment,
             }),
-            _ => Err(vec![InputError {
-                input: "command",
-                problem: "bug: an input was missing without a reported problem".into(),
-                fix: "Please report this with the inputs you used.".into(),
-            }]),
+            _ => Err(vec![InputError::new(
+                p.surface(),
+                "command",
+                "bug: an input was missing without a reported problem",
+                "Please report this with the inputs you used.",
+            )]),
         }
     }
 }
@@ -523,8 +564,11 @@ fn health_config(raw: &RawInputs, p: &mut Problems) -> Option<HealthConfig> {
     if raw.given("version-url") && expect_version.is_none() {
         p.add(
             "expect-version",
-            "is required when version-url is set",
-            "Set it to the version the new release reports, e.g. ${{ github.sha }}.",
+            format!("is required when {} is set", p.name("version-url")),
+            match p.surface() {
+                Surface::Action => "Set it to the version the new release reports, e.g. ${{ github.sha }}.",
+                Surface::Cli => "Set it to the version the new release reports, e.g. $(git rev-parse HEAD).",
+            },
         );
     }
     let successes = p.parse(
@@ -550,12 +594,19 @@ fn health_config(raw: &RawInputs, p: &mut Problems) -> Option<HealthConfig> {
             p.add(
                 "health-deadline",
                 format!(
-                    "{} leaves no time for checks after health-grace ({}) and health-soak ({})",
+                    "{} leaves no time for checks after {} ({}) and {} ({})",
                     human(deadline),
+                    p.name("health-grace"),
                     human(grace),
+                    p.name("health-soak"),
                     human(soak)
                 ),
-                "Raise health-deadline or lower health-grace or health-soak.",
+                format!(
+                    "Raise {} or lower {} or {}.",
+                    p.name("health-deadline"),
+                    p.name("health-grace"),
+                    p.name("health-soak")
+                ),
             );
         }
     }
@@ -901,6 +952,30 @@ mod tests {
         let mut all = good();
         all.push(("environment-url", "https://shop.example.com"));
         assert_eq!(Config::from_inputs(&raw(&all)).unwrap().app_url(), "https://shop.example.com/");
+    }
+
+    #[test]
+    fn on_the_command_line_every_message_names_flags() {
+        let mut all = good();
+        all.extend([("version-url", "http://127.0.0.1/version"), ("health-grace", "5m"), ("strategy", "canary")]);
+        let mut cli = raw(&all);
+        cli.set_surface(Surface::Cli);
+        let errors = Config::from_inputs(&cli).unwrap_err();
+        let text: Vec<String> = errors.iter().map(InputError::to_string).collect();
+        assert!(text.contains(&"--expect-version: is required when --version-url is set. Set it to the version the new release reports, e.g. $(git rev-parse HEAD).".to_string()), "{text:#?}");
+        assert!(text.iter().any(|t| t.starts_with("--health-deadline: 5m leaves no time for checks after --health-grace (5m) and --health-soak (0ms). Raise --health-deadline")), "{text:#?}");
+        assert!(text.contains(&"--strategy: applies to provider fly only, and --provider is memory. Remove it, or set --provider fly.".to_string()), "{text:#?}");
+        assert!(errors.iter().all(|e| e.label().starts_with("--")));
+
+        // The same inputs from a workflow name the action's inputs.
+        let errors = Config::from_inputs(&raw(&all)).unwrap_err();
+        let text: Vec<String> = errors.iter().map(InputError::to_string).collect();
+        assert!(
+            text.iter().any(|t| t.starts_with("input 'expect-version': is required when version-url is set.")),
+            "{text:#?}"
+        );
+        assert!(text.iter().any(|t| t.starts_with("input 'strategy': applies to provider fly only, and provider is memory. Remove it, or set provider: fly.")), "{text:#?}");
+        assert!(text.iter().all(|t| !t.contains("--")), "{text:#?}");
     }
 
     #[test]

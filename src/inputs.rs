@@ -149,6 +149,59 @@ impl InputSpec {
     }
 }
 
+/// Who a run's inputs came from, and so how a message names them: the action's inputs
+/// (`health-url`, set in a workflow's `with:`) or the command line's flags
+/// (`--health-url`). Every message that names an input goes through [`Surface::name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Surface {
+    /// The action's main or post step: inputs from `INPUT_*` variables.
+    #[default]
+    Action,
+    /// A subcommand: inputs from flags.
+    Cli,
+}
+
+impl Surface {
+    /// How a message names an input: `health-url`, or `--health-url`.
+    pub fn name(self, input: &str) -> String {
+        match self {
+            Surface::Action => input.to_string(),
+            Surface::Cli => format!("--{input}"),
+        }
+    }
+
+    /// How a message says to set an input: `dry-run: true`, or `--dry-run`.
+    pub fn setting(self, input: &str, value: &str) -> String {
+        match self {
+            Surface::Action => format!("{input}: {value}"),
+            Surface::Cli if value == "true" && INPUTS.iter().any(|i| i.name == input && i.kind == Kind::Bool) => {
+                format!("--{input}")
+            }
+            Surface::Cli if value.contains(char::is_whitespace) => format!("--{input} '{value}'"),
+            Surface::Cli if INPUTS.iter().any(|i| i.name == input && i.kind == Kind::Bool) => {
+                format!("--{input}={value}")
+            }
+            Surface::Cli => format!("--{input} {value}"),
+        }
+    }
+
+    /// How a message names a command: `command redeploy`, or `safe-deploy redeploy`.
+    pub fn command(self, command: &str) -> String {
+        match self {
+            Surface::Action => format!("command {command}"),
+            Surface::Cli => format!("safe-deploy {command}"),
+        }
+    }
+
+    /// The title of an error about an input: `input health-url`, or `--health-url`.
+    pub fn label(self, input: &str) -> String {
+        match self {
+            Surface::Action => format!("input {input}"),
+            Surface::Cli => self.name(input),
+        }
+    }
+}
+
 pub const INPUTS: &[InputSpec] = &[
     what("command", "deploy", "What to do: deploy (roll out image), rollback (put an earlier release back), redeploy (deploy the release named by to again) or plan (show what a deploy would do, change nothing)."),
     what("provider", "", "Where the app runs: fly (Fly.io Machines), heroku (Heroku Platform API, Cedar or Fir), digitalocean (DigitalOcean App Platform), digitalocean-droplets (containers on DigitalOcean Droplets behind a DigitalOcean load balancer, over SSH), ssh (containers on any hosts behind any balancer, over SSH), or memory (the built-in provider double, for trying the action and for tests; its api-url is a file:// path to its state).").required(),
@@ -234,6 +287,7 @@ pub fn env_name(name: &str) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct RawInputs {
     values: BTreeMap<&'static str, String>,
+    surface: Surface,
 }
 
 impl RawInputs {
@@ -255,6 +309,15 @@ impl RawInputs {
             raw.set(name, *value);
         }
         raw
+    }
+
+    /// Who gave these inputs: how messages name them.
+    pub fn surface(&self) -> Surface {
+        self.surface
+    }
+
+    pub fn set_surface(&mut self, surface: Surface) {
+        self.surface = surface;
     }
 
     /// Sets one value; an empty or blank value unsets it.
@@ -340,6 +403,19 @@ mod tests {
             };
             assert_eq!(spec.group, expected, "{}", spec.name);
         }
+    }
+
+    #[test]
+    fn a_message_names_the_input_or_the_flag() {
+        assert_eq!(Surface::Action.name("health-url"), "health-url");
+        assert_eq!(Surface::Cli.name("health-url"), "--health-url");
+        assert_eq!(Surface::Action.label("health-url"), "input health-url");
+        assert_eq!(Surface::Cli.label("health-url"), "--health-url");
+        assert_eq!(Surface::Action.setting("insecure-ignore-host-key", "true"), "insecure-ignore-host-key: true");
+        assert_eq!(Surface::Cli.setting("insecure-ignore-host-key", "true"), "--insecure-ignore-host-key");
+        assert_eq!(Surface::Cli.setting("rollback", "false"), "--rollback=false");
+        assert_eq!(Surface::Cli.setting("provider", "fly"), "--provider fly");
+        assert_eq!(Surface::Cli.command("redeploy"), "safe-deploy redeploy");
     }
 
     #[test]
