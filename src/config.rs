@@ -12,7 +12,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use crate::http::HttpClient;
-use crate::inputs::{RawInputs, Surface, INPUTS};
+use crate::inputs::{Kind, RawInputs, Surface, INPUTS};
 use crate::providers::registry::{self, Registration};
 use crate::providers::{Provider, Source};
 use crate::secret::Secret;
@@ -279,6 +279,14 @@ impl Problems {
             }
         }
     }
+
+    /// Reads a duration input: every one takes the same forms (see [`parse_duration`])
+    /// and says the same fix. `positive`: zero is refused too.
+    pub fn duration(&mut self, raw: &RawInputs, input: &'static str, positive: bool) -> Option<Duration> {
+        debug_assert_eq!(crate::inputs::spec(input).kind, Kind::Duration, "bug: {input} is not a duration input");
+        let parse = if positive { parse_positive_duration } else { parse_duration };
+        self.parse(raw, input, parse, DURATION_FIX)
+    }
 }
 
 impl Config {
@@ -414,8 +422,8 @@ impl Config {
 
         let rollback = p.parse(raw, "rollback", parse_bool, "Use true or false.");
         let batch_gate = p.parse(raw, "batch-gate", BatchGate::parse, "Use first, every or end.");
-        let rollback_timeout = p.parse(raw, "rollback-timeout", parse_positive_duration, DURATION_FIX);
-        let deploy_timeout = p.parse(raw, "deploy-timeout", parse_positive_duration, DURATION_FIX);
+        let rollback_timeout = p.duration(raw, "rollback-timeout", true);
+        let deploy_timeout = p.duration(raw, "deploy-timeout", true);
         let dry_run = p.parse(raw, "dry-run", parse_bool, "Use true or false.");
         let summary = p.parse(raw, "summary", parse_bool, "Use true or false.");
         let github_token = raw.get("github-token").map(Secret::new);
@@ -526,7 +534,9 @@ impl Config {
     }
 }
 
-pub const DURATION_FIX: &str = "Use a number with a unit, e.g. 500ms, 10s, 5m or 1h30m (at most 24h).";
+/// The fix every duration error gives: one rule for every duration input.
+pub const DURATION_FIX: &str =
+    "Use a number with a unit (ms, s, m, h), e.g. 500ms, 10s, 5m or 1h30m, or a bare number of seconds such as 30; at most 24h.";
 
 fn health_config(raw: &RawInputs, p: &mut Problems) -> Option<HealthConfig> {
     let url = match raw.get("health-url") {
@@ -580,11 +590,11 @@ fn health_config(raw: &RawInputs, p: &mut Problems) -> Option<HealthConfig> {
         },
         "Use a whole number such as 3.",
     );
-    let interval = p.parse(raw, "health-interval", parse_positive_duration, DURATION_FIX);
-    let timeout = p.parse(raw, "health-timeout", parse_positive_duration, DURATION_FIX);
-    let deadline = p.parse(raw, "health-deadline", parse_positive_duration, DURATION_FIX);
-    let grace = p.parse(raw, "health-grace", parse_duration, DURATION_FIX);
-    let soak = p.parse(raw, "health-soak", parse_duration, DURATION_FIX);
+    let interval = p.duration(raw, "health-interval", true);
+    let timeout = p.duration(raw, "health-timeout", true);
+    let deadline = p.duration(raw, "health-deadline", true);
+    let grace = p.duration(raw, "health-grace", false);
+    let soak = p.duration(raw, "health-soak", false);
     let headers =
         p.parse(raw, "health-headers", parse_headers, "Write one 'Name: value' per line.").unwrap_or_default();
     let probe_first = p.parse(raw, "health-probe", parse_bool, "Use true or false.");
@@ -976,6 +986,18 @@ mod tests {
         );
         assert!(text.iter().any(|t| t.starts_with("input 'strategy': applies to provider fly only, and provider is memory. Remove it, or set provider: fly.")), "{text:#?}");
         assert!(text.iter().all(|t| !t.contains("--")), "{text:#?}");
+    }
+
+    #[test]
+    fn a_bare_number_is_seconds_for_every_duration_input() {
+        for spec in INPUTS.iter().filter(|i| i.kind == Kind::Duration) {
+            let mut p = Problems::new(Surface::Action);
+            assert_eq!(p.duration(&raw(&[(spec.name, "7")]), spec.name, true), Some(Duration::from_secs(7)));
+            assert_eq!(p.duration(&raw(&[(spec.name, "7s")]), spec.name, true), Some(Duration::from_secs(7)));
+            assert_eq!(p.duration(&raw(&[(spec.name, "7 s")]), spec.name, false), None);
+            assert_eq!(p.0.len(), 1);
+            assert!(p.0[0].fix.contains("a bare number of seconds"), "{}", p.0[0]);
+        }
     }
 
     #[test]

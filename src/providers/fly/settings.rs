@@ -180,7 +180,7 @@ pub fn configure(raw: &RawInputs, workspace: &Path, p: &mut Problems) -> Option<
             None
         }
     };
-    let bluegreen_wait = p.parse(raw, "bluegreen-wait", crate::config::parse_duration, DURATION_FIX);
+    let bluegreen_wait = p.duration(raw, "bluegreen-wait", false);
     if strategy == Some(Strategy::Canary) && toml.as_ref().is_some_and(|t| !t.mounts.is_empty()) {
         p.add(
             "strategy",

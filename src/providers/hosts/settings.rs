@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::remote::{Container, Runtime};
 use super::ssh::{parse_key, KnownHosts, Login};
 use super::Options;
-use crate::config::{parse_bool, parse_duration, Problems};
+use crate::config::{parse_bool, Problems};
 use crate::inputs::{RawInputs, Surface};
 
 /// A known_hosts line: [@marker] HOSTS KEYTYPE BASE64 [comment], whose key parses.
@@ -160,11 +160,10 @@ pub fn options(raw: &RawInputs, app: Option<&str>, p: &mut Problems) -> Option<O
             "Use docker or podman, or the absolute path of one of them.",
         );
     }
-    let stop_timeout =
-        p.parse(raw, "stop-timeout", parse_duration, "Give a duration, e.g. 30s.").unwrap_or(Duration::from_secs(30));
+    let stop_timeout = p.duration(raw, "stop-timeout", false).unwrap_or(Duration::from_secs(30));
+    // A new container with no time to pass its check could never pass it.
+    let boot_timeout = p.duration(raw, "boot-timeout", true).unwrap_or(Duration::from_secs(60));
     // `none`: no drain switch (an empty value reads as the default).
-    let boot_timeout =
-        p.parse(raw, "boot-timeout", parse_duration, "Give a duration, e.g. 60s.").unwrap_or(Duration::from_secs(60));
     let drain_path = raw.get("drain-path").filter(|p| !p.eq_ignore_ascii_case("none")).map(str::to_string);
     if let Some(path) = &drain_path {
         if !path.starts_with('/') || path.contains(char::is_whitespace) {
