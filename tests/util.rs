@@ -204,6 +204,15 @@ impl Step {
         step
     }
 
+    /// A person at a terminal typing `safe-deploy ARGS`: no runner, no `INPUT_*`
+    /// variables, only `PATH`. Run it with [`Step::run_in_dir`], whose folder is then
+    /// the workspace (fly.toml, .do/app.yaml).
+    pub fn cli(args: &[&str]) -> Step {
+        let dir = tempfile::tempdir().unwrap();
+        let env = vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())];
+        Step { dir, env, program: PathBuf::from(BIN), args: args.iter().map(|a| a.to_string()).collect() }
+    }
+
     pub fn env(mut self, name: &str, value: &str) -> Step {
         self.env.push((name.into(), value.into()));
         self
@@ -238,6 +247,12 @@ impl Step {
         self.collect(child).await
     }
 
+    /// Runs the step with its folder as the current directory.
+    pub async fn run_in_dir(&self) -> Ran {
+        let child = self.command().current_dir(self.dir.path()).spawn().expect("the binary starts");
+        self.collect(child).await
+    }
+
     pub async fn collect(&self, child: tokio::process::Child) -> Ran {
         let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
             .await
@@ -261,16 +276,28 @@ impl Step {
     }
 
     /// Every run of every test is scanned: no secret this step was given (token,
-    /// github-token, a token variable) may appear in any output, in plain, URL-encoded
-    /// or base64 form. Short secrets are redacted only as whole tokens, so a substring
-    /// scan cannot judge them; they have their own tests.
+    /// github-token, a token variable, or the flags) may appear in any output, in plain,
+    /// URL-encoded or base64 form. Short secrets are redacted only as whole tokens, so a
+    /// substring scan cannot judge them; they have their own tests.
     fn scan_for_secrets(&self, ran: &Ran) {
         use base64::Engine;
-        let secret_names = ["INPUT_TOKEN", "INPUT_GITHUB-TOKEN", "FLY_API_TOKEN", "FLY_ACCESS_TOKEN"];
-        let secrets = self
-            .env
+        let secret_names = [
+            "INPUT_TOKEN",
+            "INPUT_GITHUB-TOKEN",
+            "FLY_API_TOKEN",
+            "FLY_ACCESS_TOKEN",
+            "HEROKU_API_KEY",
+            "DIGITALOCEAN_ACCESS_TOKEN",
+        ];
+        let from_flags = self
+            .args
+            .windows(2)
+            .filter(|w| w[0] == "--token" || w[0] == "--github-token")
+            .map(|w| ("flag".to_string(), w[1].clone()));
+        let given: Vec<(String, String)> = self.env.iter().cloned().chain(from_flags).collect();
+        let secrets = given
             .iter()
-            .filter(|(k, v)| secret_names.contains(&k.as_str()) && v.trim().chars().count() >= 8)
+            .filter(|(k, v)| (k == "flag" || secret_names.contains(&k.as_str())) && v.trim().chars().count() >= 8)
             .map(|(_, v)| v.trim().to_string());
         // The mask commands carry the secret to the runner by design; nothing else may.
         let stdout: String =
@@ -313,4 +340,26 @@ pub async fn kill(pid: u32, signal: &str) {
     let status =
         tokio::process::Command::new("kill").args([format!("-{signal}"), pid.to_string()]).status().await.unwrap();
     assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// Runs `safe-deploy ARGS` with stdin, stdout and stderr on a pseudo-terminal, as a
+/// person at a terminal would, through util-linux's `script`; only `PATH` and `env` are
+/// set. Returns the exit code and what the terminal showed (stdout and stderr, in order).
+pub async fn on_a_terminal(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let command = shlex::try_join(std::iter::once(BIN).chain(args.iter().copied())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = tokio::process::Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the binary finishes within 30 s")
+        .expect("util-linux's script (Debian: bsdutils) runs a command on a pseudo-terminal");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n"))
 }
