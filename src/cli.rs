@@ -13,7 +13,7 @@ use crate::config::{Command, Config};
 use crate::engine::Engine;
 use crate::github::{Ledger, RunContext};
 use crate::http::{HttpClient, RetryConfig};
-use crate::inputs::{RawInputs, INPUTS};
+use crate::inputs::{Group, InputSpec, Kind, RawInputs, Surface, INPUTS};
 use crate::providers::{registry, Progress};
 use crate::report::{exit, Outcome, Report, Style};
 use crate::runner::Runner;
@@ -25,47 +25,98 @@ use crate::summary;
 /// Where the process gets its environment; tests pass their own.
 pub type Env = dyn Fn(&str) -> Option<String> + Send + Sync;
 
+/// Every input but `command` (the subcommand says it) as a flag, under its group's
+/// heading, groups in their order.
 fn input_args() -> Vec<Arg> {
-    INPUTS
-        .iter()
-        .filter(|i| i.name != "command")
-        .map(|i| {
-            let mut help = i.description.to_string();
-            if !i.default.is_empty() {
-                help.push_str(&format!(" [default: {}]", i.default));
-            }
-            // A value may start with a hyphen (a PEM key's -----BEGIN): never an unknown
-            // flag, so never echoed back in an error.
-            Arg::new(i.name).long(i.name).value_name("VALUE").allow_hyphen_values(true).help(help)
-        })
-        .collect()
+    let mut inputs: Vec<&InputSpec> = INPUTS.iter().filter(|i| i.name != "command").collect();
+    inputs.sort_by_key(|i| i.group);
+    inputs.into_iter().map(input_arg).collect()
+}
+
+fn input_arg(i: &InputSpec) -> Arg {
+    let mut help = i.description.to_string();
+    if !i.default.is_empty() {
+        help.push_str(&format!(" [default: {}]", i.default));
+    }
+    let arg = Arg::new(i.name).long(i.name).help(help).help_heading(i.group.heading());
+    match i.kind {
+        // `--dry-run` alone means true; `--dry-run=false` for scripts. The `=` is
+        // required, so the flag never swallows the word after it.
+        Kind::Bool => arg
+            .value_name("BOOL")
+            .num_args(0..=1)
+            .require_equals(true)
+            .default_missing_value("true")
+            .value_parser(|text: &str| crate::config::parse_bool(text).map(|b| b.to_string())),
+        // A value may start with a hyphen (a PEM key's -----BEGIN): never an unknown
+        // flag, so never echoed back in an error.
+        Kind::Duration => arg.value_name("DURATION").allow_hyphen_values(true),
+        Kind::Text => arg.value_name("VALUE").allow_hyphen_values(true),
+    }
 }
 
 fn file_args() -> [Arg; 2] {
+    let output = Group::Output.heading();
     [
-        Arg::new("summary-file").long("summary-file").value_name("PATH").help("Also write the job summary (Markdown) to PATH."),
+        Arg::new("summary-file")
+            .long("summary-file")
+            .value_name("PATH")
+            .help_heading(output)
+            .help("Also write the job summary (Markdown) to PATH."),
         Arg::new("state-file")
             .long("state-file")
             .value_name("PATH")
+            .help_heading(output)
             .help("Where to keep the state a cancelled run needs to be finished by `safe-deploy post` (default: a file in the temp directory)."),
     ]
 }
 
+/// Shown after the help of every subcommand that takes the inputs.
+const NOTES: &str = "\
+A DURATION is a number with a unit (500ms, 10s, 5m, 1h30m)
+or a bare number of seconds (30); at most 24h. A BOOL flag
+alone means true (--dry-run); --dry-run=false turns it off.";
+
+/// Shown after the help of the top level and of deploy. Lines stay under 60
+/// characters, so that a narrow terminal does not wrap them.
+const EXAMPLES: &str = "\
+Examples:
+  # Deploy to Fly.io. The token comes from FLY_API_TOKEN;
+  # the health check is https://web.fly.dev plus the path
+  # in fly.toml.
+  safe-deploy deploy --provider fly --app web \\
+    --image registry.fly.io/web:v2
+
+  # What that deploy would do, changing nothing.
+  safe-deploy plan --provider fly --app web \\
+    --image registry.fly.io/web:v2
+
+  # Put back the release before the live one, health-gated.
+  safe-deploy rollback --provider fly --app web
+
+  # A deploy and a rollback on the built-in sandbox:
+  # no credentials, no network.
+  safe-deploy demo";
+
 fn cli() -> clap::Command {
     let run = |name: &'static str, about: &'static str| {
-        clap::Command::new(name).about(about).args(input_args()).args(file_args())
+        clap::Command::new(name).about(about).args(input_args()).args(file_args()).after_help(NOTES)
     };
     clap::Command::new("safe-deploy")
         .version(env!("CARGO_PKG_VERSION"))
-        .about("Deploy, prove the new version healthy, roll back by itself when it is not.\n\nWith no subcommand it runs as the GitHub Action's main step, reading INPUT_* variables.")
-        .subcommand(run("deploy", "Roll out --image, prove it healthy, roll back on failure."))
-        .subcommand(run("rollback", "Put the previous release (or --image) back, health-gated."))
+        .about("Deploy, prove the new version healthy, roll back by itself when it is not.\n\nWith no subcommand it runs as the GitHub Action's main step, reading INPUT_* variables; at a terminal, with no arguments and no INPUT_* variables, it prints this help.")
+        .after_help(EXAMPLES)
+        .max_term_width(100)
+        .subcommand(run("deploy", "Roll out --image, prove it healthy, roll back on failure.").after_help(format!("{NOTES}\n\n{EXAMPLES}")))
+        .subcommand(run("rollback", "Put the previous release (or --to) back, health-gated."))
+        .subcommand(run("redeploy", "Deploy again the release --to names (an image, or a commit SHA from the GitHub ledger), health-gated, with rollback."))
         .subcommand(run("plan", "Show what a deploy would do; change nothing."))
         .subcommand(
             clap::Command::new("post")
                 .about("The action's post step: finish the rollback of a cancelled run from its saved state.")
                 .args(input_args())
-                .args(file_args()),
+                .args(file_args())
+                .after_help(NOTES),
         )
         .subcommand(
             clap::Command::new("demo")
@@ -119,11 +170,17 @@ pub async fn main(args: Vec<OsString>, env: &Env) -> i32 {
         .first()
         .and_then(|a| Path::new(a).file_name().map(|f| f.to_string_lossy().into_owned()))
         .unwrap_or_default();
-    let matches = match cli().try_get_matches_from(&args) {
+    let mut cmd = cli();
+    if args.len() <= 1 && !invoked_as.ends_with("-post") && at_a_terminal(env) {
+        // A person who typed `safe-deploy` gets the help (on stderr, exit 2, as clap
+        // does for a missing subcommand), not four input errors.
+        cmd = cmd.arg_required_else_help(true);
+    }
+    let matches = match cmd.try_get_matches_from_mut(&args) {
         Ok(m) => m,
         Err(e) => {
             let code = if e.use_stderr() { exit::BAD_INPUT } else { 0 };
-            let _ = e.print();
+            let _ = did_you_mean(e, &cmd).print();
             return code;
         }
     };
@@ -204,10 +261,46 @@ async fn deploy_or_restore(
     }
 }
 
+/// Whether a person runs this at a terminal, not a runner the action's main step: stdin
+/// or stdout is a terminal, `GITHUB_ACTIONS` is not `true` and no `INPUT_*` is set.
+fn at_a_terminal(env: &Env) -> bool {
+    use std::io::IsTerminal;
+    env("GITHUB_ACTIONS").as_deref() != Some("true")
+        && INPUTS.iter().all(|i| env(&crate::inputs::env_name(i.name)).is_none())
+        && (std::io::stdin().is_terminal() || std::io::stdout().is_terminal())
+}
+
+/// clap's error for a mistyped subcommand or flag, its best suggestion worded as a
+/// question: "did you mean 'deploy'?". Any other error as clap words it.
+fn did_you_mean(e: clap::Error, cmd: &clap::Command) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let (typed, suggested) = match e.kind() {
+        ErrorKind::InvalidSubcommand => (ContextKind::InvalidSubcommand, ContextKind::SuggestedSubcommand),
+        ErrorKind::UnknownArgument => (ContextKind::InvalidArg, ContextKind::SuggestedArg),
+        _ => return e,
+    };
+    // clap lists suggestions from the least to the most similar.
+    let best = match e.get(suggested) {
+        Some(ContextValue::String(s)) => s.clone(),
+        Some(ContextValue::Strings(all)) if !all.is_empty() => all[all.len() - 1].clone(),
+        _ => return e,
+    };
+    let mut out = clap::Error::new(e.kind()).with_cmd(cmd);
+    for kind in [typed, ContextKind::Usage] {
+        if let Some(value) = e.get(kind) {
+            out.insert(kind, value.clone());
+        }
+    }
+    out.insert(ContextKind::Suggested, ContextValue::StyledStrs(vec![format!("did you mean '{best}'?").into()]));
+    out
+}
+
 /// `INPUT_*` variables, overridden by flags, and the subcommand as the command input.
+/// With flags, messages name the flags.
 fn raw_inputs(env: &Env, flags: Option<&ArgMatches>, command: Option<&str>) -> RawInputs {
     let mut raw = RawInputs::from_env(env);
     if let Some(m) = flags {
+        raw.set_surface(Surface::Cli);
         for spec in INPUTS.iter().filter(|i| i.name != "command") {
             if let Ok(Some(v)) = m.try_get_one::<String>(spec.name) {
                 raw.set(spec.name, v.clone());
@@ -356,7 +449,7 @@ fn bad_input(raw: &RawInputs, runner: &Runner, errors: &[crate::config::InputErr
     report.outcome = Outcome::Failed;
     report.reason = Some("the inputs below are wrong; fix them and run again".into());
     for e in errors {
-        runner.error(&format!("input {}", e.input), &format!("{}. {}", e.problem, e.fix));
+        runner.error(&e.label(), &format!("{}. {}", e.problem, e.fix));
         report.input_errors.push(e.to_string());
     }
     let summary = raw.get("summary").and_then(|s| crate::config::parse_bool(s).ok()).unwrap_or(true);
@@ -537,5 +630,88 @@ impl Drop for RedactingWriter {
     fn drop(&mut self) {
         let text = self.redactor.redact(&String::from_utf8_lossy(&self.buffer));
         crate::progress::print_line(text.trim_end_matches('\n'));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<ArgMatches, clap::Error> {
+        cli().try_get_matches_from(std::iter::once("safe-deploy").chain(args.iter().copied()))
+    }
+
+    /// The inputs a subcommand's flags give, as `config` sees them.
+    fn inputs(args: &[&str]) -> RawInputs {
+        let m = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        let (command, sub) = m.subcommand().expect("a subcommand");
+        raw_inputs(&|_| None, Some(sub), Some(command))
+    }
+
+    #[test]
+    fn every_command_the_action_has_is_a_subcommand() {
+        for command in ["deploy", "rollback", "redeploy", "plan"] {
+            assert_eq!(inputs(&[command]).get("command"), Some(command));
+            assert_eq!(inputs(&[command]).surface(), Surface::Cli);
+        }
+    }
+
+    #[test]
+    fn every_boolean_input_is_a_flag_that_needs_no_value() {
+        let bools: Vec<_> = INPUTS.iter().filter(|i| i.kind == Kind::Bool).collect();
+        assert!(bools.len() >= 8, "dry-run, rollback, summary, insecure-ignore-host-key... {bools:?}");
+        for spec in bools {
+            let flag = format!("--{}", spec.name);
+            let raw = inputs(&["deploy", &flag, "--app", "web"]);
+            assert_eq!(raw.get(spec.name), Some("true"), "{flag} alone");
+            assert_eq!(raw.get("app"), Some("web"), "{flag} takes no value from the next flag");
+            for value in ["true", "false", "TRUE", "False"] {
+                let raw = inputs(&["plan", &format!("{flag}={value}")]);
+                assert_eq!(raw.get(spec.name).map(str::to_ascii_lowercase), Some(value.to_ascii_lowercase()));
+            }
+            let e = parse(&["deploy", &format!("{flag}=yes")]).unwrap_err();
+            assert!(e.to_string().contains(&flag), "{e}");
+            assert!(parse(&["deploy", &flag, "false"]).is_err(), "a value after a space is not the flag's");
+        }
+    }
+
+    #[test]
+    fn every_input_but_command_is_a_flag_under_its_heading() {
+        let deploy = cli().find_subcommand("deploy").cloned().unwrap();
+        for spec in INPUTS.iter().filter(|i| i.name != "command") {
+            let arg =
+                deploy.get_arguments().find(|a| a.get_id() == spec.name).unwrap_or_else(|| panic!("{}", spec.name));
+            assert_eq!(arg.get_long(), Some(spec.name));
+            assert_eq!(arg.get_help_heading(), Some(spec.group.heading()), "{}", spec.name);
+        }
+    }
+
+    #[test]
+    fn every_example_in_the_help_parses() {
+        let text = EXAMPLES.replace("\\\n", " ");
+        let commands: Vec<&str> = text.lines().map(str::trim).filter(|l| l.starts_with("safe-deploy ")).collect();
+        assert_eq!(commands.len(), 4, "{commands:?}");
+        for line in commands {
+            let words = shlex::split(line).unwrap();
+            let m = cli().try_get_matches_from(&words).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert!(m.subcommand().is_some(), "{line}");
+        }
+        for line in EXAMPLES.lines().chain(NOTES.lines()) {
+            assert!(line.chars().count() <= 60, "too wide for a narrow terminal: {line}");
+        }
+    }
+
+    #[test]
+    fn the_mistyped_subcommand_gets_the_closest_one() {
+        let mut cmd = cli();
+        let e = cmd.try_get_matches_from_mut(["safe-deploy", "deplyo"]).unwrap_err();
+        let text = did_you_mean(e, &cmd).to_string();
+        assert!(text.contains("did you mean 'deploy'?"), "{text}");
+        assert!(!text.contains("'demo'"), "one suggestion, the closest: {text}");
+    }
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        cli().debug_assert();
     }
 }

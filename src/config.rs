@@ -12,7 +12,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use crate::http::HttpClient;
-use crate::inputs::{RawInputs, INPUTS};
+use crate::inputs::{Kind, RawInputs, Surface, INPUTS};
 use crate::providers::registry::{self, Registration};
 use crate::providers::{Provider, Source};
 use crate::secret::Secret;
@@ -210,21 +210,56 @@ pub struct InputError {
     pub input: &'static str,
     pub problem: String,
     pub fix: String,
+    /// Whom the message speaks to: it names the action's input or the flag.
+    pub surface: Surface,
+}
+
+impl InputError {
+    pub fn new(surface: Surface, input: &'static str, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+        InputError { input, problem: problem.into(), fix: fix.into(), surface }
+    }
+
+    /// The title of the error: `input health-url`, or `--health-url`.
+    pub fn label(&self) -> String {
+        self.surface.label(self.input)
+    }
 }
 
 impl fmt::Display for InputError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "input '{}': {}. {}", self.input, self.problem, self.fix)
+        match self.surface {
+            Surface::Action => write!(f, "input '{}': {}. {}", self.input, self.problem, self.fix),
+            Surface::Cli => write!(f, "{}: {}. {}", self.surface.name(self.input), self.problem, self.fix),
+        }
     }
 }
 
-/// Collects problems so that all of them are reported together.
+/// Collects problems so that all of them are reported together, worded for the
+/// surface the inputs came from.
 #[derive(Debug, Default)]
-pub struct Problems(pub Vec<InputError>);
+pub struct Problems(pub Vec<InputError>, Surface);
 
 impl Problems {
+    pub fn new(surface: Surface) -> Self {
+        Problems(Vec::new(), surface)
+    }
+
+    pub fn surface(&self) -> Surface {
+        self.1
+    }
+
+    /// How a message names an input here: `health-url` or `--health-url`.
+    pub fn name(&self, input: &str) -> String {
+        self.1.name(input)
+    }
+
+    /// How a message says to set an input here: `dry-run: true` or `--dry-run`.
+    pub fn setting(&self, input: &str, value: &str) -> String {
+        self.1.setting(input, value)
+    }
+
     pub fn add(&mut self, input: &'static str, problem: impl Into<String>, fix: impl Into<String>) {
-        self.0.push(InputError { input, problem: problem.into(), fix: fix.into() });
+        self.0.push(InputError::new(self.1, input, problem, fix));
     }
 
     /// Runs a parser over an input's value (or default); records its error.
@@ -244,6 +279,14 @@ impl Problems {
             }
         }
     }
+
+    /// Reads a duration input: every one takes the same forms (see [`parse_duration`])
+    /// and says the same fix. `positive`: zero is refused too.
+    pub fn duration(&mut self, raw: &RawInputs, input: &'static str, positive: bool) -> Option<Duration> {
+        debug_assert_eq!(crate::inputs::spec(input).kind, Kind::Duration, "bug: {input} is not a duration input");
+        let parse = if positive { parse_positive_duration } else { parse_duration };
+        self.parse(raw, input, parse, DURATION_FIX)
+    }
 }
 
 impl Config {
@@ -254,7 +297,7 @@ impl Config {
 
     /// Validates; provider files such as fly.toml are looked up in `workspace`.
     pub fn from_inputs_in(raw: &RawInputs, workspace: &Path) -> Result<Config, Vec<InputError>> {
-        let mut p = Problems::default();
+        let mut p = Problems::new(raw.surface());
         let provider = match raw.get("provider") {
             None => {
                 p.add("provider", "is required", format!("Set it to one of: {}.", registry::names()));
@@ -289,10 +332,11 @@ impl Config {
             for spec in INPUTS.iter().filter(|i| !i.providers.is_empty() && !i.providers.contains(&r.name)) {
                 if raw.given(spec.name) {
                     let owner = spec.providers.join(" or ");
+                    let set: Vec<String> = spec.providers.iter().map(|o| p.setting("provider", o)).collect();
                     p.add(
                         spec.name,
-                        format!("applies to provider {owner} only, and provider is {}", r.name),
-                        format!("Remove it, or set provider: {owner}."),
+                        format!("applies to provider {owner} only, and {} is {}", p.name("provider"), r.name),
+                        format!("Remove it, or set {}.", set.join(" or ")),
                     );
                 }
             }
@@ -322,15 +366,19 @@ impl Config {
         let token = raw.get("token").map(Secret::new);
         if let (Some(r), None) = (provider, &token) {
             if r.needs_token {
-                let from_env = match r.token_env {
-                    [] => String::new(),
-                    names => format!(", or set {} in the environment", names.join(" or ")),
+                let names = r.token_env.join(" or ");
+                let fix = match (p.surface(), names.is_empty()) {
+                    (Surface::Action, true) => {
+                        "Pass the provider's API token from a secret, e.g. token: ${{ secrets.DEPLOY_TOKEN }}.".into()
+                    }
+                    (Surface::Action, false) => format!(
+                        "Pass the provider's API token from a secret, e.g. token: ${{{{ secrets.DEPLOY_TOKEN }}}}, or set {names} in the environment."
+                    ),
+                    // A token on the command line would stay in the shell's history.
+                    (Surface::Cli, true) => "Pass the provider's API token with --token.".into(),
+                    (Surface::Cli, false) => format!("Set {names} in the environment, or pass --token."),
                 };
-                p.add(
-                    "token",
-                    format!("is required with provider {}", r.name),
-                    format!("Pass the provider's API token from a secret, e.g. token: ${{{{ secrets.DEPLOY_TOKEN }}}}{from_env}."),
-                );
+                p.add("token", format!("is required with provider {}", r.name), fix);
             }
         }
         for (name, value) in [("token", raw.get("token")), ("github-token", raw.get("github-token"))] {
@@ -358,7 +406,7 @@ impl Config {
         if command == Some(Command::Redeploy) && to.is_none() && image.is_none() {
             p.add(
                 "to",
-                "is required by command redeploy",
+                format!("is required by {}", p.surface().command("redeploy")),
                 "Name the release to deploy again: an image, or a commit SHA safe-deploy deployed before.",
             );
         }
@@ -374,8 +422,8 @@ impl Config {
 
         let rollback = p.parse(raw, "rollback", parse_bool, "Use true or false.");
         let batch_gate = p.parse(raw, "batch-gate", BatchGate::parse, "Use first, every or end.");
-        let rollback_timeout = p.parse(raw, "rollback-timeout", parse_positive_duration, DURATION_FIX);
-        let deploy_timeout = p.parse(raw, "deploy-timeout", parse_positive_duration, DURATION_FIX);
+        let rollback_timeout = p.duration(raw, "rollback-timeout", true);
+        let deploy_timeout = p.duration(raw, "deploy-timeout", true);
         let dry_run = p.parse(raw, "dry-run", parse_bool, "Use true or false.");
         let summary = p.parse(raw, "summary", parse_bool, "Use true or false.");
         let github_token = raw.get("github-token").map(Secret::new);
@@ -418,7 +466,7 @@ impl Config {
         if command_wants_image && image.is_none() && !has_default && !p.0.iter().any(|e| e.input == "image") {
             p.add(
                 "image",
-                format!("is required by command {}", command.map_or("deploy", Command::as_str)),
+                format!("is required by {}", p.surface().command(command.map_or("deploy", Command::as_str))),
                 "Set it to the image reference to deploy, e.g. registry.example.com/app:1.2.3.",
             );
         }
@@ -476,16 +524,19 @@ impl Config {
                 transient_environment,
                 production_environment,
             }),
-            _ => Err(vec![InputError {
-                input: "command",
-                problem: "bug: an input was missing without a reported problem".into(),
-                fix: "Please report this with the inputs you used.".into(),
-            }]),
+            _ => Err(vec![InputError::new(
+                p.surface(),
+                "command",
+                "bug: an input was missing without a reported problem",
+                "Please report this with the inputs you used.",
+            )]),
         }
     }
 }
 
-pub const DURATION_FIX: &str = "Use a number with a unit, e.g. 500ms, 10s, 5m or 1h30m (at most 24h).";
+/// The fix every duration error gives: one rule for every duration input.
+pub const DURATION_FIX: &str =
+    "Use a number with a unit (ms, s, m, h), e.g. 500ms, 10s, 5m or 1h30m, or a bare number of seconds such as 30; at most 24h.";
 
 fn health_config(raw: &RawInputs, p: &mut Problems) -> Option<HealthConfig> {
     let url = match raw.get("health-url") {
@@ -523,8 +574,11 @@ fn health_config(raw: &RawInputs, p: &mut Problems) -> Option<HealthConfig> {
     if raw.given("version-url") && expect_version.is_none() {
         p.add(
             "expect-version",
-            "is required when version-url is set",
-            "Set it to the version the new release reports, e.g. ${{ github.sha }}.",
+            format!("is required when {} is set", p.name("version-url")),
+            match p.surface() {
+                Surface::Action => "Set it to the version the new release reports, e.g. ${{ github.sha }}.",
+                Surface::Cli => "Set it to the version the new release reports, e.g. $(git rev-parse HEAD).",
+            },
         );
     }
     let successes = p.parse(
@@ -536,11 +590,11 @@ fn health_config(raw: &RawInputs, p: &mut Problems) -> Option<HealthConfig> {
         },
         "Use a whole number such as 3.",
     );
-    let interval = p.parse(raw, "health-interval", parse_positive_duration, DURATION_FIX);
-    let timeout = p.parse(raw, "health-timeout", parse_positive_duration, DURATION_FIX);
-    let deadline = p.parse(raw, "health-deadline", parse_positive_duration, DURATION_FIX);
-    let grace = p.parse(raw, "health-grace", parse_duration, DURATION_FIX);
-    let soak = p.parse(raw, "health-soak", parse_duration, DURATION_FIX);
+    let interval = p.duration(raw, "health-interval", true);
+    let timeout = p.duration(raw, "health-timeout", true);
+    let deadline = p.duration(raw, "health-deadline", true);
+    let grace = p.duration(raw, "health-grace", false);
+    let soak = p.duration(raw, "health-soak", false);
     let headers =
         p.parse(raw, "health-headers", parse_headers, "Write one 'Name: value' per line.").unwrap_or_default();
     let probe_first = p.parse(raw, "health-probe", parse_bool, "Use true or false.");
@@ -550,12 +604,19 @@ fn health_config(raw: &RawInputs, p: &mut Problems) -> Option<HealthConfig> {
             p.add(
                 "health-deadline",
                 format!(
-                    "{} leaves no time for checks after health-grace ({}) and health-soak ({})",
+                    "{} leaves no time for checks after {} ({}) and {} ({})",
                     human(deadline),
+                    p.name("health-grace"),
                     human(grace),
+                    p.name("health-soak"),
                     human(soak)
                 ),
-                "Raise health-deadline or lower health-grace or health-soak.",
+                format!(
+                    "Raise {} or lower {} or {}.",
+                    p.name("health-deadline"),
+                    p.name("health-grace"),
+                    p.name("health-soak")
+                ),
             );
         }
     }
@@ -901,6 +962,42 @@ mod tests {
         let mut all = good();
         all.push(("environment-url", "https://shop.example.com"));
         assert_eq!(Config::from_inputs(&raw(&all)).unwrap().app_url(), "https://shop.example.com/");
+    }
+
+    #[test]
+    fn on_the_command_line_every_message_names_flags() {
+        let mut all = good();
+        all.extend([("version-url", "http://127.0.0.1/version"), ("health-grace", "5m"), ("strategy", "canary")]);
+        let mut cli = raw(&all);
+        cli.set_surface(Surface::Cli);
+        let errors = Config::from_inputs(&cli).unwrap_err();
+        let text: Vec<String> = errors.iter().map(InputError::to_string).collect();
+        assert!(text.contains(&"--expect-version: is required when --version-url is set. Set it to the version the new release reports, e.g. $(git rev-parse HEAD).".to_string()), "{text:#?}");
+        assert!(text.iter().any(|t| t.starts_with("--health-deadline: 5m leaves no time for checks after --health-grace (5m) and --health-soak (0ms). Raise --health-deadline")), "{text:#?}");
+        assert!(text.contains(&"--strategy: applies to provider fly only, and --provider is memory. Remove it, or set --provider fly.".to_string()), "{text:#?}");
+        assert!(errors.iter().all(|e| e.label().starts_with("--")));
+
+        // The same inputs from a workflow name the action's inputs.
+        let errors = Config::from_inputs(&raw(&all)).unwrap_err();
+        let text: Vec<String> = errors.iter().map(InputError::to_string).collect();
+        assert!(
+            text.iter().any(|t| t.starts_with("input 'expect-version': is required when version-url is set.")),
+            "{text:#?}"
+        );
+        assert!(text.iter().any(|t| t.starts_with("input 'strategy': applies to provider fly only, and provider is memory. Remove it, or set provider: fly.")), "{text:#?}");
+        assert!(text.iter().all(|t| !t.contains("--")), "{text:#?}");
+    }
+
+    #[test]
+    fn a_bare_number_is_seconds_for_every_duration_input() {
+        for spec in INPUTS.iter().filter(|i| i.kind == Kind::Duration) {
+            let mut p = Problems::new(Surface::Action);
+            assert_eq!(p.duration(&raw(&[(spec.name, "7")]), spec.name, true), Some(Duration::from_secs(7)));
+            assert_eq!(p.duration(&raw(&[(spec.name, "7s")]), spec.name, true), Some(Duration::from_secs(7)));
+            assert_eq!(p.duration(&raw(&[(spec.name, "7 s")]), spec.name, false), None);
+            assert_eq!(p.0.len(), 1);
+            assert!(p.0[0].fix.contains("a bare number of seconds"), "{}", p.0[0]);
+        }
     }
 
     #[test]

@@ -208,7 +208,7 @@ pub(crate) fn parse_releases(release_specs: &[String]) -> Result<Releases, i32> 
                 releases.insert(image, s);
             }
             Err(e) => {
-                eprintln!("error: input release: {e}. Write IMAGE=health:wrong-body,version:3.0,boot-delay-ms:500,crash-exit-code:1,release-command-exit-code:2");
+                eprintln!("error: --release: {e}. Write IMAGE=health:wrong-body,version:3.0,boot-delay-ms:500,crash-exit-code:1,release-command-exit-code:2");
                 return Err(crate::report::exit::BAD_INPUT);
             }
         }

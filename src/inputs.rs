@@ -19,28 +19,108 @@ pub struct InputSpec {
     pub secret: bool,
     /// The providers this input belongs to; empty for inputs every provider shares.
     pub providers: &'static [&'static str],
+    /// What its value is: how the flag parses, and how `config` reads it.
+    pub kind: Kind,
+    /// Where its flag stands in `--help`. Not in `action.yml`, which has no groups.
+    pub group: Group,
 }
 
-const fn input(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
-    InputSpec { name, description, default, required: false, secret: false, providers: &[] }
+/// What kind of value an input takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Text, checked by `config`.
+    Text,
+    /// `true` or `false`. On the command line a flag that needs no value: `--dry-run`
+    /// alone means true, and `--dry-run=false` is accepted too.
+    Bool,
+    /// A duration, read by `config::parse_duration`: a number with a unit (`500ms`,
+    /// `10s`, `5m`, `1h30m`) or a bare number of seconds (`30`), at most 24h.
+    Duration,
 }
 
-const fn secret(name: &'static str, description: &'static str) -> InputSpec {
-    InputSpec { name, description, default: "", required: false, secret: true, providers: &[] }
+/// The headings of `--help`, in the order they are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Group {
+    What,
+    Health,
+    Rollout,
+    Fly,
+    Heroku,
+    DigitalOcean,
+    Hosts,
+    GitHub,
+    Output,
 }
 
-const fn required(name: &'static str, description: &'static str) -> InputSpec {
-    InputSpec { name, description, default: "", required: true, secret: false, providers: &[] }
+impl Group {
+    pub fn heading(self) -> &'static str {
+        match self {
+            Group::What => "What to deploy",
+            Group::Rollout => "Roll-out and rollback",
+            Group::Health => "Health checks",
+            Group::Fly => "Fly.io",
+            Group::Heroku => "Heroku",
+            Group::DigitalOcean => "DigitalOcean",
+            Group::Hosts => "Hosts over SSH",
+            Group::GitHub => "GitHub",
+            Group::Output => "Output files",
+        }
+    }
 }
 
-/// An input only one provider reads.
+const fn declare(group: Group, name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
+    InputSpec { name, description, default, required: false, secret: false, providers: &[], kind: Kind::Text, group }
+}
+
+const fn what(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
+    declare(Group::What, name, default, description)
+}
+
+const fn rollout(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
+    declare(Group::Rollout, name, default, description)
+}
+
+const fn health(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
+    declare(Group::Health, name, default, description)
+}
+
+const fn github(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
+    declare(Group::GitHub, name, default, description)
+}
+
+const fn output(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
+    declare(Group::Output, name, default, description)
+}
+
+/// An input only `providers` read, shown under `group`.
 const fn of(
     providers: &'static [&'static str],
+    group: Group,
     name: &'static str,
     default: &'static str,
     description: &'static str,
 ) -> InputSpec {
-    InputSpec { name, description, default, required: false, secret: false, providers }
+    InputSpec { providers, ..declare(group, name, default, description) }
+}
+
+const fn fly(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
+    of(&["fly"], Group::Fly, name, default, description)
+}
+
+const fn heroku(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
+    of(&["heroku"], Group::Heroku, name, default, description)
+}
+
+const fn digitalocean(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
+    of(&["digitalocean"], Group::DigitalOcean, name, default, description)
+}
+
+const fn droplets(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
+    of(&["digitalocean-droplets"], Group::DigitalOcean, name, default, description)
+}
+
+const fn ssh(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
+    of(&["ssh"], Group::Hosts, name, default, description)
 }
 
 /// The providers that deploy to hosts over SSH.
@@ -48,76 +128,147 @@ pub const HOST_PROVIDERS: &[&str] = &["ssh", "digitalocean-droplets"];
 
 /// An input of both host providers.
 const fn hosts(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
-    InputSpec { name, description, default, required: false, secret: false, providers: HOST_PROVIDERS }
+    of(HOST_PROVIDERS, Group::Hosts, name, default, description)
+}
+
+impl InputSpec {
+    const fn secret(self) -> InputSpec {
+        InputSpec { secret: true, ..self }
+    }
+
+    const fn required(self) -> InputSpec {
+        InputSpec { required: true, ..self }
+    }
+
+    const fn boolean(self) -> InputSpec {
+        InputSpec { kind: Kind::Bool, ..self }
+    }
+
+    const fn duration(self) -> InputSpec {
+        InputSpec { kind: Kind::Duration, ..self }
+    }
+}
+
+/// Who a run's inputs came from, and so how a message names them: the action's inputs
+/// (`health-url`, set in a workflow's `with:`) or the command line's flags
+/// (`--health-url`). Every message that names an input goes through [`Surface::name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Surface {
+    /// The action's main or post step: inputs from `INPUT_*` variables.
+    #[default]
+    Action,
+    /// A subcommand: inputs from flags.
+    Cli,
+}
+
+impl Surface {
+    /// How a message names an input: `health-url`, or `--health-url`.
+    pub fn name(self, input: &str) -> String {
+        match self {
+            Surface::Action => input.to_string(),
+            Surface::Cli => format!("--{input}"),
+        }
+    }
+
+    /// How a message says to set an input: `dry-run: true`, or `--dry-run`.
+    pub fn setting(self, input: &str, value: &str) -> String {
+        match self {
+            Surface::Action => format!("{input}: {value}"),
+            Surface::Cli if value == "true" && INPUTS.iter().any(|i| i.name == input && i.kind == Kind::Bool) => {
+                format!("--{input}")
+            }
+            Surface::Cli if value.contains(char::is_whitespace) => format!("--{input} '{value}'"),
+            Surface::Cli if INPUTS.iter().any(|i| i.name == input && i.kind == Kind::Bool) => {
+                format!("--{input}={value}")
+            }
+            Surface::Cli => format!("--{input} {value}"),
+        }
+    }
+
+    /// How a message names a command: `command redeploy`, or `safe-deploy redeploy`.
+    pub fn command(self, command: &str) -> String {
+        match self {
+            Surface::Action => format!("command {command}"),
+            Surface::Cli => format!("safe-deploy {command}"),
+        }
+    }
+
+    /// The title of an error about an input: `input health-url`, or `--health-url`.
+    pub fn label(self, input: &str) -> String {
+        match self {
+            Surface::Action => format!("input {input}"),
+            Surface::Cli => self.name(input),
+        }
+    }
 }
 
 pub const INPUTS: &[InputSpec] = &[
-    input("command", "deploy", "What to do: deploy (roll out image), rollback (put an earlier release back), redeploy (deploy the release named by to again) or plan (show what a deploy would do, change nothing)."),
-    required("provider", "Where the app runs: fly (Fly.io Machines), heroku (Heroku Platform API, Cedar or Fir), digitalocean (DigitalOcean App Platform), digitalocean-droplets (containers on DigitalOcean Droplets behind a DigitalOcean load balancer, over SSH), ssh (containers on any hosts behind any balancer, over SSH), or memory (the built-in provider double, for trying the action and for tests; its api-url is a file:// path to its state)."),
-    input("app", "", "The application's name at the provider. Required, except with fly when fly.toml names it."),
-    secret("token", "API token for the provider. Pass it from a secret; it is masked and never printed. Empty: the provider's usual variable (FLY_API_TOKEN for fly, HEROKU_API_KEY for heroku, DIGITALOCEAN_ACCESS_TOKEN for digitalocean and digitalocean-droplets; ssh needs none)."),
-    input("image", "", "The release to deploy: a container image reference such as registry.example.com/app:1.2.3 (heroku: the image ID, sha256:..., of an image pushed to registry.heroku.com/APP/web; digitalocean: registry.digitalocean.com/REGISTRY/REPO, ghcr.io or Docker Hub, best by digest). Required by deploy and plan, except with heroku, which deploys the source when it is empty, and digitalocean, which then builds the app's git sources again."),
-    input("to", "", "rollback and redeploy: the release to go to, in the provider's terms (a Fly image) or a commit SHA safe-deploy deployed before (looked up in the GitHub deployment ledger). Empty with rollback: the last release that deployed successfully before the live one."),
-    input("health-url", "", "URL that must answer healthy once the new version is rolled out, e.g. https://app.example.com/health. Required, except with fly, where it defaults to https://APP.fly.dev plus the check path in fly.toml."),
-    input("expect-status", "200", "Status codes that count as healthy: codes and classes separated by commas, e.g. 200,204 or 2xx."),
-    input("check-string", "", "Text the health response body must contain."),
-    input("version-url", "", "URL whose body must name expect-version: proof that the new version, not the old one, answers. Defaults to health-url when expect-version is set."),
-    input("expect-version", "", "The version the new release reports, e.g. the commit SHA or tag it was built from."),
-    input("health-successes", "3", "Consecutive healthy answers needed to pass."),
-    input("health-interval", "5s", "Wait between two health checks (e.g. 2s, 500ms, 1m)."),
-    input("health-timeout", "10s", "Time limit of one health request."),
-    input("health-deadline", "5m", "Time limit of the whole health gate, grace and soak included."),
-    input("health-grace", "0s", "Wait before the first health check, for apps that warm up."),
-    input("health-soak", "0s", "Keep checking this long after passing; any failure then fails the deploy."),
-    input("health-probe", "true", "Before the first change of a deploy, check the health URL against what is live now: a closed port, a wrong host, a redirect, TLS on a plain port or a check string the live release already fails means the gate could never pass, so the deploy stops with nothing changed. false for a first deploy or an app that is down."),
-    input("health-headers", "", "Extra request headers for health checks, one 'Name: value' per line (e.g. a Host header)."),
-    input("rollback", "true", "Put the previous release back by itself when the deploy fails (true or false)."),
-    input("rollback-timeout", "5m", "Time limit of a rollback. Until then it keeps going through a flaky API, instance by instance, until every instance is back on the recorded release; what is not back by then is left for the post step (or safe-deploy post) to finish."),
-    input("batch-gate", "first", "Where the roll-out has batches (machines, hosts), when the health gate also runs against only the instances just changed, before any other is touched: first (after the first batch), every (after each batch) or end (only once everything is rolled out). The gate always runs at the end too."),
-    of(&["fly"], "strategy", "", "Fly: how machines are replaced: rolling, canary, bluegreen or immediate. Empty: fly.toml's [deploy] strategy, else rolling."),
-    of(&["fly"], "max-unavailable", "", "Fly, rolling: how many machines may be replaced at once after the first, as a fraction (0.33) or a count (2). Empty: fly.toml's, else 0.33."),
-    of(&["fly"], "release-command", "", "Fly: a command run once in a throw-away machine with the new image before any app machine changes (e.g. migrations); non-zero stops the deploy. Empty: fly.toml's [deploy] release_command."),
-    of(&["fly"], "release-command-timeout", "5m", "Fly: time limit of the release command. Left at the default, fly.toml's [deploy] release_command_timeout applies when it sets one."),
-    of(&["fly"], "bluegreen-wait", "10s", "Fly, bluegreen: how long Fly's proxy gets to learn that the greens take traffic before the blues are cordoned, and again before the blues stop, so requests in flight finish (flyctl waits 10s)."),
-    of(&["fly"], "fly-config", "fly.toml", "Fly: path of fly.toml in the workspace. When present it is the machine config, as with fly deploy (env, services, checks, processes, VM size; the image comes from the image input) and gives app, health check path and [deploy]; without it only the image changes. Inputs override it."),
-    of(&["heroku"], "source-dir", ".", "Heroku, source deploys: the folder (in the workspace) packed into the source tarball, honouring .gitignore and .slugignore; e.g. services/api in a monorepo."),
-    of(&["heroku"], "promote-from", "", "Heroku: instead of building, promote the release this app (e.g. the staging app) runs to app through their pipeline, then health-gate app and roll it back if it fails."),
-    of(&["digitalocean"], "components", "", "DigitalOcean App Platform: the components (services, workers, jobs) whose image changes, separated by commas, e.g. web,worker. Empty: those .do/app.yaml runs from the image's repository, else those the live spec does, else the only image component."),
-    of(&["digitalocean"], "app-spec", ".do/app.yaml", "DigitalOcean App Platform: the app spec file in the workspace, read when present for the app name and the image components; the live spec at DigitalOcean is what gets deployed, with the new image."),
-    of(&["digitalocean"], "keep-pin", "false", "DigitalOcean App Platform: true leaves the app pinned to a rollback (no new deployment, deploy on push included, until it is committed or reverted); false commits it at once so the next deploy is not blocked."),
-    of(&["digitalocean-droplets"], "load-balancer", "", "DigitalOcean Droplets: the load balancer's id. Its health check (path, port, interval, timeout, thresholds) sets every wait; the hosts are the droplets it lists, or those droplet-tag or droplets name."),
-    of(&["digitalocean-droplets"], "droplet-tag", "", "DigitalOcean Droplets: deploy to the droplets with this tag. Empty: the load balancer's tag, or the droplets it lists."),
-    of(&["digitalocean-droplets"], "droplets", "", "DigitalOcean Droplets: deploy to these droplet ids, separated by commas, instead of by tag."),
-    of(&["digitalocean-droplets"], "ssh-network", "public", "DigitalOcean Droplets: which of a droplet's IPv4 addresses safe-deploy connects to over SSH: public, or private (a runner inside the VPC)."),
-    of(&["ssh"], "hosts", "", "ssh: the hosts behind the balancer, in roll-out order, separated by commas or newlines: the addresses the balancer sends traffic to, and safe-deploy connects to over SSH."),
-    of(&["ssh"], "app-port", "", "ssh: the port the app listens on at each host: where the balancer sends traffic and checks health."),
-    of(&["ssh"], "lb-check-path", "/health", "ssh: the path the balancer's HTTP health check asks (HAProxy: option httpchk; nginx: health_check uri). Statuses 200 to 399 pass."),
-    of(&["ssh"], "lb-interval", "10s", "ssh: time between two of the balancer's health checks (HAProxy: inter)."),
-    of(&["ssh"], "lb-timeout", "5s", "ssh: the balancer's health check timeout (HAProxy: timeout check)."),
-    of(&["ssh"], "lb-healthy-threshold", "3", "ssh: passing checks before the balancer sends a host traffic (HAProxy: rise)."),
-    of(&["ssh"], "lb-unhealthy-threshold", "5", "ssh: failing checks before the balancer stops sending a host traffic (HAProxy: fall)."),
-    InputSpec { name: "ssh-key", description: "Hosts over SSH: the private key safe-deploy logs in with (OpenSSH or PEM, unencrypted). Pass it from a secret; it is masked and never printed.", default: "", required: false, secret: true, providers: HOST_PROVIDERS },
+    what("command", "deploy", "What to do: deploy (roll out image), rollback (put an earlier release back), redeploy (deploy the release named by to again) or plan (show what a deploy would do, change nothing)."),
+    what("provider", "", "Where the app runs: fly (Fly.io Machines), heroku (Heroku Platform API, Cedar or Fir), digitalocean (DigitalOcean App Platform), digitalocean-droplets (containers on DigitalOcean Droplets behind a DigitalOcean load balancer, over SSH), ssh (containers on any hosts behind any balancer, over SSH), or memory (the built-in provider double, for trying the action and for tests; its api-url is a file:// path to its state).").required(),
+    what("app", "", "The application's name at the provider. Required, except with fly when fly.toml names it."),
+    what("token", "", "API token for the provider. Pass it from a secret; it is masked and never printed. Empty: the provider's usual variable (FLY_API_TOKEN for fly, HEROKU_API_KEY for heroku, DIGITALOCEAN_ACCESS_TOKEN for digitalocean and digitalocean-droplets; ssh needs none).").secret(),
+    what("image", "", "The release to deploy: a container image reference such as registry.example.com/app:1.2.3 (heroku: the image ID, sha256:..., of an image pushed to registry.heroku.com/APP/web; digitalocean: registry.digitalocean.com/REGISTRY/REPO, ghcr.io or Docker Hub, best by digest). Required by deploy and plan, except with heroku, which deploys the source when it is empty, and digitalocean, which then builds the app's git sources again."),
+    what("to", "", "rollback and redeploy: the release to go to, in the provider's terms (a Fly image) or a commit SHA safe-deploy deployed before (looked up in the GitHub deployment ledger). Empty with rollback: the last release that deployed successfully before the live one."),
+    health("health-url", "", "URL that must answer healthy once the new version is rolled out, e.g. https://app.example.com/health. Required, except with fly, where it defaults to https://APP.fly.dev plus the check path in fly.toml."),
+    health("expect-status", "200", "Status codes that count as healthy: codes and classes separated by commas, e.g. 200,204 or 2xx."),
+    health("check-string", "", "Text the health response body must contain."),
+    health("version-url", "", "URL whose body must name expect-version: proof that the new version, not the old one, answers. Defaults to health-url when expect-version is set."),
+    health("expect-version", "", "The version the new release reports, e.g. the commit SHA or tag it was built from."),
+    health("health-successes", "3", "Consecutive healthy answers needed to pass."),
+    health("health-interval", "5s", "Wait between two health checks (e.g. 2s, 500ms, 1m).").duration(),
+    health("health-timeout", "10s", "Time limit of one health request.").duration(),
+    health("health-deadline", "5m", "Time limit of the whole health gate, grace and soak included.").duration(),
+    health("health-grace", "0s", "Wait before the first health check, for apps that warm up.").duration(),
+    health("health-soak", "0s", "Keep checking this long after passing; any failure then fails the deploy.").duration(),
+    health("health-probe", "true", "Before the first change of a deploy, check the health URL against what is live now: a closed port, a wrong host, a redirect, TLS on a plain port or a check string the live release already fails means the gate could never pass, so the deploy stops with nothing changed. false for a first deploy or an app that is down.").boolean(),
+    health("health-headers", "", "Extra request headers for health checks, one 'Name: value' per line (e.g. a Host header)."),
+    rollout("rollback", "true", "Put the previous release back by itself when the deploy fails (true or false).").boolean(),
+    rollout("rollback-timeout", "5m", "Time limit of a rollback. Until then it keeps going through a flaky API, instance by instance, until every instance is back on the recorded release; what is not back by then is left for the post step (or safe-deploy post) to finish.").duration(),
+    rollout("batch-gate", "first", "Where the roll-out has batches (machines, hosts), when the health gate also runs against only the instances just changed, before any other is touched: first (after the first batch), every (after each batch) or end (only once everything is rolled out). The gate always runs at the end too."),
+    fly("strategy", "", "Fly: how machines are replaced: rolling, canary, bluegreen or immediate. Empty: fly.toml's [deploy] strategy, else rolling."),
+    fly("max-unavailable", "", "Fly, rolling: how many machines may be replaced at once after the first, as a fraction (0.33) or a count (2). Empty: fly.toml's, else 0.33."),
+    fly("release-command", "", "Fly: a command run once in a throw-away machine with the new image before any app machine changes (e.g. migrations); non-zero stops the deploy. Empty: fly.toml's [deploy] release_command."),
+    fly("release-command-timeout", "5m", "Fly: time limit of the release command. Left at the default, fly.toml's [deploy] release_command_timeout applies when it sets one.").duration(),
+    fly("bluegreen-wait", "10s", "Fly, bluegreen: how long Fly's proxy gets to learn that the greens take traffic before the blues are cordoned, and again before the blues stop, so requests in flight finish (flyctl waits 10s).").duration(),
+    fly("fly-config", "fly.toml", "Fly: path of fly.toml in the workspace. When present it is the machine config, as with fly deploy (env, services, checks, processes, VM size; the image comes from the image input) and gives app, health check path and [deploy]; without it only the image changes. Inputs override it."),
+    heroku("source-dir", ".", "Heroku, source deploys: the folder (in the workspace) packed into the source tarball, honouring .gitignore and .slugignore; e.g. services/api in a monorepo."),
+    heroku("promote-from", "", "Heroku: instead of building, promote the release this app (e.g. the staging app) runs to app through their pipeline, then health-gate app and roll it back if it fails."),
+    digitalocean("components", "", "DigitalOcean App Platform: the components (services, workers, jobs) whose image changes, separated by commas, e.g. web,worker. Empty: those .do/app.yaml runs from the image's repository, else those the live spec does, else the only image component."),
+    digitalocean("app-spec", ".do/app.yaml", "DigitalOcean App Platform: the app spec file in the workspace, read when present for the app name and the image components; the live spec at DigitalOcean is what gets deployed, with the new image."),
+    digitalocean("keep-pin", "false", "DigitalOcean App Platform: true leaves the app pinned to a rollback (no new deployment, deploy on push included, until it is committed or reverted); false commits it at once so the next deploy is not blocked.").boolean(),
+    droplets("load-balancer", "", "DigitalOcean Droplets: the load balancer's id. Its health check (path, port, interval, timeout, thresholds) sets every wait; the hosts are the droplets it lists, or those droplet-tag or droplets name."),
+    droplets("droplet-tag", "", "DigitalOcean Droplets: deploy to the droplets with this tag. Empty: the load balancer's tag, or the droplets it lists."),
+    droplets("droplets", "", "DigitalOcean Droplets: deploy to these droplet ids, separated by commas, instead of by tag."),
+    droplets("ssh-network", "public", "DigitalOcean Droplets: which of a droplet's IPv4 addresses safe-deploy connects to over SSH: public, or private (a runner inside the VPC)."),
+    ssh("hosts", "", "ssh: the hosts behind the balancer, in roll-out order, separated by commas or newlines: the addresses the balancer sends traffic to, and safe-deploy connects to over SSH."),
+    ssh("app-port", "", "ssh: the port the app listens on at each host: where the balancer sends traffic and checks health."),
+    ssh("lb-check-path", "/health", "ssh: the path the balancer's HTTP health check asks (HAProxy: option httpchk; nginx: health_check uri). Statuses 200 to 399 pass."),
+    ssh("lb-interval", "10s", "ssh: time between two of the balancer's health checks (HAProxy: inter).").duration(),
+    ssh("lb-timeout", "5s", "ssh: the balancer's health check timeout (HAProxy: timeout check).").duration(),
+    ssh("lb-healthy-threshold", "3", "ssh: passing checks before the balancer sends a host traffic (HAProxy: rise)."),
+    ssh("lb-unhealthy-threshold", "5", "ssh: failing checks before the balancer stops sending a host traffic (HAProxy: fall)."),
+    hosts("ssh-key", "", "Hosts over SSH: the private key safe-deploy logs in with (OpenSSH or PEM, unencrypted). Pass it from a secret; it is masked and never printed.").secret(),
     hosts("ssh-user", "root", "Hosts over SSH: the user safe-deploy logs in as; it must be allowed to run the container runtime."),
     hosts("ssh-port", "22", "Hosts over SSH: the SSH port of every host."),
     hosts("known-hosts", "", "Hosts over SSH: the hosts' public keys as known_hosts lines (ssh-keyscan -p PORT HOST prints them). A host whose key is missing or different is refused before any command runs. Required unless insecure-ignore-host-key is true."),
-    hosts("insecure-ignore-host-key", "false", "Hosts over SSH: true connects to hosts whatever key they show. Anyone between the runner and a host could then run your deploy; use known-hosts instead."),
+    hosts("insecure-ignore-host-key", "false", "Hosts over SSH: true connects to hosts whatever key they show. Anyone between the runner and a host could then run your deploy; use known-hosts instead.").boolean(),
     hosts("container", "", "Hosts over SSH: the name of the app's container on each host. Empty: app."),
     hosts("ports", "", "Hosts over SSH: the container's published ports, HOST:CONTAINER, separated by commas. Empty: the app's port on both sides."),
     hosts("env-file", "", "Hosts over SSH: a file on each host passed to the container as --env-file."),
     hosts("runtime", "docker", "Hosts over SSH: the container runtime's command on the hosts: docker or podman."),
-    hosts("stop-timeout", "30s", "Hosts over SSH: how long the old container gets to finish requests in flight after SIGTERM before it is killed."),
+    hosts("stop-timeout", "30s", "Hosts over SSH: how long the old container gets to finish requests in flight after SIGTERM before it is killed.").duration(),
     hosts("drain-path", "/drain", "Hosts over SSH, where the balancer cannot take a host out by API: the app's drain switch. safe-deploy sends POST to it on the host itself (through the SSH connection, never a public address) and expects the health check to fail from then on while other requests are still served; DELETE undoes it. none: no drain switch, so the balancer sends requests to a host until it notices it stopped."),
-    hosts("boot-timeout", "60s", "Hosts over SSH: how long a new container gets to pass the balancer's check on its host; a release that does not is rolled back then, not at deploy-timeout."),
+    hosts("boot-timeout", "60s", "Hosts over SSH: how long a new container gets to pass the balancer's check on its host; a release that does not is rolled back then, not at deploy-timeout.").duration(),
     hosts("max-parallel", "1", "Hosts over SSH: how many hosts change at once. Never all of them: the balancer keeps at least one host serving."),
-    input("deploy-timeout", "10m", "Time limit for the provider's part: preparing, rolling out and waiting until the platform reports the new version up. Health gates are not counted."),
-    input("dry-run", "false", "true: plan only; nothing is changed."),
-    secret("github-token", "Token for GitHub Deployments, e.g. ${{ github.token }} with permissions deployments: write. Each run is then recorded as a deployment with statuses, and rollback finds earlier releases there. GitHub failing never fails a deploy: it becomes a warning."),
-    input("environment", "production", "The environment this deploy is for: the GitHub deployment's environment, and the ledger rollback looks in."),
-    input("environment-url", "", "The app's public URL, for the GitHub deployment and the summary. Empty: the origin of health-url."),
-    input("transient-environment", "false", "GitHub Deployments: the environment goes away later (e.g. a review app)."),
-    input("production-environment", "", "GitHub Deployments: whether this is a production environment (true or false). Empty: GitHub's default, true only for an environment named production."),
-    input("api-url", "", "Override the provider's API base URL (https, or http on loopback only)."),
-    input("summary", "true", "Write the job summary (true or false)."),
+    rollout("deploy-timeout", "10m", "Time limit for the provider's part: preparing, rolling out and waiting until the platform reports the new version up. Health gates are not counted.").duration(),
+    what("dry-run", "false", "true: plan only; nothing is changed.").boolean(),
+    github("github-token", "", "Token for GitHub Deployments, e.g. ${{ github.token }} with permissions deployments: write. Each run is then recorded as a deployment with statuses, and rollback finds earlier releases there. GitHub failing never fails a deploy: it becomes a warning.").secret(),
+    github("environment", "production", "The environment this deploy is for: the GitHub deployment's environment, and the ledger rollback looks in."),
+    github("environment-url", "", "The app's public URL, for the GitHub deployment and the summary. Empty: the origin of health-url."),
+    github("transient-environment", "false", "GitHub Deployments: the environment goes away later (e.g. a review app).").boolean(),
+    github("production-environment", "", "GitHub Deployments: whether this is a production environment (true or false). Empty: GitHub's default, true only for an environment named production.").boolean(),
+    what("api-url", "", "Override the provider's API base URL (https, or http on loopback only)."),
+    output("summary", "true", "Write the job summary (true or false).").boolean(),
 ];
 
 /// The spec of an input by name. Panics only on a name that is not in the table,
@@ -136,6 +287,7 @@ pub fn env_name(name: &str) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct RawInputs {
     values: BTreeMap<&'static str, String>,
+    surface: Surface,
 }
 
 impl RawInputs {
@@ -157,6 +309,15 @@ impl RawInputs {
             raw.set(name, *value);
         }
         raw
+    }
+
+    /// Who gave these inputs: how messages name them.
+    pub fn surface(&self) -> Surface {
+        self.surface
+    }
+
+    pub fn set_surface(&mut self, surface: Surface) {
+        self.surface = surface;
     }
 
     /// Sets one value; an empty or blank value unsets it.
@@ -212,6 +373,49 @@ mod tests {
         assert!(!raw.given("expect-status"));
         assert_eq!(raw.get("app"), Some("web"));
         assert_eq!(raw.get("check-string"), None);
+    }
+
+    #[test]
+    fn every_input_has_the_kind_its_default_says() {
+        for spec in INPUTS {
+            let looks_bool = matches!(spec.default, "true" | "false");
+            let looks_duration = spec.default.ends_with(['s', 'm', 'h'])
+                && spec.default.starts_with(|c: char| c.is_ascii_digit())
+                && crate::config::parse_duration(spec.default).is_ok();
+            match spec.kind {
+                Kind::Bool => assert!(looks_bool || spec.default.is_empty(), "{}: a bool's default", spec.name),
+                Kind::Duration => assert!(looks_duration, "{}: a duration's default must parse", spec.name),
+                Kind::Text => assert!(!looks_bool && !looks_duration, "{} looks like a bool or a duration", spec.name),
+            }
+        }
+        // An empty default cannot tell: the one tri-state bool is named here.
+        assert_eq!(spec("production-environment").kind, Kind::Bool);
+    }
+
+    #[test]
+    fn a_provider_input_is_shown_under_its_providers_heading() {
+        for spec in INPUTS.iter().filter(|i| !i.providers.is_empty()) {
+            let expected = match spec.providers[0] {
+                "fly" => Group::Fly,
+                "heroku" => Group::Heroku,
+                "digitalocean" | "digitalocean-droplets" => Group::DigitalOcean,
+                _ => Group::Hosts,
+            };
+            assert_eq!(spec.group, expected, "{}", spec.name);
+        }
+    }
+
+    #[test]
+    fn a_message_names_the_input_or_the_flag() {
+        assert_eq!(Surface::Action.name("health-url"), "health-url");
+        assert_eq!(Surface::Cli.name("health-url"), "--health-url");
+        assert_eq!(Surface::Action.label("health-url"), "input health-url");
+        assert_eq!(Surface::Cli.label("health-url"), "--health-url");
+        assert_eq!(Surface::Action.setting("insecure-ignore-host-key", "true"), "insecure-ignore-host-key: true");
+        assert_eq!(Surface::Cli.setting("insecure-ignore-host-key", "true"), "--insecure-ignore-host-key");
+        assert_eq!(Surface::Cli.setting("rollback", "false"), "--rollback=false");
+        assert_eq!(Surface::Cli.setting("provider", "fly"), "--provider fly");
+        assert_eq!(Surface::Cli.command("redeploy"), "safe-deploy redeploy");
     }
 
     #[test]

@@ -65,7 +65,10 @@ async fn on_a_terminal_errors_are_plain_text() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr.contains("error: input provider: 'nope' is not a provider"), "{stderr}");
+    assert!(
+        stderr.contains("error: --provider: 'nope' is not a provider"),
+        "a subcommand's errors name its flags: {stderr}"
+    );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("::error"));
 }
 

@@ -93,7 +93,7 @@ async fn a_post_step_that_lost_the_recorded_release_says_the_state_is_unknown() 
 async fn ctrl_c_at_a_terminal_puts_the_recorded_release_back_there_and_then() {
     let double = Double::start("web:v1").await;
     double.change(|s| s.faults.roll_out_delay_ms = 30_000);
-    let (ran, _) = Step::cli("deploy", &double.inputs("web:v2"))
+    let (ran, _) = Step::cli_with("deploy", &double.inputs("web:v2"))
         .interrupt_when("INT", "the roll-out to begin", || {
             double.state().calls.iter().any(|c| c.starts_with("roll_out"))
         })
@@ -114,7 +114,7 @@ async fn a_second_ctrl_c_stops_at_once_and_prints_the_command_that_finishes_the_
     let secret = "a-token-that-must-not-print";
     let inputs =
         crate::util::with(crate::util::with(double.inputs("web:v2"), "health-deadline", "30s"), "token", secret);
-    let step = Step::cli("deploy", &inputs);
+    let step = Step::cli_with("deploy", &inputs);
     let child = step.command().spawn().unwrap();
     let pid = child.id().unwrap();
     crate::util::eventually(Duration::from_secs(30), "the roll-out to begin", || {

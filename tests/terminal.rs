@@ -4,26 +4,13 @@
 
 use sandbox::app::HealthMode;
 
-use crate::util::{run_main, Double, BIN};
+use crate::util::{run_main, Double};
 
-/// Runs the CLI under a pseudo-terminal (util-linux `script`, in every Debian), with
-/// these inputs as flags; returns everything the terminal received.
+/// The CLI at a terminal with these inputs as flags: what the terminal showed.
 async fn on_a_terminal(command: &str, inputs: &[(String, String)], env: &[(&str, &str)]) -> String {
-    let mut line = format!("{BIN} {command}");
-    for (name, value) in inputs {
-        line.push_str(&format!(" --{name} '{value}'"));
-    }
-    let out = tokio::process::Command::new("script")
-        .args(["-qfec", &line, "/dev/null"])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("TERM", "xterm-256color")
-        .envs(env.iter().copied())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .expect("script runs");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let args = crate::util::flags(command, inputs);
+    let env: Vec<(&str, &str)> = [("TERM", "xterm-256color")].into_iter().chain(env.iter().copied()).collect();
+    crate::util::on_a_terminal(&args.iter().map(String::as_str).collect::<Vec<_>>(), &env).await.1
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 mod util;
 
 mod action_yml;
+mod cli;
 mod conformance;
 mod deploy_stories;
 mod digitalocean;

@@ -193,17 +193,11 @@ impl Step {
 
     /// The CLI as a person runs it: `safe-deploy COMMAND --input value ...`, off a
     /// runner, with a summary file in the step's folder.
-    pub fn cli(command: &str, inputs: &[(String, String)]) -> Step {
-        let dir = tempfile::tempdir().unwrap();
-        let mut args = vec![command.to_string()];
-        for (name, value) in inputs {
-            args.push(format!("--{name}"));
-            args.push(value.clone());
-        }
-        args.push("--summary-file".into());
-        args.push(dir.path().join("summary").display().to_string());
-        let env = vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())];
-        Step { dir, env, program: PathBuf::from(BIN), args }
+    pub fn cli_with(command: &str, inputs: &[(String, String)]) -> Step {
+        let mut step = Step::cli(&flags(command, inputs).iter().map(String::as_str).collect::<Vec<_>>());
+        let summary = step.dir.path().join("summary").display().to_string();
+        step.args.extend(["--summary-file".to_string(), summary]);
+        step
     }
 
     /// The post step: same inputs, the main step's saved state as STATE_* variables,
@@ -217,6 +211,15 @@ impl Step {
         std::os::unix::fs::symlink(BIN, &link).unwrap();
         step.program = link;
         step
+    }
+
+    /// A person at a terminal typing `safe-deploy ARGS`: no runner, no `INPUT_*`
+    /// variables, only `PATH`. Run it with [`Step::run_in_dir`], whose folder is then
+    /// the workspace (fly.toml, .do/app.yaml).
+    pub fn cli(args: &[&str]) -> Step {
+        let dir = tempfile::tempdir().unwrap();
+        let env = vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())];
+        Step { dir, env, program: PathBuf::from(BIN), args: args.iter().map(|a| a.to_string()).collect() }
     }
 
     pub fn env(mut self, name: &str, value: &str) -> Step {
@@ -253,6 +256,12 @@ impl Step {
         self.collect(child).await
     }
 
+    /// Runs the step with its folder as the current directory.
+    pub async fn run_in_dir(&self) -> Ran {
+        let child = self.command().current_dir(self.dir.path()).spawn().expect("the binary starts");
+        self.collect(child).await
+    }
+
     pub async fn collect(&self, child: tokio::process::Child) -> Ran {
         let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
             .await
@@ -276,16 +285,28 @@ impl Step {
     }
 
     /// Every run of every test is scanned: no secret this step was given (token,
-    /// github-token, a token variable) may appear in any output, in plain, URL-encoded
-    /// or base64 form. Short secrets are redacted only as whole tokens, so a substring
-    /// scan cannot judge them; they have their own tests.
+    /// github-token, a token variable, or the flags) may appear in any output, in plain,
+    /// URL-encoded or base64 form. Short secrets are redacted only as whole tokens, so a
+    /// substring scan cannot judge them; they have their own tests.
     fn scan_for_secrets(&self, ran: &Ran) {
         use base64::Engine;
-        let secret_names = ["INPUT_TOKEN", "INPUT_GITHUB-TOKEN", "FLY_API_TOKEN", "FLY_ACCESS_TOKEN"];
-        let secrets = self
-            .env
+        let secret_names = [
+            "INPUT_TOKEN",
+            "INPUT_GITHUB-TOKEN",
+            "FLY_API_TOKEN",
+            "FLY_ACCESS_TOKEN",
+            "HEROKU_API_KEY",
+            "DIGITALOCEAN_ACCESS_TOKEN",
+        ];
+        let from_flags = self
+            .args
+            .windows(2)
+            .filter(|w| w[0] == "--token" || w[0] == "--github-token")
+            .map(|w| ("flag".to_string(), w[1].clone()));
+        let given: Vec<(String, String)> = self.env.iter().cloned().chain(from_flags).collect();
+        let secrets = given
             .iter()
-            .filter(|(k, v)| secret_names.contains(&k.as_str()) && v.trim().chars().count() >= 8)
+            .filter(|(k, v)| (k == "flag" || secret_names.contains(&k.as_str())) && v.trim().chars().count() >= 8)
             .map(|(_, v)| v.trim().to_string());
         // The mask commands carry the secret to the runner by design; nothing else may.
         let stdout: String =
@@ -328,4 +349,36 @@ pub async fn kill(pid: u32, signal: &str) {
     let status =
         tokio::process::Command::new("kill").args([format!("-{signal}"), pid.to_string()]).status().await.unwrap();
     assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// `COMMAND --name value ...` for these inputs.
+pub fn flags(command: &str, inputs: &[(String, String)]) -> Vec<String> {
+    let mut args = vec![command.to_string()];
+    for (name, value) in inputs {
+        args.push(format!("--{name}"));
+        args.push(value.clone());
+    }
+    args
+}
+
+/// Runs `safe-deploy ARGS` with stdin, stdout and stderr on a pseudo-terminal, as a
+/// person at a terminal would, through util-linux's `script`; only `PATH` and `env` are
+/// set. Returns the exit code and what the terminal showed (stdout and stderr, in order).
+pub async fn on_a_terminal(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let command = shlex::try_join(std::iter::once(BIN).chain(args.iter().copied())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = tokio::process::Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the binary finishes within 30 s")
+        .expect("util-linux's script (Debian: bsdutils) runs a command on a pseudo-terminal");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n"))
 }

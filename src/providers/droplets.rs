@@ -413,7 +413,8 @@ fn configure(raw: &RawInputs, _workspace: &Path, p: &mut Problems) -> Option<Arc
     });
     let selection = match (tag, ids) {
         (Some(_), Some(_)) => {
-            p.add("droplets", "is set together with droplet-tag", "Choose the droplets by tag or by id, not both.");
+            let problem = format!("is set together with {}", p.name("droplet-tag"));
+            p.add("droplets", problem, "Choose the droplets by tag or by id, not both.");
             Selection::Balancer
         }
         (Some(tag), None) => {

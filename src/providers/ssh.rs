@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use super::hosts::{settings, Check, Host, HostsProvider, Inventory, Layout, Options};
 use super::registry::{self, Registration};
 use super::{Context, ProviderError};
-use crate::config::{parse_duration, Config, Problems, ProviderSettings};
+use crate::config::{Config, Problems, ProviderSettings};
 use crate::http::HttpClient;
 use crate::inputs::RawInputs;
 
@@ -109,10 +109,8 @@ fn configure(raw: &RawInputs, _workspace: &Path, p: &mut Problems) -> Option<Arc
             "Give the path the balancer's health check asks, e.g. /health.",
         );
     }
-    let duration = |p: &mut Problems, input, default| {
-        p.parse(raw, input, parse_duration, "Give a duration, e.g. 2s or 500ms.")
-            .unwrap_or(Duration::from_secs(default))
-    };
+    let duration =
+        |p: &mut Problems, input, default| p.duration(raw, input, false).unwrap_or(Duration::from_secs(default));
     let interval = duration(p, "lb-interval", 10);
     let timeout = duration(p, "lb-timeout", 5);
     let count = |p: &mut Problems, input, default| {

@@ -39,32 +39,44 @@ impl ProviderSettings for Settings {
 fn load(raw: &RawInputs, workspace: &Path) -> Result<Option<Value>, InputError> {
     let name = raw.get("app-spec").unwrap_or(".do/app.yaml");
     let path = workspace.join(name);
+    let surface = raw.surface();
     if !path.is_file() {
         if raw.given("app-spec") {
-            return Err(InputError {
-                input: "app-spec",
-                problem: format!("{} is not a file", path.display()),
-                fix: "Point app-spec at the app spec in the repository (check it out first with actions/checkout), or leave it empty.".into(),
-            });
+            return Err(InputError::new(
+                surface,
+                "app-spec",
+                format!("{} is not a file", path.display()),
+                format!("Point {} at the app spec in the repository (check it out first with actions/checkout), or leave it empty.", surface.name("app-spec")),
+            ));
         }
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| InputError {
-        input: "app-spec",
-        problem: format!("{} cannot be read: {e}", path.display()),
-        fix: "Check the file's permissions.".into(),
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        InputError::new(
+            surface,
+            "app-spec",
+            format!("{} cannot be read: {e}", path.display()),
+            "Check the file's permissions.",
+        )
     })?;
-    let spec: Value = serde_yaml_ng::from_str(&text).map_err(|e| InputError {
-        input: "app-spec",
-        problem: format!("{} is not valid YAML: {e}", path.display()),
-        fix: "Fix the file (doctl apps spec validate checks it), or point app-spec elsewhere.".into(),
+    let spec: Value = serde_yaml_ng::from_str(&text).map_err(|e| {
+        InputError::new(
+            surface,
+            "app-spec",
+            format!("{} is not valid YAML: {e}", path.display()),
+            format!(
+                "Fix the file (doctl apps spec validate checks it), or point {} elsewhere.",
+                surface.name("app-spec")
+            ),
+        )
     })?;
     if !spec.is_object() {
-        return Err(InputError {
-            input: "app-spec",
-            problem: format!("{} is not an app spec (a mapping with name and services)", path.display()),
-            fix: "Fix the file, or point app-spec elsewhere.".into(),
-        });
+        return Err(InputError::new(
+            surface,
+            "app-spec",
+            format!("{} is not an app spec (a mapping with name and services)", path.display()),
+            format!("Fix the file, or point {} elsewhere.", surface.name("app-spec")),
+        ));
     }
     Ok(Some(spec))
 }
@@ -127,7 +139,11 @@ pub fn configure(raw: &RawInputs, workspace: &Path, p: &mut Problems) -> Option<
         p.add(
             "components",
             "is set, but no image was given, so no component's image would change",
-            "Give the new image in image, or leave components empty to build the app's sources again.",
+            format!(
+                "Give the new image in {}, or leave {} empty to build the app's sources again.",
+                p.name("image"),
+                p.name("components")
+            ),
         );
         ok = false;
     }

@@ -103,18 +103,22 @@ fn toml_path(raw: &RawInputs, workspace: &Path) -> PathBuf {
 /// named (the runner passes the default whether the workflow named it or not).
 fn load(raw: &RawInputs, workspace: &Path) -> Result<Option<FlyToml>, InputError> {
     let path = toml_path(raw, workspace);
-    let problem = |problem: String| InputError {
-        input: "fly-config",
-        problem,
-        fix: "Fix fly.toml, or point fly-config at the right file.".into(),
+    let surface = raw.surface();
+    let problem = |problem: String| {
+        let fix = format!("Fix fly.toml, or point {} at the right file.", surface.name("fly-config"));
+        InputError::new(surface, "fly-config", problem, fix)
     };
     match FlyToml::load(&path).map_err(problem)? {
         Some(t) => Ok(Some(t)),
-        None if raw.given("fly-config") => Err(InputError {
-            input: "fly-config",
-            problem: format!("{} does not exist", path.display()),
-            fix: "Point fly-config at fly.toml in the workspace, or leave it empty to deploy only the image.".into(),
-        }),
+        None if raw.given("fly-config") => Err(InputError::new(
+            surface,
+            "fly-config",
+            format!("{} does not exist", path.display()),
+            format!(
+                "Point {} at fly.toml in the workspace, or leave it empty to deploy only the image.",
+                surface.name("fly-config")
+            ),
+        )),
         None => Ok(None),
     }
 }
@@ -176,7 +180,7 @@ pub fn configure(raw: &RawInputs, workspace: &Path, p: &mut Problems) -> Option<
             None
         }
     };
-    let bluegreen_wait = p.parse(raw, "bluegreen-wait", crate::config::parse_duration, DURATION_FIX);
+    let bluegreen_wait = p.duration(raw, "bluegreen-wait", false);
     if strategy == Some(Strategy::Canary) && toml.as_ref().is_some_and(|t| !t.mounts.is_empty()) {
         p.add(
             "strategy",

@@ -50,7 +50,10 @@ pub fn configure(raw: &RawInputs, workspace: &Path, p: &mut Problems) -> Option<
         p.add(
             "source-dir",
             format!("{} is not a folder", source_dir.display()),
-            "Point source-dir at the folder holding the app's Procfile (check out the repository first with actions/checkout).",
+            format!(
+                "Point {} at the folder holding the app's Procfile (check out the repository first with actions/checkout).",
+                p.name("source-dir")
+            ),
         );
         ok = false;
     }
@@ -58,21 +61,31 @@ pub fn configure(raw: &RawInputs, workspace: &Path, p: &mut Problems) -> Option<
     if raw.given("source-dir") && (raw.get("image").is_some() || promote_from.is_some()) {
         p.add(
             "source-dir",
-            "is set, but image or promote-from says the release comes from elsewhere, so no source would be uploaded",
-            "Remove source-dir, or leave image and promote-from empty to deploy that folder.",
+            format!(
+                "is set, but {} or {} says the release comes from elsewhere, so no source would be uploaded",
+                p.name("image"),
+                p.name("promote-from")
+            ),
+            format!(
+                "Remove {}, or leave {} and {} empty to deploy that folder.",
+                p.name("source-dir"),
+                p.name("image"),
+                p.name("promote-from")
+            ),
         );
         ok = false;
     }
     if let Some(from) = &promote_from {
         if from == raw.get("app").unwrap_or_default() {
-            p.add("promote-from", "names the app being deployed", "Name the staging app whose release goes to app.");
+            let fix = format!("Name the staging app whose release goes to {}.", p.name("app"));
+            p.add("promote-from", "names the app being deployed", fix);
             ok = false;
         }
         if raw.get("image").is_some() {
             p.add(
                 "promote-from",
-                "and image were both given",
-                "A promotion takes the staging app's release: leave image empty.",
+                format!("and {} were both given", p.name("image")),
+                format!("A promotion takes the staging app's release: leave {} empty.", p.name("image")),
             );
             ok = false;
         }
@@ -83,7 +96,7 @@ pub fn configure(raw: &RawInputs, workspace: &Path, p: &mut Problems) -> Option<
             p.add(
                 "image",
                 format!("'{image}' is not a Docker image ID; Heroku's formation API releases images by ID (sha256:...)"),
-                "Push to registry.heroku.com/APP/web, then pass the ID: docker inspect registry.heroku.com/APP/web --format '{{.Id}}'. Leave image empty to deploy the source instead.",
+                format!("Push to registry.heroku.com/APP/web, then pass the ID: docker inspect registry.heroku.com/APP/web --format '{{{{.Id}}}}'. Leave {} empty to deploy the source instead.", p.name("image")),
             );
             ok = false;
         }

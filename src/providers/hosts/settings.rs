@@ -8,8 +8,8 @@ use std::time::Duration;
 use super::remote::{Container, Runtime};
 use super::ssh::{parse_key, KnownHosts, Login};
 use super::Options;
-use crate::config::{parse_bool, parse_duration, Problems};
-use crate::inputs::RawInputs;
+use crate::config::{parse_bool, Problems};
+use crate::inputs::{RawInputs, Surface};
 
 /// A known_hosts line: [@marker] HOSTS KEYTYPE BASE64 [comment], whose key parses.
 fn known_hosts_line(line: &str) -> bool {
@@ -79,11 +79,13 @@ pub fn options(raw: &RawInputs, app: Option<&str>, p: &mut Problems) -> Option<O
     let before = p.0.len();
     let key = match raw.get("ssh-key") {
         None => {
-            p.add(
-                "ssh-key",
-                "is required",
-                "Pass the deploy key's private half from a secret, e.g. ssh-key: ${{ secrets.DEPLOY_SSH_KEY }}.",
-            );
+            let fix = match p.surface() {
+                Surface::Action => {
+                    "Pass the deploy key's private half from a secret, e.g. ssh-key: ${{ secrets.DEPLOY_SSH_KEY }}."
+                }
+                Surface::Cli => "Pass the deploy key's private half, e.g. --ssh-key \"$(cat deploy_key)\".",
+            };
+            p.add("ssh-key", "is required", fix);
             None
         }
         Some(text) => match parse_key(text) {
@@ -108,7 +110,12 @@ pub fn options(raw: &RawInputs, app: Option<&str>, p: &mut Problems) -> Option<O
             }
         },
         (None, false) => {
-            p.add("known-hosts", "is required: without it, any machine that answers at a host's address would get the deploy", "Give the hosts' keys as known_hosts lines (ssh-keyscan -p PORT HOST prints them), from a variable or secret; or set insecure-ignore-host-key: true to skip the check.");
+            let fix = format!("Give the hosts' keys as known_hosts lines (ssh-keyscan -p PORT HOST prints them), from a variable or secret; or set {} to skip the check.", p.setting("insecure-ignore-host-key", "true"));
+            p.add(
+                "known-hosts",
+                "is required: without it, any machine that answers at a host's address would get the deploy",
+                fix,
+            );
             None
         }
         (_, true) => None,
@@ -134,7 +141,7 @@ pub fn options(raw: &RawInputs, app: Option<&str>, p: &mut Problems) -> Option<O
         p.add(
             "container",
             format!("'{name}' is not a container name (letters, digits, _ . -, starting with a letter or digit)"),
-            "Set container to the name the app's container has on the hosts, e.g. web.",
+            format!("Set {} to the name the app's container has on the hosts, e.g. web.", p.name("container")),
         );
     }
     let published = match raw.get("ports") {
@@ -153,11 +160,10 @@ pub fn options(raw: &RawInputs, app: Option<&str>, p: &mut Problems) -> Option<O
             "Use docker or podman, or the absolute path of one of them.",
         );
     }
-    let stop_timeout =
-        p.parse(raw, "stop-timeout", parse_duration, "Give a duration, e.g. 30s.").unwrap_or(Duration::from_secs(30));
+    let stop_timeout = p.duration(raw, "stop-timeout", false).unwrap_or(Duration::from_secs(30));
+    // A new container with no time to pass its check could never pass it.
+    let boot_timeout = p.duration(raw, "boot-timeout", true).unwrap_or(Duration::from_secs(60));
     // `none`: no drain switch (an empty value reads as the default).
-    let boot_timeout =
-        p.parse(raw, "boot-timeout", parse_duration, "Give a duration, e.g. 60s.").unwrap_or(Duration::from_secs(60));
     let drain_path = raw.get("drain-path").filter(|p| !p.eq_ignore_ascii_case("none")).map(str::to_string);
     if let Some(path) = &drain_path {
         if !path.starts_with('/') || path.contains(char::is_whitespace) {
