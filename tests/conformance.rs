@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use safe_deploy::config::{Command, Config};
-use safe_deploy::health::Probe;
 use safe_deploy::http::{HttpClient, RetryConfig};
 use safe_deploy::inputs::RawInputs;
 use safe_deploy::providers::conformance::{self as suite, Harness};
-use safe_deploy::providers::{release_of, Provider};
+use safe_deploy::providers::release_of;
 use safe_deploy::secret::Redactor;
 use sandbox::app::{HealthMode, ReleaseSpec};
 use sandbox::fly::{Faults, FlySandbox};
@@ -43,8 +42,8 @@ impl FlyHarness {
 
 #[async_trait]
 impl Harness for FlyHarness {
-    fn provider(&self) -> Box<dyn Provider> {
-        self.config(Command::Deploy, V2).build_provider(&self.http).unwrap()
+    fn http(&self) -> Option<&HttpClient> {
+        Some(&self.http)
     }
 
     fn config(&self, command: Command, release: &str) -> Config {
@@ -75,10 +74,6 @@ impl Harness for FlyHarness {
             raw.set("release-command", "bin/migrate");
         }
         Config::from_inputs_in(&raw, Path::new("/nonexistent-workspace")).unwrap()
-    }
-
-    fn probe(&self) -> &dyn Probe {
-        &self.http
     }
 
     fn good(&self) -> [String; 2] {

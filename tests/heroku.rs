@@ -8,11 +8,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use safe_deploy::config::{Command, Config};
-use safe_deploy::health::Probe;
 use safe_deploy::http::{HttpClient, RetryConfig};
 use safe_deploy::inputs::RawInputs;
 use safe_deploy::providers::conformance::{self as suite, Harness};
-use safe_deploy::providers::{Provider, Source, Target};
+use safe_deploy::providers::{Source, Target};
 use safe_deploy::secret::Redactor;
 use sandbox::app::ReleaseSpec;
 use sandbox::heroku::{AppOptions, Faults, HerokuOptions, HerokuSandbox};
@@ -104,8 +103,8 @@ impl HerokuHarness {
 
 #[async_trait]
 impl Harness for HerokuHarness {
-    fn provider(&self) -> Box<dyn Provider> {
-        self.config(Command::Deploy, "g2").build_provider(&self.http).unwrap()
+    fn http(&self) -> Option<&HttpClient> {
+        Some(&self.http)
     }
 
     fn config(&self, command: Command, release: &str) -> Config {
@@ -117,10 +116,6 @@ impl Harness for HerokuHarness {
         raw.set("source-dir", release);
         raw.set("expect-version", release);
         Config::from_inputs_in(&raw, self.workspace.path()).unwrap()
-    }
-
-    fn probe(&self) -> &dyn Probe {
-        &self.http
     }
 
     fn good(&self) -> [String; 2] {

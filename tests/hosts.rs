@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use safe_deploy::config::{Command, Config};
-use safe_deploy::health::Probe;
 use safe_deploy::http::{HttpClient, RetryConfig};
 use safe_deploy::inputs::RawInputs;
 use safe_deploy::providers::conformance::{self as suite, Harness};
-use safe_deploy::providers::{Provider, Source, Target};
+use safe_deploy::providers::{Source, Target};
 use safe_deploy::secret::Redactor;
 use sandbox::app::{HealthMode, ReleaseSpec, Releases};
 use sandbox::droplets::{DropletSpec, DropletsOptions, DropletsSandbox, Faults, LbSpec, LbTarget};
@@ -194,8 +193,8 @@ impl HostsHarness {
 
 #[async_trait]
 impl Harness for HostsHarness {
-    fn provider(&self) -> Box<dyn Provider> {
-        self.config(Command::Deploy, "g2").build_provider(&self.http).unwrap()
+    fn http(&self) -> Option<&HttpClient> {
+        Some(&self.http)
     }
 
     fn config(&self, command: Command, release: &str) -> Config {
@@ -204,10 +203,6 @@ impl Harness for HostsHarness {
             inputs.retain(|(k, _)| k != "image" && k != "expect-version");
         }
         config_of(&inputs, command)
-    }
-
-    fn probe(&self) -> &dyn Probe {
-        &self.http
     }
 
     fn good(&self) -> [String; 2] {

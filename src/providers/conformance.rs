@@ -15,6 +15,7 @@ use super::{Event, Observer, Progress, Provider, Rollout, Source, Target};
 use crate::config::{Command, Config};
 use crate::engine::Engine;
 use crate::health::Probe;
+use crate::http::HttpClient;
 use crate::report::{Outcome, Report};
 use crate::runner::{Paths, Runner};
 use crate::secret::Redactor;
@@ -24,12 +25,24 @@ use crate::state::{Saved, Stage};
 /// A provider and its emulator, as the suite drives them.
 #[async_trait]
 pub trait Harness: Send + Sync {
-    /// A provider as a fresh process builds it (the post step builds another).
-    fn provider(&self) -> Box<dyn Provider>;
+    /// The HTTP client a provider built from `config` talks through, which also runs the
+    /// health checks; a harness without one gives its own `provider` and `probe`.
+    fn http(&self) -> Option<&HttpClient> {
+        None
+    }
+    /// A provider as a fresh process builds it (the post step builds another): by
+    /// default, from the config of a deploy of the first good release.
+    fn provider(&self) -> Box<dyn Provider> {
+        let http = self.http().expect("a harness gives http() or its own provider()");
+        let config = self.config(Command::Deploy, &self.good()[0]);
+        config.build_provider(http).unwrap_or_else(|e| panic!("the harness's config builds no provider: {e:#}"))
+    }
     /// The config of a run of `command` to `release`.
     fn config(&self, command: Command, release: &str) -> Config;
-    /// How health checks reach the app.
-    fn probe(&self) -> &dyn Probe;
+    /// How health checks reach the app: by default, the provider's HTTP client.
+    fn probe(&self) -> &dyn Probe {
+        self.http().expect("a harness gives http() or its own probe()")
+    }
     /// Releases that come up and answer healthy: two, so one can follow the other.
     fn good(&self) -> [String; 2];
     /// A release that comes up, as the platform sees it, but fails the health gate.

@@ -601,6 +601,12 @@ fn stop(state: &HostState, args: &[String]) -> Outcome {
         }
         out.push_str(&format!("{name}\n"));
     }
+    each_named(out, errors)
+}
+
+/// What a command on several containers ends with, as docker's: the names it handled,
+/// then (exit 1) the errors of the ones it could not.
+fn each_named(out: String, errors: Vec<String>) -> Outcome {
     match errors.is_empty() {
         true => Ok(out),
         false => {
@@ -641,13 +647,7 @@ fn remove(state: &mut HostState, args: &[String]) -> Outcome {
         let _ = fs::remove_file(&container.log);
         out.push_str(&format!("{name}\n"));
     }
-    match errors.is_empty() {
-        true => Ok(out),
-        false => {
-            print!("{out}");
-            fail(1, errors.join("\n"))
-        }
-    }
+    each_named(out, errors)
 }
 
 fn ps(state: &HostState, args: &[String]) -> Outcome {
