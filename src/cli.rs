@@ -67,7 +67,7 @@ fn file_args() -> [Arg; 2] {
             .long("state-file")
             .value_name("PATH")
             .help_heading(output)
-            .help("Where to keep the state a cancelled run needs to be finished by `safe-deploy post` (default: a file in the temp directory)."),
+            .help("Where to keep the state a cancelled run needs to be finished by safe-deploy post (default: a file in the temp directory)."),
     ]
 }
 
@@ -250,9 +250,17 @@ async fn deploy_or_restore(
     env: &Env,
     args: &[OsString],
 ) -> i32 {
+    let summary_len = |r: &Runner| r.paths.summary.as_ref().and_then(|p| std::fs::metadata(p).ok()).map(|m| m.len());
+    let before = summary_len(&runner);
     let code = deploy(raw.clone(), runner.clone(), shutdown).await;
     match runner.paths.state.clone() {
         Some(state) if code == exit::CANCELLED && !runner.on_runner => {
+            // The summary is to open with what is live at the end: the restore's report
+            // replaces the cancelled run's, which said "UNKNOWN, put back next".
+            if let (Some(path), Some(len)) = (&runner.paths.summary, summary_len(&runner)) {
+                let keep = before.unwrap_or(0).min(len);
+                let _ = std::fs::OpenOptions::new().write(true).open(path).and_then(|f| f.set_len(keep));
+            }
             let command = crate::interrupt::finishing_command(args, &state, runner.redactor());
             crate::interrupt::second_signal_exits(runner.clone(), command);
             post(raw, runner, m, env, Some(&state)).await
@@ -574,7 +582,8 @@ pub fn finish(report: &Report, runner: &Runner, write_summary: bool) -> i32 {
         runner.say(&format!("  plan: {step}"));
     }
     runner.outcome(report.outcome, &headline);
-    if !reason.is_empty() {
+    // Input problems were each said above, naming what to fix.
+    if !reason.is_empty() && report.input_errors.is_empty() {
         runner.say(&format!("why: {reason}"));
     }
     code
@@ -598,15 +607,22 @@ fn append_file(path: &Path, text: &str) -> std::io::Result<()> {
 /// Logs through tracing, to stdout (one stream keeps workflow commands in order), with
 /// every line redacted; debug when the runner's step debug is on.
 fn init_logging(redactor: Redactor, debug: bool) {
-    let level = if debug { tracing::Level::DEBUG } else { tracing::Level::INFO };
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(level)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let ours = if debug { tracing::Level::DEBUG } else { tracing::Level::INFO };
+    // Debug is ours (each request, each decision); the HTTP library's connection-pool
+    // chatter stays at info.
+    let filter =
+        tracing_subscriber::filter::Targets::new().with_target("safe_deploy", ours).with_default(tracing::Level::INFO);
+    let layer = tracing_subscriber::fmt::layer()
         .without_time()
         .with_target(false)
         .with_level(false)
         .with_ansi(false)
         .with_writer(move || RedactingWriter { redactor: redactor.clone(), buffer: Vec::new() })
-        .try_init();
+        .with_filter(filter);
+    let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 
 /// Buffers one log event and writes it redacted when dropped.

@@ -755,13 +755,15 @@ impl Engine<'_> {
         }
         let mut gate = format!(
             "health gate: GET {} until {} consecutive answers with status {}",
-            h.url, h.successes, h.expect_status
+            crate::http::shown(&h.url),
+            h.successes,
+            h.expect_status
         );
         if let Some(s) = &h.check_string {
             gate.push_str(&format!(" containing '{s}'"));
         }
         if let Some((u, v)) = &h.version {
-            gate.push_str(&format!(", and {u} naming version {v}"));
+            gate.push_str(&format!(", and {} naming version {v}", crate::http::shown(u)));
         }
         gate.push_str(&format!(
             ", every {}, within {} (grace {}, soak {})",

@@ -229,7 +229,7 @@ impl Gate<'_> {
         let pass_by = deadline - c.soak;
         let mut report = GateReport {
             label: self.label.to_string(),
-            url: c.url.to_string(),
+            url: crate::http::shown(&c.url),
             result: GateResult::Failed,
             reason: None,
             duration: Duration::ZERO,

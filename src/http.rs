@@ -97,6 +97,22 @@ impl Call {
     }
 }
 
+/// A URL as it may be shown (summary, plan, logs): no credentials, and a query, which
+/// may carry a secret, shown as `?…`.
+pub fn shown(url: &url::Url) -> String {
+    let mut u = url.clone();
+    let had_query = u.query().is_some();
+    u.set_query(None);
+    u.set_fragment(None);
+    let _ = u.set_password(None);
+    let _ = u.set_username("");
+    if had_query {
+        format!("{u}?…")
+    } else {
+        u.to_string()
+    }
+}
+
 /// A response, whatever its status: callers decide what a status means.
 #[derive(Debug, Clone)]
 pub struct Reply {

@@ -45,12 +45,12 @@ pub fn second_signal_exits(runner: Runner, command: String) {
             _ = int.recv() => {}
             _ = term.recv() => {}
         }
+        crate::progress::stop_live();
         runner.say("Stopped before the restore finished. To finish it, run:");
         runner.say(&format!("  {command}"));
         if command.contains("***") {
             runner.say("  (*** stands for a secret: give it again, or set it in its INPUT_ variable)");
         }
-        crate::progress::suspended(|| {});
         std::process::exit(exit::CANCELLED);
     });
 }

@@ -21,10 +21,22 @@ const WAIT_LINE_EVERY: Duration = Duration::from_secs(10);
 /// goes above it, so the two never garble each other.
 static LIVE: OnceLock<MultiProgress> = OnceLock::new();
 
+/// Set once the live display is taken down for good (a second Ctrl-C).
+static STOPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Takes the live display down for good, so the last lines printed are plain ones.
+pub fn stop_live() {
+    if let Some(live) = LIVE.get() {
+        let _ = live.clear();
+        live.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    STOPPED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// Prints one line on stdout, above the live display when there is one.
 pub fn print_line(text: &str) {
     use std::io::Write;
-    match LIVE.get() {
+    match LIVE.get().filter(|_| !STOPPED.load(std::sync::atomic::Ordering::SeqCst)) {
         Some(live) => {
             let _ = live.println(text);
         }

@@ -247,6 +247,7 @@ impl Report {
         let attempt = match self.command.as_str() {
             "rollback" => format!("Rollback of {app} to {target}"),
             "redeploy" => format!("Redeploy of {target} to {app}"),
+            "plan" => format!("Plan for {target} on {app}"),
             _ => format!("Deploy of {target} to {app}"),
         };
         if !self.input_errors.is_empty() {

@@ -105,6 +105,9 @@ async fn ctrl_c_at_a_terminal_puts_the_recorded_release_back_there_and_then() {
     assert_eq!(double.state().live(), "web:v1");
     assert!(double.state().calls.iter().any(|c| c.starts_with("roll_back web:v1")), "{:?}", double.state().calls);
     assert!(ran.summary.contains("### Rollback"), "{ran}");
+    let first = ran.summary.lines().next().unwrap_or_default();
+    assert!(first.contains("rolled back: `web:v1` is live"), "the summary opens with the end, not the cancel: {ran}");
+    assert_eq!(ran.summary.matches("CANCELLED").count(), 0, "{ran}");
 }
 
 #[tokio::test]

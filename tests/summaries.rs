@@ -35,9 +35,13 @@ fn assert_no_empty_header_row(ran: &Ran) {
 #[tokio::test]
 async fn a_deploy_names_its_release_once_in_the_first_line() {
     let double = Double::start("web:v1").await;
-    let ran = run_main(&double.inputs("web:v2")).await;
+    // A query string may carry a secret nobody declared: it is never shown.
+    let url = format!("{}/health?key=QUERYSECRET", double.app.url());
+    let ran = run_main(&with(double.inputs("web:v2"), "health-url", &url)).await;
     assert_eq!(ran.code, 0, "{ran}");
     assert_eq!(first_line_count(&ran, "web:v2"), 1, "{ran}");
+    assert!(!ran.everything().contains("QUERYSECRET"), "{ran}");
+    assert!(ran.summary.contains("/health?…"), "{ran}");
     assert_no_empty_header_row(&ran);
     sample("deployed", &ran);
 }

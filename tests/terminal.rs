@@ -66,6 +66,7 @@ async fn runner_debug_adds_a_line_per_request_with_its_status_and_time() {
     let health = format!("http: GET {}/health -> 200 in ", double.app.url());
     let lines = ran.stdout.lines().filter(|l| l.starts_with(&health) && l.ends_with("ms")).count();
     assert!(lines >= 3, "one line per health request, with status and time:\n{}", ran.stdout);
+    assert!(!ran.stdout.contains("idle connection"), "our lines, not the HTTP library's chatter:\n{}", ran.stdout);
 
     // A secret in the URL never reaches a debug line (and every run is scanned for it).
     let secret = "s3cr3t-token-value-123";
