@@ -489,6 +489,10 @@ async fn post(raw: RawInputs, runner: Runner, m: &ArgMatches, env: &Env, state: 
     // by now, and must not stand in the rollback's way.
     let mut raw = raw;
     raw.set("source-dir", "");
+    // Nor does it need the image a deploy names: the state file records what to put back.
+    if raw.get("image").is_none() && matches!(raw.get("command"), None | Some("deploy" | "plan")) {
+        raw.set("command", "rollback");
+    }
     let config = match Config::from_inputs_in(&raw, &workspace()) {
         Ok(c) => c,
         Err(errors) => return bad_input(&raw, &runner, &errors),

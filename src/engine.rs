@@ -498,7 +498,13 @@ impl Engine<'_> {
         }
         // Live only once the provider reported every batch up.
         report.live = made.map(|r| r.label);
-        match self.gate(&mut report, run_start, "new release", Proof::answers(target.version.as_deref()), None).await {
+        // What the gate proves, in the words of the command that was asked for.
+        let label = match self.config.command {
+            Command::Rollback => "the release rolled back to",
+            Command::Redeploy => "the redeployed release",
+            _ => "new release",
+        };
+        match self.gate(&mut report, run_start, label, Proof::answers(target.version.as_deref()), None).await {
             Ok(()) => {
                 report.outcome = Outcome::Deployed;
                 state::save(self.runner, Stage::Finished, None, None);

@@ -146,4 +146,16 @@ async fn a_second_ctrl_c_stops_at_once_and_prints_the_command_that_finishes_the_
         "the secret is not printed: {command}"
     );
     assert!(!ran.stdout.contains(secret), "{ran}");
+
+    // The printed command finishes the restore, with the secret given again; it needs
+    // no --image, since the state file records what to put back.
+    double.release("web:v1", Default::default());
+    let mut words = shlex::split(command.trim()).expect("a shell command");
+    assert_eq!(words.remove(0), "safe-deploy");
+    let image = words.iter().position(|w| w == "--image").unwrap();
+    words.drain(image..image + 2);
+    let words: Vec<String> = words.into_iter().map(|w| if w == "***" { secret.to_string() } else { w }).collect();
+    let finish = Step::cli(&words.iter().map(String::as_str).collect::<Vec<_>>()).run().await;
+    assert_eq!(finish.code, 1, "rolled back: {finish}");
+    assert_eq!(double.state().live(), "web:v1");
 }

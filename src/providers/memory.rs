@@ -44,8 +44,7 @@ impl ProviderSettings for Settings {
 }
 
 fn configure(raw: &RawInputs, _: &Path, p: &mut Problems) -> Option<Arc<dyn ProviderSettings>> {
-    let fix =
-        "The memory provider keeps its state in a file: give file:///path/to/state.json (safe-deploy demo makes one).";
+    let fix = "The memory provider keeps its state in a JSON file, e.g. {\"instances\":[\"web:v1\",\"web:v1\"],\"history\":[\"web:v1\"]} (the release each instance runs, and the releases that were live, oldest first): give its path as file:///path/to/state.json.";
     let Some(text) = raw.get("api-url") else {
         p.add("api-url", "is required with provider memory", fix);
         return None;
@@ -91,7 +90,11 @@ fn call<T>(store: &Store, name: String, change: impl FnOnce(&mut State) -> T) ->
             s.calls.push(name);
             change(s)
         })
-        .map_err(|e| ProviderError::Failed(format!("cannot use the double's state: {e}")))
+        .map_err(|e| {
+            ProviderError::Failed(format!(
+                "cannot use the double's state ({e}); api-url must name a JSON file such as {{\"instances\":[\"web:v1\"],\"history\":[\"web:v1\"]}}"
+            ))
+        })
 }
 
 fn release_name(target: &Target) -> Result<String, ProviderError> {
