@@ -252,17 +252,22 @@ async fn deploy_or_restore(
 ) -> i32 {
     let summary_len = |r: &Runner| r.paths.summary.as_ref().and_then(|p| std::fs::metadata(p).ok()).map(|m| m.len());
     let before = summary_len(&runner);
+    let state = runner.paths.state.clone().filter(|_| !runner.on_runner);
+    if let Some(state) = &state {
+        let command = crate::interrupt::finishing_command(args, state, runner.redactor());
+        crate::interrupt::second_signal_exits(shutdown.clone(), runner.clone(), command);
+    }
     let code = deploy(raw.clone(), runner.clone(), shutdown).await;
-    match runner.paths.state.clone() {
-        Some(state) if code == exit::CANCELLED && !runner.on_runner => {
+    // Only a run stopped after its first change has something to put back.
+    let open = |path: &Path| Saved::from_file(path).is_ok_and(|s| s.stage.is_some_and(|s| s.needs_rollback()));
+    match state {
+        Some(state) if code == exit::CANCELLED && open(&state) => {
             // The summary is to open with what is live at the end: the restore's report
             // replaces the cancelled run's, which said "UNKNOWN, put back next".
             if let (Some(path), Some(len)) = (&runner.paths.summary, summary_len(&runner)) {
                 let keep = before.unwrap_or(0).min(len);
                 let _ = std::fs::OpenOptions::new().write(true).open(path).and_then(|f| f.set_len(keep));
             }
-            let command = crate::interrupt::finishing_command(args, &state, runner.redactor());
-            crate::interrupt::second_signal_exits(runner.clone(), command);
             post(raw, runner, m, env, Some(&state)).await
         }
         _ => code,

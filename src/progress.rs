@@ -116,8 +116,9 @@ pub struct Live {
     multi: MultiProgress,
     /// The current step or wait: a spinner, what it is, elapsed and time left.
     current: ProgressBar,
-    /// When the current wait must end, for the countdown.
+    /// When the current wait began and must end: its own elapsed time and countdown.
     deadline: Arc<Mutex<Option<Instant>>>,
+    since: Arc<Mutex<Option<Instant>>>,
     instances: Mutex<HashMap<String, ProgressBar>>,
 }
 
@@ -126,9 +127,14 @@ impl Live {
     pub fn start(runner: Runner) -> Live {
         let multi = LIVE.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stdout())).clone();
         let deadline: Arc<Mutex<Option<Instant>>> = Arc::default();
-        let left = deadline.clone();
-        let style = ProgressStyle::with_template("{spinner} {msg} {elapsed}{left}")
+        let since: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let (left, began) = (deadline.clone(), since.clone());
+        let style = ProgressStyle::with_template("{spinner} {msg} {took}{left}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner())
+            .with_key("took", move |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let took = began.lock().unwrap_or_else(|e| e.into_inner()).map_or(state.elapsed(), |s| s.elapsed());
+                let _ = write!(w, "{}", human(took));
+            })
             .with_key("left", move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
                 if let Some(d) = *left.lock().unwrap_or_else(|e| e.into_inner()) {
                     let _ = write!(w, ", {} left", human(d.saturating_duration_since(Instant::now())));
@@ -136,7 +142,7 @@ impl Live {
             });
         let current = multi.add(ProgressBar::new_spinner().with_style(style));
         current.enable_steady_tick(Duration::from_millis(120));
-        Live { runner, multi, current, deadline, instances: Mutex::default() }
+        Live { runner, multi, current, deadline, since, instances: Mutex::default() }
     }
 
     fn instance(&self, id: &str, text: String) {
@@ -170,11 +176,13 @@ impl Observer for Live {
         match event {
             Event::StepStarted { step } => {
                 *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                *self.since.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 self.current.reset_elapsed();
                 self.current.set_message(redact(&step));
             }
             Event::StepEnded { .. } => {
                 *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                *self.since.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 self.current.set_message(String::new());
             }
             Event::Instance { id, state, release } => {
@@ -182,8 +190,9 @@ impl Observer for Live {
                 self.instance(&id, format!("{id}  {state}{on}"));
             }
             Event::Log { source, line } => self.runner.say(&format!("[{source}] {line}")),
-            Event::Waiting { what, remaining, .. } => {
+            Event::Waiting { what, elapsed, remaining } => {
                 *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = remaining.map(|r| Instant::now() + r);
+                *self.since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now().checked_sub(elapsed);
                 self.current.set_message(redact(&format!("waiting for {what}:")));
             }
         }

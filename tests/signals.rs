@@ -114,7 +114,8 @@ async fn ctrl_c_at_a_terminal_puts_the_recorded_release_back_there_and_then() {
 async fn a_second_ctrl_c_stops_at_once_and_prints_the_command_that_finishes_the_restore() {
     let double = Double::start("web:v1").await;
     double.change(|s| s.faults.roll_out_delay_ms = 30_000);
-    let secret = "a-token-that-must-not-print";
+    // Characters shell quoting changes: the secret must still not show.
+    let secret = r"a-token\that'must$not^print";
     let inputs =
         crate::util::with(crate::util::with(double.inputs("web:v2"), "health-deadline", "30s"), "token", secret);
     let step = Step::cli_with("deploy", &inputs);
@@ -158,4 +159,21 @@ async fn a_second_ctrl_c_stops_at_once_and_prints_the_command_that_finishes_the_
     let finish = Step::cli(&words.iter().map(String::as_str).collect::<Vec<_>>()).run().await;
     assert_eq!(finish.code, 1, "rolled back: {finish}");
     assert_eq!(double.state().live(), "web:v1");
+}
+
+#[tokio::test]
+async fn ctrl_c_at_a_terminal_before_any_change_has_nothing_to_put_back() {
+    let double = Double::start("web:v1").await;
+    // The live release's health check hangs: the run sits in its probe, before any change.
+    double.broken("web:v1", sandbox::app::HealthMode::Hang);
+    let inputs = crate::util::with(double.inputs("web:v2"), "health-timeout", "30s");
+    let (ran, took) = Step::cli_with("deploy", &inputs)
+        .interrupt_when("INT", "the live release to be recorded", || !double.state().calls.is_empty())
+        .await;
+
+    assert_eq!(ran.code, 130, "cancelled, and nothing to restore: {ran}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(!ran.stdout.contains("putting the recorded release back"), "{ran}");
+    assert!(double.state().writes().is_empty(), "{:?}", double.state().calls);
+    assert!(ran.summary.lines().next().unwrap_or_default().contains("CANCELLED before any change"), "{ran}");
 }

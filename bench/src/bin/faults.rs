@@ -691,14 +691,15 @@ impl Step {
 
     fn summary_live(&self) -> String {
         let text = std::fs::read_to_string(self.dir.join("summary")).unwrap_or_default();
-        let first = text.lines().next().unwrap_or_default();
-        if first.contains("UNKNOWN") {
+        if text.lines().next().unwrap_or_default().contains("UNKNOWN") {
             return "UNKNOWN".into();
         }
-        first
-            .rsplit_once("— `")
-            .and_then(|(_, rest)| rest.split_once('`'))
-            .map(|(l, _)| l.to_string())
+        // The key/value table's "Live now" row: <code>release</code>, or unknown.
+        text.lines()
+            .find_map(|l| l.strip_prefix("| Live now | "))
+            .and_then(|rest| rest.strip_prefix("<code>"))
+            .and_then(|rest| rest.split_once("</code>"))
+            .map(|(live, _)| live.replace("&#95;", "_").replace("&#42;", "*").replace("&amp;", "&"))
             .unwrap_or_default()
     }
 }
