@@ -442,7 +442,9 @@ impl Config {
             None => None,
             // A provider whose API is a file (the double) checks the URL itself.
             Some(text) if provider.is_some_and(|r| r.file_api) => url::Url::parse(text).ok(),
-            Some(text) => match url::Url::parse(text) {
+            Some(text) => match refuse_hidden_characters(text)
+                .and_then(|()| url::Url::parse(text).map_err(|e| format!("'{text}' is not a URL ({e})")))
+            {
                 Ok(u) => match check_base_url(&u) {
                     Ok(()) => Some(u),
                     Err(problem) => {
@@ -450,12 +452,8 @@ impl Config {
                         None
                     }
                 },
-                Err(e) => {
-                    p.add(
-                        "api-url",
-                        format!("'{text}' is not a URL ({e})"),
-                        "Give a full URL such as https://api.example.com.",
-                    );
+                Err(problem) => {
+                    p.add("api-url", problem, "Give a full URL such as https://api.example.com.");
                     None
                 }
             },
@@ -600,6 +598,10 @@ fn health_config(raw: &RawInputs, p: &mut Problems) -> Option<HealthConfig> {
     let probe_first = p.parse(raw, "health-probe", parse_bool, "Use true or false.");
 
     if let (Some(deadline), Some(grace), Some(soak)) = (deadline, grace, soak) {
+        // The gate passes on `successes` answers one interval apart, which must all start
+        // before the soak has to begin; settings that cannot fit would fail every gate,
+        // the rollback's included, with every answer healthy.
+        let checks = successes.map_or(Duration::ZERO, |n| interval.unwrap_or_default() * n.saturating_sub(1));
         if grace + soak >= deadline {
             p.add(
                 "health-deadline",
@@ -616,6 +618,31 @@ fn health_config(raw: &RawInputs, p: &mut Problems) -> Option<HealthConfig> {
                     p.name("health-deadline"),
                     p.name("health-grace"),
                     p.name("health-soak")
+                ),
+            );
+        } else if grace + checks + soak >= deadline {
+            let (n, every) = (successes.unwrap_or(1), interval.unwrap_or_default());
+            p.add(
+                "health-deadline",
+                format!(
+                    "{} cannot hold {n} consecutive checks {} apart ({} {n} × {} {}, so the last check would start at {}{}), so the gate could never pass",
+                    human(deadline),
+                    human(every),
+                    p.name("health-successes"),
+                    p.name("health-interval"),
+                    human(every),
+                    human(grace + checks),
+                    match soak.is_zero() {
+                        true => String::new(),
+                        false => format!(" and {} {} must follow it", p.name("health-soak"), human(soak)),
+                    }
+                ),
+                format!(
+                    "Raise {} above {}, or lower {} or {}.",
+                    p.name("health-deadline"),
+                    human(grace + checks + soak),
+                    p.name("health-interval"),
+                    p.name("health-successes")
                 ),
             );
         }
@@ -715,11 +742,30 @@ pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
 /// A health URL: http or https with a host. Plain http is fine here: the app may sit
 /// behind a private address, and no secret travels with a health check.
 fn parse_probe_url(text: &str) -> Result<url::Url, String> {
+    refuse_hidden_characters(text)?;
     let u = url::Url::parse(text).map_err(|e| format!("'{text}' is not a URL ({e})"))?;
     if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none_or(str::is_empty) {
         return Err(format!("'{text}' is not an http:// or https:// URL"));
     }
     Ok(u)
+}
+
+/// A URL with a line break, a tab or another control character: the URL parser would
+/// quietly drop some of them and use what is left, which is not what was written.
+fn refuse_hidden_characters(text: &str) -> Result<(), String> {
+    match text.chars().find(|c| c.is_control() || c.is_whitespace()) {
+        Some(c) => Err(format!(
+            "{:?} contains {}, which a URL cannot hold",
+            text,
+            match c {
+                '\n' | '\r' => "a line break",
+                ' ' => "a space",
+                '\t' => "a tab",
+                _ => "a control character",
+            }
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A provider API base: https anywhere, http only on loopback (a token travels with it).
@@ -901,6 +947,55 @@ mod tests {
             inputs_with_problems(&[("health-deadline", "1m"), ("health-grace", "40s"), ("health-soak", "30s")]),
             vec!["health-deadline"]
         );
+    }
+
+    #[test]
+    fn health_settings_that_can_never_pass_are_refused_before_any_request() {
+        // Three checks 5 s apart need 10 s; a 2 s deadline would fail every gate,
+        // the rollback's too, with every answer healthy.
+        assert_eq!(
+            inputs_with_problems(&[("health-interval", "5s"), ("health-deadline", "2s")]),
+            vec!["health-deadline"]
+        );
+        let mut all = good();
+        all.extend([("health-interval", "5s"), ("health-deadline", "2s")]);
+        let errors = Config::from_inputs(&raw(&all)).unwrap_err();
+        assert_eq!(
+            errors[0].to_string(),
+            "input 'health-deadline': 2s cannot hold 3 consecutive checks 5s apart (health-successes 3 × health-interval 5s, so the last check would start at 10s), so the gate could never pass. Raise health-deadline above 10s, or lower health-interval or health-successes."
+        );
+        // With the soak after them too; and one check fits any deadline past grace and soak.
+        assert_eq!(
+            inputs_with_problems(&[("health-interval", "10s"), ("health-deadline", "30s"), ("health-soak", "15s")]),
+            vec!["health-deadline"]
+        );
+        assert!(inputs_with_problems(&[("health-interval", "5s"), ("health-deadline", "11s")]).is_empty());
+        assert!(inputs_with_problems(&[
+            ("health-interval", "5s"),
+            ("health-deadline", "2s"),
+            ("health-successes", "1")
+        ])
+        .is_empty());
+    }
+
+    #[test]
+    fn a_url_with_a_line_break_or_a_control_character_is_refused_not_cleaned() {
+        for bad in [
+            "http://127.0.0.1:8080/hea\r\nlth",
+            "http://127.0.0.1:8080/health\nX-Injected: 1",
+            "http://127.0.0.1/\tx",
+            "http://127.0.0.1/a b",
+        ] {
+            assert_eq!(inputs_with_problems(&[("health-url", bad)]), vec!["health-url"], "{bad:?}");
+            assert_eq!(inputs_with_problems(&[("version-url", bad), ("expect-version", "v2")]), vec!["version-url"]);
+            assert_eq!(inputs_with_problems(&[("environment-url", bad)]), vec!["environment-url"]);
+        }
+        let mut fly = good();
+        fly.retain(|(k, _)| *k != "provider" && *k != "api-url");
+        fly.extend([("provider", "fly"), ("token", "t"), ("api-url", "http://127.0.0.1:4280/v1\r\nX: y")]);
+        let errors = Config::from_inputs(&raw(&fly)).unwrap_err();
+        assert_eq!(errors.iter().map(|e| e.input).collect::<Vec<_>>(), vec!["api-url"]);
+        assert!(errors[0].to_string().contains("a line break"), "{}", errors[0]);
     }
 
     #[test]
