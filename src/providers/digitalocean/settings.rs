@@ -35,48 +35,72 @@ impl ProviderSettings for Settings {
     }
 }
 
-/// `.do/app.yaml` (or `app-spec`), when present.
+/// The largest spec file read: a real one is a few KiB.
+const MAX_BYTES: u64 = 1024 * 1024;
+
+/// `.do/app.yaml` (or `app-spec`), when present. Only a regular file of at most 1 MiB
+/// is read (a FIFO or a device named by mistake must not hang or flood the run), and
+/// only a spec whose fields have the types App Platform gives them: a file that is
+/// there but cannot be used is an input error, never passed over in silence.
 fn load(raw: &RawInputs, workspace: &Path) -> Result<Option<Value>, InputError> {
     let name = raw.get("app-spec").unwrap_or(".do/app.yaml");
     let path = workspace.join(name);
     let surface = raw.surface();
-    if !path.is_file() {
-        if raw.given("app-spec") {
-            return Err(InputError::new(
-                surface,
-                "app-spec",
+    let refuse = |problem: String, fix: String| Err(InputError::new(surface, "app-spec", problem, fix));
+    let elsewhere = || {
+        format!("Fix the file (doctl apps spec validate checks it), or point {} at another.", surface.name("app-spec"))
+    };
+    let meta = match std::fs::metadata(&path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !raw.given("app-spec") => {
+            // A symlink whose target is gone is there, but broken: say so.
+            if std::fs::symlink_metadata(&path).is_ok() {
+                return refuse(format!("{} is a link to nothing", path.display()), elsewhere());
+            }
+            return Ok(None);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return refuse(
                 format!("{} is not a file", path.display()),
                 format!("Point {} at the app spec in the repository (check it out first with actions/checkout), or leave it empty.", surface.name("app-spec")),
-            ));
+            )
         }
-        return Ok(None);
+        Err(e) => return refuse(format!("{} cannot be read: {e}", path.display()), "Check the file's permissions.".into()),
+    };
+    if !meta.is_file() {
+        return refuse(
+            format!("{} is not a regular file (a directory, a device or a pipe)", path.display()),
+            elsewhere(),
+        );
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        InputError::new(
-            surface,
-            "app-spec",
-            format!("{} cannot be read: {e}", path.display()),
-            "Check the file's permissions.",
-        )
-    })?;
-    let spec: Value = serde_yaml_ng::from_str(&text).map_err(|e| {
-        InputError::new(
-            surface,
-            "app-spec",
-            format!("{} is not valid YAML: {e}", path.display()),
-            format!(
-                "Fix the file (doctl apps spec validate checks it), or point {} elsewhere.",
-                surface.name("app-spec")
-            ),
-        )
-    })?;
-    if !spec.is_object() {
-        return Err(InputError::new(
-            surface,
-            "app-spec",
-            format!("{} is not an app spec (a mapping with name and services)", path.display()),
-            format!("Fix the file, or point {} elsewhere.", surface.name("app-spec")),
-        ));
+    if meta.len() > MAX_BYTES {
+        return refuse(format!("{} is {} bytes; an app spec is far smaller", path.display(), meta.len()), elsewhere());
+    }
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) => {
+            return refuse(format!("{} cannot be read: {e}", path.display()), "Check the file's permissions.".into())
+        }
+    };
+    let spec: Value = match serde_yaml_ng::from_str(&text) {
+        Ok(spec) => spec,
+        Err(e) => return refuse(format!("{} is not valid YAML: {e}", path.display()), elsewhere()),
+    };
+    if let Err(problem) = spec::check_types(&spec) {
+        return refuse(format!("{} is not an app spec: {problem}", path.display()), elsewhere());
+    }
+    // The file names one app; deploying another with its components would be a mix-up.
+    if let (Some(app), Some(named)) = (raw.get("app"), spec["name"].as_str()) {
+        if !super::client::is_uuid(app) && app != named {
+            return refuse(
+                format!("{} is the spec of app {named}, but {} is {app}", path.display(), surface.name("app")),
+                format!(
+                    "Point {} at {app}'s spec, or set {} to the app the file describes.",
+                    surface.name("app-spec"),
+                    surface.name("app")
+                ),
+            );
+        }
     }
     Ok(Some(spec))
 }
@@ -194,6 +218,71 @@ mod tests {
         assert_eq!(problems(&[("keep-pin", "yes")], dir.path()), ["keep-pin"]);
         assert_eq!(problems(&[("app-spec", "deploy/app.yaml")], dir.path()), ["app-spec"]);
         assert!(problems(&[("image", "registry.digitalocean.com/acme/web:v2")], dir.path()).is_empty());
+    }
+
+    /// What the inputs below make of a `.do/app.yaml` set up by `place`: the inputs
+    /// named in errors, and the first error's text.
+    fn with_spec_file(place: impl FnOnce(&Path)) -> (Vec<&'static str>, String) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(".do")).unwrap();
+        place(&dir.path().join(".do/app.yaml"));
+        let raw = RawInputs::of(&[
+            ("provider", "digitalocean"),
+            ("app", "shop"),
+            ("token", "t"),
+            ("health-url", "https://shop.example.com/health"),
+            ("image", "registry.digitalocean.com/acme/web:v2"),
+        ]);
+        match Config::from_inputs_in(&raw, dir.path()) {
+            Ok(_) => (Vec::new(), String::new()),
+            Err(errors) => (errors.iter().map(|e| e.input).collect(), errors[0].to_string()),
+        }
+    }
+
+    #[test]
+    fn a_spec_file_that_is_there_but_cannot_be_used_is_bad_input_never_skipped() {
+        let (inputs, said) = with_spec_file(|path| {
+            let made = std::process::Command::new("mkfifo").arg(path).status().unwrap();
+            assert!(made.success());
+        });
+        assert_eq!(inputs, ["app-spec"], "a FIFO: {said}");
+        assert!(said.contains("not a regular file"), "{said}");
+
+        let (inputs, said) = with_spec_file(|path| std::os::unix::fs::symlink("/dev/zero", path).unwrap());
+        assert_eq!(inputs, ["app-spec"], "a link to /dev/zero: {said}");
+
+        let (inputs, said) = with_spec_file(|path| std::os::unix::fs::symlink("/nowhere/app.yaml", path).unwrap());
+        assert_eq!(inputs, ["app-spec"], "a broken link: {said}");
+
+        for (yaml, expected) in [
+            ("name: shop\nservices: web\n", "services is text, not a list"),
+            ("name: shop\nservices:\n- name: 5\n", "services[0].name is a number, not text"),
+            (
+                "name: shop\nservices:\n- name: web\n  image: registry.digitalocean.com/acme/web:v1\n",
+                "services[0].image is text, not a mapping",
+            ),
+            (
+                "name: shop\nservices:\n- name: web\n  image: {repository: [web]}\n",
+                "services[0].image.repository is a list, not text",
+            ),
+            ("name: shop\nservices:\n- name: web\n  instance_count: -2\n", "instance_count is -2"),
+            ("name: [shop]\n", "name is a list, not text"),
+            ("- shop\n", "it is a list, not a mapping"),
+            ("services: []\n", "it has no name"),
+        ] {
+            let (inputs, said) = with_spec_file(|path| std::fs::write(path, yaml).unwrap());
+            assert_eq!(inputs, ["app-spec"], "{yaml}: {said}");
+            assert!(said.contains(expected), "{yaml}: {said}");
+        }
+
+        let (inputs, said) =
+            with_spec_file(|path| std::fs::write(path, "name: blog\nservices:\n- name: web\n").unwrap());
+        assert_eq!(inputs, ["app-spec"], "another app's spec: {said}");
+        assert!(said.contains("the spec of app blog, but app is shop"), "{said}");
+
+        let (inputs, said) =
+            with_spec_file(|path| std::fs::write(path, "name: shop\nservices:\n- name: web\n").unwrap());
+        assert!(inputs.is_empty(), "the app's own spec is fine: {said}");
     }
 
     #[test]

@@ -102,6 +102,62 @@ pub struct Component {
     pub health_check: Option<Value>,
 }
 
+/// Whether the fields a deploy reads have the types App Platform's description gives
+/// them: a mapping with a string `name`; component lists of mappings, each with a
+/// string `name`; an image source a mapping of strings. Anything else is said, with
+/// where it is, so a spec that would be read as empty is never used.
+pub fn check_types(spec: &Value) -> Result<(), String> {
+    let kind_of = |v: &Value| match v {
+        Value::Null => "nothing",
+        Value::Bool(_) => "true or false",
+        Value::Number(_) => "a number",
+        Value::String(_) => "text",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    };
+    let Some(top) = spec.as_object() else {
+        return Err(format!("it is {}, not a mapping with name and services", kind_of(spec)));
+    };
+    match top.get("name") {
+        None => return Err("it has no name".into()),
+        Some(Value::String(_)) => {}
+        Some(other) => return Err(format!("name is {}, not text", kind_of(other))),
+    }
+    for kind in KINDS.iter().chain(&["static_sites"]) {
+        let Some(list) = top.get(*kind) else { continue };
+        let Some(items) = list.as_array() else {
+            return Err(format!("{kind} is {}, not a list", kind_of(list)));
+        };
+        for (i, c) in items.iter().enumerate() {
+            let Some(c) = c.as_object() else {
+                return Err(format!("{kind}[{i}] is {}, not a mapping", kind_of(c)));
+            };
+            match c.get("name") {
+                Some(Value::String(_)) => {}
+                Some(other) => return Err(format!("{kind}[{i}].name is {}, not text", kind_of(other))),
+                None => return Err(format!("{kind}[{i}] has no name")),
+            }
+            if let Some(image) = c.get("image") {
+                let Some(fields) = image.as_object() else {
+                    return Err(format!("{kind}[{i}].image is {}, not a mapping", kind_of(image)));
+                };
+                for field in ["registry_type", "registry", "repository", "tag", "digest"] {
+                    match fields.get(field) {
+                        None | Some(Value::String(_)) => {}
+                        Some(other) => {
+                            return Err(format!("{kind}[{i}].image.{field} is {}, not text", kind_of(other)))
+                        }
+                    }
+                }
+            }
+            if let Some(n) = c.get("instance_count").filter(|n| !n.is_u64()) {
+                return Err(format!("{kind}[{i}].instance_count is {n}, not a whole number"));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn components(spec: &Value) -> Vec<Component> {
     let mut out = Vec::new();
     for kind in KINDS {
