@@ -85,10 +85,13 @@ struct Balancer {
     health_check: HealthCheck,
 }
 
+/// Numbers are read as the description types them (`integer`, which may be negative)
+/// and checked where they are used: an odd value in a rule or field safe-deploy does
+/// not use must not make the whole balancer unreadable.
 #[derive(Debug, Deserialize)]
 struct Rule {
     #[serde(default)]
-    target_port: u16,
+    target_port: i64,
 }
 
 /// The balancer's check. Seconds are read as numbers, whole or not.
@@ -97,7 +100,7 @@ struct HealthCheck {
     #[serde(default)]
     protocol: String,
     #[serde(default)]
-    port: u16,
+    port: i64,
     #[serde(default)]
     path: String,
     #[serde(default = "ten")]
@@ -105,9 +108,9 @@ struct HealthCheck {
     #[serde(default = "five")]
     response_timeout_seconds: f64,
     #[serde(default = "three")]
-    healthy_threshold: u32,
+    healthy_threshold: i64,
     #[serde(default = "five_u")]
-    unhealthy_threshold: u32,
+    unhealthy_threshold: i64,
 }
 
 fn ten() -> f64 {
@@ -116,10 +119,10 @@ fn ten() -> f64 {
 fn five() -> f64 {
     5.0
 }
-fn three() -> u32 {
+fn three() -> i64 {
     3
 }
-fn five_u() -> u32 {
+fn five_u() -> i64 {
     5
 }
 
@@ -295,14 +298,20 @@ impl Inventory for Droplets {
                 })
             }
         };
-        let port = if hc.port > 0 { hc.port } else { lb.forwarding_rules.first().map(|r| r.target_port).unwrap_or(80) };
+        let port = if hc.port > 0 { hc.port } else { lb.forwarding_rules.first().map_or(80, |r| r.target_port) };
+        let port = u16::try_from(port).ok().filter(|p| *p > 0).ok_or_else(|| {
+            ProviderError::Failed(format!(
+                "load balancer {} checks port {port}, which is not a port; fix its health check or forwarding rule",
+                lb.name
+            ))
+        })?;
         let check = Check {
             path,
             port,
             interval: seconds(hc.check_interval_seconds),
             timeout: seconds(hc.response_timeout_seconds),
-            healthy: hc.healthy_threshold.max(1),
-            unhealthy: hc.unhealthy_threshold.max(1),
+            healthy: hc.healthy_threshold.clamp(1, 100) as u32,
+            unhealthy: hc.unhealthy_threshold.clamp(1, 100) as u32,
         };
         let droplets = match &self.settings.selection {
             Selection::Tag(tag) => self.tagged(tag, ctx).await?,
@@ -356,7 +365,12 @@ impl Inventory for Droplets {
             check,
             drain_by_api: lb.tag.is_empty(),
             balancer: format!("load balancer {} ({})", lb.name, lb.id),
-            app_port: lb.forwarding_rules.first().map(|r| r.target_port).filter(|p| *p > 0).unwrap_or(port),
+            app_port: lb
+                .forwarding_rules
+                .first()
+                .and_then(|r| u16::try_from(r.target_port).ok())
+                .filter(|p| *p > 0)
+                .unwrap_or(port),
         })
     }
 
@@ -443,4 +457,25 @@ fn configure(raw: &RawInputs, _workspace: &Path, p: &mut Problems) -> Option<Arc
         return None;
     }
     Some(Arc::new(Settings { balancer, selection, private_ssh, options: options? }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_negative_number_the_description_allows_in_an_unused_field_leaves_the_balancer_readable() {
+        let lb: Balancer = serde_json::from_value(json!({
+            "id": "lb-1", "name": "web-lb", "status": "active", "droplet_ids": [11, 12], "size_unit": -1,
+            "forwarding_rules": [
+                { "entry_port": 80, "target_port": 8080, "entry_protocol": "http", "target_protocol": "http" },
+                { "entry_port": -1, "target_port": -1, "entry_protocol": "tcp", "target_protocol": "tcp" }
+            ],
+            "health_check": { "protocol": "http", "port": 8080, "path": "/health", "check_interval_seconds": 3,
+                "response_timeout_seconds": 2, "healthy_threshold": 2, "unhealthy_threshold": -3 }
+        }))
+        .expect("readable");
+        assert_eq!(lb.forwarding_rules[0].target_port, 8080);
+        assert_eq!(lb.health_check.healthy_threshold, 2);
+    }
 }

@@ -81,14 +81,15 @@ fn unknown() -> String {
     "UNKNOWN".into()
 }
 
+/// A deployment's progress. Only what is used is read, as the description types it
+/// (`integer`, which may be negative): one odd number elsewhere in an answer must not
+/// make the whole answer unreadable.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Progress {
     #[serde(default)]
-    pub success_steps: u64,
+    pub success_steps: i64,
     #[serde(default)]
-    pub error_steps: u64,
-    #[serde(default)]
-    pub total_steps: u64,
+    pub total_steps: i64,
     #[serde(default)]
     pub steps: Vec<Step>,
 }
@@ -380,7 +381,7 @@ mod tests {
 
     #[test]
     fn only_a_deployment_that_finished_every_step_counts_as_once_live() {
-        let dep = |phase: &str, done: u64, total: u64| Deployment {
+        let dep = |phase: &str, done: i64, total: i64| Deployment {
             phase: phase.into(),
             progress: Some(Progress { success_steps: done, total_steps: total, ..Default::default() }),
             ..Default::default()
@@ -392,6 +393,16 @@ mod tests {
         for phase in ["ERROR", "CANCELED", "DEPLOYING", "UNKNOWN", "SOMETHING_NEW"] {
             assert!(!dep(phase, 6, 6).completed(), "{phase}");
         }
+    }
+
+    #[test]
+    fn negative_counts_the_description_allows_leave_a_deployment_readable() {
+        let d: Deployment = serde_json::from_value(serde_json::json!({
+            "id": "d1", "phase": "DEPLOYING",
+            "progress": { "success_steps": 2, "total_steps": 6, "error_steps": -1, "pending_steps": -4, "running_steps": -1 }
+        }))
+        .expect("readable");
+        assert_eq!(d.progress.map(|p| (p.success_steps, p.total_steps)), Some((2, 6)));
     }
 
     #[test]
