@@ -372,6 +372,11 @@ async fn an_app_with_only_machines_made_by_hand_is_refused_with_nothing_changed(
     assert_eq!(ran.output("status"), "failed");
     assert!(ran.summary.contains("FAILED before any change"), "not a rollback, not UNKNOWN: {ran}");
     assert!(ran.summary.contains("made with fly machine run"), "the machines left alone are named: {ran}");
+    // What runs is said as it is: the hand-made machine and its image, not "no instances".
+    let worker_id = &fly.machines()[0].id;
+    let live = ran.output("release");
+    assert_eq!(live, format!("only machines made by hand ({worker_id} runs {V1})"), "{ran}");
+    assert!(!ran.summary.contains("no instances"), "{ran}");
     assert!(fly.calls().iter().all(|c| !c.is_write()), "{:?}", fly.calls());
     fly.stop().await;
 }

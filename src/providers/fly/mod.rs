@@ -159,7 +159,12 @@ impl Provider for FlyProvider {
             .map(|m| m.id.clone())
             .collect();
         let machines: Vec<Recorded> = deployed.into_iter().filter_map(Recorded::of).collect();
-        let (release, artifact) = release_of(machines.iter().map(Recorded::image));
+        let (mut release, artifact) = release_of(machines.iter().map(Recorded::image));
+        if machines.is_empty() && !others.is_empty() {
+            // Not "no instances": machines run, only none a deploy replaces. Say what runs.
+            let running: Vec<String> = others.iter().map(|m| format!("{} runs {}", m.id, m.image())).collect();
+            release = ReleaseRef::named(&format!("only machines made by hand ({})", running.join(", ")));
+        }
         let record = FlyRecord {
             app: self.core.app.clone(),
             machines,
