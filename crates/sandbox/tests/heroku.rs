@@ -174,6 +174,29 @@ async fn container_releases_need_the_docker_variant_and_the_container_stack() {
 }
 
 #[tokio::test]
+async fn any_token_will_do_but_one_must_be_sent_and_lists_are_cut_only_as_the_schema_says() {
+    // A sandbox that accepts any token still refuses a request with none, as Heroku does.
+    let h = HerokuSandbox::start(HerokuOptions { token: None, ..options(vec![AppOptions::cedar("shop")]) })
+        .await
+        .expect("the Heroku sandbox starts");
+    let url = format!("{}/apps/shop/builds", h.api_url());
+    let no_token = call("GET", &url, &[("accept", ACCEPT)], None).await.unwrap();
+    assert_eq!((no_token.status, no_token.json()["id"].as_str()), (401, Some("unauthorized")));
+    let any = [("accept", ACCEPT), ("authorization", "Bearer anything")];
+    assert_eq!(call("GET", &url, &any, None).await.unwrap().status, 200);
+
+    // The builds list is cut by id or started_at (the schema's ranges), nothing else.
+    let by = |range: &'static str| [("accept", ACCEPT), ("authorization", "Bearer anything"), ("range", range)];
+    let bogus = call("GET", &url, &by("bogus"), None).await.unwrap();
+    assert_eq!((bogus.status, bogus.json()["id"].as_str()), (416, Some("requested_range_not_satisfiable")));
+    assert_eq!(call("GET", &url, &by("created_at ..; max=5, order=desc"), None).await.unwrap().status, 416);
+    let newest = call("GET", &url, &by("started_at ..; max=5, order=desc"), None).await.unwrap();
+    assert_eq!(newest.status, 200);
+    assert_eq!(newest.header("accept-ranges").as_deref(), Some("id, started_at"));
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn the_api_wants_its_accept_header_a_token_and_counts_the_rate_limit() {
     let h = start(vec![AppOptions::cedar("shop")]).await;
     let url = format!("{}/apps/shop", h.api_url());

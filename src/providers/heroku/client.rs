@@ -295,11 +295,12 @@ impl HerokuClient {
         self.json(call, &format!("starting a build of {}", self.app), shutdown).await
     }
 
-    /// The newest builds, newest first.
+    /// The newest builds, newest first. The schema lets a builds list be cut by `id` or
+    /// `started_at` only.
     pub async fn recent_builds(&self, shutdown: &Shutdown) -> Result<Vec<Build>, ProviderError> {
         let call = self
             .call(Method::GET, &self.app_path("/builds"), VERSION_3)
-            .header(HeaderName::from_static("range"), HeaderValue::from_static("created_at ..; max=5, order=desc"));
+            .header(HeaderName::from_static("range"), HeaderValue::from_static("started_at ..; max=5, order=desc"));
         self.json(call, &format!("listing the builds of {}", self.app), shutdown).await
     }
 

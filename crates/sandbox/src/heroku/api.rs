@@ -317,7 +317,7 @@ fn route(p: &Arc<Platform>, request: &Request) -> Result<Response, Failure> {
                 s.builds.iter().filter(|b| b.app == a.id).map(|b| b.id.clone()).collect()
             };
             let all: Vec<Value> = ids.iter().filter_map(|id| p.build_json(id)).collect();
-            Ok(ranged(all, request.header("range")))
+            ranged(all, request.header("range"), BUILD_RANGES)
         }
         (Method::DELETE, ["apps", app, "builds", id]) => {
             p.lock().app(app).ok_or_else(|| not_found("app", app))?;
@@ -338,7 +338,7 @@ fn route(p: &Arc<Platform>, request: &Request) -> Result<Response, Failure> {
             let s = p.lock();
             let a = s.app(app).ok_or_else(|| not_found("app", app))?;
             let all: Vec<Value> = a.releases.iter().map(|r| p.release_json(a, r)).collect();
-            Ok(ranged(all, request.header("range")))
+            ranged(all, request.header("range"), RELEASE_RANGES)
         }
         (Method::GET, ["apps", app, "releases", key]) => {
             let s = p.lock();
@@ -485,16 +485,34 @@ fn preboot_json(enabled: bool) -> Value {
     })
 }
 
+/// The fields a builds list may be cut by: the schema's `ranges` for that link.
+/// `started_at` is when the build started, which the object shows as `created_at`.
+const BUILD_RANGES: &[&str] = &["id", "started_at"];
+/// The releases link has no `ranges` in the schema; Heroku's own CLI pages it by
+/// `version`, and every list takes `id`.
+const RELEASE_RANGES: &[&str] = &["id", "version"];
+
 /// A list cut as a `Range` header asks: `version ..; max=10, order=desc`, `id ..`,
-/// `version ]5..`; 206 with `Next-Range` when more remain, as Heroku answers.
-fn ranged(items: Vec<Value>, range: Option<&str>) -> Response {
+/// `version ]5..`; 206 with `Next-Range` when more remain, as Heroku answers. A field
+/// the list cannot be cut by is refused with the fields it can.
+fn ranged(items: Vec<Value>, range: Option<&str>, fields: &[&str]) -> Result<Response, Failure> {
+    let asked = range.and_then(|r| r.split([' ', ';']).next()).unwrap_or("id");
+    if !fields.contains(&asked) {
+        return Err(fail(
+            416,
+            "requested_range_not_satisfiable",
+            format!("Range by '{asked}' is not supported here; Accept-Ranges: {}", fields.join(", ")),
+        ));
+    }
     let (items, next) = page(items, range);
     let mut response = json(if next.is_some() { 206 } else { 200 }, &Value::Array(items));
     if let Some(v) = next.and_then(|n| HeaderValue::from_str(&n).ok()) {
         response.headers_mut().insert("next-range", v);
     }
-    response.headers_mut().insert("accept-ranges", HeaderValue::from_static("id, version"));
-    response
+    if let Ok(v) = HeaderValue::from_str(&fields.join(", ")) {
+        response.headers_mut().insert("accept-ranges", v);
+    }
+    Ok(response)
 }
 
 /// One page of `items` and the `Next-Range` for the rest, if any.
@@ -502,7 +520,12 @@ fn page(mut items: Vec<Value>, range: Option<&str>) -> (Vec<Value>, Option<Strin
     let range = range.unwrap_or("id ..");
     let (spec, options) = range.split_once(';').unwrap_or((range, ""));
     let mut words = spec.split_whitespace();
-    let field = words.next().unwrap_or("id").to_string();
+    let asked = words.next().unwrap_or("id").to_string();
+    // What the object calls the field a range is asked by.
+    let field = match asked.as_str() {
+        "started_at" => "created_at".to_string(),
+        _ => asked.clone(),
+    };
     let bounds = words.next().unwrap_or("..");
     let mut max = 200usize;
     let mut desc = false;
@@ -543,7 +566,7 @@ fn page(mut items: Vec<Value>, range: Option<&str>) -> (Vec<Value>, Option<Strin
             Value::String(s) => s.clone(),
             other => other.to_string(),
         });
-        format!("{field} ]{}..; max={max}{}", last.unwrap_or_default(), if desc { ", order=desc" } else { "" })
+        format!("{asked} ]{}..; max={max}{}", last.unwrap_or_default(), if desc { ", order=desc" } else { "" })
     });
     (items, next)
 }
@@ -567,5 +590,23 @@ mod tests {
         assert_eq!(versions(&second), vec![3, 2]);
         let (all, none) = page(items, None);
         assert_eq!((versions(&all), none), (vec![1, 2, 3, 4, 5], None));
+    }
+
+    #[test]
+    fn a_list_is_cut_only_by_the_fields_it_takes() {
+        let builds: Vec<Value> = ["a", "b", "c"]
+            .iter()
+            .enumerate()
+            .map(|(i, id)| json!({ "id": id, "created_at": format!("t{i}") }))
+            .collect();
+        let newest = ranged(builds.clone(), Some("started_at ..; max=2, order=desc"), BUILD_RANGES).ok().unwrap();
+        assert_eq!(newest.status(), 206);
+        assert_eq!(newest.headers()["accept-ranges"], "id, started_at");
+        assert_eq!(newest.headers()["next-range"], "started_at ]t1..; max=2, order=desc");
+        for bad in ["created_at ..; max=5, order=desc", "bogus", "version .."] {
+            let refused = ranged(builds.clone(), Some(bad), BUILD_RANGES).err().expect(bad);
+            assert_eq!((refused.status, refused.id), (416, "requested_range_not_satisfiable"), "{bad}");
+        }
+        assert!(ranged(builds, None, BUILD_RANGES).is_ok(), "no Range: the whole list, by id");
     }
 }

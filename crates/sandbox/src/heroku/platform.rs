@@ -207,7 +207,8 @@ impl Platform {
         let work_dir = std::env::temp_dir().join(format!("heroku-sandbox-{}-{:08x}", std::process::id(), random_u64()));
         Platform {
             gate: Gate::default(),
-            auth: TokenRule { schemes: &["Bearer"], bare: false, token: opts.token.clone(), required: false },
+            // Heroku answers 401 to a request with no token, even where any token will do.
+            auth: TokenRule { schemes: &["Bearer"], bare: false, token: opts.token.clone(), required: true },
             state: Watched::new(state),
             app_command: opts.app_command.clone(),
             work_dir,
