@@ -186,6 +186,9 @@ pub struct HttpClient {
     retry: RetryConfig,
     redactor: Redactor,
     rng_seed: Option<u64>,
+    /// The last retry said in the log, and when: the same failure of the same request
+    /// is said once, not at every retry of every attempt a caller makes.
+    said: std::sync::Arc<std::sync::Mutex<Option<(String, Instant)>>>,
 }
 
 impl HttpClient {
@@ -197,7 +200,7 @@ impl HttpClient {
             // Redirects could carry an Authorization header to another host.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(HttpClient { client, retry, redactor, rng_seed: None })
+        Ok(HttpClient { client, retry, redactor, rng_seed: None, said: Default::default() })
     }
 
     /// Makes the backoff jitter repeatable, for tests.
@@ -262,7 +265,14 @@ impl HttpClient {
                         };
                     }
                     retries += 1;
-                    tracing::info!(
+                    if self.first_time(&format!("{why} from {describe}")) {
+                        tracing::info!(
+                            "{describe}: {why}; asking again up to {} times within {}",
+                            self.retry.max_retries,
+                            human(self.retry.budget)
+                        );
+                    }
+                    tracing::debug!(
                         "retry {retries} of {} after {why} from {describe}, waiting {}",
                         self.retry.max_retries,
                         human(delay)
@@ -276,6 +286,14 @@ impl HttpClient {
                 }
             }
         }
+    }
+
+    /// Whether `line` is news: not what the last retry said, within the last minutes.
+    fn first_time(&self, line: &str) -> bool {
+        let mut said = self.said.lock().unwrap_or_else(|p| p.into_inner());
+        let repeat = said.as_ref().is_some_and(|(last, at)| last == line && at.elapsed() < Duration::from_secs(300));
+        *said = Some((line.to_string(), Instant::now()));
+        !repeat
     }
 
     fn should_retry_status(&self, call: &Call, status: u16) -> bool {

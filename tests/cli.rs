@@ -29,6 +29,34 @@ fn without(mut inputs: Vec<(String, String)>, name: &str) -> Vec<(String, String
 }
 
 #[tokio::test]
+async fn a_wrong_api_port_is_said_once_with_how_long_it_is_tried_then_the_result() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let inputs: Vec<(String, String)> = [
+        ("provider", "fly"),
+        ("app", "web"),
+        ("image", "registry.fly.io/web:v2"),
+        ("token", "fm2_not-a-real-token"),
+        ("api-url", &format!("http://{closed}/v1")),
+        ("health-url", &format!("http://{closed}/health")),
+        ("deploy-timeout", "9s"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let ran = cli("deploy", &inputs, &[]).await;
+    assert_eq!(ran.code, 1, "nothing was changed: {ran}");
+    let all = format!("{}\n{}", ran.stdout, ran.stderr);
+    // What failed and for how long it is tried, once from the HTTP layer and once from
+    // the run; then the result. Not a line per retry.
+    let refused: Vec<&str> =
+        all.lines().take_while(|l| !l.starts_with("failed:")).filter(|l| l.contains("connection refused")).collect();
+    assert!(refused.len() <= 2, "{} lines before the result:\n{}", refused.len(), refused.join("\n"));
+    assert!(refused.iter().any(|l| l.contains("trying again for up to")), "{all}");
+    assert!(!all.lines().any(|l| l.starts_with("retry ")), "{all}");
+    assert!(all.contains("FAILED before any change"), "{all}");
+}
+
+#[tokio::test]
 async fn every_command_of_the_action_is_a_subcommand() {
     for command in ["deploy", "rollback", "redeploy", "plan", "post", "demo", "sandbox"] {
         let ran = Step::cli(&[command, "--help"]).run_in_dir().await;

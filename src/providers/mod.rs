@@ -470,15 +470,28 @@ where
 {
     let started = Instant::now();
     let mut pause = Duration::from_millis(500);
+    let mut failures = 0;
     loop {
         match op().await {
             Err(e) if e.is_transient() && ctx.remaining() > pause => {
-                ctx.progress.log(what, &format!("{e}; trying again in {}", crate::config::human(pause)));
+                failures += 1;
+                // Said once, with how long it goes on; the engine's heartbeat says the rest.
+                if failures == 1 {
+                    let left = crate::config::human(ctx.remaining());
+                    ctx.progress.log(what, &format!("{e}; trying again for up to {left}"));
+                } else {
+                    tracing::debug!("{what}: {e}; trying again in {}", crate::config::human(pause));
+                }
                 ctx.progress.waiting(what, started, Some(ctx.deadline));
                 if !ctx.shutdown.sleep(pause + Duration::from_millis(fastrand::u64(0..250))).await {
                     return Err(ProviderError::Cancelled(ctx.shutdown.cause().unwrap_or("shutdown")));
                 }
                 pause = (pause * 2).min(Duration::from_secs(10));
+            }
+            Ok(done) if failures > 0 => {
+                let took = crate::config::human(started.elapsed());
+                ctx.progress.log(what, &format!("answered after {} tries in {took}", failures + 1));
+                return Ok(done);
             }
             other => return other,
         }
