@@ -268,9 +268,31 @@ async fn deploy_or_restore(
                 let keep = before.unwrap_or(0).min(len);
                 let _ = std::fs::OpenOptions::new().write(true).open(path).and_then(|f| f.set_len(keep));
             }
-            post(raw, runner, m, env, Some(&state)).await
+            let code = post(raw, runner.clone(), m, env, Some(&state)).await;
+            say_what_is_left(&runner, &state);
+            code
         }
-        _ => code,
+        _ => {
+            if let Some(state) = &state {
+                say_what_is_left(&runner, state);
+            } else {
+                crate::state::tidy(&runner);
+            }
+            code
+        }
+    }
+}
+
+/// Off a runner: the state file goes when nothing is left to resume, else its path is
+/// said with the command that finishes the run.
+fn say_what_is_left(runner: &Runner, state: &Path) {
+    let mut runner = runner.clone();
+    runner.paths.state = Some(state.to_path_buf());
+    if let crate::state::Left::Kept(path) = crate::state::tidy(&runner) {
+        runner.say(&format!(
+            "the run's state is kept in {0} (readable by you only): safe-deploy post --state-file {0} (with this run's flags) finishes it",
+            path.display()
+        ));
     }
 }
 
@@ -506,6 +528,11 @@ async fn post(raw: RawInputs, runner: Runner, m: &ArgMatches, env: &Env, state: 
     if let Some(p) = m.try_get_one::<String>("summary-file").ok().flatten() {
         runner.paths.summary = Some(PathBuf::from(p));
     }
+    // Off a runner the state file given is where this run's stages go too, so it says
+    // when the release is back.
+    if let Some(path) = state.or(flag).filter(|_| !runner.on_runner) {
+        runner.paths.state = Some(path.to_path_buf());
+    }
     if state.is_some() {
         runner.say("Interrupted: putting the recorded release back now (Ctrl-C again to stop and finish later).");
     } else {
@@ -529,13 +556,20 @@ async fn post(raw: RawInputs, runner: Runner, m: &ArgMatches, env: &Env, state: 
         ledger: ledger.as_ref(),
         progress: progress(&runner),
     };
-    match engine.post(&saved).await {
+    let code = match engine.post(&saved).await {
         Some(mut report) => {
             report.warnings.extend(ledger_problem);
             finish(&report, &runner, config.summary)
         }
         None => 0,
+    };
+    // The state the post step was given, once it has nothing left to do.
+    if let Some(path) = state.or(flag).filter(|_| !runner.on_runner) {
+        say_what_is_left(&runner, path);
+    } else {
+        crate::state::tidy(&runner);
     }
+    code
 }
 
 /// Renders the report every way it is shown, and returns the exit code. The outputs,

@@ -34,6 +34,21 @@ impl fmt::Display for Secret {
 /// one-character token must not turn every `x` of a summary into `***`.
 const SHORT: usize = 8;
 
+/// Opens `path` for writing, created readable and writable by this user only (0600)
+/// when it is new: state, snapshots and keys hold what must not be shared.
+pub fn private_file(path: &std::path::Path, append: bool) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true);
+    if append {
+        options.append(true);
+    } else {
+        options.write(true).truncate(true);
+    }
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
 /// Every secret known to this run, including those learned on the way, each with the
 /// forms it may take in text: as given, URL-encoded (in a query string), base64 (in a
 /// basic-auth header or a payload).

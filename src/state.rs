@@ -128,12 +128,37 @@ fn write_snapshot(runner: &Runner, json: &str) -> std::io::Result<PathBuf> {
         .unwrap_or_else(std::env::temp_dir);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
     let path = dir.join(format!("safe-deploy-snapshot-{}-{nanos}.json", std::process::id()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    std::io::Write::write_all(&mut options.open(&path)?, json.as_bytes())?;
+    std::io::Write::write_all(&mut crate::secret::private_file(&path, false)?, json.as_bytes())?;
     Ok(path)
+}
+
+/// What is left of a run's state once it ended: `Kept(path)` when the post step (or
+/// `safe-deploy post --state-file path`) still has a release to put back; else the
+/// snapshot file is removed (it holds the app's configs) and so, off a runner, is the
+/// state file, whose only reader was that post step.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Left {
+    Kept(PathBuf),
+    Removed,
+    Nothing,
+}
+
+pub fn tidy(runner: &Runner) -> Left {
+    let Some(state) = runner.paths.state.as_deref() else { return Left::Nothing };
+    let Ok(text) = std::fs::read_to_string(state) else { return Left::Nothing };
+    let values = files::parse(&text).unwrap_or_default();
+    let saved = Saved::from_values(|name| values.get(name).cloned());
+    // A release to put back, or a GitHub deployment to close: the post step's work.
+    if saved.stage.is_some_and(Stage::needs_rollback) || saved.open_deployment.is_some() {
+        return Left::Kept(state.to_path_buf());
+    }
+    if let Some(snapshot) = values.get(SNAPSHOT_FILE) {
+        let _ = std::fs::remove_file(snapshot);
+    }
+    if !runner.on_runner {
+        let _ = std::fs::remove_file(state);
+    }
+    Left::Removed
 }
 
 /// Records one more value for the post step; a failure is a warning.

@@ -56,6 +56,84 @@ async fn a_wrong_api_port_is_said_once_with_how_long_it_is_tried_then_the_result
     assert!(all.contains("FAILED before any change"), "{all}");
 }
 
+/// The files a CLI run left in its temp folder, beside the step's own.
+fn leftovers(step: &Step) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(step.dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("safe-deploy"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_finished_cli_run_leaves_no_state_or_snapshot_and_one_left_to_resume_says_where_it_is() {
+    let double = Double::start("web:v1").await;
+    let step = Step::cli_with("deploy", &double.inputs("web:v2"));
+    let tmp = step.dir.path().display().to_string();
+    let step = step.env("TMPDIR", &tmp);
+    let ran = step.run_in_dir().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!(leftovers(&step), Vec::<String>::new(), "nothing left to resume: nothing left behind");
+
+    // A rollback that cannot finish leaves its state for `post`, readable by the user only.
+    let double = Double::start("web:v1").await;
+    double.broken("web:v2", HealthMode::Error500);
+    double.change(|s| s.faults.roll_back_errors = 1_000);
+    let inputs = with(double.inputs("web:v2"), "rollback-timeout", "2s");
+    let step = Step::cli_with("deploy", &inputs);
+    let tmp = step.dir.path().display().to_string();
+    let step = step.env("TMPDIR", &tmp);
+    let ran = step.run_in_dir().await;
+    assert_eq!(ran.code, 3, "{ran}");
+    let kept: Vec<String> = leftovers(&step).into_iter().filter(|n| n.ends_with(".state")).collect();
+    assert_eq!(kept.len(), 1, "{:?}\n{ran}", leftovers(&step));
+    let path = step.dir.path().join(&kept[0]);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(
+        ran.stdout.contains(&format!("the run's state is kept in {}", path.display()))
+            && ran.stdout.contains("safe-deploy post --state-file"),
+        "{ran}"
+    );
+
+    // `post` finishes it, and then nothing is left.
+    double.change(|s| s.faults.roll_back_errors = 0);
+    let mut post = without(without(inputs, "image"), "rollback-timeout");
+    post.push(("state-file".into(), path.display().to_string()));
+    let finished = cli("post", &post, &[]).await;
+    assert_eq!(finished.code, 1, "rolled back: {finished}");
+    assert_eq!(double.state().live(), "web:v1");
+    assert_eq!(leftovers(&step), Vec::<String>::new(), "{finished}");
+}
+
+#[tokio::test]
+async fn the_ssh_sandbox_writes_its_private_key_for_its_user_alone_and_takes_it_away_when_stopped() {
+    use tokio::io::AsyncBufReadExt;
+    let step = Step::cli(&["sandbox", "--provider", "ssh", "--machines", "1"]);
+    let tmp = step.dir.path().display().to_string();
+    let step = step.env("TMPDIR", &tmp);
+    let mut child = step.command().spawn().expect("the sandbox starts");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let key = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(path) = line.strip_prefix("SSH_KEY_FILE=") {
+                return std::path::PathBuf::from(path);
+            }
+        }
+        panic!("the sandbox printed no SSH_KEY_FILE");
+    })
+    .await
+    .expect("the sandbox says where its key is");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600, "{}", key.display());
+    crate::util::kill(child.id().unwrap(), "INT").await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait()).await;
+    assert!(!key.exists(), "the key went with the sandbox");
+}
+
 #[tokio::test]
 async fn every_command_of_the_action_is_a_subcommand() {
     for command in ["deploy", "rollback", "redeploy", "plan", "post", "demo", "sandbox"] {
@@ -317,9 +395,9 @@ async fn every_duration_input_takes_a_bare_number_as_seconds_and_says_so_when_it
             let step = Step::cli(&args);
             async move { step.run_in_dir().await }
         };
-        let ran = run("7").await;
-        assert_eq!(ran.code, 2, "{flag} 7: {ran}");
-        assert!(!ran.stderr.contains(&format!("error: {flag}:")), "{flag} 7 is 7 seconds: {ran}");
+        let ran = run("17").await;
+        assert_eq!(ran.code, 2, "{flag} 17: {ran}");
+        assert!(!ran.stderr.contains(&format!("error: {flag}:")), "{flag} 17 is 17 seconds: {ran}");
 
         let ran = run("7 minutes").await;
         assert_eq!(ran.code, 2, "{ran}");

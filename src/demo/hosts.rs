@@ -165,7 +165,8 @@ fn key_files(fleet: &Fleet) -> std::io::Result<(PathBuf, PathBuf)> {
     let dir = std::env::temp_dir().join(format!("safe-deploy-hosts-sandbox-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let (key, known) = (dir.join("ssh-key"), dir.join("known-hosts"));
-    std::fs::write(&key, fleet.client_key_openssh())?;
+    // ssh refuses a private key others can read, and so should we.
+    std::io::Write::write_all(&mut crate::secret::private_file(&key, false)?, fleet.client_key_openssh().as_bytes())?;
     std::fs::write(&known, fleet.known_hosts())?;
     Ok((key, known))
 }
@@ -220,6 +221,10 @@ pub async fn serve(provider: &str, hosts: usize, releases: Releases) -> i32 {
     drop(fleet);
     if let Some(api) = api {
         api.stop().await;
+    }
+    // The key and known_hosts were the sandbox's: they go with it.
+    if let Some(dir) = key.parent() {
+        let _ = std::fs::remove_dir_all(dir);
     }
     0
 }
