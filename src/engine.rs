@@ -63,6 +63,9 @@ impl<'a> Proof<'a> {
 /// How a step ended, when it did not end well.
 /// How long the first read of a run keeps trying through a platform that does not answer.
 const FIRST_READ_LIMIT: Duration = Duration::from_secs(120);
+/// How long the last look at what is live may wait for someone else's change in flight
+/// to land, and keep trying through a platform that does not answer.
+const END_READ_LIMIT: Duration = Duration::from_secs(120);
 
 enum Stop {
     Failed(String),
@@ -218,21 +221,42 @@ impl Engine<'_> {
     }
 
     /// What is live is what the provider says when the run ends, not what the run
-    /// believes it left: another deploy may have changed the app meanwhile.
+    /// believes it left: another deploy may have changed the app meanwhile. A release
+    /// this run proved and left live that is no longer what runs was replaced by
+    /// someone else's deploy: the run does not end "deployed", and does not roll back
+    /// over theirs.
     async fn read_end_state(&self, report: &mut Report) {
         if matches!(report.outcome, Outcome::Planned | Outcome::Cancelled) || report.previous.is_none() {
             return;
         }
-        let ctx = Context { deadline: Instant::now() + Duration::from_secs(60), ..self.context() };
+        let ctx = Context { deadline: Instant::now() + END_READ_LIMIT, ..self.context() };
+        // Something another deploy started may still make its release live: the last
+        // look comes after it, or says it is under way.
+        let settled = self.shutdown.guard(IN_FLIGHT_GRACE, self.provider.settle(&ctx)).await;
+        let under_way = match settled {
+            Some(Ok(note)) => note,
+            Some(Err(e)) => Some(format!("whether another deploy is under way could not be read: {e}")),
+            None => None,
+        };
         let read = outlast(&ctx, "read what runs at the end", || self.provider.snapshot(&ctx));
         let read = self.shutdown.guard(IN_FLIGHT_GRACE, read).await;
         match read {
             Some(Ok(now)) => {
+                let cause = now.cause.as_deref().map(|c| format!(" ({c})")).unwrap_or_default();
                 let now = now.release.label;
-                match &report.live {
-                    Some(left) if *left != now => {
+                match report.live.clone() {
+                    Some(left) if !same_release(&left, &now) && report.outcome == Outcome::Deployed => {
+                        report.outcome = Outcome::Failed;
+                        report.changed = true;
+                        report.reason = Some(format!(
+                            "{now}{cause} replaced {left} after this run proved it healthy: another deploy (or a person) changed the app meanwhile. safe-deploy does not roll back over someone else's deploy; check {now}, then re-run this deploy if {left} should still go out"
+                        ));
+                        report.replaced_by = Some(format!("{now}{cause}"));
+                        report.live = Some(now);
+                    }
+                    Some(left) if !same_release(&left, &now) => {
                         report.warnings.push(format!(
-                            "the app now runs {now}, not {left} as this run left it: another deploy (or a person) changed it meanwhile"
+                            "the app now runs {now}{cause}, not {left} as this run left it: another deploy (or a person) changed it meanwhile"
                         ));
                         report.live = Some(now);
                     }
@@ -242,6 +266,9 @@ impl Engine<'_> {
             }
             Some(Err(e)) => report.warnings.push(format!("what runs at the end could not be read: {e}")),
             None => {}
+        }
+        if let Some(note) = under_way {
+            report.warnings.push(note);
         }
     }
 
@@ -459,6 +486,7 @@ impl Engine<'_> {
                     report.warnings.push(format!(
                         "safe-deploy did not roll back: {by} replaced this deploy, and undoing someone else's deploy is theirs to decide; check {by}, then re-run this deploy if it should still go out"
                     ));
+                    report.replaced_by = Some(by);
                     let stop = Stop::Failed(format!("{}: {why}", self.provider.name()));
                     return finish(self.stopped_before_change(report, stop));
                 }

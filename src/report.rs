@@ -123,6 +123,10 @@ pub struct Report {
     /// change: after a rollback it must no longer answer.
     #[serde(skip)]
     pub gone_after_rollback: Option<String>,
+    /// Someone else's deploy replaced this run's release (before or after it went
+    /// live): its name. Not rolled back over, and said so.
+    #[serde(default)]
+    pub replaced_by: Option<String>,
 }
 
 /// The GitHub deployment of a run: its id, the last status given, and where to see it.
@@ -160,6 +164,7 @@ impl Report {
             api_calls: None,
             deployment: None,
             gone_after_rollback: None,
+            replaced_by: None,
         }
     }
 
@@ -190,7 +195,9 @@ impl Report {
         for s in [&mut out.app, &mut out.environment, &mut out.provider, &mut out.command] {
             one(s);
         }
-        for s in [&mut out.target, &mut out.previous, &mut out.live, &mut out.reason, &mut out.url] {
+        for s in
+            [&mut out.target, &mut out.previous, &mut out.live, &mut out.reason, &mut out.url, &mut out.replaced_by]
+        {
             opt(s);
         }
         for s in out.findings.iter_mut().chain(&mut out.plan).chain(&mut out.warnings).chain(&mut out.input_errors) {
@@ -269,6 +276,10 @@ impl Report {
             }
             Outcome::Deployed => format!("{}Deployed {target} to {app}: {healthy}.", mark("✅")),
             Outcome::RolledBack => format!("{}{attempt} FAILED and was rolled back: {live}.", mark("❌")),
+            Outcome::Failed if self.replaced_by.is_some() => format!(
+                "{}{attempt} was REPLACED by another deploy, which safe-deploy does not roll back over: {live}.",
+                mark("❌")
+            ),
             Outcome::Failed if self.changed => {
                 format!("{}{attempt} FAILED and was not rolled back: {live}.", mark("❌"))
             }

@@ -337,6 +337,34 @@ async fn a_deployment_superseded_by_someone_elses_is_reported_within_one_poll() 
 }
 
 #[tokio::test]
+async fn another_deployment_that_takes_over_during_the_health_gate_is_not_this_runs_success() {
+    let h = apps_with(DoOptions { step_time: Duration::from_millis(200), ..options(vec![AppOptions::image("shop")]) })
+        .await;
+    let before = h.active_deployment("shop").unwrap();
+    // A soak keeps the gate open while someone else's deployment goes live.
+    let inputs = with(
+        with(deploy(&h, "shop", &format!("{REGISTRY}/web:v2"), "v2"), "health-soak", "8s"),
+        "health-deadline",
+        "20s",
+    );
+    let step = Step::main(&inputs);
+    let child = step.command().spawn().unwrap();
+    crate::util::eventually(Duration::from_secs(20), "this run's deployment to go live", || {
+        h.active_deployment("shop").is_some_and(|a| a != before)
+    })
+    .await;
+    let ours = h.active_deployment("shop").unwrap();
+    let theirs = h.supersede("shop").expect("someone else's deployment starts");
+    let ran = step.collect(child).await;
+    assert_eq!(h.active_deployment("shop").as_deref(), Some(theirs.as_str()), "theirs went live during the gate");
+    // Not a success of this run: theirs is live, named with its cause, and not rolled back over.
+    assert_eq!((ran.code, ran.output("status")), (3, "failed"), "{ran}");
+    assert!(ran.output("release").starts_with(&theirs[..8]), "{ran}");
+    assert_summary_says(&ran, &["REPLACED", &theirs[..8], "manual", &ours[..8]]);
+    assert!(!writes(&h).iter().any(|w| w.contains("/rollback")), "never rolled back over theirs: {:?}", writes(&h));
+}
+
+#[tokio::test]
 async fn a_deployment_someone_cancels_leaves_the_old_one_serving_and_says_so() {
     let h = apps_with(DoOptions { step_time: Duration::from_millis(1500), ..options(vec![AppOptions::image("shop")]) })
         .await;

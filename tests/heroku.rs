@@ -237,6 +237,56 @@ async fn a_healthy_source_deploy_builds_releases_and_proves_the_new_version() {
 }
 
 #[tokio::test]
+async fn a_second_deploy_while_a_release_phase_runs_changes_nothing_and_both_say_the_same_release_is_live() {
+    let h = heroku(vec![AppOptions::cedar("shop")]).await;
+    // A's release phase takes a while; B comes while it runs.
+    let a = step_with_source(&base_inputs(&h, "shop"), "2.0.0", "", Some("sleep 3"));
+    let a_child = a.command().spawn().unwrap();
+    crate::util::eventually(Duration::from_secs(30), "A's release phase", || {
+        h.releases("shop").iter().any(|r| r["status"] == "pending")
+    })
+    .await;
+    let b = step_with_source(&base_inputs(&h, "shop"), "3.0.0", "", None).run().await;
+    let a = a.collect(a_child).await;
+
+    assert_eq!(a.code, 0, "{a}");
+    assert_eq!((b.code, b.output("status")), (1, "failed"), "refused, nothing changed: {b}");
+    assert!(b.summary.contains("FAILED before any change") && b.summary.contains("in flight"), "{b}");
+    assert!(!h.releases("shop").iter().any(|r| r["description"].as_str().is_some_and(|d| d.contains("3.0.0"))));
+    // Both runs name what the app runs now: A's release.
+    assert_eq!(h.current_version("shop"), Some(2));
+    assert_eq!((a.output("release"), b.output("release")), ("v2", "v2"), "{a}\n{b}");
+    done(h).await;
+}
+
+#[tokio::test]
+async fn a_release_someone_makes_during_the_gate_is_not_this_runs_success() {
+    let h = heroku(vec![AppOptions::cedar("shop")]).await;
+    let inputs = with(with(base_inputs(&h, "shop"), "health-soak", "5s"), "health-deadline", "20s");
+    let step = step_with_source(&inputs, "2.0.0", "", None);
+    let child = step.command().spawn().unwrap();
+    crate::util::eventually(Duration::from_secs(30), "v2 to go live", || h.current_version("shop") == Some(2)).await;
+    // The gate passes within a second (three checks 100 ms apart), then soaks; meanwhile
+    // someone makes a release of their own (heroku rollback v2: the same code, anew).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let v2 = h.releases("shop").iter().find(|r| r["version"] == 2).map(|r| r["id"].as_str().unwrap().to_string());
+    let headers = [("accept", sandbox::heroku::ACCEPT.to_string()), ("authorization", format!("Bearer {TOKEN}"))];
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let body = serde_json::json!({ "release": v2.unwrap() });
+    let url = format!("{}/apps/shop/releases", h.api_url());
+    let made = sandbox::client::call("POST", &url, &headers, Some(&body)).await.unwrap();
+    assert_eq!(made.status, 201, "{}", made.text());
+    let ran = step.collect(child).await;
+
+    assert_eq!(h.current_version("shop"), Some(3), "theirs is live");
+    assert_eq!((ran.code, ran.output("status"), ran.output("release")), (3, "failed", "v3 (a copy of v2)"), "{ran}");
+    assert_summary_says(&ran, &["REPLACED", "v3 (a copy of v2)", "Rollback to v2"]);
+    let rollbacks = h.calls().iter().filter(|c| c.method == "POST" && c.path == "/apps/shop/releases").count();
+    assert_eq!(rollbacks, 1, "only theirs: this run never rolled back over it");
+    done(h).await;
+}
+
+#[tokio::test]
 async fn a_container_deploy_releases_the_image_and_fir_refuses_it_before_any_change() {
     let image = format!("sha256:{}", "c2".repeat(32));
     let h =

@@ -122,7 +122,7 @@ impl Provider for MemoryProvider {
             return Err(ProviderError::Failed("the double was told to fail reading the live release".into()));
         }
         let (release, artifact) = release_of(instances.iter().map(String::as_str));
-        Ok(Snapshot { release, artifact, record: serde_json::json!(Record { instances }) })
+        Ok(Snapshot { release, artifact, record: serde_json::json!(Record { instances }), cause: None })
     }
 
     async fn preflight(&self, live: &Snapshot, target: &Target, _: &Context) -> Result<Vec<Finding>, ProviderError> {

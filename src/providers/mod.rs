@@ -69,6 +69,11 @@ pub struct Snapshot {
     pub release: ReleaseRef,
     pub artifact: Artifact,
     pub record: serde_json::Value,
+    /// Who or what made the release, where the platform says (an App Platform
+    /// deployment's cause, a Heroku release's description and author): how a release
+    /// someone else put live is named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
 }
 
 impl Snapshot {
@@ -293,6 +298,14 @@ pub trait Provider: Send + Sync {
     /// Releases the provider remembers, oldest first. Called only when
     /// `capabilities().history` says it has them.
     async fn history(&self, ctx: &Context) -> Result<Vec<ReleaseRef>, ProviderError>;
+
+    /// Before the run's last look at what is live: waits, within `ctx`, until nothing
+    /// someone else started is still on its way to going live (a build or release phase
+    /// in flight), so that look is what stays. Returns what is still under way when it
+    /// stops waiting, said as "X is under way and replaces ... when it goes live".
+    async fn settle(&self, _ctx: &Context) -> Result<Option<String>, ProviderError> {
+        Ok(None)
+    }
 
     /// Runs at the end of every run, whatever happened: gives back leases and the like.
     /// Returns what it could not clean up, for the summary.

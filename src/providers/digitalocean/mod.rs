@@ -353,6 +353,7 @@ impl Provider for DoProvider {
             release: ReleaseRef { id: active.id.clone(), label: label(&active) },
             artifact,
             record: serde_json::json!(record),
+            cause: active.cause.clone().filter(|c| !c.is_empty()),
         })
     }
 
@@ -587,6 +588,20 @@ impl Provider for DoProvider {
             r.app_name,
             short(&r.deployment_id)
         )))
+    }
+
+    /// A deployment under way at the end (someone else's: this run's ended) replaces
+    /// what is live once it goes live, minutes from now: said, not waited for.
+    async fn settle(&self, ctx: &Context) -> Result<Option<String>, ProviderError> {
+        let id = self.core.app_id(ctx).await?;
+        let app = self.core.client.app(&id, &ctx.shutdown).await?;
+        Ok(app.under_way().map(|d| {
+            let cause = d.cause.as_deref().filter(|c| !c.is_empty()).map(|c| format!(" ({c})")).unwrap_or_default();
+            format!(
+                "deployment {}{cause} is under way (another deploy's) and replaces what is live when it goes live",
+                short(&d.id)
+            )
+        }))
     }
 
     async fn in_effect(&self, snapshot: &Snapshot, ctx: &Context) -> Result<bool, ProviderError> {

@@ -171,7 +171,7 @@ impl Provider for FlyProvider {
             left_alone: others.iter().map(|m| format!("{} ({})", m.id, m.process_group())).collect(),
             unreadable,
         };
-        Ok(Snapshot { release, artifact, record: serde_json::json!(record) })
+        Ok(Snapshot { release, artifact, record: serde_json::json!(record), cause: None })
     }
 
     async fn preflight(&self, live: &Snapshot, target: &Target, _: &Context) -> Result<Vec<Finding>, ProviderError> {

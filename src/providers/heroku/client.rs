@@ -76,9 +76,28 @@ pub struct Release {
     pub output_stream_url: Option<String>,
     #[serde(default)]
     pub slug: Option<IdOnly>,
+    #[serde(default)]
+    pub user: Option<User>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct User {
+    #[serde(default)]
+    pub email: String,
 }
 
 impl Release {
+    /// What made it, as Heroku says: "Deploy 1a2b3c4 by ops@example.com".
+    pub fn cause(&self) -> Option<String> {
+        let by = self.user.as_ref().map(|u| u.email.as_str()).filter(|e| !e.is_empty());
+        match (self.description.trim(), by) {
+            ("", None) => None,
+            ("", Some(by)) => Some(format!("made by {by}")),
+            (what, None) => Some(what.to_string()),
+            (what, Some(by)) => Some(format!("{what} by {by}")),
+        }
+    }
+
     /// The version this release copies, for a rollback ("Rollback to v42").
     pub fn copy_of(&self) -> Option<u64> {
         self.description.strip_prefix("Rollback to v")?.trim().parse().ok()
@@ -420,6 +439,7 @@ mod tests {
             eligible_for_rollback: eligible,
             output_stream_url: None,
             slug: None,
+            user: None,
         }
     }
 

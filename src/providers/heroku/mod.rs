@@ -176,6 +176,7 @@ impl Provider for HerokuProvider {
             release: ReleaseRef { id: release.id.clone(), label: release.label() },
             artifact,
             record: serde_json::json!(record),
+            cause: release.cause(),
         })
     }
 
@@ -352,6 +353,24 @@ impl Provider for HerokuProvider {
         }
         core.await_dynos(live.version, r.web_dynos, ctx, ROLLBACK_TIMEOUT).await?;
         Ok(ReleaseRef { id: live.id.clone(), label: live.label() })
+    }
+
+    /// Another deploy's build or release phase still in flight would make its release
+    /// live after this run looked: wait for it, or say it is under way.
+    async fn settle(&self, ctx: &Context) -> Result<Option<String>, ProviderError> {
+        match self.core.settle_in_flight(ctx, ROLLBACK_TIMEOUT).await {
+            Ok(()) => Ok(None),
+            Err(ProviderError::Timeout { .. }) => {
+                let others = self.core.in_flight(ctx).await?;
+                Ok((!others.is_empty()).then(|| {
+                    format!(
+                        "{} is still in flight (another deploy's) and makes its release live when it succeeds",
+                        others.join(" and ")
+                    )
+                }))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn in_effect(&self, snapshot: &Snapshot, ctx: &Context) -> Result<bool, ProviderError> {

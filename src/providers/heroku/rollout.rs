@@ -236,16 +236,23 @@ impl Core {
         matches!(self.client.build(id, &calm).await, Ok(b) if b.status == "failed" && b.release.is_none())
     }
 
+    /// The builds and release phases in flight: "build 1a2b3c4d", "release v43's release
+    /// phase". Heroku has no deploy lock; this is what one would hold.
+    pub async fn in_flight(&self, ctx: &Context) -> Result<Vec<String>, ProviderError> {
+        let builds = self.client.recent_builds(&ctx.shutdown).await?;
+        let releases = self.client.releases_newest_first(5, &ctx.shutdown, |_| true).await?;
+        let building = builds.iter().filter(|b| b.status == "pending").map(|b| format!("build {}", b.id));
+        let releasing =
+            releases.iter().filter(|r| r.status == "pending").map(|r| format!("{}'s release phase", r.label()));
+        Ok(building.chain(releasing).collect())
+    }
+
     /// Waits until no build or release phase is in flight: one a cancelled run left
     /// behind would otherwise make its release live after a restore looked.
     pub async fn settle_in_flight(&self, ctx: &Context, input: &'static str) -> Result<(), ProviderError> {
         let started = Instant::now();
         loop {
-            let builds = self.client.recent_builds(&ctx.shutdown).await?;
-            let releases = self.client.releases_newest_first(5, &ctx.shutdown, |_| true).await?;
-            let building = builds.iter().any(|b| b.status == "pending");
-            let releasing = releases.iter().any(|r| r.status == "pending");
-            if !building && !releasing {
+            if self.in_flight(ctx).await?.is_empty() {
                 return Ok(());
             }
             ctx.progress.waiting("a build or release phase still in flight", started, Some(ctx.deadline));
@@ -316,6 +323,15 @@ impl Rollout for HerokuRollout {
         // A signal that came before the first write stops here, with nothing changed.
         ctx.check_cancelled()?;
         let core = self.core.clone();
+        // Heroku takes two deploys at once and makes live whichever release phase ends
+        // last: one already in flight is someone else's, so this one does not start.
+        let others = core.in_flight(ctx).await?;
+        if !others.is_empty() {
+            return Err(ProviderError::Conflict {
+                what: format!("{} (Heroku has no deploy lock; a deploy in flight holds it here)", core.app),
+                detail: format!("{} in flight, started by another deploy", others.join(" and ")),
+            });
+        }
         let id = match &self.make {
             Make::Build { get_url, version } => {
                 // Sent is changed: a build that succeeds makes a release by itself.

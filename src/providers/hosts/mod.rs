@@ -756,7 +756,12 @@ impl Provider for HostsProvider {
         let (release, artifact) = release_of(&hosts);
         let token = format!("{:016x}", fastrand::u64(..));
         let record = Record { layout, hosts, token };
-        Ok(Snapshot { release, artifact, record: serde_json::to_value(&record).expect("a record serializes") })
+        Ok(Snapshot {
+            release,
+            artifact,
+            record: serde_json::to_value(&record).expect("a record serializes"),
+            cause: None,
+        })
     }
 
     async fn preflight(&self, live: &Snapshot, target: &Target, ctx: &Context) -> Result<Vec<Finding>, ProviderError> {
