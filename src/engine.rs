@@ -461,14 +461,15 @@ impl Engine<'_> {
                 self.phase(&mut report, run_start, "wait until the provider reports it up", Some(ctx.deadline), waited);
             match waited.await {
                 Ok(Waited::Ready) => {}
-                Ok(Waited::Refused(why)) if i == 0 => {
-                    // The platform kept the live release: nothing changed, nothing to undo.
-                    // The wait ended in a refusal, so its phase failed.
+                Ok(Waited::Refused { why, left }) if i == 0 => {
+                    // The platform kept the live release: nothing serves differently,
+                    // nothing to undo. The wait ended in a refusal, so its phase failed.
                     if let Some(p) = report.phases.last_mut() {
                         p.result = PhaseResult::Failed;
                         p.detail = Some(self.runner.redactor().redact(&why));
                     }
                     report.changed = false;
+                    report.left_behind = left;
                     let stop = Stop::Failed(format!("{} kept {}: {why}", self.provider.name(), live.release.label));
                     return finish(self.stopped_before_change(report, stop));
                 }
@@ -490,7 +491,7 @@ impl Engine<'_> {
                     let stop = Stop::Failed(format!("{}: {why}", self.provider.name()));
                     return finish(self.stopped_before_change(report, stop));
                 }
-                Ok(Waited::Refused(why) | Waited::RolledBack(why)) => {
+                Ok(Waited::Refused { why, .. } | Waited::RolledBack(why)) => {
                     report.live = None;
                     let why = format!("{}: {why}", self.provider.name());
                     return finish(self.after_failure(report, run_start, &live, Stop::Failed(why)).await);

@@ -127,6 +127,10 @@ pub struct Report {
     /// live): its name. Not rolled back over, and said so.
     #[serde(default)]
     pub replaced_by: Option<String>,
+    /// Nothing serves differently, but this is what the run's change left at the
+    /// platform (App Platform keeps the spec that names the new image).
+    #[serde(default)]
+    pub left_behind: Option<String>,
 }
 
 /// The GitHub deployment of a run: its id, the last status given, and where to see it.
@@ -165,6 +169,7 @@ impl Report {
             deployment: None,
             gone_after_rollback: None,
             replaced_by: None,
+            left_behind: None,
         }
     }
 
@@ -195,9 +200,15 @@ impl Report {
         for s in [&mut out.app, &mut out.environment, &mut out.provider, &mut out.command] {
             one(s);
         }
-        for s in
-            [&mut out.target, &mut out.previous, &mut out.live, &mut out.reason, &mut out.url, &mut out.replaced_by]
-        {
+        for s in [
+            &mut out.target,
+            &mut out.previous,
+            &mut out.live,
+            &mut out.reason,
+            &mut out.url,
+            &mut out.replaced_by,
+            &mut out.left_behind,
+        ] {
             opt(s);
         }
         for s in out.findings.iter_mut().chain(&mut out.plan).chain(&mut out.warnings).chain(&mut out.input_errors) {
@@ -283,6 +294,11 @@ impl Report {
             Outcome::Failed if self.changed => {
                 format!("{}{attempt} FAILED and was not rolled back: {live}.", mark("❌"))
             }
+            Outcome::Failed if self.left_behind.is_some() => format!(
+                "{}{attempt} FAILED, and nothing serves differently ({live}), but {}.",
+                mark("❌"),
+                self.left_behind.as_deref().unwrap_or_default()
+            ),
             Outcome::Failed if self.live.is_none() => {
                 format!("{}{attempt} FAILED before any change: nothing was changed.", mark("❌"))
             }

@@ -238,7 +238,7 @@ async fn a_healthy_deploy_puts_the_image_by_digest_and_proves_the_new_version() 
 }
 
 #[tokio::test]
-async fn a_deployment_that_ends_in_error_changes_nothing_and_names_the_failing_step() {
+async fn a_deployment_that_ends_in_error_serves_nothing_new_says_the_spec_changed_and_names_the_failing_step() {
     let h = apps(vec![AppOptions::image("shop")]).await;
     h.add_image("web:v2", ReleaseSpec { crash_on_start: true, exit_code: 3, ..Default::default() });
     let before = h.active_deployment("shop").unwrap();
@@ -247,7 +247,14 @@ async fn a_deployment_that_ends_in_error_changes_nothing_and_names_the_failing_s
     assert_eq!((ran.code, ran.output("status")), (1, "failed"), "{ran}");
     assert_eq!(h.active_deployment("shop").unwrap(), before, "the old deployment still serves");
     assert!(ran.output("release").starts_with(&before[..8]), "{ran}");
-    assert_summary_says(&ran, &["ERROR", "deploy › components › web › wait", "before any change"]);
+    assert_summary_says(&ran, &["ERROR", "deploy › components › web › wait"]);
+    // Nothing serves differently, but not "nothing changed": the spec names the new image.
+    let headline = ran.summary.lines().next().unwrap_or_default();
+    assert!(
+        headline.contains("nothing serves differently") && headline.contains("spec now names the new image"),
+        "{ran}"
+    );
+    assert!(!ran.summary.contains("before any change"), "{ran}");
     assert!(ran.summary.contains("exited with code 3"), "the reason names the exit code: {ran}");
     assert!(
         ran.summary.contains("keeps the spec of a deployment that did not go live"),
@@ -365,6 +372,50 @@ async fn another_deployment_that_takes_over_during_the_health_gate_is_not_this_r
 }
 
 #[tokio::test]
+async fn a_spec_update_whose_deployment_shows_late_is_waited_for_and_gated() {
+    let h = apps(vec![AppOptions::image("shop")]).await;
+    // App Platform takes the spec, but neither its answer nor the list shows the
+    // deployment for a while: that is no "nothing changed".
+    h.hide_next_deployment("shop", Duration::from_secs(3));
+    let ran = Step::main(&deploy(&h, "shop", &format!("{REGISTRY}/web:v2"), "v2")).run().await;
+    assert_eq!((ran.code, ran.output("status")), (0, "deployed"), "{ran}");
+    assert_eq!(active_image(&h, "shop"), "web:v2");
+    assert!(ran.stdout.contains("the deployment of the new spec to show"), "the wait is said: {ran}");
+}
+
+#[tokio::test]
+async fn a_spec_update_whose_deployment_never_shows_is_put_back_not_called_nothing_changed() {
+    let h = apps(vec![AppOptions::image("shop")]).await;
+    let before = h.active_deployment("shop").unwrap();
+    h.hide_next_deployment("shop", Duration::from_secs(600));
+    let inputs = with(deploy(&h, "shop", &format!("{REGISTRY}/web:v2"), "v2"), "deploy-timeout", "4s");
+    let ran = Step::main(&inputs).run().await;
+    // The spec was changed: the run puts the recorded one back, which App Platform
+    // deploys (the same release, anew), and says it rolled back.
+    assert_eq!((ran.code, ran.output("status"), ran.output("rolled-back")), (1, "rolled-back", "true"), "{ran}");
+    assert!(!ran.summary.contains("before any change"), "{ran}");
+    assert!(h.settled("shop", Duration::from_secs(20)).await);
+    let spec_image = h.app("shop")["spec"]["services"][0]["image"]["tag"].clone();
+    assert_eq!(spec_image, "v1", "the app's spec names the recorded image again");
+    assert_eq!(active_image(&h, "shop"), "web:v1");
+    assert_ne!(h.active_deployment("shop").unwrap(), before, "a deployment of the recorded spec");
+    let hidden = h.deployments("shop").into_iter().find(|d| image_key(&d["spec"]["services"][0]["image"]) == "web:v2");
+    assert_eq!(hidden.map(|d| d["phase"].clone()), Some("SUPERSEDED".into()), "the unseen one never went live");
+}
+
+#[tokio::test]
+async fn a_deployment_queued_by_someone_else_is_named_as_queued_and_stops_the_deploy_before_any_change() {
+    let h =
+        apps_with(DoOptions { step_time: Duration::from_secs(4), ..options(vec![AppOptions::image("shop")]) }).await;
+    let theirs = h.supersede("shop").expect("someone else's deployment is queued");
+    assert_eq!(h.under_way("shop").0.as_deref(), Some(theirs.as_str()), "queued, not started");
+    let ran = Step::main(&deploy(&h, "shop", &format!("{REGISTRY}/web:v2"), "v2")).run().await;
+    assert_eq!((ran.code, ran.output("status")), (1, "failed"), "{ran}");
+    assert_summary_says(&ran, &["before any change", &theirs[..8], "is queued to start (pending)"]);
+    assert!(writes(&h).is_empty(), "nothing sent: {:?}", writes(&h));
+}
+
+#[tokio::test]
 async fn a_deployment_someone_cancels_leaves_the_old_one_serving_and_says_so() {
     let h = apps_with(DoOptions { step_time: Duration::from_millis(1500), ..options(vec![AppOptions::image("shop")]) })
         .await;
@@ -383,7 +434,7 @@ async fn a_deployment_someone_cancels_leaves_the_old_one_serving_and_says_so() {
     assert_eq!((ran.code, ran.output("status")), (1, "failed"), "{ran}");
     assert_summary_says(
         &ran,
-        &["CANCELED", "before any change", "keeps the spec of a deployment that did not go live"],
+        &["CANCELED", "nothing serves differently", "keeps the spec of a deployment that did not go live"],
     );
     assert_eq!(h.active_deployment("shop").unwrap(), before);
     assert_eq!(served(&h, "shop").await, "v1");

@@ -310,7 +310,10 @@ impl Rollout for MemoryRollout {
                     s.set_instance(i, r);
                 }
                 return Ok(if f.refuse {
-                    Waited::Refused(format!("the double kept {} (told to refuse {release})", s.live()))
+                    Waited::Refused {
+                        why: format!("the double kept {} (told to refuse {release})", s.live()),
+                        left: None,
+                    }
                 } else {
                     Waited::RolledBack(format!("the double rolled {release} back by itself"))
                 });

@@ -223,8 +223,11 @@ pub enum Waited {
     /// Every instance of the batch is up on the new release.
     Ready,
     /// The platform kept the old release (a failed release phase, a build error):
-    /// nothing changed, so there is nothing to roll back.
-    Refused(String),
+    /// nothing serves differently, so there is nothing to roll back. `left` is what the
+    /// run's change left at the platform all the same, where it did (App Platform keeps
+    /// the spec that names the new image): nothing serves differently, but not nothing
+    /// changed.
+    Refused { why: String, left: Option<String> },
     /// The platform rolled back by itself (an ECS circuit breaker): the old release
     /// runs again.
     RolledBack(String),

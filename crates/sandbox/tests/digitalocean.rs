@@ -123,7 +123,8 @@ async fn put_spec(h: &DoSandbox, app: &str, spec: Value) -> String {
     assert_eq!(r.status, 200, "{}", r.text());
     let app = &r.json()["app"];
     let pending = app["pending_deployment"]["id"].as_str().expect("a pending deployment").to_string();
-    assert_eq!(app["in_progress_deployment"]["id"].as_str(), Some(pending.as_str()));
+    // Queued, not started: it is not the deployment in progress.
+    assert_ne!(app["in_progress_deployment"]["id"].as_str(), Some(pending.as_str()), "{app}");
     pending
 }
 
@@ -308,7 +309,7 @@ async fn an_injected_build_failure_stops_at_the_build_and_its_logs_say_why() {
 }
 
 #[tokio::test]
-async fn a_newer_deployment_supersedes_one_in_progress_and_cancel_cancels() {
+async fn a_newer_deployment_is_queued_then_supersedes_the_one_in_progress_and_cancel_cancels() {
     let h = start(vec![AppOptions::image("shop")]).await;
     h.add_image("web:v2", release("v2"));
     let first = put_spec(&h, "shop", spec_with_tag(&h, "shop", "v2")).await;
@@ -317,7 +318,20 @@ async fn a_newer_deployment_supersedes_one_in_progress_and_cancel_cancels() {
     })
     .await;
     let second = h.supersede("shop").expect("a new deployment");
-    assert_eq!(deployment(&h, "shop", &first).await["phase"], "SUPERSEDED", "at once");
+    // The queued window: the new one waits as pending_deployment, not started, while
+    // the first goes on in progress.
+    let app = h.app("shop");
+    assert_eq!(app["pending_deployment"]["id"].as_str(), Some(second.as_str()), "{app}");
+    assert_eq!(app["pending_deployment"]["phase"].as_str(), Some("PENDING_BUILD"), "{app}");
+    assert_eq!(app["in_progress_deployment"]["id"].as_str(), Some(first.as_str()), "{app}");
+    assert_eq!(deployment(&h, "shop", &first).await["phase"], "BUILDING", "not yet superseded");
+    until("the queued one starts", Duration::from_secs(5), async || {
+        deployment(&h, "shop", &first).await["phase"] == "SUPERSEDED"
+    })
+    .await;
+    let app = h.app("shop");
+    assert_eq!(app["in_progress_deployment"]["id"].as_str(), Some(second.as_str()), "{app}");
+    assert!(app.get("pending_deployment").is_none(), "{app}");
     let (d, _) = finish(&h, "shop", &second).await;
     assert_eq!((d["phase"].as_str(), d["cause"].as_str()), (Some("ACTIVE"), Some("manual")));
     assert_eq!(deployment(&h, "shop", &first).await["phase"], "SUPERSEDED");

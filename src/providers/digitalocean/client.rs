@@ -53,7 +53,12 @@ impl App {
 
     /// A deployment under way: in progress, or queued (pending) and not started yet.
     pub fn under_way(&self) -> Option<&Deployment> {
-        self.in_progress_deployment.as_ref().or(self.pending_deployment.as_ref()).filter(|d| !d.id.is_empty())
+        self.under_way_all().next()
+    }
+
+    /// Every deployment under way: the one in progress, then the one queued behind it.
+    pub fn under_way_all(&self) -> impl Iterator<Item = &Deployment> {
+        self.in_progress_deployment.iter().chain(&self.pending_deployment).filter(|d| !d.id.is_empty())
     }
 }
 

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use self::client::{AppsClient, Deployment};
-use self::rollout::{DoRollout, End, Make};
+use self::rollout::{deploys, DoRollout, End, Make};
 use self::settings::Settings;
 use self::spec::{ImageRef, Readiness};
 use super::registry::Registration;
@@ -98,6 +98,9 @@ pub struct DoRecord {
     /// A deployment already under way (someone else's, or a run that was stopped).
     #[serde(default)]
     pub in_progress: Option<String>,
+    /// A deployment queued behind it (`pending_deployment`, not started yet).
+    #[serde(default)]
+    pub queued: Option<String>,
     #[serde(default)]
     pub live_url: Option<String>,
 }
@@ -346,7 +349,8 @@ impl Provider for DoProvider {
             cloned_from: active.cloned_from.clone(),
             spec: active.spec.clone(),
             pinned: app.pinned_deployment.as_ref().map(|d| d.id.clone()),
-            in_progress: app.under_way().map(|d| d.id.clone()),
+            in_progress: app.in_progress_deployment.as_ref().map(|d| d.id.clone()).filter(|id| !id.is_empty()),
+            queued: app.pending_deployment.as_ref().map(|d| d.id.clone()).filter(|id| !id.is_empty()),
             live_url: app.live_url.clone(),
         };
         Ok(Snapshot {
@@ -370,13 +374,14 @@ impl Provider for DoProvider {
                 format!("{app} is pinned to rollback deployment {}: App Platform takes no new deployment until that rollback is committed or reverted; commit it (Commit in the control panel, or POST /v2/apps/{}/rollback/commit) or revert it, then re-run", short(pin), r.app_id),
             );
         }
-        if let Some(busy) = &r.in_progress {
-            // The post step's restore supersedes a stopped run's own deployment; a new
-            // deploy must not supersede someone else's.
+        // The post step's restore supersedes a stopped run's own deployment; a new deploy
+        // must not supersede someone else's, started or queued.
+        for (busy, how) in [(&r.in_progress, "is in progress"), (&r.queued, "is queued to start (pending)")] {
+            let Some(busy) = busy else { continue };
             let d = self.core.client.deployment(&r.app_id, busy, &ctx.shutdown).await?;
             say(
                 Severity::Blocker,
-                format!("deployment {} of {app} is in progress ({}, cause: {}): a new one would supersede it; wait for it to finish, or cancel it (doctl apps list-deployments {}), then re-run", label(&d), d.phase, d.cause.as_deref().unwrap_or("unknown"), r.app_id),
+                format!("deployment {} of {app} {how} ({}, cause: {}): a new one would supersede it; wait for it to finish, or cancel it (doctl apps list-deployments {}), then re-run", label(&d), d.phase, d.cause.as_deref().unwrap_or("unknown"), r.app_id),
             );
         }
         let components = spec::components(&r.spec);
@@ -539,9 +544,25 @@ impl Provider for DoProvider {
         for _ in 0..3 {
             let app = c.app(&r.app_id, &ctx.shutdown).await?;
             let active_is_recorded = app.active_deployment.as_ref().is_some_and(|a| r.same_as(a));
-            let back = match (app.under_way(), &app.active_deployment) {
+            let spec_is_recorded = runs(&app.spec) == runs(&r.spec);
+            let under_way = app.under_way_all().find(|d| r.same_as(d)).or(app.under_way());
+            let back = match (under_way, &app.active_deployment) {
                 // Already back (an earlier try, or nothing went live): no second rollback.
-                (None, Some(a)) if active_is_recorded => return Ok(ReleaseRef { id: a.id.clone(), label: label(a) }),
+                (None, Some(a)) if active_is_recorded && spec_is_recorded => {
+                    return Ok(ReleaseRef { id: a.id.clone(), label: label(a) })
+                }
+                // Nothing went live, but the spec this run put stays, and App Platform would
+                // deploy it with the next deployment: the recorded spec goes back (App
+                // Platform deploys it: the same release, anew).
+                (None, Some(_)) if active_is_recorded => {
+                    ctx.progress.log("rollback", "putting the recorded spec back (the app's spec names the new image)");
+                    let now = c.update(&r.app_id, &r.spec, &ctx.shutdown).await?;
+                    let named = now.under_way_all().find(|d| deploys(d, &r.spec, &r.deployment_id)).cloned();
+                    match named {
+                        Some(d) => d,
+                        None => core.deployment_of(&r.app_id, &r.spec, &r.deployment_id, ctx).await?,
+                    }
+                }
                 // An earlier try's rollback still under way: follow it.
                 (Some(d), _) if r.same_as(d) => d.clone(),
                 // A stopped run's deployment, not live yet: cancel it, so the recorded
@@ -607,7 +628,9 @@ impl Provider for DoProvider {
     async fn in_effect(&self, snapshot: &Snapshot, ctx: &Context) -> Result<bool, ProviderError> {
         let r = DoRecord::of(snapshot)?;
         let app = self.core.client.app(&r.app_id, &ctx.shutdown).await?;
-        Ok(app.under_way().is_none() && app.active_deployment.as_ref().is_some_and(|a| r.same_as(a)))
+        Ok(app.under_way().is_none()
+            && app.active_deployment.as_ref().is_some_and(|a| r.same_as(a))
+            && runs(&app.spec) == runs(&r.spec))
     }
 
     /// Deployments a rollback may go to, oldest first: those that went live, minus the

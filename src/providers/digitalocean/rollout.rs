@@ -105,7 +105,52 @@ pub fn failing_step(d: &Deployment) -> Option<(String, String)> {
     Some((path.clone(), reason))
 }
 
+/// Whether `d` is a deployment of `spec` other than `not`: what a spec update starts.
+pub fn deploys(d: &Deployment, spec: &Value, not: &str) -> bool {
+    d.id != not && (!d.spec.is_object() || runs(&d.spec) == runs(spec))
+}
+
+/// How long a spec App Platform accepted may go without a deployment of it showing.
+const SHOW_LIMIT: Duration = Duration::from_secs(120);
+
 impl Core {
+    /// The deployment a spec update started, when its answer named none: looked for in
+    /// the app and its newest deployments until it shows, for up to two minutes. App
+    /// Platform deploys an accepted spec by itself, gate or no gate.
+    pub async fn deployment_of(
+        &self,
+        app_id: &str,
+        spec: &Value,
+        not: &str,
+        ctx: &Context,
+    ) -> Result<Deployment, ProviderError> {
+        let started = Instant::now();
+        let deadline = ctx.deadline.min(started + SHOW_LIMIT);
+        let what = "the deployment of the new spec to show in App Platform's answers";
+        loop {
+            let app = self.client.app(app_id, &ctx.shutdown).await?;
+            if let Some(d) = app.under_way_all().find(|d| deploys(d, spec, not)) {
+                return Ok(d.clone());
+            }
+            let newest = self.client.deployments(app_id, 5, 1, &ctx.shutdown).await?;
+            if let Some(d) = newest.into_iter().find(|d| d.spec.is_object() && deploys(d, spec, not)) {
+                return Ok(d);
+            }
+            if Instant::now() >= deadline {
+                return Err(ProviderError::Failed(format!(
+                    "App Platform took the spec update but showed no deployment of it within {}, and the app's spec names it: it is put back",
+                    crate::config::human(started.elapsed())
+                )));
+            }
+            ctx.progress.waiting(what, started, Some(deadline));
+            self.pause(
+                ctx,
+                POLL.min(deadline.saturating_duration_since(Instant::now())).max(Duration::from_millis(50)),
+            )
+            .await?;
+        }
+    }
+
     async fn pause(&self, ctx: &Context, pause: Duration) -> Result<(), ProviderError> {
         if !ctx.shutdown.sleep(pause).await {
             return Err(ProviderError::Cancelled(ctx.shutdown.cause().unwrap_or("shutdown")));
@@ -231,6 +276,7 @@ impl Core {
             Ok(app) => app
                 .in_progress_deployment
                 .into_iter()
+                .chain(app.pending_deployment)
                 .chain(app.active_deployment)
                 .find(|d| d.id != ours)
                 .map(|d| match &d.cause {
@@ -244,13 +290,15 @@ impl Core {
 }
 
 impl DoRollout {
-    /// Said in the reason of a deployment that did not go live after a spec update.
-    fn spec_left_said(&self) -> &'static str {
-        match self.make {
-            Make::Update { .. } => {
-                "; the old deployment still serves, but the app's spec now names the new image (see the warning)"
-            }
-            _ => "",
+    /// What a spec update leaves behind when its deployment does not go live: the spec
+    /// names the new image though nothing serves it.
+    fn left(&self) -> Option<String> {
+        match &self.make {
+            Make::Update { components, .. } => Some(format!(
+                "the app's spec now names the new image for {} (App Platform keeps it; see the warning)",
+                components.join(", ")
+            )),
+            _ => None,
         }
     }
 
@@ -265,36 +313,33 @@ impl DoRollout {
     }
 
     /// Sends the write that starts the deployment; returns the deployment it started.
-    async fn start(&self, core: &Core, ctx: &Context) -> Result<Deployment, ProviderError> {
+    /// An error says whether the write took effect: a spec App Platform accepted is a
+    /// change even when no deployment of it is seen yet.
+    async fn start(&self, core: &Core, ctx: &Context) -> Result<Deployment, (bool, ProviderError)> {
         let c = &core.client;
-        Ok(match &self.make {
+        let refused = |e: ProviderError| {
+            // A refusal (4xx) changed nothing; a write whose answer never came may have.
+            let maybe = e.is_transient() || matches!(e, ProviderError::Http(_) | ProviderError::Cancelled(_));
+            (maybe, e)
+        };
+        match &self.make {
             Make::Update { spec, .. } => {
-                let app = c.update(&self.app_id, spec, &ctx.shutdown).await?;
+                let app = c.update(&self.app_id, spec, &ctx.shutdown).await.map_err(refused)?;
                 // The description guarantees `pending_deployment` reflects an update; a
                 // deployment counts only when it deploys what was sent.
-                let sent = runs(spec);
-                let ours = |d: &Deployment| d.id != self.live_id && (!d.spec.is_object() || runs(&d.spec) == sent);
-                match app.under_way().filter(|d| ours(d)).cloned() {
-                    Some(d) => d,
-                    // Not in the answer: the newest deployment of what was sent.
-                    None => c
-                        .deployments(&self.app_id, 5, 1, &ctx.shutdown)
-                        .await?
-                        .into_iter()
-                        .find(|d| d.spec.is_object() && ours(d))
-                        .ok_or_else(|| {
-                            ProviderError::Failed(
-                                "App Platform took the spec update but names no deployment of it; check the app's activity in the control panel".into(),
-                            )
-                        })?,
+                if let Some(d) = app.under_way_all().find(|d| deploys(d, spec, &self.live_id)) {
+                    return Ok(d.clone());
                 }
+                core.deployment_of(&self.app_id, spec, &self.live_id, ctx).await.map_err(|e| (true, e))
             }
-            Make::Deploy { force_build } => c.create_deployment(&self.app_id, *force_build, &ctx.shutdown).await?,
+            Make::Deploy { force_build } => {
+                c.create_deployment(&self.app_id, *force_build, &ctx.shutdown).await.map_err(refused)
+            }
             Make::Return(to) => {
                 let skip_pin = !core.settings.keep_pin;
-                c.rollback(&self.app_id, &to.id, skip_pin, &ctx.shutdown).await?
+                c.rollback(&self.app_id, &to.id, skip_pin, &ctx.shutdown).await.map_err(refused)
             }
-        })
+        }
     }
 }
 
@@ -322,12 +367,13 @@ impl Rollout for DoRollout {
         let core = self.core.clone();
         // Sent is changed: App Platform deploys an update by itself.
         self.changed = true;
-        let made = self.start(&core, ctx).await.inspect_err(|e| {
-            // A refusal (4xx) changed nothing; a write whose answer never came may have.
-            if !e.is_transient() && !matches!(e, ProviderError::Http(_) | ProviderError::Cancelled(_)) {
-                self.changed = false;
+        let made = match self.start(&core, ctx).await {
+            Ok(made) => made,
+            Err((changed, e)) => {
+                self.changed = changed;
+                return Err(e);
             }
-        })?;
+        };
         // The answer may leave the spec out; the full record says what it deploys.
         let made = match made.spec.is_object() {
             true => made,
@@ -386,7 +432,7 @@ impl Rollout for DoRollout {
                 None => {
                     self.changed = false;
                     self.note_spec_left(&core);
-                    Ok(Waited::Refused(format!("deployment {ours} ended in ERROR: {why}{}", self.spec_left_said())))
+                    Ok(Waited::Refused { why: format!("deployment {ours} ended in ERROR: {why}"), left: self.left() })
                 }
             },
             End::Canceled => match core.other_live(&self.app_id, &self.live_id, ctx).await? {
@@ -394,10 +440,12 @@ impl Rollout for DoRollout {
                 None => {
                     self.changed = false;
                     self.note_spec_left(&core);
-                    Ok(Waited::Refused(format!(
-                        "deployment {ours} was CANCELED (in the control panel or through the API) before it went live{}",
-                        self.spec_left_said()
-                    )))
+                    Ok(Waited::Refused {
+                        why: format!(
+                            "deployment {ours} was CANCELED (in the control panel or through the API) before it went live"
+                        ),
+                        left: self.left(),
+                    })
                 }
             },
             End::Superseded => {

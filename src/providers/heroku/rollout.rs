@@ -391,7 +391,7 @@ impl Rollout for HerokuRollout {
         if let Some(why) = self.core.follow_release(&release, ctx, DEPLOY_TIMEOUT).await? {
             // Heroku kept the old release live: nothing to undo.
             self.changed = false;
-            return Ok(Waited::Refused(format!("{}: {why}", release.label())));
+            return Ok(Waited::Refused { why: format!("{}: {why}", release.label()), left: None });
         }
         self.core.await_dynos(release.version, self.web_dynos, ctx, DEPLOY_TIMEOUT).await?;
         Ok(Waited::Ready)

@@ -228,7 +228,7 @@ fn route(p: &Arc<Platform>, request: &Request) -> Result<Response, Refused> {
             let all: Vec<Value> = {
                 let s = p.lock();
                 let a = s.app(app).ok_or_else(|| not_found("app", app))?;
-                a.deployments.iter().rev().map(|d| p.deployment_json(d)).collect()
+                a.deployments.iter().rev().filter(|d| d.shown()).map(|d| p.deployment_json(d)).collect()
             };
             ok(page(&p.base(), request, "deployments", all)?)
         }

@@ -220,6 +220,20 @@ impl DoSandbox {
 
     /// Someone else starts a deployment of the current spec now (pinned or not); the
     /// one in progress becomes SUPERSEDED. Returns the new deployment's id.
+    /// The next deployment of `app` (a spec update's, say) is made, but not shown by
+    /// the API, in the app or the list, for `how_long`.
+    pub fn hide_next_deployment(&self, app: &str, how_long: Duration) {
+        if let Some(a) = self.platform.lock().app_mut(app) {
+            a.hide_next = Some(how_long);
+        }
+    }
+
+    /// The app's queued deployment (`pending_deployment`) and the one in progress.
+    pub fn under_way(&self, app: &str) -> (Option<String>, Option<String>) {
+        let s = self.platform.lock();
+        s.app(app).map_or((None, None), |a| (a.pending.clone(), a.in_progress.clone()))
+    }
+
     pub fn supersede(&self, app: &str) -> Option<String> {
         self.platform.deploy(app, None, "manual", true).ok()
     }

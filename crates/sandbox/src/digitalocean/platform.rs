@@ -1,9 +1,11 @@
 //! App Platform's state and what happens over time: every deployment runs as a task
 //! through PENDING_BUILD, BUILDING, PENDING_DEPLOY and DEPLOYING, starts its own
 //! instances, waits for their readiness checks, and only then takes the traffic from
-//! the deployment before it, which keeps serving if anything goes wrong. A newer
-//! deployment supersedes one in progress; a rollback is a new deployment of an old
-//! spec that may pin the app.
+//! the deployment before it, which keeps serving if anything goes wrong. A new
+//! deployment is queued first (`pending_deployment`, not started), then starts
+//! (`in_progress_deployment`) and supersedes the one in progress then; a newer one
+//! queued takes the place of one still queued. A rollback is a new deployment of an
+//! old spec that may pin the app.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -394,9 +396,16 @@ pub struct Deployment {
     /// It became ACTIVE at some point: a rollback may target it.
     pub was_active: bool,
     pub task: Option<tokio::task::AbortHandle>,
+    /// Until then the API does not show it (in the app or the list): a deployment that
+    /// App Platform made but does not list yet.
+    pub hidden_until: Option<Instant>,
 }
 
 impl Deployment {
+    pub fn shown(&self) -> bool {
+        self.hidden_until.is_none_or(|t| Instant::now() >= t)
+    }
+
     fn set_phase(&mut self, phase: &'static str) {
         self.phase = phase;
         self.phase_at = now();
@@ -451,10 +460,14 @@ pub struct App {
     pub deployments: Vec<Deployment>,
     pub active: Option<String>,
     pub in_progress: Option<String>,
+    /// Queued and not started: what `pending_deployment` shows.
+    pub pending: Option<String>,
     pub pinned: Option<String>,
     /// The spec before a pinned rollback, for a revert.
     pub before_rollback: Option<Value>,
     pub fail_next: Option<Injected>,
+    /// The next deployment is not shown by the API for this long.
+    pub hide_next: Option<Duration>,
     /// The router's URL: the app's live URL.
     pub url: String,
 }
@@ -470,8 +483,18 @@ impl App {
 
     /// Supersedes the deployment in progress, if any.
     fn supersede_in_progress(&mut self) -> Vec<Proc> {
-        let Some(id) = self.in_progress.take() else { return Vec::new() };
-        let Some(d) = self.deployment_mut(&id) else { return Vec::new() };
+        let taken = self.in_progress.take();
+        self.supersede(taken)
+    }
+
+    /// A queued deployment a newer one takes the place of never starts.
+    fn supersede_pending(&mut self) -> Vec<Proc> {
+        let taken = self.pending.take();
+        self.supersede(taken)
+    }
+
+    fn supersede(&mut self, id: Option<String>) -> Vec<Proc> {
+        let Some(d) = id.and_then(|id| self.deployment_mut(&id)) else { return Vec::new() };
         if terminal(d.phase) {
             return Vec::new();
         }
@@ -614,9 +637,11 @@ impl Platform {
             deployments: Vec::new(),
             active: None,
             in_progress: None,
+            pending: None,
             pinned: None,
             before_rollback: None,
             fail_next: None,
+            hide_next: None,
             url: String::new(),
         });
         Ok(id)
@@ -640,7 +665,9 @@ impl Platform {
         cloned_from: Option<String>,
     ) -> Result<(String, Vec<Proc>), Refused> {
         let components = components_of(&spec).map_err(bad_request)?;
-        let stop = a.supersede_in_progress();
+        // Queued: it takes the place of one still queued; the one in progress runs on
+        // until this one starts.
+        let stop = a.supersede_pending();
         let id = uuid();
         let created = now();
         a.deployments.push(Deployment {
@@ -661,8 +688,9 @@ impl Platform {
             logs: BTreeMap::new(),
             was_active: false,
             task: None,
+            hidden_until: a.hide_next.take().map(|d| Instant::now() + d),
         });
-        a.in_progress = Some(id.clone());
+        a.pending = Some(id.clone());
         a.updated_at = created;
         Ok((id, stop))
     }
@@ -723,6 +751,9 @@ impl Platform {
             let stop = d.stop_instances();
             if a.in_progress.as_deref() == Some(id) {
                 a.in_progress = None;
+            }
+            if a.pending.as_deref() == Some(id) {
+                a.pending = None;
             }
             stop
         };
@@ -842,9 +873,36 @@ impl Platform {
         Some(r)
     }
 
+    /// Starts a queued deployment: the one in progress, if any, is superseded now.
+    fn start_queued(&self, app: &str, id: &str) -> bool {
+        let stop = {
+            let mut s = self.lock();
+            let Some(a) = s.app_mut(app) else { return false };
+            if a.pending.as_deref() != Some(id) || a.deployment(id).is_none_or(|d| terminal(d.phase)) {
+                return false;
+            }
+            a.pending = None;
+            let stop = a.supersede_in_progress();
+            a.in_progress = Some(id.to_string());
+            stop
+        };
+        terminate(stop, Duration::ZERO);
+        self.notify();
+        true
+    }
+
     async fn run(self: Arc<Self>, app: &str, id: &str) {
         let step = self.step_time;
-        tokio::time::sleep(step).await;
+        // Queued for half a step (and while the API does not show it), then started.
+        tokio::time::sleep(step / 2).await;
+        let hidden = self.lock().app(app).and_then(|a| a.deployment(id)).and_then(|d| d.hidden_until);
+        if let Some(until) = hidden {
+            tokio::time::sleep_until(until.into()).await;
+        }
+        if !self.start_queued(app, id) {
+            return;
+        }
+        tokio::time::sleep(step / 2).await;
         let images = self.lock().images.clone();
         let Some(components) = self.with_dep(app, id, |d| {
             d.set_phase("BUILDING");
@@ -1204,6 +1262,7 @@ impl Platform {
     pub fn is_settled(s: &State, app: &str) -> bool {
         s.app(app).is_some_and(|a| {
             a.in_progress.is_none()
+                && a.pending.is_none()
                 && a.active.as_deref().and_then(|id| a.deployment(id)).is_some_and(|d| {
                     let want: u32 = d.components.iter().map(|c| c.instances).sum();
                     d.instances.len() as u32 == want && d.instances.iter().all(|i| i.ready && i.serving())
@@ -1287,12 +1346,16 @@ impl Platform {
         if let Some(last) = a.deployments.last() {
             v["last_deployment_created_at"] = json!(last.created_at);
         }
-        let dep = |id: &Option<String>| id.as_deref().and_then(|id| a.deployment(id)).map(|d| self.deployment_json(d));
+        let dep = |id: &Option<String>| {
+            id.as_deref().and_then(|id| a.deployment(id)).filter(|d| d.shown()).map(|d| self.deployment_json(d))
+        };
         if let Some(d) = dep(&a.active) {
             v["active_deployment"] = d;
         }
         if let Some(d) = dep(&a.in_progress) {
-            v["in_progress_deployment"] = d.clone();
+            v["in_progress_deployment"] = d;
+        }
+        if let Some(d) = dep(&a.pending) {
             v["pending_deployment"] = d;
         }
         if let Some(d) = dep(&a.pinned) {
