@@ -231,6 +231,10 @@ impl HttpClient {
             let outcome = self.attempt(call).await;
             debug_line(&describe, &outcome.as_ref().map(|r| r.status).map_err(classify), sent.elapsed());
             let wait = match &outcome {
+                // A spent budget (`ratelimit-remaining: 0`, no `Retry-After`) is taken again
+                // only at its reset, often minutes away: asking sooner is in vain, so the
+                // answer goes back to the caller, which may wait for it.
+                Ok(reply) if reply.status == 429 && budget_spent(&reply.headers) => None,
                 Ok(reply) => match self.should_retry_status(call, reply.status) {
                     false => None,
                     true => Some((format!("{}", reply.status), retry_after(&reply.headers))),
@@ -509,6 +513,12 @@ impl WithoutUrl for reqwest::Error {
 }
 
 /// `Retry-After` as seconds or an HTTP date.
+/// Whether a 429 says the whole budget is spent, with no sooner time to come back.
+fn budget_spent(headers: &HeaderMap) -> bool {
+    let remaining = headers.get("ratelimit-remaining").and_then(|v| v.to_str().ok()).map(str::trim);
+    remaining == Some("0") && retry_after(headers).is_none() && headers.contains_key("ratelimit-reset")
+}
+
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = value.parse::<u64>() {

@@ -416,6 +416,27 @@ async fn a_deployment_queued_by_someone_else_is_named_as_queued_and_stops_the_de
 }
 
 #[tokio::test]
+async fn a_spent_request_budget_is_waited_out_until_the_reset_it_gives_not_given_up_on() {
+    // An "hour" of 8 s with 60 requests in it, all spent by others sharing the token:
+    // the deploy must wait for the reset DigitalOcean's headers give, within its
+    // deadline, and say so.
+    let opts = DoOptions { hourly_limit: 60, hour: Duration::from_secs(8), ..options(vec![AppOptions::image("shop")]) };
+    let h = apps_with(DoOptions { rate_limit: 1000, ..opts }).await;
+    let auth = [("authorization", format!("Bearer {TOKEN}"))];
+    let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for _ in 0..60 {
+        sandbox::client::call("GET", &format!("{}/v2/apps", h.api_url()), &auth, None).await.unwrap();
+    }
+    assert_eq!(h.tokens_left(), 0, "the budget is spent");
+    let ran = Step::main(&deploy(&h, "shop", &format!("{REGISTRY}/web:v2"), "v2")).run().await;
+    assert_eq!((ran.code, ran.output("status")), (0, "deployed"), "{ran}");
+    assert_eq!(active_image(&h, "shop"), "web:v2");
+    assert!(ran.stdout.contains("request budget for this token is spent"), "{ran}");
+    assert!(ran.stdout.contains("until it is taken again"), "the wait is said: {ran}");
+    assert!(!ran.stdout.contains("re-run in a few minutes"), "{ran}");
+}
+
+#[tokio::test]
 async fn a_deployment_someone_cancels_leaves_the_old_one_serving_and_says_so() {
     let h = apps_with(DoOptions { step_time: Duration::from_millis(1500), ..options(vec![AppOptions::image("shop")]) })
         .await;

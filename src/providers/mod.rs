@@ -446,6 +446,10 @@ pub enum ProviderError {
     /// HTTP layer's retries; asking again later may work.
     #[error("{0}")]
     Unavailable(String),
+    /// The token's request budget is spent; `until` is when the platform says a request
+    /// is taken again (DigitalOcean's `ratelimit-reset`), where it says.
+    #[error("{message}")]
+    RateLimited { message: String, until: Option<std::time::SystemTime> },
     #[error("{0}")]
     Failed(String),
     #[error("stopped by {0}")]
@@ -467,7 +471,12 @@ impl ProviderError {
     /// A refusal (401, 403, 404, 409), a timeout of our own deadline or a failure the
     /// platform reported is not.
     pub fn is_transient(&self) -> bool {
-        matches!(self, ProviderError::Unavailable(_) | ProviderError::Http(HttpError::Transport { .. }))
+        matches!(
+            self,
+            ProviderError::Unavailable(_)
+                | ProviderError::RateLimited { .. }
+                | ProviderError::Http(HttpError::Transport { .. })
+        )
     }
 
     /// A wait that ran out of `input`'s time.
@@ -489,6 +498,33 @@ where
     let mut failures = 0;
     loop {
         match op().await {
+            // A spent budget is taken again when the platform says: wait for it, within
+            // the deadline, rather than asking in vain.
+            Err(ProviderError::RateLimited { message, until: Some(at) }) => {
+                let wait = at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+                if wait >= ctx.remaining() {
+                    return Err(ProviderError::RateLimited {
+                        message: format!(
+                            "{message}; it is taken again in {}, after this step's time runs out: re-run then",
+                            crate::config::human(wait)
+                        ),
+                        until: Some(at),
+                    });
+                }
+                failures += 1;
+                let wait = wait + Duration::from_millis(250 + fastrand::u64(0..250));
+                ctx.progress.log(
+                    what,
+                    &format!(
+                        "{message}; waiting {} until it is taken again, as the platform says",
+                        crate::config::human(wait)
+                    ),
+                );
+                ctx.progress.waiting(what, started, Some(ctx.deadline));
+                if !ctx.shutdown.sleep(wait).await {
+                    return Err(ProviderError::Cancelled(ctx.shutdown.cause().unwrap_or("shutdown")));
+                }
+            }
             Err(e) if e.is_transient() && ctx.remaining() > pause => {
                 failures += 1;
                 // Said once, with how long it goes on; the engine's heartbeat says the rest.

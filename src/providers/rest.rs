@@ -50,6 +50,11 @@ pub struct RestClient {
     platform: &'static Platform,
     calls: AtomicUsize,
     remaining: AtomicU64,
+    /// `ratelimit-reset` at the last answer: when the platform takes a request again
+    /// once the budget is spent (unix seconds; 0 when not said).
+    reset: AtomicU64,
+    /// Whether requests are being spaced out (said once).
+    pacing: std::sync::atomic::AtomicBool,
 }
 
 impl RestClient {
@@ -64,7 +69,16 @@ impl RestClient {
             ProviderError::Failed("the token has characters an HTTP header cannot carry; check the secret".into())
         })?;
         auth.set_sensitive(true);
-        Ok(RestClient { http, base, auth, platform, calls: AtomicUsize::new(0), remaining: AtomicU64::new(u64::MAX) })
+        Ok(RestClient {
+            http,
+            base,
+            auth,
+            platform,
+            calls: AtomicUsize::new(0),
+            remaining: AtomicU64::new(u64::MAX),
+            reset: AtomicU64::new(0),
+            pacing: Default::default(),
+        })
     }
 
     pub fn http(&self) -> &HttpClient {
@@ -108,11 +122,15 @@ impl RestClient {
     pub async fn send(&self, mut call: Call, shutdown: &Shutdown) -> Result<Reply, ProviderError> {
         let p = self.platform;
         if self.remaining().is_some_and(|r| r < p.low_water) {
-            tracing::info!(
-                "{}'s rate limit is nearly used up; pausing {} between requests",
-                p.name,
-                crate::config::human(p.refill_pause)
-            );
+            // Said once; each pause after it is the same story.
+            if !self.pacing.swap(true, Ordering::Relaxed) {
+                tracing::info!(
+                    "{}'s rate limit is nearly used up ({} requests left); pausing {} between requests",
+                    p.name,
+                    self.remaining().unwrap_or(0),
+                    crate::config::human(p.refill_pause)
+                );
+            }
             if !shutdown.sleep(p.refill_pause).await {
                 return Err(ProviderError::Cancelled(shutdown.cause().unwrap_or("shutdown")));
             }
@@ -121,10 +139,11 @@ impl RestClient {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let reply = self.http.send(&call, shutdown).await.map_err(ProviderError::from_http)?;
         self.calls.fetch_add(reply.retries as usize, Ordering::Relaxed);
-        if let Some(left) = reply.headers.get("ratelimit-remaining").and_then(|v| v.to_str().ok()?.trim().parse().ok())
-        {
+        let header = |name: &str| reply.headers.get(name).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+        if let Some(left) = header("ratelimit-remaining") {
             self.remaining.store(left, Ordering::Relaxed);
         }
+        self.reset.store(header("ratelimit-reset").unwrap_or(0), Ordering::Relaxed);
         Ok(reply)
     }
 
@@ -197,10 +216,23 @@ impl RestClient {
             403 => ProviderError::PermissionDenied { provider: p.name, operation: what.to_string() },
             404 => ProviderError::NotFound { provider: p.name, what: format!("{what}: {text}") },
             409 => ProviderError::Conflict { what: what.to_string(), detail: text },
-            429 => ProviderError::Unavailable(format!(
-                "{} kept answering 429 (rate limit) to {what} after retries; {}",
-                p.name, p.rate_hint
-            )),
+            // The budget is spent: when the platform says it takes a request again, that
+            // is when to ask (a caller that may wait does).
+            429 if self.remaining() == Some(0) && self.reset.load(Ordering::Relaxed) > 0 => {
+                let at = std::time::UNIX_EPOCH + Duration::from_secs(self.reset.load(Ordering::Relaxed));
+                ProviderError::RateLimited {
+                    message: format!(
+                        "{}'s request budget for this token is spent ({what} answered 429); it takes requests again at {} (ratelimit-reset)",
+                        p.name,
+                        httpdate::fmt_http_date(at)
+                    ),
+                    until: Some(at),
+                }
+            }
+            429 => ProviderError::RateLimited {
+                message: format!("{} kept answering 429 (rate limit) to {what} after retries; {}", p.name, p.rate_hint),
+                until: None,
+            },
             408 | 500..=599 => ProviderError::Unavailable(format!("{} answered {status} to {what}: {text}", p.name)),
             _ => ProviderError::Failed(format!("{} answered {status} to {what}: {text}", p.name)),
         }

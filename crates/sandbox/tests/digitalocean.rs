@@ -515,17 +515,34 @@ async fn the_api_wants_the_token_and_counts_requests_against_the_bucket() {
     assert!(wrong.header("ratelimit-remaining").is_some(), "errors carry the headers too");
     let ok = api(&h, "GET", "/v2/apps", None).await;
     assert_eq!(ok.status, 200);
-    assert_eq!(ok.header("ratelimit-limit"), Some("3"));
+    assert_eq!(ok.header("ratelimit-limit"), Some("5000"), "the hourly budget, as DigitalOcean reports it");
     let limited = api(&h, "GET", "/v2/apps", None).await;
-    assert_eq!(limited.status, 429, "the bucket of 3 is empty");
+    assert_eq!(limited.status, 429, "the burst bucket of 3 a minute is empty");
     assert_eq!(limited.json()["id"], "too_many_requests");
     let retry: u64 = limited.header("retry-after").expect("retry-after").parse().unwrap();
     assert!(retry >= 1, "{retry}");
-    assert_eq!(limited.header("ratelimit-remaining"), Some("0"));
-    let reset: u64 = limited.header("ratelimit-reset").unwrap().parse().unwrap();
+    h.stop().await;
+
+    // The hourly budget: spent, a 429 without retry-after; ratelimit-reset says when the
+    // oldest request stops counting, and then a request is taken again.
+    let mut opts = options(vec![AppOptions::image("shop")]);
+    (opts.hourly_limit, opts.hour) = (2, Duration::from_secs(3));
+    let h = DoSandbox::start(opts).await.expect("starts");
+    for _ in 0..2 {
+        assert_eq!(api(&h, "GET", "/v2/apps", None).await.status, 200);
+    }
+    let spent = api(&h, "GET", "/v2/apps", None).await;
+    assert_eq!(spent.status, 429);
+    assert!(spent.header("retry-after").is_none(), "the hourly limit gives no retry-after");
+    assert_eq!(spent.header("ratelimit-remaining"), Some("0"));
+    let reset: u64 = spent.header("ratelimit-reset").unwrap().parse().unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    assert!(reset > now && reset <= now + 61, "{reset} vs {now}");
+    assert!(reset > now && reset <= now + 4, "{reset} vs {now}");
     assert_eq!(h.tokens_left(), 0);
+    until("the oldest request stops counting", Duration::from_secs(6), async || {
+        api(&h, "GET", "/v2/apps", None).await.status == 200
+    })
+    .await;
     h.stop().await;
 }
 

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::client::{Deployment, Step};
 use super::{label, runs, short, Core};
 use crate::providers::logs::excerpt;
-use crate::providers::{Applied, Context, ProviderError, ReleaseRef, Rollout, Waited};
+use crate::providers::{outlast, Applied, Context, ProviderError, ReleaseRef, Rollout, Waited};
 
 /// How often a deployment is read while waited for: each ending is seen within one.
 pub const POLL: Duration = Duration::from_secs(1);
@@ -171,7 +171,8 @@ impl Core {
         let mut phase = String::new();
         let mut seen: Vec<(String, String)> = Vec::new();
         loop {
-            let d = self.client.deployment(app_id, id, &ctx.shutdown).await?;
+            // A read: it outlasts a flaky API, and a spent rate budget, within the deadline.
+            let d = outlast(ctx, "read the deployment", || self.client.deployment(app_id, id, &ctx.shutdown)).await?;
             if d.phase != phase {
                 ctx.progress.log("deployment", &format!("{} is {}", short(id), d.phase));
                 phase = d.phase.clone();

@@ -11,7 +11,7 @@ use hyper::header::HeaderValue;
 use hyper::Method;
 use serde_json::{json, Value};
 
-use super::platform::{bad_request, check_spec, not_found, uuid, Platform, Refused};
+use super::platform::{bad_request, check_spec, not_found, uuid, Platform, Refused, Spent};
 use super::Faults;
 use crate::kit::api::{self as pipeline, Emulator, Gate};
 use crate::kit::{Refusal, TokenRule};
@@ -59,10 +59,13 @@ pub(crate) fn fault_message(status: u16) -> String {
     }
 }
 
-/// A 429 once the token's budget is spent, saying when to come back.
-pub(crate) fn rate_limited(wait: u64) -> Response {
+/// A 429 once a budget is spent: the burst bucket's says when to come back in
+/// `retry-after`; the hourly one's does not (its `ratelimit-reset` does).
+pub(crate) fn rate_limited(spent: Spent) -> Response {
     let mut r = error(429, "too_many_requests", "API Rate limit exceeded.");
-    r.headers_mut().insert("retry-after", HeaderValue::from(wait));
+    if let Spent::Minute(wait) = spent {
+        r.headers_mut().insert("retry-after", HeaderValue::from(wait));
+    }
     r
 }
 
@@ -131,7 +134,7 @@ impl Emulator for AppsApi {
     fn decorate(&self, _request: &Request, response: &mut Response) {
         let p = &self.platform;
         let headers = response.headers_mut();
-        headers.insert("ratelimit-limit", HeaderValue::from(p.rate_limit));
+        headers.insert("ratelimit-limit", HeaderValue::from(p.hourly_limit));
         headers.insert("ratelimit-remaining", HeaderValue::from(p.tokens_left()));
         headers.insert("ratelimit-reset", HeaderValue::from(p.bucket_reset()));
         if let Ok(v) = HeaderValue::from_str(&uuid()) {

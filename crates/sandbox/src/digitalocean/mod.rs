@@ -29,7 +29,7 @@ use platform::Platform;
 
 // DigitalOcean's shared conventions, for the Droplets emulator next door.
 pub(crate) use api::{error, fault_message, page, rate_limited, status_error};
-pub(crate) use platform::{bad_request, now, refuse, uuid, Refused};
+pub(crate) use platform::{bad_request, now, refuse, uuid, Refused, Spent};
 
 /// How long the first deployments may take to come up in `DoSandbox::start`.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -99,6 +99,12 @@ pub struct DoOptions {
     pub second: Duration,
     /// Requests per minute in the token's bucket (DigitalOcean's burst limit: 250).
     pub rate_limit: u32,
+    /// Requests per `hour` (DigitalOcean's 5,000): each counts for an hour from when it
+    /// was made; once the budget is spent, a 429 without `retry-after`, and
+    /// `ratelimit-reset` says when the oldest counted request stops counting.
+    pub hourly_limit: u32,
+    /// How long an "hour" of the hourly limit lasts (shorter in tests).
+    pub hour: Duration,
     pub api_port: u16,
 }
 
@@ -113,6 +119,8 @@ impl Default for DoOptions {
             step_time: Duration::from_millis(300),
             second: Duration::from_secs(1),
             rate_limit: 250,
+            hourly_limit: 5000,
+            hour: Duration::from_secs(3600),
             api_port: 0,
         }
     }

@@ -34,6 +34,15 @@ pub const RUNNING: &str = "RUNNING";
 pub const SUCCESS: &str = "SUCCESS";
 pub const ERROR: &str = "ERROR";
 
+/// Which budget a refused request ran out of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spent {
+    /// The per-minute burst bucket: back in this many seconds.
+    Minute(u64),
+    /// The hourly budget: `ratelimit-reset` says when.
+    Hour,
+}
+
 /// The regions `app_spec.region` allows, with the labels DigitalOcean shows.
 const REGIONS: [(&str, &str, &str, &str); 10] = [
     ("atl", "Atlanta", "north_america", "atl1"),
@@ -511,6 +520,8 @@ pub struct State {
     pub images: Releases,
     pub tokens: f64,
     pub refilled: Option<Instant>,
+    /// When each request of the last hour was made, oldest first.
+    pub this_hour: std::collections::VecDeque<Instant>,
 }
 
 impl State {
@@ -531,6 +542,8 @@ pub struct Platform {
     step_time: Duration,
     second: Duration,
     pub rate_limit: u32,
+    pub hourly_limit: u32,
+    pub hour: Duration,
     /// The API's own base URL, for page links and log URLs.
     pub base: Mutex<String>,
 }
@@ -546,6 +559,8 @@ impl Platform {
             step_time: opts.step_time,
             second: opts.second,
             rate_limit: opts.rate_limit.max(1),
+            hourly_limit: opts.hourly_limit.max(1),
+            hour: opts.hour,
             base: Mutex::new(String::new()),
         }
     }
@@ -576,30 +591,45 @@ impl Platform {
         s.tokens = (s.tokens + since.as_secs_f64() * limit / 60.0).min(limit);
     }
 
-    /// Takes one token from the bucket; Err(seconds until one is back) when empty.
-    pub fn spend_token(&self) -> Result<(), u64> {
+    /// Forgets the requests that stopped counting against the hourly budget.
+    fn expire(&self, s: &mut State) {
+        let now = Instant::now();
+        while s.this_hour.front().is_some_and(|t| now.duration_since(*t) >= self.hour) {
+            s.this_hour.pop_front();
+        }
+    }
+
+    /// Counts one request against both budgets; the refusal says which ran out.
+    pub fn spend_token(&self) -> Result<(), Spent> {
         let mut s = self.lock();
         self.refill(&mut s);
+        self.expire(&mut s);
+        if s.this_hour.len() >= self.hourly_limit as usize {
+            return Err(Spent::Hour);
+        }
         if s.tokens < 1.0 {
             let wait = (1.0 - s.tokens) * 60.0 / self.rate_limit as f64;
-            return Err((wait.ceil() as u64).max(1));
+            return Err(Spent::Minute((wait.ceil() as u64).max(1)));
         }
         s.tokens -= 1.0;
+        s.this_hour.push_back(Instant::now());
         Ok(())
     }
 
+    /// Requests left in the hourly budget, as `ratelimit-remaining` says.
     pub fn tokens_left(&self) -> u64 {
         let mut s = self.lock();
-        self.refill(&mut s);
-        s.tokens.max(0.0) as u64
+        self.expire(&mut s);
+        (self.hourly_limit as u64).saturating_sub(s.this_hour.len() as u64)
     }
 
-    /// The unix time at which the bucket is full again.
+    /// The unix time at which the oldest counted request stops counting (now, when
+    /// none counts): DigitalOcean's `ratelimit-reset`.
     pub fn bucket_reset(&self) -> u64 {
         let mut s = self.lock();
-        self.refill(&mut s);
-        let missing = self.rate_limit as f64 - s.tokens;
-        unix_secs(SystemTime::now()) + (missing * 60.0 / self.rate_limit as f64).ceil() as u64
+        self.expire(&mut s);
+        let until = s.this_hour.front().map_or(Duration::ZERO, |t| self.hour.saturating_sub(t.elapsed()));
+        unix_secs(SystemTime::now() + until) + u64::from(!until.is_zero() && until.subsec_nanos() > 0)
     }
 
     // ----- apps and deployments -----

@@ -11,7 +11,9 @@ use hyper::Method;
 use serde_json::{json, Value};
 
 use super::{Cloud, Droplet, LbTarget, Protocol, State};
-use crate::digitalocean::{bad_request, error, fault_message, page, rate_limited, refuse, status_error, uuid, Refused};
+use crate::digitalocean::{
+    bad_request, error, fault_message, page, rate_limited, refuse, status_error, uuid, Refused, Spent,
+};
 use crate::kit::api::{self as pipeline, Emulator, Gate};
 use crate::kit::{Faults, Refusal, TokenRule};
 use crate::server::{json, text, Request, Response, Server};
@@ -49,7 +51,7 @@ impl Emulator for DropletsApi {
     }
 
     fn precheck(&self, _request: &Request) -> Option<Response> {
-        self.cloud.bucket.spend().err().map(rate_limited)
+        self.cloud.bucket.spend().err().map(|wait| rate_limited(Spent::Minute(wait)))
     }
 
     fn token_rule(&self) -> Option<&TokenRule> {
