@@ -724,6 +724,35 @@ async fn a_balancer_still_applying_a_change_is_asked_again_not_taken_for_a_refus
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balancer_in_status_errored_fails_the_run_at_once_not_after_two_minutes() {
+    let (fleet, api) = droplets(2, LbTarget::ById).await;
+    let inputs = with(with(droplet_inputs(&fleet, &api), "image", "web:v2"), "expect-version", "v2");
+    // Errored before the run: nothing is changed.
+    api.set_lb_status("errored");
+    let ran = Step::main(&inputs).run().await;
+    assert_eq!((ran.code, ran.output("status")), (1, "failed"), "{ran}");
+    assert!(ran.summary.contains("before any change") && ran.summary.contains("status errored"), "{ran}");
+    assert_eq!(running(&fleet), "g1");
+    assert_eq!(writes(&fleet), 0);
+
+    // Errored once the first host is taken out: the wait for it to apply ends at once,
+    // and so does putting the host back (an errored balancer takes no change).
+    api.set_lb_status("active");
+    let step = Step::main(&inputs);
+    let child = step.command().spawn().unwrap();
+    crate::util::eventually(Duration::from_secs(30), "the first take-out", || {
+        api.calls().iter().any(|c| c.method == "DELETE" && c.path.ends_with("/droplets"))
+    })
+    .await;
+    api.set_lb_status("errored");
+    let errored_at = std::time::Instant::now();
+    let ran = step.collect(child).await;
+    assert!(errored_at.elapsed() < Duration::from_secs(20), "at once: {:?}\n{ran}", errored_at.elapsed());
+    assert_eq!(ran.code, 3, "the host could not be put back: {ran}");
+    assert!(ran.summary.contains("status errored"), "{ran}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_terminal_the_key_is_a_flag_whose_value_starts_with_hyphens_and_is_never_echoed() {
     let rig = Rig::start(2, "web:v1").await;
     let mut args = vec!["plan".to_string()];

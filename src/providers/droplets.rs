@@ -126,6 +126,19 @@ fn five_u() -> i64 {
     5
 }
 
+impl Balancer {
+    /// A balancer in status `errored` applies no change: waiting on it is in vain.
+    fn not_errored(&self) -> Result<(), ProviderError> {
+        match self.status.as_str() {
+            "errored" => Err(ProviderError::Failed(format!(
+                "load balancer {} ({}) is in status errored: DigitalOcean could not apply its configuration, so it takes no droplet in or out; fix it in the control panel (or doctl compute load-balancer get {}), then re-run",
+                self.name, self.id, self.id
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct Droplet {
     id: u64,
@@ -251,6 +264,7 @@ impl Droplets {
         let started = tokio::time::Instant::now();
         loop {
             let lb = self.balancer(ctx).await?;
+            lb.not_errored()?;
             if lb.droplet_ids.contains(&id) == listed && matches!(lb.status.as_str(), "active" | "") {
                 return Ok(());
             }
@@ -284,6 +298,7 @@ impl Inventory for Droplets {
 
     async fn layout(&self, ctx: &Context) -> Result<Layout, ProviderError> {
         let lb = self.balancer(ctx).await?;
+        lb.not_errored()?;
         let hc = &lb.health_check;
         let path = match hc.protocol.as_str() {
             "http" => Some(if hc.path.is_empty() { "/".to_string() } else { hc.path.clone() }),

@@ -277,7 +277,7 @@ pub fn lb_json(cloud: &Cloud, s: &State) -> Value {
         "size_unit": 1,
         "size": "lb-small",
         "algorithm": "round_robin",
-        "status": "active",
+        "status": s.status.as_deref().unwrap_or("active"),
         "created_at": cloud.lb_created_at,
         "forwarding_rules": [{
             "entry_protocol": "http",

@@ -137,6 +137,8 @@ struct State {
     lb_droplets: Vec<u64>,
     /// Until when the balancer is still applying the last change.
     busy_until: Option<std::time::Instant>,
+    /// The balancer's status when not `active` (`errored`, `new`).
+    status: Option<String>,
 }
 
 /// What the API and the handle share.
@@ -199,7 +201,8 @@ impl DropletsSandbox {
                 created_at: created_at.clone(),
             })
             .collect();
-        let state = State { lb_droplets: droplets.iter().map(|d| d.id).collect(), droplets, busy_until: None };
+        let state =
+            State { lb_droplets: droplets.iter().map(|d| d.id).collect(), droplets, busy_until: None, status: None };
         let members = match &opts.balancer.by {
             LbTarget::ById => state.droplets.iter().collect::<Vec<_>>(),
             LbTarget::ByTag(tag) => state.droplets.iter().filter(|d| d.spec.tags.contains(tag)).collect(),
@@ -277,6 +280,12 @@ impl DropletsSandbox {
     }
 
     /// The LB as `GET /v2/load_balancers/{id}` shows it (the inner object).
+    /// Sets the balancer's status as the API reports it (`errored`: DigitalOcean could
+    /// not apply its configuration); `active` again with "active".
+    pub fn set_lb_status(&self, status: &str) {
+        self.cloud.lock().status = Some(status.to_string()).filter(|s| s != "active");
+    }
+
     pub fn load_balancer(&self) -> serde_json::Value {
         api::lb_json(&self.cloud, &self.cloud.lock())
     }
