@@ -189,6 +189,10 @@ pub struct HttpClient {
     /// The last retry said in the log, and when: the same failure of the same request
     /// is said once, not at every retry of every attempt a caller makes.
     said: std::sync::Arc<std::sync::Mutex<Option<(String, Instant)>>>,
+    /// For a balancer's check of a backend over TLS, which takes any certificate (a
+    /// droplet's is self-signed more often than not, and balancers do not verify it).
+    /// Made on first use; nothing that carries a secret goes through it.
+    backend: std::sync::Arc<std::sync::OnceLock<reqwest::Client>>,
 }
 
 impl HttpClient {
@@ -200,7 +204,14 @@ impl HttpClient {
             // Redirects could carry an Authorization header to another host.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(HttpClient { client, retry, redactor, rng_seed: None, said: Default::default() })
+        Ok(HttpClient {
+            client,
+            retry,
+            redactor,
+            rng_seed: None,
+            said: Default::default(),
+            backend: Default::default(),
+        })
     }
 
     /// Makes the backoff jitter repeatable, for tests.
@@ -414,7 +425,39 @@ impl HttpClient {
         headers: &[(String, String)],
         timeout: Duration,
     ) -> Result<(u16, Vec<u8>), (TransportFailure, String)> {
-        let mut req = self.client.get(url.clone()).timeout(timeout);
+        self.probe_with(&self.client, url, headers, timeout).await
+    }
+
+    /// One GET as a load balancer checks a backend: over https, any certificate is
+    /// taken, as balancers do. Only for checks of a host's own port through a tunnel.
+    pub async fn probe_backend(
+        &self,
+        url: &url::Url,
+        timeout: Duration,
+    ) -> Result<(u16, Vec<u8>), (TransportFailure, String)> {
+        let client = match self.backend.get() {
+            Some(c) => c,
+            None => {
+                let made = reqwest::Client::builder()
+                    .user_agent(USER_AGENT)
+                    .redirect(reqwest::redirect::Policy::none())
+                    .danger_accept_invalid_certs(true)
+                    .build()
+                    .map_err(|e| (TransportFailure::Tls, e.to_string()))?;
+                self.backend.get_or_init(|| made)
+            }
+        };
+        self.probe_with(client, url, &[], timeout).await
+    }
+
+    async fn probe_with(
+        &self,
+        client: &reqwest::Client,
+        url: &url::Url,
+        headers: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<(u16, Vec<u8>), (TransportFailure, String)> {
+        let mut req = client.get(url.clone()).timeout(timeout);
         for (name, value) in headers {
             req = req.header(name.as_str(), value.as_str());
         }

@@ -16,7 +16,7 @@ use safe_deploy::secret::Redactor;
 use sandbox::app::{HealthMode, ReleaseSpec, Releases};
 use sandbox::droplets::{DropletSpec, DropletsOptions, DropletsSandbox, Faults, LbSpec, LbTarget};
 use sandbox::hosts::{Fleet, FleetOptions};
-use sandbox::kit::balancer::{Balancer, BalancerOptions, Check, Member};
+use sandbox::kit::balancer::{Balancer, BalancerOptions, Check, Member, Protocol};
 use sandbox::kit::traffic::Traffic;
 
 use crate::util::{with, Ran, Step, BIN};
@@ -721,6 +721,55 @@ async fn a_balancer_still_applying_a_change_is_asked_again_not_taken_for_a_refus
     let busy = api.calls().iter().filter(|c| c.method != "GET" && c.status == 403).count();
     assert!(busy > 0, "the balancer was busy at least once: {:?}", api.calls());
     assert_eq!(api.lb_members().len(), 2, "both droplets are back behind the balancer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balancer_that_checks_droplets_over_https_is_checked_the_same_way_on_each_host() {
+    // The app serves traffic on its port and its health over TLS on a second one, which
+    // the balancer checks with HTTPS (a self-signed certificate, as droplets have).
+    let fleet = Fleet::start(FleetOptions {
+        hosts: 2,
+        running: Some("web:g1".into()),
+        releases: releases(),
+        app_command: vec![BIN.into(), "__sandbox-app".into()],
+        runtime_command: vec![BIN.into(), "__sandbox-runtime".into()],
+        tls: true,
+        ..Default::default()
+    })
+    .await
+    .expect("the hosts start");
+    let (port, tls) = (fleet.hosts()[0].app.port(), fleet.hosts()[0].tls.unwrap().port());
+    let api = DropletsSandbox::start(DropletsOptions {
+        token: TOKEN.into(),
+        droplets: DropletSpec::for_hosts(fleet.hosts(), "web"),
+        balancer: LbSpec {
+            name: "web-lb".into(),
+            by: LbTarget::ById,
+            check: Check { protocol: Protocol::Https, port: tls, ..check(port) },
+            target_port: port,
+            entry_port: 80,
+        },
+        ..Default::default()
+    })
+    .await
+    .expect("the droplets API starts");
+    assert_eq!(api.load_balancer()["health_check"]["protocol"], "https");
+    let inputs = with(droplet_inputs(&fleet, &api), "ports", &format!("{port}:{port},{tls}:8443"));
+
+    let ran = Step::main(&with(with(inputs.clone(), "image", "web:v2"), "expect-version", "v2")).run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!(running(&fleet), "v2");
+    assert!(
+        ran.summary.contains(&format!("HTTPS GET /health on port {tls}")),
+        "the check as the balancer makes it: {ran}"
+    );
+    assert_eq!(api.lb_members().len(), 2);
+
+    // A release whose body is wrong passes the balancer's check but not the gate: caught
+    // on the first host and put back there, over the same HTTPS check.
+    let ran = Step::main(&with(with(inputs, "image", "web:broken"), "expect-version", "broken")).run().await;
+    assert_eq!((ran.code, ran.output("status")), (1, "rolled-back"), "{ran}");
+    assert_eq!(running(&fleet), "v2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

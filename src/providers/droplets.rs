@@ -300,14 +300,16 @@ impl Inventory for Droplets {
         let lb = self.balancer(ctx).await?;
         lb.not_errored()?;
         let hc = &lb.health_check;
-        let path = match hc.protocol.as_str() {
-            "http" => Some(if hc.path.is_empty() { "/".to_string() } else { hc.path.clone() }),
-            "tcp" => None,
+        let (path, tls) = match hc.protocol.as_str() {
+            "http" | "" => (Some(if hc.path.is_empty() { "/".to_string() } else { hc.path.clone() }), false),
+            // An http2 check is made over TLS too; the backend's port speaks TLS either way.
+            "https" | "http2" => (Some(if hc.path.is_empty() { "/".to_string() } else { hc.path.clone() }), true),
+            "tcp" => (None, false),
             other => {
                 return Err(ProviderError::NotSupported {
                     provider: "digitalocean-droplets",
                     operation: format!(
-                        "check the app on its droplets as load balancer {} does ({other}): safe-deploy checks droplets over plain HTTP or TCP; give the balancer an http health check",
+                        "check the app on its droplets as load balancer {} does ({other}): safe-deploy checks droplets over HTTP, HTTPS, HTTP/2 or TCP; give the balancer one of those health checks",
                         lb.name
                     ),
                 })
@@ -322,6 +324,7 @@ impl Inventory for Droplets {
         })?;
         let check = Check {
             path,
+            tls,
             port,
             interval: seconds(hc.check_interval_seconds),
             timeout: seconds(hc.response_timeout_seconds),

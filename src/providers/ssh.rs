@@ -140,7 +140,7 @@ fn configure(raw: &RawInputs, _workspace: &Path, p: &mut Problems) -> Option<Arc
     if p.0.len() > before {
         return None;
     }
-    let check = Check { path: Some(path), port: app_port?, interval, timeout, healthy, unhealthy };
+    let check = Check { path: Some(path), tls: false, port: app_port?, interval, timeout, healthy, unhealthy };
     let balancer = "the balancer".to_string();
     let layout = Layout { hosts, check, drain_by_api: false, balancer, app_port: app_port? };
     Some(Arc::new(Settings { layout, options: options? }))

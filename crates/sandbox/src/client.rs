@@ -76,8 +76,33 @@ pub async fn send(
     }
 }
 
+/// `send` over TLS, taking any certificate, as a load balancer checks a backend.
+pub async fn send_tls(
+    addr: SocketAddr,
+    request: hyper::Request<Full<Bytes>>,
+    timeout: Duration,
+) -> Result<Reply, ClientError> {
+    let exchange = async {
+        let stream = TcpStream::connect(addr).await.map_err(|e| fail(Stage::Connect, e))?;
+        let tls = crate::tls::connector().map_err(|e| fail(Stage::Connect, e))?;
+        let stream = tls.connect(crate::tls::server_name(), stream).await.map_err(|e| fail(Stage::Connect, e))?;
+        over(stream, request).await
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(fail(Stage::Timeout, format!("no answer from {addr} within {timeout:?}"))),
+    }
+}
+
 async fn exchange(addr: SocketAddr, request: hyper::Request<Full<Bytes>>) -> Result<Reply, ClientError> {
     let stream = TcpStream::connect(addr).await.map_err(|e| fail(Stage::Connect, e))?;
+    over(stream, request).await
+}
+
+async fn over<IO>(stream: IO, request: hyper::Request<Full<Bytes>>) -> Result<Reply, ClientError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(|e| fail(Stage::Connect, e))?;
     tokio::spawn(conn);
     let response = sender.send_request(request).await.map_err(|e| fail(Stage::BeforeResponse, e))?;

@@ -42,3 +42,4 @@ pub mod heroku;
 pub mod hosts;
 pub mod kit;
 pub mod server;
+pub mod tls;

@@ -151,9 +151,34 @@ where
     serve_screened(addr, |stream| async move { Some(stream) }, handler).await
 }
 
+/// Like `serve`, over TLS with the sandbox's own certificate (`crate::tls`).
+pub async fn serve_tls<F, Fut>(addr: SocketAddr, handler: F) -> std::io::Result<Server>
+where
+    F: Fn(Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response> + Send + 'static,
+{
+    let tls = crate::tls::acceptor()?;
+    listen(addr, |stream| async move { Some(stream) }, Some(tls), handler).await
+}
+
 /// Like `serve`, but every accepted connection first goes through `screen`, which
 /// may keep it (and drop it) before any byte is read.
 pub async fn serve_screened<S, SFut, F, Fut>(addr: SocketAddr, screen: S, handler: F) -> std::io::Result<Server>
+where
+    S: Fn(TcpStream) -> SFut + Send + Sync + 'static,
+    SFut: Future<Output = Option<TcpStream>> + Send + 'static,
+    F: Fn(Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response> + Send + 'static,
+{
+    listen(addr, screen, None, handler).await
+}
+
+async fn listen<S, SFut, F, Fut>(
+    addr: SocketAddr,
+    screen: S,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handler: F,
+) -> std::io::Result<Server>
 where
     S: Fn(TcpStream) -> SFut + Send + Sync + 'static,
     SFut: Future<Output = Option<TcpStream>> + Send + 'static,
@@ -169,7 +194,8 @@ where
     let mut accept_stopped = stopped.clone();
     tokio::spawn(async move {
         let take = |stream: TcpStream| {
-            let connection = serve_connection(stream, screen.clone(), handler.clone(), stopped.clone(), alive.clone());
+            let (screen, handler, tls) = (screen.clone(), handler.clone(), tls.clone());
+            let connection = serve_connection(stream, screen, tls, handler, stopped.clone(), alive.clone());
             tokio::spawn(connection);
         };
         loop {
@@ -197,8 +223,9 @@ const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(500);
 async fn serve_connection<S, SFut, F, Fut>(
     stream: TcpStream,
     screen: Arc<S>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     handler: Arc<F>,
-    mut stopped: watch::Receiver<bool>,
+    stopped: watch::Receiver<bool>,
     _alive: mpsc::Sender<()>,
 ) where
     S: Fn(TcpStream) -> SFut + Send + Sync + 'static,
@@ -207,6 +234,23 @@ async fn serve_connection<S, SFut, F, Fut>(
     Fut: Future<Output = Response> + Send + 'static,
 {
     let Some(stream) = screen(stream).await else { return };
+    match tls {
+        None => answer(stream, handler, stopped).await,
+        Some(tls) => {
+            if let Ok(stream) = tls.accept(stream).await {
+                answer(stream, handler, stopped).await;
+            }
+        }
+    }
+}
+
+/// Answers the requests of one connection, plain or TLS.
+async fn answer<IO, F, Fut>(stream: IO, handler: Arc<F>, mut stopped: watch::Receiver<bool>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    F: Fn(Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response> + Send + 'static,
+{
     let begun = Arc::new(Notify::new());
     let begun_in_service = begun.clone();
     let service = service_fn(move |req: hyper::Request<Incoming>| {

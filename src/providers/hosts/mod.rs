@@ -40,6 +40,10 @@ use ssh::{Forward, Login, Session};
 pub struct Check {
     /// `None`: a TCP check (a connection is enough).
     pub path: Option<String>,
+    /// The HTTP check goes over TLS (the balancer's `https` or `http2` check), taking
+    /// any certificate as a balancer does.
+    #[serde(default)]
+    pub tls: bool,
     pub port: u16,
     pub interval: Duration,
     pub timeout: Duration,
@@ -62,6 +66,7 @@ impl Check {
 
     pub fn describe(&self) -> String {
         let what = match &self.path {
+            Some(p) if self.tls => format!("HTTPS GET {p} on port {}", self.port),
             Some(p) => format!("HTTP GET {p} on port {}", self.port),
             None => format!("TCP on port {}", self.port),
         };
@@ -311,7 +316,10 @@ impl Core {
         let c = self.connect(host).await?;
         let mut url = c.url(check.port).await?;
         url.set_path(check.path.as_deref().unwrap_or("/"));
-        Ok(match self.http.probe(&url, &[], check.timeout).await {
+        if check.tls && check.path.is_some() {
+            let _ = url.set_scheme("https");
+        }
+        Ok(match self.http.probe_backend(&url, check.timeout).await {
             Ok((status, _)) if check.path.is_none() || (200..400).contains(&status) => Ok(()),
             Ok((status, _)) => Err(format!("answered {status}")),
             Err((_, why)) => Err(format!("no answer ({why})")),

@@ -13,7 +13,8 @@ use tokio::sync::{oneshot, watch};
 use super::{answer_with, Drain, HealthMode, ReleaseSpec};
 use crate::server::{serve, text, Request};
 
-const USAGE: &str = "usage: sandbox-app [--listen IP] [--port N] [--version V] [--health ok|wrong-body|error500|hang] \
+const USAGE: &str =
+    "usage: sandbox-app [--listen IP] [--port N] [--tls-port N] [--version V] [--health ok|wrong-body|error500|hang] \
 [--boot-delay-ms N] [--latency-ms N] [--crash-exit-code N] [--release-command [--exit-code N]] [--exit-on-stdin-eof]";
 
 /// How long a stopping app waits for requests in flight before it exits anyway.
@@ -24,6 +25,9 @@ struct Flags {
     /// The address to bind: a host of the hosts rig has its own loopback address.
     listen: IpAddr,
     port: u16,
+    /// A second port serving the same over TLS (the sandbox's own certificate), for
+    /// HTTPS health checks.
+    tls_port: Option<u16>,
     spec: ReleaseSpec,
     crash_exit_code: Option<i32>,
     release_command: bool,
@@ -38,6 +42,7 @@ impl Flags {
         let mut flags = Flags {
             listen: IpAddr::from([127, 0, 0, 1]),
             port: 0,
+            tls_port: None,
             spec: ReleaseSpec { version: "dev".into(), ..Default::default() },
             crash_exit_code: None,
             release_command: false,
@@ -53,6 +58,7 @@ impl Flags {
                     flags.listen = ip.parse().map_err(|_| format!("--listen {ip}: not an IP address"))?;
                 }
                 "--port" => flags.port = number(flag, &value()?)?,
+                "--tls-port" => flags.tls_port = Some(number(flag, &value()?)?),
                 "--version" => flags.spec.version = value()?,
                 "--health" => {
                     let mode = value()?;
@@ -167,6 +173,19 @@ async fn serve_until_stopped(flags: Flags) -> i32 {
         }
     };
     let addr = SocketAddr::new(flags.listen, flags.port);
+    let secure = match flags.tls_port {
+        Some(port) => {
+            let tls_addr = SocketAddr::new(flags.listen, port);
+            match crate::server::serve_tls(tls_addr, handler.clone()).await {
+                Ok(server) => Some(server),
+                Err(e) => {
+                    eprintln!("sandbox-app: cannot listen with TLS on {tls_addr}: {e}; pass another --tls-port");
+                    return 1;
+                }
+            }
+        }
+        None => None,
+    };
     let server = match serve(addr, handler).await {
         Ok(server) => server,
         Err(e) => {
@@ -174,11 +193,17 @@ async fn serve_until_stopped(flags: Flags) -> i32 {
             return 1;
         }
     };
-    say(&format!("listening on {}", server.addr.port()));
+    match &secure {
+        Some(tls) => say(&format!("listening on {}, and with TLS on {}", server.addr.port(), tls.addr.port())),
+        None => say(&format!("listening on {}", server.addr.port())),
+    }
 
     let why = stop_requested.await;
     say(&format!("{why}: no longer accepting, finishing requests in flight"));
     let _ = stopping.send(true);
+    if let Some(tls) = secure {
+        tls.stop();
+    }
     if tokio::time::timeout(DRAIN_LIMIT, server.shutdown()).await.is_err() {
         say("requests still in flight after 30s; exiting anyway");
     }

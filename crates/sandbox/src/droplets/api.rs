@@ -288,7 +288,7 @@ pub fn lb_json(cloud: &Cloud, s: &State) -> Value {
             "tls_passthrough": false,
         }],
         "health_check": {
-            "protocol": match check.protocol { Protocol::Http => "http", Protocol::Tcp => "tcp" },
+            "protocol": match check.protocol { Protocol::Http => "http", Protocol::Https => "https", Protocol::Tcp => "tcp" },
             "port": check.port,
             "path": check.path,
             "check_interval_seconds": seconds(check.interval),

@@ -41,6 +41,9 @@ pub struct FleetOptions {
     pub runtime_command: Vec<OsString>,
     /// Which SSH server each host runs.
     pub backend: Backend,
+    /// The app also serves TLS on a second port (container port 8443), for a
+    /// balancer's HTTPS check.
+    pub tls: bool,
 }
 
 /// Which SSH server the hosts run.
@@ -72,6 +75,7 @@ impl Default for FleetOptions {
             app_command: vec![exe.clone(), "__sandbox-app".into()],
             runtime_command: vec![exe, "__sandbox-runtime".into()],
             backend: Backend::Russh,
+            tls: false,
         }
     }
 }
@@ -83,6 +87,8 @@ pub struct HostInfo {
     pub ssh: SocketAddr,
     /// Where the app answers once a container publishes `app_port`.
     pub app: SocketAddr,
+    /// Where it answers over TLS, when the fleet has a TLS port.
+    pub tls: Option<SocketAddr>,
     /// The SSH user's home and the cwd of every command.
     pub home: PathBuf,
 }
@@ -122,6 +128,10 @@ impl Fleet {
             // Bound and let go: the addresses are this fleet's alone, so the port stays free.
             0 => bind_all(&addrs, 0, &[ssh_port])?[0].local_addr()?.port(),
             port => port,
+        };
+        let tls_port = match options.tls {
+            true => Some(bind_all(&addrs, 0, &[ssh_port, app_port])?[0].local_addr()?.port()),
+            false => None,
         };
 
         let client_key = new_ed25519_key()?;
@@ -168,7 +178,8 @@ impl Fleet {
                 }
             };
             let ssh_addr = SocketAddr::from((*addr, ssh_port));
-            hosts.push(HostInfo { addr: *addr, ssh: ssh_addr, app: SocketAddr::from((*addr, app_port)), home });
+            let (app, tls) = (SocketAddr::from((*addr, app_port)), tls_port.map(|p| SocketAddr::from((*addr, p))));
+            hosts.push(HostInfo { addr: *addr, ssh: ssh_addr, app, tls, home });
             ssh.push(server);
         }
         let user = match options.backend {
@@ -202,7 +213,13 @@ impl Fleet {
         let host = &self.hosts[i];
         let publish = format!("{}:{}", host.app.port(), host.app.port());
         self.docker(i, &["pull", image]).await?;
-        self.docker(i, &["run", "-d", "--name", &self.container, "-p", &publish, image]).await?;
+        let mut run = vec!["run", "-d", "--name", &self.container, "-p", &publish];
+        let secure = host.tls.map(|t| format!("{}:8443", t.port()));
+        if let Some(secure) = &secure {
+            run.extend(["-p", secure]);
+        }
+        run.push(image);
+        self.docker(i, &run).await?;
         let spec = spec_for(&self.releases.lock().unwrap_or_else(|e| e.into_inner()), image);
         if spec.crash_on_start {
             return Ok(());

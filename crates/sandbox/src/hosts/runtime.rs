@@ -18,6 +18,9 @@ use sha2::{Digest, Sha256};
 
 use crate::app::{spec_for, Releases};
 
+/// Container ports the test app serves with TLS, as an app listening on 443 does.
+pub const TLS_PORTS: [u16; 2] = [443, 8443];
+
 /// The state root: one directory per host address under it.
 pub const ENV_DIR: &str = "SANDBOX_RUNTIME_DIR";
 /// A JSON array: the command that runs the test app.
@@ -301,7 +304,12 @@ impl Runtime {
             state.containers.insert(name.clone(), container);
             return fail(125, format!("docker: Error response from daemon: driver failed programming external connectivity on endpoint {name} ({id}): Bind for 0.0.0.0:{host_port} failed: port is already allocated."));
         }
-        let (pid, start_ticks) = self.start_app(&reference, ports.first().map_or(0, |(p, _)| *p), &env, &log)?;
+        // The test app serves plain HTTP on the first published port, and TLS (its own
+        // certificate) on the one published for container port 443 or 8443.
+        let tls = |(_, c): &&(u16, u16)| TLS_PORTS.contains(c);
+        let plain = ports.iter().find(|p| !tls(p)).map_or(0, |(h, _)| *h);
+        let secure = ports.iter().find(tls).map(|(h, _)| *h);
+        let (pid, start_ticks) = self.start_app(&reference, plain, secure, &env, &log)?;
         container.pid = Some(pid);
         container.start_ticks = start_ticks;
         state.containers.insert(name, container);
@@ -314,6 +322,7 @@ impl Runtime {
         &self,
         reference: &str,
         port: u16,
+        tls_port: Option<u16>,
         env: &[(String, String)],
         log: &Path,
     ) -> Result<(u32, Option<u64>), Failure> {
@@ -323,6 +332,9 @@ impl Runtime {
         let spec = spec_for(&self.releases(), reference);
         let mut args: Vec<String> = base.to_vec();
         args.extend(["--listen".into(), self.host.clone(), "--port".into(), port.to_string()]);
+        if let Some(tls) = tls_port {
+            args.extend(["--tls-port".into(), tls.to_string()]);
+        }
         args.extend(["--version".into(), spec.version.clone()]);
         if let Ok(Value::String(health)) = serde_json::to_value(spec.health) {
             args.extend(["--health".into(), health]);

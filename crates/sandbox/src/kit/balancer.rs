@@ -33,6 +33,8 @@ pub const MEMBER_HEADER: &str = "sandbox-lb-member";
 pub enum Protocol {
     /// Passes on an answer 200–399 to `GET path`.
     Http,
+    /// The same over TLS, any certificate taken (a balancer does not verify backends).
+    Https,
     /// Passes when a TCP connection opens.
     Tcp,
 }
@@ -289,9 +291,10 @@ async fn check_loop(inner: std::sync::Weak<Inner>, id: String, first: Duration) 
         drop(strong);
         let outcome = match check.protocol {
             Protocol::Tcp => checks::tcp(addr, check.timeout).await,
-            Protocol::Http => {
+            Protocol::Http | Protocol::Https => {
                 let passes = |status: u16| (200..400).contains(&status);
-                checks::http_passing(addr, "GET", &check.path, &[], check.timeout, passes).await
+                let tls = check.protocol == Protocol::Https;
+                checks::http_passing(addr, "GET", &check.path, &[], check.timeout, tls, passes).await
             }
         };
         let Some(strong) = inner.upgrade() else { return };

@@ -59,20 +59,22 @@ pub async fn http(
     headers: &[(String, String)],
     timeout: Duration,
 ) -> Outcome {
-    http_passing(addr, method, path, headers, timeout, |status| (200..300).contains(&status)).await
+    http_passing(addr, method, path, headers, timeout, false, |status| (200..300).contains(&status)).await
 }
 
 /// An HTTP probe that passes when `passes(status)`: load balancers differ on which
-/// answers count (DigitalOcean's take any 2xx or 3xx).
+/// answers count (DigitalOcean's take any 2xx or 3xx). With `tls`, over TLS taking any
+/// certificate, as a balancer's HTTPS check.
 pub async fn http_passing(
     addr: SocketAddr,
     method: &str,
     path: &str,
     headers: &[(String, String)],
     timeout: Duration,
+    tls: bool,
     passes: impl Fn(u16) -> bool,
 ) -> Outcome {
-    let what = format!("HTTP {method} {path}");
+    let what = format!("{} {method} {path}", if tls { "HTTPS" } else { "HTTP" });
     let mut request = hyper::Request::builder().method(method).uri(path).header("host", addr.to_string());
     for (name, value) in headers {
         request = request.header(name.as_str(), value.as_str());
@@ -84,7 +86,11 @@ pub async fn http_passing(
             return Outcome { passing: false, output };
         }
     };
-    match client::send(addr, request, timeout).await {
+    let sent = match tls {
+        true => client::send_tls(addr, request, timeout).await,
+        false => client::send(addr, request, timeout).await,
+    };
+    match sent {
         Ok(reply) => {
             let body: String = reply.text().chars().take(200).collect();
             let passing = passes(reply.status);
