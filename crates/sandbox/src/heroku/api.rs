@@ -604,7 +604,7 @@ mod tests {
         assert_eq!(newest.headers()["accept-ranges"], "id, started_at");
         assert_eq!(newest.headers()["next-range"], "started_at ]t1..; max=2, order=desc");
         for bad in ["created_at ..; max=5, order=desc", "bogus", "version .."] {
-            let refused = ranged(builds.clone(), Some(bad), BUILD_RANGES).err().expect(bad);
+            let refused = ranged(builds.clone(), Some(bad), BUILD_RANGES).expect_err(bad);
             assert_eq!((refused.status, refused.id), (416, "requested_range_not_satisfiable"), "{bad}");
         }
         assert!(ranged(builds, None, BUILD_RANGES).is_ok(), "no Range: the whole list, by id");
