@@ -150,6 +150,50 @@ fn argv(line: &str) -> Vec<String> {
 }
 
 #[tokio::test]
+async fn a_container_kept_under_another_name_starts_again_as_it_was_and_a_staged_one_listens_on_loopback() {
+    let fleet = fleet(1, None).await;
+    let ssh = connect(&fleet, 0).await;
+    let app = fleet.hosts()[0].app;
+    let port = app.port();
+    std::fs::write(fleet.hosts()[0].home.join("app.env"), "GREETING=kept\n").unwrap();
+    for command in ["docker pull web:v1", "docker pull web:v2"] {
+        assert_eq!(exec(&ssh, command).await.code, Some(0));
+    }
+    let run = format!("docker run -d --name web --restart unless-stopped -p {port}:8080 --env-file app.env web:v1");
+    assert_eq!(exec(&ssh, &run).await.code, Some(0));
+    wait_answering(app).await;
+
+    // Stopped and kept under another name: the name is free, the port too.
+    assert_eq!(exec(&ssh, "docker stop --time 1 web").await.code, Some(0));
+    assert_eq!(exec(&ssh, "docker rename web web-kept").await.code, Some(0));
+    let taken = exec(&ssh, "docker rename web web-kept").await;
+    assert_eq!((taken.code, taken.err.contains("No such container: web")), (Some(1), true), "{taken:?}");
+    let listed = exec(&ssh, &format!("docker ps --all --filter publish={port} --format '{{{{.Names}}}}'")).await;
+    assert_eq!(listed.out, "web-kept\n", "a stopped container still has its port: {listed:?}");
+
+    // Staged on loopback, on a port docker picks: reachable there, not on the host's address.
+    let staged = exec(&ssh, "docker run -d --name web -p 127.0.0.1::8080 web:v2").await;
+    assert_eq!(staged.code, Some(0), "{staged:?}");
+    let published = exec(&ssh, "docker port web 8080/tcp").await;
+    let loopback: std::net::SocketAddr = published.out.trim().parse().expect(&published.out);
+    assert!(loopback.ip().is_loopback() && loopback.port() != port, "{loopback}");
+    wait_answering(loopback).await;
+    assert_eq!(get(loopback, "/version").await, Some((200, "2.0.0".into())));
+    assert!(tokio::net::TcpStream::connect(app).await.is_err(), "nothing on the balancer's port");
+    let all = exec(&ssh, "docker port web").await;
+    assert_eq!(all.out, format!("8080/tcp -> {loopback}\n"));
+
+    // The kept one comes back exactly as it was made: image, port and env file.
+    assert_eq!(exec(&ssh, "docker rm --force web").await.code, Some(0));
+    assert_eq!(exec(&ssh, "docker rename web-kept web").await.code, Some(0));
+    assert_eq!(exec(&ssh, "docker start web").await.code, Some(0));
+    wait_answering(app).await;
+    assert_eq!(get(app, "/version").await, Some((200, "v1".into())));
+    let env = exec(&ssh, "docker inspect --format '{{json .Config.Env}}' web").await;
+    assert_eq!(env.out.trim(), r#"["GREETING=kept"]"#);
+}
+
+#[tokio::test]
 async fn a_deploy_over_ssh_pulls_runs_and_serves_on_the_hosts_address() {
     let fleet = fleet(2, None).await;
     let ssh = connect(&fleet, 0).await;

@@ -1,6 +1,6 @@
 //! A stand-in for the `docker` CLI on one host: the subset a deploy over SSH uses
-//! (pull, image inspect, inspect, run -d, stop, rm, ps, logs, version), with docker's
-//! output and exit codes. A "container" is the sandbox's test app as a detached OS
+//! (pull, image inspect, inspect, run -d, start, stop, rm, rename, port, ps, logs,
+//! version), with docker's output and exit codes. A "container" is the sandbox's test app as a detached OS
 //! process listening on the host's own address; what a host has pulled and runs is a
 //! state file under `$SANDBOX_RUNTIME_DIR/<host-ip>/`, so every invocation (a new
 //! process per SSH command) sees what the previous ones did.
@@ -54,6 +54,10 @@ pub struct Container {
     pub start_ticks: Option<u64>,
     /// (host port, container port) pairs.
     pub ports: Vec<(u16, u16)>,
+    /// The address the ports are published on, when one was given (`-p
+    /// 127.0.0.1::80`): the app listens there instead of on the host's address.
+    #[serde(default)]
+    pub bound_to: Option<String>,
     pub env: Vec<(String, String)>,
     pub restart: Option<String>,
     pub log: PathBuf,
@@ -213,6 +217,9 @@ impl Runtime {
                 return finish(stop(&state, rest));
             }
             "rm" => remove(&mut state, rest),
+            "start" => self.start(&mut state, rest),
+            "rename" => rename(&mut state, rest),
+            "port" => port(&state, rest),
             "ps" => ps(&state, rest),
             "logs" => logs(&state, rest),
             "version" | "--version" => Ok(format!("Docker version 27.0.0-sandbox, build sandbox ({})\n", self.host)),
@@ -271,8 +278,16 @@ impl Runtime {
             return fail(125, format!("docker: Error response from daemon: Conflict. The container name \"/{name}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.", taken.id));
         }
         let mut ports = Vec::new();
+        let mut bound_to = None;
         for (_, mapping) in opts.iter().filter(|(k, _)| k == "-p" || k == "--publish") {
-            ports.push(port_mapping(mapping)?);
+            let (ip, host, container) = port_mapping(mapping)?;
+            // No host port: docker picks a free one on the address given.
+            let host = match host {
+                Some(port) => port,
+                None => free_port(ip.as_deref().unwrap_or(&self.host))?,
+            };
+            bound_to = ip.filter(|ip| ip.starts_with("127.")).or(bound_to);
+            ports.push((host, container));
         }
         let mut env = Vec::new();
         for (flag, value) in &opts {
@@ -292,6 +307,7 @@ impl Runtime {
             pid: None,
             start_ticks: None,
             ports: ports.clone(),
+            bound_to,
             env: env.clone(),
             restart: last(&opts, &["--restart"]),
             log: log.clone(),
@@ -304,16 +320,56 @@ impl Runtime {
             state.containers.insert(name.clone(), container);
             return fail(125, format!("docker: Error response from daemon: driver failed programming external connectivity on endpoint {name} ({id}): Bind for 0.0.0.0:{host_port} failed: port is already allocated."));
         }
-        // The test app serves plain HTTP on the first published port, and TLS (its own
-        // certificate) on the one published for container port 443 or 8443.
-        let tls = |(_, c): &&(u16, u16)| TLS_PORTS.contains(c);
-        let plain = ports.iter().find(|p| !tls(p)).map_or(0, |(h, _)| *h);
-        let secure = ports.iter().find(tls).map(|(h, _)| *h);
-        let (pid, start_ticks) = self.start_app(&reference, plain, secure, &env, &log)?;
-        container.pid = Some(pid);
-        container.start_ticks = start_ticks;
+        self.launch(&mut container)?;
         state.containers.insert(name, container);
         Ok(format!("{id}\n"))
+    }
+
+    /// Starts the container's app: plain HTTP on the first published port, and TLS
+    /// (its own certificate) on the one published for container port 443 or 8443.
+    fn launch(&self, c: &mut Container) -> Result<(), Failure> {
+        let tls = |(_, port): &&(u16, u16)| TLS_PORTS.contains(port);
+        let plain = c.ports.iter().find(|p| !tls(p)).map_or(0, |(h, _)| *h);
+        let secure = c.ports.iter().find(tls).map(|(h, _)| *h);
+        let listen = c.bound_to.clone().unwrap_or_else(|| self.host.clone());
+        let (pid, start_ticks) = self.start_app(&c.image_ref, &listen, plain, secure, &c.env, &c.log)?;
+        c.pid = Some(pid);
+        c.start_ticks = start_ticks;
+        Ok(())
+    }
+
+    /// `docker start NAME`: a stopped container runs again as it was made.
+    fn start(&self, state: &mut HostState, args: &[String]) -> Outcome {
+        let (_, names) = parse(args, &[], &["-a", "--attach", "-i", "--interactive"])?;
+        let (mut out, mut errors) = (String::new(), Vec::new());
+        for name in &names {
+            let Some(key) = find(state, name).map(|c| c.name.clone()) else {
+                errors.push(format!("Error response from daemon: No such container: {name}"));
+                continue;
+            };
+            let taken: Vec<u16> = state
+                .containers
+                .values()
+                .filter(|c| c.name != key && c.is_running())
+                .flat_map(|c| c.ports.iter().map(|(h, _)| *h))
+                .collect();
+            let c = state.containers.get_mut(&key).expect("found above");
+            if !c.is_running() {
+                if let Some(port) = c.ports.iter().map(|(h, _)| *h).find(|p| taken.contains(p)) {
+                    errors.push(format!("Error response from daemon: driver failed programming external connectivity on endpoint {key}: Bind for 0.0.0.0:{port} failed: port is already allocated"));
+                    continue;
+                }
+                if let Err(Failure(_, message)) = self.launch(c) {
+                    errors.push(message);
+                    continue;
+                }
+            }
+            out.push_str(&format!("{name}\n"));
+        }
+        if names.is_empty() {
+            return fail(1, "\"docker start\" requires at least 1 argument.");
+        }
+        each_named(out, errors)
     }
 
     /// Starts the app in its own process group with no terminal and its output in
@@ -321,6 +377,7 @@ impl Runtime {
     fn start_app(
         &self,
         reference: &str,
+        listen: &str,
         port: u16,
         tls_port: Option<u16>,
         env: &[(String, String)],
@@ -331,7 +388,7 @@ impl Runtime {
         };
         let spec = spec_for(&self.releases(), reference);
         let mut args: Vec<String> = base.to_vec();
-        args.extend(["--listen".into(), self.host.clone(), "--port".into(), port.to_string()]);
+        args.extend(["--listen".into(), listen.to_string(), "--port".into(), port.to_string()]);
         if let Some(tls) = tls_port {
             args.extend(["--tls-port".into(), tls.to_string()]);
         }
@@ -423,17 +480,71 @@ fn resolve_image(state: &HostState, image: &str) -> Option<String> {
     state.images.iter().find(|(_, id)| id["sha256:".len()..].starts_with(hex)).map(|(r, _)| r.clone())
 }
 
-fn port_mapping(mapping: &str) -> Result<(u16, u16), Failure> {
+/// `HOSTPORT:CONTAINERPORT`, `IP:HOSTPORT:CONTAINERPORT` or `IP::CONTAINERPORT` (a free
+/// host port on IP): the IP when given, the host port when given, the container port.
+fn port_mapping(mapping: &str) -> Result<(Option<String>, Option<u16>, u16), Failure> {
     let parts: Vec<&str> = mapping.split(':').collect();
-    // HOSTPORT:CONTAINERPORT, or IP:HOSTPORT:CONTAINERPORT; the IP is the host's own here.
-    let (host, container) = match parts.as_slice() {
-        [host, container] | [_, host, container] => (*host, *container),
+    let (ip, host, container) = match parts.as_slice() {
+        [host, container] => (None, *host, *container),
+        [ip, host, container] => (Some(ip.to_string()), *host, *container),
         _ => return fail(125, format!("docker: invalid publish spec {mapping}: use HOSTPORT:CONTAINERPORT")),
     };
     let container = container.split('/').next().unwrap_or(container);
-    match (host.parse(), container.parse()) {
-        (Ok(h), Ok(c)) => Ok((h, c)),
-        _ => fail(125, format!("docker: invalid containerPort or hostPort in {mapping}")),
+    let host = match host {
+        "" if ip.is_some() => None,
+        text => Some(text.parse().or_else(|_| fail(125, format!("docker: invalid hostPort in {mapping}")))?),
+    };
+    match container.parse() {
+        Ok(c) => Ok((ip, host, c)),
+        _ => fail(125, format!("docker: invalid containerPort in {mapping}")),
+    }
+}
+
+/// A port free on `ip` now, as docker picks one for `-p IP::PORT`.
+fn free_port(ip: &str) -> Result<u16, Failure> {
+    std::net::TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .or_else(|e| fail(125, format!("docker: Error response from daemon: cannot publish on {ip}: {e}")))
+}
+
+/// `docker rename OLD NEW`.
+fn rename(state: &mut HostState, args: &[String]) -> Outcome {
+    let (_, names) = parse(args, &[], &[])?;
+    let [old, new] = names.as_slice() else {
+        return fail(1, "\"docker rename\" requires exactly 2 arguments.");
+    };
+    let Some(key) = find(state, old).map(|c| c.name.clone()) else {
+        return fail(1, format!("Error response from daemon: No such container: {old}"));
+    };
+    if let Some(taken) = state.containers.get(new) {
+        return fail(1, format!("Error response from daemon: Conflict. The container name \"/{new}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.", taken.id));
+    }
+    let mut c = state.containers.remove(&key).expect("found above");
+    c.name = new.clone();
+    state.containers.insert(new.clone(), c);
+    Ok(String::new())
+}
+
+/// `docker port NAME [PORT[/tcp]]`: where the container's ports are published.
+fn port(state: &HostState, args: &[String]) -> Outcome {
+    let (_, operands) = parse(args, &[], &[])?;
+    let Some(c) = operands.first().and_then(|name| find(state, name)) else {
+        return fail(
+            1,
+            format!("Error response from daemon: No such container: {}", operands.first().map_or("", |s| s)),
+        );
+    };
+    let ip = c.bound_to.clone().unwrap_or_else(|| "0.0.0.0".into());
+    match operands.get(1) {
+        Some(wanted) => {
+            let wanted: u16 = wanted.split('/').next().unwrap_or_default().parse().unwrap_or(0);
+            match c.ports.iter().find(|(_, container)| *container == wanted) {
+                Some((host, _)) => Ok(format!("{ip}:{host}\n")),
+                None => fail(1, format!("Error: No public port '{wanted}/tcp' published for {}", c.name)),
+            }
+        }
+        None => Ok(c.ports.iter().map(|(host, container)| format!("{container}/tcp -> {ip}:{host}\n")).collect()),
     }
 }
 
@@ -671,7 +782,21 @@ fn ps(state: &HostState, args: &[String]) -> Outcome {
         (false, None) => format!("{:<14}{:<40}{:<12}{:<24}{}\n", "CONTAINER ID", "IMAGE", "STATUS", "PORTS", "NAMES"),
         _ => String::new(),
     };
-    for c in state.containers.values().filter(|c| all || c.is_running()) {
+    // Filters as docker takes them: `publish=PORT` (a published host port), `name=TEXT`
+    // (part of the name).
+    let filters: Vec<(String, String)> = opts
+        .iter()
+        .filter(|(k, _)| k == "-f" || k == "--filter")
+        .filter_map(|(_, v)| v.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect();
+    let matches = |c: &Container| {
+        filters.iter().all(|(k, v)| match k.as_str() {
+            "publish" => c.ports.iter().any(|(h, _)| v.split('/').next() == Some(&h.to_string())),
+            "name" => c.name.contains(v.as_str()),
+            _ => true,
+        })
+    };
+    for c in state.containers.values().filter(|c| (all || c.is_running()) && matches(c)) {
         let view = container_json(c);
         let short = &c.id[..12.min(c.id.len())];
         let ports: Vec<String> = c.ports.iter().map(|(h, p)| format!("0.0.0.0:{h}->{p}/tcp")).collect();
@@ -785,7 +910,9 @@ mod tests {
         assert_eq!(operands, ["web:v1"]);
         let Err(Failure(code, message)) = parse(&strings("--bogus x"), &[], &[]) else { panic!("accepted") };
         assert_eq!((code, message.starts_with("unknown flag: --bogus")), (125, true));
-        assert_eq!(port_mapping("127.0.0.1:8080:80/tcp").ok(), Some((8080, 80)));
+        assert_eq!(port_mapping("127.0.0.1:8080:80/tcp").ok(), Some((Some("127.0.0.1".into()), Some(8080), 80)));
+        assert_eq!(port_mapping("127.0.0.1::80").ok(), Some((Some("127.0.0.1".into()), None, 80)));
+        assert_eq!(port_mapping("8080:80").ok(), Some((None, Some(8080), 80)));
     }
 
     #[test]
