@@ -18,8 +18,8 @@ use crate::config::{human, Command, Config};
 use crate::github::{Entry, Ledger, Record};
 use crate::health::{names_version, Gate, GateResult, Probe, VersionCheck};
 use crate::providers::{
-    outlast, Context, Event, Instance, Progress, Provider, ProviderError, ReleaseRef, Route, Severity, Snapshot,
-    Source, Target, Waited,
+    outlast, Context, Ending, Event, Instance, Progress, Provider, ProviderError, ReleaseRef, Route, Severity,
+    Snapshot, Source, Target, Waited,
 };
 use crate::report::{DeploymentRecord, Outcome, Phase, PhaseResult, Report, RollbackInfo};
 use crate::runner::Runner;
@@ -210,8 +210,9 @@ impl Engine<'_> {
     /// `finish` runs, and the GitHub deployment gets the status the report says.
     pub async fn run(&self) -> Report {
         let mut report = self.run_steps().await;
+        let ending = ending(&report);
         self.read_end_state(&mut report).await;
-        report.warnings.extend(self.provider.finish().await);
+        report.warnings.extend(self.provider.finish(ending).await);
         report.api_calls = self.provider.api_calls();
         // A cancelled run's deployment is finished by the post step, after its rollback.
         if report.outcome != Outcome::Cancelled {
@@ -444,7 +445,8 @@ impl Engine<'_> {
                 1 => format!("roll out {}: {}", target.label(), rollout.describe(i)),
                 n => format!("roll out {}, batch {} of {n}: {}", target.label(), i + 1, rollout.describe(i)),
             };
-            let applied = rollout.apply(i, &ctx);
+            let gated = self.config.batch_gate.gates(i, batches) && self.provider.capabilities().single_instances;
+            let applied = rollout.apply(i, gated, &ctx);
             let applied = self.phase(&mut report, run_start, &what, Some(ctx.deadline), applied).await;
             report.changed = rollout.changed();
             let applied = match applied {
@@ -508,7 +510,7 @@ impl Engine<'_> {
                 }
             }
             made = Some(applied.release.clone());
-            if self.config.batch_gate.gates(i, batches) && self.provider.capabilities().single_instances {
+            if gated {
                 let gating = Instant::now();
                 let gated = self.gate_instances(&mut report, run_start, i, &applied.instances, &target).await;
                 ctx.deadline += gating.elapsed();
@@ -904,7 +906,7 @@ impl Engine<'_> {
     /// Returns `None` when there is nothing to do.
     pub async fn post(&self, saved: &Saved) -> Option<Report> {
         let mut report = self.post_steps(saved).await;
-        let unfinished = self.provider.finish().await;
+        let unfinished = self.provider.finish(report.as_ref().map_or(Ending::Over, ending)).await;
         if let Some(r) = &mut report {
             r.warnings.extend(unfinished);
         }
@@ -989,6 +991,18 @@ impl Engine<'_> {
         let mut report = self.restore(report, run_start, snapshot, why).await;
         report.duration = run_start.elapsed();
         Some(report)
+    }
+}
+
+/// How the run ended, for the provider's `finish`: proved live, over, or with a
+/// release for the post step to put back (cancelled mid-change, or a rollback that
+/// did not bring everything back: it left no live release it could name).
+fn ending(report: &Report) -> Ending {
+    match report.outcome {
+        Outcome::Deployed => Ending::Deployed,
+        Outcome::Cancelled if report.changed => Ending::Unfinished,
+        Outcome::RollbackFailed if report.live.is_none() => Ending::Unfinished,
+        _ => Ending::Over,
     }
 }
 

@@ -103,11 +103,11 @@ fn running(fleet: &Fleet) -> String {
 }
 
 /// The runtime calls on host `i` that change its container.
-fn changes(fleet: &Fleet, i: usize) -> Vec<String> {
+pub(crate) fn changes(fleet: &Fleet, i: usize) -> Vec<String> {
     fleet
         .runtime_calls(i)
         .into_iter()
-        .filter(|c| c.get(1).is_some_and(|verb| ["stop", "rm", "run"].contains(&verb.as_str())))
+        .filter(|c| c.get(1).is_some_and(|verb| ["stop", "rm", "run", "rename", "start"].contains(&verb.as_str())))
         .map(|c| c[1..].join(" "))
         .collect()
 }
@@ -397,17 +397,24 @@ async fn four_hosts_change_one_at_a_time_with_no_request_failing() {
     assert!(total > 20, "traffic flowed during the deploy: {total}");
     assert_eq!(failed, 0, "no request failed through the balancer ({failed} of {total})");
     assert_eq!(ran.output("status"), "deployed", "{ran}");
-    for i in 0..4 {
+    let port = rig.fleet.hosts()[0].app.port();
+    let run = format!("run --detach --name web --restart unless-stopped --publish {port}:{port} web:v2");
+    let kept = changes(&rig.fleet, 0)[1].trim_start_matches("rename web ").to_string();
+    assert!(kept.starts_with("web-before-"), "{kept}");
+    // The first host, gated alone: started on its loopback, gated there, then on the
+    // balancer's port; the old container kept aside until the release was proved.
+    let first = changes(&rig.fleet, 0);
+    assert_eq!(first.len(), 7, "{first:?}");
+    assert_eq!(first[..2], ["stop --time 5 web".to_string(), format!("rename web {kept}")]);
+    assert!(first[2].contains("--publish 127.0.0.1::") && first[2].ends_with("web:v2"), "{first:?}");
+    assert_eq!(
+        first[3..],
+        ["stop --time 5 web".into(), "rm --force web".into(), run.clone(), format!("rm --force {kept}")]
+    );
+    for i in 1..4 {
         assert_eq!(
             changes(&rig.fleet, i),
-            [
-                "stop --time 5 web",
-                "rm --force web",
-                &format!(
-                    "run --detach --name web --restart unless-stopped --publish {0}:{0} web:v2",
-                    rig.fleet.hosts()[0].app.port()
-                )
-            ],
+            ["stop --time 5 web".into(), format!("rename web {kept}"), run.clone(), format!("rm --force {kept}")],
             "host {i} was swapped once, gracefully"
         );
     }
@@ -421,14 +428,77 @@ async fn a_release_that_fails_on_the_first_host_is_put_back_there_and_the_second
     let rig = Rig::start(2, "web:v1").await;
     let traffic = Traffic::start(format!("{}/", rig.balancer.url()));
     let ran = Step::main(&rig.deploy("broken")).run().await;
+    let answered = traffic.bodies();
     let (total, failed) = traffic.stop().await;
     assert_eq!(ran.code, 1, "{ran}");
     assert_eq!(ran.output("status"), "rolled-back", "{ran}");
     assert_eq!(running(&rig.fleet), "v1");
     assert!(changes(&rig.fleet, 1).is_empty(), "host 2 never changed: {:?}", changes(&rig.fleet, 1));
-    assert_eq!(changes(&rig.fleet, 0).len(), 6, "host 1 swapped to broken and back: {:?}", changes(&rig.fleet, 0));
+    // Host 1: the old container kept aside, the broken one gated on the host's loopback
+    // (never on the balancer's port), then the old one back as it was.
+    let calls = changes(&rig.fleet, 0);
+    assert_eq!(calls.len(), 6, "{calls:?}");
+    assert!(calls[0].starts_with("stop") && calls[1].starts_with("rename web web-before-"), "{calls:?}");
+    assert!(calls[2].contains("--publish 127.0.0.1::") && calls[2].ends_with("web:broken"), "{calls:?}");
+    assert!(calls[3] == "rm --force web" && calls[4].starts_with("rename web-before-") && calls[5] == "start web");
     assert_eq!(failed, 0, "no request failed through the balancer ({failed} of {total})");
+    // The drain-switch gap: the broken release never answered a request of the traffic.
+    assert!(answered.keys().all(|b| !b.contains("broken")), "{answered:?}");
     assert!(lock_is_free(&rig.fleet));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_env_file_missing_on_a_host_stops_the_deploy_before_any_host_changes() {
+    let rig = Rig::start(2, "web:v1").await;
+    // The env file is on host 1 only.
+    std::fs::write(rig.fleet.hosts()[0].home.join("app.env"), "ROLE=web\n").unwrap();
+    let ran = Step::main(&with(rig.deploy("v2"), "env-file", "app.env")).run().await;
+    assert_eq!((ran.code, ran.output("status")), (1, "failed"), "{ran}");
+    let host2 = rig.fleet.hosts()[1].addr.to_string();
+    assert_says(&ran, &["before any change", &format!("{host2}: the env file app.env is not there")]);
+    assert_eq!(writes(&rig.fleet), 0, "no host was touched");
+    assert_eq!(running(&rig.fleet), "v1");
+    assert!(lock_is_free(&rig.fleet));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_is_put_back_exactly_as_it_was_its_own_env_and_options_not_this_runs() {
+    let rig = Rig::start(2, "web:v1").await;
+    let port = rig.fleet.hosts()[0].app.port();
+    // Each host runs v1 with settings of its own: an env file this run does not name, a
+    // restart policy it does not use.
+    for (i, host) in rig.fleet.hosts().iter().enumerate() {
+        std::fs::write(host.home.join("own.env"), "ROLE=original\n").unwrap();
+        std::fs::write(host.home.join("new.env"), "ROLE=new\n").unwrap();
+        rig.fleet.docker(i, &["rm", "--force", "web"]).await.unwrap();
+        let publish = format!("{port}:{port}");
+        let run =
+            ["run", "-d", "--name", "web", "--restart", "always", "-p", &publish, "--env-file", "own.env", "web:v1"];
+        rig.fleet.docker(i, &run).await.unwrap();
+    }
+    assert!(rig.balancer.wait_healthy(&["h1", "h2"], Duration::from_secs(10)).await);
+    let inputs = with(rig.deploy("broken"), "env-file", "new.env");
+    let ran = Step::main(&inputs).run().await;
+    assert_eq!((ran.code, ran.output("status")), (1, "rolled-back"), "{ran}");
+    let state = sandbox::hosts::runtime::read_state(&rig.fleet.host_dir(0));
+    let web = &state.containers["web"];
+    assert_eq!(web.image_ref, "web:v1");
+    assert_eq!(web.env, [("ROLE".to_string(), "original".to_string())], "its own env, not this run's");
+    assert_eq!(web.restart.as_deref(), Some("always"), "its own restart policy");
+    assert!(web.is_running());
+    assert_eq!(state.containers.len(), 1, "nothing left aside: {:?}", state.containers.keys().collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balancer_check_the_live_release_fails_stops_the_deploy_before_any_change() {
+    let rig = Rig::start(2, "web:v1").await;
+    // A check path the live release does not have (the balancer is told /health; the
+    // input says /healthz): every new container would fail it too.
+    let ran = Step::main(&with(rig.deploy("v2"), "lb-check-path", "/healthz")).run().await;
+    assert_eq!((ran.code, ran.output("status")), (1, "failed"), "not 3, not 'stopped answering': {ran}");
+    assert_says(&ran, &["before any change", "already fails on", "which runs the live release", "404"]);
+    assert!(!ran.summary.contains("stopped answering"), "{ran}");
+    assert_eq!(writes(&rig.fleet), 0, "no host was touched");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -441,8 +511,12 @@ async fn a_failure_on_host_three_of_four_puts_back_three_then_two_then_one() {
         // from the third swap on, by switching the release while host 3 starts.
         let step = Step::main(&inputs);
         let child = step.command().spawn().unwrap();
-        crate::util::eventually(Duration::from_secs(30), "hosts 1 and 2 run v2", || {
-            rig.fleet.running(0).as_deref() == Some("web:v2") && rig.fleet.running(1).as_deref() == Some("web:v2")
+        // Host 2 is through once v2 runs there on the balancer's port (after its gate on
+        // the host's loopback).
+        let on_its_port =
+            |i: usize| changes(&rig.fleet, i).iter().any(|c| c.starts_with("run") && !c.contains("127.0.0.1::"));
+        crate::util::eventually(Duration::from_secs(30), "hosts 1 and 2 run v2 on the balancer's port", || {
+            on_its_port(0) && on_its_port(1) && rig.fleet.running(1).as_deref() == Some("web:v2")
         })
         .await;
         rig.fleet

@@ -112,12 +112,7 @@ impl RealRig {
 
     /// The runtime calls on host `i` that change its container.
     fn changes(&self, i: usize) -> Vec<String> {
-        self.fleet
-            .runtime_calls(i)
-            .into_iter()
-            .filter(|c| c.get(1).is_some_and(|verb| ["stop", "rm", "run"].contains(&verb.as_str())))
-            .map(|c| c[1..].join(" "))
-            .collect()
+        crate::hosts::changes(&self.fleet, i)
     }
 
     /// Everything worth reading when a run on the real rig goes wrong.
@@ -136,16 +131,24 @@ async fn a_deploy_through_haproxy_loses_no_request(hosts: usize) {
     assert!(total > 20, "traffic flowed during the deploy: {total}");
     assert_eq!(failed, 0, "{failed} of {total} requests failed through haproxy\n{}", rig.story(&ran));
     let port = rig.fleet.hosts()[0].app.port();
+    let run = format!("run --detach --name web --restart unless-stopped --publish {port}:{port} web:v2");
+    let kept = rig.changes(0)[1].trim_start_matches("rename web ").to_string();
+    // The first host was gated on its loopback (through sshd's own forwarding), then
+    // started on the port haproxy checks; the others were swapped once.
+    let first = rig.changes(0);
+    assert!(
+        first[2].contains("--publish 127.0.0.1::") && first[3..5] == ["stop --time 5 web", "rm --force web"],
+        "{first:?}"
+    );
+    assert_eq!(first[5..], [run.clone(), format!("rm --force {kept}")], "{first:?}");
     for i in 0..hosts {
-        assert_eq!(
-            rig.changes(i),
-            [
-                "stop --time 5 web".to_string(),
-                "rm --force web".into(),
-                format!("run --detach --name web --restart unless-stopped --publish {port}:{port} web:v2")
-            ],
-            "host {i} was swapped once"
-        );
+        if i > 0 {
+            assert_eq!(
+                rig.changes(i),
+                ["stop --time 5 web".into(), format!("rename web {kept}"), run.clone(), format!("rm --force {kept}")],
+                "host {i} was swapped once"
+            );
+        }
         assert!(!rig.fleet.hosts()[i].home.join(".safe-deploy/locks/web").exists(), "host {i}'s lock was given back");
     }
     let servers = rig.lb.servers().unwrap();
@@ -171,7 +174,8 @@ async fn a_release_failing_on_the_first_sshd_host_is_put_back_there_and_the_seco
     assert_eq!(rig.running(), ["v1", "v1"]);
     assert!(rig.changes(1).is_empty(), "host 2 never changed: {:?}", rig.changes(1));
     let changed = rig.changes(0);
-    assert_eq!(changed.len(), 6, "host 1 swapped to broken and back: {changed:?}");
-    assert!(changed[2].ends_with(" web:broken") && changed[5].ends_with(" web:v1"), "{changed:?}");
+    assert_eq!(changed.len(), 6, "host 1 gated broken on its loopback, then had its own container back: {changed:?}");
+    assert!(changed[2].contains("127.0.0.1::") && changed[2].ends_with(" web:broken"), "{changed:?}");
+    assert!(changed[4].starts_with("rename web-before-") && changed[5] == "start web", "{changed:?}");
     assert_eq!(failed, 0, "{failed} of {total} requests failed through haproxy\n{}", rig.story(&ran));
 }

@@ -263,7 +263,7 @@ pub async fn restore_twice_does_no_harm(h: &dyn Harness) {
     let live = ok(provider.snapshot(&ctx).await);
     let target = h.target(&good);
     let mut rollout: Box<dyn Rollout> = ok(provider.prepare(&live, &target, &ctx).await);
-    ok(rollout.apply(0, &ctx).await);
+    ok(rollout.apply(0, false, &ctx).await);
     ok(rollout.wait(0, &ctx).await);
     assert!(rollout.changed());
     assert!(!ok(provider.in_effect(&live, &ctx).await), "a batch changed: the snapshot is not in effect");
@@ -272,7 +272,7 @@ pub async fn restore_twice_does_no_harm(h: &dyn Harness) {
     let writes = h.writes();
     let second = ok(provider.restore(&live, &ctx).await);
     assert_eq!(h.writes(), writes, "the second restore changed nothing");
-    provider.finish().await;
+    provider.finish(crate::providers::Ending::Over).await;
     assert_eq!(first, second);
     assert_eq!(h.says(&first.label), before);
     assert_eq!(h.running(), before);

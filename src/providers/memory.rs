@@ -243,7 +243,7 @@ impl Rollout for MemoryRollout {
         format!("instances {:?} of {}", self.batches[batch], self.previous.len())
     }
 
-    async fn apply(&mut self, batch: usize, ctx: &Context) -> Result<Applied, ProviderError> {
+    async fn apply(&mut self, batch: usize, _gated: bool, ctx: &Context) -> Result<Applied, ProviderError> {
         ctx.check_cancelled()?;
         let ids = self.batches[batch].clone();
         let n = self.batches.len();

@@ -247,8 +247,11 @@ pub trait Rollout: Send + Sync {
     /// One line for batch `i`, e.g. "machine 1234 (1 of 3)".
     fn describe(&self, batch: usize) -> String;
 
-    /// Changes batch `batch`. On error, `changed()` says whether anything changed.
-    async fn apply(&mut self, batch: usize, ctx: &Context) -> Result<Applied, ProviderError>;
+    /// Changes batch `batch`. `gated`: the engine gates the batch's instances alone
+    /// before `admit`, so where the platform would send them traffic on its own, they
+    /// start where it does not (a host's loopback). On error, `changed()` says whether
+    /// anything changed.
+    async fn apply(&mut self, batch: usize, gated: bool, ctx: &Context) -> Result<Applied, ProviderError>;
 
     /// Waits until the platform reports batch `batch` up, refused, or rolled back.
     async fn wait(&mut self, batch: usize, ctx: &Context) -> Result<Waited, ProviderError>;
@@ -310,9 +313,10 @@ pub trait Provider: Send + Sync {
         Ok(None)
     }
 
-    /// Runs at the end of every run, whatever happened: gives back leases and the like.
-    /// Returns what it could not clean up, for the summary.
-    async fn finish(&self) -> Vec<String> {
+    /// Runs at the end of every run, whatever happened, told how it ended: gives back
+    /// leases and the like, and clears what a rollback would have needed once none can
+    /// be. Returns what it could not clean up, or what it leaves, for the summary.
+    async fn finish(&self, _ending: Ending) -> Vec<String> {
         Vec::new()
     }
 
@@ -325,6 +329,18 @@ pub trait Provider: Send + Sync {
 // Every provider must work behind `dyn Provider`, and every roll-out behind `dyn Rollout`.
 const _: Option<&dyn Provider> = None;
 const _: Option<&dyn Rollout> = None;
+
+/// How a run ended, as `Provider::finish` is told it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The new release is live and proved: nothing is left to put back.
+    Deployed,
+    /// The run is over and nothing is left for a post step (nothing changed, the
+    /// recorded release is back, or a failure was left as `rollback: false` says).
+    Over,
+    /// A post step (or `safe-deploy post`) has the recorded release to put back.
+    Unfinished,
+}
 
 /// What every provider call gets: a deadline, the shutdown handle and where progress goes.
 #[derive(Clone)]

@@ -28,7 +28,7 @@ use self::settings::Settings;
 use self::spec::{ImageRef, Readiness};
 use super::registry::Registration;
 use super::{
-    Artifact, Capabilities, Context, Finding, Plan, PlannedBatch, Provider, ProviderError, ReleaseRef, Rollout,
+    Artifact, Capabilities, Context, Ending, Finding, Plan, PlannedBatch, Provider, ProviderError, ReleaseRef, Rollout,
     Severity, Snapshot, Source, Target,
 };
 use crate::http::HttpClient;
@@ -644,7 +644,7 @@ impl Provider for DoProvider {
         Ok(rollback_targets(&newest_first, &active))
     }
 
-    async fn finish(&self) -> Vec<String> {
+    async fn finish(&self, _ending: Ending) -> Vec<String> {
         std::mem::take(&mut *self.core.notes.lock().unwrap_or_else(|p| p.into_inner()))
     }
 

@@ -362,7 +362,7 @@ impl Rollout for DoRollout {
         }
     }
 
-    async fn apply(&mut self, _batch: usize, ctx: &Context) -> Result<Applied, ProviderError> {
+    async fn apply(&mut self, _batch: usize, _gated: bool, ctx: &Context) -> Result<Applied, ProviderError> {
         // A signal that came before the first write stops here, with nothing changed.
         ctx.check_cancelled()?;
         let core = self.core.clone();

@@ -35,8 +35,8 @@ use self::rollout::{FlyRollout, Recorded};
 use self::settings::{Settings, Strategy, STRATEGIES};
 use super::registry::Registration;
 use super::{
-    release_of, Capabilities, Context, Finding, Plan, Provider, ProviderError, ReleaseRef, Rollout, Severity, Snapshot,
-    Target,
+    release_of, Capabilities, Context, Ending, Finding, Plan, Provider, ProviderError, ReleaseRef, Rollout, Severity,
+    Snapshot, Target,
 };
 use crate::http::HttpClient;
 
@@ -330,7 +330,7 @@ impl Provider for FlyProvider {
         })
     }
 
-    async fn finish(&self) -> Vec<String> {
+    async fn finish(&self, _ending: Ending) -> Vec<String> {
         self.core.leases.release_all(&self.core.client).await
     }
 

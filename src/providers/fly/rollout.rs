@@ -564,7 +564,7 @@ impl Rollout for FlyRollout {
         }
     }
 
-    async fn apply(&mut self, batch: usize, ctx: &Context) -> Result<Applied, ProviderError> {
+    async fn apply(&mut self, batch: usize, _gated: bool, ctx: &Context) -> Result<Applied, ProviderError> {
         ctx.check_cancelled()?;
         match self.steps[batch].clone() {
             Step::Update(ix) => {

@@ -3,13 +3,18 @@
 //! health check come from differs (`Inventory`): inputs for `ssh`, the DigitalOcean
 //! API for droplets.
 //!
-//! Per host, one at a time (or `max-parallel`): drain it (the balancer's API, or the
-//! app's drain switch on the host itself), stop the old container gracefully, start
-//! the new one with the same name, ports and env file, wait until it answers healthy
-//! on the host, gate it there, let the balancer have it back and wait until the
-//! balancer must count it healthy. Every wait comes from the balancer's own check
-//! (interval × threshold), never a fixed sleep. A failure on host k puts hosts k..1
-//! back, in that order, on the image each ran before.
+//! Before the first change, on every host: the lock, the image pulled, the env file
+//! readable, the ports free of other containers, and the balancer's check passing on
+//! the live release. Per host, one at a time (or `max-parallel`): drain it (the
+//! balancer's API, or the app's drain switch on the host itself), stop the old
+//! container gracefully and keep it aside under another name, start the new one with
+//! the same name, ports and env file, wait until it answers healthy on the host, gate
+//! it there, let the balancer have it back and wait until the balancer must count it
+//! healthy. Where only a drain switch keeps traffic away, a gated host's new container
+//! starts on the host's loopback and is gated there, then started on the balancer's
+//! port. Every wait comes from the balancer's own check (interval × threshold), never
+//! a fixed sleep. A failure on host k puts hosts k..1 back, in that order, each as it
+//! was: its own kept container started again, with its own env, ports and options.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,7 +27,7 @@ use tokio::time::Instant;
 use crate::config::human;
 use crate::http::{Call, HttpClient};
 use crate::providers::{
-    outlast, Artifact, Capabilities, Context, Finding, Plan, PlannedBatch, Provider, ProviderError, ReleaseRef,
+    outlast, Artifact, Capabilities, Context, Ending, Finding, Plan, PlannedBatch, Provider, ProviderError, ReleaseRef,
     Rollout, Severity, Snapshot, Target,
 };
 use crate::shutdown::Shutdown;
@@ -172,7 +177,16 @@ impl Record {
     fn of(snapshot: &Snapshot) -> Result<Record, ProviderError> {
         snapshot.record_as("hosts")
     }
+
+    /// The name the old container is kept under while this run changes its host.
+    pub fn kept(&self, container: &Container) -> String {
+        format!("{}-before-{}", container.name, self.token.get(..8).unwrap_or(&self.token))
+    }
 }
+
+/// Where a new container listens before the balancer may have it: each of its host
+/// ports, published on the host's loopback at a port docker picked.
+pub type Staged = HashMap<u16, u16>;
 
 /// The shared part of both providers; a roll-out holds it too.
 pub struct Core {
@@ -182,10 +196,9 @@ pub struct Core {
     sessions: tokio::sync::Mutex<HashMap<String, Arc<Connected>>>,
     /// Hosts whose lock this run holds, with its token.
     locked: Mutex<Vec<(Host, String)>>,
-    /// A roll-out changed hosts that no restore has put back yet.
-    pub unsettled: std::sync::atomic::AtomicBool,
-    /// The run's shutdown handle, as the roll-out last saw it.
-    pub shutdown: Mutex<Option<Shutdown>>,
+    /// Old containers this run kept aside, by host: gone once put back, or once the new
+    /// release is proved.
+    kept: Mutex<Vec<(Host, String)>>,
 }
 
 impl std::fmt::Debug for Core {
@@ -202,19 +215,24 @@ impl std::fmt::Debug for Core {
 pub struct Connected {
     pub session: Session,
     reach: String,
-    forwards: tokio::sync::Mutex<HashMap<u16, Forward>>,
+    forwards: tokio::sync::Mutex<HashMap<(String, u16), Forward>>,
 }
 
 impl Connected {
     /// A local URL that reaches `port` at the address the balancer uses, from the host.
     pub async fn url(&self, port: u16) -> Result<url::Url, ProviderError> {
+        self.url_at(&self.reach.clone(), port).await
+    }
+
+    /// A local URL that reaches `addr:port` from the host (its loopback, say).
+    pub async fn url_at(&self, addr: &str, port: u16) -> Result<url::Url, ProviderError> {
         let mut forwards = self.forwards.lock().await;
-        if let Some(f) = forwards.get(&port) {
+        if let Some(f) = forwards.get(&(addr.to_string(), port)) {
             return Ok(f.url.clone());
         }
-        let forward = self.session.forward(&self.reach, port).await?;
+        let forward = self.session.forward(addr, port).await?;
         let url = forward.url.clone();
-        forwards.insert(port, forward);
+        forwards.insert((addr.to_string(), port), forward);
         Ok(url)
     }
 }
@@ -240,8 +258,7 @@ impl HostsProvider {
                 http,
                 sessions: Default::default(),
                 locked: Mutex::new(Vec::new()),
-                unsettled: Default::default(),
-                shutdown: Mutex::new(None),
+                kept: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -307,14 +324,26 @@ impl Core {
     /// One check of the app on the host, as the balancer makes it: `Ok(true)` when it
     /// passes (HTTP 200 to 399, or a TCP answer).
     pub async fn healthy(&self, host: &Host, check: &Check) -> Result<bool, ProviderError> {
-        Ok(self.check_once(host, check).await?.is_ok())
+        Ok(self.check_once(host, check, None).await?.is_ok())
     }
 
     /// One check as the balancer makes it: `Ok(Err(why))` when it fails, e.g.
-    /// "answered 500" or "no answer (connection refused)".
-    async fn check_once(&self, host: &Host, check: &Check) -> Result<Result<(), String>, ProviderError> {
+    /// "answered 500" or "no answer (connection refused)". With `staged`, made where a
+    /// staged container listens on the host's loopback.
+    async fn check_once(
+        &self,
+        host: &Host,
+        check: &Check,
+        staged: Option<&Staged>,
+    ) -> Result<Result<(), String>, ProviderError> {
         let c = self.connect(host).await?;
-        let mut url = c.url(check.port).await?;
+        let mut url = match staged {
+            Some(ports) => match ports.get(&check.port) {
+                Some(port) => c.url_at("127.0.0.1", *port).await?,
+                None => return Ok(Err(format!("no port of the new container is the check's port {}", check.port))),
+            },
+            None => c.url(check.port).await?,
+        };
         url.set_path(check.path.as_deref().unwrap_or("/"));
         if check.tls && check.path.is_some() {
             let _ = url.set_scheme("https");
@@ -429,9 +458,15 @@ impl Core {
         left
     }
 
-    /// Waits until the app on `host` passes its check on the host itself; fails early
-    /// when the container stopped running.
-    pub async fn until_healthy(&self, host: &Host, check: &Check, ctx: &Context) -> Result<(), ProviderError> {
+    /// Waits until the app on `host` passes its check on the host itself (where it is
+    /// staged, when it is); fails early when the container stopped running.
+    pub async fn until_healthy(
+        &self,
+        host: &Host,
+        check: &Check,
+        staged: Option<&Staged>,
+        ctx: &Context,
+    ) -> Result<(), ProviderError> {
         let started = Instant::now();
         let what = format!("{} to pass its check on the host", host.name);
         let mut asked_container = Instant::now();
@@ -440,7 +475,7 @@ impl Core {
         let deadline = ctx.deadline.min(started + self.options.boot_timeout);
         loop {
             ctx.check_cancelled()?;
-            let last = match self.check_once(host, check).await {
+            let last = match self.check_once(host, check, staged).await {
                 Ok(Ok(())) => {
                     ctx.progress.instance(&host.name, "healthy on the host", None);
                     return Ok(());
@@ -599,29 +634,131 @@ impl Core {
         Ok(())
     }
 
-    /// Replaces the container on `host` with `image`: stop the old one gracefully, then
-    /// start the new one with the same name, ports and env file.
-    pub async fn replace(&self, host: &Host, layout: &Layout, image: &str, ctx: &Context) -> Result<(), ProviderError> {
-        let rt = &self.options.runtime;
+    /// The container as this run starts it: its name, env file, and ports (the
+    /// balancer's port when the ports input is empty).
+    fn container(&self, layout: &Layout) -> Container {
         let mut c = self.options.container.clone();
         if c.ports.is_empty() {
             c.ports = vec![(layout.app_port, layout.app_port)];
         }
-        let c = &c;
+        c
+    }
+
+    /// Stops the old container gracefully and keeps it aside as `keep`, stopped: it
+    /// starts again as it was made (its own env, ports and options) if the host is put
+    /// back. A host with no container keeps nothing.
+    pub async fn retire(&self, host: &Host, keep: &str, ctx: &Context) -> Result<(), ProviderError> {
+        let rt = &self.options.runtime;
+        let c = &self.options.container;
         ctx.progress.instance(&host.name, "stopping", None);
-        if self.running(host, ctx).await?.is_some() {
+        let Some(old) = self.running(host, ctx).await? else { return Ok(()) };
+        if old.running {
             self.run(host, ctx, "stopping the old container", &rt.stop(c)).await?;
-            self.run(host, ctx, "removing the old container", &rt.remove(c)).await?;
         }
-        self.run(host, ctx, &format!("starting {image}"), &rt.run(c, image)).await?;
-        ctx.progress.instance(&host.name, "started", Some(image));
+        self.run(host, ctx, "keeping the old container aside", &rt.rename(&c.name, keep)).await?;
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        if !kept.iter().any(|(h, k)| h.ssh == host.ssh && k == keep) {
+            kept.push((host.clone(), keep.to_string()));
+        }
         Ok(())
+    }
+
+    /// Starts `image` under the container's name: on the balancer's port, or staged on
+    /// the host's loopback (then returns where each port is).
+    pub async fn launch(
+        &self,
+        host: &Host,
+        layout: &Layout,
+        image: &str,
+        staged: bool,
+        ctx: &Context,
+    ) -> Result<Option<Staged>, ProviderError> {
+        let rt = &self.options.runtime;
+        let c = self.container(layout);
+        let command = if staged { rt.run_on_loopback(&c, image) } else { rt.run(&c, image) };
+        self.run(host, ctx, &format!("starting {image}"), &command).await?;
+        if !staged {
+            ctx.progress.instance(&host.name, "started", Some(image));
+            return Ok(None);
+        }
+        let out = self.run(host, ctx, "reading where the new container listens", &rt.ports(&c)).await?;
+        let at = remote::published(&out);
+        let ports: Staged = c
+            .ports
+            .iter()
+            .filter_map(|(host_port, container)| {
+                at.iter().find(|(p, ip, _)| p == container && ip.starts_with("127.")).map(|(_, _, l)| (*host_port, *l))
+            })
+            .collect();
+        if ports.len() != c.ports.len() {
+            return Err(ProviderError::Failed(format!(
+                "{} started {image} on its loopback, but {} says it is not published there ({}); check the runtime",
+                host.name,
+                rt.binary,
+                out.trim()
+            )));
+        }
+        ctx.progress.instance(&host.name, "started on its loopback, out of the balancer's reach", Some(image));
+        Ok(Some(ports))
+    }
+
+    /// Starts `image` again on the balancer's port, in place of the staged container
+    /// that passed its gate on the host's loopback.
+    pub async fn unstage(&self, host: &Host, layout: &Layout, image: &str, ctx: &Context) -> Result<(), ProviderError> {
+        let rt = &self.options.runtime;
+        let c = &self.options.container;
+        self.run(host, ctx, "stopping the staged container", &rt.stop(c)).await?;
+        self.run(host, ctx, "removing the staged container", &rt.remove(c)).await?;
+        self.launch(host, layout, image, false, ctx).await?;
+        self.until_healthy(host, &layout.check, None, ctx).await
+    }
+
+    /// Puts the kept container back under its name (the new one goes), and starts it
+    /// when it was running: exactly as it was recorded.
+    async fn bring_back(&self, host: &Host, keep: &str, start: bool, ctx: &Context) -> Result<(), ProviderError> {
+        let rt = &self.options.runtime;
+        let c = &self.options.container;
+        self.run(host, ctx, "removing the new container", &rt.remove(c)).await?;
+        self.run(host, ctx, "putting the old container back", &rt.rename(keep, &c.name)).await?;
+        self.kept.lock().unwrap_or_else(|p| p.into_inner()).retain(|(h, k)| !(h.ssh == host.ssh && k == keep));
+        if start {
+            self.run(host, ctx, "starting the old container", &rt.start(&c.name)).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether a container named `name` exists on `host`.
+    async fn exists(&self, host: &Host, name: &str, ctx: &Context) -> Result<bool, ProviderError> {
+        let c = self.connect(host).await?;
+        let rt = &self.options.runtime;
+        let probe = Container { name: name.to_string(), ..self.options.container.clone() };
+        let out = c.session.run(&rt.inspect(&probe), limit(ctx)).await?;
+        Ok(out.ok())
+    }
+
+    /// Whether the container on `host` is published only on its loopback (staged):
+    /// then the balancer never had it, and it needs no draining.
+    async fn staged_now(&self, host: &Host, ctx: &Context) -> bool {
+        let rt = &self.options.runtime;
+        match self.run(host, ctx, "reading where the container listens", &rt.ports(&self.options.container)).await {
+            Ok(out) => {
+                let at = remote::published(&out);
+                !at.is_empty() && at.iter().all(|(_, ip, _)| ip.starts_with("127."))
+            }
+            Err(_) => false,
+        }
     }
 
     /// Puts `recorded` back on its host with the same care as a deploy; does nothing
     /// where it runs already and the balancer has it (so it can run twice). Whether it
     /// changed anything.
-    async fn restore_host(&self, recorded: &Recorded, layout: &Layout, ctx: &Context) -> Result<bool, ProviderError> {
+    async fn restore_host(
+        &self,
+        recorded: &Recorded,
+        keep: &str,
+        layout: &Layout,
+        ctx: &Context,
+    ) -> Result<bool, ProviderError> {
         let host = &recorded.host;
         let check = &layout.check;
         let now = self.running(host, ctx).await?;
@@ -629,14 +766,33 @@ impl Core {
             return self.readmit(host, layout, ctx).await;
         }
         ctx.progress.log(self.name(), &format!("putting {} back on {}", host.name, recorded.label()));
-        if now.as_ref().is_some_and(|n| n.running) {
+        if now.as_ref().is_some_and(|n| n.running) && !self.staged_now(host, ctx).await {
             self.drain_for_restore(host, layout, ctx).await?;
         }
         match &recorded.running {
+            // Its own container, kept aside: back exactly as it was made.
+            Some(r) if self.exists(host, keep, ctx).await? => {
+                self.bring_back(host, keep, r.running, ctx).await?;
+                if r.running {
+                    self.until_healthy(host, check, None, ctx).await?;
+                    self.admit(host, layout, ctx).await?;
+                }
+            }
             Some(r) => {
+                // The kept container is gone (removed by hand): the recorded image, with
+                // this run's settings, is the nearest thing.
+                ctx.progress.log(
+                    self.name(),
+                    &format!(
+                        "{}: the old container kept as {keep} is gone; starting {} with this run's settings",
+                        host.name, r.image
+                    ),
+                );
                 let image = self.restorable(host, r, ctx).await?;
-                self.replace(host, layout, &image, ctx).await?;
-                self.until_healthy(host, check, ctx).await?;
+                let rt = &self.options.runtime;
+                self.run(host, ctx, "removing the new container", &rt.remove(&self.options.container)).await?;
+                self.launch(host, layout, &image, false, ctx).await?;
+                self.until_healthy(host, check, None, ctx).await?;
                 self.admit(host, layout, ctx).await?;
             }
             None => {
@@ -833,16 +989,59 @@ impl Provider for HostsProvider {
                 add(Severity::Info, format!("{image} is a tag: each host pulls what it names now; the recorded image ids keep a rollback exact"));
             }
         }
-        for host in &layout.hosts {
-            let present = core.connect(host).await?.session.run(&core.options.runtime.present(), limit(ctx)).await?;
-            if !present.ok() {
+        // Everything a new container needs, on every host, before the first change.
+        let rt = &core.options.runtime;
+        let container = core.container(layout);
+        for r in &record.hosts {
+            let host = &r.host;
+            let session = &core.connect(host).await?.session;
+            if !session.run(&rt.present(), limit(ctx)).await?.ok() {
                 add(
                     Severity::Blocker,
-                    format!(
-                        "{} has no {} on its PATH; install it there, or set runtime",
-                        host.name, core.options.runtime.binary
-                    ),
+                    format!("{} has no {} on its PATH; install it there, or set runtime", host.name, rt.binary),
                 );
+                continue;
+            }
+            if let Some(file) = &container.env_file {
+                if !session.run(&rt.readable(file), limit(ctx)).await?.ok() {
+                    add(
+                        Severity::Blocker,
+                        format!(
+                            "{}: the env file {file} is not there, or {} cannot read it; the new container could not start. Put it on every host (relative paths are from {}'s home), or fix env-file",
+                            host.name, core.options.login.user, core.options.login.user
+                        ),
+                    );
+                }
+            }
+            for (port, _) in &container.ports {
+                let out = session.run(&rt.publishing(*port), limit(ctx)).await?;
+                let others: Vec<&str> =
+                    out.stdout.lines().map(str::trim).filter(|n| !n.is_empty() && *n != container.name).collect();
+                if out.ok() && !others.is_empty() {
+                    add(
+                        Severity::Blocker,
+                        format!(
+                            "{}: port {port} is published by another container ({}), so the new container could not take it; stop that one, or change ports",
+                            host.name,
+                            others.join(", ")
+                        ),
+                    );
+                }
+            }
+            // The balancer's check must pass on what is live now: a check that fails on
+            // the live release would fail every new one too, and a rollback would then
+            // take untouched hosts for broken.
+            if r.running.as_ref().is_some_and(|c| c.running) {
+                if let Err(why) = core.check_once(host, &layout.check, None).await? {
+                    add(
+                        Severity::Blocker,
+                        format!(
+                            "the balancer's check ({}) already fails on {}, which runs the live release ({why}); fix the check (lb-check-path, or the balancer's health check) or the host, then re-run",
+                            layout.check.describe(),
+                            host.name
+                        ),
+                    );
+                }
             }
         }
         // What the waits alone take, batch after batch, against what the run has.
@@ -887,11 +1086,14 @@ impl Provider for HostsProvider {
                     steps: vec![
                         drain.clone(),
                         format!(
-                            "stop {} (up to {} for requests in flight)",
+                            "stop {} (up to {} for requests in flight) and keep it aside, stopped, for a rollback",
                             core.options.container.name,
                             human(core.options.container.stop_timeout)
                         ),
-                        format!("start {image}"),
+                        match layout.drain_by_api {
+                            true => format!("start {image}"),
+                            false => format!("start {image} (a batch gated alone starts on the host's loopback, is gated there, then starts on the balancer's port)"),
+                        },
                         "wait until it answers healthy on the host".into(),
                         format!(
                             "let the balancer have it back and wait {} until it must count it healthy",
@@ -955,9 +1157,10 @@ impl Provider for HostsProvider {
         // failing host, so the hosts after it were never touched. A host that cannot be
         // put back does not stop the others; the error names each one left.
         let mut left = Vec::new();
+        let keep = record.kept(&core.options.container);
         for recorded in record.hosts.iter().rev() {
             let put = outlast(ctx, &format!("put {} back", recorded.host.name), || {
-                core.restore_host(recorded, &record.layout, ctx)
+                core.restore_host(recorded, &keep, &record.layout, ctx)
             })
             .await;
             match put {
@@ -969,7 +1172,6 @@ impl Provider for HostsProvider {
         if !left.is_empty() {
             return Err(ProviderError::Failed(format!("not every host is back: {}", left.join("; "))));
         }
-        core.unsettled.store(false, std::sync::atomic::Ordering::SeqCst);
         Ok(snapshot.release.clone())
     }
 
@@ -1007,23 +1209,55 @@ impl Provider for HostsProvider {
         Ok(Vec::new())
     }
 
-    async fn finish(&self) -> Vec<String> {
+    async fn finish(&self, ending: Ending) -> Vec<String> {
         let core = &self.core;
-        // A run stopped by a signal with hosts changed leaves them to the post step,
-        // which must find the lock still this run's: no other deploy may start on a
-        // half-changed fleet in between.
-        let cancelled = core.shutdown.lock().unwrap().as_ref().is_some_and(|s| s.cause().is_some());
-        let left = if cancelled && core.unsettled.load(std::sync::atomic::Ordering::SeqCst) {
-            vec!["the deploy lock stays on the hosts until the post step (or safe-deploy post) has put them back"
-                .to_string()]
-        } else {
-            core.unlock_all().await
+        let kept: Vec<(Host, String)> = core.kept.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut notes = Vec::new();
+        // A run that leaves its hosts to the post step keeps its lock, so no other
+        // deploy starts on a half-changed fleet, and the old containers it kept aside.
+        let left = match ending {
+            Ending::Unfinished => {
+                vec!["the deploy lock stays on the hosts until the post step (or safe-deploy post) has put them back"
+                    .to_string()]
+            }
+            _ => core.unlock_all().await,
         };
+        match ending {
+            // The new release is proved: what a rollback would have started again goes.
+            Ending::Deployed => {
+                let ctx = Context {
+                    deadline: Instant::now() + Duration::from_secs(30),
+                    shutdown: Shutdown::new(),
+                    progress: Default::default(),
+                };
+                for (host, keep) in kept {
+                    let rt = &core.options.runtime;
+                    if core.run(&host, &ctx, "removing the old container", &rt.remove_named(&keep)).await.is_err() {
+                        notes.push(format!(
+                            "the old container kept as {keep} on {} could not be removed; remove it with docker rm {keep}",
+                            host.name
+                        ));
+                    }
+                }
+            }
+            // Left in place (rollback: false, or a host not put back): say how to go back.
+            Ending::Over => {
+                for (host, keep) in kept {
+                    let name = &core.options.container.name;
+                    notes.push(format!(
+                        "the old container is kept, stopped, as {keep} on {}: docker rm -f {name} && docker rename {keep} {name} && docker start {name} puts it back",
+                        host.name
+                    ));
+                }
+            }
+            Ending::Unfinished => {}
+        }
         let sessions: Vec<Arc<Connected>> = self.core.sessions.lock().await.drain().map(|(_, c)| c).collect();
         for c in sessions {
             c.session.close().await;
         }
-        left
+        notes.extend(left);
+        notes
     }
 
     fn api_calls(&self) -> Option<usize> {

@@ -62,11 +62,51 @@ impl Runtime {
     }
 
     pub fn remove(&self, c: &Container) -> String {
-        line(&[&self.binary, "rm", "--force", &c.name])
+        self.remove_named(&c.name)
+    }
+
+    pub fn remove_named(&self, name: &str) -> String {
+        line(&[&self.binary, "rm", "--force", name])
+    }
+
+    /// Keeps a stopped container under another name: it starts again as it was made.
+    pub fn rename(&self, from: &str, to: &str) -> String {
+        line(&[&self.binary, "rename", from, to])
+    }
+
+    pub fn start(&self, name: &str) -> String {
+        line(&[&self.binary, "start", name])
+    }
+
+    /// Prints where the container's ports are published: `8080/tcp -> 127.0.0.1:49153`.
+    pub fn ports(&self, c: &Container) -> String {
+        line(&[&self.binary, "port", &c.name])
+    }
+
+    /// Prints the names of the containers, running or not, that publish host `port`.
+    pub fn publishing(&self, port: u16) -> String {
+        line(&[&self.binary, "ps", "--all", "--filter", &format!("publish={port}"), "--format", "{{.Names}}"])
+    }
+
+    /// Whether the SSH user can read `path` on the host (docker reads an env file as
+    /// the one who runs it): exit 0 when it can.
+    pub fn readable(&self, path: &str) -> String {
+        format!("test -r {}", quote(path))
     }
 
     /// Starts `image` detached under the container's name, ports and env file.
     pub fn run(&self, c: &Container, image: &str) -> String {
+        self.run_published(c, image, |host, container| format!("{host}:{container}"))
+    }
+
+    /// Starts `image` as `run` does, but with every port published on the host's
+    /// loopback only, at a port docker picks: nothing from outside, a balancer
+    /// included, reaches it (`ports` says where it is).
+    pub fn run_on_loopback(&self, c: &Container, image: &str) -> String {
+        self.run_published(c, image, |_, container| format!("127.0.0.1::{container}"))
+    }
+
+    fn run_published(&self, c: &Container, image: &str, publish: impl Fn(u16, u16) -> String) -> String {
         let mut words: Vec<String> = vec![
             self.binary.clone(),
             "run".into(),
@@ -78,7 +118,7 @@ impl Runtime {
         ];
         for (host, container) in &c.ports {
             words.push("--publish".into());
-            words.push(format!("{host}:{container}"));
+            words.push(publish(*host, *container));
         }
         if let Some(file) = &c.env_file {
             words.push("--env-file".into());
@@ -113,6 +153,19 @@ pub fn lock(c: &Container, token: &str, holder: &str) -> String {
 pub fn unlock(c: &Container, token: &str) -> String {
     let dir = quote(&lock_dir(c));
     format!("if [ \"$(cat {dir}/token 2>/dev/null)\" = {} ]; then rm -rf {dir}; fi; echo done", quote(token))
+}
+
+/// Where `docker port` says each container port is published, as (container port,
+/// address, host port); IPv6 lines are left out (the tunnel goes to IPv4).
+pub fn published(out: &str) -> Vec<(u16, String, u16)> {
+    out.lines()
+        .filter_map(|line| {
+            let (container, at) = line.split_once("->")?;
+            let container = container.trim().split('/').next()?.parse().ok()?;
+            let at: std::net::SocketAddrV4 = at.trim().parse().ok()?;
+            Some((container, at.ip().to_string(), at.port()))
+        })
+        .collect()
 }
 
 /// What a container runs, read from `inspect`.
@@ -168,6 +221,16 @@ mod tests {
             Running { image_id: "sha256:abc".into(), running: true, image: "registry.example/app:v1".into() }
         );
         assert!(Running::parse("").is_none());
+    }
+
+    #[test]
+    fn a_staged_run_publishes_on_loopback_only_and_its_ports_are_read_back() {
+        let docker = Runtime { binary: "docker".into() };
+        let cmd = docker.run_on_loopback(&web(), "app:2");
+        assert!(cmd.contains("--publish 127.0.0.1::80") && !cmd.contains("8080:80"), "{cmd}");
+        let out = "80/tcp -> 127.0.0.1:49153\n80/tcp -> [::1]:49153\n8443/tcp -> 127.0.0.1:49154\n";
+        assert_eq!(published(out), [(80, "127.0.0.1".to_string(), 49153), (8443, "127.0.0.1".to_string(), 49154)]);
+        assert_eq!(docker.readable("/etc/app env"), "test -r '/etc/app env'");
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures_util::future::join_all;
 
-use super::{Core, Host, Record};
+use std::collections::HashMap;
+
+use super::{Core, Host, Record, Staged};
 use crate::config::human;
 use crate::providers::{Applied, Context, Instance, ProviderError, ReleaseRef, Rollout, Route, Waited};
 
@@ -23,12 +25,15 @@ pub struct HostsRollout {
     image: String,
     batches: Vec<Vec<usize>>,
     changed: Arc<AtomicBool>,
+    /// Hosts of the batch in flight whose new container is staged on their loopback,
+    /// by SSH address: gated there, then started on the balancer's port by `admit`.
+    staged: HashMap<String, Staged>,
 }
 
 impl HostsRollout {
     pub fn new(core: Arc<Core>, record: Record, image: String) -> HostsRollout {
         let batches = groups(record.hosts.len(), core.options.max_parallel);
-        HostsRollout { core, record, image, batches, changed: Arc::new(AtomicBool::new(false)) }
+        HostsRollout { core, record, image, batches, changed: Arc::new(AtomicBool::new(false)), staged: HashMap::new() }
     }
 
     fn hosts(&self, batch: usize) -> Vec<&Host> {
@@ -63,18 +68,20 @@ impl Rollout for HostsRollout {
         }
     }
 
-    async fn apply(&mut self, batch: usize, ctx: &Context) -> Result<Applied, ProviderError> {
+    async fn apply(&mut self, batch: usize, gated: bool, ctx: &Context) -> Result<Applied, ProviderError> {
         // A signal before the first write leaves the batch as it was.
         ctx.check_cancelled()?;
         let (core, layout, image) = (&self.core, &self.record.layout, &self.image);
-        *core.shutdown.lock().unwrap() = Some(ctx.shutdown.clone());
-        let (changed, owner) = (self.changed.clone(), core.clone());
-        let mark = move || {
-            changed.store(true, Ordering::SeqCst);
-            owner.unsettled.store(true, Ordering::SeqCst);
-        };
+        let keep = self.record.kept(&core.options.container);
+        // Where only the app's drain switch keeps traffic away, a new container on the
+        // balancer's port would get traffic as soon as it answers, before its gate: a
+        // gated one starts on the host's loopback instead.
+        let stage = gated && !layout.drain_by_api;
+        self.staged.clear();
+        let changed = self.changed.clone();
+        let mark = move || changed.store(true, Ordering::SeqCst);
         let steps = self.hosts(batch).into_iter().map(|host| {
-            let mark = mark.clone();
+            let (mark, keep) = (mark.clone(), keep.clone());
             async move {
                 // A host with no running container has nothing to drain.
                 if core.running(host, ctx).await?.is_some_and(|r| r.running) {
@@ -82,16 +89,36 @@ impl Rollout for HostsRollout {
                 }
                 // From the stop on, the host is changed even if the connection drops.
                 mark();
-                core.replace(host, layout, image, ctx).await
+                core.retire(host, &keep, ctx).await?;
+                let staged = core.launch(host, layout, image, stage, ctx).await?;
+                Ok::<_, ProviderError>((host.ssh.clone(), staged))
             }
         });
-        for step in join_all(steps).await {
-            step?;
+        let mut first_error = None;
+        let done = join_all(steps).await;
+        for step in done {
+            match step {
+                Ok((ssh, Some(ports))) => {
+                    self.staged.insert(ssh, ports);
+                }
+                Ok((_, None)) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
         }
         let mut instances = Vec::new();
         for host in self.hosts(batch) {
-            // The gate asks the health URL's path where the balancer sends traffic.
-            let origin = self.core.connect(host).await?.url(layout.app_port).await?;
+            // The gate asks the health URL's path where the new container serves: the
+            // balancer's port, or its staged port on the host's loopback.
+            let c = self.core.connect(host).await?;
+            let origin = match self.staged.get(&host.ssh).and_then(|p| p.get(&layout.app_port)) {
+                Some(port) => c.url_at("127.0.0.1", *port).await?,
+                None => c.url(layout.app_port).await?,
+            };
             instances.push(Instance { id: host.name.clone(), route: Some(Route::Origin(origin)) });
         }
         Ok(Applied { release: ReleaseRef::named(&self.image), instances })
@@ -99,7 +126,8 @@ impl Rollout for HostsRollout {
 
     async fn wait(&mut self, batch: usize, ctx: &Context) -> Result<Waited, ProviderError> {
         let check = &self.record.layout.check;
-        self.each(batch, |host| self.core.until_healthy(host, check, ctx)).await?;
+        let staged = &self.staged;
+        self.each(batch, |host| self.core.until_healthy(host, check, staged.get(&host.ssh), ctx)).await?;
         Ok(Waited::Ready)
     }
 
@@ -109,14 +137,24 @@ impl Rollout for HostsRollout {
 
     fn admission(&self, batch: usize) -> Option<String> {
         let layout = &self.record.layout;
-        let how = if layout.drain_by_api { "put it back in the balancer" } else { "let the balancer check it" };
+        let how = match (layout.drain_by_api, self.staged.is_empty()) {
+            (true, _) => "put it back in the balancer",
+            (false, true) => "let the balancer check it",
+            (false, false) => "start it on the balancer's port and let the balancer check it",
+        };
         Some(format!("{how} and wait {} until it must count it healthy", human(layout.check.in_after())))
             .filter(|_| batch < self.batches.len())
     }
 
     async fn admit(&mut self, batch: usize, ctx: &Context) -> Result<(), ProviderError> {
-        let layout = &self.record.layout;
-        self.each(batch, |host| self.core.admit(host, layout, ctx)).await
+        let (core, layout, image, staged) = (&self.core, &self.record.layout, &self.image, &self.staged);
+        self.each(batch, |host| async move {
+            if staged.contains_key(&host.ssh) {
+                core.unstage(host, layout, image, ctx).await?;
+            }
+            core.admit(host, layout, ctx).await
+        })
+        .await
     }
 }
 

@@ -232,10 +232,12 @@ impl Fleet {
         Ok(())
     }
 
-    /// Runs the `docker` wrapper on host `i` directly (not over SSH).
-    async fn docker(&self, i: usize, args: &[&str]) -> anyhow::Result<()> {
+    /// Runs the `docker` wrapper on host `i` directly (not over SSH), in the SSH
+    /// user's home as a command over SSH would: how a test sets a host up by hand.
+    pub async fn docker(&self, i: usize, args: &[&str]) -> anyhow::Result<()> {
         let out = tokio::process::Command::new(self.bin_dir().join("docker"))
             .args(args)
+            .current_dir(&self.hosts[i].home)
             .env(ENV_HOST, self.hosts[i].addr.to_string())
             .output()
             .await?;

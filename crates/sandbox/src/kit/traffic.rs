@@ -11,6 +11,8 @@ pub struct Traffic {
     stop: Arc<AtomicBool>,
     total: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
+    /// How many times each answer's first line came back: who served the traffic.
+    bodies: Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -18,17 +20,28 @@ impl Traffic {
     pub fn start(url: String) -> Traffic {
         let stop = Arc::new(AtomicBool::new(false));
         let (total, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let (stopped, t, f) = (stop.clone(), total.clone(), failed.clone());
+        let bodies: Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>> = Default::default();
+        let (stopped, t, f, b) = (stop.clone(), total.clone(), failed.clone(), bodies.clone());
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(40));
             while t.load(Ordering::SeqCst) < 15_000 && !stopped.load(Ordering::SeqCst) {
                 tick.tick().await;
                 t.fetch_add(1, Ordering::SeqCst);
-                let ok = matches!(crate::client::call("GET", &url, &[], None).await, Ok(r) if r.status == 200);
+                let answer = crate::client::call("GET", &url, &[], None).await;
+                let ok = matches!(&answer, Ok(r) if r.status == 200);
                 f.fetch_add(u64::from(!ok), Ordering::SeqCst);
+                if let Ok(r) = answer {
+                    let first = r.text().lines().next().unwrap_or_default().to_string();
+                    *b.lock().unwrap_or_else(|p| p.into_inner()).entry(first).or_default() += 1;
+                }
             }
         });
-        Traffic { stop, total, failed, task }
+        Traffic { stop, total, failed, bodies, task }
+    }
+
+    /// Each answer's first line, with how many times it came back so far.
+    pub fn bodies(&self) -> std::collections::BTreeMap<String, u64> {
+        self.bodies.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// (total, failed) so far.
