@@ -42,6 +42,10 @@ enum Action {
     Signal(&'static str),
     /// Another deploy of this image starts now.
     Second(&'static str),
+    /// A platform row: another deploy of the source of this version starts now (Heroku).
+    SecondSource(&'static str),
+    /// A platform row: someone else's deployment of the app starts now (App Platform).
+    Supersede,
 }
 
 #[derive(Clone)]
@@ -231,6 +235,13 @@ struct PlatformScenario {
     breaks_requests: bool,
     /// App Platform: the deployment's build fails.
     build_fails: bool,
+    /// App Platform: the API shows the run's deployment only after this long.
+    shows_late: Option<Duration>,
+    /// App Platform: others sharing the token spent its hourly budget (an "hour" of 8 s).
+    budget_spent: bool,
+    /// Someone else's deploy replaced this one after it was proved: exit 3, REPLACED,
+    /// no rollback, and the release output names theirs.
+    replaced: bool,
 }
 
 impl PlatformScenario {
@@ -245,6 +256,9 @@ impl PlatformScenario {
             triggers: vec![],
             breaks_requests: false,
             build_fails: false,
+            shows_late: None,
+            budget_spent: false,
+            replaced: false,
         }
     }
     /// The same row against App Platform.
@@ -314,6 +328,12 @@ fn heroku_scenarios() -> Vec<PlatformScenario> {
     all.push(failing);
     all.push(PlatformScenario::new("a body without the check string", "3.0.0", WRONG_BODY));
     all.push(PlatformScenario::new("the old version still answering", "v1", HEALTHY).input("expect-version", "2.0.0"));
+    // Heroku has no lock: a second deploy while the first's release phase runs must not
+    // start, and both must name the same release as live.
+    let mut second = PlatformScenario::new("a second deploy during the release phase", "2.0.0", HEALTHY)
+        .on(WAIT, Action::SecondSource("3.0.0"));
+    second.release_phase = Some("sleep 3");
+    all.push(second);
     for (signal, sig) in [("SIGINT", "INT"), ("SIGTERM", "TERM")] {
         for (phase, marker, version, web) in [
             ("the build", ROLL_OUT, "2.0.0", HEALTHY),
@@ -368,6 +388,19 @@ fn app_platform_scenarios() -> Vec<PlatformScenario> {
     all.push(build);
     all.push(row("a body without the check string", "v3", WRONG_BODY));
     all.push(row("the old version still answering", "v1", HEALTHY).input("expect-version", "v5"));
+    // Someone else's deployment goes live while the gate soaks: not this run's success.
+    let mut taken_over = row("another deployment takes over during the gate", "v2", HEALTHY)
+        .input("health-soak", "5s")
+        .input("health-deadline", "12s")
+        .on(GATE, Action::Supersede);
+    taken_over.replaced = true;
+    all.push(taken_over);
+    let mut late = row("the new spec's deployment shows late", "v2", HEALTHY);
+    late.shows_late = Some(Duration::from_secs(3));
+    all.push(late);
+    let mut spent = row("the hourly request budget spent before the deploy", "v2", HEALTHY);
+    spent.budget_spent = true;
+    all.push(spent);
     for (signal, sig) in [("SIGINT", "INT"), ("SIGTERM", "TERM")] {
         for (phase, marker, version, web) in [
             ("the roll-out", ROLL_OUT, "v2", HEALTHY),
@@ -425,32 +458,60 @@ async fn app_platform_run(binary: &Path, root: &Path, s: &PlatformScenario) -> R
     // "the old version still answering": v1's image again, under another tag.
     images.insert("web:v5".into(), release_spec(s.web, "v1"));
     let image = if s.inputs.iter().any(|(k, v)| *k == "expect-version" && v == "v5") { "v5" } else { s.version };
-    let h = match DoSandbox::start(DoOptions {
+    let mut options = DoOptions {
         apps: vec![DoApp::image("web")],
         images: images.clone(),
         app_command: vec![binary.into(), "__sandbox-app".into()],
         token: Some(TOKEN.into()),
         ..DoOptions::default()
-    })
-    .await
-    {
+    };
+    if s.budget_spent {
+        (options.hourly_limit, options.hour) = (60, Duration::from_secs(8));
+    }
+    let h = match DoSandbox::start(options).await {
         Ok(h) => h,
         Err(e) => return failed_row_named(&s.name, format!("the sandbox did not start: {e}")),
     };
     if s.build_fails {
         h.fail_next("web", Failure::Build("the registry refused the pull".into()));
     }
+    if let Some(late) = s.shows_late {
+        h.hide_next_deployment("web", late);
+    }
+    if s.budget_spent {
+        let auth = format!("Bearer {TOKEN}");
+        let url = format!("{}/v2/apps", h.api_url());
+        while h.tokens_left() > 0 {
+            let _ = sandbox::client::call("GET", &url, &[("authorization", auth.as_str())], None).await;
+        }
+    }
     let app = h.app_url("web");
     let image_input = ("image", format!("registry.digitalocean.com/acme/web:{image}"));
     let inputs = platform_inputs("digitalocean", h.api_url(), &app, s, image_input);
     let step = Step::new(root, &slug(&s.name), &inputs);
-    let (ended, traffic) = match drive(binary, &step, s, &app, |f| h.set_faults(f)).await {
+    let mut theirs = None;
+    let supersede = |a: &Action| {
+        if let Action::Supersede = a {
+            theirs = h.supersede("web");
+        }
+    };
+    let (ended, traffic) = match drive(binary, &step, s, &app, |f| h.set_faults(f), supersede).await {
         Ok(done) => done,
         Err(e) => return failed_row_named(&s.name, e),
     };
     let said_release = step.file("output").get("release").cloned().unwrap_or_default();
     let mut row = row_of(s, &step, &ended, app_platform_running(&h, &images));
     let new = if image == "v5" { "v1".to_string() } else { s.version.to_string() };
+    if s.replaced {
+        judge_replaced(&mut row, &step, ended.code, theirs.as_deref(), &said_release, &h.calls());
+        h.settled("web", Duration::from_secs(20)).await;
+        row.traffic = traffic.stop().await;
+        if row.traffic.1 > 0 {
+            row.problems.push(format!("{} requests failed through the router", row.traffic.1));
+        }
+        h.stop().await;
+        return row;
+    }
     judge_end(
         &mut row,
         binary,
@@ -480,6 +541,32 @@ async fn app_platform_run(binary: &Path, root: &Path, s: &PlatformScenario) -> R
     }
     h.stop().await;
     row
+}
+
+/// A run someone else's deploy replaced after it was proved: exit 3, REPLACED in the
+/// summary, theirs named as live, and no rollback over it.
+fn judge_replaced(
+    row: &mut Row,
+    step: &Step,
+    code: i32,
+    theirs: Option<&str>,
+    said_release: &str,
+    calls: &[sandbox::kit::Call],
+) {
+    let summary = std::fs::read_to_string(step.dir.join("summary")).unwrap_or_default();
+    let Some(theirs) = theirs else {
+        row.problems.push("the other deployment never started".into());
+        return;
+    };
+    if code != 3 || !summary.contains("REPLACED") {
+        row.problems.push(format!("exit {code}: not said as replaced by another deploy"));
+    }
+    if !said_release.starts_with(&theirs[..8]) {
+        row.problems.push(format!("the release output says {said_release:?}, not theirs ({})", &theirs[..8]));
+    }
+    if calls.iter().any(|c| c.method == "POST" && c.path.ends_with("/rollback")) {
+        row.problems.push("it rolled back over someone else's deploy".into());
+    }
 }
 
 /// A platform row's inputs: `provider`'s API at `api`, the app `web` checked on
@@ -524,6 +611,7 @@ async fn drive(
     s: &PlatformScenario,
     app: &str,
     set_faults: impl Fn(Faults),
+    mut platform: impl FnMut(&Action),
 ) -> Result<(Ended, Traffic), String> {
     if let Some(f) = &s.before {
         set_faults(f.clone());
@@ -536,7 +624,8 @@ async fn drive(
         Some(Action::Signal(sig)) => {
             let _ = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
         }
-        _ => {}
+        Some(other) => platform(other),
+        None => {}
     })
     .await;
     set_faults(Faults::default());
@@ -595,12 +684,44 @@ async fn heroku_run(binary: &Path, root: &Path, s: &PlatformScenario) -> Row {
     if let Err(e) = written {
         return failed_row_named(&s.name, format!("the source could not be written: {e}"));
     }
-    let (ended, traffic) = match drive(binary, &step, s, &app, |f| h.set_faults(f)).await {
+    let mut second: Option<(Step, Child)> = None;
+    let start_second = |a: &Action| {
+        if let Action::SecondSource(version) = a {
+            let mut other = inputs.clone();
+            other.insert("expect-version", (*version).to_string());
+            let step = Step::new(root, &format!("{}-second", slug(&s.name)), &other);
+            let source = step.dir.join("app");
+            let written = std::fs::create_dir_all(&source)
+                .and_then(|_| std::fs::write(source.join("Procfile"), format!("web: sandbox-app {HEALTHY}\n")))
+                .and_then(|_| std::fs::write(source.join("VERSION"), version));
+            if let (Ok(()), Ok(child)) = (written, step.spawn(binary)) {
+                second = Some((step, child));
+            }
+        }
+    };
+    let (ended, traffic) = match drive(binary, &step, s, &app, |f| h.set_faults(f), start_second).await {
         Ok(done) => done,
         Err(e) => return failed_row_named(&s.name, e),
     };
     let said_release = step.file("output").get("release").cloned().unwrap_or_default();
     let mut row = row_of(s, &step, &ended, heroku_running(&h));
+    if let Some((other, child)) = second.take() {
+        // It must not have started (a release phase was in flight), and it must name the
+        // release that is live, as the first run does.
+        let b = follow(child, &[], |_, _| {}).await;
+        let b_release = other.file("output").get("release").cloned().unwrap_or_default();
+        let b_summary = std::fs::read_to_string(other.dir.join("summary")).unwrap_or_default();
+        row.name.push_str(&format!(" (second run: exit {}, release {b_release})", b.code));
+        if b.code != 1 || !b_summary.contains("in flight") {
+            row.problems
+                .push(format!("the second deploy was not refused while the first was in flight (exit {})", b.code));
+        }
+        if b_release != said_release {
+            row.problems.push(format!("the runs disagree on what is live: {said_release:?} and {b_release:?}"));
+        }
+    } else if s.triggers.iter().any(|(_, a)| matches!(a, Action::SecondSource(_))) {
+        row.problems.push("the second deploy never started".into());
+    }
     let (old, new) = ("v1".to_string(), s.version.to_string());
     judge_end(
         &mut row,
@@ -917,6 +1038,8 @@ async fn run(binary: &Path, root: &Path, s: &Scenario) -> Row {
                 second = Some((step, child));
             }
         }
+        // Platform rows' actions: no Fly row uses them.
+        Some(Action::SecondSource(_) | Action::Supersede) => {}
     })
     .await;
     fly.set_faults(Faults::default());
