@@ -372,8 +372,13 @@ fn with_files(mut runner: Runner, m: &ArgMatches, env: &Env) -> Runner {
         runner.paths.state = Some(p);
     }
     if runner.paths.state.is_none() {
+        // Made new here, 0600, under a name no one could have made first (the temp
+        // folder is everyone's): the run's appends go to a file that is its own.
         let dir = env("RUNNER_TEMP").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-        runner.paths.state = Some(dir.join(format!("safe-deploy-{}.state", std::process::id())));
+        runner.paths.state = (0..8).find_map(|_| {
+            let path = dir.join(format!("safe-deploy-{}-{:08x}.state", std::process::id(), fastrand::u32(..)));
+            crate::secret::new_private_file(&path).ok().map(|_| path)
+        });
     }
     runner
 }

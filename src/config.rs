@@ -752,17 +752,18 @@ fn parse_probe_url(text: &str) -> Result<url::Url, String> {
 
 /// A URL with a line break, a tab or another control character: the URL parser would
 /// quietly drop some of them and use what is left, which is not what was written.
+/// The URL itself is not repeated: it may carry a password or a token in its query.
 fn refuse_hidden_characters(text: &str) -> Result<(), String> {
-    match text.chars().find(|c| c.is_control() || c.is_whitespace()) {
-        Some(c) => Err(format!(
-            "{:?} contains {}, which a URL cannot hold",
-            text,
+    match text.char_indices().find(|(_, c)| c.is_control() || c.is_whitespace()) {
+        Some((at, c)) => Err(format!(
+            "contains {} at character {}, which a URL cannot hold",
             match c {
                 '\n' | '\r' => "a line break",
                 ' ' => "a space",
                 '\t' => "a tab",
                 _ => "a control character",
-            }
+            },
+            text[..at].chars().count() + 1
         )),
         None => Ok(()),
     }

@@ -18,8 +18,8 @@ use crate::config::{human, Command, Config};
 use crate::github::{Entry, Ledger, Record};
 use crate::health::{names_version, Gate, GateResult, Probe, VersionCheck};
 use crate::providers::{
-    outlast, Context, Ending, Event, Instance, Progress, Provider, ProviderError, ReleaseRef, Route, Severity,
-    Snapshot, Source, Target, Waited,
+    outlast, same_release, Context, Ending, Event, Instance, Progress, Provider, ProviderError, ReleaseRef, Route,
+    Severity, Snapshot, Source, Target, Waited,
 };
 use crate::report::{DeploymentRecord, Outcome, Phase, PhaseResult, Report, RollbackInfo};
 use crate::runner::Runner;
@@ -242,11 +242,12 @@ impl Engine<'_> {
         let read = outlast(&ctx, "read what runs at the end", || self.provider.snapshot(&ctx));
         let read = self.shutdown.guard(IN_FLIGHT_GRACE, read).await;
         match read {
-            Some(Ok(now)) => {
-                let cause = now.cause.as_deref().map(|c| format!(" ({c})")).unwrap_or_default();
-                let now = now.release.label;
+            Some(Ok(snapshot)) => {
+                let cause = snapshot.cause.as_deref().map(|c| format!(" ({c})")).unwrap_or_default();
+                let still_made = report.made.as_ref().is_some_and(|m| self.provider.still_runs(&snapshot, m));
+                let now = snapshot.release.label;
                 match report.live.clone() {
-                    Some(left) if !same_release(&left, &now) && report.outcome == Outcome::Deployed => {
+                    Some(left) if !still_made && report.outcome == Outcome::Deployed => {
                         report.outcome = Outcome::Failed;
                         report.changed = true;
                         report.reason = Some(format!(
@@ -510,6 +511,7 @@ impl Engine<'_> {
                 }
             }
             made = Some(applied.release.clone());
+            report.made = made.clone();
             if gated {
                 let gating = Instant::now();
                 let gated = self.gate_instances(&mut report, run_start, i, &applied.instances, &target).await;
@@ -541,8 +543,52 @@ impl Engine<'_> {
                 state::save(self.runner, Stage::Finished, None, None);
                 finish(report)
             }
-            Err(stop) => finish(self.after_failure(report, run_start, &live, stop).await),
+            Err(stop) => {
+                // On a platform that replaces every instance itself, a failed gate may be
+                // someone else's release gone live meanwhile: theirs is not rolled back.
+                if let Some(report) = self.taken_over(&mut report, &live).await {
+                    return finish(report);
+                }
+                finish(self.after_failure(report, run_start, &live, stop).await)
+            }
         }
+    }
+
+    /// After a failed gate on a platform that replaces every instance itself (Heroku,
+    /// App Platform): when what runs now is neither this run's release nor the recorded
+    /// one, someone else's deploy took over during the gate. The run ends REPLACED, with
+    /// no rollback over theirs; `None` otherwise (the rollback goes ahead).
+    async fn taken_over(&self, report: &mut Report, live: &Snapshot) -> Option<Report> {
+        let made = report.made.clone()?;
+        if self.provider.capabilities().single_instances || !self.config.rollback {
+            return None;
+        }
+        let ctx = Context { deadline: Instant::now() + Duration::from_secs(30), ..self.context() };
+        let read = outlast(&ctx, "read what runs after the gate", || self.provider.snapshot(&ctx));
+        let now = self.shutdown.guard(IN_FLIGHT_GRACE, read).await?.ok()?;
+        if self.provider.still_runs(&now, &made) {
+            return None;
+        }
+        let recorded = self.shutdown.guard(IN_FLIGHT_GRACE, self.provider.in_effect(live, &ctx)).await?;
+        if recorded.unwrap_or(true) {
+            return None;
+        }
+        let cause = now.cause.as_deref().map(|c| format!(" ({c})")).unwrap_or_default();
+        let theirs = format!("{}{cause}", now.release.label);
+        let mut report = std::mem::replace(report, Report::new("", "", "", ""));
+        report.outcome = Outcome::Failed;
+        report.changed = true;
+        report.reason = Some(format!(
+            "{theirs} went live during the health gate of {}: another deploy (or a person) took over. safe-deploy does not roll back over someone else's deploy; check {}, then re-run this deploy if {} should still go out",
+            made.label, now.release.label, made.label
+        ));
+        report.warnings.push(format!(
+            "safe-deploy did not roll back: {theirs} replaced this deploy, and undoing someone else's deploy is theirs to decide"
+        ));
+        report.replaced_by = Some(theirs);
+        report.live = Some(now.release.label);
+        state::save(self.runner, Stage::Finished, None, None);
+        Some(report)
     }
 
     /// The target's version, when the version URL answers and does not name it before
@@ -906,7 +952,9 @@ impl Engine<'_> {
     /// Returns `None` when there is nothing to do.
     pub async fn post(&self, saved: &Saved) -> Option<Report> {
         let mut report = self.post_steps(saved).await;
-        let unfinished = self.provider.finish(report.as_ref().map_or(Ending::Over, ending)).await;
+        // Nothing runs after the post step: whatever it could not put back is someone's
+        // to look at, and no lock may stay held for a step that never comes.
+        let unfinished = self.provider.finish(Ending::Over).await;
         if let Some(r) = &mut report {
             r.warnings.extend(unfinished);
         }
@@ -1042,12 +1090,6 @@ fn short(sha: &str) -> &str {
 
 /// A deployment that went live: `success`, or `inactive` (GitHub's mark on an earlier
 /// success in a non-production environment once a newer one succeeds).
-/// Whether two names are the same release: equal, or the same first word (`v42` and
-/// `v42 (a copy of v40)` name one Heroku release).
-fn same_release(a: &str, b: &str) -> bool {
-    a == b || a.split_whitespace().next().is_some_and(|w| b.split_whitespace().next() == Some(w))
-}
-
 fn was_good(e: &Entry) -> bool {
     matches!(e.state.as_deref(), Some("success" | "inactive"))
 }

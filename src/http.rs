@@ -555,13 +555,13 @@ impl WithoutUrl for reqwest::Error {
     }
 }
 
-/// `Retry-After` as seconds or an HTTP date.
 /// Whether a 429 says the whole budget is spent, with no sooner time to come back.
 fn budget_spent(headers: &HeaderMap) -> bool {
     let remaining = headers.get("ratelimit-remaining").and_then(|v| v.to_str().ok()).map(str::trim);
     remaining == Some("0") && retry_after(headers).is_none() && headers.contains_key("ratelimit-reset")
 }
 
+/// `Retry-After` as seconds or an HTTP date.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = value.parse::<u64>() {

@@ -123,6 +123,10 @@ pub struct Report {
     /// change: after a rollback it must no longer answer.
     #[serde(skip)]
     pub gone_after_rollback: Option<String>,
+    /// The release this run's roll-out made live, as the provider named it (what the
+    /// last look compares what runs with).
+    #[serde(skip)]
+    pub made: Option<crate::providers::ReleaseRef>,
     /// Someone else's deploy replaced this run's release (before or after it went
     /// live): its name. Not rolled back over, and said so.
     #[serde(default)]
@@ -168,6 +172,7 @@ impl Report {
             api_calls: None,
             deployment: None,
             gone_after_rollback: None,
+            made: None,
             replaced_by: None,
             left_behind: None,
         }

@@ -34,16 +34,21 @@ impl fmt::Display for Secret {
 /// one-character token must not turn every `x` of a summary into `***`.
 const SHORT: usize = 8;
 
-/// Opens `path` for writing, created readable and writable by this user only (0600)
-/// when it is new: state, snapshots and keys hold what must not be shared.
-pub fn private_file(path: &std::path::Path, append: bool) -> std::io::Result<std::fs::File> {
+/// Opens `path` to append to, created readable and writable by this user only (0600)
+/// when it is new: state holds what must not be shared.
+pub fn private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     let mut options = std::fs::OpenOptions::new();
-    options.create(true);
-    if append {
-        options.append(true);
-    } else {
-        options.write(true).truncate(true);
-    }
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+/// Creates `path`, which must not exist yet (nor be a link), readable and writable by
+/// this user only (0600): a snapshot or a key, in a folder others may write to.
+pub fn new_private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path)

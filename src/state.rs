@@ -128,7 +128,7 @@ fn write_snapshot(runner: &Runner, json: &str) -> std::io::Result<PathBuf> {
         .unwrap_or_else(std::env::temp_dir);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
     let path = dir.join(format!("safe-deploy-snapshot-{}-{nanos}.json", std::process::id()));
-    std::io::Write::write_all(&mut crate::secret::private_file(&path, false)?, json.as_bytes())?;
+    std::io::Write::write_all(&mut crate::secret::new_private_file(&path)?, json.as_bytes())?;
     Ok(path)
 }
 
@@ -152,8 +152,15 @@ pub fn tidy(runner: &Runner) -> Left {
     if saved.stage.is_some_and(Stage::needs_rollback) || saved.open_deployment.is_some() {
         return Left::Kept(state.to_path_buf());
     }
-    if let Some(snapshot) = values.get(SNAPSHOT_FILE) {
-        let _ = std::fs::remove_file(snapshot);
+    // Only a snapshot file this program names so: the state file could name anything.
+    if let Some(snapshot) = values.get(SNAPSHOT_FILE).map(Path::new) {
+        let ours = snapshot
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("safe-deploy-snapshot-") && n.ends_with(".json"));
+        if ours {
+            let _ = std::fs::remove_file(snapshot);
+        }
     }
     if !runner.on_runner {
         let _ = std::fs::remove_file(state);

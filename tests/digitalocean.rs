@@ -436,6 +436,76 @@ async fn a_spent_request_budget_is_waited_out_until_the_reset_it_gives_not_given
     assert!(!ran.stdout.contains("re-run in a few minutes"), "{ran}");
 }
 
+/// Puts `app`'s spec with the web image at `tag`, as someone with doctl would.
+async fn put_image(h: &DoSandbox, app: &str, tag: &str) {
+    let mut spec = h.app(app)["spec"].clone();
+    spec["services"][0]["image"] = serde_json::json!({ "registry_type": "DOCR", "repository": "web", "tag": tag });
+    let url = format!("{}/v2/apps/{}", h.api_url(), h.app_id(app));
+    let auth = format!("Bearer {TOKEN}");
+    let body = serde_json::json!({ "spec": spec });
+    let put = sandbox::client::call("PUT", &url, &[("authorization", auth.as_str())], Some(&body)).await.unwrap();
+    assert_eq!(put.status, 200, "{}", put.text());
+}
+
+#[tokio::test]
+async fn another_deployment_that_fails_this_runs_gate_is_not_rolled_back_over() {
+    let h = apps_with(DoOptions { step_time: Duration::from_millis(200), ..options(vec![AppOptions::image("shop")]) })
+        .await;
+    h.add_image("web:v9", ReleaseSpec { version: "v9".into(), ..Default::default() });
+    let before = h.active_deployment("shop").unwrap();
+    let inputs = with(
+        with(deploy(&h, "shop", &format!("{REGISTRY}/web:v2"), "v2"), "health-soak", "8s"),
+        "health-deadline",
+        "20s",
+    );
+    let step = Step::main(&inputs);
+    let child = step.command().spawn().unwrap();
+    crate::util::eventually(Duration::from_secs(20), "this run's deployment to go live", || {
+        h.active_deployment("shop").is_some_and(|a| a != before)
+    })
+    .await;
+    // Someone deploys v9 during the soak: the gate sees v9, not v2, and fails.
+    put_image(&h, "shop", "v9").await;
+    let ran = step.collect(child).await;
+    let theirs = h.active_deployment("shop").unwrap();
+    assert_eq!(active_image(&h, "shop"), "web:v9", "theirs is live");
+    assert_eq!((ran.code, ran.output("status")), (3, "failed"), "{ran}");
+    assert!(ran.output("release").starts_with(&theirs[..8]), "{ran}");
+    assert_summary_says(&ran, &["REPLACED", &theirs[..8], "during the health gate"]);
+    assert!(!writes(&h).iter().any(|w| w.contains("/rollback")), "never rolled back over theirs: {:?}", writes(&h));
+}
+
+#[tokio::test]
+async fn a_late_deployment_is_never_confused_with_an_old_one_of_the_same_image() {
+    let h = apps(vec![AppOptions::image("shop")]).await;
+    // v3 once failed (its deployment ended in ERROR); v4 went live after it.
+    h.add_image("web:v3", ReleaseSpec { crash_on_start: true, exit_code: 3, ..Default::default() });
+    let failed = Step::main(&deploy(&h, "shop", &format!("{REGISTRY}/web:v3"), "v3")).run().await;
+    assert_eq!(failed.code, 1, "{failed}");
+    let ok = Step::main(&deploy(&h, "shop", &format!("{REGISTRY}/web:v4"), "v4")).run().await;
+    assert_eq!(ok.code, 0, "{ok}");
+    // v3, fixed, again: its new deployment shows late, and the old ERROR one of v3 is
+    // among the newest: it must not be taken for this run's.
+    h.add_image("web:v3", ReleaseSpec::default());
+    h.hide_next_deployment("shop", Duration::from_secs(3));
+    let ran = Step::main(&deploy(&h, "shop", &format!("{REGISTRY}/web:v3"), "v3")).run().await;
+    assert_eq!((ran.code, ran.output("status")), (0, "deployed"), "{ran}");
+    assert_eq!(active_image(&h, "shop"), "web:v3");
+}
+
+#[tokio::test]
+async fn a_spec_file_of_another_app_is_refused_when_the_app_is_given_by_id() {
+    let h = apps(vec![AppOptions::image("shop")]).await;
+    let inputs = with(deploy(&h, "shop", &format!("{REGISTRY}/web:v2"), "v2"), "app", &h.app_id("shop"));
+    let step = Step::main(&inputs);
+    std::fs::create_dir_all(step.dir.path().join(".do")).unwrap();
+    std::fs::write(step.dir.path().join(".do/app.yaml"), "name: blog\nservices:\n- name: web\n").unwrap();
+    let ran = step.run().await;
+    assert_eq!((ran.code, ran.output("status")), (1, "failed"), "{ran}");
+    assert_summary_says(&ran, &["before any change", "describes app blog", "is app shop"]);
+    assert!(writes(&h).is_empty(), "{:?}", writes(&h));
+}
+
 #[tokio::test]
 async fn a_deployment_someone_cancels_leaves_the_old_one_serving_and_says_so() {
     let h = apps_with(DoOptions { step_time: Duration::from_millis(1500), ..options(vec![AppOptions::image("shop")]) })

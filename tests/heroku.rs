@@ -281,6 +281,7 @@ async fn a_release_someone_makes_during_the_gate_is_not_this_runs_success() {
     assert_eq!(h.current_version("shop"), Some(3), "theirs is live");
     assert_eq!((ran.code, ran.output("status"), ran.output("release")), (3, "failed", "v3 (a copy of v2)"), "{ran}");
     assert_summary_says(&ran, &["REPLACED", "v3 (a copy of v2)", "Rollback to v2"]);
+    assert!(!ran.summary.contains('@') && !ran.stdout.contains("sandbox@example.com"), "no one's email: {ran}");
     let rollbacks = h.calls().iter().filter(|c| c.method == "POST" && c.path == "/apps/shop/releases").count();
     assert_eq!(rollbacks, 1, "only theirs: this run never rolled back over it");
     done(h).await;

@@ -404,13 +404,11 @@ async fn four_hosts_change_one_at_a_time_with_no_request_failing() {
     // The first host, gated alone: started on its loopback, gated there, then on the
     // balancer's port; the old container kept aside until the release was proved.
     let first = changes(&rig.fleet, 0);
-    assert_eq!(first.len(), 7, "{first:?}");
+    assert_eq!(first.len(), 6, "{first:?}");
     assert_eq!(first[..2], ["stop --time 5 web".to_string(), format!("rename web {kept}")]);
     assert!(first[2].contains("--publish 127.0.0.1::") && first[2].ends_with("web:v2"), "{first:?}");
-    assert_eq!(
-        first[3..],
-        ["stop --time 5 web".into(), "rm --force web".into(), run.clone(), format!("rm --force {kept}")]
-    );
+    // The gated container served nothing but its gate: removed at once, not stopped.
+    assert_eq!(first[3..], ["rm --force web".into(), run.clone(), format!("rm --force {kept}")]);
     for i in 1..4 {
         assert_eq!(
             changes(&rig.fleet, i),
@@ -490,15 +488,70 @@ async fn a_host_is_put_back_exactly_as_it_was_its_own_env_and_options_not_this_r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_never_removes_the_recorded_container_whatever_state_a_stopped_run_left() {
+    use safe_deploy::providers::{Context, Progress};
+    use sandbox::hosts::runtime::read_state;
+    let h = HostsHarness::ssh().await;
+    let provider = h.provider();
+    let ctx = Context {
+        deadline: tokio::time::Instant::now() + Duration::from_secs(60),
+        shutdown: safe_deploy::shutdown::Shutdown::new(),
+        progress: Progress::default(),
+    };
+    let live = provider.snapshot(&ctx).await.expect("recorded");
+    let id = |i: usize| read_state(&h.fleet.host_dir(i)).containers["web"].id.clone();
+    let original = (id(0), id(1));
+
+    // A run stopped right after the graceful stop of host 1's container, before keeping
+    // it aside: the container under its name is the recorded one, stopped.
+    h.fleet.docker(0, &["stop", "--time", "1", "web"]).await.unwrap();
+    provider.restore(&live, &ctx).await.expect("put back");
+    assert_eq!((id(0), id(1)), original, "started again, not removed and made anew");
+    assert!(read_state(&h.fleet.host_dir(0)).containers["web"].is_running());
+    assert_eq!(h.running(), "g1");
+
+    // A run stopped after it put the kept container back under its name, before starting it.
+    let kept = format!("web-before-{}", &live.record["token"].as_str().unwrap()[..8]);
+    h.fleet.docker(0, &["stop", "--time", "1", "web"]).await.unwrap();
+    h.fleet.docker(0, &["rename", "web", &kept]).await.unwrap();
+    h.fleet.docker(0, &["rename", &kept, "web"]).await.unwrap();
+    provider.restore(&live, &ctx).await.expect("put back");
+    assert_eq!(id(0), original.0);
+    assert!(read_state(&h.fleet.host_dir(0)).containers["web"].is_running());
+
+    // Kept aside, and nothing under its name at all (the new one never got created).
+    h.fleet.docker(0, &["stop", "--time", "1", "web"]).await.unwrap();
+    h.fleet.docker(0, &["rename", "web", &kept]).await.unwrap();
+    provider.restore(&live, &ctx).await.expect("put back");
+    let state = read_state(&h.fleet.host_dir(0));
+    assert_eq!((state.containers["web"].id.clone(), state.containers.len()), (original.0.clone(), 1));
+    assert!(state.containers["web"].is_running());
+    provider.finish(safe_deploy::providers::Ending::Over).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_balancer_check_the_live_release_fails_stops_the_deploy_before_any_change() {
     let rig = Rig::start(2, "web:v1").await;
     // A check path the live release does not have (the balancer is told /health; the
     // input says /healthz): every new container would fail it too.
     let ran = Step::main(&with(rig.deploy("v2"), "lb-check-path", "/healthz")).run().await;
     assert_eq!((ran.code, ran.output("status")), (1, "failed"), "not 3, not 'stopped answering': {ran}");
-    assert_says(&ran, &["before any change", "already fails on", "which runs the live release", "404"]);
+    assert_says(&ran, &["before any change", "already fails on what runs live on", "404"]);
     assert!(!ran.summary.contains("stopped answering"), "{ran}");
     assert_eq!(writes(&rig.fleet), 0, "no host was touched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_already_failing_its_check_is_deployed_to_with_a_warning_not_blocked() {
+    let rig = Rig::start(2, "web:v1").await;
+    // Host 2's live release fails the balancer's check (drained, say): sick already.
+    let sick = rig.fleet.hosts()[1].app;
+    let drained = sandbox::client::call("POST", &format!("http://{sick}/drain"), &[], None).await.unwrap();
+    assert_eq!(drained.status, 200);
+    let ran = Step::main(&rig.deploy("v2")).run().await;
+    assert_eq!((ran.code, ran.output("status")), (0, "deployed"), "a fix may be what it needs: {ran}");
+    assert_eq!(running(&rig.fleet), "v2");
+    assert_says(&ran, &["already fails on what runs live on", &rig.fleet.hosts()[1].addr.to_string()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -162,11 +162,18 @@ async fn demo(droplets: bool, summary_file: Option<PathBuf>, redactor: Redactor)
 /// Writes the fleet's client key and known_hosts lines to files, for a person or a
 /// script to pass as inputs.
 fn key_files(fleet: &Fleet) -> std::io::Result<(PathBuf, PathBuf)> {
-    let dir = std::env::temp_dir().join(format!("safe-deploy-hosts-sandbox-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    // A folder of its own, made new (the temp folder is everyone's), for this user only.
+    let dir = std::env::temp_dir().join(format!(
+        "safe-deploy-hosts-sandbox-{}-{:08x}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    let mut folder = std::fs::DirBuilder::new();
+    std::os::unix::fs::DirBuilderExt::mode(&mut folder, 0o700);
+    folder.create(&dir)?;
     let (key, known) = (dir.join("ssh-key"), dir.join("known-hosts"));
     // ssh refuses a private key others can read, and so should we.
-    std::io::Write::write_all(&mut crate::secret::private_file(&key, false)?, fleet.client_key_openssh().as_bytes())?;
+    std::io::Write::write_all(&mut crate::secret::new_private_file(&key)?, fleet.client_key_openssh().as_bytes())?;
     std::fs::write(&known, fleet.known_hosts())?;
     Ok((key, known))
 }

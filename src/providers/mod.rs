@@ -301,6 +301,12 @@ pub trait Provider: Send + Sync {
     /// Whether `snapshot` is what runs now (asked by the post step before restoring).
     async fn in_effect(&self, snapshot: &Snapshot, ctx: &Context) -> Result<bool, ProviderError>;
 
+    /// Whether `now`, a fresh snapshot, still runs `made`, the release this run made
+    /// live: by default, the same name (or id).
+    fn still_runs(&self, now: &Snapshot, made: &ReleaseRef) -> bool {
+        now.release.id == made.id || same_release(&now.release.label, &made.label)
+    }
+
     /// Releases the provider remembers, oldest first. Called only when
     /// `capabilities().history` says it has them.
     async fn history(&self, ctx: &Context) -> Result<Vec<ReleaseRef>, ProviderError>;
@@ -564,6 +570,12 @@ where
             other => return other,
         }
     }
+}
+
+/// Whether two names are the same release: equal, or the same first word (`v42` and
+/// `v42 (a copy of v40)` name one Heroku release).
+pub fn same_release(a: &str, b: &str) -> bool {
+    a == b || a.split_whitespace().next().is_some_and(|w| b.split_whitespace().next() == Some(w))
 }
 
 /// "a (2), b (1)": how many instances run each release, by name, so the same mix is

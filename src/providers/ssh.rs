@@ -102,7 +102,8 @@ fn configure(raw: &RawInputs, _workspace: &Path, p: &mut Problems) -> Option<Arc
         );
     }
     let path = raw.get("lb-check-path").unwrap_or("/health").to_string();
-    if !path.starts_with('/') {
+    // A line break or a control character would be dropped from the path, not refused.
+    if !path.starts_with('/') || path.chars().any(|c| c.is_control() || c.is_whitespace()) {
         p.add(
             "lb-check-path",
             format!("'{path}' is not a path"),

@@ -15,7 +15,7 @@ pub fn append(path: &Path, name: &str, value: &str) -> std::io::Result<()> {
     };
     // A file this creates (a state file off a runner) is this user's alone; the
     // runner's own files exist already and keep their mode.
-    let mut file = crate::secret::private_file(path, true)?;
+    let mut file = crate::secret::private_file(path)?;
     // One write, so a concurrent reader never sees half an entry.
     file.write_all(format!("{name}<<{delimiter}\n{value}\n{delimiter}\n").as_bytes())
 }

@@ -169,7 +169,9 @@ async fn a_container_kept_under_another_name_starts_again_as_it_was_and_a_staged
     let taken = exec(&ssh, "docker rename web web-kept").await;
     assert_eq!((taken.code, taken.err.contains("No such container: web")), (Some(1), true), "{taken:?}");
     let listed = exec(&ssh, &format!("docker ps --all --filter publish={port} --format '{{{{.Names}}}}'")).await;
-    assert_eq!(listed.out, "web-kept\n", "a stopped container still has its port: {listed:?}");
+    assert_eq!(listed.out, "", "a stopped container publishes nothing: {listed:?}");
+    let update = exec(&ssh, "docker update --restart no web-kept").await;
+    assert_eq!(update.code, Some(0), "{update:?}");
 
     // Staged on loopback, on a port docker picks: reachable there, not on the host's address.
     let staged = exec(&ssh, "docker run -d --name web -p 127.0.0.1::8080 web:v2").await;
@@ -191,6 +193,11 @@ async fn a_container_kept_under_another_name_starts_again_as_it_was_and_a_staged
     assert_eq!(get(app, "/version").await, Some((200, "v1".into())));
     let env = exec(&ssh, "docker inspect --format '{{json .Config.Env}}' web").await;
     assert_eq!(env.out.trim(), r#"["GREETING=kept"]"#);
+    let listed = exec(&ssh, "docker ps --format '{{.Names}} {{.Ports}}'").await;
+    assert_eq!(listed.out, format!("web 0.0.0.0:{port}->8080/tcp\n"));
+    // An image named like a container is not a container to `inspect --type container`.
+    let no_container = exec(&ssh, "docker inspect --type container --format '{{.Id}}' web:v2").await;
+    assert_eq!(no_container.code, Some(1), "{no_container:?}");
 }
 
 #[tokio::test]

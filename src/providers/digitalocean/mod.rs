@@ -101,6 +101,10 @@ pub struct DoRecord {
     /// A deployment queued behind it (`pending_deployment`, not started yet).
     #[serde(default)]
     pub queued: Option<String>,
+    /// What the app's own spec ran when recorded (it may differ from the active
+    /// deployment's): a restore puts the spec back only when this run changed it.
+    #[serde(default)]
+    pub app_spec_runs: Option<String>,
     #[serde(default)]
     pub live_url: Option<String>,
 }
@@ -111,7 +115,8 @@ impl DoRecord {
     }
 
     /// Whether `d` runs what the recorded deployment ran: it is that deployment, or a
-    /// rollback to it (or to what it copies).
+    /// rollback to it (or to what it copies). (A plain deployment of the same spec is
+    /// not: a tag may name another image by now.)
     fn same_as(&self, d: &Deployment) -> bool {
         d.id == self.deployment_id
             || d.cloned_from
@@ -119,6 +124,12 @@ impl DoRecord {
                 .is_some_and(|of| of == self.deployment_id || Some(of) == self.cloned_from.as_deref())
             // Where a rollback does not say what it copies: one that runs the same sources.
             || (d.cloned_from.is_none() && d.is_rollback() && d.spec.is_object() && runs(&d.spec) == runs(&self.spec))
+    }
+
+    /// Whether the app's spec runs what it ran when recorded: not changed since, by this
+    /// run or anyone.
+    fn spec_as_recorded(&self, app: &client::App) -> bool {
+        runs(&app.spec) == *self.app_spec_runs.as_ref().unwrap_or(&runs(&self.spec))
     }
 }
 
@@ -351,6 +362,7 @@ impl Provider for DoProvider {
             pinned: app.pinned_deployment.as_ref().map(|d| d.id.clone()),
             in_progress: app.in_progress_deployment.as_ref().map(|d| d.id.clone()).filter(|id| !id.is_empty()),
             queued: app.pending_deployment.as_ref().map(|d| d.id.clone()).filter(|id| !id.is_empty()),
+            app_spec_runs: Some(runs(&app.spec)),
             live_url: app.live_url.clone(),
         };
         Ok(Snapshot {
@@ -367,6 +379,14 @@ impl Provider for DoProvider {
         let mut findings = Vec::new();
         let mut say = |severity, message: String| findings.push(Finding { severity, message });
         let at = r.live_url.as_deref().map(|u| format!(" at {u}")).unwrap_or_default();
+        // The app input may be an id: only now is the app's name known to check the spec
+        // file against.
+        if let Some(named) = self.core.settings.spec_name.as_deref().filter(|n| *n != app.as_str()) {
+            say(
+                Severity::Blocker,
+                format!("the app spec file describes app {named}, but {} is app {app}; point app-spec at {app}'s spec, or set app to the app the file describes", short(&r.app_id)),
+            );
+        }
         say(Severity::Info, format!("{app} ({}) runs deployment {}{at}", short(&r.app_id), live.release.label));
         if let Some(pin) = &r.pinned {
             say(
@@ -544,7 +564,7 @@ impl Provider for DoProvider {
         for _ in 0..3 {
             let app = c.app(&r.app_id, &ctx.shutdown).await?;
             let active_is_recorded = app.active_deployment.as_ref().is_some_and(|a| r.same_as(a));
-            let spec_is_recorded = runs(&app.spec) == runs(&r.spec);
+            let spec_is_recorded = r.spec_as_recorded(&app);
             let under_way = app.under_way_all().find(|d| r.same_as(d)).or(app.under_way());
             let back = match (under_way, &app.active_deployment) {
                 // Already back (an earlier try, or nothing went live): no second rollback.
@@ -556,11 +576,12 @@ impl Provider for DoProvider {
                 // Platform deploys it: the same release, anew).
                 (None, Some(_)) if active_is_recorded => {
                     ctx.progress.log("rollback", "putting the recorded spec back (the app's spec names the new image)");
+                    let before = core.deployment_ids(&r.app_id, ctx).await?;
                     let now = c.update(&r.app_id, &r.spec, &ctx.shutdown).await?;
-                    let named = now.under_way_all().find(|d| deploys(d, &r.spec, &r.deployment_id)).cloned();
+                    let named = now.under_way_all().find(|d| !before.contains(&d.id) && deploys(d, &r.spec)).cloned();
                     match named {
                         Some(d) => d,
-                        None => core.deployment_of(&r.app_id, &r.spec, &r.deployment_id, ctx).await?,
+                        None => core.deployment_of(&r.app_id, &r.spec, &before, ctx).await?,
                     }
                 }
                 // An earlier try's rollback still under way: follow it.
@@ -630,7 +651,7 @@ impl Provider for DoProvider {
         let app = self.core.client.app(&r.app_id, &ctx.shutdown).await?;
         Ok(app.under_way().is_none()
             && app.active_deployment.as_ref().is_some_and(|a| r.same_as(a))
-            && runs(&app.spec) == runs(&r.spec))
+            && r.spec_as_recorded(&app))
     }
 
     /// Deployments a rollback may go to, oldest first: those that went live, minus the

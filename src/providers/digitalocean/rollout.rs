@@ -105,35 +105,45 @@ pub fn failing_step(d: &Deployment) -> Option<(String, String)> {
     Some((path.clone(), reason))
 }
 
-/// Whether `d` is a deployment of `spec` other than `not`: what a spec update starts.
-pub fn deploys(d: &Deployment, spec: &Value, not: &str) -> bool {
-    d.id != not && (!d.spec.is_object() || runs(&d.spec) == runs(spec))
+/// Whether `d` deploys `spec` (or does not say what it deploys).
+pub fn deploys(d: &Deployment, spec: &Value) -> bool {
+    !d.spec.is_object() || runs(&d.spec) == runs(spec)
 }
 
 /// How long a spec App Platform accepted may go without a deployment of it showing.
 const SHOW_LIMIT: Duration = Duration::from_secs(120);
 
 impl Core {
-    /// The deployment a spec update started, when its answer named none: looked for in
-    /// the app and its newest deployments until it shows, for up to two minutes. App
-    /// Platform deploys an accepted spec by itself, gate or no gate.
+    /// The ids of the app's newest deployments: what a spec update about to be sent did
+    /// not start.
+    pub async fn deployment_ids(&self, app_id: &str, ctx: &Context) -> Result<Vec<String>, ProviderError> {
+        let app = self.client.app(app_id, &ctx.shutdown).await?;
+        let listed = self.client.deployments(app_id, 20, 1, &ctx.shutdown).await?;
+        Ok(listed.into_iter().chain(app.under_way_all().cloned()).map(|d| d.id).collect())
+    }
+
+    /// The deployment a spec update started, when its answer named none: a deployment
+    /// of `spec` that was not there `before`, looked for in the app and its newest
+    /// deployments until it shows, for up to two minutes. App Platform deploys an
+    /// accepted spec by itself, gate or no gate.
     pub async fn deployment_of(
         &self,
         app_id: &str,
         spec: &Value,
-        not: &str,
+        before: &[String],
         ctx: &Context,
     ) -> Result<Deployment, ProviderError> {
         let started = Instant::now();
         let deadline = ctx.deadline.min(started + SHOW_LIMIT);
         let what = "the deployment of the new spec to show in App Platform's answers";
         loop {
+            let new = |d: &Deployment| !before.contains(&d.id) && deploys(d, spec);
             let app = self.client.app(app_id, &ctx.shutdown).await?;
-            if let Some(d) = app.under_way_all().find(|d| deploys(d, spec, not)) {
+            if let Some(d) = app.under_way_all().find(|d| new(d)) {
                 return Ok(d.clone());
             }
             let newest = self.client.deployments(app_id, 5, 1, &ctx.shutdown).await?;
-            if let Some(d) = newest.into_iter().find(|d| d.spec.is_object() && deploys(d, spec, not)) {
+            if let Some(d) = newest.into_iter().find(|d| d.spec.is_object() && new(d)) {
                 return Ok(d);
             }
             if Instant::now() >= deadline {
@@ -319,19 +329,23 @@ impl DoRollout {
     async fn start(&self, core: &Core, ctx: &Context) -> Result<Deployment, (bool, ProviderError)> {
         let c = &core.client;
         let refused = |e: ProviderError| {
-            // A refusal (4xx) changed nothing; a write whose answer never came may have.
-            let maybe = e.is_transient() || matches!(e, ProviderError::Http(_) | ProviderError::Cancelled(_));
+            // A refusal (4xx, a 429 included) changed nothing; a write whose answer never
+            // came, or came as a 5xx, may have.
+            let maybe =
+                matches!(e, ProviderError::Unavailable(_) | ProviderError::Http(_) | ProviderError::Cancelled(_));
             (maybe, e)
         };
         match &self.make {
             Make::Update { spec, .. } => {
+                // What exists before the write is not what it starts.
+                let before = core.deployment_ids(&self.app_id, ctx).await.map_err(|e| (false, e))?;
                 let app = c.update(&self.app_id, spec, &ctx.shutdown).await.map_err(refused)?;
                 // The description guarantees `pending_deployment` reflects an update; a
-                // deployment counts only when it deploys what was sent.
-                if let Some(d) = app.under_way_all().find(|d| deploys(d, spec, &self.live_id)) {
+                // deployment counts only when it is new and deploys what was sent.
+                if let Some(d) = app.under_way_all().find(|d| !before.contains(&d.id) && deploys(d, spec)) {
                     return Ok(d.clone());
                 }
-                core.deployment_of(&self.app_id, spec, &self.live_id, ctx).await.map_err(|e| (true, e))
+                core.deployment_of(&self.app_id, spec, &before, ctx).await.map_err(|e| (true, e))
             }
             Make::Deploy { force_build } => {
                 c.create_deployment(&self.app_id, *force_build, &ctx.shutdown).await.map_err(refused)

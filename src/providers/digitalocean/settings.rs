@@ -21,6 +21,9 @@ pub struct Settings {
     pub components: Vec<String>,
     /// A rollback leaves the app pinned to it (until committed or reverted).
     pub keep_pin: bool,
+    /// The app the spec file describes (`name`), checked against the app once its
+    /// name is known (the app input may be an id).
+    pub spec_name: Option<String>,
 }
 
 impl ProviderSettings for Settings {
@@ -172,17 +175,19 @@ pub fn configure(raw: &RawInputs, workspace: &Path, p: &mut Problems) -> Option<
         ok = false;
     }
     // A broken spec file was reported by `defaults` already.
+    let file = load(raw, workspace).ok().flatten();
+    let spec_name = file.as_ref().and_then(|f| f["name"].as_str()).map(str::to_string);
     if components.is_empty() && image.is_some() {
-        if let Ok(Some(file)) = load(raw, workspace) {
+        if let Some(file) = &file {
             let wanted = image.as_ref().map(|i| i.repository.clone()).unwrap_or_default();
-            components = spec::components(&file)
+            components = spec::components(file)
                 .into_iter()
                 .filter(|c| c.image.as_ref().is_some_and(|i| i["repository"].as_str() == Some(&wanted)))
                 .map(|c| c.name)
                 .collect();
         }
     }
-    ok.then(|| Arc::new(Settings { components, keep_pin }) as Arc<dyn ProviderSettings>)
+    ok.then(|| Arc::new(Settings { components, keep_pin, spec_name }) as Arc<dyn ProviderSettings>)
 }
 
 #[cfg(test)]

@@ -76,26 +76,13 @@ pub struct Release {
     pub output_stream_url: Option<String>,
     #[serde(default)]
     pub slug: Option<IdOnly>,
-    #[serde(default)]
-    pub user: Option<User>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct User {
-    #[serde(default)]
-    pub email: String,
 }
 
 impl Release {
-    /// What made it, as Heroku says: "Deploy 1a2b3c4 by ops@example.com".
+    /// What made it, as Heroku describes it: "Deploy 1a2b3c4", "Rollback to v2". (Not
+    /// who: an email address has no place in a public job log.)
     pub fn cause(&self) -> Option<String> {
-        let by = self.user.as_ref().map(|u| u.email.as_str()).filter(|e| !e.is_empty());
-        match (self.description.trim(), by) {
-            ("", None) => None,
-            ("", Some(by)) => Some(format!("made by {by}")),
-            (what, None) => Some(what.to_string()),
-            (what, Some(by)) => Some(format!("{what} by {by}")),
-        }
+        Some(self.description.trim().to_string()).filter(|d| !d.is_empty())
     }
 
     /// The version this release copies, for a rollback ("Rollback to v42").
@@ -439,7 +426,6 @@ mod tests {
             eligible_for_rollback: eligible,
             output_stream_url: None,
             slug: None,
-            user: None,
         }
     }
 

@@ -223,6 +223,15 @@ impl Provider for HerokuProvider {
             }
             _ => {}
         }
+        // Heroku has no deploy lock: a build or release phase in flight is another
+        // deploy's, and two at once end with whichever finishes last.
+        let others = self.core.in_flight(ctx).await?;
+        if !others.is_empty() {
+            say(
+                Severity::Blocker,
+                format!("{} in flight, started by another deploy: Heroku would make live whichever finishes last; re-run when it is done", others.join(" and ")),
+            );
+        }
         if r.web_dynos == 0 {
             say(Severity::Blocker, format!("{app} runs no web dynos, so nothing could prove the release healthy; scale it: heroku ps:scale web=2 -a {app}"));
         }

@@ -199,6 +199,9 @@ pub struct Core {
     /// Old containers this run kept aside, by host: gone once put back, or once the new
     /// release is proved.
     kept: Mutex<Vec<(Host, String)>>,
+    /// Hosts whose live release already failed the balancer's check before the run: a
+    /// failing check there is not this run's doing, and is not held against a restore.
+    sick: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for Core {
@@ -259,6 +262,7 @@ impl HostsProvider {
                 sessions: Default::default(),
                 locked: Mutex::new(Vec::new()),
                 kept: Mutex::new(Vec::new()),
+                sick: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -301,16 +305,21 @@ impl Core {
 
     /// What the app's container runs on `host`; `None` when there is none.
     pub async fn running(&self, host: &Host, ctx: &Context) -> Result<Option<Running>, ProviderError> {
+        self.running_named(host, &self.options.container.name, ctx).await
+    }
+
+    /// What the container named `name` runs on `host`; `None` when there is none.
+    async fn running_named(&self, host: &Host, name: &str, ctx: &Context) -> Result<Option<Running>, ProviderError> {
         let c = self.connect(host).await?;
-        let out = c.session.run(&self.options.runtime.inspect(&self.options.container), limit(ctx)).await?;
+        let out = c.session.run(&self.options.runtime.inspect(name), limit(ctx)).await?;
         if !out.ok() {
             let said = out.said();
             if said.contains("No such") || said.contains("no such") {
                 return Ok(None);
             }
             return Err(ProviderError::Failed(format!(
-                "reading the container {} on {} failed (exit {}): {said}",
-                self.options.container.name, host.name, out.status
+                "reading the container {name} on {} failed (exit {}): {said}",
+                host.name, out.status
             )));
         }
         Running::parse(&out.stdout).map(Some).ok_or_else(|| {
@@ -336,13 +345,8 @@ impl Core {
         check: &Check,
         staged: Option<&Staged>,
     ) -> Result<Result<(), String>, ProviderError> {
-        let c = self.connect(host).await?;
-        let mut url = match staged {
-            Some(ports) => match ports.get(&check.port) {
-                Some(port) => c.url_at("127.0.0.1", *port).await?,
-                None => return Ok(Err(format!("no port of the new container is the check's port {}", check.port))),
-            },
-            None => c.url(check.port).await?,
+        let Some(mut url) = self.url_for(host, check.port, staged).await? else {
+            return Ok(Err(format!("no port of the new container is the check's port {}", check.port)));
         };
         url.set_path(check.path.as_deref().unwrap_or("/"));
         if check.tls && check.path.is_some() {
@@ -352,6 +356,25 @@ impl Core {
             Ok((status, _)) if check.path.is_none() || (200..400).contains(&status) => Ok(()),
             Ok((status, _)) => Err(format!("answered {status}")),
             Err((_, why)) => Err(format!("no answer ({why})")),
+        })
+    }
+
+    /// A local URL reaching host port `port` as the app serves it: on the balancer's
+    /// address, or where a staged container listens on the host's loopback (`None` when
+    /// it publishes no such port).
+    pub async fn url_for(
+        &self,
+        host: &Host,
+        port: u16,
+        staged: Option<&Staged>,
+    ) -> Result<Option<url::Url>, ProviderError> {
+        let c = self.connect(host).await?;
+        Ok(match staged {
+            Some(ports) => match ports.get(&port) {
+                Some(at) => Some(c.url_at("127.0.0.1", *at).await?),
+                None => None,
+            },
+            None => Some(c.url(port).await?),
         })
     }
 
@@ -656,9 +679,16 @@ impl Core {
             self.run(host, ctx, "stopping the old container", &rt.stop(c)).await?;
         }
         self.run(host, ctx, "keeping the old container aside", &rt.rename(&c.name, keep)).await?;
-        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
-        if !kept.iter().any(|(h, k)| h.ssh == host.ssh && k == keep) {
-            kept.push((host.clone(), keep.to_string()));
+        {
+            let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+            if !kept.iter().any(|(h, k)| h.ssh == host.ssh && k == keep) {
+                kept.push((host.clone(), keep.to_string()));
+            }
+        }
+        // The daemon starts an `always` container again when it restarts: one kept aside
+        // must stay stopped (its policy comes back with it).
+        if restarts_by_itself(&old.restart) {
+            self.run(host, ctx, "keeping the old container stopped", &rt.restart_policy(keep, "no")).await?;
         }
         Ok(())
     }
@@ -706,34 +736,45 @@ impl Core {
     /// that passed its gate on the host's loopback.
     pub async fn unstage(&self, host: &Host, layout: &Layout, image: &str, ctx: &Context) -> Result<(), ProviderError> {
         let rt = &self.options.runtime;
-        let c = &self.options.container;
-        self.run(host, ctx, "stopping the staged container", &rt.stop(c)).await?;
-        self.run(host, ctx, "removing the staged container", &rt.remove(c)).await?;
+        // It served nothing but the gate: no requests in flight to wait for.
+        self.run(host, ctx, "removing the staged container", &rt.remove(&self.options.container)).await?;
         self.launch(host, layout, image, false, ctx).await?;
         self.until_healthy(host, &layout.check, None, ctx).await
     }
 
-    /// Puts the kept container back under its name (the new one goes), and starts it
-    /// when it was running: exactly as it was recorded.
-    async fn bring_back(&self, host: &Host, keep: &str, start: bool, ctx: &Context) -> Result<(), ProviderError> {
+    /// Puts the kept container back under its name (the new one, if any, goes), with
+    /// its own restart policy, and starts it when it was running: exactly as recorded.
+    async fn bring_back(
+        &self,
+        host: &Host,
+        keep: &str,
+        recorded: &Running,
+        new_one: bool,
+        ctx: &Context,
+    ) -> Result<(), ProviderError> {
         let rt = &self.options.runtime;
         let c = &self.options.container;
-        self.run(host, ctx, "removing the new container", &rt.remove(c)).await?;
+        if new_one {
+            self.run(host, ctx, "removing the new container", &rt.remove(c)).await?;
+        }
         self.run(host, ctx, "putting the old container back", &rt.rename(keep, &c.name)).await?;
         self.kept.lock().unwrap_or_else(|p| p.into_inner()).retain(|(h, k)| !(h.ssh == host.ssh && k == keep));
-        if start {
-            self.run(host, ctx, "starting the old container", &rt.start(&c.name)).await?;
-        }
-        Ok(())
+        self.start_recorded(host, recorded, ctx).await
     }
 
-    /// Whether a container named `name` exists on `host`.
-    async fn exists(&self, host: &Host, name: &str, ctx: &Context) -> Result<bool, ProviderError> {
-        let c = self.connect(host).await?;
+    /// The recorded container, under its name: its restart policy as recorded, and
+    /// started when it was running.
+    async fn start_recorded(&self, host: &Host, recorded: &Running, ctx: &Context) -> Result<(), ProviderError> {
         let rt = &self.options.runtime;
-        let probe = Container { name: name.to_string(), ..self.options.container.clone() };
-        let out = c.session.run(&rt.inspect(&probe), limit(ctx)).await?;
-        Ok(out.ok())
+        let name = &self.options.container.name;
+        if restarts_by_itself(&recorded.restart) {
+            let policy = rt.restart_policy(name, &recorded.restart);
+            self.run(host, ctx, "giving the old container its restart policy back", &policy).await?;
+        }
+        if recorded.running {
+            self.run(host, ctx, "starting the old container", &rt.start(name)).await?;
+        }
+        Ok(())
     }
 
     /// Whether the container on `host` is published only on its loopback (staged):
@@ -763,46 +804,59 @@ impl Core {
         let check = &layout.check;
         let now = self.running(host, ctx).await?;
         if same(&now, &recorded.running) {
-            return self.readmit(host, layout, ctx).await;
+            return match &recorded.running {
+                Some(r) if r.running => self.readmit(host, layout, ctx).await,
+                _ => Ok(false),
+            };
         }
-        ctx.progress.log(self.name(), &format!("putting {} back on {}", host.name, recorded.label()));
-        if now.as_ref().is_some_and(|n| n.running) && !self.staged_now(host, ctx).await {
-            self.drain_for_restore(host, layout, ctx).await?;
-        }
-        match &recorded.running {
-            // Its own container, kept aside: back exactly as it was made.
-            Some(r) if self.exists(host, keep, ctx).await? => {
-                self.bring_back(host, keep, r.running, ctx).await?;
-                if r.running {
-                    self.until_healthy(host, check, None, ctx).await?;
-                    self.admit(host, layout, ctx).await?;
-                }
-            }
-            Some(r) => {
-                // The kept container is gone (removed by hand): the recorded image, with
-                // this run's settings, is the nearest thing.
-                ctx.progress.log(
-                    self.name(),
-                    &format!(
-                        "{}: the old container kept as {keep} is gone; starting {} with this run's settings",
-                        host.name, r.image
-                    ),
-                );
-                let image = self.restorable(host, r, ctx).await?;
-                let rt = &self.options.runtime;
-                self.run(host, ctx, "removing the new container", &rt.remove(&self.options.container)).await?;
-                self.launch(host, layout, &image, false, ctx).await?;
-                self.until_healthy(host, check, None, ctx).await?;
-                self.admit(host, layout, ctx).await?;
-            }
-            None => {
-                let rt = &self.options.runtime;
+        let Some(r) = &recorded.running else {
+            // It had no container: the new one goes.
+            let rt = &self.options.runtime;
+            ctx.progress.log(self.name(), &format!("removing the new container from {}", host.name));
+            if now.is_some() {
                 self.run(host, ctx, "stopping the new container", &rt.stop(&self.options.container)).await?;
                 self.run(host, ctx, "removing the new container", &rt.remove(&self.options.container)).await?;
-                if layout.drain_by_api {
-                    outlast(ctx, "put the host back in the balancer", || self.inventory.put_back(host, ctx)).await?;
+            }
+            if layout.drain_by_api {
+                outlast(ctx, "put the host back in the balancer", || self.inventory.put_back(host, ctx)).await?;
+            }
+            return Ok(true);
+        };
+        ctx.progress.log(self.name(), &format!("putting {} back on {}", host.name, recorded.label()));
+        match &now {
+            // The recorded container itself, stopped (the run stopped it, and stopped
+            // there): it only needs starting, never removing.
+            Some(n) if n.same_container(r) => self.start_recorded(host, r, ctx).await?,
+            _ => {
+                let serving = now.as_ref().is_some_and(|n| n.running) && !self.staged_now(host, ctx).await;
+                if serving {
+                    self.drain_for_restore(host, layout, ctx).await?;
+                }
+                if self.running_named(host, keep, ctx).await?.is_some() {
+                    // Its own container, kept aside: back exactly as it was made.
+                    self.bring_back(host, keep, r, now.is_some(), ctx).await?;
+                } else {
+                    // The kept container is gone (removed by hand): the recorded image,
+                    // with this run's settings, is the nearest thing.
+                    ctx.progress.log(
+                        self.name(),
+                        &format!(
+                            "{}: the old container kept as {keep} is gone; starting {} with this run's settings",
+                            host.name, r.image
+                        ),
+                    );
+                    let image = self.restorable(host, r, ctx).await?;
+                    if now.is_some() {
+                        let rt = &self.options.runtime;
+                        self.run(host, ctx, "removing the new container", &rt.remove(&self.options.container)).await?;
+                    }
+                    self.launch(host, layout, &image, false, ctx).await?;
                 }
             }
+        }
+        if r.running {
+            self.until_healthy(host, check, None, ctx).await?;
+            self.admit(host, layout, ctx).await?;
         }
         Ok(true)
     }
@@ -825,6 +879,10 @@ impl Core {
         // Failing its check while it runs the recorded image: drained, most likely.
         if let Some(path) = &self.options.drain_path {
             let _ = self.drain_switch(host, layout.app_port, path, reqwest::Method::DELETE, &ctx.shutdown).await;
+        }
+        // A host whose live release failed the check before the run is not judged by it now.
+        if self.sick.lock().unwrap_or_else(|p| p.into_inner()).contains(&host.ssh) {
+            return Ok(false);
         }
         self.admit(host, layout, ctx).await?;
         Ok(true)
@@ -851,13 +909,20 @@ impl Recorded {
     }
 }
 
-/// Whether what runs now is what was recorded.
+/// Whether what runs now is what was recorded: the same image, running or stopped as it
+/// was.
 fn same(now: &Option<Running>, recorded: &Option<Running>) -> bool {
     match (now, recorded) {
-        (Some(n), Some(r)) => n.image_id == r.image_id && n.running,
+        (Some(n), Some(r)) => n.image_id == r.image_id && n.running == r.running,
         (None, None) => true,
         _ => false,
     }
+}
+
+/// Whether the daemon starts a container with this restart policy by itself (on its own
+/// restart, or the host's).
+fn restarts_by_itself(policy: &str) -> bool {
+    matches!(policy, "always") || policy.starts_with("on-failure")
 }
 
 /// How long one remote command may take: what is left of the run's time, but at least
@@ -992,6 +1057,7 @@ impl Provider for HostsProvider {
         // Everything a new container needs, on every host, before the first change.
         let rt = &core.options.runtime;
         let container = core.container(layout);
+        let mut live = Vec::new();
         for r in &record.hosts {
             let host = &r.host;
             let session = &core.connect(host).await?.session;
@@ -1013,36 +1079,57 @@ impl Provider for HostsProvider {
                     );
                 }
             }
+            let listed = session.run(&rt.listening(), limit(ctx)).await?;
+            if !listed.ok() {
+                add(
+                    Severity::Warning,
+                    format!("{}: which ports other containers hold could not be read ({}); a taken port would stop the new container there", host.name, listed.said()),
+                );
+            }
+            let held = remote::ports_held(&listed.stdout, &container.name);
             for (port, _) in &container.ports {
-                let out = session.run(&rt.publishing(*port), limit(ctx)).await?;
-                let others: Vec<&str> =
-                    out.stdout.lines().map(str::trim).filter(|n| !n.is_empty() && *n != container.name).collect();
-                if out.ok() && !others.is_empty() {
+                let by: Vec<&str> = held.iter().filter(|(p, _)| p == port).map(|(_, n)| n.as_str()).collect();
+                if !by.is_empty() {
                     add(
                         Severity::Blocker,
                         format!(
-                            "{}: port {port} is published by another container ({}), so the new container could not take it; stop that one, or change ports",
+                            "{}: port {port} is published by another running container ({}), so the new container could not take it; stop that one, or change ports",
                             host.name,
-                            others.join(", ")
+                            by.join(", ")
                         ),
                     );
                 }
             }
-            // The balancer's check must pass on what is live now: a check that fails on
-            // the live release would fail every new one too, and a rollback would then
-            // take untouched hosts for broken.
             if r.running.as_ref().is_some_and(|c| c.running) {
-                if let Err(why) = core.check_once(host, &layout.check, None).await? {
-                    add(
-                        Severity::Blocker,
-                        format!(
-                            "the balancer's check ({}) already fails on {}, which runs the live release ({why}); fix the check (lb-check-path, or the balancer's health check) or the host, then re-run",
-                            layout.check.describe(),
-                            host.name
-                        ),
-                    );
-                }
+                live.push((host, core.check_once(host, &layout.check, None).await?));
             }
+        }
+        // The balancer's check must pass on what is live now. Failing on every host, the
+        // check is wrong, and would fail every new release too: stop. Failing on some, those
+        // hosts are sick already: deploy (a fix may be what they need), and do not take
+        // their failing check for this run's doing.
+        let failing: Vec<String> = live
+            .iter()
+            .filter_map(|(h, result)| result.as_ref().err().map(|why| format!("{} ({why})", h.name)))
+            .collect();
+        if !failing.is_empty() {
+            let severity = if failing.len() == live.len() { Severity::Blocker } else { Severity::Warning };
+            let what = match severity {
+                Severity::Blocker => {
+                    "fix the check (lb-check-path, or the balancer's health check) or the hosts, then re-run"
+                }
+                _ => "they are deployed to all the same, and their failing check is not held against a rollback",
+            };
+            add(
+                severity,
+                format!(
+                    "the balancer's check ({}) already fails on what runs live on {}; {what}",
+                    layout.check.describe(),
+                    failing.join(", ")
+                ),
+            );
+            let mut sick = core.sick.lock().unwrap_or_else(|p| p.into_inner());
+            sick.extend(live.iter().filter(|(_, result)| result.is_err()).map(|(h, _)| h.ssh.clone()));
         }
         // What the waits alone take, batch after batch, against what the run has.
         let batches = rollout::groups(n, core.options.max_parallel).len() as u32;
@@ -1209,6 +1296,13 @@ impl Provider for HostsProvider {
         Ok(Vec::new())
     }
 
+    /// Every host runs the image the run started, by its reference: a tag each host
+    /// pulled as a different image is still the release this run made.
+    fn still_runs(&self, now: &Snapshot, made: &ReleaseRef) -> bool {
+        Record::of(now)
+            .is_ok_and(|r| r.hosts.iter().all(|h| h.running.as_ref().is_some_and(|c| c.running && c.image == made.id)))
+    }
+
     async fn finish(&self, ending: Ending) -> Vec<String> {
         let core = &self.core;
         let kept: Vec<(Host, String)> = core.kept.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -1234,8 +1328,8 @@ impl Provider for HostsProvider {
                     let rt = &core.options.runtime;
                     if core.run(&host, &ctx, "removing the old container", &rt.remove_named(&keep)).await.is_err() {
                         notes.push(format!(
-                            "the old container kept as {keep} on {} could not be removed; remove it with docker rm {keep}",
-                            host.name
+                            "the old container kept as {keep} on {} could not be removed; remove it with {} rm {keep}",
+                            host.name, rt.binary
                         ));
                     }
                 }
@@ -1243,9 +1337,9 @@ impl Provider for HostsProvider {
             // Left in place (rollback: false, or a host not put back): say how to go back.
             Ending::Over => {
                 for (host, keep) in kept {
-                    let name = &core.options.container.name;
+                    let (name, rt) = (&core.options.container.name, &core.options.runtime.binary);
                     notes.push(format!(
-                        "the old container is kept, stopped, as {keep} on {}: docker rm -f {name} && docker rename {keep} {name} && docker start {name} puts it back",
+                        "the old container is kept, stopped, as {keep} on {}: {rt} rm -f {name} && {rt} rename {keep} {name} && {rt} start {name} puts it back",
                         host.name
                     ));
                 }

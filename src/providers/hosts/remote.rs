@@ -32,8 +32,10 @@ fn line(words: &[&str]) -> String {
     words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ")
 }
 
-/// What `inspect` prints: image id, running, and the reference it was started with.
-pub const INSPECT_FORMAT: &str = "{{.Image}} {{.State.Running}} {{.Config.Image}}";
+/// What `inspect` prints: image id, running, the reference it was started with, the
+/// container's own id, and its restart policy.
+pub const INSPECT_FORMAT: &str =
+    "{{.Image}} {{.State.Running}} {{.Config.Image}} {{.Id}} {{.HostConfig.RestartPolicy.Name}}";
 
 impl Runtime {
     /// Whether the runtime is installed: prints its path.
@@ -50,9 +52,16 @@ impl Runtime {
         line(&[&self.binary, "image", "inspect", "--format", "{{.Id}}", image])
     }
 
-    /// Prints `INSPECT_FORMAT` for the container.
-    pub fn inspect(&self, c: &Container) -> String {
-        line(&[&self.binary, "inspect", "--format", INSPECT_FORMAT, &c.name])
+    /// Prints `INSPECT_FORMAT` for the container named `name` (a container only: an
+    /// image of that name is not it).
+    pub fn inspect(&self, name: &str) -> String {
+        line(&[&self.binary, "inspect", "--type", "container", "--format", INSPECT_FORMAT, name])
+    }
+
+    /// Sets a container's restart policy: a container kept aside must not be started
+    /// again by the daemon (`always` would, on a restart of the daemon).
+    pub fn restart_policy(&self, name: &str, policy: &str) -> String {
+        line(&[&self.binary, "update", "--restart", policy, name])
     }
 
     /// SIGTERM, then SIGKILL after the stop timeout.
@@ -83,9 +92,10 @@ impl Runtime {
         line(&[&self.binary, "port", &c.name])
     }
 
-    /// Prints the names of the containers, running or not, that publish host `port`.
-    pub fn publishing(&self, port: u16) -> String {
-        line(&[&self.binary, "ps", "--all", "--filter", &format!("publish={port}"), "--format", "{{.Names}}"])
+    /// Prints each running container's name and published ports, a line each
+    /// (`web 0.0.0.0:8080->80/tcp, :::8080->80/tcp`): docker and podman both print it.
+    pub fn listening(&self) -> String {
+        line(&[&self.binary, "ps", "--format", "{{.Names}} {{.Ports}}"])
     }
 
     /// Whether the SSH user can read `path` on the host (docker reads an env file as
@@ -168,12 +178,33 @@ pub fn published(out: &str) -> Vec<(u16, String, u16)> {
         .collect()
 }
 
+/// The host ports other running containers than `name` publish, from `listening`.
+pub fn ports_held(out: &str, name: &str) -> Vec<(u16, String)> {
+    out.lines()
+        .filter_map(|line| line.trim().split_once(' ').or(Some((line.trim(), ""))))
+        .filter(|(n, _)| !n.is_empty() && *n != name)
+        .flat_map(|(n, ports)| {
+            ports.split(',').filter_map(move |p| {
+                let (published, _) = p.trim().split_once("->")?;
+                let port = published.rsplit(':').next()?.parse().ok()?;
+                Some((port, n.to_string()))
+            })
+        })
+        .collect()
+}
+
 /// What a container runs, read from `inspect`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Running {
     pub image_id: String,
     pub running: bool,
     pub image: String,
+    /// The container's own id: the one container recorded, whatever its name now.
+    #[serde(default)]
+    pub id: String,
+    /// Its restart policy (`no`, `always`, `unless-stopped`, `on-failure`).
+    #[serde(default)]
+    pub restart: String,
 }
 
 impl Running {
@@ -182,7 +213,14 @@ impl Running {
         let image_id = words.next()?.to_string();
         let running = words.next()? == "true";
         let image = words.next().unwrap_or_default().to_string();
-        Some(Running { image_id, running, image })
+        let id = words.next().unwrap_or_default().to_string();
+        let restart = words.next().unwrap_or_default().to_string();
+        Some(Running { image_id, running, image, id, restart })
+    }
+
+    /// Whether it is the same container as `other`, where both say their id.
+    pub fn same_container(&self, other: &Running) -> bool {
+        !self.id.is_empty() && self.id == other.id
     }
 }
 
@@ -213,14 +251,30 @@ mod tests {
     #[test]
     fn the_inspect_format_is_passed_whole_and_read_back() {
         let docker = Runtime { binary: "podman".into() };
-        let words = shlex::split(&docker.inspect(&web())).unwrap();
-        assert_eq!(words, ["podman", "inspect", "--format", INSPECT_FORMAT, "web"]);
-        let r = Running::parse("sha256:abc true registry.example/app:v1\n").unwrap();
+        let words = shlex::split(&docker.inspect("web")).unwrap();
+        assert_eq!(words, ["podman", "inspect", "--type", "container", "--format", INSPECT_FORMAT, "web"]);
+        let r = Running::parse("sha256:abc true registry.example/app:v1 c0ffee always\n").unwrap();
         assert_eq!(
             r,
-            Running { image_id: "sha256:abc".into(), running: true, image: "registry.example/app:v1".into() }
+            Running {
+                image_id: "sha256:abc".into(),
+                running: true,
+                image: "registry.example/app:v1".into(),
+                id: "c0ffee".into(),
+                restart: "always".into()
+            }
         );
         assert!(Running::parse("").is_none());
+    }
+
+    #[test]
+    fn ports_other_running_containers_hold_are_read_from_ps() {
+        let out = "web 0.0.0.0:8080->80/tcp, :::8080->80/tcp\nredis 127.0.0.1:6379->6379/tcp\nbatch \nproxy 0.0.0.0:443->8443/tcp\n";
+        assert_eq!(
+            ports_held(out, "web"),
+            [(6379, "redis".to_string()), (443, "proxy".to_string())],
+            "our own container and one without ports are not in the way"
+        );
     }
 
     #[test]

@@ -114,12 +114,8 @@ impl Rollout for HostsRollout {
         for host in self.hosts(batch) {
             // The gate asks the health URL's path where the new container serves: the
             // balancer's port, or its staged port on the host's loopback.
-            let c = self.core.connect(host).await?;
-            let origin = match self.staged.get(&host.ssh).and_then(|p| p.get(&layout.app_port)) {
-                Some(port) => c.url_at("127.0.0.1", *port).await?,
-                None => c.url(layout.app_port).await?,
-            };
-            instances.push(Instance { id: host.name.clone(), route: Some(Route::Origin(origin)) });
+            let origin = self.core.url_for(host, layout.app_port, self.staged.get(&host.ssh)).await?;
+            instances.push(Instance { id: host.name.clone(), route: origin.map(Route::Origin) });
         }
         Ok(Applied { release: ReleaseRef::named(&self.image), instances })
     }

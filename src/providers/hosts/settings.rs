@@ -166,7 +166,7 @@ pub fn options(raw: &RawInputs, app: Option<&str>, p: &mut Problems) -> Option<O
     // `none`: no drain switch (an empty value reads as the default).
     let drain_path = raw.get("drain-path").filter(|p| !p.eq_ignore_ascii_case("none")).map(str::to_string);
     if let Some(path) = &drain_path {
-        if !path.starts_with('/') || path.contains(char::is_whitespace) {
+        if !path.starts_with('/') || path.chars().any(|c| c.is_control() || c.is_whitespace()) {
             p.add(
                 "drain-path",
                 format!("'{path}' is not a path"),

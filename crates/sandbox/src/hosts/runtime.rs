@@ -219,6 +219,7 @@ impl Runtime {
             "rm" => remove(&mut state, rest),
             "start" => self.start(&mut state, rest),
             "rename" => rename(&mut state, rest),
+            "update" => update(&mut state, rest),
             "port" => port(&state, rest),
             "ps" => ps(&state, rest),
             "logs" => logs(&state, rest),
@@ -508,6 +509,26 @@ fn free_port(ip: &str) -> Result<u16, Failure> {
         .or_else(|e| fail(125, format!("docker: Error response from daemon: cannot publish on {ip}: {e}")))
 }
 
+/// `docker update --restart POLICY NAME...`: the one setting a deploy changes.
+fn update(state: &mut HostState, args: &[String]) -> Outcome {
+    let (opts, names) = parse(args, &["--restart"], &[])?;
+    let Some(policy) = last(&opts, &["--restart"]) else {
+        return fail(1, "sandbox runtime: only docker update --restart is supported");
+    };
+    let (mut out, mut errors) = (String::new(), Vec::new());
+    for name in &names {
+        let Some(key) = find(state, name).map(|c| c.name.clone()) else {
+            errors.push(format!("Error response from daemon: No such container: {name}"));
+            continue;
+        };
+        if let Some(c) = state.containers.get_mut(&key) {
+            c.restart = Some(policy.clone()).filter(|p| p != "no");
+        }
+        out.push_str(&format!("{name}\n"));
+    }
+    each_named(out, errors)
+}
+
 /// `docker rename OLD NEW`.
 fn rename(state: &mut HostState, args: &[String]) -> Outcome {
     let (_, names) = parse(args, &[], &[])?;
@@ -613,6 +634,8 @@ fn image_json(reference: &str, id: &str) -> Value {
 fn inspect(state: &HostState, args: &[String], images: bool) -> Outcome {
     let (opts, names) = parse(args, &["-f", "--format", "--type"], &["-s", "--size"])?;
     let format = last(&opts, &["-f", "--format"]);
+    // `--type container`: an image of that name is not it.
+    let images = images && last(&opts, &["--type"]).is_none_or(|t| t != "container");
     let kind = if images { "object" } else { "container" };
     let found = names.iter().map(|name| {
         let container = find(state, name).map(container_json);
@@ -791,7 +814,8 @@ fn ps(state: &HostState, args: &[String]) -> Outcome {
         .collect();
     let matches = |c: &Container| {
         filters.iter().all(|(k, v)| match k.as_str() {
-            "publish" => c.ports.iter().any(|(h, _)| v.split('/').next() == Some(&h.to_string())),
+            // As docker's: a stopped container publishes nothing.
+            "publish" => c.is_running() && c.ports.iter().any(|(h, _)| v.split('/').next() == Some(&h.to_string())),
             "name" => c.name.contains(v.as_str()),
             _ => true,
         })
@@ -799,7 +823,12 @@ fn ps(state: &HostState, args: &[String]) -> Outcome {
     for c in state.containers.values().filter(|c| (all || c.is_running()) && matches(c)) {
         let view = container_json(c);
         let short = &c.id[..12.min(c.id.len())];
-        let ports: Vec<String> = c.ports.iter().map(|(h, p)| format!("0.0.0.0:{h}->{p}/tcp")).collect();
+        // As docker shows them: a stopped container's ports are not published.
+        let ip = c.bound_to.clone().unwrap_or_else(|| "0.0.0.0".into());
+        let ports: Vec<String> = match c.is_running() {
+            true => c.ports.iter().map(|(h, p)| format!("{ip}:{h}->{p}/tcp")).collect(),
+            false => Vec::new(),
+        };
         let status = view["State"]["Status"].as_str().unwrap_or_default().to_string();
         out.push_str(&match (quiet, &format) {
             (true, _) => format!("{short}\n"),
