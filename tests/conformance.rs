@@ -192,8 +192,57 @@ async fn fly_cancelled_before_any_change() {
 }
 
 #[tokio::test]
-async fn fly_faults_end_truthfully() {
-    suite::every_fault_ends_truthfully(&FlyHarness::start().await).await;
+async fn fly_every_fault_has_a_test_of_its_own() {
+    // Each fault is its own test below (they run side by side); one added to the
+    // harness without a test here fails this one.
+    let mut listed = FlyHarness::start().await.faults();
+    listed.sort();
+    let mut tested = vec![
+        "5xx burst",
+        "429 burst",
+        "429 with Retry-After",
+        "reset burst",
+        "slow answers",
+        "malformed burst",
+        "standing 503",
+    ];
+    tested.sort();
+    assert_eq!(listed, tested);
+}
+
+#[tokio::test]
+async fn fly_a_5xx_burst_ends_truthfully() {
+    suite::a_fault_ends_truthfully(&FlyHarness::start().await, "5xx burst").await;
+}
+
+#[tokio::test]
+async fn fly_a_429_burst_ends_truthfully() {
+    suite::a_fault_ends_truthfully(&FlyHarness::start().await, "429 burst").await;
+}
+
+#[tokio::test]
+async fn fly_a_429_with_retry_after_ends_truthfully() {
+    suite::a_fault_ends_truthfully(&FlyHarness::start().await, "429 with Retry-After").await;
+}
+
+#[tokio::test]
+async fn fly_a_reset_burst_ends_truthfully() {
+    suite::a_fault_ends_truthfully(&FlyHarness::start().await, "reset burst").await;
+}
+
+#[tokio::test]
+async fn fly_slow_answers_end_truthfully() {
+    suite::a_fault_ends_truthfully(&FlyHarness::start().await, "slow answers").await;
+}
+
+#[tokio::test]
+async fn fly_a_malformed_burst_ends_truthfully() {
+    suite::a_fault_ends_truthfully(&FlyHarness::start().await, "malformed burst").await;
+}
+
+#[tokio::test]
+async fn fly_a_standing_503_ends_truthfully() {
+    suite::a_fault_ends_truthfully(&FlyHarness::start().await, "standing 503").await;
 }
 
 #[tokio::test]

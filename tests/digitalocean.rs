@@ -206,8 +206,50 @@ async fn app_platform_is_restored_after_a_signal_at_each_step() {
 }
 
 #[tokio::test]
-async fn app_platform_faults_end_truthfully() {
-    suite::every_fault_ends_truthfully(&DoHarness::start().await).await;
+async fn app_platform_every_fault_has_a_test_of_its_own() {
+    // Each fault is its own test below (they run side by side); one added to the
+    // harness without a test here fails this one.
+    let mut listed = DoHarness::start().await.faults();
+    listed.sort();
+    let mut tested =
+        vec!["5xx burst", "429 burst", "reset burst", "slow answers", "malformed burst", "standing 503", "late write"];
+    tested.sort();
+    assert_eq!(listed, tested);
+}
+
+#[tokio::test]
+async fn app_platform_a_5xx_burst_ends_truthfully() {
+    suite::a_fault_ends_truthfully(&DoHarness::start().await, "5xx burst").await;
+}
+
+#[tokio::test]
+async fn app_platform_a_429_burst_ends_truthfully() {
+    suite::a_fault_ends_truthfully(&DoHarness::start().await, "429 burst").await;
+}
+
+#[tokio::test]
+async fn app_platform_a_reset_burst_ends_truthfully() {
+    suite::a_fault_ends_truthfully(&DoHarness::start().await, "reset burst").await;
+}
+
+#[tokio::test]
+async fn app_platform_slow_answers_end_truthfully() {
+    suite::a_fault_ends_truthfully(&DoHarness::start().await, "slow answers").await;
+}
+
+#[tokio::test]
+async fn app_platform_a_malformed_burst_ends_truthfully() {
+    suite::a_fault_ends_truthfully(&DoHarness::start().await, "malformed burst").await;
+}
+
+#[tokio::test]
+async fn app_platform_a_standing_503_ends_truthfully() {
+    suite::a_fault_ends_truthfully(&DoHarness::start().await, "standing 503").await;
+}
+
+#[tokio::test]
+async fn app_platform_a_late_write_ends_truthfully() {
+    suite::a_fault_ends_truthfully(&DoHarness::start().await, "late write").await;
 }
 
 // ----- the binary -----

@@ -207,8 +207,44 @@ async fn heroku_is_restored_after_a_signal_at_each_step() {
 }
 
 #[tokio::test]
-async fn heroku_faults_end_truthfully() {
-    suite::every_fault_ends_truthfully(&HerokuHarness::start().await).await;
+async fn heroku_every_fault_has_a_test_of_its_own() {
+    // Each fault is its own test below (they run side by side); one added to the
+    // harness without a test here fails this one.
+    let mut listed = HerokuHarness::start().await.faults();
+    listed.sort();
+    let mut tested = vec!["5xx burst", "429 burst", "reset burst", "slow answers", "malformed burst", "standing 503"];
+    tested.sort();
+    assert_eq!(listed, tested);
+}
+
+#[tokio::test]
+async fn heroku_a_5xx_burst_ends_truthfully() {
+    suite::a_fault_ends_truthfully(&HerokuHarness::start().await, "5xx burst").await;
+}
+
+#[tokio::test]
+async fn heroku_a_429_burst_ends_truthfully() {
+    suite::a_fault_ends_truthfully(&HerokuHarness::start().await, "429 burst").await;
+}
+
+#[tokio::test]
+async fn heroku_a_reset_burst_ends_truthfully() {
+    suite::a_fault_ends_truthfully(&HerokuHarness::start().await, "reset burst").await;
+}
+
+#[tokio::test]
+async fn heroku_slow_answers_end_truthfully() {
+    suite::a_fault_ends_truthfully(&HerokuHarness::start().await, "slow answers").await;
+}
+
+#[tokio::test]
+async fn heroku_a_malformed_burst_ends_truthfully() {
+    suite::a_fault_ends_truthfully(&HerokuHarness::start().await, "malformed burst").await;
+}
+
+#[tokio::test]
+async fn heroku_a_standing_503_ends_truthfully() {
+    suite::a_fault_ends_truthfully(&HerokuHarness::start().await, "standing 503").await;
 }
 
 // ----- the binary -----

@@ -1153,18 +1153,22 @@ async fn main() {
     println!("|---|---|---|---|---|---|---|---|");
     let (mut passed, mut failed) = (0, 0);
     let wanted = |name: &str| only.as_ref().is_none_or(|o| name.contains(o.as_str()));
-    let mut rows = Vec::new();
-    for s in scenarios().iter().filter(|s| wanted(&s.name)) {
-        rows.push(run(&binary, &root, s).await);
-        print_row(rows.last_mut(), &mut passed, &mut failed);
-    }
-    for s in heroku_scenarios().iter().filter(|s| wanted(&s.name)) {
-        rows.push(heroku_run(&binary, &root, s).await);
-        print_row(rows.last_mut(), &mut passed, &mut failed);
-    }
-    for s in app_platform_scenarios().iter().filter(|s| wanted(&s.name)) {
-        rows.push(app_platform_run(&binary, &root, s).await);
-        print_row(rows.last_mut(), &mut passed, &mut failed);
+    // Rows mostly wait (on boots, checks, deadlines): FAULTS_JOBS of them run at once,
+    // each with its own emulator, ports and folder; printed in order as they end.
+    let jobs: usize = std::env::var("FAULTS_JOBS").ok().and_then(|j| j.parse().ok()).unwrap_or(4).max(1);
+    let (fly, heroku, app_platform) = (scenarios(), heroku_scenarios(), app_platform_scenarios());
+    let (binary, root) = (&binary, &root);
+    let all = fly
+        .iter()
+        .filter(|s| wanted(&s.name))
+        .map(|s| Box::pin(run(binary, root, s)) as std::pin::Pin<Box<dyn std::future::Future<Output = Row>>>)
+        .chain(heroku.iter().filter(|s| wanted(&s.name)).map(|s| Box::pin(heroku_run(binary, root, s)) as _))
+        .chain(
+            app_platform.iter().filter(|s| wanted(&s.name)).map(|s| Box::pin(app_platform_run(binary, root, s)) as _),
+        );
+    let mut rows = futures_util::StreamExt::buffered(futures_util::stream::iter(all), jobs);
+    while let Some(mut row) = futures_util::StreamExt::next(&mut rows).await {
+        print_row(Some(&mut row), &mut passed, &mut failed);
     }
     // FAULTS_KEEP=1 keeps every run's files (outputs, state, summary) for a look.
     if std::env::var_os("FAULTS_KEEP").is_none() {
