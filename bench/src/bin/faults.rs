@@ -1172,7 +1172,7 @@ async fn main() {
     }
     // FAULTS_KEEP=1 keeps every run's files (outputs, state, summary) for a look.
     if std::env::var_os("FAULTS_KEEP").is_none() {
-        let _ = std::fs::remove_dir_all(&root);
+        let _ = std::fs::remove_dir_all(root);
     } else {
         println!("\nthe runs' files are in {}", root.display());
     }
