@@ -224,8 +224,13 @@ pub async fn main(args: Vec<OsString>, env: &Env) -> i32 {
         Some((command, sub)) => {
             let raw = raw_inputs(env, Some(sub), Some(command));
             let _ = crate::shutdown::listen_for_signals(shutdown.clone());
-            let runner = with_files(runner, sub, env);
-            deploy_or_restore(raw, runner, shutdown, sub, env, &args).await
+            match with_files(runner.clone(), sub, env) {
+                Ok(runner) => deploy_or_restore(raw, runner, shutdown, sub, env, &args).await,
+                Err(why) => {
+                    runner.error("--state-file", &why);
+                    exit::BAD_INPUT
+                }
+            }
         }
         None if invoked_as.ends_with("-post") || matches.get_flag("post-role") => {
             let raw = raw_inputs(env, None, None);
@@ -234,8 +239,13 @@ pub async fn main(args: Vec<OsString>, env: &Env) -> i32 {
         None => {
             let raw = raw_inputs(env, None, None);
             let _ = crate::shutdown::listen_for_signals(shutdown.clone());
-            let runner = with_files(runner, &matches, env);
-            deploy_or_restore(raw, runner, shutdown, &matches, env, &args).await
+            match with_files(runner.clone(), &matches, env) {
+                Ok(runner) => deploy_or_restore(raw, runner, shutdown, &matches, env, &args).await,
+                Err(why) => {
+                    runner.error("state file", &why);
+                    exit::BAD_INPUT
+                }
+            }
         }
     }
 }
@@ -287,7 +297,10 @@ async fn deploy_or_restore(
 /// said with the command that finishes the run.
 fn say_what_is_left(runner: &Runner, state: &Path) {
     let mut runner = runner.clone();
-    runner.paths.state = Some(state.to_path_buf());
+    if runner.paths.state.as_deref() != Some(state) {
+        runner.paths.state = Some(state.to_path_buf());
+        runner.paths.state_ours = false;
+    }
     if let crate::state::Left::Kept(path) = crate::state::tidy(&runner) {
         runner.say(&format!(
             "the run's state is kept in {0} (readable by you only): safe-deploy post --state-file {0} (with this run's flags) finishes it",
@@ -362,14 +375,30 @@ fn token_from_env(raw: &mut RawInputs, env: &Env) {
 }
 
 /// Off a runner, flags name the summary and state files; a state file is always kept
-/// so a cancelled run can be finished.
-fn with_files(mut runner: Runner, m: &ArgMatches, env: &Env) -> Runner {
+/// so a cancelled run can be finished. The state file is made new by the run, readable
+/// by the user only (never a file that was there, a link, a pipe or a device), so the
+/// run may remove it once nothing is left to resume; a summary file is this run's.
+fn with_files(mut runner: Runner, m: &ArgMatches, env: &Env) -> Result<Runner, String> {
     let flag = |name: &str| m.try_get_one::<String>(name).ok().flatten().map(PathBuf::from);
     if let Some(p) = flag("summary-file") {
+        // Off a runner the file is this run's summary (a runner's is the job's): an old
+        // one there is emptied, none is made until there is something to write.
+        if !runner.on_runner && std::fs::metadata(&p).is_ok_and(|m| m.is_file()) {
+            std::fs::write(&p, "").map_err(|e| format!("--summary-file {}: {e}", p.display()))?;
+        }
         runner.paths.summary = Some(p);
     }
     if let Some(p) = flag("state-file") {
+        crate::secret::new_private_file(&p).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => format!(
+                "{} is there already: give a path that does not exist yet (the run makes it, readable by you only); a state a stopped run left is finished with safe-deploy post --state-file {}",
+                p.display(),
+                p.display()
+            ),
+            _ => format!("{} cannot be made: {e}", p.display()),
+        })?;
         runner.paths.state = Some(p);
+        runner.paths.state_ours = true;
     }
     if runner.paths.state.is_none() {
         // Made new here, 0600, under a name no one could have made first (the temp
@@ -379,8 +408,9 @@ fn with_files(mut runner: Runner, m: &ArgMatches, env: &Env) -> Runner {
             let path = dir.join(format!("safe-deploy-{}-{:08x}.state", std::process::id(), fastrand::u32(..)));
             crate::secret::new_private_file(&path).ok().map(|_| path)
         });
+        runner.paths.state_ours = runner.paths.state.is_some();
     }
-    runner
+    Ok(runner)
 }
 
 /// Where the repository is checked out: `GITHUB_WORKSPACE` on a runner, else here.
@@ -534,9 +564,10 @@ async fn post(raw: RawInputs, runner: Runner, m: &ArgMatches, env: &Env, state: 
         runner.paths.summary = Some(PathBuf::from(p));
     }
     // Off a runner the state file given is where this run's stages go too, so it says
-    // when the release is back.
+    // when the release is back; it read back as one this program wrote, so it is its own.
     if let Some(path) = state.or(flag).filter(|_| !runner.on_runner) {
         runner.paths.state = Some(path.to_path_buf());
+        runner.paths.state_ours = true;
     }
     if state.is_some() {
         runner.say("Interrupted: putting the recorded release back now (Ctrl-C again to stop and finish later).");
@@ -613,7 +644,13 @@ pub fn finish(report: &Report, runner: &Runner, write_summary: bool) -> i32 {
     // Each result is said once: on a runner as the annotation (which the log shows too),
     // on a terminal as one line in the outcome's colour, then why.
     let headline = report.headline_in(Style::Plain);
-    let reason = report.reason.clone().unwrap_or_default();
+    let mut reason = report.reason.clone().unwrap_or_default();
+    // A rollback that failed has a reason of its own: what could not be put back.
+    if let (Outcome::RollbackFailed, Some(detail)) =
+        (report.outcome, report.rollback.as_ref().and_then(|r| r.detail.as_deref()))
+    {
+        reason = format!("{reason}; and the rollback: {detail}");
+    }
     let with_reason = if reason.is_empty() { headline.clone() } else { format!("{headline} Why: {reason}") };
     if runner.on_runner {
         match report.outcome {

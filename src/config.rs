@@ -625,9 +625,13 @@ fn health_config(raw: &RawInputs, p: &mut Problems) -> Option<HealthConfig> {
             p.add(
                 "health-deadline",
                 format!(
-                    "{} cannot hold {n} consecutive checks {} apart ({} {n} × {} {}, so the last check would start at {}{}), so the gate could never pass",
+                    "{} cannot hold {n} consecutive checks {} apart ({}{} {n} × {} {}, so the last check would start at {}{}), so the gate could never pass",
                     human(deadline),
                     human(every),
+                    match grace.is_zero() {
+                        true => String::new(),
+                        false => format!("{} {}, then ", p.name("health-grace"), human(grace)),
+                    },
                     p.name("health-successes"),
                     p.name("health-interval"),
                     human(every),

@@ -50,7 +50,13 @@ pub(crate) fn exit_code(ran: anyhow::Result<i32>) -> i32 {
 
 /// The runner a demo's deploys share: state in `dir`, the summary in `summary`.
 pub(crate) fn demo_runner(dir: &std::path::Path, summary: &std::path::Path, redactor: Redactor) -> Runner {
-    let paths = Paths { output: None, state: Some(dir.join("state")), summary: Some(summary.into()), temp: None };
+    let paths = Paths {
+        output: None,
+        state: Some(dir.join("state")),
+        summary: Some(summary.into()),
+        temp: Some(dir.into()),
+        state_ours: true,
+    };
     Runner::new(false, paths, redactor)
 }
 
@@ -68,16 +74,35 @@ pub(crate) fn gated_inputs(app_url: &str, version: &str, deadline: &str) -> RawI
 }
 
 /// The demo's working folder, and where its job summary goes (a fresh file).
-pub(crate) fn workspace(name: &str, summary_file: Option<PathBuf>) -> std::io::Result<(PathBuf, PathBuf)> {
+pub(crate) fn workspace(name: &str, summary_file: Option<PathBuf>) -> std::io::Result<Workspace> {
     let dir = std::env::temp_dir().join(format!("safe-deploy-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let summary = summary_file.unwrap_or_else(|| dir.join("summary.md"));
     let _ = std::fs::remove_file(&summary);
-    Ok((dir, summary))
+    Ok(Workspace { dir, summary })
+}
+
+/// A demo's folder: the job summary stays; the runs' state and snapshots go with it.
+pub(crate) struct Workspace {
+    pub dir: PathBuf,
+    pub summary: PathBuf,
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == "state" || (name.starts_with("safe-deploy-snapshot-") && name.ends_with(".json")) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
 }
 
 async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Result<i32> {
-    let (dir, summary) = workspace("demo", summary_file)?;
+    let workspace = workspace("demo", summary_file)?;
+    let (dir, summary) = (workspace.dir.clone(), workspace.summary.clone());
 
     let v1 = "registry.fly.io/demo:v1";
     let mut releases = Releases::new();

@@ -84,6 +84,12 @@ impl Engine<'_> {
     fn new_report(&self, command: &str) -> Report {
         let mut report = Report::new(command, self.provider.name(), &self.config.app, &self.config.environment);
         report.url = Some(self.config.app_url());
+        // A deploy's target is known before any request: a run that fails at its first
+        // read still names what it set out to deploy.
+        if matches!(self.config.command, Command::Deploy | Command::Plan) && command != "post" {
+            let source = self.config.image.clone().map(Source::Image).or_else(|| self.config.settings.default_source());
+            report.target = source.map(|source| Target { source, version: None }.label());
+        }
         report
     }
 
@@ -230,10 +236,17 @@ impl Engine<'_> {
         if matches!(report.outcome, Outcome::Planned | Outcome::Cancelled) || report.previous.is_none() {
             return;
         }
-        let ctx = Context { deadline: Instant::now() + END_READ_LIMIT, ..self.context() };
+        // After a rollback that failed, the platform has most likely been failing to
+        // answer: a short look, not minutes more of the same.
+        let limit = if report.outcome == Outcome::RollbackFailed { Duration::from_secs(15) } else { END_READ_LIMIT };
+        let ctx = Context { deadline: Instant::now() + limit, ..self.context() };
         // Something another deploy started may still make its release live: the last
         // look comes after it, or says it is under way.
-        let settled = self.shutdown.guard(IN_FLIGHT_GRACE, self.provider.settle(&ctx)).await;
+        let settles = matches!(report.outcome, Outcome::Deployed) || !report.changed;
+        let settled = match settles {
+            true => self.shutdown.guard(IN_FLIGHT_GRACE, self.provider.settle(&ctx)).await,
+            false => None,
+        };
         let under_way = match settled {
             Some(Ok(note)) => note,
             Some(Err(e)) => Some(format!("whether another deploy is under way could not be read: {e}")),
@@ -1026,10 +1039,14 @@ impl Engine<'_> {
                     info.succeeded = true;
                     info.detail = Some("the recorded release was already back".into());
                     report.outcome = Outcome::RolledBack;
+                    // Nothing is left to resume: a post step run again does nothing.
+                    state::save(self.runner, Stage::Finished, None, None);
                 }
                 Err(Stop::Failed(d) | Stop::Cancelled(d)) => {
                     info.detail = Some(d);
                     report.outcome = Outcome::RollbackFailed;
+                    // Back but not healthy: putting it back again would not help.
+                    state::save(self.runner, Stage::Finished, None, None);
                 }
             }
             report.rollback = Some(info);

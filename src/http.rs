@@ -280,7 +280,9 @@ impl HttpClient {
                         };
                     }
                     retries += 1;
-                    if self.first_time(&format!("{why} from {describe}")) {
+                    // Said once per failure and server: when an API is down, every call to
+                    // it fails the same way.
+                    if self.first_time(&format!("{why} from {}", call.url.origin().ascii_serialization())) {
                         tracing::info!(
                             "{describe}: {why}; asking again up to {} times within {}",
                             self.retry.max_retries,

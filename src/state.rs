@@ -17,6 +17,17 @@ pub const SNAPSHOT: &str = "safe_deploy_snapshot";
 pub const SNAPSHOT_FILE: &str = "safe_deploy_snapshot_file";
 /// Snapshots up to this size are also kept in the state itself.
 const INLINE_LIMIT: usize = 16 * 1024;
+/// The most read back of a snapshot file (a fleet's machine configs are far smaller),
+/// and of a state file.
+const SNAPSHOT_LIMIT: u64 = 64 * 1024 * 1024;
+pub const STATE_LIMIT: u64 = 1024 * 1024;
+
+/// A file's bytes, when it is a regular file (not a link, a pipe or a device) of at
+/// most `limit` bytes: a path read back from a state file could name anything.
+pub fn read_ours(path: &Path, limit: u64) -> Option<Vec<u8>> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    (meta.is_file() && meta.len() <= limit).then(|| std::fs::read(path).ok()).flatten()
+}
 pub const TARGET: &str = "safe_deploy_target";
 /// The GitHub deployment this run created, and whether main gave it its final status.
 pub const DEPLOYMENT: &str = "safe_deploy_deployment";
@@ -71,16 +82,26 @@ impl Saved {
         Saved::from_values(|name| lookup(&format!("STATE_{name}")))
     }
 
-    /// From a state file written off a runner.
+    /// From a state file written off a runner: a regular file of at most 1 MiB that
+    /// says a stage, as this program writes it.
     pub fn from_file(path: &Path) -> Result<Saved, String> {
+        let not_ours = |why: &str| format!("{} is not a state file safe-deploy wrote ({why})", path.display());
+        let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if !meta.is_file() || meta.len() > STATE_LIMIT {
+            return Err(not_ours("not a regular file of at most 1 MiB"));
+        }
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let values = files::parse(&text)?;
+        let values = files::parse(&text).map_err(|e| not_ours(&e))?;
+        if !values.contains_key(STAGE) {
+            return Err(not_ours("it names no stage"));
+        }
         Ok(Saved::from_values(|name| values.get(name).cloned()))
     }
 
     fn from_values(get: impl Fn(&str) -> Option<String>) -> Saved {
-        let from_file =
-            get(SNAPSHOT_FILE).and_then(|p| std::fs::read(p).ok()).and_then(|b| serde_json::from_slice(&b).ok());
+        let from_file = get(SNAPSHOT_FILE)
+            .and_then(|p| read_ours(Path::new(&p), SNAPSHOT_LIMIT))
+            .and_then(|b| serde_json::from_slice(&b).ok());
         Saved {
             stage: get(STAGE).as_deref().and_then(Stage::parse),
             snapshot: from_file.or_else(|| get(SNAPSHOT).and_then(|s| serde_json::from_str(&s).ok())),
@@ -117,15 +138,10 @@ pub fn save(runner: &Runner, stage: Stage, snapshot: Option<&Snapshot>, target: 
     }
 }
 
-/// Writes the snapshot to `RUNNER_TEMP` (else beside the state file, else the temp
-/// directory), readable by this user only: it holds the app's machine configs.
+/// Writes the snapshot to `RUNNER_TEMP` (else the temp directory), made new and
+/// readable by this user only: it holds the app's machine configs.
 fn write_snapshot(runner: &Runner, json: &str) -> std::io::Result<PathBuf> {
-    let dir = runner
-        .paths
-        .temp
-        .clone()
-        .or_else(|| runner.paths.state.as_ref().and_then(|p| p.parent().map(Path::to_path_buf)))
-        .unwrap_or_else(std::env::temp_dir);
+    let dir = runner.paths.temp.clone().unwrap_or_else(std::env::temp_dir);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
     let path = dir.join(format!("safe-deploy-snapshot-{}-{nanos}.json", std::process::id()));
     std::io::Write::write_all(&mut crate::secret::new_private_file(&path)?, json.as_bytes())?;
@@ -145,24 +161,28 @@ pub enum Left {
 
 pub fn tidy(runner: &Runner) -> Left {
     let Some(state) = runner.paths.state.as_deref() else { return Left::Nothing };
-    let Ok(text) = std::fs::read_to_string(state) else { return Left::Nothing };
+    let Some(text) = read_ours(state, STATE_LIMIT).and_then(|b| String::from_utf8(b).ok()) else {
+        return Left::Nothing;
+    };
     let values = files::parse(&text).unwrap_or_default();
     let saved = Saved::from_values(|name| values.get(name).cloned());
     // A release to put back, or a GitHub deployment to close: the post step's work.
     if saved.stage.is_some_and(Stage::needs_rollback) || saved.open_deployment.is_some() {
         return Left::Kept(state.to_path_buf());
     }
-    // Only a snapshot file this program names so: the state file could name anything.
+    // Only a snapshot file this program names so, and a regular file: the state file
+    // could name anything.
     if let Some(snapshot) = values.get(SNAPSHOT_FILE).map(Path::new) {
-        let ours = snapshot
+        let named = snapshot
             .file_name()
             .and_then(|n| n.to_str())
             .is_some_and(|n| n.starts_with("safe-deploy-snapshot-") && n.ends_with(".json"));
-        if ours {
+        if named && std::fs::symlink_metadata(snapshot).is_ok_and(|m| m.is_file()) {
             let _ = std::fs::remove_file(snapshot);
         }
     }
-    if !runner.on_runner {
+    // Only a state file this program made (never one a person named that was there).
+    if runner.paths.state_ours && !runner.on_runner {
         let _ = std::fs::remove_file(state);
     }
     Left::Removed

@@ -56,6 +56,46 @@ async fn a_wrong_api_port_is_said_once_with_how_long_it_is_tried_then_the_result
     assert!(all.contains("FAILED before any change"), "{all}");
 }
 
+#[tokio::test]
+async fn a_state_file_is_made_new_never_written_through_or_removed_when_it_was_there() {
+    let double = Double::start("web:v1").await;
+    let step = Step::cli_with("deploy", &double.inputs("web:v2"));
+    // A person's file, and a link to one: neither is written to nor removed.
+    let notes = step.dir.path().join("notes.txt");
+    std::fs::write(&notes, "my notes\n").unwrap();
+    let link = step.dir.path().join("link.state");
+    std::os::unix::fs::symlink(&notes, &link).unwrap();
+    for given in [&notes, &link] {
+        let mut args = step.args.clone();
+        args.extend(["--state-file".to_string(), given.display().to_string()]);
+        let ran = Step { args, ..Step::cli_with("deploy", &double.inputs("web:v2")) }.run_in_dir().await;
+        assert_eq!(ran.code, 2, "{ran}");
+        assert!(
+            ran.stderr.contains("is there already") && ran.stderr.contains("safe-deploy post --state-file"),
+            "{ran}"
+        );
+        assert_eq!(std::fs::read_to_string(&notes).unwrap(), "my notes\n");
+        assert!(given.exists());
+    }
+    assert_eq!(double.state().live(), "web:v1", "nothing was deployed");
+
+    // `post` takes only a state file this program wrote, and leaves anything else alone.
+    let post =
+        Step::cli(&["post", "--provider", "memory", "--app", "web", "--state-file", &notes.display().to_string()]);
+    let ran = post.run_in_dir().await;
+    assert_eq!(ran.code, 2, "{ran}");
+    assert!(ran.stderr.contains("is not a state file safe-deploy wrote"), "{ran}");
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "my notes\n");
+
+    // A new path is made 0600 and removed once the run leaves nothing to resume.
+    let fresh = step.dir.path().join("fresh.state");
+    let mut args = step.args.clone();
+    args.extend(["--state-file".to_string(), fresh.display().to_string()]);
+    let ran = Step { args, ..Step::cli_with("deploy", &double.inputs("web:v2")) }.run_in_dir().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert!(!fresh.exists(), "{ran}");
+}
+
 /// The files a CLI run left in its temp folder, beside the step's own.
 fn leftovers(step: &Step) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(step.dir.path())

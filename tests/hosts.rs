@@ -530,6 +530,24 @@ async fn a_restore_never_removes_the_recorded_container_whatever_state_a_stopped
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_characters_in_an_image_a_user_or_an_env_file_are_bad_input() {
+    let rig = Rig::start(1, "web:v1").await;
+    for (input, value) in [
+        ("image", "web:v3;touch${IFS}/tmp/pwned"),
+        ("image", "web:`id`"),
+        ("image", "web:$(reboot)"),
+        ("ssh-user", "root;id"),
+        ("ssh-user", "-oProxyCommand=id"),
+        ("env-file", "-v/:/host"),
+    ] {
+        let ran = Step::main(&with(rig.deploy("v2"), input, value)).run().await;
+        assert_eq!(ran.code, 2, "{input} {value}: {ran}");
+        assert!(ran.stdout.contains(&format!("title=input {input}::")), "{input}: {ran}");
+    }
+    assert_eq!(writes(&rig.fleet), 0, "nothing reached a host");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_balancer_check_the_live_release_fails_stops_the_deploy_before_any_change() {
     let rig = Rig::start(2, "web:v1").await;
     // A check path the live release does not have (the balancer is told /health; the

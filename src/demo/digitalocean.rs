@@ -35,7 +35,8 @@ pub async fn run(summary_file: Option<PathBuf>, redactor: Redactor) -> i32 {
 }
 
 async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Result<i32> {
-    let (dir, summary) = super::workspace("digitalocean-demo", summary_file)?;
+    let workspace = super::workspace("digitalocean-demo", summary_file)?;
+    let (dir, summary) = (workspace.dir.clone(), workspace.summary.clone());
     let v2 = format!("sha256:{}", "2".repeat(64));
     let mut images = Releases::new();
     images.insert(format!("web@{v2}"), ReleaseSpec { version: "v2".into(), ..Default::default() });

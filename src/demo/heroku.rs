@@ -37,7 +37,8 @@ pub async fn run(summary_file: Option<PathBuf>, redactor: Redactor) -> i32 {
 }
 
 async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Result<i32> {
-    let (dir, summary) = super::workspace("heroku-demo", summary_file)?;
+    let workspace = super::workspace("heroku-demo", summary_file)?;
+    let (dir, summary) = (workspace.dir.clone(), workspace.summary.clone());
     write_source(&dir.join("v2"), "v2", "")?;
     write_source(&dir.join("v3"), "v3", "--health wrong-body")?;
 

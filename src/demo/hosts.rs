@@ -94,7 +94,8 @@ pub async fn run(provider: &str, summary_file: Option<PathBuf>, redactor: Redact
 }
 
 async fn demo(droplets: bool, summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Result<i32> {
-    let (dir, summary) = super::workspace(if droplets { "droplets-demo" } else { "ssh-demo" }, summary_file)?;
+    let workspace = super::workspace(if droplets { "droplets-demo" } else { "ssh-demo" }, summary_file)?;
+    let (dir, summary) = (workspace.dir.clone(), workspace.summary.clone());
     let mut releases = Releases::new();
     releases.insert("web:v2".into(), ReleaseSpec::default());
     releases.insert("web:v3".into(), ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });

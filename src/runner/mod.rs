@@ -22,6 +22,9 @@ pub struct Paths {
     pub summary: Option<PathBuf>,
     /// `RUNNER_TEMP`: shared by the main and post steps for the whole job.
     pub temp: Option<PathBuf>,
+    /// The state file is this program's own (made new by this run, or a state file it
+    /// wrote, given to `post`): it may be removed once nothing is left to resume.
+    pub state_ours: bool,
 }
 
 #[derive(Clone)]
@@ -56,6 +59,7 @@ impl Runner {
                 state: path("GITHUB_STATE"),
                 summary: path("GITHUB_STEP_SUMMARY"),
                 temp: path("RUNNER_TEMP"),
+                state_ours: false,
             },
             redactor,
         }

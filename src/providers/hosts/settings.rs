@@ -132,8 +132,14 @@ pub fn options(raw: &RawInputs, app: Option<&str>, p: &mut Problems) -> Option<O
         }
     }
     let user = raw.get("ssh-user").unwrap_or("root").to_string();
-    if user.chars().any(|c| c.is_whitespace() || c == '@') {
-        p.add("ssh-user", format!("'{user}' is not a user name"), "Give the user name alone, e.g. deploy.");
+    // A user name as POSIX systems take them; it goes into commands a person may copy.
+    let user_char = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+    if !user.chars().all(user_char) || user.starts_with('-') {
+        p.add(
+            "ssh-user",
+            format!("'{user}' is not a user name"),
+            "Give the user name alone (letters, digits, . _ -), e.g. deploy.",
+        );
     }
     let ssh_port = port(p, raw, "ssh-port", "Give the port sshd listens on, e.g. 22.").unwrap_or(22);
     let name = raw.get("container").or(app).unwrap_or_default().to_string();
@@ -182,11 +188,21 @@ pub fn options(raw: &RawInputs, app: Option<&str>, p: &mut Problems) -> Option<O
             "Give a whole number of hosts, e.g. 1.",
         )
         .unwrap_or(1);
-    if raw.get("image").is_some_and(|i| i.starts_with('-')) {
+    // An image reference has letters, digits and . _ - / : @ + only (docker's grammar
+    // is narrower): quoted or not, nothing else belongs in one.
+    let reference_char = |c: char| c.is_ascii_alphanumeric() || "._-/:@+".contains(c);
+    if let Some(image) = raw.get("image").filter(|i| i.starts_with('-') || !i.chars().all(reference_char)) {
+        let why = match image.starts_with('-') {
+            true => "starts with '-', which the container runtime would read as an option".to_string(),
+            false => format!("'{image}' is not an image reference"),
+        };
+        p.add("image", why, "Give an image reference, e.g. ghcr.io/acme/web:1.2.3.");
+    }
+    if raw.get("env-file").is_some_and(|f| f.starts_with('-') || f.chars().any(char::is_control)) {
         p.add(
-            "image",
-            "starts with '-', which the container runtime would read as an option",
-            "Give an image reference, e.g. ghcr.io/acme/web:1.2.3.",
+            "env-file",
+            "starts with '-' or holds a control character, which the container runtime would misread",
+            "Give the env file's path on the hosts, e.g. /etc/web.env.",
         );
     }
     for input in ["image", "container", "env-file", "drain-path", "ssh-user"] {

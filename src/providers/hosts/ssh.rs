@@ -47,7 +47,10 @@ impl KnownHosts {
     pub fn new(lines: &str) -> std::io::Result<KnownHosts> {
         let dir = std::env::temp_dir();
         let path = dir.join(format!("safe-deploy-known-hosts-{}-{}", std::process::id(), fastrand::u64(..)));
-        std::fs::write(&path, format!("{}\n", lines.trim()))?;
+        std::io::Write::write_all(
+            &mut crate::secret::new_private_file(&path)?,
+            format!("{}\n", lines.trim()).as_bytes(),
+        )?;
         Ok(KnownHosts { path })
     }
 }
