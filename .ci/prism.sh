@@ -2,18 +2,16 @@
 # the action and an emulator. Callers set `work` (a temp dir) and `pids` (an array
 # their EXIT trap kills).
 
-# Prism 5.14.2: the newest release that runs on Node 20 (5.16 needs Node 24).
-PRISM_VERSION=5.14.2
+source "$(dirname "${BASH_SOURCE[0]}")/versions"
+export CI_TOOLS="${CI_TOOLS:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/ci-tools}"
 
-# prism_install LABEL [more npm packages...]: installs Prism (and the packages) into
-# $work/npm; sets PRISM to its command.
+# prism_install LABEL: installs CI's npm tools (Prism among them; once, see .ci/tools);
+# sets PRISM to its command and NPM_TOOLS to their node_modules.
 prism_install() {
-  local label=$1; shift
-  local packages=("@stoplight/prism-cli@$PRISM_VERSION" "$@")
-  echo "== conformance ($label): installing ${packages[*]}"
-  npm install --prefix "$work/npm" --no-audit --no-fund --silent "${packages[@]}" >/dev/null 2>&1 \
-    || npm install --prefix "$work/npm" --no-audit --no-fund "${packages[@]}"
-  PRISM="$work/npm/node_modules/.bin/prism"
+  echo "== conformance ($1): Prism $PRISM_VERSION (bash .ci/tools npm)"
+  bash "$(dirname "${BASH_SOURCE[0]}")/tools" npm
+  NPM_TOOLS="$CI_TOOLS/npm/node_modules"
+  PRISM="$NPM_TOOLS/.bin/prism"
 }
 
 # prism_proxy LABEL SPEC UPSTREAM [prism flags...]: starts Prism on a free loopback port
