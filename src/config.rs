@@ -5,20 +5,17 @@
 //! and the fix.
 
 use std::fmt;
-use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use std::sync::Arc;
 
 use crate::http::HttpClient;
-use crate::inputs::{Kind, RawInputs, Surface, INPUTS};
-use crate::providers::registry::{self, Registration};
-use crate::providers::{Provider, Source};
+use crate::inputs::{check_base_url, human, parse_bool, InputError, Problems, RawInputs, Surface, INPUTS};
+use crate::providers::registration::{Account, ProviderSettings, Registration};
+use crate::providers::registry;
+use crate::providers::Provider;
 use crate::secret::Secret;
-
-/// The longest duration any input accepts: a deploy step that waits longer is stuck.
-const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -131,17 +128,6 @@ pub struct HealthConfig {
     pub probe_first: bool,
 }
 
-/// The settings a provider parsed from its own inputs, and how it builds itself.
-pub trait ProviderSettings: fmt::Debug + Send + Sync {
-    fn build(&self, config: &Config, http: &HttpClient) -> anyhow::Result<Box<dyn Provider>>;
-
-    /// What a deploy without `image` deploys (Heroku: the source directory, or a
-    /// pipeline promotion); `None` when `image` is required.
-    fn default_source(&self) -> Option<Source> {
-        None
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Config {
     pub command: Command,
@@ -185,107 +171,18 @@ impl Config {
         }
     }
 
+    /// What the provider is built with.
+    pub fn account(&self) -> Account<'_> {
+        Account {
+            app: &self.app,
+            token: self.token.as_ref().map(|t| t.expose()).unwrap_or_default(),
+            api_url: self.api_url.as_ref(),
+        }
+    }
+
     /// The provider this config names, built.
-    /// The provider's API base: `api-url`, else `default`.
-    pub fn api_base(&self, default: &str) -> anyhow::Result<url::Url> {
-        Ok(match &self.api_url {
-            Some(u) => u.clone(),
-            None => url::Url::parse(default)?,
-        })
-    }
-
-    /// The token as sent, or empty.
-    pub fn token_text(&self) -> &str {
-        self.token.as_ref().map(|t| t.expose()).unwrap_or_default()
-    }
-
     pub fn build_provider(&self, http: &HttpClient) -> anyhow::Result<Box<dyn Provider>> {
-        self.settings.build(self, http)
-    }
-}
-
-/// One thing wrong with one input.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InputError {
-    pub input: &'static str,
-    pub problem: String,
-    pub fix: String,
-    /// Whom the message speaks to: it names the action's input or the flag.
-    pub surface: Surface,
-}
-
-impl InputError {
-    pub fn new(surface: Surface, input: &'static str, problem: impl Into<String>, fix: impl Into<String>) -> Self {
-        InputError { input, problem: problem.into(), fix: fix.into(), surface }
-    }
-
-    /// The title of the error: `input health-url`, or `--health-url`.
-    pub fn label(&self) -> String {
-        self.surface.label(self.input)
-    }
-}
-
-impl fmt::Display for InputError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.surface {
-            Surface::Action => write!(f, "input '{}': {}. {}", self.input, self.problem, self.fix),
-            Surface::Cli => write!(f, "{}: {}. {}", self.surface.name(self.input), self.problem, self.fix),
-        }
-    }
-}
-
-/// Collects problems so that all of them are reported together, worded for the
-/// surface the inputs came from.
-#[derive(Debug, Default)]
-pub struct Problems(pub Vec<InputError>, Surface);
-
-impl Problems {
-    pub fn new(surface: Surface) -> Self {
-        Problems(Vec::new(), surface)
-    }
-
-    pub fn surface(&self) -> Surface {
-        self.1
-    }
-
-    /// How a message names an input here: `health-url` or `--health-url`.
-    pub fn name(&self, input: &str) -> String {
-        self.1.name(input)
-    }
-
-    /// How a message says to set an input here: `dry-run: true` or `--dry-run`.
-    pub fn setting(&self, input: &str, value: &str) -> String {
-        self.1.setting(input, value)
-    }
-
-    pub fn add(&mut self, input: &'static str, problem: impl Into<String>, fix: impl Into<String>) {
-        self.0.push(InputError::new(self.1, input, problem, fix));
-    }
-
-    /// Runs a parser over an input's value (or default); records its error.
-    pub fn parse<T>(
-        &mut self,
-        raw: &RawInputs,
-        input: &'static str,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-        fix: &str,
-    ) -> Option<T> {
-        let value = raw.get(input)?;
-        match parse(value) {
-            Ok(v) => Some(v),
-            Err(problem) => {
-                self.add(input, problem, fix);
-                None
-            }
-        }
-    }
-
-    /// Reads a duration input: every one takes the same forms (see [`parse_duration`])
-    /// and says the same fix. `positive`: zero is refused too.
-    pub fn duration(&mut self, raw: &RawInputs, input: &'static str, positive: bool) -> Option<Duration> {
-        debug_assert_eq!(crate::inputs::spec(input).kind, Kind::Duration, "bug: {input} is not a duration input");
-        let parse = if positive { parse_positive_duration } else { parse_duration };
-        self.parse(raw, input, parse, DURATION_FIX)
+        self.settings.build(&self.account(), http)
     }
 }
 
@@ -532,10 +429,6 @@ impl Config {
     }
 }
 
-/// The fix every duration error gives: one rule for every duration input.
-pub const DURATION_FIX: &str =
-    "Use a number with a unit (ms, s, m, h), e.g. 500ms, 10s, 5m or 1h30m, or a bare number of seconds such as 30; at most 24h.";
-
 fn health_config(raw: &RawInputs, p: &mut Problems) -> Option<HealthConfig> {
     let url = match raw.get("health-url") {
         None => {
@@ -682,65 +575,8 @@ fn parse_command(text: &str) -> Result<Command, String> {
     }
 }
 
-/// Booleans as the Actions toolkit accepts them: the YAML 1.2 core set.
-pub fn parse_bool(text: &str) -> Result<bool, String> {
-    match text {
-        "true" | "True" | "TRUE" => Ok(true),
-        "false" | "False" | "FALSE" => Ok(false),
-        _ => Err(format!("'{text}' is not true or false")),
-    }
-}
-
 fn valid_app_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 63 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
-
-/// A duration such as `500ms`, `10s`, `5m`, `1h30m`, or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("'{text}' is not a duration");
-    if text.is_empty() {
-        return Err(bad());
-    }
-    if text.bytes().all(|b| b.is_ascii_digit()) {
-        let secs: u64 = text.parse().map_err(|_| bad())?;
-        return checked(Duration::from_secs(secs.min(u64::MAX / 2)), text);
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 || digits > 9 {
-            return Err(bad());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let part = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
-            _ => return Err(bad()),
-        };
-        rest = &rest[unit_len..];
-        total = total.checked_add(part).ok_or_else(bad)?;
-    }
-    checked(total, text)
-}
-
-fn checked(d: Duration, text: &str) -> Result<Duration, String> {
-    if d > MAX_DURATION {
-        Err(format!("'{text}' is longer than 24h"))
-    } else {
-        Ok(d)
-    }
-}
-
-pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
-    match parse_duration(text)? {
-        Duration::ZERO => Err(format!("'{text}' must be more than zero")),
-        d => Ok(d),
-    }
 }
 
 /// A health URL: http or https with a host. Plain http is fine here: the app may sit
@@ -773,25 +609,6 @@ fn refuse_hidden_characters(text: &str) -> Result<(), String> {
     }
 }
 
-/// A provider API base: https anywhere, http only on loopback (a token travels with it).
-pub fn check_base_url(u: &url::Url) -> Result<(), String> {
-    match u.scheme() {
-        "https" if u.host().is_some() => Ok(()),
-        "http" if is_loopback(u) => Ok(()),
-        "http" => Err(format!("'{u}' is plain http:// and not loopback, so the token would travel unencrypted")),
-        other => Err(format!("'{u}' has scheme '{other}'; only https:// is accepted")),
-    }
-}
-
-pub fn is_loopback(u: &url::Url) -> bool {
-    match u.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => false,
-    }
-}
-
 fn parse_headers(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
@@ -810,32 +627,6 @@ fn parse_headers(text: &str) -> Result<Vec<(String, String)>, String> {
         out.push((name.to_string(), value.to_string()));
     }
     Ok(out)
-}
-
-/// A duration as people write it: `1m30s`, `250ms`.
-pub fn human(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        return format!("{ms}ms");
-    }
-    let secs = d.as_secs();
-    let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
-    let tenths = (ms % 1000) / 100;
-    let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
-    }
-    if m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    if s > 0 || out.is_empty() {
-        if h == 0 && m == 0 && tenths > 0 {
-            out.push_str(&format!("{s}.{tenths}s"));
-        } else {
-            out.push_str(&format!("{s}s"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -878,17 +669,6 @@ mod tests {
     }
 
     #[test]
-    fn durations_parse_units_and_reject_nonsense() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
-        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        for bad in ["-5s", "1e99", "5 s", "s", "5d", "١٠s", "99999999999999999999", "25h", "1.5s", ""] {
-            assert!(parse_duration(bad).is_err(), "{bad} should be rejected");
-        }
-    }
-
-    #[test]
     fn status_sets_take_codes_and_classes() {
         let s = StatusSet::parse("200, 204,3xx").unwrap();
         assert!(s.contains(200) && s.contains(204) && s.contains(301));
@@ -921,18 +701,6 @@ mod tests {
     fn urls_without_a_scheme_are_refused() {
         assert_eq!(inputs_with_problems(&[("health-url", "app.example.com/health")]), vec!["health-url"]);
         assert_eq!(inputs_with_problems(&[("health-url", "ftp://x/health")]), vec!["health-url"]);
-    }
-
-    #[test]
-    fn api_base_urls_must_be_https_unless_loopback() {
-        let ok = |s: &str| check_base_url(&url::Url::parse(s).unwrap()).is_ok();
-        assert!(ok("https://api.machines.dev/v1"));
-        assert!(ok("http://127.0.0.1:4280"));
-        assert!(ok("http://[::1]:4280"));
-        assert!(ok("http://localhost:4280"));
-        assert!(!ok("http://api.machines.dev"));
-        assert!(!ok("http://10.0.0.1"));
-        assert!(!ok("ftp://127.0.0.1"));
     }
 
     #[test]
@@ -1086,25 +854,5 @@ mod tests {
         );
         assert!(text.iter().any(|t| t.starts_with("input 'strategy': applies to provider fly only, and provider is memory. Remove it, or set provider: fly.")), "{text:#?}");
         assert!(text.iter().all(|t| !t.contains("--")), "{text:#?}");
-    }
-
-    #[test]
-    fn a_bare_number_is_seconds_for_every_duration_input() {
-        for spec in INPUTS.iter().filter(|i| i.kind == Kind::Duration) {
-            let mut p = Problems::new(Surface::Action);
-            assert_eq!(p.duration(&raw(&[(spec.name, "7")]), spec.name, true), Some(Duration::from_secs(7)));
-            assert_eq!(p.duration(&raw(&[(spec.name, "7s")]), spec.name, true), Some(Duration::from_secs(7)));
-            assert_eq!(p.duration(&raw(&[(spec.name, "7 s")]), spec.name, false), None);
-            assert_eq!(p.0.len(), 1);
-            assert!(p.0[0].fix.contains("a bare number of seconds"), "{}", p.0[0]);
-        }
-    }
-
-    #[test]
-    fn human_durations_read_naturally() {
-        assert_eq!(human(Duration::from_millis(250)), "250ms");
-        assert_eq!(human(Duration::from_millis(1500)), "1.5s");
-        assert_eq!(human(Duration::from_secs(90)), "1m30s");
-        assert_eq!(human(Duration::from_secs(3600)), "1h");
     }
 }

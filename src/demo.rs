@@ -15,8 +15,8 @@ pub mod digitalocean;
 pub mod heroku;
 pub mod hosts;
 
-use crate::cli::deploy;
 use crate::inputs::RawInputs;
+use crate::job::deploy;
 use crate::runner::{Paths, Runner};
 use crate::secret::Redactor;
 use crate::shutdown::Shutdown;

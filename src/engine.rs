@@ -14,12 +14,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::{human, Command, Config};
+use crate::config::{Command, Config};
 use crate::github::{Entry, Ledger, Record};
 use crate::health::{names_version, Gate, GateResult, Probe, VersionCheck};
+use crate::inputs::human;
 use crate::providers::{
-    outlast, same_release, Context, Ending, Event, Instance, Progress, Provider, ProviderError, ReleaseRef, Route,
-    Severity, Snapshot, Source, Target, Waited,
+    outlast, same_release, Context, Ending, Event, Instance, LockFor, LockKind, Progress, Provider, ProviderError,
+    ReleaseRef, Route, Severity, Snapshot, Source, Target, Waited,
 };
 use crate::report::{DeploymentRecord, Outcome, Phase, PhaseResult, Report, RollbackInfo};
 use crate::runner::Runner;
@@ -76,7 +77,19 @@ impl Engine<'_> {
     fn context(&self) -> Context {
         Context {
             deadline: Instant::now() + self.config.deploy_timeout,
+            budget: "deploy-timeout",
             shutdown: self.shutdown.clone(),
+            progress: self.progress.clone(),
+        }
+    }
+
+    /// For what runs after the run's end, whatever ended it (a signal included): a
+    /// calm shutdown handle and half a minute.
+    fn closing_context(&self) -> Context {
+        Context {
+            deadline: Instant::now() + Duration::from_secs(30),
+            budget: "deploy-timeout",
+            shutdown: Shutdown::new(),
             progress: self.progress.clone(),
         }
     }
@@ -218,7 +231,9 @@ impl Engine<'_> {
         let mut report = self.run_steps().await;
         let ending = ending(&report);
         self.read_end_state(&mut report).await;
-        report.warnings.extend(self.provider.finish(ending).await);
+        let ctx = self.closing_context();
+        report.warnings.extend(self.give_back_lock(ending, &ctx).await);
+        report.warnings.extend(self.provider.finish(ending, &ctx).await);
         report.api_calls = self.provider.api_calls();
         // A cancelled run's deployment is finished by the post step, after its rollback.
         if report.outcome != Outcome::Cancelled {
@@ -430,6 +445,9 @@ impl Engine<'_> {
         self.open_deployment(&mut report, &target).await;
         report.gone_after_rollback = self.version_not_live_yet(&target).await;
 
+        if let Err(stop) = self.take_lock(&mut report, run_start, &live, LockFor::Deploy, &ctx).await {
+            return finish(self.stopped_before_change(report, stop));
+        }
         // Everything that may still fail with nothing changed happens here.
         let prepared = self.provider.prepare(&live, &target, &ctx);
         let mut rollout = match self.phase(&mut report, run_start, "prepare", deadline, prepared).await {
@@ -909,16 +927,56 @@ impl Engine<'_> {
         self.restore(report, run_start, live, why).await
     }
 
+    /// Takes the provider's deploy lock, where it has one, as a phase of its own. A
+    /// lock someone else holds ends the phase failed, with nothing changed.
+    async fn take_lock(
+        &self,
+        report: &mut Report,
+        run_start: Instant,
+        recorded: &Snapshot,
+        purpose: LockFor,
+        ctx: &Context,
+    ) -> Result<(), Stop> {
+        if self.provider.lock_kind() == LockKind::None {
+            return Ok(());
+        }
+        let taken = outlast(ctx, "take the deploy lock", || self.provider.lock(recorded, purpose, ctx));
+        self.phase(report, run_start, "take the deploy lock", Some(ctx.deadline), taken).await
+    }
+
+    /// Gives the deploy lock back at the end of a run; a lock that outlives the process
+    /// stays held when the run leaves its change to the post step, so that no other
+    /// deploy starts on a half-changed app.
+    async fn give_back_lock(&self, ending: Ending, ctx: &Context) -> Vec<String> {
+        match (self.provider.lock_kind(), ending) {
+            (LockKind::None, _) => Vec::new(),
+            (LockKind::Durable, Ending::Unfinished) => vec![
+                "the deploy lock stays held until the post step (or safe-deploy post) has put the recorded release back"
+                    .into(),
+            ],
+            _ => self.provider.unlock(ctx).await,
+        }
+    }
+
     /// The rollback itself, shared by main and post. It has its own deadline
     /// (rollback-timeout) and outlasts transient failures; while the recorded release
     /// is not back, the saved stage says so, and the post step resumes it.
     async fn restore(&self, mut report: Report, run_start: Instant, live: &Snapshot, why: String) -> Report {
         state::save(self.runner, Stage::RollingBack, None, None);
-        let ctx = Context { deadline: Instant::now() + self.config.rollback_timeout, ..self.context() };
+        let ctx = Context {
+            deadline: Instant::now() + self.config.rollback_timeout,
+            budget: "rollback-timeout",
+            ..self.context()
+        };
         let mut info = RollbackInfo { to: live.release.label.clone(), reason: why, succeeded: false, detail: None };
         let name = format!("roll back to {}", live.release.label);
-        let restored = outlast(&ctx, &name, || self.provider.restore(live, &ctx));
-        let restored = self.phase(&mut report, run_start, &name, Some(ctx.deadline), restored).await;
+        let restored = match self.take_lock(&mut report, run_start, live, LockFor::Restore, &ctx).await {
+            Ok(()) => {
+                let restored = outlast(&ctx, &name, || self.provider.restore(live, &ctx));
+                self.phase(&mut report, run_start, &name, Some(ctx.deadline), restored).await
+            }
+            Err(stop) => Err(stop),
+        };
         let back = restored.is_ok();
         let verified = match restored {
             Ok(now) => {
@@ -967,7 +1025,9 @@ impl Engine<'_> {
         let mut report = self.post_steps(saved).await;
         // Nothing runs after the post step: whatever it could not put back is someone's
         // to look at, and no lock may stay held for a step that never comes.
-        let unfinished = self.provider.finish(Ending::Over).await;
+        let ctx = self.closing_context();
+        let mut unfinished = self.give_back_lock(Ending::Over, &ctx).await;
+        unfinished.extend(self.provider.finish(Ending::Over, &ctx).await);
         if let Some(r) = &mut report {
             r.warnings.extend(unfinished);
         }
@@ -1023,7 +1083,25 @@ impl Engine<'_> {
             _ => "the main step stopped mid-deploy (cancelled or killed)".to_string(),
         };
         // Running twice must do no harm: if the recorded release is back, only prove it.
+        // The lock first: the main step may have left it held for this step, which
+        // gives it back whatever it finds.
         let ctx = self.context();
+        if let Err(stop) = self.take_lock(&mut report, run_start, snapshot, LockFor::Restore, &ctx).await {
+            let (outcome, d) = match stop {
+                Stop::Failed(d) => (Outcome::RollbackFailed, d),
+                Stop::Cancelled(d) => (Outcome::Cancelled, d),
+            };
+            report.reason = Some(why.clone());
+            report.outcome = outcome;
+            report.rollback = Some(RollbackInfo {
+                to: snapshot.release.label.clone(),
+                reason: why,
+                succeeded: false,
+                detail: Some(d),
+            });
+            report.duration = run_start.elapsed();
+            return Some(report);
+        }
         let asked = self.provider.in_effect(snapshot, &ctx);
         let in_effect = self.phase(&mut report, run_start, "is the recorded release back?", None, asked).await;
         if let Ok(true) = in_effect {

@@ -7,8 +7,9 @@ use std::path::Path;
 
 use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 
-use crate::config::{parse_duration, Config, StatusSet};
+use crate::config::{Config, StatusSet};
 use crate::health::{excerpt, names_version};
+use crate::inputs::parse_duration;
 use crate::inputs::{RawInputs, INPUTS};
 use crate::providers::fly::api::{ErrorBody, LeaseAnswer, Machine, Volume};
 use crate::providers::fly::fly_toml::FlyToml;

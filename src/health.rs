@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use async_trait::async_trait;
 
-use crate::config::{human, HealthConfig};
+use crate::config::HealthConfig;
 use crate::http::{HttpClient, TransportFailure};
+use crate::inputs::human;
 use crate::shutdown::Shutdown;
 
 /// One GET as the gate sends it: the status and body, or why no answer came. The HTTP

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::Method;
 
-use crate::config::human;
+use crate::inputs::human;
 use crate::secret::Redactor;
 use crate::shutdown::Shutdown;
 

@@ -86,7 +86,7 @@ pub fn second_signal_exits(first: Shutdown, runner: Runner, command: String) {
             _ = term.recv() => {}
             _ = hup.recv() => {}
         }
-        crate::progress::stop_live();
+        crate::terminal::stop_live();
         runner.say("Stopped before the restore finished. To finish it, run:");
         runner.say(&format!("  {command}"));
         if command.contains("***") || command.contains("?…") {

@@ -5,56 +5,17 @@
 //! its elapsed and remaining time; log lines scroll above it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressState, ProgressStyle};
 
-use crate::config::human;
+use crate::inputs::human;
 use crate::providers::{Event, Observer};
 use crate::runner::Runner;
 
 /// How often a wait that goes on is spoken of again in the log.
 const WAIT_LINE_EVERY: Duration = Duration::from_secs(10);
-
-/// The terminal's live display, once one is drawn: every line printed while it is up
-/// goes above it, so the two never garble each other.
-static LIVE: OnceLock<MultiProgress> = OnceLock::new();
-
-/// Set once the live display is taken down for good (a second Ctrl-C).
-static STOPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Takes the live display down for good, so the last lines printed are plain ones.
-pub fn stop_live() {
-    if let Some(live) = LIVE.get() {
-        let _ = live.clear();
-        live.set_draw_target(ProgressDrawTarget::hidden());
-    }
-    STOPPED.store(true, std::sync::atomic::Ordering::SeqCst);
-}
-
-/// Prints one line on stdout, above the live display when there is one.
-pub fn print_line(text: &str) {
-    use std::io::Write;
-    match LIVE.get().filter(|_| !STOPPED.load(std::sync::atomic::Ordering::SeqCst)) {
-        Some(live) => {
-            let _ = live.println(text);
-        }
-        None => {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{text}");
-            let _ = out.flush();
-        }
-    }
-}
-
-/// Runs `f` (a write to stderr) with the live display out of the way.
-pub fn suspended<T>(f: impl FnOnce() -> T) -> T {
-    match LIVE.get() {
-        Some(live) => live.suspend(f),
-        None => f(),
-    }
-}
 
 /// Writes every event as a line through the runner (redacted like every other line).
 pub struct LogLines {
@@ -125,7 +86,7 @@ pub struct Live {
 impl Live {
     /// Draws on stdout (a terminal); from now on every line goes above the display.
     pub fn start(runner: Runner) -> Live {
-        let multi = LIVE.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stdout())).clone();
+        let multi = crate::terminal::live();
         let deadline: Arc<Mutex<Option<Instant>>> = Arc::default();
         let since: Arc<Mutex<Option<Instant>>> = Arc::default();
         let (left, began) = (deadline.clone(), since.clone());
@@ -165,7 +126,7 @@ impl Live {
             let last = bar.message();
             bar.finish_and_clear();
             self.multi.remove(&bar);
-            print_line(&format!("  {last}"));
+            crate::terminal::print_line(&format!("  {last}"));
         }
     }
 }

@@ -254,7 +254,7 @@ impl Report {
         // A code span shows its text literally; one a backtick or a line break would
         // end early is written as escaped <code> instead.
         let name = |r: &str| match markdown {
-            true if r.contains(['`', '\n', '\r']) => format!("<code>{}</code>", crate::summary::escape_code(r)),
+            true if r.contains(['`', '\n', '\r']) => format!("<code>{}</code>", crate::markdown::escape_code(r)),
             true => format!("`{r}`"),
             false => r.to_string(),
         };
@@ -265,7 +265,7 @@ impl Report {
         };
         let target = self.target.as_deref().map(name);
         let target = target.as_deref().unwrap_or("the new release");
-        let app = if markdown { crate::summary::escape(&self.app) } else { self.app.clone() };
+        let app = if markdown { crate::markdown::escape(&self.app) } else { self.app.clone() };
         // What the run set out to do, as the subject of a sentence.
         let attempt = match self.command.as_str() {
             "rollback" => format!("Rollback of {app} to {target}"),

@@ -211,14 +211,10 @@ mod tests {
         let paths =
             Paths { state: Some(dir.path().join("state")), temp: Some(dir.path().to_path_buf()), ..Default::default() };
         let runner = Runner::new(false, paths, redactor);
-        let (release, artifact) = release_of(["registry.fly.io/web:v1"]);
+        let release = release_of(["registry.fly.io/web:v1"]);
         let big = "x".repeat(200 * 1024);
-        let snapshot = Snapshot {
-            release,
-            artifact,
-            record: serde_json::json!({"env": "s3cret-in-env", "big": big}),
-            cause: None,
-        };
+        let snapshot =
+            Snapshot { release, record: serde_json::json!({"env": "s3cret-in-env", "big": big}), cause: None };
         save(&runner, Stage::Recorded, Some(&snapshot), None);
 
         let text = std::fs::read_to_string(dir.path().join("state")).unwrap();

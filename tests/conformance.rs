@@ -88,7 +88,7 @@ impl Harness for FlyHarness {
         let machines = self.fly.machines();
         let images =
             machines.iter().filter(|m| m.process_group == "app" && m.state != "destroyed").map(|m| m.image.as_str());
-        release_of(images).0.label
+        release_of(images).label
     }
 
     fn instances_that_ran(&self, release: &str) -> usize {

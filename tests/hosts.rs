@@ -489,16 +489,18 @@ async fn a_host_is_put_back_exactly_as_it_was_its_own_env_and_options_not_this_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_never_removes_the_recorded_container_whatever_state_a_stopped_run_left() {
-    use safe_deploy::providers::{Context, Progress};
+    use safe_deploy::providers::{Context, LockFor, Progress};
     use sandbox::hosts::runtime::read_state;
     let h = HostsHarness::ssh().await;
     let provider = h.provider();
     let ctx = Context {
         deadline: tokio::time::Instant::now() + Duration::from_secs(60),
+        budget: "rollback-timeout",
         shutdown: safe_deploy::shutdown::Shutdown::new(),
         progress: Progress::default(),
     };
     let live = provider.snapshot(&ctx).await.expect("recorded");
+    provider.lock(&live, LockFor::Restore, &ctx).await.expect("the lock is free");
     let id = |i: usize| read_state(&h.fleet.host_dir(i)).containers["web"].id.clone();
     let original = (id(0), id(1));
 
@@ -526,7 +528,8 @@ async fn a_restore_never_removes_the_recorded_container_whatever_state_a_stopped
     let state = read_state(&h.fleet.host_dir(0));
     assert_eq!((state.containers["web"].id.clone(), state.containers.len()), (original.0.clone(), 1));
     assert!(state.containers["web"].is_running());
-    provider.finish(safe_deploy::providers::Ending::Over).await;
+    assert!(provider.unlock(&ctx).await.is_empty(), "the lock is given back");
+    provider.finish(safe_deploy::providers::Ending::Over, &ctx).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -738,7 +741,7 @@ async fn the_ssh_key_is_masked_first_and_no_line_of_it_appears_anywhere() {
 #[tokio::test]
 async fn bad_host_inputs_are_named_with_exit_2_before_any_connection() {
     let rig = Rig::start(1, "web:v1").await;
-    let cases: [(&str, &str, &str); 10] = [
+    let cases: [(&str, &str, &str); 11] = [
         ("ssh-key", "not a key", "ssh-key"),
         ("known-hosts", "", "known-hosts"),
         ("known-hosts", "127.0.0.1", "known-hosts"),
@@ -746,6 +749,7 @@ async fn bad_host_inputs_are_named_with_exit_2_before_any_connection() {
         ("hosts", "127.0.0.1:2222", "hosts"),
         ("ports", "8080", "ports"),
         ("max-parallel", "0", "max-parallel"),
+        ("max-unavailable", "1.5", "max-unavailable"),
         ("container", "web;reboot", "container"),
         ("hosts", "", "hosts"),
         ("drain-path", "drain", "drain-path"),
@@ -762,23 +766,24 @@ async fn bad_host_inputs_are_named_with_exit_2_before_any_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn max_parallel_changes_hosts_together_but_never_all_of_them() {
+async fn max_unavailable_changes_hosts_together_after_the_first_but_never_all_of_them() {
     let rig = Rig::start(4, "web:v1").await;
-    let plan = Step::main(&with(with(rig.deploy("v2"), "max-parallel", "9"), "command", "plan")).run().await;
+    let plan = Step::main(&with(with(rig.deploy("v2"), "max-unavailable", "9"), "command", "plan")).run().await;
     assert_eq!(plan.code, 0, "{plan}");
     let hosts: Vec<String> = rig.fleet.hosts().iter().map(|h| h.addr.to_string()).collect();
     assert_says(
         &plan,
-        &[&format!("batch 1 of 2 ({}, {}, {})", hosts[0], hosts[1], hosts[2]), &format!("batch 2 of 2 ({})", hosts[3])],
+        &[&format!("batch 1 of 2 ({})", hosts[0]), &format!("batch 2 of 2 ({}, {}, {})", hosts[1], hosts[2], hosts[3])],
     );
     assert_eq!(writes(&rig.fleet), 0, "a plan changes nothing");
 
+    // max-parallel, the old name, still counts when max-unavailable is left empty.
     let traffic = Traffic::start(format!("{}/", rig.balancer.url()));
     let ran = Step::main(&with(rig.deploy("v2"), "max-parallel", "2")).run().await;
     let (total, failed) = traffic.stop().await;
     assert_eq!(ran.code, 0, "{ran}");
     assert_eq!(running(&rig.fleet), "v2");
-    assert_says(&ran, &[&format!("batch 1 of 2: hosts {}, {}", hosts[0], hosts[1])]);
+    assert_says(&ran, &[&format!("batch 2 of 3: hosts {}, {}", hosts[1], hosts[2])]);
     assert_eq!(failed, 0, "two of four hosts at a time, and no request failed ({failed} of {total})");
 }
 

@@ -9,7 +9,7 @@ use sandbox::app::{HealthMode, ReleaseSpec, Releases};
 use sandbox::digitalocean::{AppOptions, DoOptions, DoSandbox};
 
 use super::Traffic;
-use crate::cli::deploy_in;
+use crate::job::deploy_in;
 use crate::secret::Redactor;
 use crate::shutdown::Shutdown;
 

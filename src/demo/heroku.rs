@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use sandbox::heroku::{AppOptions, HerokuOptions, HerokuSandbox};
 
 use super::Traffic;
-use crate::cli::deploy_in;
+use crate::job::deploy_in;
 use crate::secret::Redactor;
 use crate::shutdown::Shutdown;
 

@@ -14,8 +14,8 @@ use sandbox::hosts::{Fleet, FleetOptions};
 use sandbox::kit::balancer::{Balancer, BalancerOptions, Check, Member};
 
 use super::Traffic;
-use crate::cli::deploy_in;
 use crate::inputs::RawInputs;
+use crate::job::deploy_in;
 use crate::secret::Redactor;
 use crate::shutdown::Shutdown;
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use super::{Event, Observer, Progress, Provider, Rollout, Source, Target};
+use super::{Event, LockFor, Observer, Progress, Provider, Rollout, Source, Target};
 use crate::config::{Command, Config};
 use crate::engine::Engine;
 use crate::health::Probe;
@@ -262,17 +262,22 @@ pub async fn restore_twice_does_no_harm(h: &dyn Harness) {
     let ctx = context(Progress::default());
     let live = ok(provider.snapshot(&ctx).await);
     let target = h.target(&good);
+    // As the engine does: the lock before the first change and before each restore.
+    ok(provider.lock(&live, LockFor::Deploy, &ctx).await);
     let mut rollout: Box<dyn Rollout> = ok(provider.prepare(&live, &target, &ctx).await);
     ok(rollout.apply(0, false, &ctx).await);
     ok(rollout.wait(0, &ctx).await);
     assert!(rollout.changed());
     assert!(!ok(provider.in_effect(&live, &ctx).await), "a batch changed: the snapshot is not in effect");
+    ok(provider.lock(&live, LockFor::Restore, &ctx).await);
     let first = ok(provider.restore(&live, &ctx).await);
     assert!(ok(provider.in_effect(&live, &ctx).await), "restored");
     let writes = h.writes();
+    ok(provider.lock(&live, LockFor::Restore, &ctx).await);
     let second = ok(provider.restore(&live, &ctx).await);
     assert_eq!(h.writes(), writes, "the second restore changed nothing");
-    provider.finish(crate::providers::Ending::Over).await;
+    assert!(provider.unlock(&ctx).await.is_empty(), "every lock given back");
+    provider.finish(crate::providers::Ending::Over, &ctx).await;
     assert_eq!(first, second);
     assert_eq!(h.says(&first.label), before);
     assert_eq!(h.running(), before);
@@ -394,6 +399,7 @@ pub async fn a_fault_ends_truthfully(h: &dyn Harness, fault: &str) {
 fn context(progress: Progress) -> super::Context {
     super::Context {
         deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(120),
+        budget: "deploy-timeout",
         shutdown: Shutdown::new(),
         progress,
     }

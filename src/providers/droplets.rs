@@ -15,11 +15,11 @@ use serde_json::json;
 
 use super::digitalocean::client::{DEFAULT_API, DIGITALOCEAN};
 use super::hosts::{settings, Check, Host, HostsProvider, Inventory, Layout, Options};
-use super::registry::{self, Registration};
+use super::registration::{no_defaults, Account, ProviderSettings, Registration};
 use super::rest::RestClient;
 use super::{Context, ProviderError};
-use crate::config::{Config, Problems, ProviderSettings};
 use crate::http::HttpClient;
+use crate::inputs::Problems;
 use crate::inputs::RawInputs;
 
 pub const REGISTRATION: Registration = Registration {
@@ -29,7 +29,7 @@ pub const REGISTRATION: Registration = Registration {
     needs_token: true,
     file_api: false,
     image_optional: false,
-    defaults: registry::no_defaults,
+    defaults: no_defaults,
     configure,
 };
 
@@ -51,8 +51,8 @@ struct Settings {
 }
 
 impl ProviderSettings for Settings {
-    fn build(&self, config: &Config, http: &HttpClient) -> anyhow::Result<Box<dyn super::Provider>> {
-        let rest = RestClient::new(http.clone(), config.api_base(DEFAULT_API)?, config.token_text(), &DIGITALOCEAN)?;
+    fn build(&self, account: &Account, http: &HttpClient) -> anyhow::Result<Box<dyn super::Provider>> {
+        let rest = RestClient::new(http.clone(), account.api_base(DEFAULT_API)?, account.token, &DIGITALOCEAN)?;
         let inventory = Box::new(Droplets { rest, settings: self.clone() });
         Ok(Box::new(HostsProvider::new(inventory, self.options.clone(), http.clone())))
     }
@@ -261,23 +261,17 @@ impl Droplets {
         if !reply.is_success() {
             return Err(self.rest.error(reply.status, &reply.body, what));
         }
-        let started = tokio::time::Instant::now();
+        // A balancer applies a change within seconds; two minutes is one that is stuck.
+        let mut poll = ctx
+            .poll(format!("load balancer {} to apply: {what}", self.settings.balancer), Duration::from_millis(500))
+            .within(Duration::from_secs(120), ctx.budget);
         loop {
             let lb = self.balancer(ctx).await?;
             lb.not_errored()?;
             if lb.droplet_ids.contains(&id) == listed && matches!(lb.status.as_str(), "active" | "") {
                 return Ok(());
             }
-            if started.elapsed() > Duration::from_secs(120) || ctx.remaining() < Duration::from_secs(1) {
-                return Err(ProviderError::timeout(
-                    format!("load balancer {} to apply: {what}", lb.name),
-                    started.elapsed(),
-                    "deploy-timeout",
-                ));
-            }
-            if !ctx.shutdown.sleep(Duration::from_millis(500)).await {
-                return Err(ctx.check_cancelled().err().unwrap_or(ProviderError::Cancelled("a signal")));
-            }
+            poll.next(&lb.status).await?;
         }
     }
 }

@@ -12,13 +12,13 @@ use async_trait::async_trait;
 use sandbox::double::{State, Store, INSTANCE_HEADER};
 use serde::{Deserialize, Serialize};
 
-use super::registry::{self, Registration};
+use super::registration::{no_defaults, Account, ProviderSettings, Registration};
 use super::{
     release_of, Applied, Capabilities, Context, Finding, Instance, Plan, PlannedBatch, Provider, ProviderError,
     ReleaseRef, Rollout, Route, Severity, Snapshot, Target, Waited,
 };
-use crate::config::{Config, Problems, ProviderSettings};
 use crate::http::HttpClient;
+use crate::inputs::Problems;
 use crate::inputs::RawInputs;
 
 pub const REGISTRATION: Registration = Registration {
@@ -28,7 +28,7 @@ pub const REGISTRATION: Registration = Registration {
     needs_token: false,
     file_api: true,
     image_optional: false,
-    defaults: registry::no_defaults,
+    defaults: no_defaults,
     configure,
 };
 
@@ -38,7 +38,7 @@ struct Settings {
 }
 
 impl ProviderSettings for Settings {
-    fn build(&self, _: &Config, _: &HttpClient) -> anyhow::Result<Box<dyn Provider>> {
+    fn build(&self, _: &Account, _: &HttpClient) -> anyhow::Result<Box<dyn Provider>> {
         Ok(Box::new(MemoryProvider::new(Store::File(self.state.clone()))))
     }
 }
@@ -103,7 +103,7 @@ fn release_name(target: &Target) -> Result<String, ProviderError> {
 
 /// One instance at a time: the shape of a rolling deploy.
 fn batches(count: usize) -> Vec<Vec<usize>> {
-    (0..count).map(|i| vec![i]).collect()
+    super::batches::cut(count, super::batches::BatchSize::Count(1))
 }
 
 #[async_trait]
@@ -113,7 +113,7 @@ impl Provider for MemoryProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { history: true, single_instances: true, strategies: &[], images: true, directories: false }
+        Capabilities { history: true, single_instances: true, images: true, directories: false }
     }
 
     async fn snapshot(&self, _ctx: &Context) -> Result<Snapshot, ProviderError> {
@@ -121,8 +121,8 @@ impl Provider for MemoryProvider {
         if fail {
             return Err(ProviderError::Failed("the double was told to fail reading the live release".into()));
         }
-        let (release, artifact) = release_of(instances.iter().map(String::as_str));
-        Ok(Snapshot { release, artifact, record: serde_json::json!(Record { instances }), cause: None })
+        let release = release_of(instances.iter().map(String::as_str));
+        Ok(Snapshot { release, record: serde_json::json!(Record { instances }), cause: None })
     }
 
     async fn preflight(&self, live: &Snapshot, target: &Target, _: &Context) -> Result<Vec<Finding>, ProviderError> {
@@ -204,7 +204,7 @@ impl Provider for MemoryProvider {
             Ok(Some(live))
         })??;
         match restored {
-            Some(live) => Ok(release_of([live.as_str()]).0),
+            Some(live) => Ok(release_of([live.as_str()])),
             None => Err(ProviderError::Failed(format!("the double was told to fail restoring {label}"))),
         }
     }
@@ -272,7 +272,7 @@ impl Rollout for MemoryRollout {
         if faults.roll_out_delay_ms > 0 {
             let delay = Duration::from_millis(faults.roll_out_delay_ms);
             if delay > ctx.remaining() {
-                return Err(ProviderError::timeout("the roll-out", ctx.remaining(), "deploy-timeout"));
+                return Err(ProviderError::timeout("the roll-out", ctx.remaining(), ctx.budget));
             }
             if !ctx.shutdown.sleep(delay).await {
                 return Err(ProviderError::Cancelled(ctx.shutdown.cause().unwrap_or("shutdown")));

@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::http::HttpError;
 use crate::shutdown::Shutdown;
+pub use wait::{outlast, Poll};
 
+pub mod batches;
 pub mod conformance;
 pub mod digitalocean;
 pub mod droplets;
@@ -28,9 +30,12 @@ pub mod heroku;
 pub mod hosts;
 pub mod logs;
 pub mod memory;
+pub mod registration;
 pub mod registry;
 pub mod rest;
+pub mod restore;
 pub mod ssh;
+pub mod wait;
 
 /// A release as a provider names it: `id` is what is compared, `label` what is shown
 /// (for Fly both are the image; for Heroku `id` is a uuid and `label` is `v43`).
@@ -47,27 +52,12 @@ impl ReleaseRef {
     }
 }
 
-/// What a release is made of, where the provider can say.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Artifact {
-    /// A container image; `digest` when the platform resolved one.
-    Image { reference: String, digest: Option<String> },
-    /// Instances disagree: each image with how many instances run it.
-    Mixed { images: Vec<(String, usize)> },
-    /// A Heroku slug, an ECS task definition, an App Platform deployment...
-    Other { what: String, id: String },
-    /// Nothing is deployed (an app with no instances).
-    Nothing,
-}
-
 /// Everything needed to put the live release back exactly as it was. `record` is the
 /// provider's own record (e.g. every Fly machine's full config); the provider that
 /// wrote it parses it, once per use, into its own types.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub release: ReleaseRef,
-    pub artifact: Artifact,
     pub record: serde_json::Value,
     /// Who or what made the release, where the platform says (an App Platform
     /// deployment's cause, a Heroku release's description and author): how a release
@@ -165,8 +155,6 @@ pub struct Capabilities {
     pub history: bool,
     /// A changed instance can be reached alone, so a batch can be gated before the next.
     pub single_instances: bool,
-    /// The `strategy` values it takes; empty when it has no choice of strategy.
-    pub strategies: &'static [&'static str],
     /// Where its releases come from.
     pub images: bool,
     pub directories: bool,
@@ -319,10 +307,29 @@ pub trait Provider: Send + Sync {
         Ok(None)
     }
 
-    /// Runs at the end of every run, whatever happened, told how it ended: gives back
-    /// leases and the like, and clears what a rollback would have needed once none can
-    /// be. Returns what it could not clean up, or what it leaves, for the summary.
-    async fn finish(&self, _ending: Ending) -> Vec<String> {
+    /// The deploy lock it has, if any: what keeps a second run off the app while this
+    /// one changes it. The engine takes it before the first change and before a restore,
+    /// and gives it back when the run ends.
+    fn lock_kind(&self) -> LockKind {
+        LockKind::None
+    }
+
+    /// Takes the deploy lock on what `recorded` names, or takes again one this run (the
+    /// same record) holds; one held by someone else is `Conflict`, with nothing changed.
+    async fn lock(&self, _recorded: &Snapshot, _purpose: LockFor, _ctx: &Context) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
+    /// Gives back every lock this process holds; what could not be given back, for the
+    /// summary. Doing it when nothing is held does nothing.
+    async fn unlock(&self, _ctx: &Context) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Runs at the end of every run, whatever happened, after the lock is given back,
+    /// told how the run ended: clears what a rollback would have needed once none can be.
+    /// Returns what it could not clean up, or what it leaves, for the summary.
+    async fn finish(&self, _ending: Ending, _ctx: &Context) -> Vec<String> {
         Vec::new()
     }
 
@@ -335,6 +342,28 @@ pub trait Provider: Send + Sync {
 // Every provider must work behind `dyn Provider`, and every roll-out behind `dyn Rollout`.
 const _: Option<&dyn Provider> = None;
 const _: Option<&dyn Rollout> = None;
+
+/// What a provider's deploy lock is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockKind {
+    /// It has none (a platform that orders deploys itself).
+    None,
+    /// It lasts while this process renews it (Fly's machine leases, which run out on
+    /// their own): given back at the end of every run.
+    Lease,
+    /// It stays until given back (a lock directory on each host): a run that leaves its
+    /// change to the post step leaves it held, and the post step takes it again.
+    Durable,
+}
+
+/// Why the lock is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockFor {
+    /// Before a deploy's first change: someone else's lock stops the deploy at once.
+    Deploy,
+    /// Before a restore: a lock a crashed run left may be waited for while it runs out.
+    Restore,
+}
 
 /// How a run ended, as `Provider::finish` is told it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,6 +382,9 @@ pub enum Ending {
 pub struct Context {
     /// The provider must give up (with `ProviderError::Timeout`) by then.
     pub deadline: Instant,
+    /// The input that sets the deadline, named when a wait runs out of it:
+    /// `deploy-timeout`, or `rollback-timeout` for a restore.
+    pub budget: &'static str,
     pub shutdown: Shutdown,
     pub progress: Progress,
 }
@@ -503,72 +535,7 @@ impl ProviderError {
 
     /// A wait that ran out of `input`'s time.
     pub fn timeout(what: impl Into<String>, limit: Duration, input: &'static str) -> ProviderError {
-        ProviderError::Timeout { what: what.into(), limit: crate::config::human(limit), input }
-    }
-}
-
-/// Runs `op` until it succeeds, fails for good, or `ctx`'s deadline comes: a transient
-/// failure (5xx, 429, a reset, a garbled answer) is tried again after a pause that
-/// doubles up to 10 s. What a rollback uses to outlast a flaky API.
-pub async fn outlast<T, F, Fut>(ctx: &Context, what: &str, mut op: F) -> Result<T, ProviderError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, ProviderError>>,
-{
-    let started = Instant::now();
-    let mut pause = Duration::from_millis(500);
-    let mut failures = 0;
-    loop {
-        match op().await {
-            // A spent budget is taken again when the platform says: wait for it, within
-            // the deadline, rather than asking in vain.
-            Err(ProviderError::RateLimited { message, until: Some(at) }) => {
-                let wait = at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
-                if wait >= ctx.remaining() {
-                    return Err(ProviderError::RateLimited {
-                        message: format!(
-                            "{message}; it is taken again in {}, after this step's time runs out: re-run then",
-                            crate::config::human(wait)
-                        ),
-                        until: Some(at),
-                    });
-                }
-                failures += 1;
-                let wait = wait + Duration::from_millis(250 + fastrand::u64(0..250));
-                ctx.progress.log(
-                    what,
-                    &format!(
-                        "{message}; waiting {} until it is taken again, as the platform says",
-                        crate::config::human(wait)
-                    ),
-                );
-                ctx.progress.waiting(what, started, Some(ctx.deadline));
-                if !ctx.shutdown.sleep(wait).await {
-                    return Err(ProviderError::Cancelled(ctx.shutdown.cause().unwrap_or("shutdown")));
-                }
-            }
-            Err(e) if e.is_transient() && ctx.remaining() > pause => {
-                failures += 1;
-                // Said once, with how long it goes on; the engine's heartbeat says the rest.
-                if failures == 1 {
-                    let left = crate::config::human(ctx.remaining());
-                    ctx.progress.log(what, &format!("{e}; trying again for up to {left}"));
-                } else {
-                    tracing::debug!("{what}: {e}; trying again in {}", crate::config::human(pause));
-                }
-                ctx.progress.waiting(what, started, Some(ctx.deadline));
-                if !ctx.shutdown.sleep(pause + Duration::from_millis(fastrand::u64(0..250))).await {
-                    return Err(ProviderError::Cancelled(ctx.shutdown.cause().unwrap_or("shutdown")));
-                }
-                pause = (pause * 2).min(Duration::from_secs(10));
-            }
-            Ok(done) if failures > 0 => {
-                let took = crate::config::human(started.elapsed());
-                ctx.progress.log(what, &format!("answered after {} tries in {took}", failures + 1));
-                return Ok(done);
-            }
-            other => return other,
-        }
+        ProviderError::Timeout { what: what.into(), limit: crate::inputs::human(limit), input }
     }
 }
 
@@ -593,17 +560,16 @@ pub fn tally<'a>(releases: impl IntoIterator<Item = &'a str>) -> Vec<(String, us
 }
 
 /// The release a set of instances runs: the one release, "mixed: a (2), b (1)", or
-/// "no instances"; and the matching artifact.
-pub fn release_of<'a>(images: impl IntoIterator<Item = &'a str>) -> (ReleaseRef, Artifact) {
+/// "no instances".
+pub fn release_of<'a>(images: impl IntoIterator<Item = &'a str>) -> ReleaseRef {
     let counts = tally(images);
     match counts.as_slice() {
-        [] => (ReleaseRef::named("no instances"), Artifact::Nothing),
-        [(image, _)] => (ReleaseRef::named(image), Artifact::Image { reference: image.clone(), digest: None }),
-        many => {
-            let label =
-                format!("mixed: {}", many.iter().map(|(i, n)| format!("{i} ({n})")).collect::<Vec<_>>().join(", "));
-            (ReleaseRef::named(&label), Artifact::Mixed { images: counts })
-        }
+        [] => ReleaseRef::named("no instances"),
+        [(image, _)] => ReleaseRef::named(image),
+        many => ReleaseRef::named(&format!(
+            "mixed: {}",
+            many.iter().map(|(i, n)| format!("{i} ({n})")).collect::<Vec<_>>().join(", ")
+        )),
     }
 }
 
@@ -613,9 +579,9 @@ mod tests {
 
     #[test]
     fn a_release_is_one_image_or_says_it_is_mixed() {
-        assert_eq!(release_of(["a", "a"]).0.label, "a");
-        assert_eq!(release_of(["a", "b", "a"]).0.label, "mixed: a (2), b (1)");
-        assert_eq!(release_of(["b", "a", "a"]).0.label, "mixed: a (2), b (1)", "the same mix, said the same way");
-        assert_eq!(release_of([]).1, Artifact::Nothing);
+        assert_eq!(release_of(["a", "a"]).label, "a");
+        assert_eq!(release_of(["a", "b", "a"]).label, "mixed: a (2), b (1)");
+        assert_eq!(release_of(["b", "a", "a"]).label, "mixed: a (2), b (1)", "the same mix, said the same way");
+        assert_eq!(release_of([]).label, "no instances");
     }
 }

@@ -128,7 +128,7 @@ impl RestClient {
                     "{}'s rate limit is nearly used up ({} requests left); pausing {} between requests",
                     p.name,
                     self.remaining().unwrap_or(0),
-                    crate::config::human(p.refill_pause)
+                    crate::inputs::human(p.refill_pause)
                 );
             }
             if !shutdown.sleep(p.refill_pause).await {

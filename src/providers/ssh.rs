@@ -8,10 +8,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::hosts::{settings, Check, Host, HostsProvider, Inventory, Layout, Options};
-use super::registry::{self, Registration};
+use super::registration::{no_defaults, Account, ProviderSettings, Registration};
 use super::{Context, ProviderError};
-use crate::config::{Config, Problems, ProviderSettings};
 use crate::http::HttpClient;
+use crate::inputs::Problems;
 use crate::inputs::RawInputs;
 
 pub const REGISTRATION: Registration = Registration {
@@ -21,7 +21,7 @@ pub const REGISTRATION: Registration = Registration {
     needs_token: false,
     file_api: false,
     image_optional: false,
-    defaults: registry::no_defaults,
+    defaults: no_defaults,
     configure,
 };
 
@@ -49,7 +49,7 @@ struct Settings {
 }
 
 impl ProviderSettings for Settings {
-    fn build(&self, _config: &Config, http: &HttpClient) -> anyhow::Result<Box<dyn super::Provider>> {
+    fn build(&self, _: &Account, http: &HttpClient) -> anyhow::Result<Box<dyn super::Provider>> {
         let inventory = Box::new(Listed { layout: self.layout.clone() });
         Ok(Box::new(HostsProvider::new(inventory, self.options.clone(), http.clone())))
     }

@@ -138,7 +138,7 @@ impl Runner {
         if self.on_runner {
             raw_line(&format!("::{kind} title={}::{}", escape_property(&title), escape_data(&message)));
         } else {
-            crate::progress::suspended(|| writeln!(std::io::stderr().lock(), "{kind}: {title}: {message}").ok());
+            crate::terminal::suspended(|| writeln!(std::io::stderr().lock(), "{kind}: {title}: {message}").ok());
         }
     }
 
@@ -183,5 +183,5 @@ fn terminal(on_runner: bool, lookup: impl Fn(&str) -> Option<String>) -> (bool, 
 /// One line on stdout, flushed at once so it keeps its place among the others (and
 /// above the terminal's live status, when one is drawn).
 fn raw_line(text: &str) {
-    crate::progress::print_line(text);
+    crate::terminal::print_line(text);
 }

@@ -862,7 +862,7 @@ fn running(fly: &FlySandbox) -> String {
     let machines = fly.machines();
     let images =
         machines.iter().filter(|m| m.process_group == "app" && m.state != "destroyed").map(|m| m.image.as_str());
-    release_of(images).0.label
+    release_of(images).label
 }
 
 /// Judges how a run ended: exit 0 must leave the new release running, exit 1 the old,

@@ -26,15 +26,13 @@ use self::client::{AppsClient, Deployment};
 use self::rollout::{deploys, DoRollout, End, Make};
 use self::settings::Settings;
 use self::spec::{ImageRef, Readiness};
-use super::registry::Registration;
+use super::registration::Registration;
 use super::{
-    Artifact, Capabilities, Context, Ending, Finding, Plan, PlannedBatch, Provider, ProviderError, ReleaseRef, Rollout,
-    Severity, Snapshot, Source, Target,
+    Capabilities, Context, Ending, Finding, Plan, PlannedBatch, Provider, ProviderError, ReleaseRef, Rollout, Severity,
+    Snapshot, Source, Target,
 };
 use crate::http::HttpClient;
 
-/// The input whose time a restore (and the post step's look) runs in.
-const ROLLBACK_TIMEOUT: &str = "rollback-timeout";
 /// Deployments read (one page) when looking one up by a short id or for the history.
 const LOOKBACK: usize = 100;
 
@@ -222,7 +220,7 @@ impl Core {
         ctx: &Context,
     ) -> Result<ReleaseRef, ProviderError> {
         let c = &self.client;
-        match self.follow(&r.app_id, &back.id, ctx, ROLLBACK_TIMEOUT).await? {
+        match self.follow(&r.app_id, &back.id, ctx).await? {
             End::Active(d) => {
                 let now = c.app(&r.app_id, &ctx.shutdown).await?;
                 if now.active_deployment.as_ref().map(|a| a.id.as_str()) != Some(d.id.as_str()) {
@@ -329,7 +327,7 @@ impl Provider for DoProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { history: true, single_instances: false, strategies: &[], images: true, directories: false }
+        Capabilities { history: true, single_instances: false, images: true, directories: false }
     }
 
     async fn snapshot(&self, ctx: &Context) -> Result<Snapshot, ProviderError> {
@@ -346,13 +344,6 @@ impl Provider for DoProvider {
             true => active,
             false => self.core.client.deployment(&id, &active.id, &ctx.shutdown).await?,
         };
-        let images: Vec<Value> = spec::components(&active.spec).into_iter().filter_map(|c| c.image).collect();
-        let artifact = match images.as_slice() {
-            [one] => {
-                Artifact::Image { reference: spec::image_text(one), digest: one["digest"].as_str().map(str::to_string) }
-            }
-            _ => Artifact::Other { what: "App Platform deployment".into(), id: active.id.clone() },
-        };
         let record = DoRecord {
             app_id: id,
             app_name: app.name(),
@@ -367,7 +358,6 @@ impl Provider for DoProvider {
         };
         Ok(Snapshot {
             release: ReleaseRef { id: active.id.clone(), label: label(&active) },
-            artifact,
             record: serde_json::json!(record),
             cause: active.cause.clone().filter(|c| !c.is_empty()),
         })
@@ -594,7 +584,7 @@ impl Provider for DoProvider {
                     if let Err(e) = c.cancel(&r.app_id, &d.id, &ctx.shutdown).await {
                         ctx.progress.log("rollback", &format!("cancelling {} answered: {e}", short(&d.id)));
                     }
-                    core.follow(&r.app_id, &d.id, ctx, ROLLBACK_TIMEOUT).await?;
+                    core.follow(&r.app_id, &d.id, ctx).await?;
                     continue;
                 }
                 // This run's own rollback, kept pinned (keep-pin): revert it, which
@@ -665,7 +655,7 @@ impl Provider for DoProvider {
         Ok(rollback_targets(&newest_first, &active))
     }
 
-    async fn finish(&self, _ending: Ending) -> Vec<String> {
+    async fn finish(&self, _ending: Ending, _ctx: &Context) -> Vec<String> {
         std::mem::take(&mut *self.core.notes.lock().unwrap_or_else(|p| p.into_inner()))
     }
 

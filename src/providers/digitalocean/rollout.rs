@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use tokio::time::Instant;
 
 use super::client::{Deployment, Step};
 use super::{label, runs, short, Core};
@@ -19,7 +18,6 @@ use crate::providers::{outlast, Applied, Context, ProviderError, ReleaseRef, Rol
 
 /// How often a deployment is read while waited for: each ending is seen within one.
 pub const POLL: Duration = Duration::from_secs(1);
-const DEPLOY_TIMEOUT: &str = "deploy-timeout";
 
 /// How the deployment gets made.
 pub enum Make {
@@ -133,9 +131,9 @@ impl Core {
         before: &[String],
         ctx: &Context,
     ) -> Result<Deployment, ProviderError> {
-        let started = Instant::now();
-        let deadline = ctx.deadline.min(started + SHOW_LIMIT);
-        let what = "the deployment of the new spec to show in App Platform's answers";
+        let mut poll = ctx
+            .poll("the deployment of the new spec to show in App Platform's answers", POLL)
+            .within(SHOW_LIMIT, "deploy-timeout");
         loop {
             let new = |d: &Deployment| !before.contains(&d.id) && deploys(d, spec);
             let app = self.client.app(app_id, &ctx.shutdown).await?;
@@ -146,38 +144,20 @@ impl Core {
             if let Some(d) = newest.into_iter().find(|d| d.spec.is_object() && new(d)) {
                 return Ok(d);
             }
-            if Instant::now() >= deadline {
-                return Err(ProviderError::Failed(format!(
+            poll.next("none yet").await.map_err(|e| match e {
+                ProviderError::Timeout { .. } => ProviderError::Failed(format!(
                     "App Platform took the spec update but showed no deployment of it within {}, and the app's spec names it: it is put back",
-                    crate::config::human(started.elapsed())
-                )));
-            }
-            ctx.progress.waiting(what, started, Some(deadline));
-            self.pause(
-                ctx,
-                POLL.min(deadline.saturating_duration_since(Instant::now())).max(Duration::from_millis(50)),
-            )
-            .await?;
+                    crate::inputs::human(poll.elapsed())
+                )),
+                other => other,
+            })?;
         }
-    }
-
-    async fn pause(&self, ctx: &Context, pause: Duration) -> Result<(), ProviderError> {
-        if !ctx.shutdown.sleep(pause).await {
-            return Err(ProviderError::Cancelled(ctx.shutdown.cause().unwrap_or("shutdown")));
-        }
-        Ok(())
     }
 
     /// Follows deployment `id` until it ends, reporting each phase and step when it is
     /// reached.
-    pub async fn follow(
-        &self,
-        app_id: &str,
-        id: &str,
-        ctx: &Context,
-        input: &'static str,
-    ) -> Result<End, ProviderError> {
-        let started = Instant::now();
+    pub async fn follow(&self, app_id: &str, id: &str, ctx: &Context) -> Result<End, ProviderError> {
+        let mut poll = ctx.poll(format!("deployment {}", short(id)), POLL);
         let mut phase = String::new();
         let mut seen: Vec<(String, String)> = Vec::new();
         loop {
@@ -217,12 +197,7 @@ impl Core {
                 }
             }
             let done = d.progress.as_ref().map(|p| (p.success_steps, p.total_steps)).unwrap_or_default();
-            let what = format!("deployment {} ({}, {} of {} steps done)", short(id), d.phase, done.0, done.1);
-            ctx.progress.waiting(&what, started, Some(ctx.deadline));
-            if Instant::now() >= ctx.deadline {
-                return Err(ProviderError::timeout(format!("deployment {}", short(id)), started.elapsed(), input));
-            }
-            self.pause(ctx, POLL.min(ctx.remaining().max(Duration::from_millis(50)))).await?;
+            poll.next(&format!("{}, {} of {} steps done", d.phase, done.0, done.1)).await?;
         }
     }
 
@@ -407,7 +382,7 @@ impl Rollout for DoRollout {
             ));
         };
         let core = self.core.clone();
-        let followed = match core.follow(&self.app_id, &made.id, ctx, DEPLOY_TIMEOUT).await {
+        let followed = match core.follow(&self.app_id, &made.id, ctx).await {
             Err(ProviderError::Cancelled(cause)) => {
                 // Stopped mid-deployment: cancel it, so what it deploys never goes live.
                 if core.cancel_before_live(&self.app_id, &made.id, &self.live_id).await {

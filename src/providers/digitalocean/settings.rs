@@ -10,9 +10,10 @@ use serde_json::Value;
 
 use super::spec::{self, ImageRef};
 use super::DoProvider;
-use crate::config::{parse_bool, Config, InputError, Problems, ProviderSettings};
 use crate::http::HttpClient;
 use crate::inputs::RawInputs;
+use crate::inputs::{parse_bool, InputError, Problems};
+use crate::providers::registration::{Account, ProviderSettings};
 use crate::providers::Source;
 
 #[derive(Debug, Clone)]
@@ -27,9 +28,9 @@ pub struct Settings {
 }
 
 impl ProviderSettings for Settings {
-    fn build(&self, config: &Config, http: &HttpClient) -> anyhow::Result<Box<dyn crate::providers::Provider>> {
-        let (base, token) = (config.api_base(super::client::DEFAULT_API)?, config.token_text());
-        Ok(Box::new(DoProvider::new(http.clone(), base, &config.app, token, self.clone())?))
+    fn build(&self, account: &Account, http: &HttpClient) -> anyhow::Result<Box<dyn crate::providers::Provider>> {
+        let (base, token) = (account.api_base(super::client::DEFAULT_API)?, account.token);
+        Ok(Box::new(DoProvider::new(http.clone(), base, account.app, token, self.clone())?))
     }
 
     /// Without an image, a new deployment of the app's own sources (a git branch).
@@ -193,6 +194,7 @@ pub fn configure(raw: &RawInputs, workspace: &Path, p: &mut Problems) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     const BASE: [(&str, &str); 4] = [
         ("provider", "digitalocean"),

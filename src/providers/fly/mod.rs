@@ -32,11 +32,11 @@ use self::client::FlyClient;
 use self::lease::Leases;
 use self::release_command::ReleaseCommand;
 use self::rollout::{FlyRollout, Recorded};
-use self::settings::{Settings, Strategy, STRATEGIES};
-use super::registry::Registration;
+use self::settings::{Settings, Strategy};
+use super::registration::Registration;
 use super::{
-    release_of, Capabilities, Context, Ending, Finding, Plan, Provider, ProviderError, ReleaseRef, Rollout, Severity,
-    Snapshot, Target,
+    release_of, Capabilities, Context, Finding, LockFor, LockKind, Plan, Provider, ProviderError, ReleaseRef, Rollout,
+    Severity, Snapshot, Target,
 };
 use crate::http::HttpClient;
 
@@ -145,7 +145,6 @@ impl Provider for FlyProvider {
             // The Machines API keeps no release history: the ledger or `to` must name one.
             history: false,
             single_instances: true,
-            strategies: STRATEGIES,
             images: true,
             directories: false,
         }
@@ -159,7 +158,7 @@ impl Provider for FlyProvider {
             .map(|m| m.id.clone())
             .collect();
         let machines: Vec<Recorded> = deployed.into_iter().filter_map(Recorded::of).collect();
-        let (mut release, artifact) = release_of(machines.iter().map(Recorded::image));
+        let mut release = release_of(machines.iter().map(Recorded::image));
         if machines.is_empty() && !others.is_empty() {
             // Not "no instances": machines run, only none a deploy replaces. Say what runs.
             let running: Vec<String> = others.iter().map(|m| format!("{} runs {}", m.id, m.image())).collect();
@@ -171,7 +170,7 @@ impl Provider for FlyProvider {
             left_alone: others.iter().map(|m| format!("{} ({})", m.id, m.process_group())).collect(),
             unreadable,
         };
-        Ok(Snapshot { release, artifact, record: serde_json::json!(record), cause: None })
+        Ok(Snapshot { release, record: serde_json::json!(record), cause: None })
     }
 
     async fn preflight(&self, live: &Snapshot, target: &Target, _: &Context) -> Result<Vec<Finding>, ProviderError> {
@@ -283,9 +282,6 @@ impl Provider for FlyProvider {
         let core = &self.core;
         // The configs to send are built now, so a fly.toml problem changes nothing.
         let mut rollout = FlyRollout::new(core.clone(), record.machines.clone(), &image, target.version.as_deref())?;
-        let ids: Vec<String> = record.machines.iter().map(|m| m.id.clone()).collect();
-        core.leases.acquire(&core.client, &ids, Duration::ZERO, &ctx.shutdown).await?;
-        core.leases.keep_fresh(core.client.clone());
         rollout.find_volumes(ctx).await?;
         if let Some(command) = &core.settings.release_command {
             let template_id = &record.machines[0].id;
@@ -315,7 +311,7 @@ impl Provider for FlyProvider {
         let record = FlyRecord::of(snapshot)?;
         self.core.reconcile(&record.machines, ctx).await?;
         let (now, _) = self.core.deployed(ctx).await?;
-        Ok(release_of(now.iter().map(Machine::image)).0)
+        Ok(release_of(now.iter().map(Machine::image)))
     }
 
     async fn in_effect(&self, snapshot: &Snapshot, ctx: &Context) -> Result<bool, ProviderError> {
@@ -330,7 +326,30 @@ impl Provider for FlyProvider {
         })
     }
 
-    async fn finish(&self, _ending: Ending) -> Vec<String> {
+    fn lock_kind(&self) -> LockKind {
+        LockKind::Lease
+    }
+
+    /// A lease on every recorded machine (that still exists, for a restore), refreshed
+    /// until `unlock`. A restore waits out a lease a crashed run left: it runs out
+    /// within its TTL.
+    async fn lock(&self, recorded: &Snapshot, purpose: LockFor, ctx: &Context) -> Result<(), ProviderError> {
+        let core = &self.core;
+        let record = FlyRecord::of(recorded)?;
+        let (ids, patience) = match purpose {
+            LockFor::Deploy => (record.machines.iter().map(|m| m.id.clone()).collect(), Duration::ZERO),
+            LockFor::Restore => {
+                let now = core.client.list(&ctx.shutdown).await?;
+                let present = record.machines.iter().filter(|r| now.iter().any(|m| m.id == r.id));
+                (present.map(|r| r.id.clone()).collect::<Vec<_>>(), lease::TTL + Duration::from_secs(5))
+            }
+        };
+        core.leases.acquire(&core.client, &ids, patience, &ctx.shutdown).await?;
+        core.leases.keep_fresh(core.client.clone());
+        Ok(())
+    }
+
+    async fn unlock(&self, _ctx: &Context) -> Vec<String> {
         self.core.leases.release_all(&self.core.client).await
     }
 

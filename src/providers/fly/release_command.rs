@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use serde_json::{json, Map, Value};
 
 use super::api::{Machine, LAUNCH_TAG, RELEASE_COMMAND_GROUP};
@@ -39,26 +37,11 @@ impl ReleaseCommand<'_> {
         ctx.progress.instance(&machine.id, "created for the release command", Some(self.image));
         // Created with skip_launch, it settles in "stopped" before it can be started (as
         // flyctl waits for it).
-        let settled = Instant::now();
+        let mut poll = ctx.poll(format!("the release command machine {} to be created", machine.id), Duration::ZERO);
         // Older servers require the instance when waiting for "stopped".
         let instance = Some(machine.instance_id.as_str());
-        while !self
-            .client
-            .wait(&machine.id, "stopped", instance, ctx.remaining().min(Duration::from_secs(10)), sd)
-            .await?
-        {
-            if ctx.remaining().is_zero() {
-                return Err(ProviderError::timeout(
-                    format!("the release command machine {} to be created", machine.id),
-                    settled.elapsed(),
-                    "deploy-timeout",
-                ));
-            }
-            ctx.progress.waiting(
-                &format!("release command machine {} to be created", machine.id),
-                settled,
-                Some(ctx.deadline),
-            );
+        while !self.client.wait(&machine.id, "stopped", instance, poll.left().min(Duration::from_secs(10)), sd).await? {
+            poll.next("").await?;
         }
         self.client.start(&machine.id, None, sd).await?;
         ctx.progress.log("release command", &format!("`{}` started in machine {}", self.command, machine.id));
@@ -106,22 +89,11 @@ impl ReleaseCommand<'_> {
     /// Waits until the machine has exited, then reads its exit code from the events.
     async fn exit_code(&self, id: &str, ctx: &Context) -> Result<i64, ProviderError> {
         let sd = &ctx.shutdown;
-        let started = Instant::now();
-        let deadline = (started + self.timeout).min(ctx.deadline);
+        let mut poll = ctx
+            .poll(format!("the release command in machine {id} to finish"), Duration::ZERO)
+            .within(self.timeout, "release-command-timeout");
         loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                let input = if deadline < ctx.deadline { "release-command-timeout" } else { "deploy-timeout" };
-                // A command past its time must not run on by itself beside the old release.
-                let _ = self.client.destroy(id, None, sd).await;
-                return Err(ProviderError::timeout(
-                    format!("the release command in machine {id}"),
-                    started.elapsed(),
-                    input,
-                ));
-            }
-            ctx.progress.waiting(&format!("the release command in machine {id} to finish"), started, Some(deadline));
-            let done = self.client.wait(id, "destroyed", None, remaining.min(Duration::from_secs(10)), sd).await?;
+            let done = self.client.wait(id, "destroyed", None, poll.left().min(Duration::from_secs(10)), sd).await?;
             let m = self.client.get(id, sd).await?;
             if done || matches!(m.state.as_str(), "stopped" | "destroyed" | "failed") {
                 let events = if m.events.is_empty() { self.client.events(id, sd).await? } else { m.events };
@@ -131,6 +103,13 @@ impl ReleaseCommand<'_> {
                         "the release command machine {id} ended without an exit code; check fly logs -i {id}"
                     ))
                 });
+            }
+            if let Err(e) = poll.next(&m.state).await {
+                // A command past its time must not run on by itself beside the old release.
+                if matches!(e, ProviderError::Timeout { .. }) {
+                    let _ = self.client.destroy(id, None, sd).await;
+                }
+                return Err(e);
             }
         }
     }

@@ -24,9 +24,10 @@ use super::api::{config_has_checks, Machine, LAUNCH_TAG, RESTORES_TAG};
 use super::lease::TTL;
 use super::settings::{Settings, Strategy};
 use super::{Core, FORCE_INSTANCE};
-use crate::config::human;
+use crate::inputs::human;
 use crate::providers::{
-    outlast, Applied, Context, Instance, PlannedBatch, ProviderError, ReleaseRef, Rollout, Route, Waited,
+    batches, outlast, restore, Applied, Context, Instance, PlannedBatch, ProviderError, ReleaseRef, Rollout, Route,
+    Waited,
 };
 
 /// How many check intervals a critical check is given before the wait fails.
@@ -47,7 +48,7 @@ fn check_timing(config: Option<&Value>) -> (Duration, Duration) {
         .filter_map(|s| s.get("checks").and_then(Value::as_array))
         .flatten();
     for check in top.chain(services) {
-        let read = |k: &str| check.get(k).and_then(Value::as_str).and_then(|t| crate::config::parse_duration(t).ok());
+        let read = |k: &str| check.get(k).and_then(Value::as_str).and_then(|t| crate::inputs::parse_duration(t).ok());
         grace = grace.max(read("grace_period").unwrap_or_default());
         interval = interval.max(read("interval").unwrap_or(Duration::from_secs(15)));
     }
@@ -163,16 +164,6 @@ fn same_config(now: Option<&Value>, recorded: &Value) -> bool {
     now.is_some_and(|n| strip(n) == strip(recorded))
 }
 
-/// The first machine goes alone; the rest in batches of `batch`.
-pub fn batches<T: Clone>(items: &[T], batch: usize) -> Vec<Vec<T>> {
-    let mut out = Vec::new();
-    if let Some((first, rest)) = items.split_first() {
-        out.push(vec![first.clone()]);
-        out.extend(rest.chunks(batch.max(1)).map(<[T]>::to_vec));
-    }
-    out
-}
-
 /// The first error of a batch, once every member has finished.
 fn first_error<T>(results: Vec<Result<T, ProviderError>>) -> Result<Vec<T>, ProviderError> {
     results.into_iter().collect()
@@ -229,7 +220,10 @@ fn steps(settings: &Settings, machines: &[Recorded]) -> Vec<Step> {
     // traffic goes first, so the gate can reach it.
     let mut all: Vec<usize> = (0..machines.len()).collect();
     all.sort_by_key(|&i| (!(machines[i].launched() && serves(&machines[i].config)), i));
-    let rolling = || batches(&all, settings.max_unavailable.batch(all.len())).into_iter().map(Step::Update);
+    let rolling = || {
+        let cut = batches::cut(all.len(), settings.max_unavailable);
+        cut.into_iter().map(|ix| Step::Update(ix.into_iter().map(|i| all[i]).collect()))
+    };
     match settings.strategy {
         Strategy::Rolling => rolling().collect(),
         Strategy::Immediate => vec![Step::Update(all.clone())],
@@ -701,30 +695,23 @@ impl Core {
         ctx: &Context,
     ) -> Result<(), ProviderError> {
         let sd = &ctx.shutdown;
-        let started = Instant::now();
+        // Fly answers the wait when the machine has started (a long poll).
+        let mut poll = ctx.poll(format!("machine {id} to start"), Duration::ZERO);
         loop {
-            let remaining = ctx.remaining();
-            if remaining.is_zero() {
-                return Err(ProviderError::timeout(
-                    format!("waiting for machine {id} to start"),
-                    remaining,
-                    "deploy-timeout",
-                ));
-            }
-            if self.client.wait(id, "started", instance_id, remaining.min(WAIT_POLL), sd).await? {
+            if self.client.wait(id, "started", instance_id, poll.left().min(WAIT_POLL), sd).await? {
                 ctx.progress.instance(id, "started", image);
                 break;
             }
-            ctx.progress.waiting(&format!("machine {id} to start"), started, Some(ctx.deadline));
             let m = self.client.get(id, sd).await?;
             if let Some(why) = dead(&m) {
                 return Err(ProviderError::Failed(format!("machine {id} {why}")));
             }
+            poll.next(&m.state).await?;
         }
         if !checks {
             return Ok(());
         }
-        let mut poll = FIRST_CHECK_POLL;
+        let mut poll = ctx.poll(format!("machine {id}'s checks to pass"), FIRST_CHECK_POLL);
         let checks_started = Instant::now();
         let mut critical_since: Option<Instant> = None;
         loop {
@@ -760,54 +747,33 @@ impl Core {
                     )));
                 }
             }
-            if Instant::now() + poll > ctx.deadline {
-                let states: Vec<String> =
-                    m.real_checks().map(|c| format!("{} {}: {}", c.name, c.status, c.output)).collect();
-                return Err(ProviderError::Timeout {
-                    what: format!(
-                        "machine {id}'s checks to pass (last: {})",
-                        if states.is_empty() { "no result yet".into() } else { states.join("; ") }
-                    ),
-                    limit: "the rest of deploy-timeout".into(),
-                    input: "deploy-timeout",
-                });
-            }
-            ctx.progress.waiting(&format!("machine {id}'s checks to pass"), started, Some(ctx.deadline));
-            let jitter = Duration::from_millis(fastrand::u64(0..250));
-            if !sd.sleep(poll + jitter).await {
-                return Err(ProviderError::Cancelled(sd.cause().unwrap_or("shutdown")));
-            }
-            poll = CHECK_POLL;
+            let states: Vec<String> =
+                m.real_checks().map(|c| format!("{} {}: {}", c.name, c.status, c.output)).collect();
+            poll.next(&if states.is_empty() { "no result yet".into() } else { states.join("; ") }).await?;
+            poll.set_every(CHECK_POLL);
         }
     }
 
     /// Brings every recorded machine back to its recorded config and removes machines
-    /// this tool created. Idempotent. Each machine's restore outlasts transient API
-    /// failures on its own, so one bad answer does not abandon the others; every machine
-    /// is tried, and the first lasting failure is returned at the end.
+    /// this tool created. Idempotent. Every machine is tried, each on its own.
     pub(super) async fn reconcile(&self, recorded: &[Recorded], ctx: &Context) -> Result<(), ProviderError> {
         let sd = &ctx.shutdown;
+        // The engine took the leases on every recorded machine before this restore.
         let now = outlast(ctx, "listing the machines", || self.client.list(sd)).await?;
-        let present: Vec<String> =
-            recorded.iter().filter(|r| now.iter().any(|m| m.id == r.id)).map(|r| r.id.clone()).collect();
-        // A crashed run's leases expire within their TTL: wait that long for them.
-        outlast(ctx, "taking the leases", || {
-            self.leases.acquire(&self.client, &present, TTL + Duration::from_secs(5), sd)
+        // A later try of a machine reads the machines afresh: the last answer may be why it failed.
+        let at_once = self.settings.max_unavailable.of(recorded.len());
+        let name = |r: &Recorded| format!("machine {}", r.id);
+        restore::every_instance(ctx, "machine", recorded, at_once, name, |r, attempt| {
+            let listed = (attempt == 1).then(|| now.clone());
+            async move {
+                let listed = match listed {
+                    Some(listed) => listed,
+                    None => self.client.list(sd).await?,
+                };
+                self.restore(r, &listed, ctx).await
+            }
         })
         .await?;
-        // The post step's rollback takes its own leases; they must outlive slow boots too.
-        self.leases.keep_fresh(self.client.clone());
-        let mut failed = None;
-        for batch in batches(recorded, self.settings.max_unavailable.batch(recorded.len())) {
-            for result in join_all(batch.iter().map(|r| self.restore_until(r, &now, ctx))).await {
-                if let Err(e) = result {
-                    failed.get_or_insert(e);
-                }
-            }
-        }
-        if let Some(e) = failed {
-            return Err(e);
-        }
         let now = outlast(ctx, "listing the machines", || self.client.list(sd)).await?;
         for m in now.iter().filter(|m| self.extra(m, recorded)) {
             tracing::info!("destroying machine {} that this deploy created", m.id);
@@ -819,23 +785,6 @@ impl Core {
             ctx.progress.instance(&m.id, "destroyed", None);
         }
         Ok(())
-    }
-
-    /// One machine's restore, tried again on a transient failure against a fresh
-    /// listing, until it is back or the rollback's deadline passes.
-    async fn restore_until(&self, r: &Recorded, first: &[Machine], ctx: &Context) -> Result<(), ProviderError> {
-        let mut now = first.to_vec();
-        let mut tries = 0;
-        outlast(ctx, &format!("restoring machine {}", r.id), || {
-            tries += 1;
-            let fresh = tries > 1;
-            let listed = std::mem::take(&mut now);
-            async move {
-                let listed = if fresh { self.client.list(&ctx.shutdown).await? } else { listed };
-                self.restore(r, &listed, ctx).await
-            }
-        })
-        .await
     }
 
     /// A machine a deploy created (a canary, a green) that restores no recorded machine.
@@ -925,13 +874,6 @@ impl Core {
 mod tests {
     use super::*;
     use crate::providers::fly::api::MachineEvent;
-
-    #[test]
-    fn the_first_machine_goes_alone_then_batches() {
-        assert_eq!(batches(&[1, 2, 3, 4, 5], 2), vec![vec![1], vec![2, 3], vec![4, 5]]);
-        assert_eq!(batches(&[1], 3), vec![vec![1]]);
-        assert!(batches::<u8>(&[], 3).is_empty());
-    }
 
     #[test]
     fn a_machine_that_exited_after_its_update_is_dead_but_one_mid_restart_is_not() {

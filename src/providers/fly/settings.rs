@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use super::fly_toml::FlyToml;
 use super::FlyProvider;
-use crate::config::{parse_positive_duration, Config, InputError, Problems, ProviderSettings, DURATION_FIX};
 use crate::http::HttpClient;
 use crate::inputs::RawInputs;
+use crate::inputs::{parse_positive_duration, InputError, Problems, DURATION_FIX};
+use crate::providers::batches::{BatchSize, BATCH_SIZE_FIX};
+use crate::providers::registration::{Account, ProviderSettings};
 
 pub const STRATEGIES: &[&str] = &["rolling", "canary", "bluegreen", "immediate"];
 
@@ -43,41 +45,11 @@ impl Strategy {
     }
 }
 
-/// How many machines a rolling deploy may replace at once (after the first).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum MaxUnavailable {
-    Fraction(f64),
-    Count(u32),
-}
-
-impl MaxUnavailable {
-    /// The batch size for `total` machines: at least one.
-    pub fn batch(self, total: usize) -> usize {
-        let n = match self {
-            MaxUnavailable::Fraction(f) => (f * total as f64).ceil() as usize,
-            MaxUnavailable::Count(c) => c as usize,
-        };
-        n.clamp(1, total.max(1))
-    }
-
-    fn parse(text: &str) -> Result<MaxUnavailable, String> {
-        if let Ok(count) = text.parse::<u32>() {
-            return match count {
-                0 => Err("0 would never replace anything".into()),
-                c => Ok(MaxUnavailable::Count(c)),
-            };
-        }
-        match text.parse::<f64>() {
-            Ok(f) if f > 0.0 && f < 1.0 => Ok(MaxUnavailable::Fraction(f)),
-            _ => Err(format!("'{text}' is not a fraction between 0 and 1 or a whole count")),
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub strategy: Strategy,
-    pub max_unavailable: MaxUnavailable,
+    /// How many machines a rolling deploy replaces at once after the first.
+    pub max_unavailable: BatchSize,
     pub release_command: Option<String>,
     pub release_command_timeout: Duration,
     /// Bluegreen: the pause before the blues are cordoned, and before they stop.
@@ -88,9 +60,9 @@ pub struct Settings {
 }
 
 impl ProviderSettings for Settings {
-    fn build(&self, config: &Config, http: &HttpClient) -> anyhow::Result<Box<dyn crate::providers::Provider>> {
-        let (base, token) = (config.api_base(super::client::DEFAULT_API)?, config.token_text());
-        Ok(Box::new(FlyProvider::new(http.clone(), base, &config.app, token, self.clone())?))
+    fn build(&self, account: &Account, http: &HttpClient) -> anyhow::Result<Box<dyn crate::providers::Provider>> {
+        let (base, token) = (account.api_base(super::client::DEFAULT_API)?, account.token);
+        Ok(Box::new(FlyProvider::new(http.clone(), base, account.app, token, self.clone())?))
     }
 }
 
@@ -160,11 +132,11 @@ pub fn configure(raw: &RawInputs, workspace: &Path, p: &mut Problems) -> Option<
         },
     };
     let max_unavailable = match pick("max-unavailable", deploy.max_unavailable.map(|f| f.to_string())) {
-        None => Some(MaxUnavailable::Fraction(0.33)),
-        Some(text) => match MaxUnavailable::parse(&text) {
+        None => Some(BatchSize::Fraction(0.33)),
+        Some(text) => match BatchSize::parse(&text) {
             Ok(m) => Some(m),
             Err(problem) => {
-                p.add("max-unavailable", problem, "Use a fraction such as 0.33 or a count such as 2.");
+                p.add("max-unavailable", problem, BATCH_SIZE_FIX);
                 None
             }
         },
@@ -274,16 +246,5 @@ mod tests {
         let inputs = [("provider", "fly"), ("token", "fm2_token"), ("image", "x:1"), ("strategy", "canary")];
         let errors = Config::from_inputs_in(&raw(&inputs), dir.path()).unwrap_err();
         assert_eq!(errors.iter().map(|e| e.input).collect::<Vec<_>>(), vec!["strategy"]);
-    }
-
-    #[test]
-    fn max_unavailable_is_a_fraction_or_a_count() {
-        assert_eq!(MaxUnavailable::parse("0.33").unwrap().batch(3), 1);
-        assert_eq!(MaxUnavailable::parse("0.5").unwrap().batch(5), 3);
-        assert_eq!(MaxUnavailable::parse("2").unwrap().batch(3), 2);
-        assert_eq!(MaxUnavailable::parse("9").unwrap().batch(3), 3);
-        for bad in ["0", "1.5", "-1", "half"] {
-            assert!(MaxUnavailable::parse(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -25,15 +25,12 @@ use serde::{Deserialize, Serialize};
 use self::client::{HerokuClient, Release};
 use self::rollout::{HerokuRollout, Make};
 use self::settings::Settings;
-use super::registry::{no_defaults, Registration};
+use super::registration::{no_defaults, Registration};
 use super::{
-    Artifact, Capabilities, Context, Finding, Plan, PlannedBatch, Provider, ProviderError, ReleaseRef, Rollout,
-    Severity, Snapshot, Source, Target,
+    Capabilities, Context, Finding, Plan, PlannedBatch, Provider, ProviderError, ReleaseRef, Rollout, Severity,
+    Snapshot, Source, Target,
 };
 use crate::http::HttpClient;
-
-/// The input whose time a restore (and the post step's look) runs in.
-const ROLLBACK_TIMEOUT: &str = "rollback-timeout";
 
 pub const REGISTRATION: Registration = Registration {
     name: "heroku",
@@ -142,7 +139,7 @@ impl Provider for HerokuProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { history: true, single_instances: false, strategies: &[], images: true, directories: true }
+        Capabilities { history: true, single_instances: false, images: true, directories: true }
     }
 
     async fn snapshot(&self, ctx: &Context) -> Result<Snapshot, ProviderError> {
@@ -156,11 +153,6 @@ impl Provider for HerokuProvider {
         })?;
         let web_dynos = Core::web_dynos(&c.formation(&ctx.shutdown).await?);
         let preboot = c.preboot(&ctx.shutdown).await?;
-        let artifact = match (&release.slug, app.stack().as_str()) {
-            (Some(slug), _) => Artifact::Other { what: "slug".into(), id: slug.id.clone() },
-            (None, "container") => Artifact::Other { what: "container image".into(), id: release.id.clone() },
-            (None, _) => Artifact::Other { what: "release".into(), id: release.id.clone() },
-        };
         let record = HerokuRecord {
             app: app.name.clone(),
             app_id: app.id.clone(),
@@ -174,7 +166,6 @@ impl Provider for HerokuProvider {
         };
         Ok(Snapshot {
             release: ReleaseRef { id: release.id.clone(), label: release.label() },
-            artifact,
             record: serde_json::json!(record),
             cause: release.cause(),
         })
@@ -337,7 +328,7 @@ impl Provider for HerokuProvider {
     async fn restore(&self, snapshot: &Snapshot, ctx: &Context) -> Result<ReleaseRef, ProviderError> {
         let r = HerokuRecord::of(snapshot)?;
         let core = &self.core;
-        core.settle_in_flight(ctx, ROLLBACK_TIMEOUT).await?;
+        core.settle_in_flight(ctx).await?;
         let current = core.client.current_release(&ctx.shutdown).await?;
         // Already back (an earlier try, or the platform kept it): no second rollback.
         let live = match current {
@@ -354,20 +345,20 @@ impl Provider for HerokuProvider {
                 back
             }
         };
-        if let Some(why) = core.follow_release(&live, ctx, ROLLBACK_TIMEOUT).await? {
+        if let Some(why) = core.follow_release(&live, ctx).await? {
             return Err(ProviderError::Failed(format!(
                 "the rollback release {} failed its release phase: {why}",
                 live.label()
             )));
         }
-        core.await_dynos(live.version, r.web_dynos, ctx, ROLLBACK_TIMEOUT).await?;
+        core.await_dynos(live.version, r.web_dynos, ctx).await?;
         Ok(ReleaseRef { id: live.id.clone(), label: live.label() })
     }
 
     /// Another deploy's build or release phase still in flight would make its release
     /// live after this run looked: wait for it, or say it is under way.
     async fn settle(&self, ctx: &Context) -> Result<Option<String>, ProviderError> {
-        match self.core.settle_in_flight(ctx, ROLLBACK_TIMEOUT).await {
+        match self.core.settle_in_flight(ctx).await {
             Ok(()) => Ok(None),
             Err(ProviderError::Timeout { .. }) => {
                 let others = self.core.in_flight(ctx).await?;
@@ -384,7 +375,7 @@ impl Provider for HerokuProvider {
 
     async fn in_effect(&self, snapshot: &Snapshot, ctx: &Context) -> Result<bool, ProviderError> {
         let r = HerokuRecord::of(snapshot)?;
-        self.core.settle_in_flight(ctx, ROLLBACK_TIMEOUT).await?;
+        self.core.settle_in_flight(ctx).await?;
         let current = self.core.client.current_release(&ctx.shutdown).await?;
         Ok(current.is_some_and(|now| r.same_as(&now)))
     }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::time::Instant;
 
 use super::client::{Build, Dyno, Release};
 use super::Core;
@@ -16,7 +15,6 @@ use crate::providers::{Applied, Context, ProviderError, ReleaseRef, Rollout, Wai
 
 /// How often the build, the release and the dynos are read while waited for.
 const POLL: Duration = Duration::from_millis(500);
-const DEPLOY_TIMEOUT: &str = "deploy-timeout";
 
 /// How the release gets made.
 pub enum Make {
@@ -76,26 +74,6 @@ pub fn dynos_on(dynos: &[Dyno], version: u64, count: u64) -> DynoVerdict {
 }
 
 impl Core {
-    async fn pause(&self, ctx: &Context) -> Result<(), ProviderError> {
-        if !ctx.shutdown.sleep(POLL).await {
-            return Err(ProviderError::Cancelled(ctx.shutdown.cause().unwrap_or("shutdown")));
-        }
-        Ok(())
-    }
-
-    fn out_of_time(
-        &self,
-        ctx: &Context,
-        what: &str,
-        started: Instant,
-        input: &'static str,
-    ) -> Result<(), ProviderError> {
-        if Instant::now() >= ctx.deadline {
-            return Err(ProviderError::timeout(what, started.elapsed(), input));
-        }
-        Ok(())
-    }
-
     /// Reads a log stream as it comes, passing each line on as progress (URL passwords
     /// masked); a signal ends it early.
     async fn follow_log(&self, source: &str, url: &str, ctx: &Context) -> String {
@@ -111,13 +89,8 @@ impl Core {
 
     /// Follows a release until its release phase ends: `Ok(None)` when it succeeded,
     /// `Ok(Some(log excerpt))` when it failed.
-    pub async fn follow_release(
-        &self,
-        release: &Release,
-        ctx: &Context,
-        input: &'static str,
-    ) -> Result<Option<String>, ProviderError> {
-        let started = Instant::now();
+    pub async fn follow_release(&self, release: &Release, ctx: &Context) -> Result<Option<String>, ProviderError> {
+        let mut poll = ctx.poll(format!("the release phase of v{}", release.version), POLL);
         let mut log = String::new();
         let mut read_log = false;
         loop {
@@ -152,21 +125,13 @@ impl Core {
                     )))
                 }
             }
-            ctx.progress.waiting(&format!("release phase of v{}", release.version), started, Some(ctx.deadline));
-            self.out_of_time(ctx, &format!("the release phase of v{}", release.version), started, input)?;
-            self.pause(ctx).await?;
+            poll.next(&now.status).await?;
         }
     }
 
     /// Waits until `count` web dynos are up on `version`; a crashed one ends it at once.
-    pub async fn await_dynos(
-        &self,
-        version: u64,
-        count: u64,
-        ctx: &Context,
-        input: &'static str,
-    ) -> Result<(), ProviderError> {
-        let started = Instant::now();
+    pub async fn await_dynos(&self, version: u64, count: u64, ctx: &Context) -> Result<(), ProviderError> {
+        let mut poll = ctx.poll(format!("web dynos on v{version}"), POLL);
         let mut seen: Vec<(String, String)> = Vec::new();
         loop {
             let dynos: Vec<Dyno> =
@@ -189,16 +154,14 @@ impl Core {
                 }
                 DynoVerdict::Waiting { up } => up,
             };
-            ctx.progress.waiting(&format!("{up} of {count} web dynos up on v{version}"), started, Some(ctx.deadline));
-            self.out_of_time(ctx, &format!("web dynos on v{version} ({up} of {count} up)"), started, input)?;
-            self.pause(ctx).await?;
+            poll.next(&format!("{up} of {count} up")).await?;
         }
     }
 
     /// Follows a build: `Ok(release id)` once it made a release, `Err` with the build
     /// log's tail when it failed (nothing was released).
     async fn follow_build(&self, build: &Build, ctx: &Context) -> Result<Result<String, String>, ProviderError> {
-        let started = Instant::now();
+        let mut poll = ctx.poll("the build", POLL);
         let mut log = String::new();
         if let Some(url) = &build.output_stream_url {
             log = self.follow_log("build", url, ctx).await;
@@ -219,9 +182,7 @@ impl Core {
                     )))
                 }
             }
-            ctx.progress.waiting("build", started, Some(ctx.deadline));
-            self.out_of_time(ctx, "the build", started, DEPLOY_TIMEOUT)?;
-            self.pause(ctx).await?;
+            poll.next(&now.status).await?;
         }
     }
 
@@ -249,30 +210,27 @@ impl Core {
 
     /// Waits until no build or release phase is in flight: one a cancelled run left
     /// behind would otherwise make its release live after a restore looked.
-    pub async fn settle_in_flight(&self, ctx: &Context, input: &'static str) -> Result<(), ProviderError> {
-        let started = Instant::now();
+    pub async fn settle_in_flight(&self, ctx: &Context) -> Result<(), ProviderError> {
+        let mut poll = ctx.poll("a build or release phase in flight to end", POLL);
         loop {
-            if self.in_flight(ctx).await?.is_empty() {
+            let in_flight = self.in_flight(ctx).await?;
+            if in_flight.is_empty() {
                 return Ok(());
             }
-            ctx.progress.waiting("a build or release phase still in flight", started, Some(ctx.deadline));
-            self.out_of_time(ctx, "a build or release phase in flight", started, input)?;
-            self.pause(ctx).await?;
+            poll.next(&in_flight.join(", ")).await?;
         }
     }
 
     /// The release the image update made, as `heroku container:release` finds it: the
     /// newest, once it is newer than the one live before (a list may lag a moment).
     async fn release_after(&self, live_version: u64, ctx: &Context) -> Result<Release, ProviderError> {
-        let started = Instant::now();
+        let mut poll = ctx.poll("the release the image update made", POLL);
         loop {
             let newest = self.client.releases_newest_first(1, &ctx.shutdown, |_| true).await?;
             if let Some(r) = newest.into_iter().next().filter(|r| r.version > live_version) {
                 return Ok(r);
             }
-            ctx.progress.waiting("the release the image update made", started, Some(ctx.deadline));
-            self.out_of_time(ctx, "the release the image update made", started, DEPLOY_TIMEOUT)?;
-            self.pause(ctx).await?;
+            poll.next(&format!("none newer than v{live_version} yet")).await?;
         }
     }
 
@@ -283,7 +241,7 @@ impl Core {
         target_app: &str,
         ctx: &Context,
     ) -> Result<Result<String, String>, ProviderError> {
-        let started = Instant::now();
+        let mut poll = ctx.poll("the pipeline promotion", POLL);
         loop {
             let targets = self.client.promotion_targets(id, &ctx.shutdown).await?;
             let Some(t) = targets.iter().find(|t| t.app.id == target_app) else {
@@ -296,9 +254,7 @@ impl Core {
                 }
                 _ => {}
             }
-            ctx.progress.waiting("pipeline promotion", started, Some(ctx.deadline));
-            self.out_of_time(ctx, "the pipeline promotion", started, DEPLOY_TIMEOUT)?;
-            self.pause(ctx).await?;
+            poll.next(&t.status).await?;
         }
     }
 }
@@ -388,12 +344,12 @@ impl Rollout for HerokuRollout {
         let Some(release) = self.made.clone() else {
             return Err(ProviderError::Failed("bug: waited on a Heroku roll-out that made no release".into()));
         };
-        if let Some(why) = self.core.follow_release(&release, ctx, DEPLOY_TIMEOUT).await? {
+        if let Some(why) = self.core.follow_release(&release, ctx).await? {
             // Heroku kept the old release live: nothing to undo.
             self.changed = false;
             return Ok(Waited::Refused { why: format!("{}: {why}", release.label()), left: None });
         }
-        self.core.await_dynos(release.version, self.web_dynos, ctx, DEPLOY_TIMEOUT).await?;
+        self.core.await_dynos(release.version, self.web_dynos, ctx).await?;
         Ok(Waited::Ready)
     }
 

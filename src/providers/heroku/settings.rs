@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::HerokuProvider;
-use crate::config::{Config, Problems, ProviderSettings};
 use crate::http::HttpClient;
+use crate::inputs::Problems;
 use crate::inputs::RawInputs;
+use crate::providers::registration::{Account, ProviderSettings};
 use crate::providers::Source;
 
 #[derive(Debug, Clone)]
@@ -20,9 +21,9 @@ pub struct Settings {
 }
 
 impl ProviderSettings for Settings {
-    fn build(&self, config: &Config, http: &HttpClient) -> anyhow::Result<Box<dyn crate::providers::Provider>> {
-        let (base, token) = (config.api_base(super::client::DEFAULT_API)?, config.token_text());
-        Ok(Box::new(HerokuProvider::new(http.clone(), base, &config.app, token, self.clone())?))
+    fn build(&self, account: &Account, http: &HttpClient) -> anyhow::Result<Box<dyn crate::providers::Provider>> {
+        let (base, token) = (account.api_base(super::client::DEFAULT_API)?, account.token);
+        Ok(Box::new(HerokuProvider::new(http.clone(), base, account.app, token, self.clone())?))
     }
 
     fn default_source(&self) -> Option<Source> {
@@ -107,6 +108,7 @@ pub fn configure(raw: &RawInputs, workspace: &Path, p: &mut Problems) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     fn raw(pairs: &[(&str, &str)]) -> RawInputs {
         RawInputs::of(pairs)

@@ -5,7 +5,7 @@
 //!
 //! Before the first change, on every host: the lock, the image pulled, the env file
 //! readable, the ports free of other containers, and the balancer's check passing on
-//! the live release. Per host, one at a time (or `max-parallel`): drain it (the
+//! the live release. Per host, one at a time (or `max-unavailable`): drain it (the
 //! balancer's API, or the app's drain switch on the host itself), stop the old
 //! container gracefully and keep it aside under another name, start the new one with
 //! the same name, ports and env file, wait until it answers healthy on the host, gate
@@ -24,11 +24,12 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::config::human;
 use crate::http::{Call, HttpClient};
+use crate::inputs::human;
+use crate::providers::batches::BatchSize;
 use crate::providers::{
-    outlast, Artifact, Capabilities, Context, Ending, Finding, Plan, PlannedBatch, Provider, ProviderError, ReleaseRef,
-    Rollout, Severity, Snapshot, Target,
+    batches, outlast, restore, Capabilities, Context, Ending, Finding, LockFor, LockKind, Plan, PlannedBatch, Provider,
+    ProviderError, ReleaseRef, Rollout, Severity, Snapshot, Target,
 };
 use crate::shutdown::Shutdown;
 
@@ -149,7 +150,8 @@ pub struct Options {
     pub container: Container,
     /// The app's drain switch (a path on the app), where the balancer has no API.
     pub drain_path: Option<String>,
-    pub max_parallel: usize,
+    /// How many hosts change at once after the first (`max-unavailable`).
+    pub max_unavailable: BatchSize,
     /// How long a new container gets to pass its check on the host.
     pub boot_timeout: Duration,
     /// Who holds the lock, in its holder file: the run or the person.
@@ -415,7 +417,7 @@ impl Core {
                 _ => {
                     let holder = lines.collect::<Vec<_>>().join(" ");
                     let holder = if holder.trim().is_empty() { "no holder written".to_string() } else { holder };
-                    self.unlock_all().await;
+                    self.unlock_all(ctx).await;
                     return Err(ProviderError::Conflict {
                         what: format!("the deploy lock on {}", host.name),
                         detail: format!("{}; if that deploy is gone, {}", holder.trim(), self.release_hint(host)),
@@ -440,37 +442,15 @@ impl Core {
         )
     }
 
-    /// Counts this run's lock on the recorded hosts as held, without a command: the
-    /// post step of a run whose hosts are already back still gives it back.
-    fn adopt_locks(&self, record: &Record) {
-        let mut locked = self.locked.lock().unwrap();
-        for r in &record.hosts {
-            if !locked.iter().any(|(h, _)| h.ssh == r.host.ssh) {
-                locked.push((r.host.clone(), record.token.clone()));
-            }
-        }
-    }
-
     /// Gives back every lock this run holds; what could not be given back, for the summary.
-    async fn unlock_all(&self) -> Vec<String> {
+    async fn unlock_all(&self, ctx: &Context) -> Vec<String> {
         let held: Vec<(Host, String)> = std::mem::take(&mut *self.locked.lock().unwrap());
         let mut left = Vec::new();
-        let ctx = Context {
-            deadline: Instant::now() + Duration::from_secs(30),
-            shutdown: Shutdown::new(),
-            progress: Default::default(),
-        };
         for (host, token) in held {
             let command = remote::unlock(&self.options.container, &token);
-            let mut done = false;
-            for _ in 0..3 {
-                if self.run(&host, &ctx, "releasing the deploy lock", &command).await.is_ok() {
-                    done = true;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            if !done {
+            let released =
+                outlast(ctx, "release the deploy lock", || self.run(&host, ctx, "releasing the deploy lock", &command));
+            if released.await.is_err() {
                 left.push(format!(
                     "the deploy lock on {} could not be released; {}",
                     host.name,
@@ -490,14 +470,14 @@ impl Core {
         staged: Option<&Staged>,
         ctx: &Context,
     ) -> Result<(), ProviderError> {
-        let started = Instant::now();
-        let what = format!("{} to pass its check on the host", host.name);
-        let mut asked_container = Instant::now();
         // A release that answers but fails its check is given boot-timeout, not the
         // whole deploy-timeout: kamal-proxy gives a new container 30 s.
-        let deadline = ctx.deadline.min(started + self.options.boot_timeout);
+        let every = (check.interval / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let mut poll = ctx
+            .poll(format!("{} to pass its check on the host", host.name), every)
+            .within(self.options.boot_timeout, "boot-timeout");
+        let mut asked_container = Instant::now();
         loop {
-            ctx.check_cancelled()?;
             let last = match self.check_once(host, check, staged).await {
                 Ok(Ok(())) => {
                     ctx.progress.instance(&host.name, "healthy on the host", None);
@@ -518,19 +498,15 @@ impl Core {
                     }
                 }
             }
-            if Instant::now() >= deadline {
-                let input = if deadline < ctx.deadline { "boot-timeout" } else { "deploy-timeout" };
-                return Err(ProviderError::Failed(format!(
-                    "the new container on {} did not pass the balancer's check on the host within {} (its last check {last}); raise {input} if the app needs longer to start",
+            poll.next("").await.map_err(|e| match e {
+                ProviderError::Timeout { .. } => ProviderError::Failed(format!(
+                    "the new container on {} did not pass the balancer's check on the host within {} (its last check {last}); raise {} if the app needs longer to start",
                     host.name,
-                    human(started.elapsed())
-                )));
-            }
-            ctx.progress.waiting(&what, started, Some(deadline));
-            let pause = (check.interval / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-            if !ctx.shutdown.sleep(pause).await {
-                return Err(ctx.check_cancelled().err().unwrap_or(ProviderError::Cancelled("a signal")));
-            }
+                    human(poll.elapsed()),
+                    poll.input()
+                )),
+                other => other,
+            })?;
         }
     }
 
@@ -550,11 +526,7 @@ impl Core {
     /// longer than the run has left fails at once, rather than at the deadline.
     pub async fn wait_for_balancer(&self, what: &str, time: Duration, ctx: &Context) -> Result<(), ProviderError> {
         if time > ctx.remaining() {
-            return Err(ProviderError::timeout(
-                format!("waiting for {what} ({})", human(time)),
-                time,
-                "deploy-timeout",
-            ));
+            return Err(ProviderError::timeout(format!("waiting for {what} ({})", human(time)), time, ctx.budget));
         }
         let started = Instant::now();
         ctx.progress.waiting(what, started, Some(started + time));
@@ -933,7 +905,7 @@ fn limit(ctx: &Context) -> Duration {
 
 /// What runs, summed up over hosts: one image, or which image on how many. Images are
 /// told apart by id, so a tag that names different images on different hosts shows.
-fn release_of(hosts: &[Recorded]) -> (ReleaseRef, Artifact) {
+fn release_of(hosts: &[Recorded]) -> ReleaseRef {
     let mut images: Vec<(String, String, usize)> = Vec::new();
     for h in hosts {
         let (label, id) = match &h.running {
@@ -951,15 +923,11 @@ fn release_of(hosts: &[Recorded]) -> (ReleaseRef, Artifact) {
         _ => format!("{label} ({})", id.trim_start_matches("sha256:").get(..12).unwrap_or(id)),
     };
     match images.as_slice() {
-        [] => (ReleaseRef::named("no hosts"), Artifact::Nothing),
-        [(image, id, _)] => {
-            let digest = Some(id.clone()).filter(|d| !d.is_empty());
-            (ReleaseRef::named(image), Artifact::Image { reference: image.clone(), digest })
-        }
+        [] => ReleaseRef::named("no hosts"),
+        [(image, _, _)] => ReleaseRef::named(image),
         many => {
-            let each: Vec<(String, usize)> = many.iter().map(|(l, i, n)| (named(l, i), *n)).collect();
-            let label = each.iter().map(|(i, n)| format!("{i} on {n}")).collect::<Vec<_>>().join(", ");
-            (ReleaseRef::named(&format!("mixed: {label}")), Artifact::Mixed { images: each })
+            let label = many.iter().map(|(l, i, n)| format!("{} on {n}", named(l, i))).collect::<Vec<_>>().join(", ");
+            ReleaseRef::named(&format!("mixed: {label}"))
         }
     }
 }
@@ -971,7 +939,7 @@ impl Provider for HostsProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { history: false, single_instances: true, strategies: &[], images: true, directories: false }
+        Capabilities { history: false, single_instances: true, images: true, directories: false }
     }
 
     async fn snapshot(&self, ctx: &Context) -> Result<Snapshot, ProviderError> {
@@ -982,15 +950,10 @@ impl Provider for HostsProvider {
             let running = core.running(host, ctx).await?;
             hosts.push(Recorded { host: host.clone(), running });
         }
-        let (release, artifact) = release_of(&hosts);
+        let release = release_of(&hosts);
         let token = format!("{:016x}", fastrand::u64(..));
         let record = Record { layout, hosts, token };
-        Ok(Snapshot {
-            release,
-            artifact,
-            record: serde_json::to_value(&record).expect("a record serializes"),
-            cause: None,
-        })
+        Ok(Snapshot { release, record: serde_json::to_value(&record).expect("a record serializes"), cause: None })
     }
 
     async fn preflight(&self, live: &Snapshot, target: &Target, ctx: &Context) -> Result<Vec<Finding>, ProviderError> {
@@ -1013,14 +976,10 @@ impl Provider for HostsProvider {
         if n == 0 {
             add(Severity::Blocker, format!("{} found no hosts to deploy to", layout.balancer));
         }
-        if core.options.max_parallel >= n && n > 1 {
+        if core.options.max_unavailable.of(n) >= n && n > 1 {
             add(
                 Severity::Info,
-                format!(
-                    "max-parallel {} is capped at {}: the balancer always keeps one host serving",
-                    core.options.max_parallel,
-                    n - 1
-                ),
+                format!("max-unavailable is capped at {}: the balancer always keeps one host serving", n - 1),
             );
         }
         if n == 1 {
@@ -1132,7 +1091,7 @@ impl Provider for HostsProvider {
             sick.extend(live.iter().filter(|(_, result)| result.is_err()).map(|(h, _)| h.ssh.clone()));
         }
         // What the waits alone take, batch after batch, against what the run has.
-        let batches = rollout::groups(n, core.options.max_parallel).len() as u32;
+        let batches = batches::cut(n, core.options.max_unavailable).len() as u32;
         let out = if layout.drain_by_api { Duration::ZERO } else { layout.check.out_after() };
         let needs = (out + layout.check.in_after() + core.options.container.stop_timeout.min(Duration::from_secs(10)))
             * batches;
@@ -1140,7 +1099,7 @@ impl Provider for HostsProvider {
             findings.push(Finding {
                 severity: Severity::Warning,
                 message: format!(
-                    "the balancer's check alone makes this roll-out take about {} ({batches} batches), more than deploy-timeout leaves ({}); raise deploy-timeout (and rollback-timeout, which a rollback of every host needs as much), or max-parallel",
+                    "the balancer's check alone makes this roll-out take about {} ({batches} batches), more than deploy-timeout leaves ({}); raise deploy-timeout (and rollback-timeout, which a rollback of every host needs as much), or max-unavailable",
                     human(needs),
                     human(ctx.remaining())
                 ),
@@ -1164,7 +1123,7 @@ impl Provider for HostsProvider {
         } else {
             "no drain (drain-path is none)".to_string()
         };
-        let batches = rollout::groups(layout.hosts.len(), core.options.max_parallel)
+        let batches = batches::cut(layout.hosts.len(), core.options.max_unavailable)
             .into_iter()
             .map(|group| {
                 let names: Vec<&str> = group.iter().map(|&i| layout.hosts[i].name.as_str()).collect();
@@ -1208,13 +1167,11 @@ impl Provider for HostsProvider {
         let core = &self.core;
         let record = Record::of(live)?;
         let image = target.source.image_or_release(core.name())?;
-        core.lock_all(&record.layout, &record.token, ctx).await?;
         // Another deploy may have finished between the snapshot and the lock: then the
         // record is not what runs, and a rollback to it would undo that deploy.
         for r in &record.hosts {
             let now = outlast(ctx, "read a host", || core.running(&r.host, ctx)).await?;
             if !same(&now, &r.running) {
-                core.unlock_all().await;
                 return Err(ProviderError::Conflict {
                     what: format!("{}'s container", r.host.name),
                     detail: "it changed after this run recorded it (another deploy finished in between)".into(),
@@ -1239,26 +1196,16 @@ impl Provider for HostsProvider {
     async fn restore(&self, snapshot: &Snapshot, ctx: &Context) -> Result<ReleaseRef, ProviderError> {
         let core = &self.core;
         let record = Record::of(snapshot)?;
-        core.lock_all(&record.layout, &record.token, ctx).await?;
         // The last host changed first, back to the first: a roll-out stops at the
         // failing host, so the hosts after it were never touched. A host that cannot be
         // put back does not stop the others; the error names each one left.
-        let mut left = Vec::new();
-        let keep = record.kept(&core.options.container);
-        for recorded in record.hosts.iter().rev() {
-            let put = outlast(ctx, &format!("put {} back", recorded.host.name), || {
-                core.restore_host(recorded, &keep, &record.layout, ctx)
-            })
-            .await;
-            match put {
-                Err(ProviderError::Cancelled(cause)) => return Err(ProviderError::Cancelled(cause)),
-                Err(e) => left.push(format!("{}: {e}", recorded.host.name)),
-                Ok(_) => {}
-            }
-        }
-        if !left.is_empty() {
-            return Err(ProviderError::Failed(format!("not every host is back: {}", left.join("; "))));
-        }
+        let (keep, layout) = (&record.kept(&core.options.container), &record.layout);
+        let last_first: Vec<&Recorded> = record.hosts.iter().rev().collect();
+        let name = |r: &&Recorded| r.host.name.clone();
+        restore::every_instance(ctx, "host", &last_first, 1, name, |recorded, _| async move {
+            core.restore_host(recorded, keep, layout, ctx).await.map(|_| ())
+        })
+        .await?;
         Ok(snapshot.release.clone())
     }
 
@@ -1267,8 +1214,6 @@ impl Provider for HostsProvider {
     async fn in_effect(&self, snapshot: &Snapshot, ctx: &Context) -> Result<bool, ProviderError> {
         let core = &self.core;
         let record = Record::of(snapshot)?;
-        // This run's lock, should a fresh process (the post step) find nothing to do.
-        core.adopt_locks(&record);
         let layout = &record.layout;
         let members = match layout.drain_by_api {
             true => Some(outlast(ctx, "read the balancer", || core.inventory.members(ctx)).await?),
@@ -1303,30 +1248,33 @@ impl Provider for HostsProvider {
             .is_ok_and(|r| r.hosts.iter().all(|h| h.running.as_ref().is_some_and(|c| c.running && c.image == made.id)))
     }
 
-    async fn finish(&self, ending: Ending) -> Vec<String> {
+    fn lock_kind(&self) -> LockKind {
+        LockKind::Durable
+    }
+
+    /// The lock directory on every host, in order, under the record's token: the post
+    /// step of the run that took it takes it again.
+    async fn lock(&self, recorded: &Snapshot, _purpose: LockFor, ctx: &Context) -> Result<(), ProviderError> {
+        let record = Record::of(recorded)?;
+        self.core.lock_all(&record.layout, &record.token, ctx).await
+    }
+
+    async fn unlock(&self, ctx: &Context) -> Vec<String> {
+        self.core.unlock_all(ctx).await
+    }
+
+    async fn finish(&self, ending: Ending, ctx: &Context) -> Vec<String> {
         let core = &self.core;
         let kept: Vec<(Host, String)> = core.kept.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut notes = Vec::new();
-        // A run that leaves its hosts to the post step keeps its lock, so no other
-        // deploy starts on a half-changed fleet, and the old containers it kept aside.
-        let left = match ending {
-            Ending::Unfinished => {
-                vec!["the deploy lock stays on the hosts until the post step (or safe-deploy post) has put them back"
-                    .to_string()]
-            }
-            _ => core.unlock_all().await,
-        };
+        // A run that leaves its hosts to the post step keeps the old containers it kept
+        // aside, for the post step to start again.
         match ending {
             // The new release is proved: what a rollback would have started again goes.
             Ending::Deployed => {
-                let ctx = Context {
-                    deadline: Instant::now() + Duration::from_secs(30),
-                    shutdown: Shutdown::new(),
-                    progress: Default::default(),
-                };
                 for (host, keep) in kept {
                     let rt = &core.options.runtime;
-                    if core.run(&host, &ctx, "removing the old container", &rt.remove_named(&keep)).await.is_err() {
+                    if core.run(&host, ctx, "removing the old container", &rt.remove_named(&keep)).await.is_err() {
                         notes.push(format!(
                             "the old container kept as {keep} on {} could not be removed; remove it with {} rm {keep}",
                             host.name, rt.binary
@@ -1350,7 +1298,6 @@ impl Provider for HostsProvider {
         for c in sessions {
             c.session.close().await;
         }
-        notes.extend(left);
         notes
     }
 

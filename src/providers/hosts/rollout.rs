@@ -1,4 +1,5 @@
-//! A roll-out over hosts: each batch is `max-parallel` hosts, changed together.
+//! A roll-out over hosts, batch by batch as `providers::batches` cuts them: the hosts of
+//! a batch change together.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,15 +10,8 @@ use futures_util::future::join_all;
 use std::collections::HashMap;
 
 use super::{Core, Host, Record, Staged};
-use crate::config::human;
-use crate::providers::{Applied, Context, Instance, ProviderError, ReleaseRef, Rollout, Route, Waited};
-
-/// Host indexes by batch: `max_parallel` at a time, but never every host at once
-/// while there are two or more, so the balancer always keeps one serving.
-pub fn groups(hosts: usize, max_parallel: usize) -> Vec<Vec<usize>> {
-    let size = max_parallel.clamp(1, hosts.saturating_sub(1).max(1));
-    (0..hosts).collect::<Vec<_>>().chunks(size).map(<[usize]>::to_vec).collect()
-}
+use crate::inputs::human;
+use crate::providers::{batches, Applied, Context, Instance, ProviderError, ReleaseRef, Rollout, Route, Waited};
 
 pub struct HostsRollout {
     core: Arc<Core>,
@@ -32,7 +26,7 @@ pub struct HostsRollout {
 
 impl HostsRollout {
     pub fn new(core: Arc<Core>, record: Record, image: String) -> HostsRollout {
-        let batches = groups(record.hosts.len(), core.options.max_parallel);
+        let batches = batches::cut(record.hosts.len(), core.options.max_unavailable);
         HostsRollout { core, record, image, batches, changed: Arc::new(AtomicBool::new(false)), staged: HashMap::new() }
     }
 
@@ -151,20 +145,5 @@ impl Rollout for HostsRollout {
             core.admit(host, layout, ctx).await
         })
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::groups;
-
-    #[test]
-    fn batches_never_take_every_host_at_once() {
-        assert_eq!(groups(4, 1), vec![vec![0], vec![1], vec![2], vec![3]]);
-        assert_eq!(groups(4, 2), vec![vec![0, 1], vec![2, 3]]);
-        assert_eq!(groups(4, 9), vec![vec![0, 1, 2], vec![3]]);
-        assert_eq!(groups(2, 2), vec![vec![0], vec![1]]);
-        assert_eq!(groups(1, 3), vec![vec![0]]);
-        assert!(groups(0, 1).is_empty());
     }
 }

@@ -8,8 +8,9 @@ use std::time::Duration;
 use super::remote::{Container, Runtime};
 use super::ssh::{parse_key, KnownHosts, Login};
 use super::Options;
-use crate::config::{parse_bool, Problems};
+use crate::inputs::{parse_bool, Problems};
 use crate::inputs::{RawInputs, Surface};
+use crate::providers::batches::{BatchSize, BATCH_SIZE_FIX};
 
 /// A known_hosts line: [@marker] HOSTS KEYTYPE BASE64 [comment], whose key parses.
 fn known_hosts_line(line: &str) -> bool {
@@ -180,14 +181,13 @@ pub fn options(raw: &RawInputs, app: Option<&str>, p: &mut Problems) -> Option<O
             );
         }
     }
-    let max_parallel = p
-        .parse(
-            raw,
-            "max-parallel",
-            |t| t.trim().parse::<usize>().ok().filter(|n| *n > 0).ok_or(format!("'{t}' is not a count of hosts")),
-            "Give a whole number of hosts, e.g. 1.",
-        )
-        .unwrap_or(1);
+    // max-parallel is max-unavailable's old name, read when the new one is not given.
+    let size_input = if raw.get("max-unavailable").is_none() && raw.get("max-parallel").is_some() {
+        "max-parallel"
+    } else {
+        "max-unavailable"
+    };
+    let max_unavailable = p.parse(raw, size_input, BatchSize::parse, BATCH_SIZE_FIX).unwrap_or(BatchSize::Count(1));
     // An image reference has letters, digits and . _ - / : @ + only (docker's grammar
     // is narrower): quoted or not, nothing else belongs in one.
     let reference_char = |c: char| c.is_ascii_alphanumeric() || "._-/:@+".contains(c);
@@ -218,7 +218,7 @@ pub fn options(raw: &RawInputs, app: Option<&str>, p: &mut Problems) -> Option<O
         runtime: Runtime { binary: runtime },
         container: Container { name, ports: published, env_file, stop_timeout },
         drain_path,
-        max_parallel,
+        max_unavailable,
         boot_timeout,
         holder: holder(),
     })

@@ -201,7 +201,7 @@ impl Session {
                     self.host,
                     command.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
                 ),
-                limit: crate::config::human(limit),
+                limit: crate::inputs::human(limit),
                 input: "deploy-timeout",
             }),
         }

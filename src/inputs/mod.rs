@@ -2,9 +2,17 @@
 //!
 //! `action.yml`, the CLI flags and the README table all come from [`INPUTS`]; a test
 //! reads `action.yml` and fails when the two disagree. This module only gathers raw
-//! strings: what they mean is `config`'s business.
+//! strings, and says how a bad one is wrong: what they mean is `config`'s business.
 
 use std::collections::BTreeMap;
+
+mod problems;
+mod values;
+
+pub use problems::{InputError, Problems};
+pub use values::{
+    check_base_url, human, is_loopback, parse_bool, parse_duration, parse_positive_duration, DURATION_FIX,
+};
 
 /// One input of the action, as `action.yml` declares it.
 #[derive(Debug, Clone, Copy)]
@@ -126,6 +134,9 @@ const fn ssh(name: &'static str, default: &'static str, description: &'static st
 /// The providers that deploy to hosts over SSH.
 pub const HOST_PROVIDERS: &[&str] = &["ssh", "digitalocean-droplets"];
 
+/// The providers whose roll-out has batches of instances (see `providers::batches`).
+pub const BATCHED: &[&str] = &["fly", "ssh", "digitalocean-droplets"];
+
 /// An input of both host providers.
 const fn hosts(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
     of(HOST_PROVIDERS, Group::Hosts, name, default, description)
@@ -225,8 +236,8 @@ pub const INPUTS: &[InputSpec] = &[
     rollout("rollback", "true", "Put the previous release back by itself when the deploy fails (true or false).").boolean(),
     rollout("rollback-timeout", "5m", "Time limit of a rollback. Until then it keeps going through a flaky API, instance by instance, until every instance is back on the recorded release; what is not back by then is left for the post step (or safe-deploy post) to finish.").duration(),
     rollout("batch-gate", "first", "Where the roll-out has batches (machines, hosts), when the health gate also runs against only the instances just changed, before any other is touched: first (after the first batch), every (after each batch) or end (only once everything is rolled out). The gate always runs at the end too."),
+    of(BATCHED, Group::Rollout, "max-unavailable", "", "Fly (rolling), hosts over SSH and droplets: how many machines or hosts change at once after the first, which always goes alone: a count (2) or a fraction of them all (0.33). Never all of them at once: one keeps serving. Empty: Fly: fly.toml's [deploy] max_unavailable, else 0.33; hosts: max-parallel, else 1."),
     fly("strategy", "", "Fly: how machines are replaced: rolling, canary, bluegreen or immediate. Empty: fly.toml's [deploy] strategy, else rolling."),
-    fly("max-unavailable", "", "Fly, rolling: how many machines may be replaced at once after the first, as a fraction (0.33) or a count (2). Empty: fly.toml's, else 0.33."),
     fly("release-command", "", "Fly: a command run once in a throw-away machine with the new image before any app machine changes (e.g. migrations); non-zero stops the deploy. Empty: fly.toml's [deploy] release_command."),
     fly("release-command-timeout", "5m", "Fly: time limit of the release command. Left at the default, fly.toml's [deploy] release_command_timeout applies when it sets one.").duration(),
     fly("bluegreen-wait", "10s", "Fly, bluegreen: how long Fly's proxy gets to learn that the greens take traffic before the blues are cordoned, and again before the blues stop, so requests in flight finish (flyctl waits 10s).").duration(),
@@ -259,7 +270,7 @@ pub const INPUTS: &[InputSpec] = &[
     hosts("stop-timeout", "30s", "Hosts over SSH: how long the old container gets to finish requests in flight after SIGTERM before it is killed.").duration(),
     hosts("drain-path", "/drain", "Hosts over SSH, where the balancer cannot take a host out by API: the app's drain switch. safe-deploy sends POST to it on the host itself (through the SSH connection, never a public address) and expects the health check to fail from then on while other requests are still served; DELETE undoes it. none: no drain switch, so the balancer sends requests to a host until it notices it stopped."),
     hosts("boot-timeout", "60s", "Hosts over SSH: how long a new container gets to pass the balancer's check on its host; a release that does not is rolled back then, not at deploy-timeout.").duration(),
-    hosts("max-parallel", "1", "Hosts over SSH: how many hosts change at once. Never all of them: the balancer keeps at least one host serving."),
+    hosts("max-parallel", "", "Hosts over SSH and droplets: the old name of max-unavailable, read only when max-unavailable is empty."),
     rollout("deploy-timeout", "10m", "Time limit for the provider's part: preparing, rolling out and waiting until the platform reports the new version up. Health gates are not counted.").duration(),
     what("dry-run", "false", "true: plan only; nothing is changed.").boolean(),
     github("github-token", "", "Token for GitHub Deployments, e.g. ${{ github.token }} with permissions deployments: write. Each run is then recorded as a deployment with statuses, and rollback finds earlier releases there. GitHub failing never fails a deploy: it becomes a warning.").secret(),
@@ -381,7 +392,7 @@ mod tests {
             let looks_bool = matches!(spec.default, "true" | "false");
             let looks_duration = spec.default.ends_with(['s', 'm', 'h'])
                 && spec.default.starts_with(|c: char| c.is_ascii_digit())
-                && crate::config::parse_duration(spec.default).is_ok();
+                && parse_duration(spec.default).is_ok();
             match spec.kind {
                 Kind::Bool => assert!(looks_bool || spec.default.is_empty(), "{}: a bool's default", spec.name),
                 Kind::Duration => assert!(looks_duration, "{}: a duration's default must parse", spec.name),
@@ -394,12 +405,18 @@ mod tests {
 
     #[test]
     fn a_provider_input_is_shown_under_its_providers_heading() {
+        let heading = |provider: &str| match provider {
+            "fly" => Group::Fly,
+            "heroku" => Group::Heroku,
+            "digitalocean" | "digitalocean-droplets" => Group::DigitalOcean,
+            _ => Group::Hosts,
+        };
         for spec in INPUTS.iter().filter(|i| !i.providers.is_empty()) {
-            let expected = match spec.providers[0] {
-                "fly" => Group::Fly,
-                "heroku" => Group::Heroku,
-                "digitalocean" | "digitalocean-droplets" => Group::DigitalOcean,
-                _ => Group::Hosts,
+            let expected = match spec.providers {
+                [one] => heading(one),
+                many if many.iter().all(|p| HOST_PROVIDERS.contains(p)) => Group::Hosts,
+                // An input of providers of different kinds is a roll-out setting.
+                _ => Group::Rollout,
             };
             assert_eq!(spec.group, expected, "{}", spec.name);
         }

@@ -1,0 +1,67 @@
+//! How a provider plugs in: what the registry lists of it, what it parses of its own
+//! inputs, and what it is built from. Providers depend on this; the registry, which
+//! lists every provider, is the only module that depends on them all.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::http::HttpClient;
+use crate::inputs::{InputError, Problems, RawInputs};
+use crate::providers::{Provider, Source};
+
+/// How a provider plugs in: its name, its token, and its two configuration steps.
+#[derive(Debug)]
+pub struct Registration {
+    pub name: &'static str,
+    /// Shown to people: "Fly.io".
+    pub title: &'static str,
+    /// Environment variables its own CLI reads the token from, read when `token` is empty.
+    pub token_env: &'static [&'static str],
+    pub needs_token: bool,
+    /// Its `api-url` is a file, not an HTTP base (the provider double).
+    pub file_api: bool,
+    /// A deploy without `image` deploys something else (Heroku: the source).
+    pub image_optional: bool,
+    /// Fills shared inputs the caller left empty from the provider's own files
+    /// (fly.toml's app and health check path). `Ok(None)`: nothing to fill.
+    pub defaults: fn(&RawInputs, &Path) -> Result<Option<RawInputs>, InputError>,
+    /// Parses and checks the provider's own inputs into `problems`; `None` when any is wrong.
+    pub configure: fn(&RawInputs, &Path, &mut Problems) -> Option<Arc<dyn ProviderSettings>>,
+}
+
+/// The settings a provider parsed from its own inputs, and how it builds itself.
+pub trait ProviderSettings: fmt::Debug + Send + Sync {
+    fn build(&self, account: &Account, http: &HttpClient) -> anyhow::Result<Box<dyn Provider>>;
+
+    /// What a deploy without `image` deploys (Heroku: the source directory, or a
+    /// pipeline promotion); `None` when `image` is required.
+    fn default_source(&self) -> Option<Source> {
+        None
+    }
+}
+
+/// What every provider is built with, whoever it is: the app, the token and the API base.
+#[derive(Debug, Clone, Copy)]
+pub struct Account<'a> {
+    pub app: &'a str,
+    /// The token as sent, or empty.
+    pub token: &'a str,
+    /// `api-url`, when given.
+    pub api_url: Option<&'a url::Url>,
+}
+
+impl Account<'_> {
+    /// The provider's API base: `api-url`, else `default`.
+    pub fn api_base(&self, default: &str) -> anyhow::Result<url::Url> {
+        Ok(match self.api_url {
+            Some(u) => u.clone(),
+            None => url::Url::parse(default)?,
+        })
+    }
+}
+
+/// For a provider with nothing of its own to fill in.
+pub fn no_defaults(_: &RawInputs, _: &Path) -> Result<Option<RawInputs>, InputError> {
+    Ok(None)
+}
