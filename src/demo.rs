@@ -3,6 +3,7 @@
 //! with no credentials and no network. Its machines are real processes of the test app
 //! (this same binary, as `__sandbox-app`) behind a router like Fly's proxy.
 
+use sandbox::Handle;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

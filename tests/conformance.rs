@@ -2,6 +2,7 @@
 //! against the Fly emulator with real test-app processes behind its router. The
 //! memory provider runs the same suite in-process, with its clock paused.
 
+use sandbox::Handle;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

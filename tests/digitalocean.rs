@@ -3,6 +3,7 @@
 //! steps, whose instances are real processes of the test app, and whose router moves
 //! traffic to a new deployment only once its instances pass their readiness check.
 
+use sandbox::Handle;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;

@@ -1,6 +1,7 @@
 //! Fly.io end to end: the real binary against the sandbox's Machines API emulator,
 //! whose machines are real processes of the test app behind a router like Fly's proxy.
 
+use sandbox::Handle;
 use std::time::{Duration, Instant};
 
 use sandbox::app::{HealthMode, ReleaseSpec};

@@ -1,6 +1,7 @@
 //! GitHub Deployments as the ledger: the real binary against the provider double and
 //! the sandbox's GitHub REST emulator.
 
+use sandbox::Handle;
 use std::time::Duration;
 
 use sandbox::app::HealthMode;

@@ -3,6 +3,7 @@
 //! really runs the Procfile's `release:` command, and whose web dynos are real
 //! processes of the test app behind a router like Heroku's.
 
+use sandbox::Handle;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

@@ -4,6 +4,7 @@
 //! as real processes, behind a balancer with active health checks (the sandbox's own,
 //! or the Droplets emulator's, whose API lists the droplets and the balancer).
 
+use sandbox::Handle;
 use std::time::Duration;
 
 use async_trait::async_trait;

@@ -10,6 +10,7 @@
 //! ratio, the floor (what any safe roll-out must wait per host) and failed/total
 //! requests of steady traffic during a good deploy and a bad release.
 
+use sandbox::Handle;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 

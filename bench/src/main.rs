@@ -9,6 +9,7 @@
 //! tutorial's procedure against provider `ssh`, on 2 and 4 hosts (`hosts.rs`).
 //! Everything runs on loopback, bounded in count and time.
 
+use sandbox::Handle;
 use std::process::Stdio;
 
 use std::sync::{Arc, Mutex};

@@ -3,6 +3,7 @@
 //! v2 by digest, then a v3 whose health check fails after the deployment went ACTIVE,
 //! which App Platform's own rollback (validated, unpinned) puts back.
 
+use sandbox::Handle;
 use std::path::PathBuf;
 
 use sandbox::app::{HealthMode, ReleaseSpec, Releases};

@@ -2,6 +2,7 @@
 //! the Heroku sandbox in this process. The demo deploys the source of a healthy v2,
 //! then of a v3 whose health check fails, which Heroku's own rollback puts back.
 
+use sandbox::Handle;
 use std::path::{Path, PathBuf};
 
 use sandbox::heroku::{AppOptions, HerokuOptions, HerokuSandbox};

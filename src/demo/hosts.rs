@@ -5,6 +5,7 @@
 //! DigitalOcean load balancer would. The demo deploys a healthy v2 host by host, then
 //! a v3 whose health fails, caught on the first host and put back there.
 
+use sandbox::Handle;
 use std::path::PathBuf;
 use std::time::Duration;
 

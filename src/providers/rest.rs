@@ -20,6 +20,40 @@ use crate::shutdown::Shutdown;
 const GARBLED_TRIES: u32 = 4;
 const GARBLED_BACKOFF: Duration = Duration::from_millis(250);
 
+/// Sends with `send` until its answer's body parses as JSON, `tries` times at most (1
+/// for a request that must not be sent twice), asking again after a pause that
+/// doubles, as a 5xx would be. What the last garbled answer becomes is `garbled`'s.
+/// Every JSON API client (Heroku, DigitalOcean, Fly) reads through this.
+pub async fn until_parsed<F, Fut>(
+    platform: &str,
+    what: &str,
+    tries: u32,
+    shutdown: &Shutdown,
+    send: F,
+    garbled: impl Fn(&serde_json::Error) -> ProviderError,
+) -> Result<Reply, ProviderError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Reply, ProviderError>>,
+{
+    let mut attempt = 0;
+    loop {
+        let reply = send().await?;
+        attempt += 1;
+        match serde_json::from_slice::<serde::de::IgnoredAny>(&reply.body) {
+            Ok(_) => return Ok(reply),
+            Err(e) if attempt >= tries.max(1) => return Err(garbled(&e)),
+            Err(e) => {
+                tracing::info!("{platform} answered {what} with JSON that does not parse ({e}); asking again");
+                let pause = GARBLED_BACKOFF * 2u32.pow(attempt - 1) + Duration::from_millis(fastrand::u64(0..100));
+                if !shutdown.sleep(pause).await {
+                    return Err(ProviderError::Cancelled(shutdown.cause().unwrap_or("shutdown")));
+                }
+            }
+        }
+    }
+}
+
 /// How one platform's API is named and budgeted.
 #[derive(Debug)]
 pub struct Platform {
@@ -163,28 +197,14 @@ impl RestClient {
     /// fails for good.
     pub async fn read(&self, call: Call, what: &str, shutdown: &Shutdown) -> Result<Reply, ProviderError> {
         let tries = if call.method == Method::GET { GARBLED_TRIES } else { 1 };
-        let mut attempt = 0;
-        loop {
+        let send = || async {
             let reply = self.send(call.clone(), shutdown).await?;
-            if !reply.is_success() {
-                return Err(self.error(reply.status, &reply.body, what));
+            match reply.is_success() {
+                true => Ok(reply),
+                false => Err(self.error(reply.status, &reply.body, what)),
             }
-            attempt += 1;
-            match serde_json::from_slice::<serde::de::IgnoredAny>(&reply.body) {
-                Ok(_) => return Ok(reply),
-                Err(e) if attempt >= tries => return Err(self.garbled(what, &e)),
-                Err(e) => {
-                    tracing::info!(
-                        "{} answered {what} with JSON that does not parse ({e}); asking again",
-                        self.platform.name
-                    );
-                    let pause = GARBLED_BACKOFF * 2u32.pow(attempt - 1) + Duration::from_millis(fastrand::u64(0..100));
-                    if !shutdown.sleep(pause).await {
-                        return Err(ProviderError::Cancelled(shutdown.cause().unwrap_or("shutdown")));
-                    }
-                }
-            }
-        }
+        };
+        until_parsed(self.platform.name, what, tries, shutdown, send, |e| self.garbled(what, e)).await
     }
 
     /// Sends a write whose answer has no body worth reading; any success will do.

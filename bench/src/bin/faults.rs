@@ -12,6 +12,7 @@
 //! Usage: faults BINARY [SUBSTRING]  (only the scenarios whose name contains SUBSTRING).
 //! Exits 1 when any row fails.
 
+use sandbox::Handle;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -51,6 +51,50 @@ pub struct ReleaseSpec {
     pub latency_ms: u64,
 }
 
+impl HealthMode {
+    /// Every mode, for tests that try them all.
+    pub const ALL: [HealthMode; 6] = [
+        HealthMode::Ok,
+        HealthMode::WrongBody,
+        HealthMode::Error500,
+        HealthMode::Hang,
+        HealthMode::Flaky,
+        HealthMode::Decays,
+    ];
+
+    /// The mode as the test app's `--health` flag names it.
+    pub fn flag(self) -> &'static str {
+        match self {
+            HealthMode::Ok => "ok",
+            HealthMode::WrongBody => "wrong-body",
+            HealthMode::Error500 => "error500",
+            HealthMode::Hang => "hang",
+            HealthMode::Flaky => "flaky",
+            HealthMode::Decays => "decays",
+        }
+    }
+}
+
+impl ReleaseSpec {
+    /// The test app's flags that make a process behave as this release: every
+    /// emulator (machines, dynos, instances, containers) starts its processes with
+    /// these, so a release behaves the same on each.
+    pub fn app_flags(&self) -> Vec<String> {
+        let mut flags =
+            vec!["--version".to_string(), self.version.clone(), "--health".into(), self.health.flag().into()];
+        if self.boot_delay_ms > 0 {
+            flags.extend(["--boot-delay-ms".into(), self.boot_delay_ms.to_string()]);
+        }
+        if self.latency_ms > 0 {
+            flags.extend(["--latency-ms".into(), self.latency_ms.to_string()]);
+        }
+        if self.crash_on_start {
+            flags.extend(["--crash-exit-code".into(), self.exit_code.to_string()]);
+        }
+        flags
+    }
+}
+
 /// The releases the sandbox knows, by image reference.
 pub type Releases = BTreeMap<String, ReleaseSpec>;
 

@@ -43,3 +43,6 @@ pub mod hosts;
 pub mod kit;
 pub mod server;
 pub mod tls;
+
+/// Every emulator's handle is one: `use sandbox::Handle` for `set_faults`, `calls`, `api_url`.
+pub use kit::Handle;

@@ -3,6 +3,7 @@
 //! and canceled deployments, rollbacks that pin, commit and revert, paging, auth,
 //! the rate limit and logs, driven over HTTP as an Apps API client would.
 
+use sandbox::Handle;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -2,6 +2,7 @@
 //! page, the LB by ids and by tag, droplet changes that move real traffic, the 422
 //! on a tag LB, tokens, and answers checked against DigitalOcean's description.
 
+use sandbox::Handle;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! The Fly emulator end to end: real test-app processes behind the Machines API and
 //! the router, driven over HTTP the way safe-deploy's Fly provider drives Fly.
 
+use sandbox::Handle;
 use std::time::{Duration, Instant};
 
 use sandbox::app::{HealthMode, ReleaseSpec};

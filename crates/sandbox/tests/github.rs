@@ -2,6 +2,7 @@
 //! client drives GitHub: create a deployment, post statuses, list and paginate,
 //! and meet each injected fault.
 
+use sandbox::Handle;
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 

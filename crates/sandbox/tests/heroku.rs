@@ -2,6 +2,7 @@
 //! release phase, dynos replaced with and without preboot, crashes, rollbacks and
 //! container releases, driven over HTTP as a Platform API client would.
 
+use sandbox::Handle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;

@@ -16,14 +16,15 @@ use serde_json::{json, Value};
 
 use super::api::{ErrorBody, LeaseAnswer, Machine, MachineEvent, Volume};
 use crate::http::{Call, HttpClient, Reply};
+use crate::providers::rest::until_parsed;
 use crate::providers::ProviderError;
 use crate::shutdown::Shutdown;
 
 pub const DEFAULT_API: &str = "https://api.machines.dev/v1";
 /// How long one lease request may take (the lease lives 30 s).
 const LEASE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// The first pause before a garbled answer is asked for again.
-const GARBLED_BACKOFF: Duration = Duration::from_millis(250);
+/// Reads of a garbled answer before it counts as Fly's failure.
+const GARBLED_TRIES: u32 = 4;
 const NONCE_HEADER: &str = "fly-machine-lease-nonce";
 
 /// The Authorization value fly-go would send: macaroon tokens as `FlyV1`, anything else
@@ -39,6 +40,12 @@ pub fn auth_header(token: &str) -> String {
     } else {
         format!("Bearer {bare}")
     }
+}
+
+fn garbled(what: &str, e: &serde_json::Error) -> ProviderError {
+    ProviderError::Unavailable(format!(
+        "Fly's answer to {what} was not what its API describes ({e}); re-run, or check status.flyio.net"
+    ))
 }
 
 pub struct FlyClient {
@@ -114,31 +121,16 @@ impl FlyClient {
     /// Sends and reads a JSON answer. A garbled answer to a request safe to repeat is
     /// asked again after a pause that doubles, as a 5xx would be.
     async fn json<T: DeserializeOwned>(&self, req: Req<'_>, shutdown: &Shutdown) -> Result<T, ProviderError> {
-        let tries = if req.idempotent { 4 } else { 1 };
-        let mut last = String::new();
-        for attempt in 0..tries {
-            if attempt > 0 {
-                let pause = GARBLED_BACKOFF * 2u32.pow(attempt - 1) + Duration::from_millis(fastrand::u64(0..100));
-                if !shutdown.sleep(pause).await {
-                    return Err(ProviderError::Cancelled(shutdown.cause().unwrap_or("shutdown")));
-                }
-            }
+        let tries = if req.idempotent { GARBLED_TRIES } else { 1 };
+        let send = || async {
             let reply = self.send(&req, shutdown).await?;
-            if !reply.is_success() {
-                return Err(self.error(reply.status, &reply.body, &req.what));
+            match reply.is_success() {
+                true => Ok(reply),
+                false => Err(self.error(reply.status, &reply.body, &req.what)),
             }
-            match reply.json::<T>() {
-                Ok(v) => return Ok(v),
-                Err(e) => {
-                    tracing::info!("Fly answered {} with JSON that does not parse ({e}); asking again", req.what);
-                    last = e.to_string();
-                }
-            }
-        }
-        Err(ProviderError::Unavailable(format!(
-            "Fly's answer to {} was not valid JSON ({last}); re-run, or check status.flyio.net",
-            req.what
-        )))
+        };
+        let reply = until_parsed("Fly", &req.what, tries, shutdown, send, |e| garbled(&req.what, e)).await?;
+        reply.json::<T>().map_err(|e| garbled(&req.what, &e))
     }
 
     /// Sends a request whose answer body does not matter.

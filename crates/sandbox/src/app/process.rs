@@ -62,8 +62,10 @@ impl Flags {
                 "--version" => flags.spec.version = value()?,
                 "--health" => {
                     let mode = value()?;
-                    flags.spec.health = serde_json::from_value(serde_json::Value::String(mode.clone()))
-                        .map_err(|_| format!("--health {mode}: use ok, wrong-body, error500 or hang"))?;
+                    flags.spec.health = HealthMode::ALL.into_iter().find(|m| m.flag() == mode).ok_or_else(|| {
+                        let all: Vec<&str> = HealthMode::ALL.iter().map(|m| m.flag()).collect();
+                        format!("--health {mode}: use one of {}", all.join(", "))
+                    })?;
                 }
                 "--boot-delay-ms" => flags.spec.boot_delay_ms = number(flag, &value()?)?,
                 "--latency-ms" => flags.spec.latency_ms = number(flag, &value()?)?,
@@ -232,8 +234,33 @@ mod tests {
     }
 
     #[test]
+    fn a_release_spec_becomes_flags_that_parse_back_into_it() {
+        for health in HealthMode::ALL {
+            for (boot_delay_ms, latency_ms, crash_on_start) in [(0, 0, false), (50, 7, true)] {
+                let spec = ReleaseSpec {
+                    version: "v3".into(),
+                    health,
+                    boot_delay_ms,
+                    latency_ms,
+                    crash_on_start,
+                    exit_code: 4,
+                    ..Default::default()
+                };
+                let flags = Flags::parse(&spec.app_flags()).unwrap();
+                let back = ReleaseSpec { crash_on_start: flags.crash_exit_code.is_some(), ..flags.spec.clone() };
+                assert_eq!(
+                    ReleaseSpec { exit_code: 0, ..back },
+                    ReleaseSpec { exit_code: 0, ..spec.clone() },
+                    "{spec:?}"
+                );
+                assert_eq!(flags.crash_exit_code, crash_on_start.then_some(4));
+            }
+        }
+    }
+
+    #[test]
     fn bad_flags_say_what_is_wrong() {
-        assert!(Flags::parse(&args("--health sad")).unwrap_err().contains("use ok"));
+        assert!(Flags::parse(&args("--health sad")).unwrap_err().contains("use one of ok, wrong-body"));
         assert!(Flags::parse(&args("--port")).unwrap_err().contains("needs a value"));
         assert!(Flags::parse(&args("--bogus")).unwrap_err().contains("unknown flag"));
         assert!(Flags::parse(&args("--listen host-1")).unwrap_err().contains("not an IP"));

@@ -5,6 +5,7 @@
 //! Flags: `--port N` (default 0, any free port), `--owner`, `--repo`, `--token`.
 
 use sandbox::github::{GitHubOptions, GitHubSandbox};
+use sandbox::Handle;
 use tokio::signal::unix::{signal, SignalKind};
 
 fn options(args: &[String]) -> Result<GitHubOptions, String> {

@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 pub use crate::kit::Faults;
 
 use crate::app::{ReleaseSpec, Releases};
+use crate::kit::{Gate, Handle};
 use crate::server::Server;
 use platform::Platform;
 
@@ -184,11 +185,6 @@ impl DoSandbox {
         )))
     }
 
-    /// The API base, e.g. "http://127.0.0.1:PORT".
-    pub fn api_url(&self) -> String {
-        self.api.url()
-    }
-
     /// Where `app` answers, through its router; also its `live_url`.
     pub fn app_url(&self, app: &str) -> String {
         self.routers.iter().find(|(name, _)| name == app).map(|(_, s)| s.url()).unwrap_or_default()
@@ -256,22 +252,6 @@ impl DoSandbox {
         self.platform.wait_until(timeout, |s| Platform::is_settled(s, app)).await
     }
 
-    pub fn set_faults(&self, faults: Faults) {
-        self.platform.gate.set_faults(faults);
-    }
-
-    pub fn faults(&self) -> Faults {
-        self.platform.gate.faults()
-    }
-
-    pub fn calls(&self) -> Vec<ApiCall> {
-        self.platform.gate.calls.all()
-    }
-
-    pub fn reset_calls(&self) {
-        self.platform.gate.calls.clear();
-    }
-
     /// Rate-limit tokens left in the bucket.
     pub fn tokens_left(&self) -> u64 {
         self.platform.tokens_left()
@@ -279,6 +259,19 @@ impl DoSandbox {
 
     pub async fn stop(self) {
         // Drop does the work; async for symmetry with the other sandboxes.
+    }
+}
+
+impl Handle for DoSandbox {
+    type Faults = Faults;
+
+    fn gate(&self) -> &Gate<Faults> {
+        &self.platform.gate
+    }
+
+    /// The API base, e.g. "http://127.0.0.1:PORT".
+    fn api_url(&self) -> String {
+        self.api.url()
     }
 }
 

@@ -21,7 +21,7 @@ use crate::app::{spec_for, ReleaseSpec, Releases};
 use crate::fly::ids::{random_u64, rfc3339, unix_secs};
 use crate::kit::checks;
 use crate::kit::process::{self, signal, Exit, Launch, Proc};
-use crate::kit::{Gate, TokenRule, Watched};
+use crate::kit::{Bucket, Gate, TokenRule, Watched};
 
 /// How long the old instances keep their listener after the switch, so a request the
 /// router picked one for just before it still reaches it.
@@ -518,8 +518,6 @@ impl App {
 pub struct State {
     pub apps: Vec<App>,
     pub images: Releases,
-    pub tokens: f64,
-    pub refilled: Option<Instant>,
     /// When each request of the last hour was made, oldest first.
     pub this_hour: std::collections::VecDeque<Instant>,
 }
@@ -541,7 +539,8 @@ pub struct Platform {
     app_command: Vec<OsString>,
     step_time: Duration,
     second: Duration,
-    pub rate_limit: u32,
+    /// The per-minute burst bucket.
+    pub bucket: Bucket,
     pub hourly_limit: u32,
     pub hour: Duration,
     /// The API's own base URL, for page links and log URLs.
@@ -550,7 +549,7 @@ pub struct Platform {
 
 impl Platform {
     pub fn new(opts: &DoOptions) -> Platform {
-        let state = State { images: opts.images.clone(), tokens: opts.rate_limit as f64, ..Default::default() };
+        let state = State { images: opts.images.clone(), ..Default::default() };
         Platform {
             gate: Gate::default(),
             auth: TokenRule { schemes: &["Bearer"], bare: false, token: opts.token.clone(), required: false },
@@ -558,7 +557,7 @@ impl Platform {
             app_command: opts.app_command.clone(),
             step_time: opts.step_time,
             second: opts.second,
-            rate_limit: opts.rate_limit.max(1),
+            bucket: Bucket::new(opts.rate_limit, opts.rate_limit),
             hourly_limit: opts.hourly_limit.max(1),
             hour: opts.hour,
             base: Mutex::new(String::new()),
@@ -583,14 +582,6 @@ impl Platform {
 
     // ----- rate limit -----
 
-    fn refill(&self, s: &mut State) {
-        let now = Instant::now();
-        let since = s.refilled.map_or(Duration::ZERO, |t| now - t);
-        s.refilled = Some(now);
-        let limit = self.rate_limit as f64;
-        s.tokens = (s.tokens + since.as_secs_f64() * limit / 60.0).min(limit);
-    }
-
     /// Forgets the requests that stopped counting against the hourly budget.
     fn expire(&self, s: &mut State) {
         let now = Instant::now();
@@ -602,16 +593,11 @@ impl Platform {
     /// Counts one request against both budgets; the refusal says which ran out.
     pub fn spend_token(&self) -> Result<(), Spent> {
         let mut s = self.lock();
-        self.refill(&mut s);
         self.expire(&mut s);
         if s.this_hour.len() >= self.hourly_limit as usize {
             return Err(Spent::Hour);
         }
-        if s.tokens < 1.0 {
-            let wait = (1.0 - s.tokens) * 60.0 / self.rate_limit as f64;
-            return Err(Spent::Minute((wait.ceil() as u64).max(1)));
-        }
-        s.tokens -= 1.0;
+        self.bucket.spend().map_err(Spent::Minute)?;
         s.this_hour.push_back(Instant::now());
         Ok(())
     }
@@ -1219,19 +1205,8 @@ impl Platform {
             return instance;
         };
         let mut args: Vec<OsString> = lead.to_vec();
-        let health = serde_json::to_value(release.health).ok().and_then(|v| v.as_str().map(str::to_string));
-        let mut flags =
-            vec!["--port".to_string(), "0".into(), "--health".into(), health.unwrap_or_else(|| "ok".into())];
-        if release.boot_delay_ms > 0 {
-            flags.extend(["--boot-delay-ms".into(), release.boot_delay_ms.to_string()]);
-        }
-        if release.latency_ms > 0 {
-            flags.extend(["--latency-ms".into(), release.latency_ms.to_string()]);
-        }
-        if release.crash_on_start {
-            flags.extend(["--crash-exit-code".into(), release.exit_code.to_string()]);
-        }
-        flags.extend(["--version".into(), release.version.clone(), "--exit-on-stdin-eof".into()]);
+        let flags = ["--port".to_string(), "0".into()].into_iter().chain(release.app_flags());
+        let flags = flags.chain(["--exit-on-stdin-eof".to_string()]);
         args.extend(flags.into_iter().map(OsString::from));
         let env = vec![("PORT".to_string(), "0".to_string()), ("HOSTNAME".into(), id.clone())];
         let launch = Launch { program: program.clone(), args, env };

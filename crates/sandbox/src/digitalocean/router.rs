@@ -3,24 +3,23 @@
 //! once all its instances are ready, so the router never sees a half-done deploy.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use hyper::header::HeaderValue;
 use hyper::HeaderMap;
 
 use super::platform::Platform;
-use crate::kit::router::{self, Backend, Backends};
+use crate::kit::router::{self, on_loopback, Backend, Backends, RoundRobin};
 use crate::server::{text, Request, Response, Server};
 
 struct AppRouter {
     platform: Arc<Platform>,
     app: String,
-    next: AtomicUsize,
+    next: RoundRobin,
 }
 
 pub async fn serve(platform: Arc<Platform>, app: &str, addr: SocketAddr) -> std::io::Result<Server> {
-    router::serve(Arc::new(AppRouter { platform, app: app.to_string(), next: AtomicUsize::new(0) }), addr).await
+    router::serve(Arc::new(AppRouter { platform, app: app.to_string(), next: RoundRobin::default() }), addr).await
 }
 
 impl Backends for AppRouter {
@@ -29,13 +28,7 @@ impl Backends for AppRouter {
     }
 
     fn pick(&self, _request: &Request, tried: &[String]) -> Option<Backend> {
-        let open: Vec<_> =
-            self.platform.backends(&self.app).into_iter().filter(|(id, _)| !tried.contains(id)).collect();
-        if open.is_empty() {
-            return None;
-        }
-        let (id, port) = open[self.next.fetch_add(1, Ordering::Relaxed) % open.len()].clone();
-        Some(Backend { id, addr: SocketAddr::from(([127, 0, 0, 1], port)) })
+        self.next.pick(self.platform.backends(&self.app).into_iter().map(on_loopback), tried)
     }
 
     fn none_available(&self) -> Response {

@@ -80,9 +80,9 @@ impl Emulator for DropletsApi {
     fn decorate(&self, _request: &Request, response: &mut Response) {
         let bucket = &self.cloud.bucket;
         let headers = response.headers_mut();
-        headers.insert("ratelimit-limit", HeaderValue::from(bucket.limit));
+        headers.insert("ratelimit-limit", HeaderValue::from(bucket.capacity()));
         headers.insert("ratelimit-remaining", HeaderValue::from(bucket.left()));
-        headers.insert("ratelimit-reset", HeaderValue::from(bucket.reset_at()));
+        headers.insert("ratelimit-reset", HeaderValue::from(bucket.full_at()));
         if let Ok(v) = HeaderValue::from_str(&uuid()) {
             headers.insert("x-request-id", v);
         }

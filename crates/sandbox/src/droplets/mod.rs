@@ -19,7 +19,7 @@ pub use crate::kit::balancer::{Check, Protocol};
 pub use crate::kit::Faults;
 
 use crate::kit::balancer::{Balancer, BalancerOptions, Member};
-use crate::kit::{Gate, TokenRule};
+use crate::kit::{Bucket, Gate, Handle, TokenRule};
 use crate::server::Server;
 
 /// The first droplet id; the others follow. DigitalOcean's ids are plain integers.
@@ -225,16 +225,11 @@ impl DropletsSandbox {
             state: Mutex::new(state),
             busy: opts.busy,
             balancer,
-            bucket: Bucket::new(opts.rate_limit),
+            bucket: Bucket::new(opts.rate_limit, opts.rate_limit),
             base: Mutex::new(String::new()),
         });
         let api = api::serve(cloud.clone(), SocketAddr::from(([127, 0, 0, 1], opts.api_port))).await?;
         Ok(DropletsSandbox { cloud, api })
-    }
-
-    /// The API base, e.g. "http://127.0.0.1:PORT".
-    pub fn api_url(&self) -> String {
-        self.api.url()
     }
 
     /// Where the load balancer answers (its `ip` in the API is 127.0.0.1, the port is
@@ -290,22 +285,6 @@ impl DropletsSandbox {
         api::lb_json(&self.cloud, &self.cloud.lock())
     }
 
-    pub fn set_faults(&self, faults: Faults) {
-        self.cloud.gate.set_faults(faults);
-    }
-
-    pub fn faults(&self) -> Faults {
-        self.cloud.gate.faults()
-    }
-
-    pub fn calls(&self) -> Vec<ApiCall> {
-        self.cloud.gate.calls.all()
-    }
-
-    pub fn reset_calls(&self) {
-        self.cloud.gate.calls.clear();
-    }
-
     /// Rate-limit tokens left in the bucket.
     pub fn tokens_left(&self) -> u64 {
         self.cloud.bucket.left()
@@ -316,52 +295,21 @@ impl DropletsSandbox {
     }
 }
 
+impl Handle for DropletsSandbox {
+    type Faults = Faults;
+
+    fn gate(&self) -> &Gate<Faults> {
+        &self.cloud.gate
+    }
+
+    /// The API base, e.g. "http://127.0.0.1:PORT".
+    fn api_url(&self) -> String {
+        self.api.url()
+    }
+}
+
 impl Drop for DropletsSandbox {
     fn drop(&mut self) {
         self.api.stop();
-    }
-}
-
-/// DigitalOcean's per-minute burst bucket: `limit` tokens, refilled evenly over a minute.
-struct Bucket {
-    limit: u32,
-    state: Mutex<(f64, std::time::Instant)>,
-}
-
-impl Bucket {
-    fn new(limit: u32) -> Bucket {
-        let limit = limit.max(1);
-        Bucket { limit, state: Mutex::new((limit as f64, std::time::Instant::now())) }
-    }
-
-    /// The tokens now, after the refill since last time.
-    fn refill(&self) -> MutexGuard<'_, (f64, std::time::Instant)> {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let now = std::time::Instant::now();
-        let limit = self.limit as f64;
-        s.0 = (s.0 + (now - s.1).as_secs_f64() * limit / 60.0).min(limit);
-        s.1 = now;
-        s
-    }
-
-    /// Takes one token; Err(seconds until one is back) when empty.
-    fn spend(&self) -> Result<(), u64> {
-        let mut s = self.refill();
-        if s.0 < 1.0 {
-            return Err((((1.0 - s.0) * 60.0 / self.limit as f64).ceil() as u64).max(1));
-        }
-        s.0 -= 1.0;
-        Ok(())
-    }
-
-    fn left(&self) -> u64 {
-        self.refill().0.max(0.0) as u64
-    }
-
-    /// The unix time at which the bucket is full again.
-    fn reset_at(&self) -> u64 {
-        let missing = self.limit as f64 - self.refill().0;
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        now + (missing * 60.0 / self.limit as f64).ceil() as u64
     }
 }

@@ -33,6 +33,7 @@ pub use crate::kit::Faults;
 pub use machine::RELEASE_COMMAND_GROUP;
 
 use crate::app::{ReleaseSpec, Releases};
+use crate::kit::{Gate, Handle};
 use crate::server::Server;
 use machine::Machine;
 use platform::{NewMachine, Platform};
@@ -218,11 +219,6 @@ impl FlySandbox {
         )))
     }
 
-    /// The Machines API base, e.g. "http://127.0.0.1:PORT/v1".
-    pub fn api_url(&self) -> String {
-        format!("{}/v1", self.api.url())
-    }
-
     /// The router, where the app answers: "http://127.0.0.1:PORT".
     pub fn app_url(&self) -> String {
         self.router.url()
@@ -236,14 +232,6 @@ impl FlySandbox {
     /// Every volume, destroyed ones included, in creation order.
     pub fn volumes(&self) -> Vec<VolumeView> {
         self.platform.volume_views()
-    }
-
-    pub fn set_faults(&self, faults: Faults) {
-        self.platform.gate.set_faults(faults);
-    }
-
-    pub fn faults(&self) -> Faults {
-        self.platform.gate.faults()
     }
 
     pub fn add_release(&self, image: &str, spec: ReleaseSpec) {
@@ -279,20 +267,24 @@ impl FlySandbox {
         self.platform.lock().ran.get(image).map_or(0, |ids| ids.len())
     }
 
-    /// Every API request so far, in the order they were answered.
-    pub fn calls(&self) -> Vec<ApiCall> {
-        self.platform.gate.calls.all()
-    }
-
-    pub fn reset_calls(&self) {
-        self.platform.gate.calls.clear();
-    }
-
     /// Kills every process and stops both servers.
     pub async fn stop(self) {
         self.api.stop();
         self.router.stop();
         self.platform.close().await;
+    }
+}
+
+impl Handle for FlySandbox {
+    type Faults = Faults;
+
+    fn gate(&self) -> &Gate<Faults> {
+        &self.platform.gate
+    }
+
+    /// The Machines API base, e.g. "http://127.0.0.1:PORT/v1".
+    fn api_url(&self) -> String {
+        format!("{}/v1", self.api.url())
     }
 }
 

@@ -5,7 +5,6 @@
 //! `never_start` decides what a launch does; HTTP is `api`'s and `router`'s business.
 
 use std::ffi::OsString;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -99,7 +98,6 @@ pub struct Platform {
     state: Mutex<State>,
     /// Bumped on every change a waiter could care about.
     changed: watch::Sender<u64>,
-    next_backend: AtomicUsize,
 }
 
 impl Platform {
@@ -114,7 +112,6 @@ impl Platform {
             app_command: opts.app_command.clone(),
             state: Mutex::new(State { releases: opts.releases.clone(), ..Default::default() }),
             changed: watch::channel(0).0,
-            next_backend: AtomicUsize::new(0),
         }
     }
 
@@ -216,15 +213,10 @@ impl Platform {
         }
     }
 
-    /// The next machine to route to, skipping `tried`; round-robin over routable ones.
-    pub fn pick_backend(&self, tried: &[String]) -> Option<(String, u16)> {
+    /// The machines that take traffic now, with their ports.
+    pub fn routable(&self) -> Vec<(String, u16)> {
         let state = self.lock();
-        let candidates: Vec<_> = state.machines.iter().filter(|m| m.routable() && !tried.contains(&m.id)).collect();
-        if candidates.is_empty() {
-            return None;
-        }
-        let m = candidates[self.next_backend.fetch_add(1, Ordering::Relaxed) % candidates.len()];
-        Some((m.id.clone(), m.port?))
+        state.machines.iter().filter(|m| m.routable()).filter_map(|m| Some((m.id.clone(), m.port?))).collect()
     }
 
     /// The port of machine `id` for a request forced to it (`fly-force-instance-id`),
@@ -675,22 +667,13 @@ impl Platform {
             if spec.boot_delay_ms > 0 {
                 flags.extend(["--boot-delay-ms".into(), spec.boot_delay_ms.to_string()]);
             }
+            flags.extend(["--version".into(), spec.version.clone()]);
             flags
         } else {
-            let mut flags = vec!["--port".to_string(), "0".into(), "--health".into(), health_flag(&spec.health)];
-            if spec.boot_delay_ms > 0 {
-                flags.extend(["--boot-delay-ms".into(), spec.boot_delay_ms.to_string()]);
-            }
-            if spec.latency_ms > 0 {
-                flags.extend(["--latency-ms".into(), spec.latency_ms.to_string()]);
-            }
-            if spec.crash_on_start {
-                flags.extend(["--crash-exit-code".into(), spec.exit_code.to_string()]);
-            }
-            flags
+            ["--port".to_string(), "0".into()].into_iter().chain(spec.app_flags()).collect()
         };
         args.extend(flags.into_iter().map(OsString::from));
-        args.extend(["--version", &spec.version, "--exit-on-stdin-eof"].map(OsString::from));
+        args.push("--exit-on-stdin-eof".into());
         let mut env: Vec<(String, String)> = m
             .config
             .get("env")
@@ -893,8 +876,4 @@ fn new_lease(m: &Machine, owner: &str, description: &str, ttl: u64) -> Lease {
         expires_at: SystemTime::now() + Duration::from_secs(ttl),
         version: m.instance_id.clone(),
     }
-}
-
-fn health_flag(mode: &crate::app::HealthMode) -> String {
-    serde_json::to_value(mode).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_else(|| "ok".into())
 }

@@ -12,7 +12,7 @@ use hyper::HeaderMap;
 
 use super::ids;
 use super::platform::Platform;
-use crate::kit::router::{self, Backend, Backends, Pin};
+use crate::kit::router::{self, on_loopback, Backend, Backends, Pin, RoundRobin};
 use crate::server::{Request, Server};
 
 /// The request header that pins a request to one machine, by machine id.
@@ -20,10 +20,11 @@ const FORCE_INSTANCE_HEADER: &str = "fly-force-instance-id";
 
 struct FlyProxy {
     platform: Arc<Platform>,
+    next: RoundRobin,
 }
 
 pub async fn serve(platform: Arc<Platform>, addr: SocketAddr) -> std::io::Result<Server> {
-    router::serve(Arc::new(FlyProxy { platform }), addr).await
+    router::serve(Arc::new(FlyProxy { platform, next: RoundRobin::default() }), addr).await
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -36,8 +37,7 @@ impl Backends for FlyProxy {
     }
 
     fn pick(&self, _request: &Request, tried: &[String]) -> Option<Backend> {
-        let (id, port) = self.platform.pick_backend(tried)?;
-        Some(Backend { id, addr: loopback(port) })
+        self.next.pick(self.platform.routable().into_iter().map(on_loopback), tried)
     }
 
     fn pin(&self, request: &Request) -> Option<Pin> {

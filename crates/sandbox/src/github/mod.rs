@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 pub use faults::GitHubFaults;
 pub use input::{MAX_STATUS_DESCRIPTION, STATES};
 
-use crate::kit::{Gate, TokenRule};
+use crate::kit::{Gate, Handle, TokenRule};
 use crate::server::Server;
 use state::State;
 pub use state::{Deployment, Status};
@@ -109,27 +109,9 @@ impl GitHubSandbox {
         Ok(GitHubSandbox { shared, server: Some(server), url })
     }
 
-    /// "http://127.0.0.1:PORT", what `GITHUB_API_URL` holds (no trailing slash).
-    pub fn api_url(&self) -> String {
-        self.url.clone()
-    }
-
     /// Every deployment not deleted, newest first.
     pub fn deployments(&self) -> Vec<DeploymentView> {
         self.shared.views()
-    }
-
-    pub fn set_faults(&self, faults: GitHubFaults) {
-        self.shared.gate.set_faults(faults);
-    }
-
-    pub fn faults(&self) -> GitHubFaults {
-        self.shared.gate.faults()
-    }
-
-    /// Every API request so far, in the order they were answered.
-    pub fn calls(&self) -> Vec<GitHubCall> {
-        self.shared.gate.calls.all()
     }
 
     /// The non-GET requests among `calls()`.
@@ -137,15 +119,24 @@ impl GitHubSandbox {
         self.calls().into_iter().filter(GitHubCall::is_write).collect()
     }
 
-    pub fn reset_calls(&self) {
-        self.shared.gate.calls.clear();
-    }
-
     /// Stops the server and waits until the requests in flight are answered.
     pub async fn stop(mut self) {
         if let Some(server) = self.server.take() {
             server.shutdown().await;
         }
+    }
+}
+
+impl Handle for GitHubSandbox {
+    type Faults = GitHubFaults;
+
+    fn gate(&self) -> &Gate<GitHubFaults> {
+        &self.shared.gate
+    }
+
+    /// "http://127.0.0.1:PORT", what `GITHUB_API_URL` holds (no trailing slash).
+    fn api_url(&self) -> String {
+        self.url.clone()
     }
 }
 

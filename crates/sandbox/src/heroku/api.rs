@@ -92,8 +92,8 @@ impl Emulator for PlatformApi {
             return None;
         }
         match self.platform.spend_token() {
-            (true, _) => None,
-            (false, _) => Some(error(429, "rate_limit", &self.fault_message(429))),
+            true => None,
+            false => Some(error(429, "rate_limit", &self.fault_message(429))),
         }
     }
 

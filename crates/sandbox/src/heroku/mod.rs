@@ -22,6 +22,7 @@ pub use crate::kit::Faults;
 pub use api::{ACCEPT, DOCKER_RELEASES};
 
 use crate::app::{ReleaseSpec, Releases};
+use crate::kit::{Gate, Handle};
 use crate::server::Server;
 use platform::{Content, Platform};
 
@@ -161,11 +162,6 @@ impl HerokuSandbox {
         )))
     }
 
-    /// The Platform API base, e.g. "http://127.0.0.1:PORT".
-    pub fn api_url(&self) -> String {
-        self.api.url()
-    }
-
     /// Where `app` answers, through its router.
     pub fn app_url(&self, app: &str) -> String {
         self.routers.iter().find(|(name, _)| name == app).map(|(_, s)| s.url()).unwrap_or_default()
@@ -233,22 +229,6 @@ impl HerokuSandbox {
             .await
     }
 
-    pub fn set_faults(&self, faults: Faults) {
-        self.platform.gate.set_faults(faults);
-    }
-
-    pub fn faults(&self) -> Faults {
-        self.platform.gate.faults()
-    }
-
-    pub fn calls(&self) -> Vec<ApiCall> {
-        self.platform.gate.calls.all()
-    }
-
-    pub fn reset_calls(&self) {
-        self.platform.gate.calls.clear();
-    }
-
     /// Where a request or an answer broke Heroku's schema (with `HerokuOptions.schema`).
     pub fn schema_violations(&self) -> Vec<String> {
         self.platform.violations.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -265,6 +245,19 @@ impl HerokuSandbox {
             r.stop();
         }
         self.platform.kill_all();
+    }
+}
+
+impl Handle for HerokuSandbox {
+    type Faults = Faults;
+
+    fn gate(&self) -> &Gate<Faults> {
+        &self.platform.gate
+    }
+
+    /// The API base, e.g. "http://127.0.0.1:PORT".
+    fn api_url(&self) -> String {
+        self.api.url()
     }
 }
 

@@ -8,17 +8,17 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::slug::{self, Slug};
 use super::{Faults, HerokuOptions};
-use crate::app::{spec_for, HealthMode, Releases};
+use crate::app::{spec_for, Releases};
 use crate::fly::ids::{random_u64, rfc3339};
 use crate::kit::process::{self, signal, Launch, Proc};
-use crate::kit::{Gate, TokenRule, Watched};
+use crate::kit::{Bucket, Gate, TokenRule, Watched};
 
 /// How long a dyno may take to bind its port before Heroku gives up on it (R10).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -159,9 +159,6 @@ pub struct State {
     pub builds: Vec<Build>,
     pub promotions: Vec<Promotion>,
     pub images: Releases,
-    /// Rate limit: tokens left, and when they were last topped up.
-    pub tokens: f64,
-    pub refilled: Option<Instant>,
 }
 
 impl State {
@@ -193,7 +190,8 @@ pub struct Platform {
     pub app_command: Vec<OsString>,
     pub work_dir: PathBuf,
     pub preboot_switch: Duration,
-    pub rate_limit: u32,
+    /// The account's request tokens: `rate_limit` of them, topped up at 75 a minute.
+    pub bucket: Bucket,
     pub build_time: Duration,
     /// The API's own base URL, for the source and log URLs it hands out.
     pub base: Mutex<String>,
@@ -203,7 +201,7 @@ pub struct Platform {
 
 impl Platform {
     pub fn new(opts: &HerokuOptions, schema: Option<super::schema::Schema>) -> Platform {
-        let state = State { images: opts.images.clone(), tokens: opts.rate_limit as f64, ..Default::default() };
+        let state = State { images: opts.images.clone(), ..Default::default() };
         let work_dir = std::env::temp_dir().join(format!("heroku-sandbox-{}-{:08x}", std::process::id(), random_u64()));
         Platform {
             gate: Gate::default(),
@@ -213,7 +211,7 @@ impl Platform {
             app_command: opts.app_command.clone(),
             work_dir,
             preboot_switch: opts.preboot_switch,
-            rate_limit: opts.rate_limit,
+            bucket: Bucket::new(opts.rate_limit, 75),
             build_time: opts.build_time,
             base: Mutex::new(String::new()),
             schema,
@@ -237,23 +235,13 @@ impl Platform {
         self.state.wait_until(timeout, done).await
     }
 
-    /// Takes one token from the account's bucket, topped up at 75 a minute; false
-    /// when it is empty. Returns what is left.
-    pub fn spend_token(&self) -> (bool, u64) {
-        let mut s = self.lock();
-        let now = Instant::now();
-        let since = s.refilled.map_or(Duration::ZERO, |t| now - t);
-        s.refilled = Some(now);
-        s.tokens = (s.tokens + since.as_secs_f64() * 75.0 / 60.0).min(self.rate_limit as f64);
-        if s.tokens < 1.0 {
-            return (false, 0);
-        }
-        s.tokens -= 1.0;
-        (true, s.tokens as u64)
+    /// Takes one token from the account's bucket; false when it is empty.
+    pub fn spend_token(&self) -> bool {
+        self.bucket.spend().is_ok()
     }
 
     pub fn tokens_left(&self) -> u64 {
-        self.lock().tokens.max(0.0) as u64
+        self.bucket.left()
     }
 
     /// Makes an app with release v1 of `slug` live on `quantity` web dynos.
@@ -654,24 +642,13 @@ impl Platform {
         let images = s.images.clone();
         let Some(a) = s.app_mut(app) else { return };
         let Some(r) = a.current().cloned() else { return };
-        let (flags, version, command) = match &r.content {
+        let (flags, command) = match &r.content {
             Content::Slug(slug) => {
-                (slug.web.clone(), slug.version.clone(), format!("sandbox-app {}", slug.web.join(" ")))
+                let flags =
+                    ["--version".to_string(), slug.version.clone()].into_iter().chain(slug.web.clone()).collect();
+                (flags, format!("sandbox-app {}", slug.web.join(" ")))
             }
-            Content::Image(image) => {
-                let spec = spec_for(&images, image);
-                let mut flags = vec!["--health".to_string(), health_flag(spec.health).into()];
-                if spec.boot_delay_ms > 0 {
-                    flags.extend(["--boot-delay-ms".into(), spec.boot_delay_ms.to_string()]);
-                }
-                if spec.latency_ms > 0 {
-                    flags.extend(["--latency-ms".into(), spec.latency_ms.to_string()]);
-                }
-                if spec.crash_on_start {
-                    flags.extend(["--crash-exit-code".into(), spec.exit_code.to_string()]);
-                }
-                (flags, spec.version.clone(), format!("(image {image})"))
-            }
+            Content::Image(image) => (spec_for(&images, image).app_flags(), format!("(image {image})")),
         };
         let id = uuid();
         // Fir names dynos by release and instance ("web-1234abcde-123ab"), Cedar "web.1".
@@ -704,7 +681,7 @@ impl Platform {
             return;
         }
         let mut args: Vec<OsString> = lead.to_vec();
-        args.extend(["--port", "0", "--version", &version, "--exit-on-stdin-eof"].map(OsString::from));
+        args.extend(["--port", "0", "--exit-on-stdin-eof"].map(OsString::from));
         args.extend(flags.into_iter().map(OsString::from));
         let launch = Launch { program: program.clone(), args, env: vec![("DYNO".into(), name)] };
         let (on_listen, on_exit) = (self.clone(), self.clone());
@@ -1039,15 +1016,4 @@ pub fn uuid_of(name: &str) -> String {
 
 pub fn not_found(what: &str, key: &str) -> Failure {
     fail(404, "not_found", format!("Couldn't find that {what} ({key})."))
-}
-
-fn health_flag(mode: HealthMode) -> &'static str {
-    match mode {
-        HealthMode::Ok => "ok",
-        HealthMode::WrongBody => "wrong-body",
-        HealthMode::Error500 => "error500",
-        HealthMode::Hang => "hang",
-        HealthMode::Flaky => "flaky",
-        HealthMode::Decays => "decays",
-    }
 }

@@ -4,24 +4,23 @@
 //! processes running` otherwise (the gap a deploy without preboot leaves).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use hyper::header::HeaderValue;
 use hyper::HeaderMap;
 
 use super::platform::Platform;
-use crate::kit::router::{self, Backend, Backends};
+use crate::kit::router::{self, on_loopback, Backend, Backends, RoundRobin};
 use crate::server::{text, Request, Response, Server};
 
 struct HerokuRouter {
     platform: Arc<Platform>,
     app: String,
-    next: AtomicUsize,
+    next: RoundRobin,
 }
 
 pub async fn serve(platform: Arc<Platform>, app: &str, addr: SocketAddr) -> std::io::Result<Server> {
-    router::serve(Arc::new(HerokuRouter { platform, app: app.to_string(), next: AtomicUsize::new(0) }), addr).await
+    router::serve(Arc::new(HerokuRouter { platform, app: app.to_string(), next: RoundRobin::default() }), addr).await
 }
 
 impl Backends for HerokuRouter {
@@ -31,12 +30,7 @@ impl Backends for HerokuRouter {
 
     fn pick(&self, _request: &Request, tried: &[String]) -> Option<Backend> {
         let (serving, _) = self.platform.backends(&self.app);
-        let open: Vec<_> = serving.into_iter().filter(|(id, _)| !tried.contains(id)).collect();
-        if open.is_empty() {
-            return None;
-        }
-        let (id, port) = open[self.next.fetch_add(1, Ordering::Relaxed) % open.len()].clone();
-        Some(Backend { id, addr: SocketAddr::from(([127, 0, 0, 1], port)) })
+        self.next.pick(serving.into_iter().map(on_loopback), tried)
     }
 
     fn none_available(&self) -> Response {

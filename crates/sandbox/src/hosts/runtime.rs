@@ -393,15 +393,7 @@ impl Runtime {
         if let Some(tls) = tls_port {
             args.extend(["--tls-port".into(), tls.to_string()]);
         }
-        args.extend(["--version".into(), spec.version.clone()]);
-        if let Ok(Value::String(health)) = serde_json::to_value(spec.health) {
-            args.extend(["--health".into(), health]);
-        }
-        args.extend(["--boot-delay-ms".into(), spec.boot_delay_ms.to_string()]);
-        args.extend(["--latency-ms".into(), spec.latency_ms.to_string()]);
-        if spec.crash_on_start {
-            args.extend(["--crash-exit-code".into(), spec.exit_code.to_string()]);
-        }
+        args.extend(spec.app_flags());
         let opened = OpenOptions::new().create(true).append(true).open(log).and_then(|f| Ok((f.try_clone()?, f)));
         let (out, err) = opened.map_err(|e| Failure(125, format!("sandbox runtime: {}: {e}", log.display())))?;
         let mut command = Command::new(program);

@@ -12,7 +12,7 @@
 //! The forwarding itself is the kit's `router`; this module knows no provider's API.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ use hyper::HeaderMap;
 use tokio::task::JoinHandle;
 
 use super::checks::{self, Thresholds};
-use super::router::{self, Backend, Backends};
+use super::router::{self, Backend, Backends, RoundRobin};
 use super::watched::Watched;
 use crate::server::{self, text, Request, Response, Server};
 
@@ -117,7 +117,7 @@ struct State {
 
 struct Inner {
     state: Watched<State>,
-    next: AtomicUsize,
+    next: RoundRobin,
     served: AtomicU64,
     failed: AtomicU64,
 }
@@ -132,7 +132,7 @@ impl Balancer {
     pub async fn start(opts: BalancerOptions) -> std::io::Result<Balancer> {
         let inner = Arc::new(Inner {
             state: Watched::new(State { check: opts.check, target_port: opts.target_port, slots: Vec::new() }),
-            next: AtomicUsize::new(0),
+            next: RoundRobin::default(),
             served: AtomicU64::new(0),
             failed: AtomicU64::new(0),
         });
@@ -339,13 +339,9 @@ impl Backends for Inner {
 
     fn pick(&self, _request: &Request, tried: &[String]) -> Option<Backend> {
         let s = self.state.lock();
-        let open: Vec<&MemberStats> =
-            s.slots.iter().map(|slot| &slot.stats).filter(|m| m.healthy && !tried.contains(&m.id)).collect();
-        if open.is_empty() {
-            return None;
-        }
-        let m = open[self.next.fetch_add(1, Ordering::Relaxed) % open.len()];
-        Some(Backend { id: m.id.clone(), addr: SocketAddr::from((m.ip, s.target_port)) })
+        let healthy = s.slots.iter().map(|slot| &slot.stats).filter(|m| m.healthy);
+        let open = healthy.map(|m| Backend { id: m.id.clone(), addr: SocketAddr::from((m.ip, s.target_port)) });
+        self.next.pick(open, tried)
     }
 
     fn none_available(&self) -> Response {

@@ -13,6 +13,8 @@
 //! - `router`: a forwarding proxy over an emulator's `Backends`.
 //! - `balancer`: a load balancer with active health checks, on the router.
 //! - `haproxy`: the real HAProxy with the same kind of checks, where it is installed.
+//! - `bucket`: a rate limit's token bucket.
+//! - `handle`: what a test holds of a running emulator (api_url, faults, calls).
 //! - `watched`: an emulator's state behind one lock, waited on without polling.
 //!
 //! The kit knows no provider: no paths, bodies, headers or ids of one. Each emulator
@@ -21,9 +23,11 @@
 pub mod api;
 pub mod auth;
 pub mod balancer;
+pub mod bucket;
 pub mod calls;
 pub mod checks;
 pub mod faults;
+pub mod handle;
 pub mod haproxy;
 pub mod process;
 pub mod router;
@@ -32,6 +36,8 @@ pub mod watched;
 
 pub use api::{Emulator, Gate};
 pub use auth::{Refusal, TokenRule};
+pub use bucket::Bucket;
 pub use calls::{Call, CallLog};
 pub use faults::{FaultSet, Faults, Verdict};
+pub use handle::Handle;
 pub use watched::Watched;

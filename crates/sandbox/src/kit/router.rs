@@ -9,6 +9,7 @@
 //! This module knows HTTP forwarding only: no provider's headers or rules.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +45,27 @@ const HOP_BY_HOP: [&str; 9] = [
 pub struct Backend {
     pub id: String,
     pub addr: SocketAddr,
+}
+
+/// Round-robin over the backends that can take a request: each pick moves on by one,
+/// skipping those a request already tried.
+#[derive(Debug, Default)]
+pub struct RoundRobin(AtomicUsize);
+
+impl RoundRobin {
+    /// The next of `open` not in `tried`; None when none is left.
+    pub fn pick(&self, open: impl IntoIterator<Item = Backend>, tried: &[String]) -> Option<Backend> {
+        let open: Vec<Backend> = open.into_iter().filter(|b| !tried.contains(&b.id)).collect();
+        match open.len() {
+            0 => None,
+            n => open.into_iter().nth(self.0.fetch_add(1, Ordering::Relaxed) % n),
+        }
+    }
+}
+
+/// A backend listening on a port of 127.0.0.1.
+pub fn on_loopback((id, port): (String, u16)) -> Backend {
+    Backend { id, addr: SocketAddr::from(([127, 0, 0, 1], port)) }
 }
 
 /// A request pinned to one backend.
@@ -341,5 +363,16 @@ mod tests {
         assert_eq!(pool.picks.load(Ordering::SeqCst), 0, "no other backend was picked");
         assert_eq!(seen.lock().expect("not poisoned").len(), 1);
         up.shutdown().await;
+    }
+
+    #[test]
+    fn round_robin_moves_on_by_one_and_skips_what_a_request_tried() {
+        let rr = RoundRobin::default();
+        let all = || ["a", "b", "c"].map(|id| on_loopback((id.to_string(), 1)));
+        let picks: Vec<String> = (0..4).filter_map(|_| rr.pick(all(), &[])).map(|b| b.id).collect();
+        assert_eq!(picks, ["a", "b", "c", "a"]);
+        let tried = ["a".to_string(), "c".to_string()];
+        assert_eq!(rr.pick(all(), &tried).map(|b| b.id).as_deref(), Some("b"));
+        assert_eq!(rr.pick(all(), &["a", "b", "c"].map(String::from)), None);
     }
 }
