@@ -13,7 +13,9 @@ COPY . .
 #   usr/local/bin/safe-deploy-post   symlink; argv[0] ending in -post selects the post step
 #   tmp                              empty, world-writable with sticky bit (std::env::temp_dir)
 # The readelf check fails the build if the binary asks for a dynamic loader (scratch has none).
-RUN cargo build --release --locked \
+# --no-default-features leaves out the `sandbox` feature (the emulators, demo, the provider
+# double, the conformance suite): the action only deploys. bench/sizes prints both sizes.
+RUN cargo build --release --locked --no-default-features \
     && mkdir -p /out/usr/local/bin /out/tmp \
     && chmod 1777 /out/tmp \
     && cp target/release/safe-deploy /out/usr/local/bin/safe-deploy \

@@ -179,34 +179,14 @@ pub async fn main(args: Vec<OsString>, env: &Env) -> i32 {
     let runner = Runner::from_env(env, redactor.clone());
     let shutdown = Shutdown::new();
     match matches.subcommand() {
-        Some(("demo", sub)) => {
-            let summary = sub.get_one::<String>("summary-file").map(PathBuf::from);
-            match sub.get_one::<String>("provider").map(String::as_str) {
-                Some("heroku") => crate::demo::heroku::run(summary, redactor).await,
-                Some("digitalocean") => crate::demo::digitalocean::run(summary, redactor).await,
-                Some(provider @ ("ssh" | "digitalocean-droplets")) => {
-                    crate::demo::hosts::run(provider, summary, redactor).await
-                }
-                _ => crate::demo::run(summary, redactor).await,
-            }
-        }
-        Some(("sandbox", sub)) => {
-            let get = |name: &str| sub.get_one::<String>(name).cloned().unwrap_or_default();
-            let machines = sub.get_one::<u16>("machines").copied().unwrap_or(3) as usize;
-            let releases: Vec<String> =
-                sub.get_many::<String>("release").map(|v| v.cloned().collect()).unwrap_or_default();
-            match get("provider").as_str() {
-                "heroku" => crate::demo::heroku::serve(&get("app"), machines).await,
-                provider @ ("ssh" | "digitalocean-droplets") => match crate::demo::parse_releases(&releases) {
-                    Ok(r) => crate::demo::hosts::serve(provider, machines, r).await,
-                    Err(code) => code,
-                },
-                "digitalocean" => match crate::demo::parse_releases(&releases) {
-                    Ok(r) => crate::demo::digitalocean::serve(&get("app"), machines, r).await,
-                    Err(code) => code,
-                },
-                _ => crate::demo::serve(&get("app"), machines, &get("image"), &releases).await,
-            }
+        #[cfg(feature = "sandbox")]
+        Some(("demo", sub)) => crate::demo::run_command(sub, redactor).await,
+        #[cfg(feature = "sandbox")]
+        Some(("sandbox", sub)) => crate::demo::serve_command(sub).await,
+        #[cfg(not(feature = "sandbox"))]
+        Some((command @ ("demo" | "sandbox"), _)) => {
+            eprintln!("safe-deploy: {command} is left out of this build. {}", crate::config::LEFT_OUT);
+            exit::BAD_INPUT
         }
         Some(("post", sub)) => {
             let raw = raw_inputs(env, Some(sub), None);

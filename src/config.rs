@@ -17,6 +17,9 @@ use crate::providers::registry;
 use crate::providers::Provider;
 use crate::secret::Secret;
 
+/// What a build without the `sandbox` feature (the action's image) says of what it leaves out.
+pub const LEFT_OUT: &str = "The action's image only deploys; try the double and the demo with the CLI built with its default features (cargo run -- demo), or set provider to a real platform.";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Command {
@@ -202,6 +205,10 @@ impl Config {
             }
             Some(name) => match registry::find(name) {
                 Some(r) => Some(r),
+                None if name.trim().eq_ignore_ascii_case("memory") => {
+                    p.add("provider", "memory (the provider double) is left out of this build", LEFT_OUT);
+                    None
+                }
                 None => {
                     p.add(
                         "provider",

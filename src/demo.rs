@@ -37,6 +37,36 @@ fn options(app: &str, machines: usize, image: &str, releases: Releases) -> std::
     })
 }
 
+/// `safe-deploy demo [--provider P]`: the whole job on one provider's sandbox.
+pub async fn run_command(sub: &clap::ArgMatches, redactor: Redactor) -> i32 {
+    let summary = sub.get_one::<String>("summary-file").map(PathBuf::from);
+    match sub.get_one::<String>("provider").map(String::as_str) {
+        Some("heroku") => heroku::run(summary, redactor).await,
+        Some("digitalocean") => digitalocean::run(summary, redactor).await,
+        Some(provider @ ("ssh" | "digitalocean-droplets")) => hosts::run(provider, summary, redactor).await,
+        _ => run(summary, redactor).await,
+    }
+}
+
+/// `safe-deploy sandbox [--provider P]`: serves one provider's sandbox until interrupted.
+pub async fn serve_command(sub: &clap::ArgMatches) -> i32 {
+    let get = |name: &str| sub.get_one::<String>(name).cloned().unwrap_or_default();
+    let machines = sub.get_one::<u16>("machines").copied().unwrap_or(3) as usize;
+    let releases: Vec<String> = sub.get_many::<String>("release").map(|v| v.cloned().collect()).unwrap_or_default();
+    match get("provider").as_str() {
+        "heroku" => heroku::serve(&get("app"), machines).await,
+        provider @ ("ssh" | "digitalocean-droplets") => match parse_releases(&releases) {
+            Ok(r) => hosts::serve(provider, machines, r).await,
+            Err(code) => code,
+        },
+        "digitalocean" => match parse_releases(&releases) {
+            Ok(r) => digitalocean::serve(&get("app"), machines, r).await,
+            Err(code) => code,
+        },
+        _ => serve(&get("app"), machines, &get("image"), &releases).await,
+    }
+}
+
 pub async fn run(summary_file: Option<PathBuf>, redactor: Redactor) -> i32 {
     exit_code(demo(summary_file, redactor).await)
 }

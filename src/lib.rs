@@ -2,22 +2,28 @@
 //! version back by itself when it is not; then say exactly what is live.
 //!
 //! Layout:
-//! - `inputs`: the action's inputs, defined once (action.yml, flags, README).
+//! - `inputs`: the action's inputs, defined once (action.yml, flags, README), and the
+//!   toolbox every module parses with (`Problems`, `InputError`, durations, booleans).
 //! - `config`: raw inputs become one validated `Config`, or every problem at once.
-//! - `engine`: the order of a deploy, its deadlines, health gate and rollback.
+//! - `job`: one run from inputs to its end: config, ledger, engine, report, post step.
+//! - `engine`: the order of a deploy, its deadlines, lock, health gate and rollback.
 //! - `health`: the health gate, with every attempt recorded and classified.
 //! - `providers`: the `Provider` trait, and one module per provider.
 //! - `http`: the one HTTP client: timeouts, retries, `Retry-After`, redaction.
-//! - `report`: one record of the run; `summary` renders it as Markdown.
+//! - `report`: one record of the run; `summary` renders it as Markdown (`markdown`
+//!   escapes what the platforms say).
 //! - `runner`: workflow commands and file commands of the GitHub runner.
 //! - `state`: what main leaves for the post step.
 //! - `shutdown`: signals and the cancellation handle.
-//! - `progress`: progress events as the runner log shows them.
+//! - `progress`: progress events as the runner log shows them; `terminal`: the stdout
+//!   sink that a live status on a terminal shares with log lines.
 //! - `secret`: the `Secret` newtype and the redactor.
-//! - `cli`: the binary's roles; `demo`: the sandbox demo.
+//! - `cli`: the binary's roles; `demo`: the sandbox demo (with the `sandbox` feature, on
+//!   by default; the action's image leaves it out, with the emulators and the double).
 
 pub mod cli;
 pub mod config;
+#[cfg(feature = "sandbox")]
 pub mod demo;
 pub mod engine;
 #[doc(hidden)]

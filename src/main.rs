@@ -6,11 +6,13 @@ fn main() {
     // The sandbox's test app runs as this same binary, so the demo and the container
     // image need nothing else. It builds its own runtime.
     let args: Vec<_> = std::env::args_os().collect();
+    #[cfg(feature = "sandbox")]
     if args.get(1).is_some_and(|a| a == "__sandbox-app") {
         let rest = args[2..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
         std::process::exit(sandbox::app::run_process(rest));
     }
     // The hosts rig's `docker` stand-in, for the same reason; it needs no async runtime.
+    #[cfg(feature = "sandbox")]
     if args.get(1).is_some_and(|a| a == "__sandbox-runtime") {
         let rest = args[2..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
         std::process::exit(sandbox::hosts::run_runtime(rest));

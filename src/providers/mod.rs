@@ -7,6 +7,12 @@
 //! Adding a provider: a folder here with the same shape as `fly/`, one line in
 //! `registry::PROVIDERS`, its inputs in `inputs::INPUTS` (scoped to it), and its
 //! section in the README. `conformance` is the suite every provider runs.
+//!
+//! What every provider would otherwise write for itself lives here once: `wait` (a poll
+//! with the run's deadline, heartbeat and cancellation; `outlast` for a flaky API),
+//! `restore` (every instance back, each on its own), `batches` (how a roll-out is cut),
+//! `registration` (how a provider plugs in), `rest` (the JSON APIs' client), and the
+//! lock step (`Provider::lock`/`unlock`), which the engine takes and gives back.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,6 +28,7 @@ use crate::shutdown::Shutdown;
 pub use wait::{outlast, Poll};
 
 pub mod batches;
+#[cfg(feature = "sandbox")]
 pub mod conformance;
 pub mod digitalocean;
 pub mod droplets;
@@ -29,6 +36,7 @@ pub mod fly;
 pub mod heroku;
 pub mod hosts;
 pub mod logs;
+#[cfg(feature = "sandbox")]
 pub mod memory;
 pub mod registration;
 pub mod registry;
