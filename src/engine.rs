@@ -231,9 +231,9 @@ impl Engine<'_> {
         let mut report = self.run_steps().await;
         let ending = ending(&report);
         self.read_end_state(&mut report).await;
-        let ctx = self.closing_context();
-        report.warnings.extend(self.give_back_lock(ending, &ctx).await);
-        report.warnings.extend(self.provider.finish(ending, &ctx).await);
+        // Each closing step has its own half minute: a slow one does not eat the other's.
+        report.warnings.extend(self.give_back_lock(ending, &self.closing_context()).await);
+        report.warnings.extend(self.provider.finish(ending, &self.closing_context()).await);
         report.api_calls = self.provider.api_calls();
         // A cancelled run's deployment is finished by the post step, after its rollback.
         if report.outcome != Outcome::Cancelled {
@@ -1025,9 +1025,8 @@ impl Engine<'_> {
         let mut report = self.post_steps(saved).await;
         // Nothing runs after the post step: whatever it could not put back is someone's
         // to look at, and no lock may stay held for a step that never comes.
-        let ctx = self.closing_context();
-        let mut unfinished = self.give_back_lock(Ending::Over, &ctx).await;
-        unfinished.extend(self.provider.finish(Ending::Over, &ctx).await);
+        let mut unfinished = self.give_back_lock(Ending::Over, &self.closing_context()).await;
+        unfinished.extend(self.provider.finish(Ending::Over, &self.closing_context()).await);
         if let Some(r) = &mut report {
             r.warnings.extend(unfinished);
         }
@@ -1087,20 +1086,31 @@ impl Engine<'_> {
         // gives it back whatever it finds.
         let ctx = self.context();
         if let Err(stop) = self.take_lock(&mut report, run_start, snapshot, LockFor::Restore, &ctx).await {
-            let (outcome, d) = match stop {
-                Stop::Failed(d) => (Outcome::RollbackFailed, d),
-                Stop::Cancelled(d) => (Outcome::Cancelled, d),
-            };
-            report.reason = Some(why.clone());
-            report.outcome = outcome;
-            report.rollback = Some(RollbackInfo {
-                to: snapshot.release.label.clone(),
-                reason: why,
-                succeeded: false,
-                detail: Some(d),
-            });
-            report.duration = run_start.elapsed();
-            return Some(report);
+            // Held by another run, or out of reach: when the recorded release is back
+            // already, nothing is left to do under the lock, and the run says so.
+            match stop {
+                Stop::Failed(d) if matches!(self.provider.in_effect(snapshot, &ctx).await, Ok(true)) => {
+                    report
+                        .warnings
+                        .push(format!("the deploy lock could not be taken ({d}); the recorded release is back"));
+                }
+                stop => {
+                    let (outcome, d) = match stop {
+                        Stop::Failed(d) => (Outcome::RollbackFailed, d),
+                        Stop::Cancelled(d) => (Outcome::Cancelled, d),
+                    };
+                    report.reason = Some(why.clone());
+                    report.outcome = outcome;
+                    report.rollback = Some(RollbackInfo {
+                        to: snapshot.release.label.clone(),
+                        reason: why,
+                        succeeded: false,
+                        detail: Some(d),
+                    });
+                    report.duration = run_start.elapsed();
+                    return Some(report);
+                }
+            }
         }
         let asked = self.provider.in_effect(snapshot, &ctx);
         let in_effect = self.phase(&mut report, run_start, "is the recorded release back?", None, asked).await;

@@ -789,6 +789,29 @@ async fn max_unavailable_changes_hosts_together_after_the_first_but_never_all_of
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_step_that_finds_the_release_back_under_another_runs_lock_proves_it_and_leaves_that_lock() {
+    let rig = Rig::start(2, "web:v1").await;
+    let inputs = rig.deploy("v2");
+    let (ran, _) = Step::main(&inputs)
+        .interrupt_when("TERM", "the first host to run v2", || rig.fleet.running(0).as_deref() == Some("web:v2"))
+        .await;
+    assert_eq!(ran.code, 130, "{ran}");
+    let post = Step::post(&inputs, &ran.state).run().await;
+    assert_eq!(post.output("status"), "rolled-back", "{post}");
+
+    // The main step ran its post step twice (a re-run); meanwhile another deploy took host 2.
+    hold_lock(&rig.fleet, 1, "deploy of web:v9 by someone else");
+    let writes_before = writes(&rig.fleet);
+    let again = Step::post(&inputs, &ran.state).run().await;
+    assert_eq!(again.output("status"), "rolled-back", "the recorded release is back: {again}");
+    assert_eq!(again.code, post.code, "the same ending as the first post step: {again}");
+    assert_says(&again, &["the deploy lock could not be taken", "the recorded release is back"]);
+    assert_eq!(running(&rig.fleet), "v1");
+    assert_eq!(writes(&rig.fleet), writes_before, "no container changed");
+    assert!(rig.fleet.hosts()[1].home.join(".safe-deploy/locks/web").exists(), "the other deploy's lock is kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_job_is_put_back_by_the_post_step_which_holds_the_same_lock() {
     let rig = Rig::start(2, "web:v1").await;
     let inputs = rig.deploy("v2");
@@ -799,6 +822,10 @@ async fn a_cancelled_job_is_put_back_by_the_post_step_which_holds_the_same_lock(
     assert!(took < Duration::from_secs(5), "exited {took:?} after SIGTERM");
     assert_eq!(ran.state["safe_deploy_stage"], "changing", "the post step must know");
     assert_eq!(running(&rig.fleet), "mixed: v2, v1", "main itself made no further change");
+    assert!(
+        rig.fleet.hosts().iter().all(|h| h.home.join(".safe-deploy/locks/web").exists()),
+        "main leaves its lock held on every host, so no other deploy starts on a half-changed fleet"
+    );
 
     let post = Step::post(&inputs, &ran.state).run().await;
     assert_eq!(post.output("status"), "rolled-back", "{post}");

@@ -37,6 +37,12 @@ impl BatchSize {
     }
 }
 
+/// How many of `total` instances may change (or be put back) together: the size, but
+/// never all of them while there are two or more.
+pub fn most_at_once(total: usize, size: BatchSize) -> usize {
+    size.of(total).min(total.saturating_sub(1)).max(1)
+}
+
 /// The instances' indexes, batch by batch. The first instance goes alone: a release
 /// that fails then fails on one. The rest go `size` at a time, and never every instance
 /// in one batch while there are two or more: one always keeps serving the old release.
@@ -44,7 +50,7 @@ pub fn cut(total: usize, size: BatchSize) -> Vec<Vec<usize>> {
     if total == 0 {
         return Vec::new();
     }
-    let at_once = size.of(total).min(total.saturating_sub(1).max(1));
+    let at_once = most_at_once(total, size);
     let rest: Vec<usize> = (1..total).collect();
     std::iter::once(vec![0]).chain(rest.chunks(at_once).map(<[usize]>::to_vec)).collect()
 }
@@ -73,6 +79,15 @@ mod tests {
                 assert_eq!(all, (0..total).collect::<Vec<_>>(), "every instance once, in order");
             }
         }
+    }
+
+    #[test]
+    fn at_most_all_but_one_change_together() {
+        assert_eq!(most_at_once(4, BatchSize::Count(9)), 3);
+        assert_eq!(most_at_once(4, BatchSize::Fraction(0.99)), 3);
+        assert_eq!(most_at_once(4, BatchSize::Count(2)), 2);
+        assert_eq!(most_at_once(1, BatchSize::Count(9)), 1);
+        assert_eq!(most_at_once(0, BatchSize::Count(1)), 1);
     }
 
     #[test]

@@ -261,15 +261,24 @@ impl Droplets {
         if !reply.is_success() {
             return Err(self.rest.error(reply.status, &reply.body, what));
         }
-        // A balancer applies a change within seconds; two minutes is one that is stuck.
-        let mut poll = ctx
-            .poll(format!("load balancer {} to apply: {what}", self.settings.balancer), Duration::from_millis(500))
-            .within(Duration::from_secs(120), ctx.budget);
+        // A balancer applies a change within seconds; two minutes is one that is stuck,
+        // which more deploy-timeout would not help.
+        let stuck = Duration::from_secs(120);
+        let mut poll =
+            ctx.poll(format!("load balancer {} to apply: {what}", self.settings.balancer), Duration::from_millis(500));
         loop {
             let lb = self.balancer(ctx).await?;
             lb.not_errored()?;
             if lb.droplet_ids.contains(&id) == listed && matches!(lb.status.as_str(), "active" | "") {
                 return Ok(());
+            }
+            if poll.elapsed() >= stuck {
+                return Err(ProviderError::Failed(format!(
+                    "load balancer {} did not apply {what} within {} (status {:?}); look at it in DigitalOcean's control panel, then re-run",
+                    self.settings.balancer,
+                    crate::inputs::human(stuck),
+                    lb.status
+                )));
             }
             poll.next(&lb.status).await?;
         }

@@ -761,7 +761,8 @@ impl Core {
         // The engine took the leases on every recorded machine before this restore.
         let now = outlast(ctx, "listing the machines", || self.client.list(sd)).await?;
         // A later try of a machine reads the machines afresh: the last answer may be why it failed.
-        let at_once = self.settings.max_unavailable.of(recorded.len());
+        // As many at once as a batch, never every machine: one keeps serving meanwhile.
+        let at_once = batches::most_at_once(recorded.len(), self.settings.max_unavailable);
         let name = |r: &Recorded| format!("machine {}", r.id);
         restore::every_instance(ctx, "machine", recorded, at_once, name, |r, attempt| {
             let listed = (attempt == 1).then(|| now.clone());

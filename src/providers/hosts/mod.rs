@@ -152,6 +152,8 @@ pub struct Options {
     pub drain_path: Option<String>,
     /// How many hosts change at once after the first (`max-unavailable`).
     pub max_unavailable: BatchSize,
+    /// The input that set it: `max-unavailable`, or its old name `max-parallel`.
+    pub batch_input: &'static str,
     /// How long a new container gets to pass its check on the host.
     pub boot_timeout: Duration,
     /// Who holds the lock, in its holder file: the run or the person.
@@ -399,11 +401,39 @@ impl Core {
 
     /// Takes the deploy lock on every host, in order; gives back what it took when one
     /// is held by someone else.
-    async fn lock_all(&self, layout: &Layout, token: &str, ctx: &Context) -> Result<(), ProviderError> {
+    async fn lock_all(
+        &self,
+        layout: &Layout,
+        token: &str,
+        purpose: LockFor,
+        ctx: &Context,
+    ) -> Result<(), ProviderError> {
         let command = remote::lock(&self.options.container, token, &self.options.holder);
+        if purpose == LockFor::Restore {
+            // The run being put back holds these locks under the recorded token: each is
+            // given back at the end, even on a host this step cannot reach now (a lock
+            // is removed only by its own token, so no one else's goes with it).
+            let mut locked = self.locked.lock().unwrap();
+            for host in &layout.hosts {
+                if !locked.iter().any(|(h, _)| h.ssh == host.ssh) {
+                    locked.push((host.clone(), token.to_string()));
+                }
+            }
+        }
         for host in &layout.hosts {
-            let out = outlast(ctx, "take the deploy lock", || self.run(host, ctx, "taking the deploy lock", &command))
-                .await?;
+            let taken =
+                outlast(ctx, "take the deploy lock", || self.run(host, ctx, "taking the deploy lock", &command));
+            let out = match taken.await {
+                Ok(out) => out,
+                // A host out of reach does not keep the others from being put back; the
+                // restore meets it again and says what is wrong there.
+                Err(e) if purpose == LockFor::Restore && !matches!(e, ProviderError::Cancelled(_)) => {
+                    ctx.progress
+                        .log("take the deploy lock", &format!("{}: {e}; putting the other hosts back", host.name));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             // Whatever a login script printed comes first; the lock's answer is the
             // first line that is one of its words.
             let mut lines = out.lines().skip_while(|l| !matches!(l.trim(), "taken" | "ours" | "held"));
@@ -445,20 +475,19 @@ impl Core {
     /// Gives back every lock this run holds; what could not be given back, for the summary.
     async fn unlock_all(&self, ctx: &Context) -> Vec<String> {
         let held: Vec<(Host, String)> = std::mem::take(&mut *self.locked.lock().unwrap());
-        let mut left = Vec::new();
-        for (host, token) in held {
-            let command = remote::unlock(&self.options.container, &token);
+        // Side by side: a host that does not answer must not use up the others' time.
+        let each = held.iter().map(|(host, token)| async move {
+            let command = remote::unlock(&self.options.container, token);
             let released =
-                outlast(ctx, "release the deploy lock", || self.run(&host, ctx, "releasing the deploy lock", &command));
-            if released.await.is_err() {
-                left.push(format!(
-                    "the deploy lock on {} could not be released; {}",
-                    host.name,
-                    self.release_hint(&host)
-                ));
+                outlast(ctx, "release the deploy lock", || self.run(host, ctx, "releasing the deploy lock", &command));
+            match released.await {
+                Ok(_) => None,
+                Err(_) => {
+                    Some(format!("the deploy lock on {} could not be released; {}", host.name, self.release_hint(host)))
+                }
             }
-        }
-        left
+        });
+        futures_util::future::join_all(each).await.into_iter().flatten().collect()
     }
 
     /// Waits until the app on `host` passes its check on the host itself (where it is
@@ -979,7 +1008,11 @@ impl Provider for HostsProvider {
         if core.options.max_unavailable.of(n) >= n && n > 1 {
             add(
                 Severity::Info,
-                format!("max-unavailable is capped at {}: the balancer always keeps one host serving", n - 1),
+                format!(
+                    "{} is capped at {}: the balancer always keeps one host serving",
+                    core.options.batch_input,
+                    n - 1
+                ),
             );
         }
         if n == 1 {
@@ -1254,9 +1287,9 @@ impl Provider for HostsProvider {
 
     /// The lock directory on every host, in order, under the record's token: the post
     /// step of the run that took it takes it again.
-    async fn lock(&self, recorded: &Snapshot, _purpose: LockFor, ctx: &Context) -> Result<(), ProviderError> {
+    async fn lock(&self, recorded: &Snapshot, purpose: LockFor, ctx: &Context) -> Result<(), ProviderError> {
         let record = Record::of(recorded)?;
-        self.core.lock_all(&record.layout, &record.token, ctx).await
+        self.core.lock_all(&record.layout, &record.token, purpose, ctx).await
     }
 
     async fn unlock(&self, ctx: &Context) -> Vec<String> {

@@ -219,6 +219,7 @@ pub fn options(raw: &RawInputs, app: Option<&str>, p: &mut Problems) -> Option<O
         container: Container { name, ports: published, env_file, stop_timeout },
         drain_path,
         max_unavailable,
+        batch_input: size_input,
         boot_timeout,
         holder: holder(),
     })

@@ -1,6 +1,6 @@
 //! The Fly proxy stand-in: the kit's router over the app's machines. Which machines
 //! take traffic (app group, started, not cordoned, checks passing, round-robin) is
-//! `Platform::pick_backend`; what is here is Fly's side of proxying: the
+//! `Platform::routable`, picked round-robin (`kit::router::RoundRobin`); what is here is Fly's side of proxying: the
 //! `fly-force-instance-id` pin and the headers Fly's proxy adds. Forwarding, retries
 //! on a refused connection and hop-by-hop headers are `kit::router`'s.
 
