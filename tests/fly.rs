@@ -178,8 +178,9 @@ async fn a_machine_stuck_starting_times_out_at_deploy_timeout_and_is_rolled_back
     let main = Step::main(&with(inputs(&fly, V2), "deploy-timeout", "6s"));
     let child = main.command().spawn().unwrap();
     // The first machine takes v2 and hangs in "starting"; later starts are healthy again.
-    eventually(Duration::from_secs(20), "the first machine to take v2", || images(&fly).contains(&V2.to_string()))
-        .await;
+    // Its launch is what reads the fault: wait for that, not for its new config, which
+    // comes first (clearing the fault in between would let it start).
+    eventually(Duration::from_secs(20), "the first machine to launch v2", || fly.machines_that_ran(V2) > 0).await;
     fly.set_faults(Faults::default());
     let ran = main.collect(child).await;
 
