@@ -459,6 +459,12 @@ fn health_config(raw: &RawInputs, p: &mut Problems) -> Option<HealthConfig> {
         StatusSet::parse,
         "Use codes and classes separated by commas, e.g. 200,204 or 2xx.",
     );
+    // Both are said in log lines: a line break in one would start a workflow command there.
+    for name in ["check-string", "expect-version"] {
+        if raw.get(name).is_some_and(|v| v.chars().any(char::is_control)) {
+            p.add(name, "contains a line break or another control character", "Give it on one line, as plain text.");
+        }
+    }
     let check_string = raw.get("check-string").map(str::to_string);
     let version_url = raw.get("version-url").and_then(|text| {
         p.parse(
@@ -759,7 +765,7 @@ mod tests {
     }
 
     #[test]
-    fn a_url_with_a_line_break_or_a_control_character_is_refused_not_cleaned() {
+    fn a_url_or_a_text_the_log_says_with_a_line_break_or_a_control_character_is_refused_not_cleaned() {
         for bad in [
             "http://127.0.0.1:8080/hea\r\nlth",
             "http://127.0.0.1:8080/health\nX-Injected: 1",
@@ -769,6 +775,11 @@ mod tests {
             assert_eq!(inputs_with_problems(&[("health-url", bad)]), vec!["health-url"], "{bad:?}");
             assert_eq!(inputs_with_problems(&[("version-url", bad), ("expect-version", "v2")]), vec!["version-url"]);
             assert_eq!(inputs_with_problems(&[("environment-url", bad)]), vec!["environment-url"]);
+        }
+        for bad in ["nope\n::error title=INJ::x", "o\rk", "v2\u{1b}[31m"] {
+            assert_eq!(inputs_with_problems(&[("check-string", bad)]), vec!["check-string"], "{bad:?}");
+            let version = [("version-url", "http://127.0.0.1/version"), ("expect-version", bad)];
+            assert_eq!(inputs_with_problems(&version), vec!["expect-version"], "{bad:?}");
         }
         let mut fly = good();
         fly.retain(|(k, _)| *k != "provider" && *k != "api-url");

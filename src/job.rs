@@ -280,6 +280,11 @@ pub async fn post(raw: RawInputs, runner: Runner, files: &PostFiles, env: &Env, 
         say_what_is_left(&runner, path);
     } else {
         crate::state::tidy(&runner);
+        // On a runner nothing comes after the post step: the snapshot main left in
+        // RUNNER_TEMP (the app's configs) goes now, whatever this step could do.
+        if let Some(snapshot) = saved.snapshot_file.as_deref().filter(|_| runner.on_runner) {
+            crate::state::remove_snapshot(snapshot);
+        }
     }
     code
 }

@@ -74,6 +74,8 @@ pub struct Saved {
     pub target: Option<String>,
     /// A GitHub deployment main created but did not finish.
     pub open_deployment: Option<u64>,
+    /// Where main wrote the snapshot, for the post step to remove once it is done.
+    pub snapshot_file: Option<PathBuf>,
 }
 
 impl Saved {
@@ -109,6 +111,7 @@ impl Saved {
             open_deployment: get(DEPLOYMENT)
                 .and_then(|d| d.parse().ok())
                 .filter(|_| get(DEPLOYMENT_DONE).as_deref() != Some("true")),
+            snapshot_file: get(SNAPSHOT_FILE).filter(|p| !p.is_empty()).map(PathBuf::from),
         }
     }
 }
@@ -170,22 +173,26 @@ pub fn tidy(runner: &Runner) -> Left {
     if saved.stage.is_some_and(Stage::needs_rollback) || saved.open_deployment.is_some() {
         return Left::Kept(state.to_path_buf());
     }
-    // Only a snapshot file this program names so, and a regular file: the state file
-    // could name anything.
-    if let Some(snapshot) = values.get(SNAPSHOT_FILE).map(Path::new) {
-        let named = snapshot
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("safe-deploy-snapshot-") && n.ends_with(".json"));
-        if named && std::fs::symlink_metadata(snapshot).is_ok_and(|m| m.is_file()) {
-            let _ = std::fs::remove_file(snapshot);
-        }
+    if let Some(snapshot) = values.get(SNAPSHOT_FILE) {
+        remove_snapshot(Path::new(snapshot));
     }
     // Only a state file this program made (never one a person named that was there).
     if runner.paths.state_ours && !runner.on_runner {
         let _ = std::fs::remove_file(state);
     }
     Left::Removed
+}
+
+/// Removes a snapshot file, but only one this program names so, and a regular file: a
+/// state file could name anything.
+pub fn remove_snapshot(snapshot: &Path) {
+    let named = snapshot
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("safe-deploy-snapshot-") && n.ends_with(".json"));
+    if named && std::fs::symlink_metadata(snapshot).is_ok_and(|m| m.is_file()) {
+        let _ = std::fs::remove_file(snapshot);
+    }
 }
 
 /// Records one more value for the post step; a failure is a warning.

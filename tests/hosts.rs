@@ -764,6 +764,10 @@ async fn bad_host_inputs_are_named_with_exit_2_before_any_connection() {
     }
     let ran = Step::main(&with(rig.deploy("v2"), "load-balancer", "abc")).run().await;
     assert_eq!(ran.code, 2, "an input of another provider: {ran}");
+    let both = with(with(rig.deploy("v2"), "max-unavailable", "2"), "max-parallel", "-5");
+    let ran = Step::main(&both).run().await;
+    assert_eq!(ran.code, 2, "the old name beside the new one: {ran}");
+    assert!(ran.stdout.contains("input max-parallel"), "{ran}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -784,7 +788,7 @@ async fn max_unavailable_changes_hosts_together_after_the_first_but_never_all_of
     let (total, failed) = traffic.stop().await;
     assert_eq!(ran.code, 0, "{ran}");
     assert_eq!(running(&rig.fleet), "v2");
-    assert_says(&ran, &[&format!("batch 2 of 3: hosts {}, {}", hosts[1], hosts[2])]);
+    assert_says(&ran, &[&format!("batch 2 of 3: hosts {}, {}", hosts[1], hosts[2]), "max-parallel is the old name"]);
     assert_eq!(failed, 0, "two of four hosts at a time, and no request failed ({failed} of {total})");
 }
 
@@ -827,10 +831,19 @@ async fn a_cancelled_job_is_put_back_by_the_post_step_which_holds_the_same_lock(
         "main leaves its lock held on every host, so no other deploy starts on a half-changed fleet"
     );
 
-    let post = Step::post(&inputs, &ran.state).run().await;
+    // The snapshot main wrote to RUNNER_TEMP (the hosts' container settings), where the
+    // post step finds it.
+    let temp = tempfile::tempdir().unwrap();
+    let snapshot = temp.path().join("safe-deploy-snapshot-1-2.json");
+    std::fs::write(&snapshot, &ran.state["safe_deploy_snapshot"]).unwrap();
+    let mut saved = ran.state.clone();
+    saved.insert("safe_deploy_snapshot_file".into(), snapshot.display().to_string());
+
+    let post = Step::post(&inputs, &saved).run().await;
     assert_eq!(post.output("status"), "rolled-back", "{post}");
     assert_eq!(running(&rig.fleet), "v1");
     assert!(lock_is_free(&rig.fleet), "the post step gave the lock back");
+    assert!(!snapshot.exists(), "nothing comes after the post step: the snapshot is gone");
     assert!(changes(&rig.fleet, 1).is_empty(), "host 2 never changed");
 
     // A second post step finds everything as recorded and changes nothing.

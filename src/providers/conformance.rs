@@ -157,7 +157,13 @@ pub(crate) async fn run(
 fn runner(dir: &std::path::Path) -> Runner {
     Runner::new(
         false,
-        Paths { output: None, state: Some(dir.join("state")), summary: None, temp: None, state_ours: false },
+        Paths {
+            output: None,
+            state: Some(dir.join("state")),
+            summary: None,
+            temp: Some(dir.into()),
+            state_ours: false,
+        },
         Redactor::default(),
     )
 }

@@ -1005,6 +1005,12 @@ impl Provider for HostsProvider {
         if n == 0 {
             add(Severity::Blocker, format!("{} found no hosts to deploy to", layout.balancer));
         }
+        if core.options.batch_input == "max-parallel" {
+            add(
+                Severity::Warning,
+                "max-parallel is the old name of max-unavailable: rename it (it is read the same way for now)".into(),
+            );
+        }
         if core.options.max_unavailable.of(n) >= n && n > 1 {
             add(
                 Severity::Info,

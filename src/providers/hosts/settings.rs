@@ -182,10 +182,14 @@ pub fn options(raw: &RawInputs, app: Option<&str>, p: &mut Problems) -> Option<O
         }
     }
     // max-parallel is max-unavailable's old name, read when the new one is not given.
-    let size_input = if raw.get("max-unavailable").is_none() && raw.get("max-parallel").is_some() {
-        "max-parallel"
-    } else {
-        "max-unavailable"
+    let size_input = match (raw.get("max-unavailable"), raw.get("max-parallel")) {
+        (Some(_), Some(_)) => {
+            p.add("max-parallel", "is the old name of max-unavailable, which is set too", "Remove max-parallel.");
+            "max-unavailable"
+        }
+        // Read, and named in the preflight's warnings.
+        (None, Some(_)) => "max-parallel",
+        _ => "max-unavailable",
     };
     let max_unavailable = p.parse(raw, size_input, BatchSize::parse, BATCH_SIZE_FIX).unwrap_or(BatchSize::Count(1));
     // An image reference has letters, digits and . _ - / : @ + only (docker's grammar
