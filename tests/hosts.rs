@@ -792,14 +792,20 @@ async fn max_unavailable_changes_hosts_together_after_the_first_but_never_all_of
     assert_eq!(failed, 0, "two of four hosts at a time, and no request failed ({failed} of {total})");
 }
 
+/// The main step, sent SIGTERM once the first host runs v2: the job cancelled mid-way.
+async fn terminated_after_the_first_host(rig: &Rig, inputs: &[(String, String)]) -> (Ran, Duration) {
+    let (ran, took) = Step::main(inputs)
+        .interrupt_when("TERM", "the first host to run v2", || rig.fleet.running(0).as_deref() == Some("web:v2"))
+        .await;
+    assert_eq!(ran.code, 130, "{ran}");
+    (ran, took)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_step_that_finds_the_release_back_under_another_runs_lock_proves_it_and_leaves_that_lock() {
     let rig = Rig::start(2, "web:v1").await;
     let inputs = rig.deploy("v2");
-    let (ran, _) = Step::main(&inputs)
-        .interrupt_when("TERM", "the first host to run v2", || rig.fleet.running(0).as_deref() == Some("web:v2"))
-        .await;
-    assert_eq!(ran.code, 130, "{ran}");
+    let (ran, _) = terminated_after_the_first_host(&rig, &inputs).await;
     let post = Step::post(&inputs, &ran.state).run().await;
     assert_eq!(post.output("status"), "rolled-back", "{post}");
 
@@ -819,10 +825,7 @@ async fn a_post_step_that_finds_the_release_back_under_another_runs_lock_proves_
 async fn a_cancelled_job_is_put_back_by_the_post_step_which_holds_the_same_lock() {
     let rig = Rig::start(2, "web:v1").await;
     let inputs = rig.deploy("v2");
-    let (ran, took) = Step::main(&inputs)
-        .interrupt_when("TERM", "the first host to run v2", || rig.fleet.running(0).as_deref() == Some("web:v2"))
-        .await;
-    assert_eq!(ran.code, 130, "{ran}");
+    let (ran, took) = terminated_after_the_first_host(&rig, &inputs).await;
     assert!(took < Duration::from_secs(5), "exited {took:?} after SIGTERM");
     assert_eq!(ran.state["safe_deploy_stage"], "changing", "the post step must know");
     assert_eq!(running(&rig.fleet), "mixed: v2, v1", "main itself made no further change");
