@@ -18,9 +18,11 @@
 //! - `progress`: progress events as the runner log shows them; `terminal`: the stdout
 //!   sink that a live status on a terminal shares with log lines.
 //! - `secret`: the `Secret` newtype and the redactor.
+//! - `aws`: AWS Signature Version 4 for the coming `ecs` provider (the `aws-sigv4` crate).
 //! - `cli`: the binary's roles; `demo`: the sandbox demo (with the `sandbox` feature, on
 //!   by default; the action's image leaves it out, with the emulators and the double).
 
+pub mod aws;
 pub mod cli;
 pub mod config;
 #[cfg(feature = "sandbox")]
