@@ -9,6 +9,10 @@ use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
 
+use reqwest::header::{HeaderName, HeaderValue};
+use reqwest::Method;
+
+use crate::http::Credential;
 use crate::secret::Secret;
 
 /// Keys as AWS hands them out: from inputs, the environment, or STS (with a session token).
@@ -75,6 +79,59 @@ pub fn signed_headers(
     Ok(instructions.headers().map(|(k, v)| (k.to_string(), v.to_string())).collect())
 }
 
+/// Signs every attempt of a request to one AWS service, at the time it is sent.
+#[derive(Debug)]
+pub struct SigV4 {
+    pub creds: AwsCredentials,
+    pub service: &'static str,
+    pub region: String,
+}
+
+impl Credential for SigV4 {
+    fn headers(
+        &self,
+        method: &Method,
+        url: &url::Url,
+        headers: &[(HeaderName, HeaderValue)],
+        body: &[u8],
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+        let sent: Vec<(&str, &str)> =
+            headers.iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))).collect();
+        let request = Request { method: method.as_str(), url: url.as_str(), headers: &sent, body };
+        let scope = Scope { service: self.service, region: &self.region };
+        signed_headers(&self.creds, scope, request, SystemTime::now())?
+            .into_iter()
+            .map(|(k, v)| {
+                let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| e.to_string())?;
+                let mut value = HeaderValue::from_str(&v).map_err(|e| e.to_string())?;
+                value.set_sensitive(name == reqwest::header::AUTHORIZATION || k == "x-amz-security-token");
+                Ok((name, value))
+            })
+            .collect()
+    }
+}
+
+/// Whether an AWS answer is a throttle: HTTP 400 (or 429) whose error code says so, as
+/// ECS's JSON (`__type`) and ELBv2's and STS's XML (`<Code>`) give it. Such an answer is
+/// asked again after a pause, never counted as the deploy's failure.
+pub fn throttled(status: u16, body: &[u8]) -> bool {
+    const CODES: [&str; 5] =
+        ["ThrottlingException", "TooManyRequestsException", "Throttling", "RequestLimitExceeded", "RequestThrottled"];
+    if !matches!(status, 400 | 429) {
+        return false;
+    }
+    let text = String::from_utf8_lossy(body);
+    let code = match serde_json::from_str::<serde_json::Value>(&text) {
+        // "__type": "ThrottlingException" or "com.amazonaws.ecs#ThrottlingException"
+        Ok(v) => v.get("__type").and_then(|t| t.as_str()).map(|t| t.rsplit('#').next().unwrap_or(t).to_string()),
+        Err(_) => text
+            .split_once("<Code>")
+            .and_then(|(_, rest)| rest.split_once("</Code>"))
+            .map(|(c, _)| c.trim().to_string()),
+    };
+    code.is_some_and(|c| CODES.contains(&c.as_str()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +192,48 @@ mod tests {
                 case.name
             );
         }
+    }
+
+    #[test]
+    fn a_throttle_is_told_from_a_refusal_in_json_and_in_xml() {
+        assert!(throttled(400, br#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#));
+        assert!(throttled(400, br#"{"__type":"com.amazonaws.ecs#TooManyRequestsException"}"#));
+        let xml = b"<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error></ErrorResponse>";
+        assert!(throttled(400, xml));
+        assert!(!throttled(400, br#"{"__type":"InvalidParameterException","message":"Rate exceeded"}"#));
+        assert!(!throttled(400, b"<Error><Code>ValidationError</Code></Error>"));
+        assert!(!throttled(500, br#"{"__type":"ThrottlingException"}"#), "a 5xx is the HTTP layer's own business");
+        assert!(!throttled(400, b"not an error body"));
+    }
+
+    #[test]
+    fn the_credential_signs_what_is_sent_and_hides_the_signature() {
+        let case = &cases()[0];
+        let sigv4 = SigV4 {
+            creds: AwsCredentials {
+                access_key_id: case.access_key_id.clone(),
+                secret_access_key: Secret::new(&case.secret_access_key),
+                session_token: Some(Secret::new("token-1")),
+            },
+            service: "ecs",
+            region: case.region.clone(),
+        };
+        let url = url::Url::parse(&case.url).unwrap();
+        let sent: Vec<(HeaderName, HeaderValue)> = case
+            .headers
+            .iter()
+            .map(|(k, v)| (HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap()))
+            .collect();
+        let headers = sigv4.headers(&Method::POST, &url, &sent, case.body.as_bytes()).unwrap();
+        let get = |name: &str| headers.iter().find(|(k, _)| k.as_str() == name).map(|(_, v)| v);
+        let auth = get("authorization").expect("signed");
+        assert!(auth.is_sensitive(), "never in a debug log");
+        assert!(auth
+            .to_str()
+            .unwrap()
+            .contains("SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target"));
+        assert!(get("x-amz-security-token").unwrap().is_sensitive());
+        assert!(get("x-amz-date").is_some_and(|d| !d.is_sensitive()));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! honoured; a `User-Agent` with our version; errors that never carry a secret.
 //! Providers decide what a status means; this layer only decides whether to ask again.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
@@ -58,16 +59,83 @@ pub struct Call {
     pub timeout: Option<Duration>,
     /// Statuses that are answers here, never retried (Fly's wait: 408 means "not yet").
     pub answers: Vec<u16>,
+    /// Who sends it: headers computed for each attempt from what is sent exactly.
+    pub credential: Option<Arc<dyn Credential>>,
+    /// How the platform says "slow down" besides 429 (AWS: a 400 whose body is a
+    /// ThrottlingException): such an answer is asked again as a 429 is.
+    pub throttled: Option<Throttled>,
 }
+
+/// How a request proves who sends it: a bearer token, or a signature over the exact
+/// method, URL, headers and body (AWS SigV4), made again for each attempt.
+pub trait Credential: Send + Sync + std::fmt::Debug {
+    fn headers(
+        &self,
+        method: &Method,
+        url: &url::Url,
+        headers: &[(HeaderName, HeaderValue)],
+        body: &[u8],
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, String>;
+}
+
+/// `Authorization: <scheme> <token>`, marked sensitive so no log shows it.
+#[derive(Debug)]
+pub struct Bearer(HeaderValue);
+
+impl Bearer {
+    /// `value` is the whole header value ("Bearer abc", "FlyV1 fm2_…").
+    pub fn new(value: &str) -> Result<Bearer, String> {
+        let mut v = HeaderValue::from_str(value)
+            .map_err(|_| "the token has characters an HTTP header cannot carry; check the secret".to_string())?;
+        v.set_sensitive(true);
+        Ok(Bearer(v))
+    }
+}
+
+impl Credential for Bearer {
+    fn headers(
+        &self,
+        _method: &Method,
+        _url: &url::Url,
+        _headers: &[(HeaderName, HeaderValue)],
+        _body: &[u8],
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+        Ok(vec![(reqwest::header::AUTHORIZATION, self.0.clone())])
+    }
+}
+
+/// Whether an answer (status, body) is the platform asking to slow down.
+pub type Throttled = fn(u16, &[u8]) -> bool;
 
 impl Call {
     pub fn new(method: Method, url: url::Url) -> Self {
         let idempotent = matches!(method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS);
-        Call { method, url, headers: Vec::new(), body: None, raw: None, idempotent, timeout: None, answers: Vec::new() }
+        Call {
+            method,
+            url,
+            headers: Vec::new(),
+            body: None,
+            raw: None,
+            idempotent,
+            timeout: None,
+            answers: Vec::new(),
+            credential: None,
+            throttled: None,
+        }
     }
 
     pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.push((name, value));
+        self
+    }
+
+    pub fn credential(mut self, credential: Arc<dyn Credential>) -> Self {
+        self.credential = Some(credential);
+        self
+    }
+
+    pub fn throttled_when(mut self, throttled: Throttled) -> Self {
+        self.throttled = Some(throttled);
         self
     }
 
@@ -169,6 +237,8 @@ pub enum HttpError {
     Cancelled { call: String, cause: &'static str },
     #[error("bug: could not build request {call}: {detail}")]
     Build { call: String, detail: String },
+    #[error("{call}: could not sign the request ({detail}); check the credentials")]
+    Sign { call: String, detail: String },
 }
 
 fn retried(retries: u32, elapsed: Duration) -> String {
@@ -239,13 +309,26 @@ impl HttpClient {
                 return Err(HttpError::Cancelled { call: describe, cause });
             }
             let sent = Instant::now();
-            let outcome = self.attempt(call).await;
+            let outcome = match self.attempt(call) {
+                Ok(request) => request.send().await.map(|r| (r.status().as_u16(), r.headers().clone(), r)),
+                Err(detail) => return Err(HttpError::Sign { call: describe, detail: self.redactor.redact(&detail) }),
+            };
+            let outcome = match outcome {
+                Ok((status, headers, resp)) => {
+                    resp.bytes().await.map(|b| Reply { status, headers, body: b.to_vec(), retries: 0 })
+                }
+                Err(e) => Err(e),
+            };
             debug_line(&describe, &outcome.as_ref().map(|r| r.status).map_err(classify), sent.elapsed());
             let wait = match &outcome {
                 // A spent budget (`ratelimit-remaining: 0`, no `Retry-After`) is taken again
                 // only at its reset, often minutes away: asking sooner is in vain, so the
                 // answer goes back to the caller, which may wait for it.
                 Ok(reply) if reply.status == 429 && budget_spent(&reply.headers) => None,
+                // Turned away unread, as a 429 is: safe whatever the method.
+                Ok(reply) if call.throttled.is_some_and(|t| t(reply.status, &reply.body)) => {
+                    Some((format!("{} (throttled)", reply.status), retry_after(&reply.headers)))
+                }
                 Ok(reply) => match self.should_retry_status(call, reply.status) {
                     false => None,
                     true => Some((format!("{}", reply.status), retry_after(&reply.headers))),
@@ -389,25 +472,35 @@ impl HttpClient {
         Ok((status, text))
     }
 
-    async fn attempt(&self, call: &Call) -> Result<Reply, reqwest::Error> {
+    /// One attempt's request: the body as the bytes sent, and the credential's headers
+    /// made over exactly those.
+    fn attempt(&self, call: &Call) -> Result<reqwest::RequestBuilder, String> {
+        let mut headers = call.headers.clone();
+        let body = match (&call.body, &call.raw) {
+            (Some(json), _) => {
+                if !headers.iter().any(|(name, _)| name == reqwest::header::CONTENT_TYPE) {
+                    headers.push((reqwest::header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
+                }
+                Some(serde_json::to_vec(json).map_err(|e| e.to_string())?)
+            }
+            (None, Some(bytes)) => Some(bytes.clone()),
+            (None, None) => None,
+        };
+        if let Some(credential) = &call.credential {
+            let signed = credential.headers(&call.method, &call.url, &headers, body.as_deref().unwrap_or_default())?;
+            headers.extend(signed);
+        }
         let mut req = self.client.request(call.method.clone(), call.url.clone());
-        for (name, value) in &call.headers {
+        for (name, value) in headers {
             req = req.header(name, value);
         }
-        if let Some(body) = &call.body {
-            req = req.json(body);
-        }
-        if let Some(bytes) = &call.raw {
-            req = req.body(bytes.clone());
+        if let Some(bytes) = body {
+            req = req.body(bytes);
         }
         if let Some(t) = call.timeout {
             req = req.timeout(t);
         }
-        let resp = req.send().await?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp.bytes().await?.to_vec();
-        Ok(Reply { status, headers, body, retries: 0 })
+        Ok(req)
     }
 
     fn transport_error(&self, call: String, e: &reqwest::Error, retries: u32, elapsed: Duration) -> HttpError {

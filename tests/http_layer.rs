@@ -5,8 +5,9 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::Method;
-use safe_deploy::http::{Call, HttpClient, HttpError, RetryConfig};
+use safe_deploy::http::{Call, Credential, HttpClient, HttpError, RetryConfig};
 use safe_deploy::secret::Redactor;
 use safe_deploy::shutdown::Shutdown;
 use sandbox::server::{serve, text, Response, Server};
@@ -134,4 +135,83 @@ async fn every_request_says_who_sent_it() {
     .unwrap();
     client().send(&Call::new(Method::GET, url(&server, "/")), &Shutdown::new()).await.unwrap();
     assert_eq!(*seen.lock().unwrap(), format!("safe-deploy/{}", env!("CARGO_PKG_VERSION")));
+}
+
+#[tokio::test]
+async fn a_throttle_the_platform_says_in_its_body_is_asked_again_even_for_a_post() {
+    let (server, count) = queued(vec![(400, None), (400, None)]).await;
+    // The queued server's 400s say "answer 400": here, that is the platform's throttle.
+    let throttle: fn(u16, &[u8]) -> bool = |status, body| status == 400 && body.starts_with(b"answer 400");
+    let call = Call::new(Method::POST, url(&server, "/x")).throttled_when(throttle);
+    let reply = client().send(&call, &Shutdown::new()).await.unwrap();
+    assert_eq!((reply.status, reply.retries), (200, 2), "throttles are retried");
+    assert_eq!(*count.lock().unwrap(), 3);
+
+    let (server, count) = queued(vec![(400, None)]).await;
+    let call = Call::new(Method::POST, url(&server, "/x")).throttled_when(|_, body| body.starts_with(b"Rate"));
+    let reply = client().send(&call, &Shutdown::new()).await.unwrap();
+    assert_eq!(reply.status, 400, "a 400 that is not a throttle is the answer");
+    assert_eq!(*count.lock().unwrap(), 1);
+}
+
+/// A credential that signs the body's length and counts its signatures.
+#[derive(Debug, Default)]
+struct Counting(Mutex<u32>);
+
+impl Credential for Counting {
+    fn headers(
+        &self,
+        _method: &Method,
+        _url: &url::Url,
+        _headers: &[(HeaderName, HeaderValue)],
+        body: &[u8],
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+        let mut n = self.0.lock().unwrap();
+        *n += 1;
+        let value = format!("sig len={} try={n}", body.len());
+        Ok(vec![(HeaderName::from_static("x-sig"), HeaderValue::from_str(&value).unwrap())])
+    }
+}
+
+#[tokio::test]
+async fn a_credential_signs_each_attempt_over_the_bytes_sent() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let server = serve("127.0.0.1:0".parse().unwrap(), move |request| {
+        let status = if s.lock().unwrap().is_empty() { 503 } else { 200 };
+        s.lock().unwrap().push((request.header("x-sig").unwrap_or("").to_string(), request.body.len()));
+        async move { text(status, "ok") }
+    })
+    .await
+    .unwrap();
+    let call = Call::new(Method::PUT, url(&server, "/x"))
+        .json(serde_json::json!({"image": "web:v2"}))
+        .credential(Arc::new(Counting::default()));
+    let reply = client().send(&call, &Shutdown::new()).await.unwrap();
+    assert_eq!(reply.status, 200);
+    let seen = seen.lock().unwrap().clone();
+    let len = seen[0].1;
+    assert_eq!(seen, vec![(format!("sig len={len} try=1"), len), (format!("sig len={len} try=2"), len)]);
+}
+
+#[tokio::test]
+async fn a_credential_that_cannot_sign_sends_nothing() {
+    #[derive(Debug)]
+    struct Broken;
+    impl Credential for Broken {
+        fn headers(
+            &self,
+            _: &Method,
+            _: &url::Url,
+            _: &[(HeaderName, HeaderValue)],
+            _: &[u8],
+        ) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+            Err("no region".into())
+        }
+    }
+    let (server, count) = queued(vec![]).await;
+    let call = Call::new(Method::GET, url(&server, "/x")).credential(Arc::new(Broken));
+    let err = client().send(&call, &Shutdown::new()).await.unwrap_err();
+    assert!(matches!(&err, HttpError::Sign { detail, .. } if detail == "no region"), "{err}");
+    assert_eq!(*count.lock().unwrap(), 0, "no request left");
 }

@@ -7,12 +7,13 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use reqwest::header::{HeaderValue, AUTHORIZATION};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::http::{Call, HttpClient, Reply};
+use std::sync::Arc;
+
+use crate::http::{Bearer, Call, Credential, HttpClient, Reply};
 use crate::providers::ProviderError;
 use crate::shutdown::Shutdown;
 
@@ -80,7 +81,8 @@ struct ErrorBody {
 pub struct RestClient {
     http: HttpClient,
     base: url::Url,
-    auth: HeaderValue,
+    /// Who sends every request: a bearer token here; a provider may bring another.
+    credential: Arc<dyn Credential>,
     platform: &'static Platform,
     calls: AtomicUsize,
     remaining: AtomicU64,
@@ -99,20 +101,27 @@ impl RestClient {
         platform: &'static Platform,
     ) -> Result<RestClient, ProviderError> {
         let bare = token.trim().strip_prefix("Bearer ").unwrap_or(token.trim());
-        let mut auth = HeaderValue::from_str(&format!("Bearer {bare}")).map_err(|_| {
-            ProviderError::Failed("the token has characters an HTTP header cannot carry; check the secret".into())
-        })?;
-        auth.set_sensitive(true);
-        Ok(RestClient {
+        let bearer = Bearer::new(&format!("Bearer {bare}")).map_err(ProviderError::Failed)?;
+        Ok(RestClient::with_credential(http, base, Arc::new(bearer), platform))
+    }
+
+    /// A client whose requests carry `credential`'s headers (a signature, say).
+    pub fn with_credential(
+        http: HttpClient,
+        base: url::Url,
+        credential: Arc<dyn Credential>,
+        platform: &'static Platform,
+    ) -> RestClient {
+        RestClient {
             http,
             base,
-            auth,
+            credential,
             platform,
             calls: AtomicUsize::new(0),
             remaining: AtomicU64::new(u64::MAX),
             reset: AtomicU64::new(0),
             pacing: Default::default(),
-        })
+        }
     }
 
     pub fn http(&self) -> &HttpClient {
@@ -169,7 +178,7 @@ impl RestClient {
                 return Err(ProviderError::Cancelled(shutdown.cause().unwrap_or("shutdown")));
             }
         }
-        call = call.header(AUTHORIZATION, self.auth.clone());
+        call = call.credential(self.credential.clone());
         self.calls.fetch_add(1, Ordering::Relaxed);
         let reply = self.http.send(&call, shutdown).await.map_err(ProviderError::from_http)?;
         self.calls.fetch_add(reply.retries as usize, Ordering::Relaxed);

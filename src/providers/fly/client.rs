@@ -4,18 +4,18 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use super::api::{ErrorBody, LeaseAnswer, Machine, MachineEvent, Volume};
-use crate::http::{Call, HttpClient, Reply};
+use crate::http::{Bearer, Call, HttpClient, Reply};
 use crate::providers::rest::until_parsed;
 use crate::providers::ProviderError;
 use crate::shutdown::Shutdown;
@@ -52,17 +52,14 @@ pub struct FlyClient {
     http: HttpClient,
     base: url::Url,
     app: String,
-    auth: HeaderValue,
+    auth: Arc<Bearer>,
     limiter: RateLimiter,
     calls: AtomicUsize,
 }
 
 impl FlyClient {
     pub fn new(http: HttpClient, base: url::Url, app: &str, token: &str) -> Result<FlyClient, ProviderError> {
-        let mut auth = HeaderValue::from_str(&auth_header(token)).map_err(|_| {
-            ProviderError::Failed("the token has characters an HTTP header cannot carry; check the secret".into())
-        })?;
-        auth.set_sensitive(true);
+        let auth = Arc::new(Bearer::new(&auth_header(token)).map_err(ProviderError::Failed)?);
         Ok(FlyClient {
             http,
             base,
@@ -94,9 +91,8 @@ impl FlyClient {
         let (rate, burst) = if req.action == "get" { (5.0, 10.0) } else { (1.0, 3.0) };
         let bucket = format!("{}:{}", req.action, req.machine.unwrap_or("app"));
         self.limiter.acquire(&bucket, rate, burst, shutdown).await?;
-        let mut call = Call::new(req.method.clone(), self.url(req))
-            .idempotent(req.idempotent)
-            .header(AUTHORIZATION, self.auth.clone());
+        let mut call =
+            Call::new(req.method.clone(), self.url(req)).idempotent(req.idempotent).credential(self.auth.clone());
         if let Some(n) = req.nonce.and_then(|n| HeaderValue::from_str(n).ok()) {
             call = call.header(HeaderName::from_static(NONCE_HEADER), n);
         }
