@@ -13,6 +13,8 @@ use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::Method;
 
 use crate::http::Credential;
+
+pub mod credentials;
 use crate::secret::Secret;
 
 /// Keys as AWS hands them out: from inputs, the environment, or STS (with a session token).
@@ -85,6 +87,8 @@ pub struct SigV4 {
     pub creds: AwsCredentials,
     pub service: &'static str,
     pub region: String,
+    /// The time a signature says: now, except in tests of fixed signatures.
+    pub clock: fn() -> SystemTime,
 }
 
 impl Credential for SigV4 {
@@ -95,16 +99,20 @@ impl Credential for SigV4 {
         headers: &[(HeaderName, HeaderValue)],
         body: &[u8],
     ) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
-        let sent: Vec<(&str, &str)> =
-            headers.iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))).collect();
+        // Every header sent is signed: one that is not text cannot be, so it is refused.
+        let sent = headers
+            .iter()
+            .map(|(k, v)| Ok((k.as_str(), v.to_str().map_err(|_| format!("header {k} is not plain text"))?)))
+            .collect::<Result<Vec<(&str, &str)>, String>>()?;
         let request = Request { method: method.as_str(), url: url.as_str(), headers: &sent, body };
         let scope = Scope { service: self.service, region: &self.region };
-        signed_headers(&self.creds, scope, request, SystemTime::now())?
+        let token = HeaderName::from_static("x-amz-security-token");
+        signed_headers(&self.creds, scope, request, (self.clock)())?
             .into_iter()
             .map(|(k, v)| {
                 let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| e.to_string())?;
                 let mut value = HeaderValue::from_str(&v).map_err(|e| e.to_string())?;
-                value.set_sensitive(name == reqwest::header::AUTHORIZATION || k == "x-amz-security-token");
+                value.set_sensitive(name == reqwest::header::AUTHORIZATION || name == token);
                 Ok((name, value))
             })
             .collect()
@@ -206,6 +214,50 @@ mod tests {
         assert!(!throttled(400, b"not an error body"));
     }
 
+    /// A case through the credential the HTTP layer calls, as it calls it.
+    fn through_the_credential(case: &Case, clock: fn() -> SystemTime) -> Vec<(HeaderName, HeaderValue)> {
+        let sigv4 = SigV4 {
+            creds: AwsCredentials {
+                access_key_id: case.access_key_id.clone(),
+                secret_access_key: Secret::new(&case.secret_access_key),
+                session_token: case.session_token.as_deref().map(Secret::new),
+            },
+            service: match case.service.as_str() {
+                "ecs" => "ecs",
+                "elasticloadbalancing" => "elasticloadbalancing",
+                other => panic!("a service the fixture does not use: {other}"),
+            },
+            region: case.region.clone(),
+            clock,
+        };
+        let url = url::Url::parse(&case.url).unwrap();
+        let sent: Vec<(HeaderName, HeaderValue)> = case
+            .headers
+            .iter()
+            .map(|(k, v)| (HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap()))
+            .collect();
+        sigv4.headers(&Method::from_bytes(case.method.as_bytes()).unwrap(), &url, &sent, case.body.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn what_the_http_layer_sends_is_signed_as_botocore_signs_it() {
+        // The fixture's times, one clock each.
+        let clocks: [fn() -> SystemTime; 4] = [
+            || SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1764979200),
+            || SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1764982861),
+            || SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1765000000),
+            || SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1765003600),
+        ];
+        let cases = cases();
+        assert_eq!(cases.len(), clocks.len(), "a clock for every case");
+        for (case, clock) in cases.iter().zip(clocks) {
+            assert_eq!(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(case.time), clock(), "{}", case.name);
+            let headers = through_the_credential(case, clock);
+            let auth = headers.iter().find(|(k, _)| k == reqwest::header::AUTHORIZATION).map(|(_, v)| v);
+            assert_eq!(auth.map(|v| v.to_str().unwrap()), Some(case.authorization.as_str()), "{}", case.name);
+        }
+    }
+
     #[test]
     fn the_credential_signs_what_is_sent_and_hides_the_signature() {
         let case = &cases()[0];
@@ -217,6 +269,7 @@ mod tests {
             },
             service: "ecs",
             region: case.region.clone(),
+            clock: SystemTime::now,
         };
         let url = url::Url::parse(&case.url).unwrap();
         let sent: Vec<(HeaderName, HeaderValue)> = case

@@ -3,7 +3,10 @@
 //! A timeout on every request; retries with exponential backoff and full jitter on
 //! connection errors, 408, 429 and 5xx (but 408, 5xx and broken transfers only when the
 //! request is idempotent, since the server may have acted on it); `Retry-After`
-//! honoured; a `User-Agent` with our version; errors that never carry a secret.
+//! honoured; a `User-Agent` with our version; errors that never carry a secret. A call
+//! may say how its platform throttles besides 429 (AWS: a 400 whose error code says
+//! so); such an answer is asked again as a 429 is. A call's `Credential` makes its
+//! Authorization for each attempt, over the bytes sent.
 //! Providers decide what a status means; this layer only decides whether to ask again.
 
 use std::sync::Arc;
@@ -102,6 +105,12 @@ impl Credential for Bearer {
     ) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
         Ok(vec![(reqwest::header::AUTHORIZATION, self.0.clone())])
     }
+}
+
+/// Why a request could not be made: its body, or its credential.
+enum Unbuilt {
+    Body(String),
+    Sign(String),
 }
 
 /// Whether an answer (status, body) is the platform asking to slow down.
@@ -311,7 +320,7 @@ impl HttpClient {
             let sent = Instant::now();
             let outcome = match self.attempt(call) {
                 Ok(request) => request.send().await.map(|r| (r.status().as_u16(), r.headers().clone(), r)),
-                Err(detail) => return Err(HttpError::Sign { call: describe, detail: self.redactor.redact(&detail) }),
+                Err(e) => return Err(self.unbuilt(describe, e)),
             };
             let outcome = match outcome {
                 Ok((status, headers, resp)) => {
@@ -325,7 +334,8 @@ impl HttpClient {
                 // only at its reset, often minutes away: asking sooner is in vain, so the
                 // answer goes back to the caller, which may wait for it.
                 Ok(reply) if reply.status == 429 && budget_spent(&reply.headers) => None,
-                // Turned away unread, as a 429 is: safe whatever the method.
+                // A throttle, as a 429: the platform's SDKs ask again whatever the operation,
+                // since a throttled request is turned away before it is acted on.
                 Ok(reply) if call.throttled.is_some_and(|t| t(reply.status, &reply.body)) => {
                     Some((format!("{} (throttled)", reply.status), retry_after(&reply.headers)))
                 }
@@ -427,13 +437,8 @@ impl HttpClient {
     ) -> Result<(u16, String), HttpError> {
         let started = Instant::now();
         let describe = self.redactor.redact(&call.describe());
-        let mut req = self.client.request(call.method.clone(), call.url.clone());
-        for (name, value) in &call.headers {
-            req = req.header(name, value);
-        }
-        if let Some(t) = call.timeout {
-            req = req.timeout(t);
-        }
+        // The same request an attempt of `send` would be: its body, its credential.
+        let req = self.attempt(call).map_err(|e| self.unbuilt(describe.clone(), e))?;
         let cancelled =
             |describe: String| HttpError::Cancelled { call: describe, cause: shutdown.cause().unwrap_or("shutdown") };
         let mut resp = tokio::select! {
@@ -473,21 +478,24 @@ impl HttpClient {
     }
 
     /// One attempt's request: the body as the bytes sent, and the credential's headers
-    /// made over exactly those.
-    fn attempt(&self, call: &Call) -> Result<reqwest::RequestBuilder, String> {
+    /// made over exactly those (they replace any of the same name).
+    fn attempt(&self, call: &Call) -> Result<reqwest::RequestBuilder, Unbuilt> {
         let mut headers = call.headers.clone();
         let body = match (&call.body, &call.raw) {
             (Some(json), _) => {
                 if !headers.iter().any(|(name, _)| name == reqwest::header::CONTENT_TYPE) {
                     headers.push((reqwest::header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
                 }
-                Some(serde_json::to_vec(json).map_err(|e| e.to_string())?)
+                Some(serde_json::to_vec(json).map_err(|e| Unbuilt::Body(e.to_string()))?)
             }
             (None, Some(bytes)) => Some(bytes.clone()),
             (None, None) => None,
         };
         if let Some(credential) = &call.credential {
-            let signed = credential.headers(&call.method, &call.url, &headers, body.as_deref().unwrap_or_default())?;
+            let signed = credential
+                .headers(&call.method, &call.url, &headers, body.as_deref().unwrap_or_default())
+                .map_err(Unbuilt::Sign)?;
+            headers.retain(|(name, _)| signed.iter().all(|(s, _)| s != name));
             headers.extend(signed);
         }
         let mut req = self.client.request(call.method.clone(), call.url.clone());
@@ -501,6 +509,13 @@ impl HttpClient {
             req = req.timeout(t);
         }
         Ok(req)
+    }
+
+    fn unbuilt(&self, call: String, e: Unbuilt) -> HttpError {
+        match e {
+            Unbuilt::Body(detail) => HttpError::Build { call, detail },
+            Unbuilt::Sign(detail) => HttpError::Sign { call, detail: self.redactor.redact(&detail) },
+        }
     }
 
     fn transport_error(&self, call: String, e: &reqwest::Error, retries: u32, elapsed: Duration) -> HttpError {
