@@ -260,24 +260,8 @@ mod tests {
 
     #[test]
     fn the_credential_signs_what_is_sent_and_hides_the_signature() {
-        let case = &cases()[0];
-        let sigv4 = SigV4 {
-            creds: AwsCredentials {
-                access_key_id: case.access_key_id.clone(),
-                secret_access_key: Secret::new(&case.secret_access_key),
-                session_token: Some(Secret::new("token-1")),
-            },
-            service: "ecs",
-            region: case.region.clone(),
-            clock: SystemTime::now,
-        };
-        let url = url::Url::parse(&case.url).unwrap();
-        let sent: Vec<(HeaderName, HeaderValue)> = case
-            .headers
-            .iter()
-            .map(|(k, v)| (HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap()))
-            .collect();
-        let headers = sigv4.headers(&Method::POST, &url, &sent, case.body.as_bytes()).unwrap();
+        let case = cases().into_iter().find(|c| c.session_token.is_some()).expect("a case with a session token");
+        let headers = through_the_credential(&case, SystemTime::now);
         let get = |name: &str| headers.iter().find(|(k, _)| k.as_str() == name).map(|(_, v)| v);
         let auth = get("authorization").expect("signed");
         assert!(auth.is_sensitive(), "never in a debug log");
