@@ -89,6 +89,15 @@ async fn any_bytes_in_any_input_never_panic() {
 }
 
 #[tokio::test]
+async fn a_control_character_in_an_input_is_shown_in_the_log_not_obeyed() {
+    let double = crate::util::Double::start("web:v1").await;
+    let ran = crate::util::run_main(&crate::util::with(double.inputs("web:v2"), "app", "we\u{1b}[31mb")).await;
+    assert_eq!(ran.code, 2, "{ran}");
+    assert!(!ran.stdout.contains('\u{1b}'), "no raw ESC reaches the log: {ran}");
+    assert!(ran.stdout.contains("::error title=input app::'we\\u{1b}[31mb'"), "shown as an escape: {ran}");
+}
+
+#[tokio::test]
 async fn a_github_token_with_a_control_character_is_bad_input_not_a_panic() {
     let double = crate::util::Double::start("web:v1").await;
     let ran =

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use crate::secret::Redactor;
-use commands::{escape_data, escape_property};
+use commands::{escape_data, escape_property, visible};
 
 /// Where the run's files go, read from the runner's variables or given by flags.
 #[derive(Debug, Clone, Default)]
@@ -133,8 +133,8 @@ impl Runner {
     }
 
     fn annotate(&self, kind: &str, title: &str, message: &str) {
-        let title = self.redactor.redact(title);
-        let message = self.redactor.redact(message);
+        let title = visible(&self.redactor.redact(title));
+        let message = visible(&self.redactor.redact(message));
         if self.on_runner {
             raw_line(&format!("::{kind} title={}::{}", escape_property(&title), escape_data(&message)));
         } else {
