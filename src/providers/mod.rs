@@ -32,6 +32,7 @@ pub mod batches;
 pub mod conformance;
 pub mod digitalocean;
 pub mod droplets;
+pub mod ecs;
 pub mod fly;
 pub mod heroku;
 pub mod hosts;
