@@ -1085,35 +1085,39 @@ impl Engine<'_> {
         // The lock first: the main step may have left it held for this step, which
         // gives it back whatever it finds.
         let ctx = self.context();
-        if let Err(stop) = self.take_lock(&mut report, run_start, snapshot, LockFor::Restore, &ctx).await {
+        let locked = self.take_lock(&mut report, run_start, snapshot, LockFor::Restore, &ctx).await;
+        // A signal ends the step here; anything else still asks, once, what runs now.
+        let in_effect = match &locked {
+            Err(Stop::Cancelled(_)) => Ok(false),
+            _ => {
+                let asked = self.provider.in_effect(snapshot, &ctx);
+                self.phase(&mut report, run_start, "is the recorded release back?", None, asked).await
+            }
+        };
+        match (locked, &in_effect) {
+            (Ok(()), _) => {}
             // Held by another run, or out of reach: when the recorded release is back
             // already, nothing is left to do under the lock, and the run says so.
-            match stop {
-                Stop::Failed(d) if matches!(self.provider.in_effect(snapshot, &ctx).await, Ok(true)) => {
-                    report
-                        .warnings
-                        .push(format!("the deploy lock could not be taken ({d}); the recorded release is back"));
-                }
-                stop => {
-                    let (outcome, d) = match stop {
-                        Stop::Failed(d) => (Outcome::RollbackFailed, d),
-                        Stop::Cancelled(d) => (Outcome::Cancelled, d),
-                    };
-                    report.reason = Some(why.clone());
-                    report.outcome = outcome;
-                    report.rollback = Some(RollbackInfo {
-                        to: snapshot.release.label.clone(),
-                        reason: why,
-                        succeeded: false,
-                        detail: Some(d),
-                    });
-                    report.duration = run_start.elapsed();
-                    return Some(report);
-                }
+            (Err(Stop::Failed(d)), Ok(true)) => {
+                report.warnings.push(format!("the deploy lock could not be taken ({d}); the recorded release is back"));
+            }
+            (Err(stop), _) => {
+                let (outcome, d) = match stop {
+                    Stop::Failed(d) => (Outcome::RollbackFailed, d),
+                    Stop::Cancelled(d) => (Outcome::Cancelled, d),
+                };
+                report.reason = Some(why.clone());
+                report.outcome = outcome;
+                report.rollback = Some(RollbackInfo {
+                    to: snapshot.release.label.clone(),
+                    reason: why,
+                    succeeded: false,
+                    detail: Some(d),
+                });
+                report.duration = run_start.elapsed();
+                return Some(report);
             }
         }
-        let asked = self.provider.in_effect(snapshot, &ctx);
-        let in_effect = self.phase(&mut report, run_start, "is the recorded release back?", None, asked).await;
         if let Ok(true) = in_effect {
             // What runs is the recorded release, under the name the provider gives it now
             // (Heroku's rollback made it a new release: "v18 (a copy of v16)").

@@ -107,6 +107,13 @@ impl Credential for Bearer {
     }
 }
 
+/// Sends one request and reads its whole answer.
+async fn exchange(request: reqwest::RequestBuilder) -> Result<Reply, reqwest::Error> {
+    let resp = request.send().await?;
+    let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+    Ok(Reply { status, headers, body: resp.bytes().await?.to_vec(), retries: 0 })
+}
+
 /// Why a request could not be made: its body, or its credential.
 enum Unbuilt {
     Body(String),
@@ -319,14 +326,8 @@ impl HttpClient {
             }
             let sent = Instant::now();
             let outcome = match self.attempt(call) {
-                Ok(request) => request.send().await.map(|r| (r.status().as_u16(), r.headers().clone(), r)),
+                Ok(request) => exchange(request).await,
                 Err(e) => return Err(self.unbuilt(describe, e)),
-            };
-            let outcome = match outcome {
-                Ok((status, headers, resp)) => {
-                    resp.bytes().await.map(|b| Reply { status, headers, body: b.to_vec(), retries: 0 })
-                }
-                Err(e) => Err(e),
             };
             debug_line(&describe, &outcome.as_ref().map(|r| r.status).map_err(classify), sent.elapsed());
             let wait = match &outcome {

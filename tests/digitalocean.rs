@@ -386,14 +386,12 @@ async fn a_deployment_superseded_by_someone_elses_is_reported_within_one_poll() 
     assert!(said.starts_with(&before[..8]) || said.starts_with(&theirs[..8]), "{ran}");
 }
 
-#[tokio::test]
-async fn another_deployment_that_takes_over_during_the_health_gate_is_not_this_runs_success() {
-    let h = apps_with(DoOptions { step_time: Duration::from_millis(200), ..options(vec![AppOptions::image("shop")]) })
-        .await;
+/// The main step deploying v2 of shop, once its deployment is live and its gate (an
+/// 8 s soak) still open.
+async fn deploying_v2_into_a_long_gate(h: &DoSandbox) -> (Step, tokio::process::Child) {
     let before = h.active_deployment("shop").unwrap();
-    // A soak keeps the gate open while someone else's deployment goes live.
     let inputs = with(
-        with(deploy(&h, "shop", &format!("{REGISTRY}/web:v2"), "v2"), "health-soak", "8s"),
+        with(deploy(h, "shop", &format!("{REGISTRY}/web:v2"), "v2"), "health-soak", "8s"),
         "health-deadline",
         "20s",
     );
@@ -403,6 +401,15 @@ async fn another_deployment_that_takes_over_during_the_health_gate_is_not_this_r
         h.active_deployment("shop").is_some_and(|a| a != before)
     })
     .await;
+    (step, child)
+}
+
+#[tokio::test]
+async fn another_deployment_that_takes_over_during_the_health_gate_is_not_this_runs_success() {
+    let h = apps_with(DoOptions { step_time: Duration::from_millis(200), ..options(vec![AppOptions::image("shop")]) })
+        .await;
+    // A soak keeps the gate open while someone else's deployment goes live.
+    let (step, child) = deploying_v2_into_a_long_gate(&h).await;
     let ours = h.active_deployment("shop").unwrap();
     let theirs = h.supersede("shop").expect("someone else's deployment starts");
     let ran = step.collect(child).await;
@@ -495,18 +502,7 @@ async fn another_deployment_that_fails_this_runs_gate_is_not_rolled_back_over() 
     let h = apps_with(DoOptions { step_time: Duration::from_millis(200), ..options(vec![AppOptions::image("shop")]) })
         .await;
     h.add_image("web:v9", ReleaseSpec { version: "v9".into(), ..Default::default() });
-    let before = h.active_deployment("shop").unwrap();
-    let inputs = with(
-        with(deploy(&h, "shop", &format!("{REGISTRY}/web:v2"), "v2"), "health-soak", "8s"),
-        "health-deadline",
-        "20s",
-    );
-    let step = Step::main(&inputs);
-    let child = step.command().spawn().unwrap();
-    crate::util::eventually(Duration::from_secs(20), "this run's deployment to go live", || {
-        h.active_deployment("shop").is_some_and(|a| a != before)
-    })
-    .await;
+    let (step, child) = deploying_v2_into_a_long_gate(&h).await;
     // Someone deploys v9 during the soak: the gate sees v9, not v2, and fails.
     put_image(&h, "shop", "v9").await;
     let ran = step.collect(child).await;

@@ -81,7 +81,7 @@ struct ErrorBody {
 pub struct RestClient {
     http: HttpClient,
     base: url::Url,
-    /// Who sends every request: a bearer token here; a provider may bring another.
+    /// Who sends every request: the platform's bearer token.
     credential: Arc<dyn Credential>,
     platform: &'static Platform,
     calls: AtomicUsize,
@@ -102,26 +102,16 @@ impl RestClient {
     ) -> Result<RestClient, ProviderError> {
         let bare = token.trim().strip_prefix("Bearer ").unwrap_or(token.trim());
         let bearer = Bearer::new(&format!("Bearer {bare}")).map_err(ProviderError::Failed)?;
-        Ok(RestClient::with_credential(http, base, Arc::new(bearer), platform))
-    }
-
-    /// A client whose requests carry `credential`'s headers (a signature, say).
-    pub fn with_credential(
-        http: HttpClient,
-        base: url::Url,
-        credential: Arc<dyn Credential>,
-        platform: &'static Platform,
-    ) -> RestClient {
-        RestClient {
+        Ok(RestClient {
             http,
             base,
-            credential,
+            credential: Arc::new(bearer),
             platform,
             calls: AtomicUsize::new(0),
             remaining: AtomicU64::new(u64::MAX),
             reset: AtomicU64::new(0),
             pacing: Default::default(),
-        }
+        })
     }
 
     pub fn http(&self) -> &HttpClient {

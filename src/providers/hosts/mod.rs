@@ -17,7 +17,7 @@
 //! was: its own kept container started again, with its own env, ports and options.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -413,7 +413,7 @@ impl Core {
             // The run being put back holds these locks under the recorded token: each is
             // given back at the end, even on a host this step cannot reach now (a lock
             // is removed only by its own token, so no one else's goes with it).
-            let mut locked = self.locked.lock().unwrap();
+            let mut locked = self.locked.lock().unwrap_or_else(PoisonError::into_inner);
             for host in &layout.hosts {
                 if !locked.iter().any(|(h, _)| h.ssh == host.ssh) {
                     locked.push((host.clone(), token.to_string()));
@@ -439,7 +439,7 @@ impl Core {
             let mut lines = out.lines().skip_while(|l| !matches!(l.trim(), "taken" | "ours" | "held"));
             match lines.next().unwrap_or_default().trim() {
                 "taken" | "ours" => {
-                    let mut locked = self.locked.lock().unwrap();
+                    let mut locked = self.locked.lock().unwrap_or_else(PoisonError::into_inner);
                     if !locked.iter().any(|(h, _)| h.ssh == host.ssh) {
                         locked.push((host.clone(), token.to_string()));
                     }
@@ -474,7 +474,8 @@ impl Core {
 
     /// Gives back every lock this run holds; what could not be given back, for the summary.
     async fn unlock_all(&self, ctx: &Context) -> Vec<String> {
-        let held: Vec<(Host, String)> = std::mem::take(&mut *self.locked.lock().unwrap());
+        let held: Vec<(Host, String)> =
+            std::mem::take(&mut *self.locked.lock().unwrap_or_else(PoisonError::into_inner));
         // Side by side: a host that does not answer must not use up the others' time.
         let each = held.iter().map(|(host, token)| async move {
             let command = remote::unlock(&self.options.container, token);

@@ -4,7 +4,7 @@
 //! app is checked and drained on the host itself, never through a public address.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use russh::client;
@@ -105,7 +105,7 @@ impl client::Handler for Verifier {
         let key = match offered {
             PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
             PublicKeyOrCertificate::Certificate(_) => {
-                *self.refusal.lock().unwrap() =
+                *self.refusal.lock().unwrap_or_else(PoisonError::into_inner) =
                     Some("offered a host certificate; pin its plain host key in known-hosts instead".into());
                 return Ok(false);
             }
@@ -125,7 +125,7 @@ impl client::Handler for Verifier {
             ),
             Err(e) => format!("could not be checked against known-hosts: {e}"),
         };
-        *self.refusal.lock().unwrap() = Some(why);
+        *self.refusal.lock().unwrap_or_else(PoisonError::into_inner) = Some(why);
         Ok(false)
     }
 }
@@ -158,7 +158,7 @@ impl Session {
         let mut handle = match connect {
             Err(_) => return Err(unreachable(host, login.port, "no answer within 20s".into())),
             Ok(Err(e)) => {
-                if let Some(why) = refusal.lock().unwrap().take() {
+                if let Some(why) = refusal.lock().unwrap_or_else(PoisonError::into_inner).take() {
                     return Err(ProviderError::Failed(format!("host {host} {why}; nothing was run on it")));
                 }
                 return Err(unreachable(host, login.port, e.to_string()));
