@@ -10,9 +10,8 @@ use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettin
 use aws_sigv4::sign::v4;
 
 use reqwest::header::{HeaderName, HeaderValue};
-use reqwest::Method;
 
-use crate::http::Credential;
+use crate::http::{Credential, Headers, Outgoing};
 
 pub mod credentials;
 use crate::secret::Secret;
@@ -92,19 +91,14 @@ pub struct SigV4 {
 }
 
 impl Credential for SigV4 {
-    fn headers(
-        &self,
-        method: &Method,
-        url: &url::Url,
-        headers: &[(HeaderName, HeaderValue)],
-        body: &[u8],
-    ) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    fn headers(&self, out: &Outgoing) -> Result<Headers, String> {
         // Every header sent is signed: one that is not text cannot be, so it is refused.
-        let sent = headers
+        let sent = out
+            .headers
             .iter()
             .map(|(k, v)| Ok((k.as_str(), v.to_str().map_err(|_| format!("header {k} is not plain text"))?)))
             .collect::<Result<Vec<(&str, &str)>, String>>()?;
-        let request = Request { method: method.as_str(), url: url.as_str(), headers: &sent, body };
+        let request = Request { method: out.method.as_str(), url: out.url.as_str(), headers: &sent, body: out.body };
         let scope = Scope { service: self.service, region: &self.region };
         let token = HeaderName::from_static("x-amz-security-token");
         signed_headers(&self.creds, scope, request, (self.clock)())?
@@ -143,6 +137,7 @@ pub fn throttled(status: u16, body: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reqwest::Method;
     use serde::Deserialize;
 
     /// One case of tests/fixtures/sigv4.json: fixed inputs, and the Authorization header
@@ -236,7 +231,8 @@ mod tests {
             .iter()
             .map(|(k, v)| (HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap()))
             .collect();
-        sigv4.headers(&Method::from_bytes(case.method.as_bytes()).unwrap(), &url, &sent, case.body.as_bytes()).unwrap()
+        let method = Method::from_bytes(case.method.as_bytes()).unwrap();
+        sigv4.headers(&Outgoing { method: &method, url: &url, headers: &sent, body: case.body.as_bytes() }).unwrap()
     }
 
     #[test]

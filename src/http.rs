@@ -72,13 +72,19 @@ pub struct Call {
 /// How a request proves who sends it: a bearer token, or a signature over the exact
 /// method, URL, headers and body (AWS SigV4), made again for each attempt.
 pub trait Credential: Send + Sync + std::fmt::Debug {
-    fn headers(
-        &self,
-        method: &Method,
-        url: &url::Url,
-        headers: &[(HeaderName, HeaderValue)],
-        body: &[u8],
-    ) -> Result<Vec<(HeaderName, HeaderValue)>, String>;
+    fn headers(&self, request: &Outgoing) -> Result<Headers, String>;
+}
+
+/// Headers to send, in order.
+pub type Headers = Vec<(HeaderName, HeaderValue)>;
+
+/// One attempt as it leaves: what a credential signs.
+#[derive(Debug)]
+pub struct Outgoing<'a> {
+    pub method: &'a Method,
+    pub url: &'a url::Url,
+    pub headers: &'a [(HeaderName, HeaderValue)],
+    pub body: &'a [u8],
 }
 
 /// `Authorization: <scheme> <token>`, marked sensitive so no log shows it.
@@ -96,13 +102,7 @@ impl Bearer {
 }
 
 impl Credential for Bearer {
-    fn headers(
-        &self,
-        _method: &Method,
-        _url: &url::Url,
-        _headers: &[(HeaderName, HeaderValue)],
-        _body: &[u8],
-    ) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    fn headers(&self, _request: &Outgoing) -> Result<Headers, String> {
         Ok(vec![(reqwest::header::AUTHORIZATION, self.0.clone())])
     }
 }
@@ -493,9 +493,13 @@ impl HttpClient {
             (None, None) => None,
         };
         if let Some(credential) = &call.credential {
-            let signed = credential
-                .headers(&call.method, &call.url, &headers, body.as_deref().unwrap_or_default())
-                .map_err(Unbuilt::Sign)?;
+            let outgoing = Outgoing {
+                method: &call.method,
+                url: &call.url,
+                headers: &headers,
+                body: body.as_deref().unwrap_or_default(),
+            };
+            let signed = credential.headers(&outgoing).map_err(Unbuilt::Sign)?;
             headers.retain(|(name, _)| signed.iter().all(|(s, _)| s != name));
             headers.extend(signed);
         }

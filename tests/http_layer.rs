@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::Method;
-use safe_deploy::http::{Call, Credential, HttpClient, HttpError, RetryConfig};
+use safe_deploy::http::{Call, Credential, Headers, HttpClient, HttpError, Outgoing, RetryConfig};
 use safe_deploy::secret::Redactor;
 use safe_deploy::shutdown::Shutdown;
 use sandbox::server::{serve, text, Response, Server};
@@ -159,16 +159,10 @@ async fn a_throttle_the_platform_says_in_its_body_is_asked_again_even_for_a_post
 struct Counting(Mutex<u32>);
 
 impl Credential for Counting {
-    fn headers(
-        &self,
-        _method: &Method,
-        _url: &url::Url,
-        _headers: &[(HeaderName, HeaderValue)],
-        body: &[u8],
-    ) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    fn headers(&self, request: &Outgoing) -> Result<Headers, String> {
         let mut n = self.0.lock().unwrap();
         *n += 1;
-        let value = format!("sig len={} try={n}", body.len());
+        let value = format!("sig len={} try={n}", request.body.len());
         Ok(vec![(HeaderName::from_static("x-sig"), HeaderValue::from_str(&value).unwrap())])
     }
 }
@@ -199,13 +193,7 @@ async fn a_credential_that_cannot_sign_sends_nothing() {
     #[derive(Debug)]
     struct Broken;
     impl Credential for Broken {
-        fn headers(
-            &self,
-            _: &Method,
-            _: &url::Url,
-            _: &[(HeaderName, HeaderValue)],
-            _: &[u8],
-        ) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+        fn headers(&self, _: &Outgoing) -> Result<Headers, String> {
             Err("no region".into())
         }
     }
