@@ -236,6 +236,7 @@ impl Traffic {
 
 /// `safe-deploy sandbox`: the emulators, standalone, until interrupted.
 pub async fn serve(app: &str, machines: usize, image: &str, release_specs: &[String]) -> i32 {
+    let interrupted = interrupts();
     let releases = match parse_releases(release_specs) {
         Ok(r) => r,
         Err(code) => return code,
@@ -250,7 +251,7 @@ pub async fn serve(app: &str, machines: usize, image: &str, release_specs: &[Str
     println!("FLY_APP_URL={}", fly.app_url());
     println!("FLY_APP={app}");
     println!("# {machines} machines on {image}; any token is accepted. Ctrl-C stops the sandbox.");
-    until_interrupted().await;
+    interrupted.recv().await;
     fly.stop().await;
     0
 }
@@ -272,11 +273,13 @@ pub(crate) fn parse_releases(release_specs: &[String]) -> Result<Releases, i32> 
     Ok(releases)
 }
 
-/// Waits for Ctrl-C or SIGTERM: how `sandbox` serves.
-pub(crate) async fn until_interrupted() {
+/// Ctrl-C or SIGTERM, listened for from the start of a `sandbox` command: one that
+/// comes while the sandbox starts still lets it clean up (its key files, its processes)
+/// once started, instead of killing it half-way.
+pub(crate) fn interrupts() -> Shutdown {
     let shutdown = Shutdown::new();
     let _ = crate::shutdown::listen_for_signals(shutdown.clone());
-    shutdown.recv().await;
+    shutdown
 }
 
 pub(crate) fn could_not_start(e: std::io::Error) -> i32 {

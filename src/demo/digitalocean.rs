@@ -92,6 +92,7 @@ async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Resu
 /// `safe-deploy sandbox --provider digitalocean`: the emulator, standalone, until
 /// interrupted. Service web starts on web:v1; `releases` say how other images behave.
 pub async fn serve(app: &str, instances: usize, releases: Releases) -> i32 {
+    let interrupted = super::interrupts();
     let apps = match async { DoSandbox::start(options(app, instances, releases)?).await }.await {
         Ok(a) => a,
         Err(e) => return super::could_not_start(e),
@@ -103,7 +104,7 @@ pub async fn serve(app: &str, instances: usize, releases: Releases) -> i32 {
     println!(
         "# service web, {instances} instances on {REGISTRY}/web:v1; any token is accepted. Ctrl-C stops the sandbox."
     );
-    super::until_interrupted().await;
+    interrupted.recv().await;
     apps.stop().await;
     0
 }

@@ -87,6 +87,7 @@ async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Resu
 
 /// `safe-deploy sandbox --provider heroku`: the emulator, standalone, until interrupted.
 pub async fn serve(app: &str, dynos: usize) -> i32 {
+    let interrupted = super::interrupts();
     let heroku = match async { HerokuSandbox::start(options(app, dynos)?).await }.await {
         Ok(h) => h,
         Err(e) => return super::could_not_start(e),
@@ -95,7 +96,7 @@ pub async fn serve(app: &str, dynos: usize) -> i32 {
     println!("HEROKU_APP_URL={}", heroku.app_url(app));
     println!("HEROKU_APP={app}");
     println!("# {dynos} web dynos on v1, preboot on; any token is accepted. Ctrl-C stops the sandbox.");
-    super::until_interrupted().await;
+    interrupted.recv().await;
     heroku.stop().await;
     0
 }

@@ -185,6 +185,7 @@ fn key_files(fleet: &Fleet) -> std::io::Result<(PathBuf, PathBuf)> {
 /// web:v1; `releases` say how other images behave. The balancer checks every second,
 /// whole seconds being what DigitalOcean's API describes.
 pub async fn serve(provider: &str, hosts: usize, releases: Releases) -> i32 {
+    let interrupted = super::interrupts();
     let started = async {
         let fleet = fleet(hosts.max(1), releases).await?;
         let files = key_files(&fleet)?;
@@ -226,7 +227,7 @@ pub async fn serve(provider: &str, hosts: usize, releases: Releases) -> i32 {
     println!("KNOWN_HOSTS_FILE={}", known.display());
     let token = if api.is_some() { " any token is accepted." } else { "" };
     println!("# {} hosts on web:v1 behind a balancer checking GET /health every second (healthy after 2, unhealthy after 2);{token} Ctrl-C stops the sandbox.", addrs.len());
-    super::until_interrupted().await;
+    interrupted.recv().await;
     drop(fleet);
     if let Some(api) = api {
         api.stop().await;
