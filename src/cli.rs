@@ -126,7 +126,7 @@ fn cli() -> clap::Command {
                         .value_name("N")
                         .default_value("3")
                         .value_parser(clap::value_parser!(u16).range(1..=20))
-                        .help("How many machines (Fly), web dynos (Heroku) or instances of service web (App Platform) the app starts with."),
+                        .help("How many machines (Fly), web dynos (Heroku), instances of service web (App Platform) or tasks (ECS) the app starts with."),
                 )
                 .arg(Arg::new("image").long("image").value_name("IMAGE").default_value("registry.fly.io/web:v1").help("Fly: the release the machines start on. (App Platform's service web starts on web:v1; Heroku's dynos on v1.)"))
                 .arg(
@@ -146,8 +146,8 @@ fn provider_arg() -> Arg {
         .long("provider")
         .value_name("NAME")
         .default_value("fly")
-        .value_parser(["fly", "heroku", "digitalocean", "digitalocean-droplets", "ssh"])
-        .help("Which provider's sandbox: fly, heroku, digitalocean (App Platform), digitalocean-droplets or ssh (hosts over SSH behind a balancer).")
+        .value_parser(["fly", "heroku", "digitalocean", "digitalocean-droplets", "ssh", "ecs"])
+        .help("Which provider's sandbox: fly, heroku, digitalocean (App Platform), digitalocean-droplets, ssh (hosts over SSH behind a balancer) or ecs (an ECS service behind a load balancer).")
 }
 
 /// Entry point: returns the exit code.
@@ -283,12 +283,20 @@ fn raw_inputs(env: &Env, flags: Option<&ArgMatches>, command: Option<&str>) -> R
 /// With the token input empty, the provider's usual variable (FLY_API_TOKEN...), as its
 /// own CLI would read it.
 fn token_from_env(raw: &mut RawInputs, env: &Env) {
-    if raw.get("token").is_some() {
-        return;
-    }
     let Some(provider) = raw.get("provider").and_then(registry::find) else { return };
-    if let Some(value) = provider.token_env.iter().find_map(|name| env(name).filter(|v| !v.trim().is_empty())) {
-        raw.set("token", value);
+    let first = |vars: &[&str]| vars.iter().find_map(|name| env(name).filter(|v| !v.trim().is_empty()));
+    if raw.get("token").is_none() {
+        if let Some(value) = first(provider.token_env) {
+            raw.set("token", value);
+        }
+    }
+    // The provider's own inputs its CLI reads from the environment (AWS_REGION...).
+    for e in provider.env {
+        if raw.get(e.input).is_none() {
+            if let Some(value) = first(e.vars) {
+                raw.set(e.input, value);
+            }
+        }
     }
 }
 

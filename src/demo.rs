@@ -13,6 +13,7 @@ use sandbox::app::{HealthMode, ReleaseSpec, Releases};
 use sandbox::fly::{FlyOptions, FlySandbox};
 
 pub mod digitalocean;
+pub mod ecs;
 pub mod heroku;
 pub mod hosts;
 
@@ -43,6 +44,7 @@ pub async fn run_command(sub: &clap::ArgMatches, redactor: Redactor) -> i32 {
     match sub.get_one::<String>("provider").map(String::as_str) {
         Some("heroku") => heroku::run(summary, redactor).await,
         Some("digitalocean") => digitalocean::run(summary, redactor).await,
+        Some("ecs") => ecs::run(summary, redactor).await,
         Some(provider @ ("ssh" | "digitalocean-droplets")) => hosts::run(provider, summary, redactor).await,
         _ => run(summary, redactor).await,
     }
@@ -61,6 +63,10 @@ pub async fn serve_command(sub: &clap::ArgMatches) -> i32 {
         },
         "digitalocean" => match parse_releases(&releases) {
             Ok(r) => digitalocean::serve(&get("app"), machines, r).await,
+            Err(code) => code,
+        },
+        "ecs" => match parse_releases(&releases) {
+            Ok(r) => ecs::serve(machines, r).await,
             Err(code) => code,
         },
         _ => serve(&get("app"), machines, &get("image"), &releases).await,

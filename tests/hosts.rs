@@ -63,8 +63,12 @@ impl Rig {
     async fn start(hosts: usize, running: &str) -> Rig {
         let fleet = fleet(hosts, running).await;
         let port = fleet.hosts()[0].app.port();
-        let members =
-            fleet.hosts().iter().enumerate().map(|(i, h)| Member { id: format!("h{}", i + 1), ip: h.addr }).collect();
+        let members = fleet
+            .hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, h)| Member { id: format!("h{}", i + 1), ip: h.addr, port: None })
+            .collect();
         let balancer = Balancer::start(BalancerOptions { check: check(port), members, target_port: port })
             .await
             .expect("the balancer starts");

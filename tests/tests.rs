@@ -10,6 +10,7 @@ mod cli;
 mod conformance;
 mod deploy_stories;
 mod digitalocean;
+mod ecs;
 mod fly;
 mod github;
 mod health_gate;

@@ -105,8 +105,12 @@ async fn start(rig: Rig, hosts: usize, binary: &str) -> (Fleet, Lb) {
         }
         Rig::Pure => {
             let check = check(port);
-            let members =
-                fleet.hosts().iter().enumerate().map(|(i, h)| Member { id: format!("h{i}"), ip: h.addr }).collect();
+            let members = fleet
+                .hosts()
+                .iter()
+                .enumerate()
+                .map(|(i, h)| Member { id: format!("h{i}"), ip: h.addr, port: None })
+                .collect();
             Lb::Kit(Balancer::start(BalancerOptions { check, members, target_port: port }).await.expect("balancer"))
         }
         Rig::Real => {

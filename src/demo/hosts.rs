@@ -41,8 +41,12 @@ async fn droplets_api(fleet: &Fleet, interval: Duration) -> std::io::Result<Drop
 
 async fn balancer(fleet: &Fleet, interval: Duration) -> anyhow::Result<Balancer> {
     let port = fleet.hosts()[0].app.port();
-    let members =
-        fleet.hosts().iter().enumerate().map(|(i, h)| Member { id: format!("host-{}", i + 1), ip: h.addr }).collect();
+    let members = fleet
+        .hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| Member { id: format!("host-{}", i + 1), ip: h.addr, port: None })
+        .collect();
     Ok(Balancer::start(BalancerOptions { check: Check::health(port, interval), members, target_port: port }).await?)
 }
 

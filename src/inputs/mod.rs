@@ -56,6 +56,7 @@ pub enum Group {
     Heroku,
     DigitalOcean,
     Hosts,
+    Aws,
     GitHub,
     Output,
 }
@@ -70,6 +71,7 @@ impl Group {
             Group::Heroku => "Heroku",
             Group::DigitalOcean => "DigitalOcean",
             Group::Hosts => "Hosts over SSH",
+            Group::Aws => "AWS ECS",
             Group::GitHub => "GitHub",
             Group::Output => "Output files",
         }
@@ -129,6 +131,10 @@ const fn droplets(name: &'static str, default: &'static str, description: &'stat
 
 const fn ssh(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
     of(&["ssh"], Group::Hosts, name, default, description)
+}
+
+const fn ecs(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
+    of(&["ecs"], Group::Aws, name, default, description)
 }
 
 /// The providers that deploy to hosts over SSH.
@@ -215,9 +221,9 @@ impl Surface {
 
 pub const INPUTS: &[InputSpec] = &[
     what("command", "deploy", "What to do: deploy (roll out image), rollback (put an earlier release back), redeploy (deploy the release named by to again) or plan (show what a deploy would do, change nothing)."),
-    what("provider", "", "Where the app runs: fly (Fly.io Machines), heroku (Heroku Platform API, Cedar or Fir), digitalocean (DigitalOcean App Platform), digitalocean-droplets (containers on DigitalOcean Droplets behind a DigitalOcean load balancer, over SSH), ssh (containers on any hosts behind any balancer, over SSH), or memory (the built-in provider double of the CLI and the tests, not in the action's image; its api-url is a file:// path to its state).").required(),
-    what("app", "", "The application's name at the provider. Required, except with fly when fly.toml names it."),
-    what("token", "", "API token for the provider. Pass it from a secret; it is masked and never printed. Empty: the provider's usual variable (FLY_API_TOKEN for fly, HEROKU_API_KEY for heroku, DIGITALOCEAN_ACCESS_TOKEN for digitalocean and digitalocean-droplets; ssh needs none).").secret(),
+    what("provider", "", "Where the app runs: fly (Fly.io Machines), heroku (Heroku Platform API, Cedar or Fir), digitalocean (DigitalOcean App Platform), digitalocean-droplets (containers on DigitalOcean Droplets behind a DigitalOcean load balancer, over SSH), ssh (containers on any hosts behind any balancer, over SSH), ecs (an AWS ECS service behind an Application Load Balancer), or memory (the built-in provider double of the CLI and the tests, not in the action's image; its api-url is a file:// path to its state).").required(),
+    what("app", "", "The application's name at the provider (ecs: the service). Required, except with fly when fly.toml names it and with ecs when service does."),
+    what("token", "", "API token for the provider. Pass it from a secret; it is masked and never printed. Empty: the provider's usual variable (FLY_API_TOKEN for fly, HEROKU_API_KEY for heroku, DIGITALOCEAN_ACCESS_TOKEN for digitalocean and digitalocean-droplets; ssh and ecs need none: ecs signs with AWS keys).").secret(),
     what("image", "", "The release to deploy: a container image reference such as registry.example.com/app:1.2.3 (heroku: the image ID, sha256:..., of an image pushed to registry.heroku.com/APP/web; digitalocean: registry.digitalocean.com/REGISTRY/REPO, ghcr.io or Docker Hub, best by digest). Required by deploy and plan, except with heroku, which deploys the source when it is empty, and digitalocean, which then builds the app's git sources again."),
     what("to", "", "rollback and redeploy: the release to go to, in the provider's terms (a Fly image) or a commit SHA safe-deploy deployed before (looked up in the GitHub deployment ledger). Empty with rollback: the last release that deployed successfully before the live one."),
     health("health-url", "", "URL that must answer healthy once the new version is rolled out, e.g. https://app.example.com/health. Required, except with fly, where it defaults to https://APP.fly.dev plus the check path in fly.toml."),
@@ -258,6 +264,16 @@ pub const INPUTS: &[InputSpec] = &[
     ssh("lb-timeout", "5s", "ssh: the balancer's health check timeout (HAProxy: timeout check).").duration(),
     ssh("lb-healthy-threshold", "3", "ssh: passing checks before the balancer sends a host traffic (HAProxy: rise)."),
     ssh("lb-unhealthy-threshold", "5", "ssh: failing checks before the balancer stops sending a host traffic (HAProxy: fall)."),
+    ecs("cluster", "default", "AWS ECS: the cluster's name or ARN."),
+    ecs("service", "", "AWS ECS: the service's name or ARN. Empty: app."),
+    ecs("container-name", "", "AWS ECS: the container in the task definition whose image changes (as amazon-ecs-render-task-definition names it). Empty: the container the service's load balancer sends traffic to, or the only one."),
+    ecs("task-definition", "", "AWS ECS: a task definition JSON file in the workspace to make the new revision from, as amazon-ecs-render-task-definition users keep one. Empty: the live task definition, tags included."),
+    ecs("environment-variables", "", "AWS ECS: NAME=value lines set in that container's environment in the new revision; a name already there gets the new value."),
+    ecs("aws-region", "", "AWS ECS: the region, e.g. us-east-1. Empty: AWS_REGION or AWS_DEFAULT_REGION."),
+    ecs("role-to-assume", "", "AWS ECS: an IAM role ARN to assume with the runner's OIDC token (STS AssumeRoleWithWebIdentity, audience sts.amazonaws.com), so no long-lived keys are stored. The job needs permissions id-token: write."),
+    ecs("aws-access-key-id", "", "AWS ECS: an access key id, when no role is assumed. Empty: AWS_ACCESS_KEY_ID.").secret(),
+    ecs("aws-secret-access-key", "", "AWS ECS: its secret access key, from a secret; masked and never printed. Empty: AWS_SECRET_ACCESS_KEY.").secret(),
+    ecs("aws-session-token", "", "AWS ECS: a session token that goes with temporary keys. Empty: AWS_SESSION_TOKEN.").secret(),
     hosts("ssh-key", "", "Hosts over SSH: the private key safe-deploy logs in with (OpenSSH or PEM, unencrypted). Pass it from a secret; it is masked and never printed.").secret(),
     hosts("ssh-user", "root", "Hosts over SSH: the user safe-deploy logs in as; it must be allowed to run the container runtime."),
     hosts("ssh-port", "22", "Hosts over SSH: the SSH port of every host."),
@@ -409,6 +425,7 @@ mod tests {
             "fly" => Group::Fly,
             "heroku" => Group::Heroku,
             "digitalocean" | "digitalocean-droplets" => Group::DigitalOcean,
+            "ecs" => Group::Aws,
             _ => Group::Hosts,
         };
         for spec in INPUTS.iter().filter(|i| !i.providers.is_empty()) {

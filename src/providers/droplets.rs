@@ -27,6 +27,7 @@ pub const REGISTRATION: Registration = Registration {
     title: "DigitalOcean Droplets",
     token_env: &["DIGITALOCEAN_ACCESS_TOKEN"],
     needs_token: true,
+    env: &[],
     file_api: false,
     image_optional: false,
     defaults: no_defaults,

@@ -26,6 +26,7 @@ pub const REGISTRATION: Registration = Registration {
     title: "the provider double",
     token_env: &[],
     needs_token: false,
+    env: &[],
     file_api: true,
     image_optional: false,
     defaults: no_defaults,

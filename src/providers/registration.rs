@@ -19,6 +19,9 @@ pub struct Registration {
     /// Environment variables its own CLI reads the token from, read when `token` is empty.
     pub token_env: &'static [&'static str],
     pub needs_token: bool,
+    /// Its own inputs read from environment variables when left empty, as its own CLI
+    /// reads them (ECS: AWS_ACCESS_KEY_ID...); a secret input read so is masked too.
+    pub env: &'static [EnvInput],
     /// Its `api-url` is a file, not an HTTP base (the provider double).
     pub file_api: bool,
     /// A deploy without `image` deploys something else (Heroku: the source).
@@ -28,6 +31,13 @@ pub struct Registration {
     pub defaults: fn(&RawInputs, &Path) -> Result<Option<RawInputs>, InputError>,
     /// Parses and checks the provider's own inputs into `problems`; `None` when any is wrong.
     pub configure: fn(&RawInputs, &Path, &mut Problems) -> Option<Arc<dyn ProviderSettings>>,
+}
+
+/// An input filled from the first of `vars` that is set, when the input is empty.
+#[derive(Debug)]
+pub struct EnvInput {
+    pub input: &'static str,
+    pub vars: &'static [&'static str],
 }
 
 /// The settings a provider parsed from its own inputs, and how it builds itself.

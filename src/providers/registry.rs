@@ -9,6 +9,7 @@ pub const PROVIDERS: &[&Registration] = &[
     &super::digitalocean::REGISTRATION,
     &super::droplets::REGISTRATION,
     &super::ssh::REGISTRATION,
+    &super::ecs::REGISTRATION,
     #[cfg(feature = "sandbox")]
     &super::memory::REGISTRATION,
 ];

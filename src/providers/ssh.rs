@@ -19,6 +19,7 @@ pub const REGISTRATION: Registration = Registration {
     title: "Hosts over SSH",
     token_env: &[],
     needs_token: false,
+    env: &[],
     file_api: false,
     image_optional: false,
     defaults: no_defaults,

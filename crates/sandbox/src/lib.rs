@@ -26,6 +26,10 @@
 //! - `hosts`: Linux hosts behind a load balancer for a deploy over SSH: one loopback
 //!   address, SSH server (russh) and `docker` stand-in (the test app as detached
 //!   processes, state in files) per host, and the fleet rig with its keys.
+//! - `ecs`: AWS ECS on Fargate behind an Application Load Balancer (ECS's JSON API,
+//!   ELBv2's and STS's query APIs with SigV4 checked, GitHub's OIDC token endpoint;
+//!   tasks as processes, a target group that health-checks and drains them, the
+//!   circuit breaker), on the kit.
 //! - `github`: a GitHub REST emulator for deployments and deployment statuses, on the kit.
 //!
 //! Dependencies point one way: emulators use the kit, the kit uses `server` and
@@ -36,6 +40,7 @@ pub mod client;
 pub mod digitalocean;
 pub mod double;
 pub mod droplets;
+pub mod ecs;
 pub mod fly;
 pub mod github;
 pub mod heroku;

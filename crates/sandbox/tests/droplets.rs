@@ -53,6 +53,7 @@ fn check(port: u16, interval: Duration) -> Check {
         timeout: Duration::from_millis(200),
         healthy: 2,
         unhealthy: 2,
+        matcher: None,
     }
 }
 

@@ -42,6 +42,7 @@ pub const REGISTRATION: Registration = Registration {
     // doctl reads DIGITALOCEAN_ACCESS_TOKEN.
     token_env: &["DIGITALOCEAN_ACCESS_TOKEN"],
     needs_token: true,
+    env: &[],
     file_api: false,
     image_optional: true,
     defaults: settings::defaults,

@@ -1,6 +1,413 @@
-//! Amazon ECS on Fargate behind an Application Load Balancer: the provider is being
-//! built piece by piece (issue 20). Here so far: how a new task definition is made
-//! from the live one or a template (`task_definition`). Signing and keys are
-//! `crate::aws`'s.
+//! Provider `ecs`: an Amazon ECS service (Fargate or EC2) behind an Application Load
+//! Balancer. The live task definition is recorded first (it is the rollback: ECS's own
+//! rollback may already have fired by the time we look); a new revision is registered
+//! from it (or from a template) with the new image; UpdateService starts a deployment,
+//! followed by its id until it is PRIMARY, COMPLETED and every target of its tasks is
+//! healthy in the target group. ECS's circuit breaker failing it, the id vanishing or
+//! the service's task definition changing back means ECS rolled back: a failure, said
+//! with ECS's own reason, never a success.
+//!
+//! - `settings`: the inputs and where the keys come from;
+//! - `client`: the signed wire (ECS's JSON 1.1, ELBv2's query protocol) and AWS's errors;
+//! - `task_definition`: the next revision, from the live one or a template;
+//! - `rollout`: following a deployment (events, target states, stopped tasks' reasons).
 
+pub mod client;
+pub mod rollout;
+pub mod settings;
 pub mod task_definition;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::registration::{EnvInput, Registration};
+use super::{
+    outlast, Capabilities, Context, Finding, Plan, PlannedBatch, Provider, ProviderError, ReleaseRef, Rollout,
+    Severity, Snapshot, Source, Target,
+};
+use crate::http::HttpClient;
+use client::{Aws, Endpoints};
+use rollout::{EcsRollout, Service};
+use settings::Settings;
+
+pub const REGISTRATION: Registration = Registration {
+    name: "ecs",
+    title: "AWS ECS",
+    token_env: &[],
+    needs_token: false,
+    file_api: false,
+    image_optional: false,
+    env: &[
+        EnvInput { input: "aws-access-key-id", vars: &["AWS_ACCESS_KEY_ID"] },
+        EnvInput { input: "aws-secret-access-key", vars: &["AWS_SECRET_ACCESS_KEY"] },
+        EnvInput { input: "aws-session-token", vars: &["AWS_SESSION_TOKEN"] },
+        EnvInput { input: "aws-region", vars: &["AWS_REGION", "AWS_DEFAULT_REGION"] },
+    ],
+    defaults: settings::defaults,
+    configure: settings::configure,
+};
+
+const NAME: &str = "ecs";
+
+/// What a snapshot keeps: the task definition the service ran, and its description
+/// (with tags), from which the next revision is made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    task_definition: String,
+    /// The container whose image changes, as chosen when the service was read.
+    container: Option<String>,
+    image: String,
+    definition: Value,
+}
+
+/// "web:7 (registry/web:v2)": a revision and the image it runs.
+pub fn label(task_definition: &str, image: &str) -> String {
+    let revision = task_definition.rsplit('/').next().unwrap_or(task_definition);
+    match image.is_empty() {
+        true => revision.to_string(),
+        false => format!("{revision} ({image})"),
+    }
+}
+
+/// What the provider and its roll-outs share.
+pub struct Inner {
+    pub settings: Settings,
+    http: HttpClient,
+    endpoints: Endpoints,
+    aws: tokio::sync::OnceCell<Aws>,
+}
+
+impl Inner {
+    /// The signed client, its keys resolved on first use (STS, when a role is assumed).
+    pub async fn aws(&self, ctx: &Context) -> Result<&Aws, ProviderError> {
+        self.aws
+            .get_or_try_init(|| async {
+                let mut given = self.settings.given.clone();
+                given.sts_url = self.endpoints.sts.clone();
+                let creds = crate::aws::credentials::resolve(&given, &self.http, &ctx.shutdown).await?;
+                // Keys STS handed out are secrets like any other: never printed.
+                self.http.redactor().add(creds.secret_access_key.expose());
+                if let Some(token) = &creds.session_token {
+                    self.http.redactor().add(token.expose());
+                }
+                Ok(Aws::new(self.http.clone(), self.endpoints.clone(), &self.settings.region, creds))
+            })
+            .await
+    }
+
+    /// DescribeServices: the one read a poll makes.
+    pub async fn service(&self, ctx: &Context) -> Result<Service, ProviderError> {
+        let s = &self.settings;
+        let body = json!({ "cluster": s.cluster, "services": [s.service] });
+        let what = format!("read service {} in cluster {}", s.service, s.cluster);
+        let answer = self.aws(ctx).await?.ecs("DescribeServices", &body, &what, &ctx.shutdown).await?;
+        let services: Vec<Service> = serde_json::from_value(answer.get("services").cloned().unwrap_or(json!([])))
+            .map_err(|e| {
+                ProviderError::Unavailable(format!("ECS's answer to {what} was not what its API describes ({e})"))
+            })?;
+        match services.into_iter().next() {
+            Some(svc) if svc.status == "ACTIVE" => Ok(svc),
+            Some(svc) => Err(ProviderError::Failed(format!(
+                "service {} is {}, not ACTIVE: ECS deploys only to an active service; check the service input",
+                s.service, svc.status
+            ))),
+            None => {
+                let reason = answer.pointer("/failures/0/reason").and_then(Value::as_str).unwrap_or("no answer");
+                Err(ProviderError::NotFound {
+                    provider: "AWS",
+                    what: format!(
+                        "service {} in cluster {} ({reason}); check service and cluster (aws ecs list-services --cluster {})",
+                        s.service, s.cluster, s.cluster
+                    ),
+                })
+            }
+        }
+    }
+
+    /// DescribeTaskDefinition with its tags.
+    pub async fn definition(&self, arn: &str, ctx: &Context) -> Result<Value, ProviderError> {
+        let body = json!({ "taskDefinition": arn, "include": ["TAGS"] });
+        let what = format!("read task definition {}", label(arn, ""));
+        self.aws(ctx).await?.ecs("DescribeTaskDefinition", &body, &what, &ctx.shutdown).await
+    }
+
+    /// UpdateService to `task_definition`; the service as ECS answers it.
+    pub async fn update(&self, task_definition: &str, ctx: &Context) -> Result<Service, ProviderError> {
+        let s = &self.settings;
+        let body = json!({ "cluster": s.cluster, "service": s.service, "taskDefinition": task_definition });
+        let what = format!("update service {} to {}", s.service, label(task_definition, ""));
+        let answer = self.aws(ctx).await?.ecs("UpdateService", &body, &what, &ctx.shutdown).await?;
+        serde_json::from_value(answer.get("service").cloned().unwrap_or(Value::Null)).map_err(|e| {
+            ProviderError::Unavailable(format!("ECS's answer to {what} was not what its API describes ({e})"))
+        })
+    }
+
+    /// The container whose image changes: the one named, else the one the load
+    /// balancer sends traffic to, else the only one.
+    pub fn container(&self, definition: &Value, svc: Option<&Service>) -> Result<String, String> {
+        if let Some(c) = &self.settings.container {
+            return Ok(c.clone());
+        }
+        if let Some(name) = svc.and_then(|s| s.load_balancers.iter().find_map(|lb| lb.container_name.clone())) {
+            return Ok(name);
+        }
+        let inner = definition.get("taskDefinition").unwrap_or(definition);
+        let names: Vec<&str> = inner
+            .get("containerDefinitions")
+            .and_then(Value::as_array)
+            .map(|c| c.iter().filter_map(|c| c.get("name").and_then(Value::as_str)).collect())
+            .unwrap_or_default();
+        match names.as_slice() {
+            [one] => Ok(one.to_string()),
+            _ => Err(format!(
+                "the task definition has {} containers ({}) and no load balancer names one; set container-name to the one whose image changes",
+                names.len(),
+                names.join(", ")
+            )),
+        }
+    }
+}
+
+/// The image of container `name` in a DescribeTaskDefinition answer (or a definition).
+fn image_of(definition: &Value, name: &str) -> Option<String> {
+    let inner = definition.get("taskDefinition").unwrap_or(definition);
+    inner
+        .get("containerDefinitions")?
+        .as_array()?
+        .iter()
+        .find(|c| c.get("name").and_then(Value::as_str) == Some(name))?
+        .get("image")?
+        .as_str()
+        .map(str::to_string)
+}
+
+pub struct EcsProvider {
+    inner: Arc<Inner>,
+}
+
+impl EcsProvider {
+    pub fn new(settings: Settings, api_url: Option<&url::Url>, http: HttpClient) -> anyhow::Result<EcsProvider> {
+        let endpoints = Endpoints::new(&settings.region, api_url)?;
+        Ok(EcsProvider { inner: Arc::new(Inner { settings, http, endpoints, aws: tokio::sync::OnceCell::new() }) })
+    }
+
+    fn record(snapshot: &Snapshot) -> Result<Record, ProviderError> {
+        snapshot.record_as(NAME)
+    }
+}
+
+#[async_trait]
+impl Provider for EcsProvider {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { history: true, single_instances: false, images: true, directories: false }
+    }
+
+    async fn snapshot(&self, ctx: &Context) -> Result<Snapshot, ProviderError> {
+        let svc = self.inner.service(ctx).await?;
+        let definition = self.inner.definition(&svc.task_definition, ctx).await?;
+        let container = self.inner.container(&definition, Some(&svc)).ok();
+        let image = container.as_deref().and_then(|c| image_of(&definition, c)).unwrap_or_default();
+        let release = ReleaseRef { id: svc.task_definition.clone(), label: label(&svc.task_definition, &image) };
+        let record = Record { task_definition: svc.task_definition.clone(), container, image, definition };
+        Ok(Snapshot {
+            release,
+            record: serde_json::to_value(record).map_err(|e| ProviderError::Failed(e.to_string()))?,
+            cause: None,
+        })
+    }
+
+    async fn preflight(&self, live: &Snapshot, target: &Target, ctx: &Context) -> Result<Vec<Finding>, ProviderError> {
+        let record = Self::record(live)?;
+        let svc = self.inner.service(ctx).await?;
+        let mut out = Vec::new();
+        let mut say = |severity, message: String| out.push(Finding { severity, message });
+        let controller = svc.deployment_controller.as_ref().map_or("ECS", |c| c.kind.as_str());
+        if controller != "ECS" {
+            say(
+                Severity::Blocker,
+                format!("service {} uses the {controller} deployment controller: its deployments are CodeDeploy's or an external one's, not UpdateService's; deploy it with that tool", svc.service_name),
+            );
+        }
+        let others: Vec<String> = svc
+            .deployments
+            .iter()
+            .filter(|d| d.status != "PRIMARY" || d.rollout_state.as_deref() == Some("IN_PROGRESS"))
+            .map(|d| format!("{} ({}, {})", d.id, d.status, d.rollout_state.as_deref().unwrap_or("no rollout state")))
+            .collect();
+        if svc.deployments.len() > 1 || !others.is_empty() {
+            say(
+                Severity::Blocker,
+                format!(
+                    "service {} is rolling out already: {}; re-run when it has reached a steady state (aws ecs wait services-stable)",
+                    svc.service_name,
+                    others.join(", ")
+                ),
+            );
+        }
+        if svc.task_definition != record.task_definition {
+            say(Severity::Blocker, format!(
+                "the service's task definition changed while this run looked ({} now, {} before): someone else is deploying; re-run when they are done",
+                label(&svc.task_definition, ""), label(&record.task_definition, "")
+            ));
+        }
+        // The next revision must be made from what is there, with nothing changed yet.
+        if let Source::Image(image) = &target.source {
+            let base = self.inner.settings.template.clone().unwrap_or_else(|| record.definition.clone());
+            match self.inner.container(&base, Some(&svc)) {
+                Ok(container) => {
+                    let change = task_definition::Change {
+                        container: &container,
+                        image,
+                        environment: &self.inner.settings.environment,
+                    };
+                    if let Err(e) = task_definition::render(&base, &change) {
+                        say(Severity::Blocker, e);
+                    }
+                }
+                Err(e) => say(Severity::Blocker, e),
+            }
+        }
+        rollout::balancer_findings(&self.inner, &svc, ctx, &mut out).await?;
+        Ok(out)
+    }
+
+    fn plan(&self, live: &Snapshot, target: &Target) -> Plan {
+        let s = &self.inner.settings;
+        let record = Self::record(live).ok();
+        let from = match &s.template {
+            Some(_) => "the task-definition template".to_string(),
+            None => format!("the live {}", live.release.label),
+        };
+        let (prepare, next) = match &target.source {
+            Source::Release(r) => (vec![format!("check that task definition {} is there", r.label)], r.label.clone()),
+            other => {
+                let image = other.image_or_release(NAME).unwrap_or_default();
+                let mut steps = vec![format!("register a new revision from {from} with image {image}")];
+                if !s.environment.is_empty() {
+                    let names: Vec<&str> = s.environment.iter().map(|(k, _)| k.as_str()).collect();
+                    steps.push(format!("set {} in the container's environment", names.join(", ")));
+                }
+                (steps, format!("the new revision ({image})"))
+            }
+        };
+        let desired = record.map(|_| "its desired count of").unwrap_or("the");
+        let steps = vec![
+            format!("UpdateService {} in cluster {} to {next}", s.service, s.cluster),
+            format!("ECS starts {desired} tasks; the target group checks them; old targets drain for the deregistration delay"),
+            "follow the deployment by its id until it is PRIMARY and COMPLETED and every new target is healthy; ECS's circuit breaker failing it is a failure, never a success".into(),
+        ];
+        Plan { prepare, batches: vec![PlannedBatch { label: format!("service {}", s.service), steps }] }
+    }
+
+    async fn prepare(
+        &self,
+        live: &Snapshot,
+        target: &Target,
+        ctx: &Context,
+    ) -> Result<Box<dyn Rollout>, ProviderError> {
+        let record = Self::record(live)?;
+        let (task_definition, label) = match &target.source {
+            Source::Release(r) => {
+                let d = self.inner.definition(&r.id, ctx).await?;
+                let arn =
+                    d.pointer("/taskDefinition/taskDefinitionArn").and_then(Value::as_str).unwrap_or(&r.id).to_string();
+                let image = self.inner.container(&d, None).ok().and_then(|c| image_of(&d, &c)).unwrap_or_default();
+                (arn.clone(), label(&arn, &image))
+            }
+            other => {
+                let image = other.image_or_release(NAME)?;
+                let base = self.inner.settings.template.clone().unwrap_or_else(|| record.definition.clone());
+                // The container named, or the one the service's balancer sends traffic to.
+                let container = match (&self.inner.settings.container, &record.container) {
+                    (Some(c), _) | (None, Some(c)) => c.clone(),
+                    (None, None) => self.inner.container(&base, None).map_err(ProviderError::Failed)?,
+                };
+                let change = task_definition::Change {
+                    container: &container,
+                    image: &image,
+                    environment: &self.inner.settings.environment,
+                };
+                let request = task_definition::render(&base, &change).map_err(ProviderError::Failed)?;
+                let what = format!(
+                    "register a new revision of {}",
+                    request.get("family").and_then(Value::as_str).unwrap_or("the task definition")
+                );
+                let answer =
+                    self.inner.aws(ctx).await?.ecs("RegisterTaskDefinition", &request, &what, &ctx.shutdown).await?;
+                let arn = answer
+                    .pointer("/taskDefinition/taskDefinitionArn")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        ProviderError::Unavailable(format!("ECS's answer to {what} named no taskDefinitionArn; re-run"))
+                    })?
+                    .to_string();
+                ctx.progress.log("ECS", &format!("registered {}", label(&arn, &image)));
+                (arn.clone(), label(&arn, &image))
+            }
+        };
+        Ok(Box::new(EcsRollout::new(self.inner.clone(), task_definition, label, record.task_definition)))
+    }
+
+    async fn restore(&self, snapshot: &Snapshot, ctx: &Context) -> Result<ReleaseRef, ProviderError> {
+        let record = Self::record(snapshot)?;
+        let svc = outlast(ctx, "read the service before putting it back", || self.inner.service(ctx)).await?;
+        if svc.task_definition != record.task_definition {
+            let what = format!("put service {} back on {}", svc.service_name, snapshot.release.label);
+            outlast(ctx, &what, || self.inner.update(&record.task_definition, ctx)).await?;
+        }
+        rollout::settle_on(&self.inner, &record.task_definition, ctx).await?;
+        Ok(snapshot.release.clone())
+    }
+
+    async fn in_effect(&self, snapshot: &Snapshot, ctx: &Context) -> Result<bool, ProviderError> {
+        let record = Self::record(snapshot)?;
+        let svc = self.inner.service(ctx).await?;
+        Ok(svc.task_definition == record.task_definition
+            && svc.deployments.len() == 1
+            && svc.deployments[0].rollout_state.as_deref().is_none_or(|r| r == "COMPLETED"))
+    }
+
+    async fn history(&self, ctx: &Context) -> Result<Vec<ReleaseRef>, ProviderError> {
+        let svc = self.inner.service(ctx).await?;
+        let family_rev = svc.task_definition.rsplit('/').next().unwrap_or(&svc.task_definition);
+        let family = family_rev.split(':').next().unwrap_or(family_rev);
+        let body = json!({ "familyPrefix": family, "sort": "ASC", "status": "ACTIVE" });
+        let what = format!("list the revisions of task definition {family}");
+        let answer = self.inner.aws(ctx).await?.ecs("ListTaskDefinitions", &body, &what, &ctx.shutdown).await?;
+        let arns: Vec<String> = answer
+            .get("taskDefinitionArns")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .unwrap_or_default();
+        // Only this family: a prefix also matches web-worker when the family is web.
+        Ok(arns
+            .into_iter()
+            .filter(|a| a.rsplit('/').next().and_then(|fr| fr.split(':').next()) == Some(family))
+            .map(|a| ReleaseRef { label: label(&a, ""), id: a })
+            .collect())
+    }
+
+    fn api_calls(&self) -> Option<usize> {
+        self.inner.aws.get().map(Aws::calls)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_release_is_named_by_its_revision_and_image() {
+        let arn = "arn:aws:ecs:us-east-1:123456789012:task-definition/web:7";
+        assert_eq!(label(arn, "registry/web:v2"), "web:7 (registry/web:v2)");
+        assert_eq!(label(arn, ""), "web:7");
+        assert!(super::super::same_release(&label(arn, "x"), &label(arn, "")), "the revision alone names it");
+    }
+}

@@ -57,7 +57,7 @@ pub fn render(base: &Value, change: &Change) -> Result<Value, String> {
         containers.iter_mut().find(|c| c.get("name").and_then(Value::as_str) == Some(change.container))
     else {
         return Err(format!(
-            "no container named '{}' in the task definition; its containers are: {}. Set container to one of them",
+            "no container named '{}' in the task definition; its containers are: {}. Set container-name to one of them",
             change.container,
             if names.is_empty() { "none".to_string() } else { names.join(", ") }
         ));

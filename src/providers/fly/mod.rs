@@ -46,6 +46,7 @@ pub const REGISTRATION: Registration = Registration {
     // flyctl reads FLY_ACCESS_TOKEN before FLY_API_TOKEN.
     token_env: &["FLY_ACCESS_TOKEN", "FLY_API_TOKEN"],
     needs_token: true,
+    env: &[],
     file_api: false,
     image_optional: false,
     defaults: settings::defaults,

@@ -38,6 +38,7 @@ pub const REGISTRATION: Registration = Registration {
     // The Heroku CLI reads HEROKU_API_KEY.
     token_env: &["HEROKU_API_KEY"],
     needs_token: true,
+    env: &[],
     file_api: false,
     image_optional: true,
     defaults: no_defaults,

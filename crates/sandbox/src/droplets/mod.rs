@@ -100,6 +100,7 @@ impl Default for LbSpec {
                 timeout: Duration::from_secs(5),
                 healthy: 3,
                 unhealthy: 5,
+                matcher: None,
             },
             target_port: 80,
             entry_port: 80,
@@ -176,7 +177,7 @@ impl Cloud {
             .targeted(s)
             .into_iter()
             .filter_map(|id| s.droplets.iter().find(|d| d.id == id))
-            .map(|d| Member { id: d.id.to_string(), ip: d.spec.ip })
+            .map(|d| Member { id: d.id.to_string(), ip: d.spec.ip, port: None })
             .collect();
         self.balancer.set_members(members);
     }
@@ -207,7 +208,7 @@ impl DropletsSandbox {
             LbTarget::ById => state.droplets.iter().collect::<Vec<_>>(),
             LbTarget::ByTag(tag) => state.droplets.iter().filter(|d| d.spec.tags.contains(tag)).collect(),
         };
-        let members = members.into_iter().map(|d| Member { id: d.id.to_string(), ip: d.spec.ip }).collect();
+        let members = members.into_iter().map(|d| Member { id: d.id.to_string(), ip: d.spec.ip, port: None }).collect();
         let balancer = Balancer::start(BalancerOptions {
             check: opts.balancer.check.clone(),
             members,

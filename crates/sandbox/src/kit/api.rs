@@ -99,6 +99,18 @@ pub trait Emulator: Send + Sync + 'static {
         self.error(401, refusal.message())
     }
 
+    /// Whether `request` only reads: a GET, or a read an API sends as a POST (AWS's
+    /// Describe* calls). Reads get malformed bursts; writes get late answers.
+    fn is_read(&self, request: &Request) -> bool {
+        request.method == Method::GET
+    }
+
+    /// The answer to `request` when a fault takes it: by default `error`. An API with
+    /// more than one error shape (AWS's JSON and XML protocols) picks by the request.
+    fn fault(&self, _request: &Request, status: u16, message: &str) -> Response {
+        self.error(status, message)
+    }
+
     /// The provider's routes, once faults, checks and auth have let the request by.
     fn route(&self, request: &Request) -> impl Future<Output = Response> + Send;
 
@@ -192,7 +204,7 @@ async fn handle<E: Emulator>(emulator: &E, request: Request) -> Response {
         return control(emulator, &request);
     }
     let gate = emulator.gate();
-    let is_get = request.method == Method::GET;
+    let is_get = emulator.is_read(&request);
     let (verdict, slow_ms, late_ms) = gate.with_faults(|f| {
         let verdict = f.verdict(is_get);
         let api = f.api_mut();
@@ -220,15 +232,15 @@ async fn handle<E: Emulator>(emulator: &E, request: Request) -> Response {
         tokio::time::sleep(Duration::from_millis(slow_ms)).await;
     }
     let mut response = match verdict {
-        Verdict::Unavailable => emulator.error(503, &emulator.fault_message(503)),
+        Verdict::Unavailable => emulator.fault(&request, 503, &emulator.fault_message(503)),
         Verdict::RateLimited { retry_after_secs } => {
-            let mut response = emulator.error(429, &emulator.fault_message(429));
+            let mut response = emulator.fault(&request, 429, &emulator.fault_message(429));
             if let Some(secs) = retry_after_secs {
                 response.headers_mut().insert("retry-after", HeaderValue::from(secs));
             }
             response
         }
-        Verdict::Status(status) => emulator.error(status, &emulator.fault_message(status)),
+        Verdict::Status(status) => emulator.fault(&request, status, &emulator.fault_message(status)),
         Verdict::Malformed => {
             let mut response = server::text(200, MALFORMED_BODY);
             response.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));

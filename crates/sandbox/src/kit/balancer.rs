@@ -55,6 +55,9 @@ pub struct Check {
     pub healthy: u32,
     /// Failures in a row that make a healthy member unhealthy (0 counts as 1).
     pub unhealthy: u32,
+    /// The statuses that pass, both ends included; `None`: 200–399, DigitalOcean's rule
+    /// (an ALB's matcher is 200 alone by default).
+    pub matcher: Option<(u16, u16)>,
 }
 
 impl Check {
@@ -69,6 +72,7 @@ impl Check {
             timeout: interval,
             healthy: 2,
             unhealthy: 2,
+            matcher: None,
         }
     }
 }
@@ -77,6 +81,9 @@ impl Check {
 pub struct Member {
     pub id: String,
     pub ip: Ipv4Addr,
+    /// Its own port for traffic and checks (an ECS task's, each on a port of its own);
+    /// `None`: the balancer's target port and the check's port.
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +99,7 @@ pub struct BalancerOptions {
 pub struct MemberStats {
     pub id: String,
     pub ip: Ipv4Addr,
+    pub port: Option<u16>,
     pub healthy: bool,
     /// Requests this member answered (any status).
     pub served: u64,
@@ -262,6 +270,7 @@ fn add_members(inner: &Arc<Inner>, members: Vec<Member>, healthy: bool) {
         let stats = MemberStats {
             id: member.id,
             ip: member.ip,
+            port: member.port,
             healthy,
             served: 0,
             probes: 0,
@@ -281,8 +290,10 @@ async fn check_loop(inner: std::sync::Weak<Inner>, id: String, first: Duration) 
         let Some(strong) = inner.upgrade() else { return };
         let Some((check, addr)) = ({
             let s = strong.state.lock();
-            let ip = s.slots.iter().find(|slot| slot.stats.id == id).map(|slot| slot.stats.ip);
-            ip.map(|ip| (s.check.clone(), SocketAddr::from((ip, s.check.port))))
+            let slot = s.slots.iter().find(|slot| slot.stats.id == id);
+            slot.map(|slot| {
+                (s.check.clone(), SocketAddr::from((slot.stats.ip, slot.stats.port.unwrap_or(s.check.port))))
+            })
         }) else {
             return;
         };
@@ -292,7 +303,8 @@ async fn check_loop(inner: std::sync::Weak<Inner>, id: String, first: Duration) 
         let outcome = match check.protocol {
             Protocol::Tcp => checks::tcp(addr, check.timeout).await,
             Protocol::Http | Protocol::Https => {
-                let passes = |status: u16| (200..400).contains(&status);
+                let (low, high) = check.matcher.unwrap_or((200, 399));
+                let passes = |status: u16| (low..=high).contains(&status);
                 let tls = check.protocol == Protocol::Https;
                 checks::http_passing(addr, "GET", &check.path, &[], check.timeout, tls, passes).await
             }
@@ -340,7 +352,8 @@ impl Backends for Inner {
     fn pick(&self, _request: &Request, tried: &[String]) -> Option<Backend> {
         let s = self.state.lock();
         let healthy = s.slots.iter().map(|slot| &slot.stats).filter(|m| m.healthy);
-        let open = healthy.map(|m| Backend { id: m.id.clone(), addr: SocketAddr::from((m.ip, s.target_port)) });
+        let open = healthy
+            .map(|m| Backend { id: m.id.clone(), addr: SocketAddr::from((m.ip, m.port.unwrap_or(s.target_port))) });
         self.next.pick(open, tried)
     }
 
@@ -398,7 +411,7 @@ mod tests {
                 // The first binds any port; the others take the same one or we start over.
                 let Ok(server) = member(ip, port, health.clone()).await else { continue 'again };
                 port = server.addr.port();
-                out.push((Member { id: ((b'a' + i) as char).to_string(), ip }, server, health));
+                out.push((Member { id: ((b'a' + i) as char).to_string(), ip, port: None }, server, health));
             }
             return (port, out);
         }
@@ -413,6 +426,7 @@ mod tests {
             timeout: Duration::from_millis(80),
             healthy: 2,
             unhealthy: 3,
+            matcher: None,
         }
     }
 

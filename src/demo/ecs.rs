@@ -1,0 +1,111 @@
+//! `safe-deploy demo --provider ecs` and `safe-deploy sandbox --provider ecs`: the ECS
+//! emulator in this process (ECS, the load balancer, STS, all signed). The demo deploys
+//! a healthy v2, then a v3 the balancer takes but the health gate refuses (put back by
+//! this run), then a v4 that crashes on start, which ECS's circuit breaker fails and
+//! rolls back by itself: reported as the failure it is.
+
+use sandbox::Handle;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sandbox::app::{HealthMode, ReleaseSpec, Releases};
+use sandbox::ecs::{EcsOptions, EcsSandbox, ACCESS_KEY_ID, ID_TOKEN_REQUEST_TOKEN, ROLE_ARN, SECRET_ACCESS_KEY};
+
+use super::Traffic;
+use crate::job::deploy_in;
+use crate::secret::Redactor;
+use crate::shutdown::Shutdown;
+
+fn options(desired: usize, images: Releases) -> std::io::Result<EcsOptions> {
+    Ok(EcsOptions {
+        desired: desired as u32,
+        images,
+        app_command: vec![std::env::current_exe()?.into_os_string(), "__sandbox-app".into()],
+        ..EcsOptions::default()
+    })
+}
+
+pub async fn run(summary_file: Option<PathBuf>, redactor: Redactor) -> i32 {
+    super::exit_code(demo(summary_file, redactor).await)
+}
+
+async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Result<i32> {
+    let workspace = super::workspace("ecs-demo", summary_file)?;
+    let (dir, summary) = (workspace.dir.clone(), workspace.summary.clone());
+    let repo = sandbox::ecs::repository(&EcsOptions::default());
+    let mut images = Releases::new();
+    images.insert(format!("{repo}:v3"), ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
+    images.insert(format!("{repo}:v4"), ReleaseSpec { crash_on_start: true, exit_code: 1, ..Default::default() });
+
+    println!("demo: starting the ECS sandbox: cluster staging, service web with two Fargate tasks on web:v1 behind a load balancer");
+    let ecs = EcsSandbox::start(options(2, images)?).await?;
+    println!("demo: AWS APIs at {}, load balancer at {}", ecs.api_url(), ecs.app_url());
+    let traffic = Traffic::start(format!("{}/", ecs.app_url()));
+    let runner = super::demo_runner(&dir, &summary, redactor);
+    let inputs = |tag: &str| {
+        let mut raw = super::gated_inputs(&ecs.app_url(), tag, "8s");
+        for (name, value) in [
+            ("provider", "ecs".to_string()),
+            ("cluster", "staging".into()),
+            ("service", "web".into()),
+            ("aws-region", "us-east-1".into()),
+            ("aws-access-key-id", ACCESS_KEY_ID.into()),
+            ("aws-secret-access-key", SECRET_ACCESS_KEY.into()),
+            ("image", format!("{repo}:{tag}")),
+            ("api-url", ecs.api_url()),
+        ] {
+            raw.set(name, value);
+        }
+        raw
+    };
+
+    println!("\ndemo: 1) deploy web:v2, a healthy release");
+    let first = deploy_in(inputs("v2"), &dir, runner.clone(), Shutdown::new()).await;
+    let after_first = traffic.counts();
+    println!("\ndemo: 2) deploy web:v3, which the balancer finds healthy but whose /health answers without 'ok'");
+    let second = deploy_in(inputs("v3"), &dir, runner.clone(), Shutdown::new()).await;
+    println!("\ndemo: 3) deploy web:v4, whose tasks crash on start: ECS's circuit breaker fails it and rolls back");
+    let third = deploy_in(inputs("v4"), &dir, runner, Shutdown::new()).await;
+    ecs.wait_steady(Duration::from_secs(15)).await;
+    let (total, failed) = traffic.stop().await;
+    let serves = sandbox::client::call("GET", &format!("{}/version", ecs.app_url()), &[], None)
+        .await
+        .map(|r| r.text())
+        .unwrap_or_default();
+    println!("\ndemo: v2 exit code {first} (deployed), v3 exit code {second} (rolled back), v4 exit code {third} (rolled back by ECS, reported as a failure)");
+    println!(
+        "demo: traffic through the load balancer: {} failed / {} requests during the v2 deploy",
+        after_first.1, after_first.0
+    );
+    println!("demo: traffic through the load balancer: {failed} failed / {total} requests in all");
+    println!("demo: live now: {} (serving {serves})", ecs.task_definition());
+    println!("demo: job summary written to {}", summary.display());
+    Ok(if first == 0 && second == 1 && third == 1 && serves == "v2" { 0 } else { 1 })
+}
+
+/// `safe-deploy sandbox --provider ecs`: the emulator, standalone, until interrupted.
+/// Service web starts on REPO:v1; `releases` say how other images behave.
+pub async fn serve(desired: usize, releases: Releases) -> i32 {
+    let interrupted = super::interrupts();
+    let ecs = match async { EcsSandbox::start(options(desired, releases)?).await }.await {
+        Ok(e) => e,
+        Err(e) => return super::could_not_start(e),
+    };
+    println!("AWS_ACCESS_KEY_ID={ACCESS_KEY_ID}");
+    println!("AWS_SECRET_ACCESS_KEY={SECRET_ACCESS_KEY}");
+    println!("AWS_REGION={}", ecs.options().region);
+    println!("ECS_API_URL={}", ecs.api_url());
+    println!("ECS_APP_URL={}", ecs.app_url());
+    println!("ECS_CLUSTER={}", ecs.options().cluster);
+    println!("ECS_SERVICE={}", ecs.options().service);
+    println!("ACTIONS_ID_TOKEN_REQUEST_URL={}", ecs.id_token_url());
+    println!("ACTIONS_ID_TOKEN_REQUEST_TOKEN={ID_TOKEN_REQUEST_TOKEN}");
+    println!(
+        "# service web, {desired} tasks on {}:v1 behind a load balancer; requests must be signed with the keys above \
+(or role-to-assume {ROLE_ARN} with the OIDC variables). Give ECS_API_URL to --api-url (the AWS CLI: --endpoint-url). \
+Ctrl-C stops the sandbox.",
+        ecs.repository()
+    );
+    interrupted.recv().await;
+    0
+}
