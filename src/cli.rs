@@ -20,7 +20,12 @@ use crate::shutdown::Shutdown;
 /// heading, groups in their order.
 fn input_args() -> Vec<Arg> {
     let mut inputs: Vec<&InputSpec> = INPUTS.iter().filter(|i| i.name != "command").collect();
-    inputs.sort_by_key(|i| i.group);
+    // Providers' headings in the registry's order, where their inputs come from.
+    let titles: Vec<&str> = registry::PROVIDERS.iter().map(|r| r.title).collect();
+    inputs.sort_by_key(|i| match i.group {
+        Group::Provider(heading) => (Group::Provider(""), titles.iter().position(|t| *t == heading)),
+        other => (other, None),
+    });
     inputs.into_iter().map(input_arg).collect()
 }
 
@@ -140,14 +145,24 @@ fn cli() -> clap::Command {
         .arg(Arg::new("post-role").long("post").action(ArgAction::SetTrue).hide(true))
 }
 
-/// `--provider`: which sandbox the demo and `sandbox` run.
+/// `--provider`: which sandbox the demo and `sandbox` run: every registered provider
+/// that has one.
 fn provider_arg() -> Arg {
+    #[cfg(feature = "sandbox")]
+    let choices = crate::demo::with_sandbox();
+    #[cfg(not(feature = "sandbox"))]
+    let choices: Vec<&'static str> = Vec::new();
+    let titles: Vec<String> = choices
+        .iter()
+        .filter_map(|name| crate::providers::registry::find(name))
+        .map(|r| format!("{} ({})", r.name, r.title))
+        .collect();
     Arg::new("provider")
         .long("provider")
         .value_name("NAME")
         .default_value("fly")
-        .value_parser(["fly", "heroku", "digitalocean", "digitalocean-droplets", "ssh", "ecs"])
-        .help("Which provider's sandbox: fly, heroku, digitalocean (App Platform), digitalocean-droplets, ssh (hosts over SSH behind a balancer) or ecs (an ECS service behind a load balancer).")
+        .value_parser(clap::builder::PossibleValuesParser::new(choices))
+        .help(format!("Which provider's sandbox: {}.", titles.join(", ")))
 }
 
 /// Entry point: returns the exit code.

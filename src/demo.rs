@@ -19,6 +19,8 @@ pub mod hosts;
 
 use crate::inputs::RawInputs;
 use crate::job::deploy;
+use crate::providers::registration::{Running, SandboxArgs};
+use crate::providers::registry;
 use crate::runner::{Paths, Runner};
 use crate::secret::Redactor;
 use crate::shutdown::Shutdown;
@@ -38,39 +40,51 @@ fn options(app: &str, machines: usize, image: &str, releases: Releases) -> std::
     })
 }
 
-/// `safe-deploy demo [--provider P]`: the whole job on one provider's sandbox.
+/// `safe-deploy demo [--provider P]`: the whole job on one provider's sandbox, as its
+/// registration names it.
 pub async fn run_command(sub: &clap::ArgMatches, redactor: Redactor) -> i32 {
     let summary = sub.get_one::<String>("summary-file").map(PathBuf::from);
-    match sub.get_one::<String>("provider").map(String::as_str) {
-        Some("heroku") => heroku::run(summary, redactor).await,
-        Some("digitalocean") => digitalocean::run(summary, redactor).await,
-        Some("ecs") => ecs::run(summary, redactor).await,
-        Some(provider @ ("ssh" | "digitalocean-droplets")) => hosts::run(provider, summary, redactor).await,
-        _ => run(summary, redactor).await,
+    let name = sub.get_one::<String>("provider").map_or("fly", String::as_str);
+    match registry::find(name).and_then(|r| r.demo) {
+        Some(demo) => demo(summary, redactor).await,
+        None => no_sandbox(name),
     }
 }
 
 /// `safe-deploy sandbox [--provider P]`: serves one provider's sandbox until interrupted.
 pub async fn serve_command(sub: &clap::ArgMatches) -> i32 {
     let get = |name: &str| sub.get_one::<String>(name).cloned().unwrap_or_default();
-    let machines = sub.get_one::<u16>("machines").copied().unwrap_or(3) as usize;
-    let releases: Vec<String> = sub.get_many::<String>("release").map(|v| v.cloned().collect()).unwrap_or_default();
-    match get("provider").as_str() {
-        "heroku" => heroku::serve(&get("app"), machines).await,
-        provider @ ("ssh" | "digitalocean-droplets") => match parse_releases(&releases) {
-            Ok(r) => hosts::serve(provider, machines, r).await,
-            Err(code) => code,
-        },
-        "digitalocean" => match parse_releases(&releases) {
-            Ok(r) => digitalocean::serve(&get("app"), machines, r).await,
-            Err(code) => code,
-        },
-        "ecs" => match parse_releases(&releases) {
-            Ok(r) => ecs::serve(machines, r).await,
-            Err(code) => code,
-        },
-        _ => serve(&get("app"), machines, &get("image"), &releases).await,
+    let args = SandboxArgs {
+        app: get("app"),
+        machines: sub.get_one::<u16>("machines").copied().unwrap_or(3) as usize,
+        image: get("image"),
+        releases: sub.get_many::<String>("release").map(|v| v.cloned().collect()).unwrap_or_default(),
+    };
+    let name = sub.get_one::<String>("provider").map_or("fly", String::as_str);
+    match registry::find(name).and_then(|r| r.sandbox) {
+        Some(serve) => serve(args).await,
+        None => no_sandbox(name),
     }
+}
+
+/// The providers with a demo and a sandbox, for `--provider`'s choices.
+pub fn with_sandbox() -> Vec<&'static str> {
+    registry::PROVIDERS.iter().filter(|r| r.demo.is_some() && r.sandbox.is_some()).map(|r| r.name).collect()
+}
+
+fn no_sandbox(name: &str) -> i32 {
+    eprintln!("error: --provider {name}: no sandbox; use one of {}", with_sandbox().join(", "));
+    crate::report::exit::BAD_INPUT
+}
+
+/// Fly.io's demo, as its `Registration` names it.
+pub fn start_demo(summary: Option<PathBuf>, redactor: Redactor) -> Running {
+    Box::pin(run(summary, redactor))
+}
+
+/// Fly.io's sandbox, as its `Registration` names it.
+pub fn start_sandbox(args: SandboxArgs) -> Running {
+    Box::pin(async move { serve(&args.app, args.machines, &args.image, &args.releases).await })
 }
 
 pub async fn run(summary_file: Option<PathBuf>, redactor: Redactor) -> i32 {

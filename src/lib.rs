@@ -18,7 +18,8 @@
 //! - `progress`: progress events as the runner log shows them; `terminal`: the stdout
 //!   sink that a live status on a terminal shares with log lines.
 //! - `secret`: the `Secret` newtype and the redactor.
-//! - `aws`: AWS Signature Version 4 for the coming `ecs` provider (the `aws-sigv4` crate).
+//! - `aws`: AWS Signature Version 4 and the keys (given, or GitHub's OIDC token traded at
+//!   STS) for the `ecs` provider (the `aws-sigv4` crate).
 //! - `cli`: the binary's roles; `demo`: the sandbox demo (with the `sandbox` feature, on
 //!   by default; the action's image leaves it out, with the emulators and the double).
 

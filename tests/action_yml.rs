@@ -14,7 +14,7 @@ fn action() -> serde_yaml_ng::Value {
 fn inputs_block() -> String {
     let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
     let mut out = String::from("inputs:\n");
-    for spec in INPUTS {
+    for spec in INPUTS.iter() {
         out.push_str(&format!(
             "  {}:\n    description: {}\n    required: {}\n    default: {}\n",
             spec.name,
@@ -47,7 +47,7 @@ fn every_input_in_action_yml_is_handled_and_the_other_way_round() {
     let handled: BTreeSet<String> = INPUTS.iter().map(|i| i.name.to_string()).collect();
     assert_eq!(names, handled, "action.yml and src/inputs.rs disagree");
 
-    for spec in INPUTS {
+    for spec in INPUTS.iter() {
         let input = &declared[spec.name];
         assert_eq!(input["default"].as_str(), Some(spec.default), "default of {}", spec.name);
         assert_eq!(input["required"].as_bool(), Some(spec.required), "required of {}", spec.name);
@@ -132,7 +132,7 @@ async fn every_declared_output_is_written_and_nothing_else() {
 #[test]
 fn the_readme_lists_every_input_with_its_default() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    for spec in INPUTS {
+    for spec in INPUTS.iter() {
         let row = match (spec.required, spec.default) {
             (true, _) => format!("| `{}` | required |", spec.name),
             (false, "") => format!("| `{}` | |", spec.name),

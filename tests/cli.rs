@@ -301,13 +301,19 @@ async fn help_is_wrapped_to_the_terminal_and_its_flags_are_grouped_under_heading
         "Health checks",
         "Fly.io",
         "Heroku",
-        "DigitalOcean",
+        "DigitalOcean App Platform",
+        "DigitalOcean Droplets",
         "Hosts over SSH",
+        "AWS ECS",
         "GitHub",
         "Output files",
     ] {
         assert!(headings.contains(&heading), "no heading {heading}: {headings:?}");
     }
+    // The providers' headings come in the registry's order, between the shared ones.
+    let at = |h: &str| headings.iter().position(|x| *x == h).unwrap();
+    assert!(at("Roll-out and rollback") < at("Fly.io") && at("Fly.io") < at("Heroku") && at("Heroku") < at("AWS ECS"));
+    assert!(at("AWS ECS") < at("GitHub"), "{headings:?}");
     for spec in INPUTS.iter().filter(|i| i.name != "command") {
         let under: Vec<&str> = sections
             .iter()

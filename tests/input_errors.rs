@@ -76,7 +76,7 @@ async fn on_a_terminal_errors_are_plain_text() {
 async fn any_bytes_in_any_input_never_panic() {
     let double = Double::start("web:v1").await;
     for value in ["\u{1F680}", "\u{202e}x", "%0A::error::x", "a\u{7f}b", "99999999999999999999s", "-1"] {
-        for spec in safe_deploy::inputs::INPUTS {
+        for spec in safe_deploy::inputs::INPUTS.iter() {
             let mut inputs = double.inputs("web:v2");
             inputs.retain(|(k, _)| k != spec.name);
             inputs.push((spec.name.to_string(), value.to_string()));

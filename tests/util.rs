@@ -181,7 +181,7 @@ impl Step {
         }
         // The runner sets every input action.yml declares, at its default when the
         // workflow leaves it out: so does every test.
-        for spec in safe_deploy::inputs::INPUTS {
+        for spec in safe_deploy::inputs::INPUTS.iter() {
             let value = inputs.iter().rev().find(|(k, _)| k == spec.name).map_or(spec.default, |(_, v)| v.as_str());
             env.push((safe_deploy::inputs::env_name(spec.name), value.to_string()));
         }

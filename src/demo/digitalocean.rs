@@ -11,6 +11,7 @@ use sandbox::digitalocean::{AppOptions, DoOptions, DoSandbox};
 
 use super::Traffic;
 use crate::job::deploy_in;
+use crate::providers::registration::{Running, SandboxArgs};
 use crate::secret::Redactor;
 use crate::shutdown::Shutdown;
 
@@ -107,4 +108,19 @@ pub async fn serve(app: &str, instances: usize, releases: Releases) -> i32 {
     interrupted.recv().await;
     apps.stop().await;
     0
+}
+
+/// This provider's demo, as its `Registration` names it.
+pub fn start_demo(summary: Option<PathBuf>, redactor: Redactor) -> Running {
+    Box::pin(run(summary, redactor))
+}
+
+/// This provider's sandbox, as its `Registration` names it.
+pub fn start_sandbox(args: SandboxArgs) -> Running {
+    Box::pin(async move {
+        match super::parse_releases(&args.releases) {
+            Ok(r) => serve(&args.app, args.machines, r).await,
+            Err(code) => code,
+        }
+    })
 }

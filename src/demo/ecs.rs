@@ -13,6 +13,7 @@ use sandbox::ecs::{EcsOptions, EcsSandbox, ACCESS_KEY_ID, ID_TOKEN_REQUEST_TOKEN
 
 use super::Traffic;
 use crate::job::deploy_in;
+use crate::providers::registration::{Running, SandboxArgs};
 use crate::secret::Redactor;
 use crate::shutdown::Shutdown;
 
@@ -108,4 +109,19 @@ Ctrl-C stops the sandbox.",
     );
     interrupted.recv().await;
     0
+}
+
+/// This provider's demo, as its `Registration` names it.
+pub fn start_demo(summary: Option<PathBuf>, redactor: Redactor) -> Running {
+    Box::pin(run(summary, redactor))
+}
+
+/// This provider's sandbox, as its `Registration` names it.
+pub fn start_sandbox(args: SandboxArgs) -> Running {
+    Box::pin(async move {
+        match super::parse_releases(&args.releases) {
+            Ok(r) => serve(args.machines, r).await,
+            Err(code) => code,
+        }
+    })
 }

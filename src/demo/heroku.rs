@@ -9,6 +9,7 @@ use sandbox::heroku::{AppOptions, HerokuOptions, HerokuSandbox};
 
 use super::Traffic;
 use crate::job::deploy_in;
+use crate::providers::registration::{Running, SandboxArgs};
 use crate::secret::Redactor;
 use crate::shutdown::Shutdown;
 
@@ -99,4 +100,14 @@ pub async fn serve(app: &str, dynos: usize) -> i32 {
     interrupted.recv().await;
     heroku.stop().await;
     0
+}
+
+/// This provider's demo, as its `Registration` names it.
+pub fn start_demo(summary: Option<PathBuf>, redactor: Redactor) -> Running {
+    Box::pin(run(summary, redactor))
+}
+
+/// This provider's sandbox, as its `Registration` names it.
+pub fn start_sandbox(args: SandboxArgs) -> Running {
+    Box::pin(async move { serve(&args.app, args.machines).await })
 }

@@ -17,6 +17,7 @@ use sandbox::kit::balancer::{Balancer, BalancerOptions, Check, Member};
 use super::Traffic;
 use crate::inputs::RawInputs;
 use crate::job::deploy_in;
+use crate::providers::registration::{Running, SandboxArgs};
 use crate::secret::Redactor;
 use crate::shutdown::Shutdown;
 
@@ -241,4 +242,34 @@ pub async fn serve(provider: &str, hosts: usize, releases: Releases) -> i32 {
         let _ = std::fs::remove_dir_all(dir);
     }
     0
+}
+
+/// The ssh demo, as its `Registration` names it.
+pub fn ssh_demo(summary: Option<PathBuf>, redactor: Redactor) -> Running {
+    Box::pin(run("ssh", summary, redactor))
+}
+
+/// The ssh sandbox, as its `Registration` names it.
+pub fn ssh_sandbox(args: SandboxArgs) -> Running {
+    Box::pin(async move {
+        match super::parse_releases(&args.releases) {
+            Ok(r) => serve("ssh", args.machines, r).await,
+            Err(code) => code,
+        }
+    })
+}
+
+/// The digitalocean-droplets demo, as its `Registration` names it.
+pub fn droplets_demo(summary: Option<PathBuf>, redactor: Redactor) -> Running {
+    Box::pin(run("digitalocean-droplets", summary, redactor))
+}
+
+/// The digitalocean-droplets sandbox, as its `Registration` names it.
+pub fn droplets_sandbox(args: SandboxArgs) -> Running {
+    Box::pin(async move {
+        match super::parse_releases(&args.releases) {
+            Ok(r) => serve("digitalocean-droplets", args.machines, r).await,
+            Err(code) => code,
+        }
+    })
 }

@@ -1,10 +1,12 @@
 //! The action's inputs, defined once.
 //!
-//! `action.yml`, the CLI flags and the README table all come from [`INPUTS`]; a test
+//! `action.yml`, the CLI flags and the README table all come from [`INPUTS`]: the
+//! shared inputs here and each provider's own, which its `Registration` carries; a test
 //! reads `action.yml` and fails when the two disagree. This module only gathers raw
 //! strings, and says how a bad one is wrong: what they mean is `config`'s business.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 mod problems;
 mod values;
@@ -52,11 +54,9 @@ pub enum Group {
     What,
     Health,
     Rollout,
-    Fly,
-    Heroku,
-    DigitalOcean,
-    Hosts,
-    Aws,
+    /// A provider's own inputs, under its heading (its title, or one its kind shares:
+    /// "Hosts over SSH").
+    Provider(&'static str),
     GitHub,
     Output,
 }
@@ -67,11 +67,7 @@ impl Group {
             Group::What => "What to deploy",
             Group::Rollout => "Roll-out and rollback",
             Group::Health => "Health checks",
-            Group::Fly => "Fly.io",
-            Group::Heroku => "Heroku",
-            Group::DigitalOcean => "DigitalOcean",
-            Group::Hosts => "Hosts over SSH",
-            Group::Aws => "AWS ECS",
+            Group::Provider(heading) => heading,
             Group::GitHub => "GitHub",
             Group::Output => "Output files",
         }
@@ -102,8 +98,9 @@ const fn output(name: &'static str, default: &'static str, description: &'static
     declare(Group::Output, name, default, description)
 }
 
-/// An input only `providers` read, shown under `group`.
-const fn of(
+/// An input only `providers` read, shown under `group`: how a provider declares its
+/// own inputs (`Registration::inputs`).
+pub const fn of(
     providers: &'static [&'static str],
     group: Group,
     name: &'static str,
@@ -113,43 +110,8 @@ const fn of(
     InputSpec { providers, ..declare(group, name, default, description) }
 }
 
-const fn fly(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
-    of(&["fly"], Group::Fly, name, default, description)
-}
-
-const fn heroku(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
-    of(&["heroku"], Group::Heroku, name, default, description)
-}
-
-const fn digitalocean(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
-    of(&["digitalocean"], Group::DigitalOcean, name, default, description)
-}
-
-const fn droplets(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
-    of(&["digitalocean-droplets"], Group::DigitalOcean, name, default, description)
-}
-
-const fn ssh(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
-    of(&["ssh"], Group::Hosts, name, default, description)
-}
-
-const fn ecs(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
-    of(&["ecs"], Group::Aws, name, default, description)
-}
-
-/// The providers that deploy to hosts over SSH.
-pub const HOST_PROVIDERS: &[&str] = &["ssh", "digitalocean-droplets"];
-
-/// The providers whose roll-out has batches of instances (see `providers::batches`).
-pub const BATCHED: &[&str] = &["fly", "ssh", "digitalocean-droplets"];
-
-/// An input of both host providers.
-const fn hosts(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
-    of(HOST_PROVIDERS, Group::Hosts, name, default, description)
-}
-
 impl InputSpec {
-    const fn secret(self) -> InputSpec {
+    pub const fn secret(self) -> InputSpec {
         InputSpec { secret: true, ..self }
     }
 
@@ -157,11 +119,11 @@ impl InputSpec {
         InputSpec { required: true, ..self }
     }
 
-    const fn boolean(self) -> InputSpec {
+    pub const fn boolean(self) -> InputSpec {
         InputSpec { kind: Kind::Bool, ..self }
     }
 
-    const fn duration(self) -> InputSpec {
+    pub const fn duration(self) -> InputSpec {
         InputSpec { kind: Kind::Duration, ..self }
     }
 }
@@ -219,7 +181,8 @@ impl Surface {
     }
 }
 
-pub const INPUTS: &[InputSpec] = &[
+/// The inputs every provider shares, before the providers' own.
+const HEAD: &[InputSpec] = &[
     what("command", "deploy", "What to do: deploy (roll out image), rollback (put an earlier release back), redeploy (deploy the release named by to again) or plan (show what a deploy would do, change nothing)."),
     what("provider", "", "Where the app runs: fly (Fly.io Machines), heroku (Heroku Platform API, Cedar or Fir), digitalocean (DigitalOcean App Platform), digitalocean-droplets (containers on DigitalOcean Droplets behind a DigitalOcean load balancer, over SSH), ssh (containers on any hosts behind any balancer, over SSH), ecs (an AWS ECS service behind an Application Load Balancer), or memory (the built-in provider double of the CLI and the tests, not in the action's image; its api-url is a file:// path to its state).").required(),
     what("app", "", "The application's name at the provider (ecs: the service). Required, except with fly when fly.toml names it and with ecs when service does."),
@@ -242,51 +205,10 @@ pub const INPUTS: &[InputSpec] = &[
     rollout("rollback", "true", "Put the previous release back by itself when the deploy fails (true or false).").boolean(),
     rollout("rollback-timeout", "5m", "Time limit of a rollback. Until then it keeps going through a flaky API, instance by instance, until every instance is back on the recorded release; what is not back by then is left for the post step (or safe-deploy post) to finish.").duration(),
     rollout("batch-gate", "first", "Where the roll-out has batches (machines, hosts), when the health gate also runs against only the instances just changed, before any other is touched: first (after the first batch), every (after each batch) or end (only once everything is rolled out). The gate always runs at the end too."),
-    of(BATCHED, Group::Rollout, "max-unavailable", "", "Fly (rolling), hosts over SSH and droplets: how many machines or hosts change at once after the first, which always goes alone: a count (2) or a fraction of them all (0.33). Never all of them at once: one keeps serving. Empty: Fly: fly.toml's [deploy] max_unavailable, else 0.33; hosts: max-parallel, else 1."),
-    fly("strategy", "", "Fly: how machines are replaced: rolling, canary, bluegreen or immediate. Empty: fly.toml's [deploy] strategy, else rolling."),
-    fly("release-command", "", "Fly: a command run once in a throw-away machine with the new image before any app machine changes (e.g. migrations); non-zero stops the deploy. Empty: fly.toml's [deploy] release_command."),
-    fly("release-command-timeout", "5m", "Fly: time limit of the release command. Left at the default, fly.toml's [deploy] release_command_timeout applies when it sets one.").duration(),
-    fly("bluegreen-wait", "10s", "Fly, bluegreen: how long Fly's proxy gets to learn that the greens take traffic before the blues are cordoned, and again before the blues stop, so requests in flight finish (flyctl waits 10s).").duration(),
-    fly("fly-config", "fly.toml", "Fly: path of fly.toml in the workspace. When present it is the machine config, as with fly deploy (env, services, checks, processes, VM size; the image comes from the image input) and gives app, health check path and [deploy]; without it only the image changes. Inputs override it."),
-    heroku("source-dir", ".", "Heroku, source deploys: the folder (in the workspace) packed into the source tarball, honouring .gitignore and .slugignore; e.g. services/api in a monorepo."),
-    heroku("promote-from", "", "Heroku: instead of building, promote the release this app (e.g. the staging app) runs to app through their pipeline, then health-gate app and roll it back if it fails."),
-    digitalocean("components", "", "DigitalOcean App Platform: the components (services, workers, jobs) whose image changes, separated by commas, e.g. web,worker. Empty: those .do/app.yaml runs from the image's repository, else those the live spec does, else the only image component."),
-    digitalocean("app-spec", ".do/app.yaml", "DigitalOcean App Platform: the app spec file in the workspace, read when present for the app name and the image components; the live spec at DigitalOcean is what gets deployed, with the new image."),
-    digitalocean("keep-pin", "false", "DigitalOcean App Platform: true leaves the app pinned to a rollback (no new deployment, deploy on push included, until it is committed or reverted); false commits it at once so the next deploy is not blocked.").boolean(),
-    droplets("load-balancer", "", "DigitalOcean Droplets: the load balancer's id. Its health check (path, port, interval, timeout, thresholds) sets every wait; the hosts are the droplets it lists, or those droplet-tag or droplets name."),
-    droplets("droplet-tag", "", "DigitalOcean Droplets: deploy to the droplets with this tag. Empty: the load balancer's tag, or the droplets it lists."),
-    droplets("droplets", "", "DigitalOcean Droplets: deploy to these droplet ids, separated by commas, instead of by tag."),
-    droplets("ssh-network", "public", "DigitalOcean Droplets: which of a droplet's IPv4 addresses safe-deploy connects to over SSH: public, or private (a runner inside the VPC)."),
-    ssh("hosts", "", "ssh: the hosts behind the balancer, in roll-out order, separated by commas or newlines: the addresses the balancer sends traffic to, and safe-deploy connects to over SSH."),
-    ssh("app-port", "", "ssh: the port the app listens on at each host: where the balancer sends traffic and checks health."),
-    ssh("lb-check-path", "/health", "ssh: the path the balancer's HTTP health check asks (HAProxy: option httpchk; nginx: health_check uri). Statuses 200 to 399 pass."),
-    ssh("lb-interval", "10s", "ssh: time between two of the balancer's health checks (HAProxy: inter).").duration(),
-    ssh("lb-timeout", "5s", "ssh: the balancer's health check timeout (HAProxy: timeout check).").duration(),
-    ssh("lb-healthy-threshold", "3", "ssh: passing checks before the balancer sends a host traffic (HAProxy: rise)."),
-    ssh("lb-unhealthy-threshold", "5", "ssh: failing checks before the balancer stops sending a host traffic (HAProxy: fall)."),
-    ecs("cluster", "default", "AWS ECS: the cluster's name or ARN."),
-    ecs("service", "", "AWS ECS: the service's name or ARN. Empty: app."),
-    ecs("container-name", "", "AWS ECS: the container in the task definition whose image changes (as amazon-ecs-render-task-definition names it). Empty: the container the service's load balancer sends traffic to, or the only one."),
-    ecs("task-definition", "", "AWS ECS: a task definition JSON file in the workspace to make the new revision from, as amazon-ecs-render-task-definition users keep one. Empty: the live task definition, tags included."),
-    ecs("environment-variables", "", "AWS ECS: NAME=value lines set in that container's environment in the new revision; a name already there gets the new value."),
-    ecs("aws-region", "", "AWS ECS: the region, e.g. us-east-1. Empty: AWS_REGION or AWS_DEFAULT_REGION."),
-    ecs("role-to-assume", "", "AWS ECS: an IAM role ARN to assume with the runner's OIDC token (STS AssumeRoleWithWebIdentity, audience sts.amazonaws.com), so no long-lived keys are stored. The job needs permissions id-token: write."),
-    ecs("aws-access-key-id", "", "AWS ECS: an access key id, when no role is assumed. Empty: AWS_ACCESS_KEY_ID.").secret(),
-    ecs("aws-secret-access-key", "", "AWS ECS: its secret access key, from a secret; masked and never printed. Empty: AWS_SECRET_ACCESS_KEY.").secret(),
-    ecs("aws-session-token", "", "AWS ECS: a session token that goes with temporary keys. Empty: AWS_SESSION_TOKEN.").secret(),
-    hosts("ssh-key", "", "Hosts over SSH: the private key safe-deploy logs in with (OpenSSH or PEM, unencrypted). Pass it from a secret; it is masked and never printed.").secret(),
-    hosts("ssh-user", "root", "Hosts over SSH: the user safe-deploy logs in as; it must be allowed to run the container runtime."),
-    hosts("ssh-port", "22", "Hosts over SSH: the SSH port of every host."),
-    hosts("known-hosts", "", "Hosts over SSH: the hosts' public keys as known_hosts lines (ssh-keyscan -p PORT HOST prints them). A host whose key is missing or different is refused before any command runs. Required unless insecure-ignore-host-key is true."),
-    hosts("insecure-ignore-host-key", "false", "Hosts over SSH: true connects to hosts whatever key they show. Anyone between the runner and a host could then run your deploy; use known-hosts instead.").boolean(),
-    hosts("container", "", "Hosts over SSH: the name of the app's container on each host. Empty: app."),
-    hosts("ports", "", "Hosts over SSH: the container's published ports, HOST:CONTAINER, separated by commas. Empty: the app's port on both sides."),
-    hosts("env-file", "", "Hosts over SSH: a file on each host passed to the container as --env-file."),
-    hosts("runtime", "docker", "Hosts over SSH: the container runtime's command on the hosts: docker or podman."),
-    hosts("stop-timeout", "30s", "Hosts over SSH: how long the old container gets to finish requests in flight after SIGTERM before it is killed.").duration(),
-    hosts("drain-path", "/drain", "Hosts over SSH, where the balancer cannot take a host out by API: the app's drain switch. safe-deploy sends POST to it on the host itself (through the SSH connection, never a public address) and expects the health check to fail from then on while other requests are still served; DELETE undoes it. none: no drain switch, so the balancer sends requests to a host until it notices it stopped."),
-    hosts("boot-timeout", "60s", "Hosts over SSH: how long a new container gets to pass the balancer's check on its host; a release that does not is rolled back then, not at deploy-timeout.").duration(),
-    hosts("max-parallel", "", "Hosts over SSH and droplets: the old name of max-unavailable, read only when max-unavailable is empty."),
+];
+
+/// The inputs every provider shares, after the providers' own.
+const TAIL: &[InputSpec] = &[
     rollout("deploy-timeout", "10m", "Time limit for the provider's part: preparing, rolling out and waiting until the platform reports the new version up. Health gates are not counted.").duration(),
     what("dry-run", "false", "true: plan only; nothing is changed.").boolean(),
     github("github-token", "", "Token for GitHub Deployments, e.g. ${{ github.token }} with permissions deployments: write. Each run is then recorded as a deployment with statuses, and rollback finds earlier releases there. GitHub failing never fails a deploy: it becomes a warning.").secret(),
@@ -297,6 +219,21 @@ pub const INPUTS: &[InputSpec] = &[
     what("api-url", "", "Override the provider's API base URL (https, or http on loopback only)."),
     output("summary", "true", "Write the job summary (true or false).").boolean(),
 ];
+
+/// Every input of the action, in `action.yml`'s order: the shared ones, with each
+/// registered provider's own (`Registration::inputs`) in the registry's order between;
+/// an input two providers share is listed once.
+pub static INPUTS: LazyLock<Vec<InputSpec>> = LazyLock::new(|| {
+    let mut all: Vec<InputSpec> = HEAD.to_vec();
+    let provided = crate::providers::registry::PROVIDERS.iter().flat_map(|r| r.inputs.iter().copied().flatten());
+    for row in provided {
+        if !all.iter().any(|a| a.name == row.name) {
+            all.push(*row);
+        }
+    }
+    all.extend_from_slice(TAIL);
+    all
+});
 
 /// The spec of an input by name. Panics only on a name that is not in the table,
 /// which is a bug in this crate, never a user's input.
@@ -321,7 +258,7 @@ impl RawInputs {
     /// Reads every declared input from `INPUT_*` variables through `lookup`.
     pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Self {
         let mut raw = RawInputs::default();
-        for spec in INPUTS {
+        for spec in INPUTS.iter() {
             if let Some(value) = lookup(&env_name(spec.name)) {
                 raw.set(spec.name, value);
             }
@@ -404,7 +341,7 @@ mod tests {
 
     #[test]
     fn every_input_has_the_kind_its_default_says() {
-        for spec in INPUTS {
+        for spec in INPUTS.iter() {
             let looks_bool = matches!(spec.default, "true" | "false");
             let looks_duration = spec.default.ends_with(['s', 'm', 'h'])
                 && spec.default.starts_with(|c: char| c.is_ascii_digit())
@@ -421,21 +358,27 @@ mod tests {
 
     #[test]
     fn a_provider_input_is_shown_under_its_providers_heading() {
-        let heading = |provider: &str| match provider {
-            "fly" => Group::Fly,
-            "heroku" => Group::Heroku,
-            "digitalocean" | "digitalocean-droplets" => Group::DigitalOcean,
-            "ecs" => Group::Aws,
-            _ => Group::Hosts,
-        };
+        use crate::providers::registry;
         for spec in INPUTS.iter().filter(|i| !i.providers.is_empty()) {
-            let expected = match spec.providers {
-                [one] => heading(one),
-                many if many.iter().all(|p| HOST_PROVIDERS.contains(p)) => Group::Hosts,
-                // An input of providers of different kinds is a roll-out setting.
-                _ => Group::Rollout,
-            };
-            assert_eq!(spec.group, expected, "{}", spec.name);
+            let titles: Vec<&str> = spec.providers.iter().filter_map(|p| registry::find(p)).map(|r| r.title).collect();
+            match (spec.providers, spec.group) {
+                ([_], Group::Provider(heading)) => assert_eq!(titles, [heading], "{}", spec.name),
+                // An input several providers share: a roll-out setting, or under one of theirs.
+                (_, Group::Rollout) => {}
+                (_, Group::Provider(heading)) => assert!(titles.contains(&heading), "{}: {heading}", spec.name),
+                (_, other) => panic!("{}: a provider's input under {other:?}", spec.name),
+            }
+        }
+        // Every provider's own inputs are among them, and no input is declared twice.
+        let mut names: Vec<&str> = INPUTS.iter().map(|i| i.name).collect();
+        names.sort_unstable();
+        let all = names.len();
+        names.dedup();
+        assert_eq!(names.len(), all);
+        for r in registry::PROVIDERS {
+            for row in r.inputs.iter().copied().flatten() {
+                assert!(INPUTS.iter().any(|i| i.name == row.name && i.providers.contains(&r.name)), "{}", row.name);
+            }
         }
     }
 

@@ -1,6 +1,16 @@
 //! How a roll-out over instances (Fly machines, hosts) is cut into batches: one policy
 //! for every provider that has batches, read from one input, `max-unavailable`.
 
+use crate::inputs::{self, Group, InputSpec};
+
+/// The providers whose roll-out has batches of instances.
+pub const BATCHED: &[&str] = &["fly", "ssh", "digitalocean-droplets"];
+
+/// The input every batched provider reads: in its `Registration::inputs`.
+pub const INPUTS: &[InputSpec] = &[
+    inputs::of(BATCHED, Group::Rollout, "max-unavailable", "", "Fly (rolling), hosts over SSH and droplets: how many machines or hosts change at once after the first, which always goes alone: a count (2) or a fraction of them all (0.33). Never all of them at once: one keeps serving. Empty: Fly: fly.toml's [deploy] max_unavailable, else 0.33; hosts: max-parallel, else 1."),
+];
+
 /// How many instances may change at once: a count, or a fraction of them all.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum BatchSize {

@@ -4,6 +4,7 @@
 //! balancer that lists droplet ids takes a host out through the API, one that targets
 //! a tag through the app's drain switch. The roll-out is the hosts module's.
 
+use crate::inputs::{self, Group, InputSpec};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,18 @@ use crate::http::HttpClient;
 use crate::inputs::Problems;
 use crate::inputs::RawInputs;
 
+/// The droplets' own inputs: in `action.yml`, the CLI's flags and the README through `inputs::INPUTS`.
+pub const INPUTS: &[InputSpec] = &[
+    input("load-balancer", "", "DigitalOcean Droplets: the load balancer's id. Its health check (path, port, interval, timeout, thresholds) sets every wait; the hosts are the droplets it lists, or those droplet-tag or droplets name."),
+    input("droplet-tag", "", "DigitalOcean Droplets: deploy to the droplets with this tag. Empty: the load balancer's tag, or the droplets it lists."),
+    input("droplets", "", "DigitalOcean Droplets: deploy to these droplet ids, separated by commas, instead of by tag."),
+    input("ssh-network", "public", "DigitalOcean Droplets: which of a droplet's IPv4 addresses safe-deploy connects to over SSH: public, or private (a runner inside the VPC)."),
+];
+
+const fn input(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
+    inputs::of(&["digitalocean-droplets"], Group::Provider("DigitalOcean Droplets"), name, default, description)
+}
+
 pub const REGISTRATION: Registration = Registration {
     name: "digitalocean-droplets",
     title: "DigitalOcean Droplets",
@@ -32,6 +45,11 @@ pub const REGISTRATION: Registration = Registration {
     image_optional: false,
     defaults: no_defaults,
     configure,
+    inputs: &[INPUTS, super::hosts::settings::INPUTS, super::batches::INPUTS],
+    #[cfg(feature = "sandbox")]
+    demo: Some(crate::demo::hosts::droplets_demo),
+    #[cfg(feature = "sandbox")]
+    sandbox: Some(crate::demo::hosts::droplets_sandbox),
 };
 
 /// Which droplets to deploy to.

@@ -31,6 +31,11 @@ pub const REGISTRATION: Registration = Registration {
     image_optional: false,
     defaults: no_defaults,
     configure,
+    inputs: &[],
+    #[cfg(feature = "sandbox")]
+    demo: None,
+    #[cfg(feature = "sandbox")]
+    sandbox: None,
 };
 
 #[derive(Debug)]

@@ -4,9 +4,10 @@
 //! afterwards. It knows nothing of GitHub or the health gate: the engine owns order,
 //! deadlines, the gates between batches and the rollback.
 //!
-//! Adding a provider: a folder here with the same shape as `fly/`, one line in
-//! `registry::PROVIDERS`, its inputs in `inputs::INPUTS` (scoped to it), and its
-//! section in the README. `conformance` is the suite every provider runs.
+//! Adding a provider: a folder here with the same shape as `fly/` or `ecs/`, whose
+//! `REGISTRATION` carries its inputs, demo and sandbox; one line in
+//! `registry::PROVIDERS`; and its section in the README. `conformance` is the suite
+//! every provider runs.
 //!
 //! What every provider would otherwise write for itself lives here once: `wait` (a poll
 //! with the run's deadline, heartbeat and cancellation; `outlast` for a flaky API),

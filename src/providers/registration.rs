@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::http::HttpClient;
-use crate::inputs::{InputError, Problems, RawInputs};
+use crate::inputs::{InputError, InputSpec, Problems, RawInputs};
 use crate::providers::{Provider, Source};
 
 /// How a provider plugs in: its name, its token, and its two configuration steps.
@@ -31,6 +31,38 @@ pub struct Registration {
     pub defaults: fn(&RawInputs, &Path) -> Result<Option<RawInputs>, InputError>,
     /// Parses and checks the provider's own inputs into `problems`; `None` when any is wrong.
     pub configure: fn(&RawInputs, &Path, &mut Problems) -> Option<Arc<dyn ProviderSettings>>,
+    /// Its own inputs (with their help heading), in `action.yml`, the CLI's flags and the
+    /// README: lists, since some are shared with providers of its kind (the hosts').
+    pub inputs: &'static [&'static [InputSpec]],
+    /// `safe-deploy demo --provider NAME`, where it has one.
+    #[cfg(feature = "sandbox")]
+    pub demo: Option<Demo>,
+    /// `safe-deploy sandbox --provider NAME`, where it has one.
+    #[cfg(feature = "sandbox")]
+    pub sandbox: Option<Serve>,
+}
+
+/// A demo or a sandbox, run to its exit code on the CLI's runtime.
+pub type Running = std::pin::Pin<Box<dyn std::future::Future<Output = i32>>>;
+
+/// A provider's demo: the summary file it writes (or its own), and the redactor.
+#[cfg(feature = "sandbox")]
+pub type Demo = fn(Option<std::path::PathBuf>, crate::secret::Redactor) -> Running;
+
+/// A provider's sandbox, served until interrupted.
+#[cfg(feature = "sandbox")]
+pub type Serve = fn(SandboxArgs) -> Running;
+
+/// What `safe-deploy sandbox` was asked for.
+#[derive(Debug, Clone)]
+pub struct SandboxArgs {
+    pub app: String,
+    /// Machines, dynos, instances, hosts or tasks.
+    pub machines: usize,
+    /// Fly: the release the machines start on.
+    pub image: String,
+    /// `IMAGE=SETTINGS`: how releases behave.
+    pub releases: Vec<String>,
 }
 
 /// An input filled from the first of `vars` that is set, when the input is empty.

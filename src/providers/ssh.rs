@@ -1,6 +1,7 @@
 //! Provider `ssh`: containers on a list of hosts behind any balancer (HAProxy, nginx),
 //! whose health check the inputs describe. The roll-out is the hosts module's.
 
+use crate::inputs::{self, Group, InputSpec};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,21 @@ use crate::http::HttpClient;
 use crate::inputs::Problems;
 use crate::inputs::RawInputs;
 
+/// The ssh provider's own inputs: in `action.yml`, the CLI's flags and the README through `inputs::INPUTS`.
+pub const INPUTS: &[InputSpec] = &[
+    input("hosts", "", "ssh: the hosts behind the balancer, in roll-out order, separated by commas or newlines: the addresses the balancer sends traffic to, and safe-deploy connects to over SSH."),
+    input("app-port", "", "ssh: the port the app listens on at each host: where the balancer sends traffic and checks health."),
+    input("lb-check-path", "/health", "ssh: the path the balancer's HTTP health check asks (HAProxy: option httpchk; nginx: health_check uri). Statuses 200 to 399 pass."),
+    input("lb-interval", "10s", "ssh: time between two of the balancer's health checks (HAProxy: inter).").duration(),
+    input("lb-timeout", "5s", "ssh: the balancer's health check timeout (HAProxy: timeout check).").duration(),
+    input("lb-healthy-threshold", "3", "ssh: passing checks before the balancer sends a host traffic (HAProxy: rise)."),
+    input("lb-unhealthy-threshold", "5", "ssh: failing checks before the balancer stops sending a host traffic (HAProxy: fall)."),
+];
+
+const fn input(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
+    inputs::of(&["ssh"], Group::Provider("Hosts over SSH"), name, default, description)
+}
+
 pub const REGISTRATION: Registration = Registration {
     name: "ssh",
     title: "Hosts over SSH",
@@ -24,6 +40,11 @@ pub const REGISTRATION: Registration = Registration {
     image_optional: false,
     defaults: no_defaults,
     configure,
+    inputs: &[INPUTS, super::hosts::settings::INPUTS, super::batches::INPUTS],
+    #[cfg(feature = "sandbox")]
+    demo: Some(crate::demo::hosts::ssh_demo),
+    #[cfg(feature = "sandbox")]
+    sandbox: Some(crate::demo::hosts::ssh_sandbox),
 };
 
 /// Hosts and check straight from the inputs: nothing to ask.

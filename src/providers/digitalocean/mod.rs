@@ -16,6 +16,7 @@ pub mod rollout;
 pub mod settings;
 pub mod spec;
 
+use crate::inputs::{self, Group, InputSpec};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
@@ -36,6 +37,17 @@ use crate::http::HttpClient;
 /// Deployments read (one page) when looking one up by a short id or for the history.
 const LOOKBACK: usize = 100;
 
+/// App Platform's own inputs: in `action.yml`, the CLI's flags and the README through `inputs::INPUTS`.
+pub const INPUTS: &[InputSpec] = &[
+    input("components", "", "DigitalOcean App Platform: the components (services, workers, jobs) whose image changes, separated by commas, e.g. web,worker. Empty: those .do/app.yaml runs from the image's repository, else those the live spec does, else the only image component."),
+    input("app-spec", ".do/app.yaml", "DigitalOcean App Platform: the app spec file in the workspace, read when present for the app name and the image components; the live spec at DigitalOcean is what gets deployed, with the new image."),
+    input("keep-pin", "false", "DigitalOcean App Platform: true leaves the app pinned to a rollback (no new deployment, deploy on push included, until it is committed or reverted); false commits it at once so the next deploy is not blocked.").boolean(),
+];
+
+const fn input(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
+    inputs::of(&["digitalocean"], Group::Provider("DigitalOcean App Platform"), name, default, description)
+}
+
 pub const REGISTRATION: Registration = Registration {
     name: "digitalocean",
     title: "DigitalOcean App Platform",
@@ -47,6 +59,11 @@ pub const REGISTRATION: Registration = Registration {
     image_optional: true,
     defaults: settings::defaults,
     configure: settings::configure,
+    inputs: &[INPUTS],
+    #[cfg(feature = "sandbox")]
+    demo: Some(crate::demo::digitalocean::start_demo),
+    #[cfg(feature = "sandbox")]
+    sandbox: Some(crate::demo::digitalocean::start_sandbox),
 };
 
 /// The first 8 characters of an id: how deployments are named to people.

@@ -17,6 +17,7 @@ pub mod rollout;
 pub mod settings;
 pub mod task_definition;
 
+use crate::inputs::{self, Group, InputSpec};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -33,6 +34,24 @@ use client::{Aws, Endpoints};
 use rollout::{EcsRollout, Service};
 use settings::Settings;
 
+/// ECS's own inputs: in `action.yml`, the CLI's flags and the README through `inputs::INPUTS`.
+pub const INPUTS: &[InputSpec] = &[
+    input("cluster", "default", "AWS ECS: the cluster's name or ARN."),
+    input("service", "", "AWS ECS: the service's name or ARN. Empty: app."),
+    input("container-name", "", "AWS ECS: the container in the task definition whose image changes (as amazon-ecs-render-task-definition names it). Empty: the container the service's load balancer sends traffic to, or the only one."),
+    input("task-definition", "", "AWS ECS: a task definition JSON file in the workspace to make the new revision from, as amazon-ecs-render-task-definition users keep one. Empty: the live task definition, tags included."),
+    input("environment-variables", "", "AWS ECS: NAME=value lines set in that container's environment in the new revision; a name already there gets the new value."),
+    input("aws-region", "", "AWS ECS: the region, e.g. us-east-1. Empty: AWS_REGION or AWS_DEFAULT_REGION."),
+    input("role-to-assume", "", "AWS ECS: an IAM role ARN to assume with the runner's OIDC token (STS AssumeRoleWithWebIdentity, audience sts.amazonaws.com), so no long-lived keys are stored. The job needs permissions id-token: write."),
+    input("aws-access-key-id", "", "AWS ECS: an access key id, when no role is assumed. Empty: AWS_ACCESS_KEY_ID.").secret(),
+    input("aws-secret-access-key", "", "AWS ECS: its secret access key, from a secret; masked and never printed. Empty: AWS_SECRET_ACCESS_KEY.").secret(),
+    input("aws-session-token", "", "AWS ECS: a session token that goes with temporary keys. Empty: AWS_SESSION_TOKEN.").secret(),
+];
+
+const fn input(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
+    inputs::of(&["ecs"], Group::Provider("AWS ECS"), name, default, description)
+}
+
 pub const REGISTRATION: Registration = Registration {
     name: "ecs",
     title: "AWS ECS",
@@ -48,6 +67,11 @@ pub const REGISTRATION: Registration = Registration {
     ],
     defaults: settings::defaults,
     configure: settings::configure,
+    inputs: &[INPUTS],
+    #[cfg(feature = "sandbox")]
+    demo: Some(crate::demo::ecs::start_demo),
+    #[cfg(feature = "sandbox")]
+    sandbox: Some(crate::demo::ecs::start_sandbox),
 };
 
 const NAME: &str = "ecs";
@@ -315,7 +339,12 @@ impl Provider for EcsProvider {
         let record = Self::record(live)?;
         let (task_definition, label) = match &target.source {
             Source::Release(r) => {
-                let d = self.inner.definition(&r.id, ctx).await?;
+                let d = self.inner.definition(&r.id, ctx).await.map_err(|e| match e {
+                    ProviderError::Failed(why) => ProviderError::Failed(format!(
+                        "{why}; name a task definition revision ECS has (family:revision, e.g. web:7, or its ARN) in to"
+                    )),
+                    other => other,
+                })?;
                 let arn =
                     d.pointer("/taskDefinition/taskDefinitionArn").and_then(Value::as_str).unwrap_or(&r.id).to_string();
                 let image = self.inner.container(&d, None).ok().and_then(|c| image_of(&d, &c)).unwrap_or_default();
@@ -339,8 +368,10 @@ impl Provider for EcsProvider {
                     "register a new revision of {}",
                     request.get("family").and_then(Value::as_str).unwrap_or("the task definition")
                 );
+                // Outlasted like a read: a revision registered twice is one more revision, no harm.
+                let aws = self.inner.aws(ctx).await?;
                 let answer =
-                    self.inner.aws(ctx).await?.ecs("RegisterTaskDefinition", &request, &what, &ctx.shutdown).await?;
+                    outlast(ctx, &what, || aws.ecs("RegisterTaskDefinition", &request, &what, &ctx.shutdown)).await?;
                 let arn = answer
                     .pointer("/taskDefinition/taskDefinitionArn")
                     .and_then(Value::as_str)

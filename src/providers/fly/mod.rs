@@ -20,6 +20,7 @@ pub mod release_command;
 pub mod rollout;
 pub mod settings;
 
+use crate::inputs::{self, Group, InputSpec};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +41,19 @@ use super::{
 };
 use crate::http::HttpClient;
 
+/// Fly.io's own inputs: in `action.yml`, the CLI's flags and the README through `inputs::INPUTS`.
+pub const INPUTS: &[InputSpec] = &[
+    input("strategy", "", "Fly: how machines are replaced: rolling, canary, bluegreen or immediate. Empty: fly.toml's [deploy] strategy, else rolling."),
+    input("release-command", "", "Fly: a command run once in a throw-away machine with the new image before any app machine changes (e.g. migrations); non-zero stops the deploy. Empty: fly.toml's [deploy] release_command."),
+    input("release-command-timeout", "5m", "Fly: time limit of the release command. Left at the default, fly.toml's [deploy] release_command_timeout applies when it sets one.").duration(),
+    input("bluegreen-wait", "10s", "Fly, bluegreen: how long Fly's proxy gets to learn that the greens take traffic before the blues are cordoned, and again before the blues stop, so requests in flight finish (flyctl waits 10s).").duration(),
+    input("fly-config", "fly.toml", "Fly: path of fly.toml in the workspace. When present it is the machine config, as with fly deploy (env, services, checks, processes, VM size; the image comes from the image input) and gives app, health check path and [deploy]; without it only the image changes. Inputs override it."),
+];
+
+const fn input(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
+    inputs::of(&["fly"], Group::Provider("Fly.io"), name, default, description)
+}
+
 pub const REGISTRATION: Registration = Registration {
     name: "fly",
     title: "Fly.io",
@@ -51,6 +65,11 @@ pub const REGISTRATION: Registration = Registration {
     image_optional: false,
     defaults: settings::defaults,
     configure: settings::configure,
+    inputs: &[INPUTS, super::batches::INPUTS],
+    #[cfg(feature = "sandbox")]
+    demo: Some(crate::demo::start_demo),
+    #[cfg(feature = "sandbox")]
+    sandbox: Some(crate::demo::start_sandbox),
 };
 
 /// The header Fly's proxy honours to send a request to one machine.

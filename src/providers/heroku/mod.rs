@@ -16,6 +16,7 @@ pub mod rollout;
 pub mod settings;
 pub mod source;
 
+use crate::inputs::{self, Group, InputSpec};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -32,6 +33,16 @@ use super::{
 };
 use crate::http::HttpClient;
 
+/// Heroku's own inputs: in `action.yml`, the CLI's flags and the README through `inputs::INPUTS`.
+pub const INPUTS: &[InputSpec] = &[
+    input("source-dir", ".", "Heroku, source deploys: the folder (in the workspace) packed into the source tarball, honouring .gitignore and .slugignore; e.g. services/api in a monorepo."),
+    input("promote-from", "", "Heroku: instead of building, promote the release this app (e.g. the staging app) runs to app through their pipeline, then health-gate app and roll it back if it fails."),
+];
+
+const fn input(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
+    inputs::of(&["heroku"], Group::Provider("Heroku"), name, default, description)
+}
+
 pub const REGISTRATION: Registration = Registration {
     name: "heroku",
     title: "Heroku",
@@ -43,6 +54,11 @@ pub const REGISTRATION: Registration = Registration {
     image_optional: true,
     defaults: no_defaults,
     configure: settings::configure,
+    inputs: &[INPUTS],
+    #[cfg(feature = "sandbox")]
+    demo: Some(crate::demo::heroku::start_demo),
+    #[cfg(feature = "sandbox")]
+    sandbox: Some(crate::demo::heroku::start_sandbox),
 };
 
 /// What the snapshot records of a Heroku app.

@@ -2,6 +2,7 @@
 //! the drain switch and how many hosts change at once. Every one is checked here,
 //! so a bad value stops the run before any connection.
 
+use crate::inputs::{self, Group, InputSpec};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,30 @@ use super::Options;
 use crate::inputs::{parse_bool, Problems};
 use crate::inputs::{RawInputs, Surface};
 use crate::providers::batches::{BatchSize, BATCH_SIZE_FIX};
+
+/// The providers that deploy to hosts over SSH.
+pub const HOST_PROVIDERS: &[&str] = &["ssh", "digitalocean-droplets"];
+
+/// The inputs both host providers (ssh, droplets) read: in `action.yml`, the CLI's flags and the README through `inputs::INPUTS`.
+pub const INPUTS: &[InputSpec] = &[
+    input("ssh-key", "", "Hosts over SSH: the private key safe-deploy logs in with (OpenSSH or PEM, unencrypted). Pass it from a secret; it is masked and never printed.").secret(),
+    input("ssh-user", "root", "Hosts over SSH: the user safe-deploy logs in as; it must be allowed to run the container runtime."),
+    input("ssh-port", "22", "Hosts over SSH: the SSH port of every host."),
+    input("known-hosts", "", "Hosts over SSH: the hosts' public keys as known_hosts lines (ssh-keyscan -p PORT HOST prints them). A host whose key is missing or different is refused before any command runs. Required unless insecure-ignore-host-key is true."),
+    input("insecure-ignore-host-key", "false", "Hosts over SSH: true connects to hosts whatever key they show. Anyone between the runner and a host could then run your deploy; use known-hosts instead.").boolean(),
+    input("container", "", "Hosts over SSH: the name of the app's container on each host. Empty: app."),
+    input("ports", "", "Hosts over SSH: the container's published ports, HOST:CONTAINER, separated by commas. Empty: the app's port on both sides."),
+    input("env-file", "", "Hosts over SSH: a file on each host passed to the container as --env-file."),
+    input("runtime", "docker", "Hosts over SSH: the container runtime's command on the hosts: docker or podman."),
+    input("stop-timeout", "30s", "Hosts over SSH: how long the old container gets to finish requests in flight after SIGTERM before it is killed.").duration(),
+    input("drain-path", "/drain", "Hosts over SSH, where the balancer cannot take a host out by API: the app's drain switch. safe-deploy sends POST to it on the host itself (through the SSH connection, never a public address) and expects the health check to fail from then on while other requests are still served; DELETE undoes it. none: no drain switch, so the balancer sends requests to a host until it notices it stopped."),
+    input("boot-timeout", "60s", "Hosts over SSH: how long a new container gets to pass the balancer's check on its host; a release that does not is rolled back then, not at deploy-timeout.").duration(),
+    input("max-parallel", "", "Hosts over SSH and droplets: the old name of max-unavailable, read only when max-unavailable is empty."),
+];
+
+const fn input(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
+    inputs::of(HOST_PROVIDERS, Group::Provider("Hosts over SSH"), name, default, description)
+}
 
 /// A known_hosts line: [@marker] HOSTS KEYTYPE BASE64 [comment], whose key parses.
 fn known_hosts_line(line: &str) -> bool {
