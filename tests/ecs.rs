@@ -364,3 +364,34 @@ async fn a_template_and_environment_variables_make_the_new_revision() {
         serde_json::json!([{"name": "LOG_LEVEL", "value": "debug"}, {"name": "GIT_SHA", "value": "abc123"}])
     );
 }
+
+#[tokio::test]
+async fn a_blue_green_service_is_reported_and_followed_through_ecss_own_account() {
+    let h = start_with(EcsOptions { strategy: "BLUE_GREEN".into(), ..options() }).await;
+    let ran = Step::main(&inputs(&h, "v2")).run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_said(&ran, &["ECS's BLUE_GREEN strategy (bake time 5 min)", "service deployment", "stage SCALE_UP"]);
+    assert_said(&ran, &["SUCCESSFUL"]);
+    assert_eq!(service_tag(&h), "v2");
+}
+
+#[tokio::test]
+async fn a_rollback_by_hand_finds_the_revision_before_the_live_one_and_a_redeploy_names_one() {
+    let h = start().await;
+    assert_eq!(Step::main(&inputs(&h, "v2")).run().await.code, 0);
+    assert_eq!(service_tag(&h), "v2");
+
+    let mut by_hand = with(with(inputs(&h, "v2"), "command", "rollback"), "expect-version", "v1");
+    by_hand.retain(|(k, _)| k != "image");
+    let ran = Step::main(&by_hand).run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!(service_tag(&h), "v1", "the revision before the live one");
+    assert!(h.task_definition().ends_with("web:1"), "no new revision for a rollback: {}", h.task_definition());
+
+    let mut again = with(with(with(inputs(&h, "v2"), "command", "redeploy"), "to", "web:2"), "expect-version", "v2");
+    again.retain(|(k, _)| k != "image");
+    let ran = Step::main(&again).run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert!(h.task_definition().ends_with("web:2"), "{}", h.task_definition());
+    assert_eq!(running(&h), "v2");
+}

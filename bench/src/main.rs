@@ -6,7 +6,9 @@
 //! then on the Heroku sandbox with two web dynos, the failed/total requests through
 //! the router during a source deploy with preboot on and with it off, side by side,
 //! and during an automatic rollback; then hosts over SSH: the DigitalOcean droplets
-//! tutorial's procedure against provider `ssh`, on 2 and 4 hosts (`hosts.rs`).
+//! tutorial's procedure against provider `ssh`, on 2 and 4 hosts (`hosts.rs`); and on
+//! the ECS sandbox (two tasks behind a load balancer) a deploy, a rollback by
+//! safe-deploy and one by ECS's circuit breaker, each with its failed/total requests.
 //! Everything runs on loopback, bounded in count and time.
 
 use sandbox::Handle;
@@ -27,6 +29,14 @@ const RUNS: usize = 15;
 async fn main() {
     let binary = std::env::args().nth(1).unwrap_or_else(|| "target/release/safe-deploy".into());
     // `bench BINARY hosts`: the hosts-over-SSH section alone.
+    // `bench BINARY ecs`: the ECS section alone.
+    if std::env::args().nth(2).as_deref() == Some("ecs") {
+        let dir = std::env::temp_dir().join(format!("safe-deploy-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        ecs(&binary, &dir).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     if std::env::args().nth(2).as_deref() == Some("hosts") {
         let dir = std::env::temp_dir().join(format!("safe-deploy-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -103,6 +113,7 @@ async fn main() {
     fly(&binary, &dir).await;
     heroku(&binary, &dir).await;
     digitalocean(&binary, &dir).await;
+    ecs(&binary, &dir).await;
     hosts::run(&binary, &dir).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -330,6 +341,68 @@ async fn digitalocean(binary: &str, dir: &std::path::Path) {
         }
     }
     apps.stop().await;
+}
+
+/// ECS behind a load balancer, two tasks: requests through the load balancer during a
+/// deploy, a rollback this run makes (v3 fails the gate) and one ECS's circuit breaker
+/// makes (v4 crashes), with the wall time and the AWS API requests each took (goal: no
+/// failed request in any).
+async fn ecs(binary: &str, dir: &std::path::Path) {
+    use sandbox::app::{HealthMode, ReleaseSpec};
+    use sandbox::ecs::{EcsOptions, EcsSandbox, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
+
+    let repo = sandbox::ecs::repository(&EcsOptions::default());
+    let mut images = sandbox::app::Releases::new();
+    images.insert(format!("{repo}:v3"), ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
+    images.insert(format!("{repo}:v4"), ReleaseSpec { crash_on_start: true, exit_code: 3, ..Default::default() });
+    let ecs = EcsSandbox::start(EcsOptions {
+        images,
+        app_command: vec![binary.into(), "__sandbox-app".into()],
+        ..EcsOptions::default()
+    })
+    .await
+    .expect("the ECS sandbox starts");
+    let url = ecs.app_url();
+    for (label, tag, expected) in [
+        ("deploy", "v2", 0),
+        ("rollback by safe-deploy of a v3 that fails the gate", "v3", 1),
+        ("rollback by ECS's circuit breaker of a v4 that crashes", "v4", 1),
+    ] {
+        ecs.reset_calls();
+        let traffic = Traffic::start(format!("{url}/"));
+        let started = Instant::now();
+        let status = Command::new(binary)
+            .env_clear()
+            .env("GITHUB_ACTIONS", "true")
+            .env("RUNNER_TEMP", dir)
+            .env("GITHUB_WORKSPACE", dir)
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+            .env("AWS_REGION", "us-east-1")
+            .env("INPUT_PROVIDER", "ecs")
+            .env("INPUT_CLUSTER", "staging")
+            .env("INPUT_SERVICE", "web")
+            .env("INPUT_IMAGE", format!("{repo}:{tag}"))
+            .env("INPUT_API-URL", ecs.api_url())
+            .env("INPUT_HEALTH-URL", format!("{url}/health"))
+            .env("INPUT_CHECK-STRING", "ok")
+            .env("INPUT_HEALTH-INTERVAL", "200ms")
+            .env("INPUT_HEALTH-DEADLINE", "6s")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .expect("the binary runs");
+        ecs.wait_steady(Duration::from_secs(20)).await;
+        let wall = started.elapsed();
+        let (total, failed) = traffic.stop().await;
+        assert_eq!(status.code(), Some(expected), "{label}: unexpected exit");
+        println!(
+            "ecs, 2 tasks, {label}: {failed} failed / {total} requests through the load balancer; wall time {:.1} s; AWS API calls: {}",
+            wall.as_secs_f64(),
+            ecs.calls().len()
+        );
+    }
 }
 
 /// The largest resident set of any finished child process, in KiB.

@@ -1,5 +1,5 @@
 //! The fault matrix: every scenario below, run against the Fly emulator (and the
-//! Heroku and App Platform rows against their emulators) as a runner runs the action (every declared input at its default, file commands in temp files),
+//! Heroku, App Platform and ECS rows against their emulators) as a runner runs the action (every declared input at its default, file commands in temp files),
 //! with steady traffic through the emulator's router. One row per scenario: the exit
 //! code, the `status` output, what the summary calls live, what the emulator runs
 //! afterwards, failed/total requests, leases or extra machines left, PASS or FAIL.
@@ -24,6 +24,7 @@ use safe_deploy::providers::release_of;
 use safe_deploy::runner::files;
 use sandbox::app::{HealthMode, ReleaseSpec};
 use sandbox::digitalocean::{AppOptions as DoApp, DoOptions, DoSandbox, Failure};
+use sandbox::ecs::{EcsOptions, EcsSandbox};
 use sandbox::fly::{Faults, FlyOptions, FlySandbox};
 use sandbox::heroku::{AppOptions, HerokuOptions, HerokuSandbox};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -418,6 +419,143 @@ fn app_platform_scenarios() -> Vec<PlatformScenario> {
     all
 }
 
+/// The ECS rows: API faults (ThrottlingException bursts among them) before the deploy,
+/// during the roll-out and during the rollback; the API down and a rollback answered
+/// late; tasks that never start or crash (ECS's circuit breaker rolls back: a failure,
+/// never a success); a release the balancer takes but the gate refuses; signals.
+fn ecs_scenarios() -> Vec<PlatformScenario> {
+    let row = |name: &str, version, web| {
+        let mut s = PlatformScenario::new(name, version, web);
+        s.name = s.name.replacen("heroku: ", "ecs: ", 1);
+        s
+    };
+    let mut all = Vec::new();
+    for (name, faults) in &Faults::bursts(10) {
+        let name = name.replace("429 burst", "ThrottlingException burst");
+        all.push(row(&format!("{name} before the deploy"), "v2", HEALTHY).before(faults.clone()));
+        all.push(
+            row(&format!("{name} during the roll-out"), "v2", HEALTHY).on(ROLL_OUT, Action::Faults(faults.clone())),
+        );
+        all.push(
+            row(&format!("{name} during the rollback"), "v3", WRONG_BODY).on(ROLL_BACK, Action::Faults(faults.clone())),
+        );
+    }
+    all.push(
+        row("the API down for a while during the rollback", "v3", WRONG_BODY)
+            .on(ROLL_BACK, Action::Faults(Faults { status: Some(503), ..Default::default() }))
+            .on("[", Action::Clear),
+    );
+    let late = Faults { late_writes: 1, late_ms: 31_000, ..Default::default() };
+    all.push(
+        row("the rollback answered after the client's timeout", "v3", WRONG_BODY).on(ROLL_BACK, Action::Faults(late)),
+    );
+    all.push(
+        row("answers slower than usual throughout", "v2", HEALTHY)
+            .before(Faults { slow_ms: 400, ..Default::default() }),
+    );
+    all.push(row("tasks that never start", "v2", HEALTHY).before(Faults { never_start: true, ..Default::default() }));
+    all.push(row("a release that crashes on start", "v2", "--crash-exit-code 7"));
+    all.push(row("a body without the check string", "v3", WRONG_BODY));
+    all.push(row("the old version still answering", "v1", HEALTHY).input("expect-version", "v5"));
+    for (signal, sig) in [("SIGINT", "INT"), ("SIGTERM", "TERM")] {
+        for (phase, marker, version, web) in [
+            ("the roll-out", ROLL_OUT, "v2", HEALTHY),
+            ("the wait", WAIT, "v2", "--boot-delay-ms 1500"),
+            ("the final gate", GATE, "v2", HEALTHY),
+            ("the rollback", ROLL_BACK, "v3", WRONG_BODY),
+        ] {
+            all.push(
+                row(&format!("{signal} during {phase}, then the post step twice"), version, web)
+                    .on(marker, Action::Signal(sig)),
+            );
+        }
+    }
+    all
+}
+
+/// What the service's running tasks serve, as the ECS emulator says: one version, or
+/// "mixed: ..." while two deployments overlap.
+fn ecs_running(h: &EcsSandbox, images: &sandbox::app::Releases) -> String {
+    let mut versions: Vec<String> =
+        h.running_images().iter().map(|i| sandbox::app::spec_for(images, i).version).collect();
+    versions.dedup();
+    match versions.as_slice() {
+        [one] => one.clone(),
+        _ => format!("mixed: {}", versions.join(", ")),
+    }
+}
+
+/// What a release label (`web:2 (REPO:v2)`) serves.
+fn ecs_serves(images: &sandbox::app::Releases, label: &str) -> String {
+    match label.split_once('(').map(|(_, rest)| rest.trim_end_matches(')')) {
+        Some(image) => sandbox::app::spec_for(images, image).version,
+        None => label.to_string(),
+    }
+}
+
+async fn ecs_run(binary: &Path, root: &Path, s: &PlatformScenario) -> Row {
+    let repo = sandbox::ecs::repository(&EcsOptions::default());
+    let mut images = sandbox::app::Releases::new();
+    images.insert(format!("{repo}:{}", s.version), release_spec(s.web, s.version));
+    images.insert(format!("{repo}:v1"), release_spec("", "v1"));
+    // "the old version still answering": v1's image again, under another tag.
+    images.insert(format!("{repo}:v5"), release_spec(s.web, "v1"));
+    let image = if s.inputs.iter().any(|(k, v)| *k == "expect-version" && v == "v5") { "v5" } else { s.version };
+    let options = EcsOptions {
+        images: images.clone(),
+        app_command: vec![binary.into(), "__sandbox-app".into()],
+        ..EcsOptions::default()
+    };
+    let h = match EcsSandbox::start(options).await {
+        Ok(h) => h,
+        Err(e) => return failed_row_named(&s.name, format!("the sandbox did not start: {e}")),
+    };
+    let app = h.app_url();
+    let mut inputs = platform_inputs("ecs", h.api_url(), &app, s, ("image", format!("{repo}:{image}")));
+    inputs.remove("token");
+    for (k, v) in [
+        ("cluster", "staging"),
+        ("service", "web"),
+        ("aws-region", "us-east-1"),
+        ("aws-access-key-id", sandbox::ecs::ACCESS_KEY_ID),
+        ("aws-secret-access-key", sandbox::ecs::SECRET_ACCESS_KEY),
+    ] {
+        inputs.insert(k, v.to_string());
+    }
+    let step = Step::new(root, &slug(&s.name), &inputs);
+    let (ended, traffic) = match drive(binary, &step, s, &app, |f| h.set_faults(f), |_| {}).await {
+        Ok(done) => done,
+        Err(e) => return failed_row_named(&s.name, e),
+    };
+    let said_release = step.file("output").get("release").cloned().unwrap_or_default();
+    let mut row = row_of(s, &step, &ended, ecs_running(&h, &images));
+    let new = if image == "v5" { "v1".to_string() } else { s.version.to_string() };
+    judge_end(
+        &mut row,
+        binary,
+        root,
+        &s.name,
+        &inputs,
+        &step,
+        ended.code,
+        ("v1", &new),
+        || ecs_running(&h, &images),
+        |r| ecs_serves(&images, r),
+        &said_release,
+    )
+    .await;
+    // Whole: one deployment, COMPLETED, its tasks serving; nothing else left.
+    if !h.wait_steady(Duration::from_secs(20)).await {
+        row.left.push(format!("deployments {:?}", h.deployments()));
+        row.problems.push("the service was left rolling out".into());
+    }
+    row.traffic = traffic.stop().await;
+    if row.traffic.1 > 0 && !s.breaks_requests {
+        row.problems.push(format!("{} requests failed through the load balancer", row.traffic.1));
+    }
+    row
+}
+
 /// The test app's flags as a release spec (what App Platform's images run).
 fn release_spec(flags: &str, version: &str) -> ReleaseSpec {
     let mut spec = ReleaseSpec { version: version.into(), ..Default::default() };
@@ -789,7 +927,7 @@ impl Step {
             env.push((var.into(), dir.join(file).display().to_string()));
         }
         // As the runner does: every declared input, at its default unless set.
-        for spec in INPUTS {
+        for spec in INPUTS.iter() {
             let value = inputs.get(spec.name).cloned().unwrap_or_else(|| spec.default.to_string());
             env.push((env_name(spec.name), value));
         }
@@ -1157,7 +1295,7 @@ async fn main() {
     // Rows mostly wait (on boots, checks, deadlines): FAULTS_JOBS of them run at once,
     // each with its own emulator, ports and folder; printed in order as they end.
     let jobs: usize = std::env::var("FAULTS_JOBS").ok().and_then(|j| j.parse().ok()).unwrap_or(4).max(1);
-    let (fly, heroku, app_platform) = (scenarios(), heroku_scenarios(), app_platform_scenarios());
+    let (fly, heroku, app_platform, ecs) = (scenarios(), heroku_scenarios(), app_platform_scenarios(), ecs_scenarios());
     let (binary, root) = (&binary, &root);
     let all = fly
         .iter()
@@ -1166,7 +1304,8 @@ async fn main() {
         .chain(heroku.iter().filter(|s| wanted(&s.name)).map(|s| Box::pin(heroku_run(binary, root, s)) as _))
         .chain(
             app_platform.iter().filter(|s| wanted(&s.name)).map(|s| Box::pin(app_platform_run(binary, root, s)) as _),
-        );
+        )
+        .chain(ecs.iter().filter(|s| wanted(&s.name)).map(|s| Box::pin(ecs_run(binary, root, s)) as _));
     let mut rows = futures_util::StreamExt::buffered(futures_util::stream::iter(all), jobs);
     while let Some(mut row) = futures_util::StreamExt::next(&mut rows).await {
         print_row(Some(&mut row), &mut passed, &mut failed);

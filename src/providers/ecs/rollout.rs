@@ -123,6 +123,11 @@ pub struct Controller {
 }
 
 impl Service {
+    /// The deployment strategy: ROLLING, or one ECS shifts traffic for itself.
+    pub fn strategy(&self) -> Option<&str> {
+        self.deployment_configuration.as_ref().and_then(|c| c.strategy.as_deref())
+    }
+
     fn primary(&self) -> Option<&Deployment> {
         self.deployments.iter().find(|d| d.status == "PRIMARY")
     }
@@ -334,6 +339,10 @@ pub struct EcsRollout {
     deployment: Option<String>,
     /// The deployment's rollout state when last said.
     state: Option<String>,
+    /// When the update was sent (seconds since the epoch), and what ECS's own account of
+    /// a blue/green, linear or canary deployment last said.
+    applied_at: f64,
+    service_deployment: Option<String>,
     changed: bool,
     seen: Seen,
 }
@@ -347,6 +356,8 @@ impl EcsRollout {
             previous,
             deployment: None,
             state: Some("IN_PROGRESS".into()),
+            applied_at: 0.0,
+            service_deployment: None,
             changed: false,
             seen: Seen::default(),
         }
@@ -366,7 +377,10 @@ impl Rollout for EcsRollout {
     async fn apply(&mut self, _batch: usize, _gated: bool, ctx: &Context) -> Result<Applied, ProviderError> {
         ctx.check_cancelled()?;
         self.changed = true;
-        let svc = match self.inner.update(&self.task_definition, ctx).await {
+        // A throttle or a 5xx is outlasted, within the deadline: UpdateService to the same
+        // revision twice starts one deployment.
+        let what = format!("update service {} to {}", self.inner.settings.service, self.label);
+        let svc = match outlast(ctx, &what, || self.inner.update(&self.task_definition, ctx)).await {
             Ok(svc) => svc,
             Err(e) => {
                 // An answer that refused it changed nothing; one that never came may have.
@@ -383,6 +397,8 @@ impl Rollout for EcsRollout {
             }
         };
         self.seen.baseline(&svc);
+        self.applied_at =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
         let primary = svc
             .deployments
             .iter()
@@ -409,6 +425,9 @@ impl Rollout for EcsRollout {
         loop {
             let svc = outlast(ctx, "read the service", || self.inner.service(ctx)).await?;
             self.seen.say_events(&svc, ctx);
+            if svc.strategy().is_some_and(|s| s != "ROLLING") {
+                self.follow_service_deployment(ctx).await;
+            }
             let mine = svc.deployments.iter().find(|d| d.id == id).cloned();
             let state = mine.as_ref().and_then(|d| d.rollout_state.clone()).unwrap_or_else(|| "gone".into());
             if self.state.as_deref() != Some(state.as_str()) {
@@ -486,6 +505,40 @@ impl Rollout for EcsRollout {
 }
 
 impl EcsRollout {
+    /// ECS's own account of a blue/green, linear or canary deployment (the newest since
+    /// the update): its status and lifecycle stage, said when they change. Progress
+    /// only: what ends the wait is the deployment's rollout state, read every poll.
+    async fn follow_service_deployment(&mut self, ctx: &Context) {
+        let s = &self.inner.settings;
+        let Ok(aws) = self.inner.aws(ctx).await else { return };
+        let body =
+            json!({ "cluster": s.cluster, "service": s.service, "createdAt": { "after": self.applied_at - 60.0 } });
+        let listed = aws.ecs("ListServiceDeployments", &body, "list the service's deployments", &ctx.shutdown).await;
+        let Some(arn) = listed.ok().and_then(|l| {
+            l.pointer("/serviceDeployments/0/serviceDeploymentArn").and_then(Value::as_str).map(str::to_string)
+        }) else {
+            return;
+        };
+        let body = json!({ "serviceDeploymentArns": [arn] });
+        let Ok(d) =
+            aws.ecs("DescribeServiceDeployments", &body, "describe the service deployment", &ctx.shutdown).await
+        else {
+            return;
+        };
+        let field = |name: &str| d.pointer(&format!("/serviceDeployments/0/{name}")).and_then(Value::as_str);
+        let said = format!(
+            "{}, stage {}{}",
+            field("status").unwrap_or("no status"),
+            field("lifecycleStage").unwrap_or("none"),
+            field("statusReason").map(|r| format!(": {r}")).unwrap_or_default()
+        );
+        if self.service_deployment.as_deref() != Some(said.as_str()) {
+            let short = arn.rsplit('/').next().unwrap_or(&arn);
+            ctx.progress.log("ECS", &format!("service deployment {short}: {said}"));
+            self.service_deployment = Some(said);
+        }
+    }
+
     /// Our deployment ended by another: ECS's rollback when the old revision is back,
     /// someone else's deploy otherwise.
     fn ended_by_someone(&self, primary_td: &str, why: String) -> Waited {

@@ -5,6 +5,7 @@
 //! SigV4 signature by a key the emulator knows: its own, or one STS handed out.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -48,7 +49,8 @@ pub struct Api {
     id_tokens: Mutex<BTreeMap<String, String>>,
     writes: Mutex<Vec<Call>>,
     samples: Option<PathBuf>,
-    sample_counts: Mutex<BTreeMap<String, usize>>,
+    /// The kinds of answer kept so far, by operation.
+    sample_counts: Mutex<BTreeMap<String, Vec<String>>>,
     /// RegisterTaskDefinition answers ClientException (a test's broken prepare).
     pub refuse_registrations: std::sync::atomic::AtomicBool,
 }
@@ -69,6 +71,29 @@ fn protocol(request: &Request) -> Option<Protocol> {
         return form.get("Action").cloned().map(|a| Protocol::Query(a, form));
     }
     None
+}
+
+/// The states and reasons an answer names, in order: what tells one kind of answer
+/// from another for the samples (`"rolloutState":"FAILED"`, `<State>draining</State>`).
+fn states(body: &str) -> String {
+    const KEYS: [&str; 8] =
+        ["rolloutState", "lastStatus", "desiredStatus", "status", "stopCode", "State", "Reason", "Code"];
+    let mut found: Vec<String> = Vec::new();
+    for key in KEYS {
+        for quoted in [format!("\"{key}\":\""), format!("<{key}>")] {
+            let mut rest = body;
+            while let Some(at) = rest.find(&quoted) {
+                rest = &rest[at + quoted.len()..];
+                let value: String = rest.chars().take_while(|c| *c != '"' && *c != '<').collect();
+                let said = format!("{key}={value}");
+                if !found.contains(&said) {
+                    found.push(said);
+                }
+            }
+        }
+    }
+    found.sort();
+    found.join(",")
 }
 
 /// The code AWS uses for a status a fault injects.
@@ -153,33 +178,33 @@ impl Api {
         self.writes.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Keeps a request and its answer for CI's check against botocore's models: up
-    /// to four of each operation.
+    /// Keeps a request and its answer for CI's check against botocore's models: each
+    /// operation's answers of a kind not kept yet (their states and reasons differ: a
+    /// FAILED deployment, a draining target), up to 40 an operation. Written at once, by
+    /// this process alone (its pid in the name): tests run side by side.
     fn sample(&self, service: &str, op: &str, request: &Value, response: &Response) {
         let Some(dir) = &self.samples else { return };
-        let key = format!("{service}.{op}");
-        let n = {
-            let mut counts = self.sample_counts.lock().unwrap_or_else(|p| p.into_inner());
-            let n = counts.entry(key.clone()).or_default();
-            *n += 1;
-            *n
-        };
-        if n > 4 {
-            return;
-        }
-        let body = http_body_util::BodyExt::collect(response.body().clone());
+        let mut body = std::pin::pin!(http_body_util::BodyExt::collect(response.body().clone()));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        // A full body is there already: the first poll has it.
+        let std::task::Poll::Ready(Ok(body)) = body.as_mut().poll(&mut cx) else { return };
+        let body = body.to_bytes();
         let status = response.status().as_u16();
-        let (dir, request) = (dir.clone(), request.clone());
+        let kind = format!("{status} {}", states(&String::from_utf8_lossy(&body)));
+        let n = {
+            let mut kept = self.sample_counts.lock().unwrap_or_else(|p| p.into_inner());
+            let kinds = kept.entry(format!("{service}.{op}")).or_default();
+            if kinds.len() >= 40 || kinds.contains(&kind) {
+                return;
+            }
+            kinds.push(kind);
+            kinds.len()
+        };
         let ext = if service == "ecs" { "json" } else { "xml" };
-        tokio::spawn(async move {
-            let body = match body.await {
-                Ok(body) => body,
-                Err(never) => match never {},
-            };
-            let _ = std::fs::create_dir_all(&dir);
-            let _ = std::fs::write(dir.join(format!("{key}.{n}.request.json")), request.to_string());
-            let _ = std::fs::write(dir.join(format!("{key}.{n}.response.{status}.{ext}")), body.to_bytes());
-        });
+        let name = format!("{service}.{op}.{}-{n}", std::process::id());
+        let _ = std::fs::create_dir_all(dir);
+        let _ = std::fs::write(dir.join(format!("{name}.request.json")), request.to_string());
+        let _ = std::fs::write(dir.join(format!("{name}.response.{status}.{ext}")), &body);
     }
 
     /// The signature check: Ok(service) names the signed-for service.
@@ -384,8 +409,11 @@ impl Api {
                     return ecs_error(400, "ClusterNotFoundException", "Cluster not found.");
                 }
                 let want = str_of(&body, "desiredStatus").unwrap_or_else(|| "RUNNING".into());
+                // Every task is the one service's: another service has none.
+                let ours = str_of(&body, "serviceName").is_none_or(|name| service_ok(&name));
                 let s = c.lock();
-                let arns: Vec<&str> = s.tasks.iter().filter(|t| t.desired == want).map(|t| t.arn.as_str()).collect();
+                let arns: Vec<&str> =
+                    s.tasks.iter().filter(|t| ours && t.desired == want).map(|t| t.arn.as_str()).collect();
                 json!({ "taskArns": arns })
             }
             "DescribeTasks" => {
@@ -409,6 +437,56 @@ impl Api {
                     }
                 }
                 json!({ "tasks": tasks, "failures": failures })
+            }
+            "ListServiceDeployments" => {
+                if !cluster_ok(&body) {
+                    return ecs_error(400, "ClusterNotFoundException", "Cluster not found.");
+                }
+                if !service_ok(&str_of(&body, "service").unwrap_or_default()) {
+                    return ecs_error(400, "ServiceNotFoundException", "Service not found.");
+                }
+                let wanted: Vec<String> = body
+                    .get("status")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                    .unwrap_or_default();
+                let s = c.lock();
+                // Newest first.
+                let all = s.deployments.iter().chain(s.retired.iter().rev());
+                let mut list: Vec<Value> = all.map(|d| cluster::service_deployment_json(c, &s, d, false)).collect();
+                list.sort_by(|a, b| {
+                    b["createdAt"].as_f64().partial_cmp(&a["createdAt"].as_f64()).unwrap_or(std::cmp::Ordering::Equal)
+                });
+                list.retain(|d| wanted.is_empty() || wanted.iter().any(|w| d["status"] == w.as_str()));
+                json!({ "serviceDeployments": list })
+            }
+            "DescribeServiceDeployments" => {
+                let asked: Vec<String> = body
+                    .get("serviceDeploymentArns")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                    .unwrap_or_default();
+                if asked.is_empty() || asked.len() > 20 {
+                    return ecs_error(
+                        400,
+                        "InvalidParameterException",
+                        "serviceDeploymentArns must name 1 to 20 deployments.",
+                    );
+                }
+                let s = c.lock();
+                let (mut found, mut failures) = (Vec::new(), Vec::new());
+                for arn in asked {
+                    let d = s
+                        .deployments
+                        .iter()
+                        .chain(s.retired.iter())
+                        .find(|d| arn.ends_with(&format!("/{}", d.id.trim_start_matches("ecs-svc/"))));
+                    match d {
+                        Some(d) => found.push(cluster::service_deployment_json(c, &s, d, true)),
+                        None => failures.push(json!({"arn": arn, "reason": "MISSING"})),
+                    }
+                }
+                json!({ "serviceDeployments": found, "failures": failures })
             }
             "ListTaskDefinitions" => {
                 let prefix = str_of(&body, "familyPrefix").unwrap_or_default();
@@ -652,6 +730,16 @@ impl Emulator for Api {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_are_told_apart_by_the_states_they_name() {
+        let failed = r#"{"deployments":[{"status":"PRIMARY","rolloutState":"FAILED"}]}"#;
+        let done = r#"{"deployments":[{"status":"PRIMARY","rolloutState":"COMPLETED"}]}"#;
+        assert_eq!(states(failed), "rolloutState=FAILED,status=PRIMARY");
+        assert_ne!(states(failed), states(done));
+        let xml = "<member><TargetHealth><State>draining</State><Reason>Target.DeregistrationInProgress</Reason></TargetHealth></member>";
+        assert_eq!(states(xml), "Reason=Target.DeregistrationInProgress,State=draining");
+    }
 
     #[test]
     fn dates_are_written_as_aws_writes_them() {

@@ -106,6 +106,9 @@ pub struct State {
     pub task_definition: String,
     pub desired: u32,
     pub created_at: f64,
+    /// Deployments no longer in DescribeServices' list, newest last: what
+    /// ListServiceDeployments still shows.
+    pub retired: Vec<Deployment>,
 }
 
 impl State {
@@ -243,6 +246,7 @@ impl Cluster {
             events: Vec::new(),
             desired,
             created_at: now,
+            retired: Vec::new(),
         };
         Arc::new(Cluster {
             gate: Gate::default(),
@@ -566,7 +570,10 @@ impl Cluster {
             }) as u32;
             if !others_live && serving >= s.desired {
                 let svc = self.names.service.clone();
-                s.deployments.retain(|d| d.status == "PRIMARY");
+                let (kept, gone): (Vec<Deployment>, Vec<Deployment>) =
+                    s.deployments.drain(..).partition(|d| d.status == "PRIMARY");
+                s.deployments = kept;
+                s.retired.extend(gone);
                 let done = s.deployments.first_mut().filter(|p| p.rollout == "IN_PROGRESS").map(|p| {
                     p.rollout = "COMPLETED";
                     p.reason = "ECS deployment completed.".into();
@@ -675,6 +682,57 @@ impl Cluster {
             p.signal(signal::TERM);
         }
     }
+}
+
+/// A deployment as ListServiceDeployments and DescribeServiceDeployments show it: its
+/// status in their words, and (`full`) its lifecycle stage and circuit breaker.
+pub fn service_deployment_json(c: &Cluster, s: &State, d: &Deployment, full: bool) -> Value {
+    let n = &c.names;
+    let rolled_back = d.rollout == "FAILED" && s.primary().is_some_and(|p| p.id != d.id);
+    let status = match d.rollout {
+        "COMPLETED" if d.status == "PRIMARY" => "SUCCESSFUL",
+        "COMPLETED" => "SUCCESSFUL",
+        "FAILED" if rolled_back && s.deployments.len() == 1 => "ROLLBACK_SUCCESSFUL",
+        "FAILED" if rolled_back => "ROLLBACK_IN_PROGRESS",
+        "FAILED" => "STOPPED",
+        _ if d.status != "PRIMARY" => "STOPPED",
+        _ => "IN_PROGRESS",
+    };
+    let short = d.id.trim_start_matches("ecs-svc/");
+    let mut out = json!({
+        "serviceDeploymentArn": format!("arn:aws:ecs:{}:{}:service-deployment/{}/{}/{short}", n.region, n.account, n.cluster, n.service),
+        "serviceArn": n.service_arn(),
+        "clusterArn": n.cluster_arn(),
+        "createdAt": d.created_at,
+        "startedAt": d.created_at,
+        "targetServiceRevisionArn": format!("arn:aws:ecs:{}:{}:service-revision/{}/{}/{short}", n.region, n.account, n.cluster, n.service),
+        "status": status,
+        "statusReason": d.reason,
+    });
+    if status != "IN_PROGRESS" {
+        out["finishedAt"] = json!(d.updated_at);
+    }
+    if full {
+        let serving = s.tasks.iter().filter(|t| t.deployment == d.id && t.last_status == "RUNNING").count();
+        let stage = match status {
+            "IN_PROGRESS" if (serving as u32) < s.desired => "SCALE_UP",
+            "IN_PROGRESS" => "CLEAN_UP",
+            _ => "CLEAN_UP",
+        };
+        out["lifecycleStage"] = json!(stage);
+        out["deploymentCircuitBreaker"] = json!({"status": if c.circuit_breaker { if d.rollout == "FAILED" { "TRIGGERED" } else { "MONITORING" } } else { "DISABLED" },
+                   "failureCount": d.failed, "threshold": Cluster::threshold(s.desired)});
+        out["targetServiceRevision"] = json!({
+            "arn": out["targetServiceRevisionArn"],
+            "requestedTaskCount": if d.status == "PRIMARY" { s.desired } else { 0 },
+            "runningTaskCount": serving,
+            "pendingTaskCount": s.tasks.iter().filter(|t| t.deployment == d.id && matches!(t.last_status, "PROVISIONING" | "PENDING")).count(),
+        });
+        if let Some(o) = out.as_object_mut() {
+            o.remove("targetServiceRevisionArn");
+        }
+    }
+    out
 }
 
 /// The image of container `name` in a task definition body.
