@@ -395,3 +395,14 @@ async fn a_rollback_by_hand_finds_the_revision_before_the_live_one_and_a_redeplo
     assert!(h.task_definition().ends_with("web:2"), "{}", h.task_definition());
     assert_eq!(running(&h), "v2");
 }
+
+#[tokio::test]
+async fn tasks_listed_a_page_at_a_time_are_all_found() {
+    // One task a page: the new tasks' targets are found only by following nextToken.
+    let h = start_with(EcsOptions { list_page: 1, desired: 3, ..options() }).await;
+    let ran = Step::main(&inputs(&h, "v2")).run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!(running(&h), "v2");
+    let pages = h.calls().iter().filter(|c| c.body.as_ref().is_some_and(|b| b.get("nextToken").is_some())).count();
+    assert!(pages >= 2, "later pages were asked for: {pages}");
+}

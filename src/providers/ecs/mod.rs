@@ -409,14 +409,24 @@ impl Provider for EcsProvider {
         let svc = self.inner.service(ctx).await?;
         let family_rev = svc.task_definition.rsplit('/').next().unwrap_or(&svc.task_definition);
         let family = family_rev.split(':').next().unwrap_or(family_rev);
-        let body = json!({ "familyPrefix": family, "sort": "ASC", "status": "ACTIVE" });
         let what = format!("list the revisions of task definition {family}");
-        let answer = self.inner.aws(ctx).await?.ecs("ListTaskDefinitions", &body, &what, &ctx.shutdown).await?;
-        let arns: Vec<String> = answer
-            .get("taskDefinitionArns")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
-            .unwrap_or_default();
+        let aws = self.inner.aws(ctx).await?;
+        let mut arns: Vec<String> = Vec::new();
+        let mut next: Option<String> = None;
+        // Every page, within a bound: the newest revisions are the ones a rollback wants.
+        for _ in 0..50 {
+            let mut body = json!({ "familyPrefix": family, "sort": "ASC", "status": "ACTIVE" });
+            if let Some(token) = &next {
+                body["nextToken"] = json!(token);
+            }
+            let answer = aws.ecs("ListTaskDefinitions", &body, &what, &ctx.shutdown).await?;
+            let page = answer.get("taskDefinitionArns").and_then(Value::as_array).cloned().unwrap_or_default();
+            arns.extend(page.iter().filter_map(Value::as_str).map(str::to_string));
+            next = answer.get("nextToken").and_then(Value::as_str).map(str::to_string);
+            if next.is_none() {
+                break;
+            }
+        }
         // Only this family: a prefix also matches web-worker when the family is web.
         Ok(arns
             .into_iter()

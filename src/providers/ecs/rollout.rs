@@ -255,9 +255,21 @@ async fn endpoints(inner: &Inner, id: &str, ctx: &Context) -> Result<Vec<(String
 async fn tasks(inner: &Inner, status: &str, ctx: &Context) -> Result<Vec<Value>, ProviderError> {
     let s = &inner.settings;
     let aws = inner.aws(ctx).await?;
-    let body = json!({ "cluster": s.cluster, "serviceName": s.service, "desiredStatus": status });
-    let listed = aws.ecs("ListTasks", &body, "list the service's tasks", &ctx.shutdown).await?;
-    let arns: Vec<Value> = listed.get("taskArns").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut arns: Vec<Value> = Vec::new();
+    let mut next: Option<String> = None;
+    // Every page (100 tasks each), within a bound no service reaches.
+    for _ in 0..100 {
+        let mut body = json!({ "cluster": s.cluster, "serviceName": s.service, "desiredStatus": status });
+        if let Some(token) = &next {
+            body["nextToken"] = json!(token);
+        }
+        let listed = aws.ecs("ListTasks", &body, "list the service's tasks", &ctx.shutdown).await?;
+        arns.extend(listed.get("taskArns").and_then(Value::as_array).cloned().unwrap_or_default());
+        next = listed.get("nextToken").and_then(Value::as_str).map(str::to_string);
+        if next.is_none() {
+            break;
+        }
+    }
     let mut out = Vec::new();
     for chunk in arns.chunks(100) {
         let body = json!({ "cluster": s.cluster, "tasks": chunk });

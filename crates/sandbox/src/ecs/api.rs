@@ -53,6 +53,8 @@ pub struct Api {
     sample_counts: Mutex<BTreeMap<String, Vec<String>>>,
     /// RegisterTaskDefinition answers ClientException (a test's broken prepare).
     pub refuse_registrations: std::sync::atomic::AtomicBool,
+    /// The most a page of ListTasks holds.
+    list_page: usize,
 }
 
 enum Protocol {
@@ -160,7 +162,7 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 }
 
 impl Api {
-    pub fn new(cluster: Arc<Cluster>) -> Api {
+    pub fn new(cluster: Arc<Cluster>, list_page: usize) -> Api {
         let mut keys = BTreeMap::new();
         keys.insert(ACCESS_KEY_ID.to_string(), Key { secret: SECRET_ACCESS_KEY.into(), session_token: None });
         Api {
@@ -171,6 +173,7 @@ impl Api {
             samples: std::env::var_os("SAFE_DEPLOY_ECS_SAMPLES").map(PathBuf::from),
             sample_counts: Mutex::new(BTreeMap::new()),
             refuse_registrations: Default::default(),
+            list_page: list_page.max(1),
         }
     }
 
@@ -414,7 +417,16 @@ impl Api {
                 let s = c.lock();
                 let arns: Vec<&str> =
                     s.tasks.iter().filter(|t| ours && t.desired == want).map(|t| t.arn.as_str()).collect();
-                json!({ "taskArns": arns })
+                // Pages of maxResults (at most 100, ECS's own), or the sandbox's smaller pages.
+                let asked = body.get("maxResults").and_then(Value::as_u64).unwrap_or(100).clamp(1, 100) as usize;
+                let page = asked.min(self.list_page);
+                let from: usize = str_of(&body, "nextToken").and_then(|t| t.parse().ok()).unwrap_or(0);
+                let shown: Vec<&str> = arns.iter().skip(from).take(page).copied().collect();
+                let mut answer = json!({ "taskArns": shown });
+                if from + page < arns.len() {
+                    answer["nextToken"] = json!((from + page).to_string());
+                }
+                answer
             }
             "DescribeTasks" => {
                 if !cluster_ok(&body) {

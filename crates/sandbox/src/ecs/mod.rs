@@ -63,6 +63,8 @@ pub struct EcsOptions {
     /// Program and leading args that run the test app.
     pub app_command: Vec<OsString>,
     pub api_port: u16,
+    /// The most tasks one ListTasks page holds (ECS: 100): smaller in a test of paging.
+    pub list_page: usize,
 }
 
 impl Default for EcsOptions {
@@ -92,6 +94,7 @@ impl Default for EcsOptions {
             images: Releases::new(),
             app_command: vec![exe, OsString::from("__sandbox-app")],
             api_port: 0,
+            list_page: 100,
         }
     }
 }
@@ -171,7 +174,7 @@ impl EcsSandbox {
             opts.strategy.clone(),
         );
         tokio::spawn(Cluster::run(Arc::downgrade(&cluster), opts.second / 2));
-        let api_state = Arc::new(api::Api::new(cluster.clone()));
+        let api_state = Arc::new(api::Api::new(cluster.clone(), opts.list_page));
         let api = crate::kit::api::serve(api_state.clone(), SocketAddr::from(([127, 0, 0, 1], opts.api_port))).await?;
         let sandbox = EcsSandbox { cluster, api, api_state, opts };
         let up = sandbox
