@@ -150,8 +150,10 @@ fn cli() -> clap::Command {
 fn provider_arg() -> Arg {
     #[cfg(feature = "sandbox")]
     let choices = crate::demo::with_sandbox();
+    // Without the sandbox every provider is a choice, so the command gets as far as
+    // saying it is left out of this build.
     #[cfg(not(feature = "sandbox"))]
-    let choices: Vec<&'static str> = Vec::new();
+    let choices: Vec<&'static str> = registry::PROVIDERS.iter().map(|r| r.name).collect();
     let titles: Vec<String> = choices
         .iter()
         .filter_map(|name| crate::providers::registry::find(name))

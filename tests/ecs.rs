@@ -397,12 +397,77 @@ async fn a_rollback_by_hand_finds_the_revision_before_the_live_one_and_a_redeplo
 }
 
 #[tokio::test]
-async fn tasks_listed_a_page_at_a_time_are_all_found() {
-    // One task a page: the new tasks' targets are found only by following nextToken.
+async fn tasks_and_revisions_listed_a_page_at_a_time_are_all_found() {
+    // One a page: the new tasks' targets, and the revision before the live one, are
+    // found only by following nextToken.
     let h = start_with(EcsOptions { list_page: 1, desired: 3, ..options() }).await;
     let ran = Step::main(&inputs(&h, "v2")).run().await;
     assert_eq!(ran.code, 0, "{ran}");
     assert_eq!(running(&h), "v2");
     let pages = h.calls().iter().filter(|c| c.body.as_ref().is_some_and(|b| b.get("nextToken").is_some())).count();
     assert!(pages >= 2, "later pages were asked for: {pages}");
+    assert_eq!(Step::main(&inputs(&h, "v3")).run().await.code, 0);
+
+    let mut by_hand = with(with(inputs(&h, "v3"), "command", "rollback"), "expect-version", "v2");
+    by_hand.retain(|(k, _)| k != "image");
+    let ran = Step::main(&by_hand).run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert!(h.task_definition().ends_with("web:2"), "the newest before the live web:3: {}", h.task_definition());
+}
+
+#[tokio::test]
+async fn a_release_named_by_the_ledgers_label_or_by_its_image_is_found_among_the_revisions() {
+    let h = start().await;
+    assert_eq!(Step::main(&inputs(&h, "v2")).run().await.code, 0);
+    assert_eq!(Step::main(&inputs(&h, "v3")).run().await.code, 0);
+    let redeploy = |to: &str, version: &str| {
+        let mut given = with(with(with(inputs(&h, version), "command", "redeploy"), "to", to), "expect-version", version);
+        given.retain(|(k, _)| k != "image");
+        given
+    };
+    // As the GitHub ledger keeps a release: its label.
+    let label = format!("web:2 ({})", image(&h, "v2"));
+    let ran = Step::main(&redeploy(&label, "v2")).run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert!(h.task_definition().ends_with("web:2"));
+    // By its image: the newest revision that runs it.
+    let ran = Step::main(&redeploy(&image(&h, "v3"), "v3")).run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert!(h.task_definition().ends_with("web:3"));
+    // An image no revision runs: said, with nothing changed.
+    let ran = Step::main(&redeploy(&image(&h, "v9"), "v9")).run().await;
+    assert_eq!(ran.code, 1, "{ran}");
+    assert_said(&ran, &["none of the 20 newest revisions of task definition web runs", "name a revision"]);
+    assert!(h.task_definition().ends_with("web:3"));
+}
+
+#[tokio::test]
+async fn a_new_deployment_of_the_same_revision_forced_by_someone_else_is_followed_not_called_theirs() {
+    let h = start().await;
+    h.add_image(&image(&h, "v2"), ReleaseSpec { boot_delay_ms: 1500, ..Default::default() });
+    let step = Step::main(&inputs(&h, "v2"));
+    let child = step.command().spawn().unwrap();
+    crate::util::eventually(Duration::from_secs(20), "the update to web:2", || h.task_definition().ends_with("web:2")).await;
+    h.force_new_deployment();
+    let ran = step.collect(child).await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_said(&ran, &["following it"]);
+    assert_eq!(running(&h), "v2");
+}
+
+#[tokio::test]
+async fn the_snapshot_names_the_revision_and_never_holds_the_task_definitions_environment() {
+    // APP_ENV=staging is in the live definition's environment: values there may be secret,
+    // and a snapshot is saved to a file for the post step.
+    let harness = EcsHarness::start().await;
+    let ctx = safe_deploy::providers::Context {
+        deadline: tokio::time::Instant::now() + Duration::from_secs(30),
+        budget: "deploy-timeout",
+        shutdown: safe_deploy::shutdown::Shutdown::new(),
+        progress: Default::default(),
+    };
+    let snapshot = harness.provider().snapshot(&ctx).await.unwrap();
+    let saved = serde_json::to_string(&snapshot).unwrap();
+    assert!(saved.contains("task-definition/web:1"), "the recorded revision: {saved}");
+    assert!(!saved.contains("APP_ENV"), "not the definition's environment: {saved}");
 }

@@ -76,15 +76,15 @@ pub const REGISTRATION: Registration = Registration {
 
 const NAME: &str = "ecs";
 
-/// What a snapshot keeps: the task definition the service ran, and its description
-/// (with tags), from which the next revision is made.
+/// What a snapshot keeps: the task definition the service ran (its ARN: a revision never
+/// changes) and the image of the container that changes. Not the definition itself: its
+/// environment may hold what should be secret, and the snapshot is saved for the post step.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
     task_definition: String,
     /// The container whose image changes, as chosen when the service was read.
     container: Option<String>,
     image: String,
-    definition: Value,
 }
 
 /// "web:7 (registry/web:v2)": a revision and the image it runs.
@@ -195,6 +195,28 @@ impl Inner {
     }
 }
 
+/// Whether `text` names a task definition revision: its ARN, or `family:revision`.
+fn is_revision(text: &str) -> bool {
+    if text.starts_with("arn:aws") {
+        return text.contains(":task-definition/");
+    }
+    match text.rsplit_once(':') {
+        Some((family, revision)) => {
+            !family.is_empty()
+                && family.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                && !revision.is_empty()
+                && revision.chars().all(|c| c.is_ascii_digit())
+        }
+        None => false,
+    }
+}
+
+/// "web" out of a task definition's ARN or `web:7`.
+fn family_of(task_definition: &str) -> &str {
+    let family_rev = task_definition.rsplit('/').next().unwrap_or(task_definition);
+    family_rev.split(':').next().unwrap_or(family_rev)
+}
+
 /// The image of container `name` in a DescribeTaskDefinition answer (or a definition).
 fn image_of(definition: &Value, name: &str) -> Option<String> {
     let inner = definition.get("taskDefinition").unwrap_or(definition);
@@ -213,6 +235,34 @@ pub struct EcsProvider {
 }
 
 impl EcsProvider {
+    /// The revision a release names: its ARN or `family:revision` as ECS names it, a
+    /// label this provider wrote (`web:7 (IMAGE)`, as the GitHub ledger keeps it), or an
+    /// image, found among the newest revisions of the live family that run it.
+    async fn revision_of(&self, release: &ReleaseRef, record: &Record, ctx: &Context) -> Result<String, ProviderError> {
+        for text in [&release.id, &release.label] {
+            let first = text.split_whitespace().next().unwrap_or_default();
+            if is_revision(first) {
+                return Ok(first.to_string());
+            }
+        }
+        let image = release.id.as_str();
+        let family = family_of(&record.task_definition);
+        let container = self.inner.settings.container.clone().or(record.container.clone()).unwrap_or_default();
+        let body = json!({ "familyPrefix": family, "sort": "DESC", "status": "ACTIVE", "maxResults": 20 });
+        let what = format!("list the newest revisions of task definition {family}");
+        let answer = self.inner.aws(ctx).await?.ecs("ListTaskDefinitions", &body, &what, &ctx.shutdown).await?;
+        let arns = answer.get("taskDefinitionArns").and_then(Value::as_array).cloned().unwrap_or_default();
+        for arn in arns.iter().filter_map(Value::as_str).filter(|a| family_of(a) == family) {
+            let d = self.inner.definition(arn, ctx).await?;
+            if image_of(&d, &container).as_deref() == Some(image) {
+                return Ok(arn.to_string());
+            }
+        }
+        Err(ProviderError::Failed(format!(
+            "none of the 20 newest revisions of task definition {family} runs {image} in container {container}; name a revision (family:revision, e.g. {family}:7, or its ARN) in to"
+        )))
+    }
+
     pub fn new(settings: Settings, api_url: Option<&url::Url>, http: HttpClient) -> anyhow::Result<EcsProvider> {
         let endpoints = Endpoints::new(&settings.region, api_url)?;
         Ok(EcsProvider { inner: Arc::new(Inner { settings, http, endpoints, aws: tokio::sync::OnceCell::new() }) })
@@ -239,7 +289,7 @@ impl Provider for EcsProvider {
         let container = self.inner.container(&definition, Some(&svc)).ok();
         let image = container.as_deref().and_then(|c| image_of(&definition, c)).unwrap_or_default();
         let release = ReleaseRef { id: svc.task_definition.clone(), label: label(&svc.task_definition, &image) };
-        let record = Record { task_definition: svc.task_definition.clone(), container, image, definition };
+        let record = Record { task_definition: svc.task_definition.clone(), container, image };
         Ok(Snapshot {
             release,
             record: serde_json::to_value(record).map_err(|e| ProviderError::Failed(e.to_string()))?,
@@ -283,7 +333,10 @@ impl Provider for EcsProvider {
         }
         // The next revision must be made from what is there, with nothing changed yet.
         if let Source::Image(image) = &target.source {
-            let base = self.inner.settings.template.clone().unwrap_or_else(|| record.definition.clone());
+            let base = match &self.inner.settings.template {
+                Some(template) => template.clone(),
+                None => self.inner.definition(&record.task_definition, ctx).await?,
+            };
             match self.inner.container(&base, Some(&svc)) {
                 Ok(container) => {
                     let change = task_definition::Change {
@@ -339,20 +392,19 @@ impl Provider for EcsProvider {
         let record = Self::record(live)?;
         let (task_definition, label) = match &target.source {
             Source::Release(r) => {
-                let d = self.inner.definition(&r.id, ctx).await.map_err(|e| match e {
-                    ProviderError::Failed(why) => ProviderError::Failed(format!(
-                        "{why}; name a task definition revision ECS has (family:revision, e.g. web:7, or its ARN) in to"
-                    )),
-                    other => other,
-                })?;
-                let arn =
-                    d.pointer("/taskDefinition/taskDefinitionArn").and_then(Value::as_str).unwrap_or(&r.id).to_string();
-                let image = self.inner.container(&d, None).ok().and_then(|c| image_of(&d, &c)).unwrap_or_default();
+                let arn = self.revision_of(r, &record, ctx).await?;
+                let d = self.inner.definition(&arn, ctx).await?;
+                let arn = d.pointer("/taskDefinition/taskDefinitionArn").and_then(Value::as_str).unwrap_or(&arn).to_string();
+                let container = self.inner.settings.container.clone().or(record.container.clone());
+                let image = container.and_then(|c| image_of(&d, &c)).unwrap_or_default();
                 (arn.clone(), label(&arn, &image))
             }
             other => {
                 let image = other.image_or_release(NAME)?;
-                let base = self.inner.settings.template.clone().unwrap_or_else(|| record.definition.clone());
+                let base = match &self.inner.settings.template {
+                    Some(template) => template.clone(),
+                    None => self.inner.definition(&record.task_definition, ctx).await?,
+                };
                 // The container named, or the one the service's balancer sends traffic to.
                 let container = match (&self.inner.settings.container, &record.container) {
                     (Some(c), _) | (None, Some(c)) => c.clone(),
@@ -407,8 +459,7 @@ impl Provider for EcsProvider {
 
     async fn history(&self, ctx: &Context) -> Result<Vec<ReleaseRef>, ProviderError> {
         let svc = self.inner.service(ctx).await?;
-        let family_rev = svc.task_definition.rsplit('/').next().unwrap_or(&svc.task_definition);
-        let family = family_rev.split(':').next().unwrap_or(family_rev);
+        let family = family_of(&svc.task_definition);
         let what = format!("list the revisions of task definition {family}");
         let aws = self.inner.aws(ctx).await?;
         let mut arns: Vec<String> = Vec::new();
@@ -430,7 +481,7 @@ impl Provider for EcsProvider {
         // Only this family: a prefix also matches web-worker when the family is web.
         Ok(arns
             .into_iter()
-            .filter(|a| a.rsplit('/').next().and_then(|fr| fr.split(':').next()) == Some(family))
+            .filter(|a| family_of(a) == family)
             .map(|a| ReleaseRef { label: label(&a, ""), id: a })
             .collect())
     }
@@ -443,6 +494,17 @@ impl Provider for EcsProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_revision_is_told_from_an_image() {
+        assert!(is_revision("web:7"));
+        assert!(is_revision("arn:aws:ecs:us-east-1:123456789012:task-definition/web:7"));
+        assert!(!is_revision("123456789012.dkr.ecr.us-east-1.amazonaws.com/web:v2"));
+        assert!(!is_revision("web:v2"), "a tag is not a revision");
+        assert!(!is_revision("arn:aws:ecs:us-east-1:123456789012:service/staging/web"));
+        assert_eq!(family_of("arn:aws:ecs:us-east-1:123456789012:task-definition/web-api:7"), "web-api");
+        assert_eq!(family_of("web:7"), "web");
+    }
 
     #[test]
     fn a_release_is_named_by_its_revision_and_image() {

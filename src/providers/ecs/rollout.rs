@@ -430,7 +430,7 @@ impl Rollout for EcsRollout {
     }
 
     async fn wait(&mut self, _batch: usize, ctx: &Context) -> Result<Waited, ProviderError> {
-        let Some(id) = self.deployment.clone() else {
+        let Some(mut id) = self.deployment.clone() else {
             return Err(ProviderError::Failed("no deployment to follow: the update was not made".into()));
         };
         let mut poll = ctx.poll(format!("ECS deployment {id} of {}", self.label), POLL);
@@ -449,6 +449,15 @@ impl Rollout for EcsRollout {
             let primary_td = svc.primary().map(|p| p.task_definition.clone()).unwrap_or(svc.task_definition.clone());
             let now = label(&primary_td, "");
             match mine {
+                // A new deployment of this very revision (someone forced one): it is ours
+                // to follow from now on.
+                _ if primary_td == self.task_definition && svc.primary().is_some_and(|p| p.id != id) => {
+                    let adopted = svc.primary().map(|p| p.id.clone()).unwrap_or_default();
+                    ctx.progress.log("ECS", &format!("deployment {adopted} of {} replaced {id}: following it", self.label));
+                    self.deployment = Some(adopted.clone());
+                    id = adopted;
+                    continue;
+                }
                 None => {
                     let stopped = stopped_reasons(&self.inner, &self.task_definition, ctx).await;
                     // What ECS said of it last, when it said anything (its circuit breaker).
@@ -466,12 +475,10 @@ impl Rollout for EcsRollout {
                     let reason = d.rollout_state_reason.clone().unwrap_or_else(|| "no reason given".into());
                     let stopped = stopped_reasons(&self.inner, &self.task_definition, ctx).await;
                     let why = format!("ECS failed deployment {id} of {}: {reason}{stopped}", self.label);
-                    if primary_td != self.task_definition {
-                        return Ok(Waited::RolledBack(format!(
-                            "{why}; ECS's circuit breaker rolled the service back to {now}"
-                        )));
+                    if primary_td == self.task_definition {
+                        return Err(ProviderError::Failed(why));
                     }
-                    return Err(ProviderError::Failed(why));
+                    return Ok(self.ended_by_someone(&primary_td, why));
                 }
                 Some(d) if d.status != "PRIMARY" || primary_td != self.task_definition => {
                     let stopped = stopped_reasons(&self.inner, &self.task_definition, ctx).await;
@@ -555,7 +562,7 @@ impl EcsRollout {
     /// someone else's deploy otherwise.
     fn ended_by_someone(&self, primary_td: &str, why: String) -> Waited {
         match primary_td == self.previous {
-            true => Waited::RolledBack(format!("ECS rolled back by itself: {why}")),
+            true => Waited::RolledBack(format!("ECS rolled back by itself: {why}; the service runs {} again", label(primary_td, ""))),
             false => Waited::Superseded { by: label(primary_td, ""), why },
         }
     }

@@ -53,7 +53,7 @@ pub struct Api {
     sample_counts: Mutex<BTreeMap<String, Vec<String>>>,
     /// RegisterTaskDefinition answers ClientException (a test's broken prepare).
     pub refuse_registrations: std::sync::atomic::AtomicBool,
-    /// The most a page of ListTasks holds.
+    /// The most a page of ListTasks or ListTaskDefinitions holds.
     list_page: usize,
 }
 
@@ -509,7 +509,15 @@ impl Api {
                 if str_of(&body, "sort").as_deref() == Some("DESC") {
                     defs.reverse();
                 }
-                json!({ "taskDefinitionArns": defs.iter().map(|d| d.arn.clone()).collect::<Vec<_>>() })
+                let page = body.get("maxResults").and_then(Value::as_u64).unwrap_or(100).clamp(1, 100) as usize;
+                let page = page.min(self.list_page);
+                let from: usize = str_of(&body, "nextToken").and_then(|t| t.parse().ok()).unwrap_or(0);
+                let shown: Vec<String> = defs.iter().skip(from).take(page).map(|d| d.arn.clone()).collect();
+                let mut answer = json!({ "taskDefinitionArns": shown });
+                if from + page < defs.len() {
+                    answer["nextToken"] = json!((from + page).to_string());
+                }
+                answer
             }
             other => {
                 return ecs_error(

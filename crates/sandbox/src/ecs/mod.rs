@@ -63,7 +63,8 @@ pub struct EcsOptions {
     /// Program and leading args that run the test app.
     pub app_command: Vec<OsString>,
     pub api_port: u16,
-    /// The most tasks one ListTasks page holds (ECS: 100): smaller in a test of paging.
+    /// The most one ListTasks or ListTaskDefinitions page holds (ECS: 100): smaller in a
+    /// test of paging.
     pub list_page: usize,
 }
 
@@ -270,6 +271,12 @@ impl EcsSandbox {
     /// The OIDC token endpoint, as a runner's ACTIONS_ID_TOKEN_REQUEST_URL.
     pub fn id_token_url(&self) -> String {
         format!("{}/oidc/token?api-version=2.0", self.api.url())
+    }
+
+    /// `update-service --force-new-deployment` by someone else: a new deployment of the
+    /// same revision.
+    pub fn force_new_deployment(&self) {
+        self.cluster.update(None, None, true);
     }
 
     /// An UpdateService made by someone else (the console, another pipeline).
