@@ -113,12 +113,14 @@ impl Credential for SigV4 {
     }
 }
 
+/// The error codes AWS throttles with, across its JSON and query protocols.
+pub const THROTTLES: [&str; 5] =
+    ["ThrottlingException", "TooManyRequestsException", "Throttling", "RequestLimitExceeded", "RequestThrottled"];
+
 /// Whether an AWS answer is a throttle: HTTP 400 (or 429) whose error code says so, as
 /// ECS's JSON (`__type`) and ELBv2's and STS's XML (`<Code>`) give it. Such an answer is
 /// asked again after a pause, never counted as the deploy's failure.
 pub fn throttled(status: u16, body: &[u8]) -> bool {
-    const CODES: [&str; 5] =
-        ["ThrottlingException", "TooManyRequestsException", "Throttling", "RequestLimitExceeded", "RequestThrottled"];
     if !matches!(status, 400 | 429) {
         return false;
     }
@@ -131,7 +133,7 @@ pub fn throttled(status: u16, body: &[u8]) -> bool {
             .and_then(|(_, rest)| rest.split_once("</Code>"))
             .map(|(c, _)| c.trim().to_string()),
     };
-    code.is_some_and(|c| CODES.contains(&c.as_str()))
+    code.is_some_and(|c| THROTTLES.contains(&c.as_str()))
 }
 
 #[cfg(test)]

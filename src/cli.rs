@@ -307,12 +307,12 @@ fn token_from_env(raw: &mut RawInputs, env: &Env) {
             raw.set("token", value);
         }
     }
-    // The provider's own inputs its CLI reads from the environment (AWS_REGION...).
-    for e in provider.env {
-        if raw.get(e.input).is_none() {
-            if let Some(value) = first(e.vars) {
-                raw.set(e.input, value);
-            }
+    // The provider's own inputs its CLI reads from the environment (AWS_REGION...), a set
+    // at a time: none of a set when any of it is given.
+    let given: Vec<&str> = provider.env.iter().filter(|e| raw.get(e.input).is_some()).map(|e| e.set).collect();
+    for e in provider.env.iter().filter(|e| !given.contains(&e.set)) {
+        if let Some(value) = first(e.vars) {
+            raw.set(e.input, value);
         }
     }
 }

@@ -421,7 +421,8 @@ async fn a_release_named_by_the_ledgers_label_or_by_its_image_is_found_among_the
     assert_eq!(Step::main(&inputs(&h, "v2")).run().await.code, 0);
     assert_eq!(Step::main(&inputs(&h, "v3")).run().await.code, 0);
     let redeploy = |to: &str, version: &str| {
-        let mut given = with(with(with(inputs(&h, version), "command", "redeploy"), "to", to), "expect-version", version);
+        let mut given =
+            with(with(with(inputs(&h, version), "command", "redeploy"), "to", to), "expect-version", version);
         given.retain(|(k, _)| k != "image");
         given
     };
@@ -447,7 +448,8 @@ async fn a_new_deployment_of_the_same_revision_forced_by_someone_else_is_followe
     h.add_image(&image(&h, "v2"), ReleaseSpec { boot_delay_ms: 1500, ..Default::default() });
     let step = Step::main(&inputs(&h, "v2"));
     let child = step.command().spawn().unwrap();
-    crate::util::eventually(Duration::from_secs(20), "the update to web:2", || h.task_definition().ends_with("web:2")).await;
+    crate::util::eventually(Duration::from_secs(20), "the update to web:2", || h.task_definition().ends_with("web:2"))
+        .await;
     h.force_new_deployment();
     let ran = step.collect(child).await;
     assert_eq!(ran.code, 0, "{ran}");

@@ -82,6 +82,8 @@ async fn assume_role(
              add `permissions: id-token: write` to the job"
         )));
     };
+    // The runner's tokens are secrets like any other: never printed, whatever fails.
+    http.redactor().add(request_token.expose());
     // The runner's token, for STS's audience.
     let mut url = url::Url::parse(url)
         .map_err(|e| ProviderError::Failed(format!("ACTIONS_ID_TOKEN_REQUEST_URL is not a URL ({e})")))?;
@@ -98,6 +100,7 @@ async fn assume_role(
     let token: IdToken = reply
         .json()
         .map_err(|e| ProviderError::Unavailable(format!("GitHub's OIDC token answer was not JSON ({e}); re-run")))?;
+    http.redactor().add(&token.value);
     // STS takes the token itself as proof: the request is not signed. Asking twice does
     // no harm, so it is retried like a read.
     let form = url::form_urlencoded::Serializer::new(String::new())

@@ -65,11 +65,15 @@ pub struct SandboxArgs {
     pub releases: Vec<String>,
 }
 
-/// An input filled from the first of `vars` that is set, when the input is empty.
+/// An input filled from the first of `vars` that is set, when the input is empty and so
+/// is every other input of its `set`: keys go together, so a key id given as an input is
+/// never paired with a secret (or a session token) left in the environment by an earlier
+/// step.
 #[derive(Debug)]
 pub struct EnvInput {
     pub input: &'static str,
     pub vars: &'static [&'static str],
+    pub set: &'static str,
 }
 
 /// The settings a provider parsed from its own inputs, and how it builds itself.

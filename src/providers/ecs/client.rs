@@ -12,7 +12,7 @@ use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::aws::{throttled, AwsCredentials, SigV4};
+use crate::aws::{throttled, AwsCredentials, SigV4, THROTTLES};
 use crate::http::{Call, HttpClient, Reply};
 use crate::providers::ProviderError;
 use crate::shutdown::Shutdown;
@@ -36,6 +36,10 @@ impl Endpoints {
         let of = |service: &str| -> anyhow::Result<url::Url> {
             Ok(match api_url {
                 Some(u) => u.clone(),
+                // China's regions have a domain of their own.
+                None if region.starts_with("cn-") => {
+                    url::Url::parse(&format!("https://{service}.{region}.amazonaws.com.cn/"))?
+                }
                 None => url::Url::parse(&format!("https://{service}.{region}.amazonaws.com/"))?,
             })
         };
@@ -223,7 +227,7 @@ pub fn classify(e: AwsError, what: &str) -> ProviderError {
         (_, "ClusterNotFoundException" | "ServiceNotFoundException" | "TargetGroupNotFound") => {
             ProviderError::NotFound { provider: "AWS", what: format!("{what}: {said}") }
         }
-        (400 | 429, c) if ["ThrottlingException", "TooManyRequestsException", "Throttling", "RequestLimitExceeded"].contains(&c) => {
+        (400 | 429, c) if THROTTLES.contains(&c) => {
             ProviderError::RateLimited {
                 message: format!("AWS kept throttling {what} after retries ({said}); re-run in a minute"),
                 until: None,
@@ -234,7 +238,7 @@ pub fn classify(e: AwsError, what: &str) -> ProviderError {
     }
 }
 
-/// The text of the first `name` element under each `parent` member, in order.
+/// The `member` elements of every `list` element (ELBv2's lists), in order.
 pub fn xml_members<'a>(doc: &'a roxmltree::Document<'a>, list: &str) -> Vec<roxmltree::Node<'a, 'a>> {
     doc.descendants()
         .filter(|n| n.has_tag_name(list))

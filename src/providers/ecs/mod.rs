@@ -60,10 +60,10 @@ pub const REGISTRATION: Registration = Registration {
     file_api: false,
     image_optional: false,
     env: &[
-        EnvInput { input: "aws-access-key-id", vars: &["AWS_ACCESS_KEY_ID"] },
-        EnvInput { input: "aws-secret-access-key", vars: &["AWS_SECRET_ACCESS_KEY"] },
-        EnvInput { input: "aws-session-token", vars: &["AWS_SESSION_TOKEN"] },
-        EnvInput { input: "aws-region", vars: &["AWS_REGION", "AWS_DEFAULT_REGION"] },
+        EnvInput { input: "aws-access-key-id", vars: &["AWS_ACCESS_KEY_ID"], set: "keys" },
+        EnvInput { input: "aws-secret-access-key", vars: &["AWS_SECRET_ACCESS_KEY"], set: "keys" },
+        EnvInput { input: "aws-session-token", vars: &["AWS_SESSION_TOKEN"], set: "keys" },
+        EnvInput { input: "aws-region", vars: &["AWS_REGION", "AWS_DEFAULT_REGION"], set: "region" },
     ],
     defaults: settings::defaults,
     configure: settings::configure,
@@ -158,10 +158,14 @@ impl Inner {
         self.aws(ctx).await?.ecs("DescribeTaskDefinition", &body, &what, &ctx.shutdown).await
     }
 
-    /// UpdateService to `task_definition`; the service as ECS answers it.
-    pub async fn update(&self, task_definition: &str, ctx: &Context) -> Result<Service, ProviderError> {
+    /// UpdateService to `task_definition`; the service as ECS answers it. `force`: a new
+    /// deployment even of the revision it runs (one whose deployment failed).
+    pub async fn update(&self, task_definition: &str, force: bool, ctx: &Context) -> Result<Service, ProviderError> {
         let s = &self.settings;
-        let body = json!({ "cluster": s.cluster, "service": s.service, "taskDefinition": task_definition });
+        let mut body = json!({ "cluster": s.cluster, "service": s.service, "taskDefinition": task_definition });
+        if force {
+            body["forceNewDeployment"] = json!(true);
+        }
         let what = format!("update service {} to {}", s.service, label(task_definition, ""));
         let answer = self.aws(ctx).await?.ecs("UpdateService", &body, &what, &ctx.shutdown).await?;
         serde_json::from_value(answer.get("service").cloned().unwrap_or(Value::Null)).map_err(|e| {
@@ -309,17 +313,19 @@ impl Provider for EcsProvider {
                 format!("service {} uses the {controller} deployment controller: its deployments are CodeDeploy's or an external one's, not UpdateService's; deploy it with that tool", svc.service_name),
             );
         }
+        // Another roll-out under way, or a failed one ECS may still roll back: either
+        // would change what runs under this run.
         let others: Vec<String> = svc
             .deployments
             .iter()
-            .filter(|d| d.status != "PRIMARY" || d.rollout_state.as_deref() == Some("IN_PROGRESS"))
+            .filter(|d| d.status != "PRIMARY" || matches!(d.rollout_state.as_deref(), Some("IN_PROGRESS" | "FAILED")))
             .map(|d| format!("{} ({}, {})", d.id, d.status, d.rollout_state.as_deref().unwrap_or("no rollout state")))
             .collect();
         if svc.deployments.len() > 1 || !others.is_empty() {
             say(
                 Severity::Blocker,
                 format!(
-                    "service {} is rolling out already: {}; re-run when it has reached a steady state (aws ecs wait services-stable)",
+                    "service {} has a deployment under way or failed: {}; re-run when it has reached a steady state (aws ecs wait services-stable)",
                     svc.service_name,
                     others.join(", ")
                 ),
@@ -394,7 +400,8 @@ impl Provider for EcsProvider {
             Source::Release(r) => {
                 let arn = self.revision_of(r, &record, ctx).await?;
                 let d = self.inner.definition(&arn, ctx).await?;
-                let arn = d.pointer("/taskDefinition/taskDefinitionArn").and_then(Value::as_str).unwrap_or(&arn).to_string();
+                let arn =
+                    d.pointer("/taskDefinition/taskDefinitionArn").and_then(Value::as_str).unwrap_or(&arn).to_string();
                 let container = self.inner.settings.container.clone().or(record.container.clone());
                 let image = container.and_then(|c| image_of(&d, &c)).unwrap_or_default();
                 (arn.clone(), label(&arn, &image))
@@ -441,9 +448,15 @@ impl Provider for EcsProvider {
     async fn restore(&self, snapshot: &Snapshot, ctx: &Context) -> Result<ReleaseRef, ProviderError> {
         let record = Self::record(snapshot)?;
         let svc = outlast(ctx, "read the service before putting it back", || self.inner.service(ctx)).await?;
-        if svc.task_definition != record.task_definition {
+        // Its deployment failed before (a restore ECS's circuit breaker stopped): a new one.
+        let failed = svc.deployments.iter().any(|d| {
+            d.status == "PRIMARY"
+                && d.rollout_state.as_deref() == Some("FAILED")
+                && d.task_definition == record.task_definition
+        });
+        if svc.task_definition != record.task_definition || failed {
             let what = format!("put service {} back on {}", svc.service_name, snapshot.release.label);
-            outlast(ctx, &what, || self.inner.update(&record.task_definition, ctx)).await?;
+            outlast(ctx, &what, || self.inner.update(&record.task_definition, failed, ctx)).await?;
         }
         rollout::settle_on(&self.inner, &record.task_definition, ctx).await?;
         Ok(snapshot.release.clone())

@@ -219,18 +219,29 @@ fn short_tg(arn: &str) -> &str {
     arn.split("targetgroup/").nth(1).and_then(|r| r.split('/').next()).unwrap_or(arn)
 }
 
-/// Where the running tasks of deployment `id` take traffic: (IP, port) each.
-async fn endpoints(inner: &Inner, id: &str, ctx: &Context) -> Result<Vec<(String, Option<u16>)>, ProviderError> {
-    let tasks = tasks(inner, "RUNNING", ctx).await?;
-    let container = inner.settings.container.clone();
+/// Where the running tasks of deployment `id` take traffic: (IP, port) each. The IP is
+/// the task's network interface's (awsvpc, Fargate's only mode); the port is the host
+/// port its container publishes, where it has one (bridge mode publishes one).
+async fn endpoints(
+    inner: &Inner,
+    svc: &Service,
+    id: &str,
+    ctx: &Context,
+) -> Result<Vec<(String, Option<u16>)>, ProviderError> {
+    let tasks = tasks(inner, svc, "RUNNING", ctx).await?;
+    // The container the balancer sends traffic to, else the one named.
+    let container =
+        svc.load_balancers.iter().find_map(|lb| lb.container_name.clone()).or_else(|| inner.settings.container.clone());
     Ok(tasks
         .iter()
         .filter(|t| t.get("startedBy").and_then(Value::as_str) == Some(id))
         .filter(|t| t.get("lastStatus").and_then(Value::as_str) == Some("RUNNING"))
         .map(|t| {
-            let ip = t
-                .pointer("/attachments/0/details")
-                .and_then(Value::as_array)
+            let eni = t.get("attachments").and_then(Value::as_array).and_then(|a| {
+                a.iter().find(|x| x.get("type").and_then(Value::as_str) == Some("ElasticNetworkInterface"))
+            });
+            let ip = eni
+                .and_then(|e| e.get("details").and_then(Value::as_array))
                 .and_then(|d| d.iter().find(|x| x.get("name").and_then(Value::as_str) == Some("privateIPv4Address")))
                 .and_then(|x| x.get("value").and_then(Value::as_str))
                 .unwrap_or_default()
@@ -241,7 +252,6 @@ async fn endpoints(inner: &Inner, id: &str, ctx: &Context) -> Result<Vec<(String
                 .find(|c| container.is_none() || c.get("name").and_then(Value::as_str) == container.as_deref())
                 .cloned()
                 .unwrap_or(Value::Null);
-            // awsvpc: the task's own address and the container's port; bridge: the host port.
             let port = chosen
                 .pointer("/networkBindings/0/hostPort")
                 .and_then(Value::as_u64)
@@ -252,14 +262,15 @@ async fn endpoints(inner: &Inner, id: &str, ctx: &Context) -> Result<Vec<(String
 }
 
 /// The service's tasks with `status` as their desired status, described.
-async fn tasks(inner: &Inner, status: &str, ctx: &Context) -> Result<Vec<Value>, ProviderError> {
+async fn tasks(inner: &Inner, svc: &Service, status: &str, ctx: &Context) -> Result<Vec<Value>, ProviderError> {
     let s = &inner.settings;
     let aws = inner.aws(ctx).await?;
     let mut arns: Vec<Value> = Vec::new();
     let mut next: Option<String> = None;
     // Every page (100 tasks each), within a bound no service reaches.
     for _ in 0..100 {
-        let mut body = json!({ "cluster": s.cluster, "serviceName": s.service, "desiredStatus": status });
+        // The service's name as ECS answered it: the input may be its ARN.
+        let mut body = json!({ "cluster": s.cluster, "serviceName": svc.service_name, "desiredStatus": status });
         if let Some(token) = &next {
             body["nextToken"] = json!(token);
         }
@@ -280,8 +291,8 @@ async fn tasks(inner: &Inner, status: &str, ctx: &Context) -> Result<Vec<Value>,
 }
 
 /// "; stopped tasks said: A; B": why the tasks of `task_definition` stopped.
-async fn stopped_reasons(inner: &Inner, task_definition: &str, ctx: &Context) -> String {
-    let Ok(stopped) = tasks(inner, "STOPPED", ctx).await else { return String::new() };
+async fn stopped_reasons(inner: &Inner, svc: &Service, task_definition: &str, ctx: &Context) -> String {
+    let Ok(stopped) = tasks(inner, svc, "STOPPED", ctx).await else { return String::new() };
     let mut reasons: Vec<String> = Vec::new();
     for t in stopped.iter().filter(|t| t.get("taskDefinitionArn").and_then(Value::as_str) == Some(task_definition)) {
         if let Some(r) = t.get("stoppedReason").and_then(Value::as_str) {
@@ -307,7 +318,7 @@ async fn targets_ready(
     ctx: &Context,
 ) -> Result<(bool, String), ProviderError> {
     let groups = svc.target_groups();
-    let mine = endpoints(inner, id, ctx).await?;
+    let mine = endpoints(inner, svc, id, ctx).await?;
     if (mine.len() as i64) < want {
         return Ok((false, format!("{} of {want} new tasks running", mine.len())));
     }
@@ -316,7 +327,7 @@ async fn targets_ready(
         let states = target_health(inner, tg, ctx).await?;
         seen.say_targets(&states, ctx);
         for (ip, port) in &mine {
-            let found = states.iter().find(|t| &t.id == ip && (port.is_none() || t.port == *port));
+            let found = states.iter().find(|t| !ip.is_empty() && &t.id == ip && (port.is_none() || t.port == *port));
             match found {
                 Some(t) if t.state == "healthy" => {}
                 Some(t) => waiting.push(format!("{} {}", t.endpoint(), t.state)),
@@ -331,7 +342,7 @@ async fn targets_ready(
 }
 
 /// The counts a wait shows: "2 running, 0 pending, 1 failed".
-fn counts(d: &super::rollout::Deployment) -> String {
+fn counts(d: &Deployment) -> String {
     format!(
         "{}: {} of {} running, {} pending, {} failed",
         d.rollout_state.as_deref().unwrap_or("no rollout state"),
@@ -392,7 +403,7 @@ impl Rollout for EcsRollout {
         // A throttle or a 5xx is outlasted, within the deadline: UpdateService to the same
         // revision twice starts one deployment.
         let what = format!("update service {} to {}", self.inner.settings.service, self.label);
-        let svc = match outlast(ctx, &what, || self.inner.update(&self.task_definition, ctx)).await {
+        let svc = match outlast(ctx, &what, || self.inner.update(&self.task_definition, false, ctx)).await {
             Ok(svc) => svc,
             Err(e) => {
                 // An answer that refused it changed nothing; one that never came may have.
@@ -453,13 +464,14 @@ impl Rollout for EcsRollout {
                 // to follow from now on.
                 _ if primary_td == self.task_definition && svc.primary().is_some_and(|p| p.id != id) => {
                     let adopted = svc.primary().map(|p| p.id.clone()).unwrap_or_default();
-                    ctx.progress.log("ECS", &format!("deployment {adopted} of {} replaced {id}: following it", self.label));
+                    ctx.progress
+                        .log("ECS", &format!("deployment {adopted} of {} replaced {id}: following it", self.label));
                     self.deployment = Some(adopted.clone());
                     id = adopted;
                     continue;
                 }
                 None => {
-                    let stopped = stopped_reasons(&self.inner, &self.task_definition, ctx).await;
+                    let stopped = stopped_reasons(&self.inner, &svc, &self.task_definition, ctx).await;
                     // What ECS said of it last, when it said anything (its circuit breaker).
                     let said = svc
                         .events
@@ -473,7 +485,7 @@ impl Rollout for EcsRollout {
                 }
                 Some(d) if d.rollout_state.as_deref() == Some("FAILED") => {
                     let reason = d.rollout_state_reason.clone().unwrap_or_else(|| "no reason given".into());
-                    let stopped = stopped_reasons(&self.inner, &self.task_definition, ctx).await;
+                    let stopped = stopped_reasons(&self.inner, &svc, &self.task_definition, ctx).await;
                     let why = format!("ECS failed deployment {id} of {}: {reason}{stopped}", self.label);
                     if primary_td == self.task_definition {
                         return Err(ProviderError::Failed(why));
@@ -481,7 +493,7 @@ impl Rollout for EcsRollout {
                     return Ok(self.ended_by_someone(&primary_td, why));
                 }
                 Some(d) if d.status != "PRIMARY" || primary_td != self.task_definition => {
-                    let stopped = stopped_reasons(&self.inner, &self.task_definition, ctx).await;
+                    let stopped = stopped_reasons(&self.inner, &svc, &self.task_definition, ctx).await;
                     let why = format!(
                         "deployment {id} of {} is no longer the service's primary one, {now} is{stopped}",
                         self.label
@@ -562,7 +574,10 @@ impl EcsRollout {
     /// someone else's deploy otherwise.
     fn ended_by_someone(&self, primary_td: &str, why: String) -> Waited {
         match primary_td == self.previous {
-            true => Waited::RolledBack(format!("ECS rolled back by itself: {why}; the service runs {} again", label(primary_td, ""))),
+            true => Waited::RolledBack(format!(
+                "ECS rolled back by itself: {why}; the service runs {} again",
+                label(primary_td, "")
+            )),
             false => Waited::Superseded { by: label(primary_td, ""), why },
         }
     }
@@ -697,6 +712,18 @@ pub async fn balancer_findings(
             .and_then(|m| xml_text(m, "Value"))
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(300);
+        // Targets of type instance are EC2 instances by id (bridge or host networking):
+        // this run matches a task's targets by its network interface's address, so it
+        // could never see them healthy.
+        if let Some(kind) = xml_text(group, "TargetType").filter(|k| k != "ip") {
+            out.push(Finding {
+                severity: Severity::Blocker,
+                message: format!(
+                    "target group {} has targets of type {kind}: safe-deploy follows tasks by their own address (awsvpc networking, Fargate's, and target type ip); a service on bridge or host networking is not supported yet",
+                    short_tg(&tg)
+                ),
+            });
+        }
         let least = Duration::from_secs(interval * healthy + delay);
         let numbers = format!(
             "target group {} checks {path} every {interval} s (timeout {timeout} s, healthy after {healthy}, matcher {matcher}) and drains old targets for {delay} s: a roll-out takes at least {}",

@@ -70,11 +70,29 @@ pub fn configure(raw: &RawInputs, workspace: &Path, p: &mut Problems) -> Option<
             "is required with provider ecs",
             format!("Set {} (e.g. us-east-1), or AWS_REGION in the environment.", p.name("aws-region")),
         );
-    } else if !region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+    } else if !valid_region(&region) {
         p.add("aws-region", format!("'{region}' is not a region name"), "Use a region such as us-east-1 or eu-west-2.");
     }
     let environment = environment(raw, p);
     let template = template(raw, workspace, p);
+    // With both a template and a container named, the container is checked now.
+    if let (Some(t), Some(name)) = (&template, raw.get("container-name")) {
+        let names: Vec<&str> = t
+            .get("containerDefinitions")
+            .and_then(Value::as_array)
+            .map(|c| c.iter().filter_map(|c| c.get("name").and_then(Value::as_str)).collect())
+            .unwrap_or_default();
+        if !names.contains(&name) {
+            p.add(
+                "container-name",
+                format!(
+                    "'{name}' is not a container of the task-definition template; its containers are: {}",
+                    names.join(", ")
+                ),
+                "Set it to one of them.",
+            );
+        }
+    }
     let given = keys(raw, p);
     if p.0.len() > before {
         return None;
@@ -90,6 +108,21 @@ pub fn configure(raw: &RawInputs, workspace: &Path, p: &mut Problems) -> Option<
     }))
 }
 
+/// `us-east-1`, `eu-central-2`, `us-gov-west-1`, `cn-north-1`: letters, words, a number.
+fn valid_region(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    match parts.as_slice() {
+        [area, middle @ .., number] if !middle.is_empty() => {
+            area.len() == 2
+                && area.chars().all(|c| c.is_ascii_lowercase())
+                && middle.iter().all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase()))
+                && !number.is_empty()
+                && number.chars().all(|c| c.is_ascii_digit())
+        }
+        _ => false,
+    }
+}
+
 fn valid_name(name: &str) -> bool {
     name.starts_with("arn:aws")
         || (name.len() <= 255 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
@@ -99,14 +132,15 @@ fn valid_name(name: &str) -> bool {
 fn environment(raw: &RawInputs, p: &mut Problems) -> Vec<(String, String)> {
     let Some(text) = raw.get("environment-variables") else { return Vec::new() };
     let mut out = Vec::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+    for (n, line) in text.lines().enumerate().map(|(n, l)| (n + 1, l.trim())).filter(|(_, l)| !l.is_empty()) {
         match line.split_once('=') {
             Some((name, value)) if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
                 out.push((name.to_string(), value.to_string()));
             }
+            // Only the line's number: its value may be a secret.
             _ => p.add(
                 "environment-variables",
-                format!("'{line}' is not NAME=value"),
+                format!("line {n} is not NAME=value"),
                 "Write one variable per line, e.g. LOG_LEVEL=info (names: letters, digits and _).",
             ),
         }
@@ -114,28 +148,42 @@ fn environment(raw: &RawInputs, p: &mut Problems) -> Vec<(String, String)> {
     out
 }
 
-/// The template file, when given: a regular file of JSON with a family and containers.
+/// The template file, when given: a regular file of JSON with a family and containers,
+/// inside the workspace (the checked-out repository), read no further than 1 MiB.
 fn template(raw: &RawInputs, workspace: &Path, p: &mut Problems) -> Option<Value> {
+    use std::io::Read;
     let name = raw.get("task-definition")?;
     let path = workspace.join(name);
     let fix = format!(
         "Point {} at a task definition JSON file in the workspace (aws ecs describe-task-definition --query taskDefinition writes one), or leave it empty to start from the live one.",
         p.name("task-definition")
     );
-    let meta = match std::fs::metadata(&path) {
-        Ok(m) => m,
-        Err(e) => {
+    let inside = match (std::fs::canonicalize(&path), std::fs::canonicalize(workspace)) {
+        (Ok(file), Ok(root)) => file.starts_with(root).then_some(file),
+        (Err(e), _) => {
             p.add("task-definition", format!("{} cannot be read: {e}", path.display()), fix);
             return None;
         }
+        (_, Err(_)) => Some(path.clone()),
     };
-    if !meta.is_file() || meta.len() > MAX_TEMPLATE_BYTES {
-        p.add("task-definition", format!("{} is not a regular file of at most 1 MiB", path.display()), fix);
+    let Some(file) = inside else {
+        p.add("task-definition", format!("{name} is outside the workspace"), fix);
         return None;
-    }
-    let parsed = std::fs::read_to_string(&path)
-        .map_err(|e| e.to_string())
-        .and_then(|t| serde_json::from_str::<Value>(&t).map_err(|e| format!("is not JSON ({e})")));
+    };
+    let opened = std::fs::File::open(&file).and_then(|f| Ok((f.metadata()?, f)));
+    let text = match opened {
+        Ok((meta, f)) if meta.is_file() => {
+            let mut text = String::new();
+            match f.take(MAX_TEMPLATE_BYTES + 1).read_to_string(&mut text) {
+                Ok(n) if n as u64 > MAX_TEMPLATE_BYTES => Err("is larger than 1 MiB".to_string()),
+                Ok(_) => Ok(text),
+                Err(e) => Err(format!("cannot be read as text: {e}")),
+            }
+        }
+        Ok(_) => Err("is not a regular file (a directory, a device or a pipe)".to_string()),
+        Err(e) => Err(format!("cannot be read: {e}")),
+    };
+    let parsed = text.and_then(|t| serde_json::from_str::<Value>(&t).map_err(|e| format!("is not JSON ({e})")));
     match parsed {
         Ok(v)
             if v.get("family").and_then(Value::as_str).is_some_and(|f| !f.is_empty())
@@ -188,16 +236,22 @@ fn keys(raw: &RawInputs, p: &mut Problems) -> Given {
                     "Add `permissions: id-token: write` to the job, or give aws-access-key-id and aws-secret-access-key instead.",
                 );
             }
-            // Keys given beside a role are not used: say so rather than guess.
+            // Keys beside a role (an earlier step's AWS_* variables) are not used: the
+            // role's are.
             given.access_key_id = None;
             given.secret_access_key = None;
             given.session_token = None;
         }
         (None, Some(_), Some(_)) => {}
-        (None, Some(_), None) | (None, None, Some(_)) => p.add(
+        (None, Some(_), None) => p.add(
             "aws-secret-access-key",
-            "and aws-access-key-id go together, and only one is given",
-            "Give both (or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), or role-to-assume.",
+            "is missing: aws-access-key-id is given, and the two go together",
+            "Give both (or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and neither input), or role-to-assume.",
+        ),
+        (None, None, Some(_)) => p.add(
+            "aws-access-key-id",
+            "is missing: aws-secret-access-key is given, and the two go together",
+            "Give both (or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and neither input), or role-to-assume.",
         ),
         (None, None, None) => p.add(
             "role-to-assume",
@@ -206,4 +260,67 @@ fn keys(raw: &RawInputs, p: &mut Problems) -> Given {
         ),
     }
     given
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inputs::Surface;
+
+    fn problems_of(pairs: &[(&str, &str)], workspace: &Path) -> Vec<String> {
+        let mut raw = RawInputs::of(&[("provider", "ecs"), ("service", "web"), ("aws-region", "us-east-1")]);
+        for (k, v) in pairs {
+            raw.set(k, *v);
+        }
+        raw.set("aws-access-key-id", "AKIDEXAMPLE");
+        raw.set("aws-secret-access-key", "secret");
+        let mut p = Problems::new(Surface::Action);
+        configure(&raw, workspace, &mut p);
+        p.0.iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn regions_are_checked_by_their_shape() {
+        for good in ["us-east-1", "eu-central-2", "us-gov-west-1", "cn-north-1", "ap-southeast-5"] {
+            assert!(valid_region(good), "{good}");
+        }
+        for bad in ["us-east1", "US-EAST-1", "useast", "us--1", "us-east-", "e-west-1", "us-east-1a"] {
+            assert!(!valid_region(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_template_outside_the_workspace_or_not_a_small_regular_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        std::fs::create_dir(&ws).unwrap();
+        let outside = dir.path().join("td.json");
+        std::fs::write(&outside, r#"{"family":"web","containerDefinitions":[{"name":"web","image":"x"}]}"#).unwrap();
+        std::os::unix::fs::symlink(&outside, ws.join("link.json")).unwrap();
+        let said = problems_of(&[("task-definition", "../td.json")], &ws).join("\n");
+        assert!(said.contains("outside the workspace"), "{said}");
+        let said = problems_of(&[("task-definition", "link.json")], &ws).join("\n");
+        assert!(said.contains("outside the workspace"), "a link out of it too: {said}");
+        std::fs::write(ws.join("big.json"), vec![b' '; 2 * 1024 * 1024]).unwrap();
+        let said = problems_of(&[("task-definition", "big.json")], &ws).join("\n");
+        assert!(said.contains("larger than 1 MiB"), "{said}");
+        std::fs::create_dir(ws.join("dir.json")).unwrap();
+        let said = problems_of(&[("task-definition", "dir.json")], &ws).join("\n");
+        assert!(said.contains("not a regular file"), "{said}");
+        std::fs::copy(&outside, ws.join("td.json")).unwrap();
+        assert!(problems_of(&[("task-definition", "td.json")], &ws).is_empty());
+        let said = problems_of(&[("task-definition", "td.json"), ("container-name", "api")], &ws).join("\n");
+        assert!(
+            said.contains("'api' is not a container of the task-definition template; its containers are: web"),
+            "{said}"
+        );
+    }
+
+    #[test]
+    fn a_bad_environment_line_is_named_by_its_number_never_its_value() {
+        let ws = tempfile::tempdir().unwrap();
+        let said = problems_of(&[("environment-variables", "LOG_LEVEL=info\nhunter2-password")], ws.path()).join("\n");
+        assert!(said.contains("line 2 is not NAME=value"), "{said}");
+        assert!(!said.contains("hunter2"), "{said}");
+    }
 }

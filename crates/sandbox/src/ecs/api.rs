@@ -220,6 +220,9 @@ impl Api {
         if key.session_token.as_deref() != request.header("x-amz-security-token") {
             return Err(sigv4::Refused::UnknownKey(signed.access_key.clone()));
         }
+        if signed.region != self.cluster.names.region {
+            return Err(sigv4::Refused::Mismatch);
+        }
         let now = epoch() as i64;
         sigv4::verify(request, &signed, &key.secret, now)?;
         Ok(signed.service)

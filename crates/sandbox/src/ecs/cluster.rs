@@ -636,8 +636,11 @@ impl Cluster {
         let mut s = self.lock();
         if let Some(t) = s.tasks.iter_mut().find(|t| t.arn == arn) {
             match spawned {
-                Ok(p) if t.last_status == "PROVISIONING" => {
-                    t.last_status = "PENDING";
+                // It may have said it listens (RUNNING) before this lock was taken again.
+                Ok(p) if t.desired == "RUNNING" && t.last_status != "STOPPED" => {
+                    if t.last_status == "PROVISIONING" {
+                        t.last_status = "PENDING";
+                    }
                     t.proc = Some(p);
                 }
                 Ok(p) => drop(tokio::spawn(async move { p.terminate(signal::TERM, Duration::ZERO).await })),

@@ -108,8 +108,15 @@ pub fn verify(request: &Request, signed: &Signed, secret: &str, now_unix: i64) -
         Some(_) => return Err(Refused::Skewed),
         None => return Err(Refused::Missing(format!("X-Amz-Date {amz_date} is not YYYYMMDDTHHMMSSZ"))),
     }
-    if !signed.signed_headers.iter().any(|h| h == "host") {
-        return Err(Refused::Missing("host is not among the signed headers".into()));
+    // What AWS requires signed: the host, the date, and a session token when one is sent.
+    let mut required = vec!["host", "x-amz-date"];
+    if request.header("x-amz-security-token").is_some() {
+        required.push("x-amz-security-token");
+    }
+    for header in required {
+        if !signed.signed_headers.iter().any(|h| h == header) {
+            return Err(Refused::Missing(format!("{header} is not among the signed headers")));
+        }
     }
     let canonical = canonical_request(request, &signed.signed_headers)?;
     let scope = format!("{}/{}/{}/aws4_request", signed.date, signed.region, signed.service);
