@@ -53,7 +53,7 @@ pub struct Aws {
     pub region: String,
     ecs: Arc<SigV4>,
     elb: Arc<SigV4>,
-    calls: AtomicUsize,
+    calls: Arc<AtomicUsize>,
 }
 
 /// An AWS error, read from its body.
@@ -65,7 +65,14 @@ pub struct AwsError {
 }
 
 impl Aws {
-    pub fn new(http: HttpClient, endpoints: Endpoints, region: &str, creds: AwsCredentials) -> Aws {
+    /// `calls` counts the requests sent, shared with the clients before this one.
+    pub fn new(
+        http: HttpClient,
+        endpoints: Endpoints,
+        region: &str,
+        creds: AwsCredentials,
+        calls: Arc<AtomicUsize>,
+    ) -> Aws {
         let signer = |service: &'static str| {
             Arc::new(SigV4 {
                 creds: creds.clone(),
@@ -80,12 +87,8 @@ impl Aws {
             region: region.to_string(),
             ecs: signer("ecs"),
             elb: signer("elasticloadbalancing"),
-            calls: AtomicUsize::new(0),
+            calls,
         }
-    }
-
-    pub fn calls(&self) -> usize {
-        self.calls.load(Ordering::Relaxed)
     }
 
     /// One ECS operation; `what` names it in errors ("read service web").
@@ -213,7 +216,10 @@ impl Aws {
 pub fn classify(e: AwsError, what: &str) -> ProviderError {
     let said = format!("{}: {}", e.code, e.message);
     match (e.status, e.code.as_str()) {
-        (_, "UnrecognizedClientException" | "InvalidClientTokenId" | "ExpiredTokenException" | "ExpiredToken") => {
+        (_, "ExpiredTokenException" | "ExpiredToken" | "RequestExpired") => ProviderError::Failed(format!(
+            "AWS says the keys ran out to {what} ({said}); give keys that last the whole run (deploy-timeout and rollback-timeout), or role-to-assume, whose keys are renewed"
+        )),
+        (_, "UnrecognizedClientException" | "InvalidClientTokenId") => {
             ProviderError::Failed(format!(
                 "AWS refused the credentials to {what} ({said}); check aws-access-key-id and aws-secret-access-key, or role-to-assume"
             ))

@@ -18,7 +18,11 @@ pub mod settings;
 pub mod task_definition;
 
 use crate::inputs::{self, Group, InputSpec};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -101,25 +105,44 @@ pub struct Inner {
     pub settings: Settings,
     http: HttpClient,
     endpoints: Endpoints,
-    aws: tokio::sync::OnceCell<Aws>,
+    /// The signed client, and until when its keys last (an assumed role's, an hour).
+    aws: tokio::sync::Mutex<Option<(Arc<Aws>, Option<Instant>)>>,
+    /// Requests sent, whichever keys signed them.
+    calls: Arc<AtomicUsize>,
 }
 
+/// How long an assumed role's keys are used: STS gives them for an hour, and a run that
+/// lasts longer (a slow drain, a rollback after it) asks for new ones before then.
+const ROLE_KEYS_FOR: Duration = Duration::from_secs(50 * 60);
+
 impl Inner {
-    /// The signed client, its keys resolved on first use (STS, when a role is assumed).
-    pub async fn aws(&self, ctx: &Context) -> Result<&Aws, ProviderError> {
-        self.aws
-            .get_or_try_init(|| async {
-                let mut given = self.settings.given.clone();
-                given.sts_url = self.endpoints.sts.clone();
-                let creds = crate::aws::credentials::resolve(&given, &self.http, &ctx.shutdown).await?;
-                // Keys STS handed out are secrets like any other: never printed.
-                self.http.redactor().add(creds.secret_access_key.expose());
-                if let Some(token) = &creds.session_token {
-                    self.http.redactor().add(token.expose());
-                }
-                Ok(Aws::new(self.http.clone(), self.endpoints.clone(), &self.settings.region, creds))
-            })
-            .await
+    /// The signed client, its keys resolved on first use (STS, when a role is assumed)
+    /// and again before an assumed role's run out.
+    pub async fn aws(&self, ctx: &Context) -> Result<Arc<Aws>, ProviderError> {
+        let mut slot = self.aws.lock().await;
+        if let Some((aws, until)) = &*slot {
+            if until.is_none_or(|u| Instant::now() < u) {
+                return Ok(aws.clone());
+            }
+        }
+        let mut given = self.settings.given.clone();
+        given.sts_url = self.endpoints.sts.clone();
+        let creds = crate::aws::credentials::resolve(&given, &self.http, &ctx.shutdown).await?;
+        // Keys STS handed out are secrets like any other: never printed.
+        self.http.redactor().add(creds.secret_access_key.expose());
+        if let Some(token) = &creds.session_token {
+            self.http.redactor().add(token.expose());
+        }
+        let until = given.role_to_assume.is_some().then(|| Instant::now() + ROLE_KEYS_FOR);
+        let aws = Arc::new(Aws::new(
+            self.http.clone(),
+            self.endpoints.clone(),
+            &self.settings.region,
+            creds,
+            self.calls.clone(),
+        ));
+        *slot = Some((aws.clone(), until));
+        Ok(aws)
     }
 
     /// DescribeServices: the one read a poll makes.
@@ -269,7 +292,14 @@ impl EcsProvider {
 
     pub fn new(settings: Settings, api_url: Option<&url::Url>, http: HttpClient) -> anyhow::Result<EcsProvider> {
         let endpoints = Endpoints::new(&settings.region, api_url)?;
-        Ok(EcsProvider { inner: Arc::new(Inner { settings, http, endpoints, aws: tokio::sync::OnceCell::new() }) })
+        let inner = Inner {
+            settings,
+            http,
+            endpoints,
+            aws: tokio::sync::Mutex::new(None),
+            calls: Arc::new(AtomicUsize::new(0)),
+        };
+        Ok(EcsProvider { inner: Arc::new(inner) })
     }
 
     fn record(snapshot: &Snapshot) -> Result<Record, ProviderError> {
@@ -500,7 +530,7 @@ impl Provider for EcsProvider {
     }
 
     fn api_calls(&self) -> Option<usize> {
-        self.inner.aws.get().map(Aws::calls)
+        Some(self.inner.calls.load(Ordering::Relaxed))
     }
 }
 
