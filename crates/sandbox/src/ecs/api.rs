@@ -604,8 +604,9 @@ impl Api {
                         .map(|(r, d)| format!("<Reason>{r}</Reason><Description>{}</Description>", esc(&d)))
                         .unwrap_or_default();
                     members.push_str(&format!(
-                        "<member><Target><Id>127.0.0.1</Id><Port>{port}</Port></Target><HealthCheckPort>{port}</HealthCheckPort>\
-<TargetHealth><State>{state}</State>{reason}</TargetHealth></member>"
+                        "<member><Target><Id>{}</Id><Port>{port}</Port></Target><HealthCheckPort>{port}</HealthCheckPort>\
+<TargetHealth><State>{state}</State>{reason}</TargetHealth></member>",
+                        t.ip
                     ));
                 }
                 wrap(format!("<TargetHealthDescriptions>{members}</TargetHealthDescriptions>"))

@@ -54,6 +54,8 @@ pub struct Deployment {
 #[derive(Debug, Clone)]
 pub struct Task {
     pub arn: String,
+    /// Its network interface's address (awsvpc: each task has its own), on loopback.
+    pub ip: std::net::Ipv4Addr,
     pub deployment: String,
     pub task_definition: String,
     pub image: String,
@@ -191,6 +193,8 @@ pub struct Cluster {
     pub circuit_breaker: bool,
     pub strategy: String,
     changed: tokio::sync::watch::Sender<u64>,
+    /// The next task's address: 127.77.0.1 onwards, apart from the hosts rig's.
+    next_ip: std::sync::atomic::AtomicU32,
 }
 
 pub fn epoch() -> f64 {
@@ -260,7 +264,14 @@ impl Cluster {
             circuit_breaker,
             strategy,
             changed: tokio::sync::watch::channel(0).0,
+            next_ip: std::sync::atomic::AtomicU32::new(1),
         })
+    }
+
+    /// A loopback address of the task's own, as awsvpc gives each task an interface.
+    fn next_ip(&self) -> std::net::Ipv4Addr {
+        let n = self.next_ip.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 65_000 + 1;
+        std::net::Ipv4Addr::new(127, 77, (n >> 8) as u8, (n & 0xff) as u8)
     }
 
     pub fn lock(&self) -> MutexGuard<'_, State> {
@@ -468,6 +479,7 @@ impl Cluster {
                         );
                         let task = Task {
                             arn: arn.clone(),
+                            ip: self.next_ip(),
                             deployment: p.id.clone(),
                             task_definition: p.task_definition.clone(),
                             image: image.clone(),
@@ -593,7 +605,7 @@ impl Cluster {
                 .tasks
                 .iter()
                 .filter(|t| t.registered)
-                .filter_map(|t| Some(Member { id: t.id().to_string(), ip: [127, 0, 0, 1].into(), port: Some(t.port?) }))
+                .filter_map(|t| Some(Member { id: t.id().to_string(), ip: t.ip, port: Some(t.port?) }))
                 .collect();
             self.balancer.set_members(members);
             // Old stopped tasks are kept a while for DescribeTasks, as ECS keeps them an hour.
@@ -623,7 +635,8 @@ impl Cluster {
         let release = spec_for(&self.images.lock().unwrap_or_else(|p| p.into_inner()), image);
         let Some((program, lead)) = self.app_command.split_first() else { return };
         let mut args: Vec<OsString> = lead.to_vec();
-        let flags = ["--port".to_string(), "0".into()].into_iter().chain(release.app_flags());
+        let ip = self.lock().tasks.iter().find(|t| t.arn == arn).map(|t| t.ip.to_string()).unwrap_or_default();
+        let flags = ["--listen".to_string(), ip, "--port".into(), "0".into()].into_iter().chain(release.app_flags());
         args.extend(flags.chain(["--exit-on-stdin-eof".to_string()]).map(OsString::from));
         let launch = Launch { program: program.clone(), args, env: vec![("ECS_TASK_ARN".into(), arn.into())] };
         let (on_listen, on_exit) = (self.clone(), self.clone());
@@ -782,7 +795,8 @@ pub fn task_json(names: &Names, t: &Task) -> Value {
         "name": names.container,
         "image": t.image,
         "lastStatus": t.last_status,
-        "networkBindings": t.port.map(|p| vec![json!({"bindIP": "127.0.0.1", "containerPort": names.container_port, "hostPort": p, "protocol": "tcp"})]).unwrap_or_default(),
+        // awsvpc: no bindings; the task's own address (and its port) is the target.
+        "networkInterfaces": [{"attachmentId": "a1b2c3d4-5678-90ab-cdef-11111EXAMPLE", "privateIpv4Address": t.ip.to_string()}],
     });
     if let Some(exit) = t.exit {
         container["exitCode"] = json!(exit.exit_code());
@@ -802,7 +816,10 @@ pub fn task_json(names: &Names, t: &Task) -> Value {
             "id": "a1b2c3d4-5678-90ab-cdef-11111EXAMPLE",
             "type": "ElasticNetworkInterface",
             "status": "ATTACHED",
-            "details": [{"name": "privateIPv4Address", "value": "127.0.0.1"}],
+            "details": [
+                {"name": "subnetId", "value": "subnet-0a1b2c3d4e5f67890"},
+                {"name": "privateIPv4Address", "value": t.ip.to_string()},
+            ],
         }],
     });
     if let Some(at) = t.started_at {
