@@ -263,6 +263,11 @@ impl PlatformScenario {
             replaced: false,
         }
     }
+    /// The same row against ECS.
+    fn on_ecs(mut self) -> Self {
+        self.name = self.name.replacen("heroku: ", "ecs: ", 1);
+        self
+    }
     /// The same row against App Platform.
     fn on_app_platform(mut self) -> Self {
         self.name = self.name.replacen("heroku: ", "digitalocean: ", 1);
@@ -424,11 +429,7 @@ fn app_platform_scenarios() -> Vec<PlatformScenario> {
 /// late; tasks that never start or crash (ECS's circuit breaker rolls back: a failure,
 /// never a success); a release the balancer takes but the gate refuses; signals.
 fn ecs_scenarios() -> Vec<PlatformScenario> {
-    let row = |name: &str, version, web| {
-        let mut s = PlatformScenario::new(name, version, web);
-        s.name = s.name.replacen("heroku: ", "ecs: ", 1);
-        s
-    };
+    let row = |name: &str, version, web| PlatformScenario::new(name, version, web).on_ecs();
     let mut all = Vec::new();
     for (name, faults) in &Faults::bursts(10) {
         let name = name.replace("429 burst", "ThrottlingException burst");

@@ -393,7 +393,6 @@ impl Provider for EcsProvider {
 
     fn plan(&self, live: &Snapshot, target: &Target) -> Plan {
         let s = &self.inner.settings;
-        let record = Self::record(live).ok();
         let from = match &s.template {
             Some(_) => "the task-definition template".to_string(),
             None => format!("the live {}", live.release.label),
@@ -410,10 +409,9 @@ impl Provider for EcsProvider {
                 (steps, format!("the new revision ({image})"))
             }
         };
-        let desired = record.map(|_| "its desired count of").unwrap_or("the");
         let steps = vec![
             format!("UpdateService {} in cluster {} to {next}", s.service, s.cluster),
-            format!("ECS starts {desired} tasks; the target group checks them; old targets drain for the deregistration delay"),
+            "ECS starts the new tasks (the service's desired count); the target group checks them; old targets drain for the deregistration delay".to_string(),
             "follow the deployment by its id until it is PRIMARY and COMPLETED and every new target is healthy; ECS's circuit breaker failing it is a failure, never a success".into(),
         ];
         Plan { prepare, batches: vec![PlannedBatch { label: format!("service {}", s.service), steps }] }

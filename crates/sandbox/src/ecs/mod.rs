@@ -284,7 +284,9 @@ impl EcsSandbox {
         self.cluster.update(Some(task_definition.to_string()), None, false);
     }
 
-    pub async fn stop(self) {}
+    pub async fn stop(self) {
+        // Drop does the work; async for symmetry with the other sandboxes.
+    }
 }
 
 impl Handle for EcsSandbox {
