@@ -252,7 +252,7 @@ impl Config {
                 p.add(
                     "app",
                     "is required",
-                    "Set it to the application's name at the provider (with fly, fly.toml's app also does).",
+                    "Set it to the application's name at the provider (with fly, fly.toml's app also does; with ecs, service does).",
                 );
                 None
             }

@@ -525,7 +525,29 @@ impl Engine<'_> {
                     let stop = Stop::Failed(format!("{}: {why}", self.provider.name()));
                     return finish(self.stopped_before_change(report, stop));
                 }
+                // With rollback off the platform's own rollback still happened: the
+                // recorded release is back, not a failed one left live.
+                Ok(Waited::RolledBack(why)) if !self.config.rollback => {
+                    if let Some(p) = report.phases.last_mut() {
+                        p.result = PhaseResult::Failed;
+                        p.detail = Some(self.runner.redactor().redact(&why));
+                    }
+                    report.live = None;
+                    report.outcome = Outcome::RolledBack;
+                    report.reason = Some(format!("{}: {why}", self.provider.name()));
+                    report.warnings.push(format!(
+                        "rollback is off (rollback: false), but {} put the previous release back by itself",
+                        self.provider.name()
+                    ));
+                    state::save(self.runner, Stage::Finished, None, None);
+                    return finish(report);
+                }
                 Ok(Waited::Refused { why, .. } | Waited::RolledBack(why)) => {
+                    // The wait ended in the platform's refusal or its own rollback: failed.
+                    if let Some(p) = report.phases.last_mut() {
+                        p.result = PhaseResult::Failed;
+                        p.detail = Some(self.runner.redactor().redact(&why));
+                    }
                     report.live = None;
                     let why = format!("{}: {why}", self.provider.name());
                     return finish(self.after_failure(report, run_start, &live, Stop::Failed(why)).await);

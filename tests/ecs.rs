@@ -473,3 +473,57 @@ async fn the_snapshot_names_the_revision_and_never_holds_the_task_definitions_en
     assert!(saved.contains("task-definition/web:1"), "the recorded revision: {saved}");
     assert!(!saved.contains("APP_ENV"), "not the definition's environment: {saved}");
 }
+
+#[tokio::test]
+async fn a_rollback_by_hand_never_goes_to_a_revision_that_did_not_stay_live() {
+    let h = start().await;
+    h.add_image(&image(&h, "bad"), ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
+    assert_eq!(Step::main(&inputs(&h, "v2")).run().await.code, 0);
+    // web:3 is registered, fails the gate and is put back: web:2 is live again.
+    assert_eq!(Step::main(&inputs(&h, "bad")).run().await.code, 1);
+    assert!(h.task_definition().ends_with("web:2"));
+
+    let mut by_hand = with(with(inputs(&h, "v2"), "command", "rollback"), "expect-version", "v1");
+    by_hand.retain(|(k, _)| k != "image");
+    let ran = Step::main(&by_hand).run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert!(h.task_definition().ends_with("web:1"), "the one before the live web:2, not web:3: {}", h.task_definition());
+}
+
+#[tokio::test]
+async fn with_rollback_off_ecss_own_rollback_is_said_as_the_rollback_it_is() {
+    let h = start().await;
+    h.add_image(&image(&h, "crash"), ReleaseSpec { crash_on_start: true, exit_code: 3, ..Default::default() });
+    let ran = Step::main(&with(inputs(&h, "crash"), "rollback", "false")).run().await;
+    assert_eq!(ran.code, 1, "the previous release is back: not a failed one left live: {ran}");
+    assert_eq!(ran.output("status"), "rolled-back", "{ran}");
+    assert_said(&ran, &["rollback is off (rollback: false), but ecs put the previous release back by itself"]);
+    assert!(
+        ran.summary.lines().any(|l| l.contains("wait until the provider reports it up") && l.contains("failed")),
+        "the wait's row says it failed: {ran}"
+    );
+    assert!(h.wait_steady(Duration::from_secs(10)).await);
+    assert_eq!(service_tag(&h), "v1");
+}
+
+#[tokio::test]
+async fn a_service_named_by_its_arn_deploys_and_an_oidc_url_that_is_not_https_is_refused() {
+    let h = start().await;
+    let arn = "arn:aws:ecs:us-east-1:123456789012:service/staging/web";
+    let ran = Step::main(&with(inputs(&h, "v2"), "service", arn)).run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!(service_tag(&h), "v2");
+
+    let mut given = inputs(&h, "v3");
+    given.retain(|(k, _)| !k.starts_with("aws-access") && !k.starts_with("aws-secret"));
+    given.push(("role-to-assume".into(), sandbox::ecs::ROLE_ARN.into()));
+    let before = h.calls().len();
+    let ran = Step::main(&given)
+        .env("ACTIONS_ID_TOKEN_REQUEST_URL", "ftp://127.0.0.1/oidc/token")
+        .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", sandbox::ecs::ID_TOKEN_REQUEST_TOKEN)
+        .run()
+        .await;
+    assert_eq!(ran.code, 2, "{ran}");
+    assert_said(&ran, &["ACTIONS_ID_TOKEN_REQUEST_URL cannot be used", "only https://"]);
+    assert_eq!(h.calls().len(), before);
+}

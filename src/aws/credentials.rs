@@ -92,10 +92,14 @@ async fn assume_role(
     let call = Call::new(Method::GET, url).credential(std::sync::Arc::new(bearer));
     let reply = http.send(&call, shutdown).await.map_err(ProviderError::from_http)?;
     if !reply.is_success() {
-        return Err(ProviderError::Unavailable(format!(
-            "GitHub answered {} when asked for the OIDC token; re-run the job",
-            reply.status
-        )));
+        let what = format!("GitHub answered {} when asked for the OIDC token", reply.status);
+        // A refusal stays one however often it is asked; a 5xx may pass.
+        return Err(match reply.status {
+            500..=599 => ProviderError::Unavailable(format!("{what}; re-run the job")),
+            _ => ProviderError::Failed(format!(
+                "{what}: the job's token was refused; check `permissions: id-token: write` on the job, then re-run it"
+            )),
+        });
     }
     let token: IdToken = reply
         .json()

@@ -231,7 +231,9 @@ pub fn classify(e: AwsError, what: &str) -> ProviderError {
             ProviderError::PermissionDenied { provider: "AWS", operation: format!("{what} ({said})") }
         }
         (_, "ClusterNotFoundException" | "ServiceNotFoundException" | "TargetGroupNotFound") => {
-            ProviderError::NotFound { provider: "AWS", what: format!("{what}: {said}") }
+            ProviderError::Failed(format!(
+                "AWS could not {what} ({said}); check the cluster and service inputs (aws ecs list-services --cluster CLUSTER lists them) and that the keys may read them"
+            ))
         }
         (400 | 429, c) if THROTTLES.contains(&c) => {
             ProviderError::RateLimited {
@@ -266,7 +268,8 @@ mod tests {
         let e = |status, code: &str| {
             classify(AwsError { status, code: code.into(), message: "m".into() }, "read service web")
         };
-        assert!(matches!(e(400, "ServiceNotFoundException"), ProviderError::NotFound { .. }));
+        let missing = e(400, "ServiceNotFoundException").to_string();
+        assert!(missing.contains("check the cluster and service inputs"), "{missing}");
         assert!(matches!(e(400, "ThrottlingException"), ProviderError::RateLimited { .. }));
         assert!(e(400, "ThrottlingException").is_transient(), "a throttle is asked again, never a failure");
         assert!(e(503, "ServiceUnavailableException").is_transient());

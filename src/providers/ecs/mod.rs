@@ -163,13 +163,10 @@ impl Inner {
             ))),
             None => {
                 let reason = answer.pointer("/failures/0/reason").and_then(Value::as_str).unwrap_or("no answer");
-                Err(ProviderError::NotFound {
-                    provider: "AWS",
-                    what: format!(
-                        "service {} in cluster {} ({reason}); check service and cluster (aws ecs list-services --cluster {})",
-                        s.service, s.cluster, s.cluster
-                    ),
-                })
+                Err(ProviderError::Failed(format!(
+                    "ECS has no service {} in cluster {} ({reason}); check the service and cluster inputs (aws ecs list-services --cluster {} lists them) and the region",
+                    s.service, s.cluster, s.cluster
+                )))
             }
         }
     }
@@ -236,6 +233,11 @@ fn is_revision(text: &str) -> bool {
         }
         None => false,
     }
+}
+
+/// 7 out of a task definition's ARN or `web:7`; 0 when it names none.
+fn revision_number(task_definition: &str) -> u64 {
+    task_definition.rsplit(':').next().and_then(|r| r.parse().ok()).unwrap_or(0)
 }
 
 /// "web" out of a task definition's ARN or `web:7`.
@@ -519,10 +521,14 @@ impl Provider for EcsProvider {
                 break;
             }
         }
-        // Only this family: a prefix also matches web-worker when the family is web.
+        // Only this family (a prefix also matches web-worker when the family is web), and
+        // only revisions up to the live one: a later one was registered by a deploy that
+        // did not stay live (this run's own rollback left it behind), so it is no release
+        // to go back to.
+        let live = revision_number(&svc.task_definition);
         Ok(arns
             .into_iter()
-            .filter(|a| family_of(a) == family)
+            .filter(|a| family_of(a) == family && revision_number(a) <= live)
             .map(|a| ReleaseRef { label: label(&a, ""), id: a })
             .collect())
     }

@@ -38,12 +38,13 @@ impl ProviderSettings for Settings {
     }
 }
 
-/// `app` and `service` name the same thing: either fills the other.
+/// `app` and `service` name the same thing: either fills the other; a service given by
+/// its ARN gives the app its name (the ARN's last part).
 pub fn defaults(raw: &RawInputs, _workspace: &Path) -> Result<Option<RawInputs>, InputError> {
     match (raw.get("app"), raw.get("service")) {
         (None, Some(service)) => {
             let mut merged = raw.clone();
-            merged.set("app", service);
+            merged.set("app", service.rsplit('/').next().unwrap_or(service));
             Ok(Some(merged))
         }
         _ => Ok(None),
@@ -54,7 +55,8 @@ pub fn configure(raw: &RawInputs, workspace: &Path, p: &mut Problems) -> Option<
     let before = p.0.len();
     let service = raw.get("service").or(raw.get("app")).unwrap_or_default().to_string();
     let cluster = raw.get("cluster").unwrap_or("default").to_string();
-    for (input, value) in [("cluster", &cluster), ("service", &service)] {
+    let container = raw.get("container-name").unwrap_or_default().to_string();
+    for (input, value) in [("cluster", &cluster), ("service", &service), ("container-name", &container)] {
         if !value.is_empty() && !valid_name(value) {
             p.add(
                 input,
@@ -123,9 +125,13 @@ fn valid_region(region: &str) -> bool {
     }
 }
 
+/// A name ECS takes (letters, digits, `-`, `_`, at most 255), or an ARN of printable
+/// characters.
 fn valid_name(name: &str) -> bool {
-    name.starts_with("arn:aws")
-        || (name.len() <= 255 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+    match name.strip_prefix("arn:aws") {
+        Some(_) => name.len() <= 2048 && name.chars().all(|c| c.is_ascii_graphic()),
+        None => name.len() <= 255 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+    }
 }
 
 /// `NAME=value` lines.
@@ -134,6 +140,9 @@ fn environment(raw: &RawInputs, p: &mut Problems) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate().map(|(n, l)| (n + 1, l.trim())).filter(|(_, l)| !l.is_empty()) {
         match line.split_once('=') {
+            Some((name, _)) if out.iter().any(|(seen, _)| seen == name) => {
+                p.add("environment-variables", format!("line {n} sets {name} again"), "Set each variable once.")
+            }
             Some((name, value)) if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
                 out.push((name.to_string(), value.to_string()));
             }
@@ -229,6 +238,21 @@ fn keys(raw: &RawInputs, p: &mut Problems) -> Given {
             if !role.starts_with("arn:aws") || !role.contains(":role/") {
                 p.add("role-to-assume", format!("'{role}' is not a role ARN"), "Use arn:aws:iam::ACCOUNT:role/NAME.");
             }
+            // The runner's token goes to this URL: held to api-url's rules.
+            if let Some(url) = &given.id_token_url {
+                let checked = if url.chars().any(|c| c.is_control()) {
+                    Err("it contains control characters".to_string())
+                } else {
+                    url::Url::parse(url).map_err(|e| e.to_string()).and_then(|u| crate::inputs::check_base_url(&u))
+                };
+                if let Err(why) = checked {
+                    p.add(
+                        "role-to-assume",
+                        format!("needs the runner's OIDC token, and ACTIONS_ID_TOKEN_REQUEST_URL cannot be used: {why}"),
+                        "The runner sets it for a job with `permissions: id-token: write`; do not set it by hand.",
+                    );
+                }
+            }
             if given.id_token_url.is_none() || given.id_token_request_token.is_none() {
                 p.add(
                     "role-to-assume",
@@ -255,7 +279,7 @@ fn keys(raw: &RawInputs, p: &mut Problems) -> Given {
         ),
         (None, None, None) => p.add(
             "role-to-assume",
-            "or AWS keys are required with provider ecs, and none were given",
+            "is required with provider ecs when no AWS keys are given, and none were",
             "Set role-to-assume (with permissions id-token: write: no long-lived keys), or aws-access-key-id and aws-secret-access-key from secrets (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY).",
         ),
     }
@@ -322,5 +346,7 @@ mod tests {
         let said = problems_of(&[("environment-variables", "LOG_LEVEL=info\nhunter2-password")], ws.path()).join("\n");
         assert!(said.contains("line 2 is not NAME=value"), "{said}");
         assert!(!said.contains("hunter2"), "{said}");
+        let said = problems_of(&[("environment-variables", "A=1\nA=2")], ws.path()).join("\n");
+        assert!(said.contains("line 2 sets A again"), "{said}");
     }
 }
