@@ -487,7 +487,11 @@ async fn a_rollback_by_hand_never_goes_to_a_revision_that_did_not_stay_live() {
     by_hand.retain(|(k, _)| k != "image");
     let ran = Step::main(&by_hand).run().await;
     assert_eq!(ran.code, 0, "{ran}");
-    assert!(h.task_definition().ends_with("web:1"), "the one before the live web:2, not web:3: {}", h.task_definition());
+    assert!(
+        h.task_definition().ends_with("web:1"),
+        "the one before the live web:2, not web:3: {}",
+        h.task_definition()
+    );
 }
 
 #[tokio::test]

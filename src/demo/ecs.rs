@@ -17,8 +17,9 @@ use crate::providers::registration::{Running, SandboxArgs};
 use crate::secret::Redactor;
 use crate::shutdown::Shutdown;
 
-fn options(desired: usize, images: Releases) -> std::io::Result<EcsOptions> {
+fn options(service: &str, desired: usize, images: Releases) -> std::io::Result<EcsOptions> {
     Ok(EcsOptions {
+        service: service.to_string(),
         desired: desired as u32,
         images,
         app_command: vec![std::env::current_exe()?.into_os_string(), "__sandbox-app".into()],
@@ -39,7 +40,7 @@ async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Resu
     images.insert(format!("{repo}:v4"), ReleaseSpec { crash_on_start: true, exit_code: 1, ..Default::default() });
 
     println!("demo: starting the ECS sandbox: cluster staging, service web with two Fargate tasks on web:v1 behind a load balancer");
-    let ecs = EcsSandbox::start(options(2, images)?).await?;
+    let ecs = EcsSandbox::start(options("web", 2, images)?).await?;
     println!("demo: AWS APIs at {}, load balancer at {}", ecs.api_url(), ecs.app_url());
     let traffic = Traffic::start(format!("{}/", ecs.app_url()));
     let runner = super::demo_runner(&dir, &summary, redactor);
@@ -86,9 +87,9 @@ async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Resu
 
 /// `safe-deploy sandbox --provider ecs`: the emulator, standalone, until interrupted.
 /// Service web starts on REPO:v1; `releases` say how other images behave.
-pub async fn serve(desired: usize, releases: Releases) -> i32 {
+pub async fn serve(service: &str, desired: usize, releases: Releases) -> i32 {
     let interrupted = super::interrupts();
-    let ecs = match async { EcsSandbox::start(options(desired, releases)?).await }.await {
+    let ecs = match async { EcsSandbox::start(options(service, desired, releases)?).await }.await {
         Ok(e) => e,
         Err(e) => return super::could_not_start(e),
     };
@@ -102,7 +103,7 @@ pub async fn serve(desired: usize, releases: Releases) -> i32 {
     println!("ACTIONS_ID_TOKEN_REQUEST_URL={}", ecs.id_token_url());
     println!("ACTIONS_ID_TOKEN_REQUEST_TOKEN={ID_TOKEN_REQUEST_TOKEN}");
     println!(
-        "# service web, {desired} tasks on {}:v1 behind a load balancer; requests must be signed with the keys above \
+        "# service {service}, {desired} task(s) on {}:v1 behind a load balancer; requests must be signed with the keys above \
 (or role-to-assume {ROLE_ARN} with the OIDC variables). Give ECS_API_URL to --api-url (the AWS CLI: --endpoint-url). \
 Ctrl-C stops the sandbox.",
         ecs.repository()
@@ -120,7 +121,7 @@ pub fn start_demo(summary: Option<PathBuf>, redactor: Redactor) -> Running {
 pub fn start_sandbox(args: SandboxArgs) -> Running {
     Box::pin(async move {
         match super::parse_releases(&args.releases) {
-            Ok(r) => serve(args.machines, r).await,
+            Ok(r) => serve(&args.app, args.machines, r).await,
             Err(code) => code,
         }
     })
