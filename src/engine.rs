@@ -1079,6 +1079,10 @@ impl Engine<'_> {
     }
 
     async fn post_steps(&self, saved: &Saved) -> Option<Report> {
+        // An earlier post step finished with this state: nothing is left to do.
+        if saved.snapshot_file.as_deref().is_some_and(crate::state::done_with) {
+            return None;
+        }
         let (stage, snapshot) = match (saved.stage, &saved.snapshot) {
             (Some(stage), Some(snapshot)) if stage.needs_rollback() => (stage, snapshot),
             (Some(stage), None) if stage.needs_rollback() => {

@@ -283,6 +283,10 @@ pub async fn post(raw: RawInputs, runner: Runner, files: &PostFiles, env: &Env, 
         // On a runner nothing comes after the post step: the snapshot main left in
         // RUNNER_TEMP (the app's configs) goes now, whatever this step could do.
         if let Some(snapshot) = saved.snapshot_file.as_deref().filter(|_| runner.on_runner) {
+            // Restored (1) or nothing left (0): a post step run again has nothing to do.
+            if matches!(code, 0 | 1) {
+                crate::state::mark_done(snapshot);
+            }
             crate::state::remove_snapshot(snapshot);
         }
     }

@@ -195,6 +195,22 @@ pub fn remove_snapshot(snapshot: &Path) {
     }
 }
 
+/// Marks that a post step finished with `snapshot` (restored, or found nothing to do)
+/// before removing it: a post step run again with the same state then knows there is
+/// nothing left, rather than a record that was never saved. The mark holds nothing.
+pub fn mark_done(snapshot: &Path) {
+    let mut done = snapshot.as_os_str().to_owned();
+    done.push(".done");
+    let _ = crate::secret::new_private_file(Path::new(&done));
+}
+
+/// Whether a post step finished with `snapshot` already.
+pub fn done_with(snapshot: &Path) -> bool {
+    let mut done = snapshot.as_os_str().to_owned();
+    done.push(".done");
+    std::fs::symlink_metadata(Path::new(&done)).is_ok_and(|m| m.is_file())
+}
+
 /// Records one more value for the post step; a failure is a warning.
 pub fn save_value(runner: &Runner, name: &str, value: &str) {
     if let Err(e) = runner.save_state(name, value) {

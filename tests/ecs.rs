@@ -531,3 +531,21 @@ async fn a_service_named_by_its_arn_deploys_and_an_oidc_url_that_is_not_https_is
     assert_said(&ran, &["ACTIONS_ID_TOKEN_REQUEST_URL cannot be used", "only https://"]);
     assert_eq!(h.calls().len(), before);
 }
+
+#[tokio::test]
+async fn a_signal_mid_wait_leaves_the_restore_to_the_post_step_and_a_second_post_step_finds_nothing_to_do() {
+    let h = start().await;
+    h.add_image(&image(&h, "v2"), ReleaseSpec { boot_delay_ms: 2000, ..Default::default() });
+    let given = inputs(&h, "v2");
+    let main = Step::main(&given);
+    let (ran, _) = main.interrupt_when("TERM", "the update to web:2", || h.task_definition().ends_with("web:2")).await;
+    assert_eq!(ran.code, 130, "{ran}");
+    let first = Step::post(&given, &ran.state).run().await;
+    assert_eq!(first.code, 1, "the post step put web:1 back: {first}");
+    assert!(h.wait_steady(Duration::from_secs(10)).await);
+    assert_eq!(service_tag(&h), "v1");
+    let second = Step::post(&given, &ran.state).run().await;
+    assert_eq!(second.code, 0, "run again, it has nothing to do, and says no rollback failed: {second}");
+    assert!(!second.stdout.contains("ROLLBACK FAILED"), "{second}");
+    assert_eq!(service_tag(&h), "v1");
+}
