@@ -394,6 +394,14 @@ async fn a_rollback_by_hand_finds_the_revision_before_the_live_one_and_a_redeplo
     assert_eq!(ran.code, 0, "{ran}");
     assert!(h.task_definition().ends_with("web:2"), "{}", h.task_definition());
     assert_eq!(running(&h), "v2");
+
+    // The live revision again: new tasks, as --force-new-deployment starts them.
+    let before = h.tasks_started(&image(&h, "v2"));
+    let ran = Step::main(&again).run().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!(h.tasks_started(&image(&h, "v2")), before + 2, "two new tasks replaced the two running ones");
+    let forced = h.writes().iter().filter(|c| c.body.as_ref().is_some_and(|b| b["forceNewDeployment"] == true)).count();
+    assert_eq!(forced, 1);
 }
 
 #[tokio::test]

@@ -403,7 +403,10 @@ impl Rollout for EcsRollout {
         // A throttle or a 5xx is outlasted, within the deadline: UpdateService to the same
         // revision twice starts one deployment.
         let what = format!("update service {} to {}", self.inner.settings.service, self.label);
-        let svc = match outlast(ctx, &what, || self.inner.update(&self.task_definition, false, ctx)).await {
+        // The live revision again (a redeploy): ECS starts nothing for an update to what
+        // runs, so a new deployment is forced, as update-service --force-new-deployment does.
+        let force = self.task_definition == self.previous;
+        let svc = match outlast(ctx, &what, || self.inner.update(&self.task_definition, force, ctx)).await {
             Ok(svc) => svc,
             Err(e) => {
                 // An answer that refused it changed nothing; one that never came may have.
@@ -432,7 +435,9 @@ impl Rollout for EcsRollout {
                     svc.service_name, self.label
                 ))
             })?;
-        ctx.progress.instance(&primary.id, "IN_PROGRESS", Some(&self.label));
+        let state = primary.rollout_state.clone().unwrap_or_else(|| "IN_PROGRESS".into());
+        ctx.progress.instance(&primary.id, &state, Some(&self.label));
+        self.state = Some(state);
         self.deployment = Some(primary.id.clone());
         Ok(Applied {
             release: ReleaseRef { id: self.task_definition.clone(), label: self.label.clone() },
