@@ -29,3 +29,23 @@ pub fn escape(text: &str) -> String {
 pub fn escape_code(text: &str) -> String {
     escape(text).replace('*', "&#42;").replace('_', "&#95;")
 }
+
+/// "1 attempt", "3 attempts": a count with its noun, plural when it is not one.
+pub fn counted(n: usize, noun: &str) -> String {
+    match n {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_count_of_one_is_singular_and_any_other_plural() {
+        assert_eq!(counted(1, "attempt"), "1 attempt");
+        assert_eq!(counted(0, "attempt"), "0 attempts");
+        assert_eq!(counted(3, "input problem"), "3 input problems");
+    }
+}

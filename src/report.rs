@@ -275,9 +275,9 @@ impl Report {
         };
         if !self.input_errors.is_empty() {
             return format!(
-                "{}{} input problem(s): nothing was changed and no request was sent.",
+                "{}{}: nothing was changed and no request was sent.",
                 mark("❌"),
-                self.input_errors.len()
+                crate::markdown::counted(self.input_errors.len(), "input problem")
             );
         }
         // Healthy and live: the target needs no second mention unless something else is.

@@ -143,9 +143,9 @@ fn render_gate(md: &mut String, gate: &GateReport, report: &Report) {
     };
     let _ = write!(
         md,
-        "### Health checks: {} — {result}\n\n{} attempts in {} against {}.",
+        "### Health checks: {} — {result}\n\n{} in {} against {}.",
         inline(&gate.label),
-        gate.total_attempts,
+        crate::markdown::counted(gate.total_attempts, "attempt"),
         human(gate.duration),
         inline(&gate.url)
     );

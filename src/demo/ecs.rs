@@ -102,6 +102,16 @@ pub async fn serve(service: &str, desired: usize, releases: Releases) -> i32 {
     println!("ECS_SERVICE={}", ecs.options().service);
     println!("ACTIONS_ID_TOKEN_REQUEST_URL={}", ecs.id_token_url());
     println!("ACTIONS_ID_TOKEN_REQUEST_TOKEN={ID_TOKEN_REQUEST_TOKEN}");
+    // A deploy that works when pasted: every flag it needs, the keys as variables.
+    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "safe-deploy".into());
+    let app = ecs.app_url();
+    println!(
+        "# to deploy v2, paste: AWS_ACCESS_KEY_ID={ACCESS_KEY_ID} AWS_SECRET_ACCESS_KEY={SECRET_ACCESS_KEY} '{exe}' deploy --provider ecs --cluster {} --service {service} --aws-region {} --api-url {} --image {}:v2 --health-url {app}/health --check-string ok --version-url {app}/version --expect-version v2 --health-interval 500ms",
+        ecs.options().cluster,
+        ecs.options().region,
+        ecs.api_url(),
+        ecs.repository()
+    );
     println!(
         "# service {service}, {desired} task(s) on {}:v1 behind a load balancer; requests must be signed with the keys above \
 (or role-to-assume {ROLE_ARN} with the OIDC variables). Give ECS_API_URL to --api-url (the AWS CLI: --endpoint-url). \
