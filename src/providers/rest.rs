@@ -37,15 +37,35 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<Reply, ProviderError>>,
 {
+    let json = |body: &[u8]| serde_json::from_slice::<serde::de::IgnoredAny>(body).map(|_| ());
+    until_readable(platform, what, tries, shutdown, send, json, garbled).await
+}
+
+/// `until_parsed` for any format: `readable` says whether a body reads (JSON, or ELBv2's
+/// and STS's XML) and why not.
+pub async fn until_readable<F, Fut, E>(
+    platform: &str,
+    what: &str,
+    tries: u32,
+    shutdown: &Shutdown,
+    send: F,
+    readable: impl Fn(&[u8]) -> Result<(), E>,
+    garbled: impl Fn(&E) -> ProviderError,
+) -> Result<Reply, ProviderError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Reply, ProviderError>>,
+    E: std::fmt::Display,
+{
     let mut attempt = 0;
     loop {
         let reply = send().await?;
         attempt += 1;
-        match serde_json::from_slice::<serde::de::IgnoredAny>(&reply.body) {
-            Ok(_) => return Ok(reply),
+        match readable(&reply.body) {
+            Ok(()) => return Ok(reply),
             Err(e) if attempt >= tries.max(1) => return Err(garbled(&e)),
             Err(e) => {
-                tracing::info!("{platform} answered {what} with JSON that does not parse ({e}); asking again");
+                tracing::info!("{platform} answered {what} with a body that does not read ({e}); asking again");
                 let pause = GARBLED_BACKOFF * 2u32.pow(attempt - 1) + Duration::from_millis(fastrand::u64(0..100));
                 if !shutdown.sleep(pause).await {
                     return Err(ProviderError::Cancelled(shutdown.cause().unwrap_or("shutdown")));

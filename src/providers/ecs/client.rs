@@ -6,7 +6,6 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::Method;
@@ -14,13 +13,13 @@ use serde_json::Value;
 
 use crate::aws::{throttled, AwsCredentials, SigV4, THROTTLES};
 use crate::http::{Call, HttpClient, Reply};
+use crate::providers::rest::until_readable;
 use crate::providers::ProviderError;
 use crate::shutdown::Shutdown;
 
 const ECS_TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
 /// Reads of a garbled answer before it counts as AWS's failure.
 const GARBLED_TRIES: u32 = 4;
-const GARBLED_BACKOFF: Duration = Duration::from_millis(250);
 
 /// Where each service answers.
 #[derive(Debug, Clone)]
@@ -141,7 +140,7 @@ impl Aws {
     }
 
     /// Sends `call` until its answer is a success that `parses` (a read is asked again
-    /// after a garbled answer, with a pause that doubles; a write never is), or fails.
+    /// after a garbled answer, as the JSON platforms' are; a write never is), or fails.
     async fn send(
         &self,
         call: Call,
@@ -151,27 +150,16 @@ impl Aws {
         refused: impl Fn(&Reply) -> ProviderError,
     ) -> Result<Reply, ProviderError> {
         let tries = if call.idempotent { GARBLED_TRIES } else { 1 };
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
+        let send = || async {
             self.calls.fetch_add(1, Ordering::Relaxed);
             let reply = self.http.send(&call, shutdown).await.map_err(ProviderError::from_http)?;
             self.calls.fetch_add(reply.retries as usize, Ordering::Relaxed);
-            if !reply.is_success() {
-                return Err(refused(&reply));
+            match reply.is_success() {
+                true => Ok(reply),
+                false => Err(refused(&reply)),
             }
-            match parses(&reply.body) {
-                Ok(()) => return Ok(reply),
-                Err(e) if attempt >= tries => return Err(self.garbled(what, &e)),
-                Err(e) => {
-                    tracing::info!("AWS answered {what} with a body that does not parse ({e}); asking again");
-                    let pause = GARBLED_BACKOFF * 2u32.pow(attempt - 1) + Duration::from_millis(fastrand::u64(0..100));
-                    if !shutdown.sleep(pause).await {
-                        return Err(ProviderError::Cancelled(shutdown.cause().unwrap_or("shutdown")));
-                    }
-                }
-            }
-        }
+        };
+        until_readable("AWS", what, tries, shutdown, send, parses, |e: &String| self.garbled(what, e)).await
     }
 
     fn garbled(&self, what: &str, e: &str) -> ProviderError {

@@ -37,6 +37,7 @@ use crate::http::HttpClient;
 use client::{Aws, Endpoints};
 use rollout::{EcsRollout, Service};
 use settings::Settings;
+use task_definition::image_of;
 
 /// ECS's own inputs: in `action.yml`, the CLI's flags and the README through `inputs::INPUTS`.
 pub const INPUTS: &[InputSpec] = &[
@@ -109,6 +110,8 @@ pub struct Inner {
     aws: tokio::sync::Mutex<Option<(Arc<Aws>, Option<Instant>)>>,
     /// Requests sent, whichever keys signed them.
     calls: Arc<AtomicUsize>,
+    /// DescribeTaskDefinition's answers, by the name asked.
+    definitions: std::sync::Mutex<std::collections::HashMap<String, Value>>,
 }
 
 /// How long an assumed role's keys are used: STS gives them for an hour, and a run that
@@ -172,10 +175,17 @@ impl Inner {
     }
 
     /// DescribeTaskDefinition with its tags.
+    /// A revision never changes: each is asked for once a run (snapshot, preflight and
+    /// prepare all read the live one).
     pub async fn definition(&self, arn: &str, ctx: &Context) -> Result<Value, ProviderError> {
+        if let Some(known) = self.definitions.lock().unwrap_or_else(|p| p.into_inner()).get(arn) {
+            return Ok(known.clone());
+        }
         let body = json!({ "taskDefinition": arn, "include": ["TAGS"] });
         let what = format!("read task definition {}", label(arn, ""));
-        self.aws(ctx).await?.ecs("DescribeTaskDefinition", &body, &what, &ctx.shutdown).await
+        let answer = self.aws(ctx).await?.ecs("DescribeTaskDefinition", &body, &what, &ctx.shutdown).await?;
+        self.definitions.lock().unwrap_or_else(|p| p.into_inner()).insert(arn.to_string(), answer.clone());
+        Ok(answer)
     }
 
     /// UpdateService to `task_definition`; the service as ECS answers it. `force`: a new
@@ -202,12 +212,7 @@ impl Inner {
         if let Some(name) = svc.and_then(|s| s.load_balancers.iter().find_map(|lb| lb.container_name.clone())) {
             return Ok(name);
         }
-        let inner = definition.get("taskDefinition").unwrap_or(definition);
-        let names: Vec<&str> = inner
-            .get("containerDefinitions")
-            .and_then(Value::as_array)
-            .map(|c| c.iter().filter_map(|c| c.get("name").and_then(Value::as_str)).collect())
-            .unwrap_or_default();
+        let names = task_definition::containers(definition);
         match names.as_slice() {
             [one] => Ok(one.to_string()),
             _ => Err(format!(
@@ -244,19 +249,6 @@ fn revision_number(task_definition: &str) -> u64 {
 fn family_of(task_definition: &str) -> &str {
     let family_rev = task_definition.rsplit('/').next().unwrap_or(task_definition);
     family_rev.split(':').next().unwrap_or(family_rev)
-}
-
-/// The image of container `name` in a DescribeTaskDefinition answer (or a definition).
-fn image_of(definition: &Value, name: &str) -> Option<String> {
-    let inner = definition.get("taskDefinition").unwrap_or(definition);
-    inner
-        .get("containerDefinitions")?
-        .as_array()?
-        .iter()
-        .find(|c| c.get("name").and_then(Value::as_str) == Some(name))?
-        .get("image")?
-        .as_str()
-        .map(str::to_string)
 }
 
 pub struct EcsProvider {
@@ -300,6 +292,7 @@ impl EcsProvider {
             endpoints,
             aws: tokio::sync::Mutex::new(None),
             calls: Arc::new(AtomicUsize::new(0)),
+            definitions: Default::default(),
         };
         Ok(EcsProvider { inner: Arc::new(inner) })
     }

@@ -79,11 +79,7 @@ pub fn configure(raw: &RawInputs, workspace: &Path, p: &mut Problems) -> Option<
     let template = template(raw, workspace, p);
     // With both a template and a container named, the container is checked now.
     if let (Some(t), Some(name)) = (&template, raw.get("container-name")) {
-        let names: Vec<&str> = t
-            .get("containerDefinitions")
-            .and_then(Value::as_array)
-            .map(|c| c.iter().filter_map(|c| c.get("name").and_then(Value::as_str)).collect())
-            .unwrap_or_default();
+        let names = super::task_definition::containers(t);
         if !names.contains(&name) {
             p.add(
                 "container-name",

@@ -29,6 +29,29 @@ pub struct Change<'a> {
     pub environment: &'a [(String, String)],
 }
 
+/// The containers of a task definition (or of a DescribeTaskDefinition answer), by name.
+pub fn containers(definition: &Value) -> Vec<&str> {
+    let inner = definition.get("taskDefinition").unwrap_or(definition);
+    inner
+        .get("containerDefinitions")
+        .and_then(Value::as_array)
+        .map(|c| c.iter().filter_map(|c| c.get("name").and_then(Value::as_str)).collect())
+        .unwrap_or_default()
+}
+
+/// The image of container `name` in a task definition (or a DescribeTaskDefinition answer).
+pub fn image_of(definition: &Value, name: &str) -> Option<String> {
+    let inner = definition.get("taskDefinition").unwrap_or(definition);
+    inner
+        .get("containerDefinitions")?
+        .as_array()?
+        .iter()
+        .find(|c| c.get("name").and_then(Value::as_str) == Some(name))?
+        .get("image")?
+        .as_str()
+        .map(str::to_string)
+}
+
 /// The RegisterTaskDefinition request for `base` (a task definition, or a
 /// DescribeTaskDefinition answer with `taskDefinition` and `tags`) changed by `change`.
 /// The error says what is wrong with `base` and how to fix it.

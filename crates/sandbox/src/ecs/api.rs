@@ -98,6 +98,14 @@ fn states(body: &str) -> String {
     found.join(",")
 }
 
+/// A request's list of strings under `key`; empty when it sends none.
+fn strings(body: &Value, key: &str) -> Vec<String> {
+    body.get(key)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
 /// The code AWS uses for a status a fault injects.
 fn fault_code(status: u16, json: bool) -> &'static str {
     match (status, json) {
@@ -316,11 +324,7 @@ impl Api {
                 if !cluster_ok(&body) {
                     return ecs_error(400, "ClusterNotFoundException", "Cluster not found.");
                 }
-                let names: Vec<String> = body
-                    .get("services")
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
-                    .unwrap_or_default();
+                let names: Vec<String> = strings(&body, "services");
                 if names.is_empty() {
                     return ecs_error(400, "InvalidParameterException", "Services cannot be empty.");
                 }
@@ -435,11 +439,7 @@ impl Api {
                 if !cluster_ok(&body) {
                     return ecs_error(400, "ClusterNotFoundException", "Cluster not found.");
                 }
-                let asked: Vec<String> = body
-                    .get("tasks")
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
-                    .unwrap_or_default();
+                let asked: Vec<String> = strings(&body, "tasks");
                 if asked.is_empty() || asked.len() > 100 {
                     return ecs_error(400, "InvalidParameterException", "Tasks cannot be empty or more than 100.");
                 }
@@ -460,11 +460,7 @@ impl Api {
                 if !service_ok(&str_of(&body, "service").unwrap_or_default()) {
                     return ecs_error(400, "ServiceNotFoundException", "Service not found.");
                 }
-                let wanted: Vec<String> = body
-                    .get("status")
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
-                    .unwrap_or_default();
+                let wanted: Vec<String> = strings(&body, "status");
                 let s = c.lock();
                 // Newest first.
                 let all = s.deployments.iter().chain(s.retired.iter().rev());
@@ -476,11 +472,7 @@ impl Api {
                 json!({ "serviceDeployments": list })
             }
             "DescribeServiceDeployments" => {
-                let asked: Vec<String> = body
-                    .get("serviceDeploymentArns")
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
-                    .unwrap_or_default();
+                let asked: Vec<String> = strings(&body, "serviceDeploymentArns");
                 if asked.is_empty() || asked.len() > 20 {
                     return ecs_error(
                         400,

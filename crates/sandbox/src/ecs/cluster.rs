@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use crate::app::{spec_for, Releases};
 use crate::kit::balancer::{Balancer, Member};
 use crate::kit::process::{self, signal, Exit, Launch, Proc};
-use crate::kit::{Faults, Gate};
+use crate::kit::{Faults, Gate, Watched};
 
 /// How long a task that never starts stays PENDING before ECS gives up on it (in the
 /// emulator's seconds).
@@ -184,7 +184,8 @@ pub struct Cluster {
     pub gate: Gate<Faults>,
     pub names: Names,
     pub tg: TargetGroupSettings,
-    pub state: Mutex<State>,
+    /// The service, its deployments and tasks: waited on without polling.
+    state: Watched<State>,
     pub balancer: Balancer,
     pub images: Mutex<Releases>,
     pub app_command: Vec<OsString>,
@@ -192,7 +193,6 @@ pub struct Cluster {
     pub second: Duration,
     pub circuit_breaker: bool,
     pub strategy: String,
-    changed: tokio::sync::watch::Sender<u64>,
     /// The next task's address: 127.77.0.1 onwards, apart from the hosts rig's.
     next_ip: std::sync::atomic::AtomicU32,
 }
@@ -256,14 +256,13 @@ impl Cluster {
             gate: Gate::default(),
             names,
             tg,
-            state: Mutex::new(state),
+            state: Watched::new(state),
             balancer,
             images: Mutex::new(images),
             app_command,
             second,
             circuit_breaker,
             strategy,
-            changed: tokio::sync::watch::channel(0).0,
             next_ip: std::sync::atomic::AtomicU32::new(1),
         })
     }
@@ -275,7 +274,7 @@ impl Cluster {
     }
 
     pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     fn secs(&self, n: u32) -> Duration {
@@ -283,21 +282,19 @@ impl Cluster {
     }
 
     pub fn notify(&self) {
-        self.changed.send_modify(|n| *n += 1);
+        self.state.notify();
     }
 
     /// Waits until `done` holds of the state; false at `timeout`.
-    pub async fn wait_until(&self, timeout: Duration, mut done: impl FnMut(&State) -> bool) -> bool {
-        let mut changes = self.changed.subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if done(&self.lock()) {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
-                return done(&self.lock());
-            }
-        }
+    pub async fn wait_until(&self, timeout: Duration, done: impl FnMut(&State) -> bool) -> bool {
+        self.state.wait_until(timeout, done).await
+    }
+
+    /// "(service web) has stopped 2 running tasks: (task a) (task b).", as ECS says it.
+    fn tasks_event(&self, s: &mut State, did: &str, kind: &str, ids: &[String]) {
+        let list: String = ids.iter().map(|id| format!(" (task {id})")).collect();
+        let svc = self.names.service.clone();
+        self.event(s, format!("(service {svc}) {did} {} {kind}tasks:{list}.", ids.len()));
     }
 
     pub fn event(&self, s: &mut State, message: String) {
@@ -408,9 +405,7 @@ impl Cluster {
                 }
             }
             if !stopped_now.is_empty() {
-                let list: String = stopped_now.iter().map(|id| format!(" (task {id})")).collect();
-                let svc = self.names.service.clone();
-                self.event(&mut s, format!("(service {svc}) has stopped {} running tasks:{list}.", stopped_now.len()));
+                self.tasks_event(&mut s, "has stopped", "running ", &stopped_now);
                 changed = true;
             }
             for (dep, n) in failed_in {
@@ -504,9 +499,7 @@ impl Cluster {
                         }
                         s.tasks.push(task);
                     }
-                    let list: String = started.iter().map(|id| format!(" (task {id})")).collect();
-                    let svc = self.names.service.clone();
-                    self.event(&mut s, format!("(service {svc}) has started {} tasks:{list}.", started.len()));
+                    self.tasks_event(&mut s, "has started", "", &started);
                     changed = true;
                 }
 
@@ -563,9 +556,7 @@ impl Cluster {
                 }
             }
             if !stopped.is_empty() {
-                let list: String = stopped.iter().map(|id| format!(" (task {id})")).collect();
-                let svc = self.names.service.clone();
-                self.event(&mut s, format!("(service {svc}) has stopped {} running tasks:{list}.", stopped.len()));
+                self.tasks_event(&mut s, "has stopped", "running ", &stopped);
                 changed = true;
             }
 

@@ -27,8 +27,6 @@ use crate::kit::{Gate, Handle};
 use crate::server::Server;
 use cluster::{epoch, Cluster, Names, TargetGroupSettings, TaskDefinition};
 
-pub use cluster::Cluster as EcsCluster;
-
 /// The sandbox's keys: any client given them signs requests the emulator takes.
 pub const ACCESS_KEY_ID: &str = "AKIASANDBOXEXAMPLE01";
 pub const SECRET_ACCESS_KEY: &str = "sandbox/secret/K7MDENGbPxRfiCYEXAMPLEKEY";
@@ -240,22 +238,11 @@ impl EcsSandbox {
         s.deployments.iter().map(|d| (d.id.clone(), d.status.to_string(), d.rollout.to_string())).collect()
     }
 
-    /// The service's events, oldest first.
-    pub fn events(&self) -> Vec<String> {
-        let s = self.cluster.lock();
-        s.events.iter().rev().map(|e| e.message.clone()).collect()
-    }
-
     /// Waits until the primary deployment is COMPLETED with nothing else left.
     pub async fn wait_steady(&self, timeout: Duration) -> bool {
         self.cluster
             .wait_until(timeout, |s| s.deployments.len() == 1 && s.primary().is_some_and(|p| p.rollout == "COMPLETED"))
             .await
-    }
-
-    /// The real balancer: `served()`, `failed()`, `stats()`.
-    pub fn balancer(&self) -> &Balancer {
-        &self.cluster.balancer
     }
 
     /// The sandbox's changes to its service (UpdateService, RegisterTaskDefinition).
@@ -277,11 +264,6 @@ impl EcsSandbox {
     /// same revision.
     pub fn force_new_deployment(&self) {
         self.cluster.update(None, None, true);
-    }
-
-    /// An UpdateService made by someone else (the console, another pipeline).
-    pub fn update_service(&self, task_definition: &str) {
-        self.cluster.update(Some(task_definition.to_string()), None, false);
     }
 
     pub async fn stop(self) {
