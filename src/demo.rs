@@ -54,11 +54,16 @@ pub async fn run_command(sub: &clap::ArgMatches, redactor: Redactor) -> i32 {
 /// `safe-deploy sandbox [--provider P]`: serves one provider's sandbox until interrupted.
 pub async fn serve_command(sub: &clap::ArgMatches) -> i32 {
     let get = |name: &str| sub.get_one::<String>(name).cloned().unwrap_or_default();
+    let specs: Vec<String> = sub.get_many::<String>("release").map(|v| v.cloned().collect()).unwrap_or_default();
+    let releases = match parse_releases(&specs) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
     let args = SandboxArgs {
         app: get("app"),
         machines: sub.get_one::<u16>("machines").copied().unwrap_or(3) as usize,
         image: get("image"),
-        releases: sub.get_many::<String>("release").map(|v| v.cloned().collect()).unwrap_or_default(),
+        releases,
     };
     let name = sub.get_one::<String>("provider").map_or("fly", String::as_str);
     match registry::find(name).and_then(|r| r.sandbox) {
@@ -84,7 +89,7 @@ pub fn start_demo(summary: Option<PathBuf>, redactor: Redactor) -> Running {
 
 /// Fly.io's sandbox, as its `Registration` names it.
 pub fn start_sandbox(args: SandboxArgs) -> Running {
-    Box::pin(async move { serve(&args.app, args.machines, &args.image, &args.releases).await })
+    Box::pin(async move { serve(&args.app, args.machines, &args.image, args.releases).await })
 }
 
 pub async fn run(summary_file: Option<PathBuf>, redactor: Redactor) -> i32 {
@@ -255,12 +260,8 @@ impl Traffic {
 }
 
 /// `safe-deploy sandbox`: the emulators, standalone, until interrupted.
-pub async fn serve(app: &str, machines: usize, image: &str, release_specs: &[String]) -> i32 {
+pub async fn serve(app: &str, machines: usize, image: &str, releases: Releases) -> i32 {
     let interrupted = interrupts();
-    let releases = match parse_releases(release_specs) {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
     let started =
         async { FlySandbox::start(FlyOptions { token: None, ..options(app, machines, image, releases)? }).await };
     let fly = match started.await {

@@ -146,23 +146,13 @@ async fn fly(binary: &str, dir: &std::path::Path) {
         fly.reset_calls();
         let traffic = Traffic::start(format!("{}/", fly.app_url()));
         let started = Instant::now();
-        let status = Command::new(binary)
-            .env_clear()
-            .env("GITHUB_ACTIONS", "true")
-            .env("RUNNER_TEMP", dir)
-            .env("GITHUB_WORKSPACE", dir)
+        let status = as_the_runner(binary, dir, dir, &fly.app_url(), "5s")
             .env("INPUT_PROVIDER", "fly")
             .env("INPUT_APP", "web")
             .env("INPUT_TOKEN", token)
             .env("INPUT_IMAGE", image)
             .env("INPUT_API-URL", fly.api_url())
-            .env("INPUT_HEALTH-URL", format!("{}/health", fly.app_url()))
-            .env("INPUT_CHECK-STRING", "ok")
-            .env("INPUT_HEALTH-INTERVAL", "200ms")
-            .env("INPUT_HEALTH-DEADLINE", "5s")
             .env("INPUT_BATCH-GATE", batch_gate)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .status()
             .await
             .expect("the binary runs");
@@ -226,24 +216,14 @@ async fn heroku(binary: &str, dir: &std::path::Path) {
         let url = heroku.app_url(app);
         let traffic = Traffic::start(format!("{url}/"));
         let started = Instant::now();
-        let status = Command::new(binary)
-            .env_clear()
-            .env("GITHUB_ACTIONS", "true")
-            .env("RUNNER_TEMP", dir)
-            .env("GITHUB_WORKSPACE", &workspace)
+        let status = as_the_runner(binary, dir, &workspace, &url, "6s")
             .env("INPUT_PROVIDER", "heroku")
             .env("INPUT_APP", app)
             .env("INPUT_TOKEN", token)
             .env("INPUT_SOURCE-DIR", version)
             .env("INPUT_API-URL", heroku.api_url())
-            .env("INPUT_HEALTH-URL", format!("{url}/health"))
-            .env("INPUT_CHECK-STRING", "ok")
             .env("INPUT_VERSION-URL", format!("{url}/version"))
             .env("INPUT_EXPECT-VERSION", version)
-            .env("INPUT_HEALTH-INTERVAL", "200ms")
-            .env("INPUT_HEALTH-DEADLINE", "6s")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .status()
             .await
             .expect("the binary runs");
@@ -294,22 +274,12 @@ async fn digitalocean(binary: &str, dir: &std::path::Path) {
         apps.reset_calls();
         let traffic = Traffic::start(format!("{url}/"));
         let started = Instant::now();
-        let mut child = Command::new(binary)
-            .env_clear()
-            .env("GITHUB_ACTIONS", "true")
-            .env("RUNNER_TEMP", dir)
-            .env("GITHUB_WORKSPACE", dir)
+        let mut child = as_the_runner(binary, dir, dir, &url, "6s")
             .env("INPUT_PROVIDER", "digitalocean")
             .env("INPUT_APP", "web")
             .env("INPUT_TOKEN", token)
             .env("INPUT_IMAGE", &image)
             .env("INPUT_API-URL", apps.api_url())
-            .env("INPUT_HEALTH-URL", format!("{url}/health"))
-            .env("INPUT_CHECK-STRING", "ok")
-            .env("INPUT_HEALTH-INTERVAL", "200ms")
-            .env("INPUT_HEALTH-DEADLINE", "6s")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .expect("the binary runs");
         // When the newest deployment's phase turns ERROR, as the emulator sees it.
@@ -371,11 +341,7 @@ async fn ecs(binary: &str, dir: &std::path::Path) {
         ecs.reset_calls();
         let traffic = Traffic::start(format!("{url}/"));
         let started = Instant::now();
-        let status = Command::new(binary)
-            .env_clear()
-            .env("GITHUB_ACTIONS", "true")
-            .env("RUNNER_TEMP", dir)
-            .env("GITHUB_WORKSPACE", dir)
+        let status = as_the_runner(binary, dir, dir, &url, "6s")
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
             .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
             .env("AWS_REGION", "us-east-1")
@@ -384,12 +350,6 @@ async fn ecs(binary: &str, dir: &std::path::Path) {
             .env("INPUT_SERVICE", "web")
             .env("INPUT_IMAGE", format!("{repo}:{tag}"))
             .env("INPUT_API-URL", ecs.api_url())
-            .env("INPUT_HEALTH-URL", format!("{url}/health"))
-            .env("INPUT_CHECK-STRING", "ok")
-            .env("INPUT_HEALTH-INTERVAL", "200ms")
-            .env("INPUT_HEALTH-DEADLINE", "6s")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .status()
             .await
             .expect("the binary runs");
@@ -403,6 +363,31 @@ async fn ecs(binary: &str, dir: &std::path::Path) {
             ecs.calls().len()
         );
     }
+}
+
+/// The binary as the runner starts the action's main step, quietly: temp files in `temp`,
+/// the workspace, and a health gate on `app_url` (`/health` saying ok, every 200 ms,
+/// within `deadline`). The provider's inputs go on top.
+fn as_the_runner(
+    binary: &str,
+    temp: &std::path::Path,
+    workspace: &std::path::Path,
+    app_url: &str,
+    deadline: &str,
+) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .env_clear()
+        .env("GITHUB_ACTIONS", "true")
+        .env("RUNNER_TEMP", temp)
+        .env("GITHUB_WORKSPACE", workspace)
+        .env("INPUT_HEALTH-URL", format!("{app_url}/health"))
+        .env("INPUT_CHECK-STRING", "ok")
+        .env("INPUT_HEALTH-INTERVAL", "200ms")
+        .env("INPUT_HEALTH-DEADLINE", deadline)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
 }
 
 /// The largest resident set of any finished child process, in KiB.

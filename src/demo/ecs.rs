@@ -129,10 +129,5 @@ pub fn start_demo(summary: Option<PathBuf>, redactor: Redactor) -> Running {
 
 /// This provider's sandbox, as its `Registration` names it.
 pub fn start_sandbox(args: SandboxArgs) -> Running {
-    Box::pin(async move {
-        match super::parse_releases(&args.releases) {
-            Ok(r) => serve(&args.app, args.machines, r).await,
-            Err(code) => code,
-        }
-    })
+    Box::pin(async move { serve(&args.app, args.machines, args.releases).await })
 }

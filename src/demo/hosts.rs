@@ -251,12 +251,7 @@ pub fn ssh_demo(summary: Option<PathBuf>, redactor: Redactor) -> Running {
 
 /// The ssh sandbox, as its `Registration` names it.
 pub fn ssh_sandbox(args: SandboxArgs) -> Running {
-    Box::pin(async move {
-        match super::parse_releases(&args.releases) {
-            Ok(r) => serve("ssh", args.machines, r).await,
-            Err(code) => code,
-        }
-    })
+    Box::pin(async move { serve("ssh", args.machines, args.releases).await })
 }
 
 /// The digitalocean-droplets demo, as its `Registration` names it.
@@ -266,10 +261,5 @@ pub fn droplets_demo(summary: Option<PathBuf>, redactor: Redactor) -> Running {
 
 /// The digitalocean-droplets sandbox, as its `Registration` names it.
 pub fn droplets_sandbox(args: SandboxArgs) -> Running {
-    Box::pin(async move {
-        match super::parse_releases(&args.releases) {
-            Ok(r) => serve("digitalocean-droplets", args.machines, r).await,
-            Err(code) => code,
-        }
-    })
+    Box::pin(async move { serve("digitalocean-droplets", args.machines, args.releases).await })
 }

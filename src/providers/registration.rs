@@ -53,7 +53,8 @@ pub type Demo = fn(Option<std::path::PathBuf>, crate::secret::Redactor) -> Runni
 #[cfg(feature = "sandbox")]
 pub type Serve = fn(SandboxArgs) -> Running;
 
-/// What `safe-deploy sandbox` was asked for.
+/// What `safe-deploy sandbox` was asked for, its `--release` settings read already.
+#[cfg(feature = "sandbox")]
 #[derive(Debug, Clone)]
 pub struct SandboxArgs {
     pub app: String,
@@ -61,8 +62,8 @@ pub struct SandboxArgs {
     pub machines: usize,
     /// Fly: the release the machines start on.
     pub image: String,
-    /// `IMAGE=SETTINGS`: how releases behave.
-    pub releases: Vec<String>,
+    /// How releases behave, by image.
+    pub releases: sandbox::app::Releases,
 }
 
 /// An input filled from the first of `vars` that is set, when the input is empty and so

@@ -357,14 +357,17 @@ fn heroku_scenarios() -> Vec<PlatformScenario> {
     all
 }
 
-/// The App Platform rows: API faults before the deploy, during the roll-out and during
-/// the rollback; the API down and a rollback answered late; instances that never listen,
-/// crash or fail the gate; a build that fails; signals in every phase.
-fn app_platform_scenarios() -> Vec<PlatformScenario> {
-    let row = |name: &str, version, web| PlatformScenario::new(name, version, web).on_app_platform();
+/// A platform's API fault rows: each burst (the 429 one named as the platform names its
+/// throttle) before the deploy, during the roll-out and during the rollback; the API
+/// down for a while during the rollback; the rollback answered after the client's
+/// timeout; answers slower than usual throughout.
+fn api_fault_rows(
+    row: impl Fn(&str, &'static str, &'static str) -> PlatformScenario,
+    throttle: &str,
+) -> Vec<PlatformScenario> {
     let mut all = Vec::new();
-    let bursts = Faults::bursts(10);
-    for (name, faults) in &bursts {
+    for (name, faults) in &Faults::bursts(10) {
+        let name = name.replace("429 burst", throttle);
         all.push(row(&format!("{name} before the deploy"), "v2", HEALTHY).before(faults.clone()));
         all.push(
             row(&format!("{name} during the roll-out"), "v2", HEALTHY).on(ROLL_OUT, Action::Faults(faults.clone())),
@@ -386,6 +389,35 @@ fn app_platform_scenarios() -> Vec<PlatformScenario> {
         row("answers slower than usual throughout", "v2", HEALTHY)
             .before(Faults { slow_ms: 400, ..Default::default() }),
     );
+    all
+}
+
+/// SIGINT and SIGTERM during the roll-out, the wait, the final gate and the rollback,
+/// each followed by the post step twice.
+fn signal_rows(row: impl Fn(&str, &'static str, &'static str) -> PlatformScenario) -> Vec<PlatformScenario> {
+    let mut all = Vec::new();
+    for (signal, sig) in [("SIGINT", "INT"), ("SIGTERM", "TERM")] {
+        for (phase, marker, version, web) in [
+            ("the roll-out", ROLL_OUT, "v2", HEALTHY),
+            ("the wait", WAIT, "v2", "--boot-delay-ms 1500"),
+            ("the final gate", GATE, "v2", HEALTHY),
+            ("the rollback", ROLL_BACK, "v3", WRONG_BODY),
+        ] {
+            all.push(
+                row(&format!("{signal} during {phase}, then the post step twice"), version, web)
+                    .on(marker, Action::Signal(sig)),
+            );
+        }
+    }
+    all
+}
+
+/// The App Platform rows: API faults before the deploy, during the roll-out and during
+/// the rollback; the API down and a rollback answered late; instances that never listen,
+/// crash or fail the gate; a build that fails; signals in every phase.
+fn app_platform_scenarios() -> Vec<PlatformScenario> {
+    let row = |name: &str, version, web| PlatformScenario::new(name, version, web).on_app_platform();
+    let mut all = api_fault_rows(row, "429 burst");
     all.push(
         row("instances that never listen", "v2", HEALTHY).before(Faults { never_start: true, ..Default::default() }),
     );
@@ -408,19 +440,7 @@ fn app_platform_scenarios() -> Vec<PlatformScenario> {
     let mut spent = row("the hourly request budget spent before the deploy", "v2", HEALTHY);
     spent.budget_spent = true;
     all.push(spent);
-    for (signal, sig) in [("SIGINT", "INT"), ("SIGTERM", "TERM")] {
-        for (phase, marker, version, web) in [
-            ("the roll-out", ROLL_OUT, "v2", HEALTHY),
-            ("the wait", WAIT, "v2", "--boot-delay-ms 1500"),
-            ("the final gate", GATE, "v2", HEALTHY),
-            ("the rollback", ROLL_BACK, "v3", WRONG_BODY),
-        ] {
-            all.push(
-                row(&format!("{signal} during {phase}, then the post step twice"), version, web)
-                    .on(marker, Action::Signal(sig)),
-            );
-        }
-    }
+    all.extend(signal_rows(row));
     all
 }
 
@@ -430,47 +450,12 @@ fn app_platform_scenarios() -> Vec<PlatformScenario> {
 /// never a success); a release the balancer takes but the gate refuses; signals.
 fn ecs_scenarios() -> Vec<PlatformScenario> {
     let row = |name: &str, version, web| PlatformScenario::new(name, version, web).on_ecs();
-    let mut all = Vec::new();
-    for (name, faults) in &Faults::bursts(10) {
-        let name = name.replace("429 burst", "ThrottlingException burst");
-        all.push(row(&format!("{name} before the deploy"), "v2", HEALTHY).before(faults.clone()));
-        all.push(
-            row(&format!("{name} during the roll-out"), "v2", HEALTHY).on(ROLL_OUT, Action::Faults(faults.clone())),
-        );
-        all.push(
-            row(&format!("{name} during the rollback"), "v3", WRONG_BODY).on(ROLL_BACK, Action::Faults(faults.clone())),
-        );
-    }
-    all.push(
-        row("the API down for a while during the rollback", "v3", WRONG_BODY)
-            .on(ROLL_BACK, Action::Faults(Faults { status: Some(503), ..Default::default() }))
-            .on("[", Action::Clear),
-    );
-    let late = Faults { late_writes: 1, late_ms: 31_000, ..Default::default() };
-    all.push(
-        row("the rollback answered after the client's timeout", "v3", WRONG_BODY).on(ROLL_BACK, Action::Faults(late)),
-    );
-    all.push(
-        row("answers slower than usual throughout", "v2", HEALTHY)
-            .before(Faults { slow_ms: 400, ..Default::default() }),
-    );
+    let mut all = api_fault_rows(row, "ThrottlingException burst");
     all.push(row("tasks that never start", "v2", HEALTHY).before(Faults { never_start: true, ..Default::default() }));
     all.push(row("a release that crashes on start", "v2", "--crash-exit-code 7"));
     all.push(row("a body without the check string", "v3", WRONG_BODY));
     all.push(row("the old version still answering", "v1", HEALTHY).input("expect-version", "v5"));
-    for (signal, sig) in [("SIGINT", "INT"), ("SIGTERM", "TERM")] {
-        for (phase, marker, version, web) in [
-            ("the roll-out", ROLL_OUT, "v2", HEALTHY),
-            ("the wait", WAIT, "v2", "--boot-delay-ms 1500"),
-            ("the final gate", GATE, "v2", HEALTHY),
-            ("the rollback", ROLL_BACK, "v3", WRONG_BODY),
-        ] {
-            all.push(
-                row(&format!("{signal} during {phase}, then the post step twice"), version, web)
-                    .on(marker, Action::Signal(sig)),
-            );
-        }
-    }
+    all.extend(signal_rows(row));
     all
 }
 
