@@ -26,11 +26,21 @@ fn input_args() -> Vec<Arg> {
         Group::Provider(heading) => (Group::Provider(""), titles.iter().position(|t| *t == heading)),
         other => (other, None),
     });
-    inputs.into_iter().map(input_arg).collect()
+    let negations: Vec<Arg> = inputs.iter().filter(|i| i.kind == Kind::Bool).map(|i| negation(i)).collect();
+    inputs.into_iter().map(input_arg).chain(negations).collect()
+}
+
+/// `--no-dry-run` for `--dry-run=false`, as many CLIs write it; the last of the two wins.
+fn negation(i: &InputSpec) -> Arg {
+    let name = format!("no-{}", i.name);
+    Arg::new(name.clone()).long(name).action(ArgAction::SetTrue).hide(true).overrides_with(i.name)
 }
 
 fn input_arg(i: &InputSpec) -> Arg {
     let mut help = i.description.to_string();
+    if i.kind == Kind::Bool {
+        help.push_str(&format!(" (--no-{} turns it off)", i.name));
+    }
     if !i.default.is_empty() {
         help.push_str(&format!(" [default: {}]", i.default));
     }
@@ -39,6 +49,7 @@ fn input_arg(i: &InputSpec) -> Arg {
         // `--dry-run` alone means true; `--dry-run=false` for scripts. The `=` is
         // required, so the flag never swallows the word after it.
         Kind::Bool => arg
+            .overrides_with(format!("no-{}", i.name))
             .value_name("BOOL")
             .num_args(0..=1)
             .require_equals(true)
@@ -58,7 +69,7 @@ fn file_args() -> [Arg; 2] {
             .long("summary-file")
             .value_name("PATH")
             .help_heading(output)
-            .help("Also write the job summary (Markdown) to PATH."),
+            .help("Write the job summary (Markdown) to PATH. Default off a runner: a new file in the temp folder, whose path the run prints last; none with --summary=false."),
         Arg::new("state-file")
             .long("state-file")
             .value_name("PATH")
@@ -71,7 +82,8 @@ fn file_args() -> [Arg; 2] {
 const NOTES: &str = "\
 A DURATION is a number with a unit (500ms, 10s, 5m, 1h30m)
 or a bare number of seconds (30); at most 24h. A BOOL flag
-alone means true (--dry-run); --dry-run=false turns it off.";
+alone means true (--dry-run); --dry-run=false or
+--no-dry-run turns it off.";
 
 /// Shown after the help of the top level and of deploy. Lines stay under 60
 /// characters, so that a narrow terminal does not wrap them.
@@ -118,7 +130,7 @@ fn cli() -> clap::Command {
             clap::Command::new("demo")
                 .about("Deploy a healthy v2 and a broken v3 on the built-in sandbox; no credentials, no network.")
                 .arg(provider_arg())
-                .arg(Arg::new("summary-file").long("summary-file").value_name("PATH").help("Where to write the demo's job summary.")),
+                .arg(Arg::new("summary-dir").long("summary-dir").value_name("DIR").help("Where the demo writes its job summaries, one per run (default: its folder in the temp directory).")),
         )
         .subcommand(
             clap::Command::new("sandbox")
@@ -188,6 +200,10 @@ pub async fn main(args: Vec<OsString>, env: &Env) -> i32 {
         Ok(m) => m,
         Err(e) => {
             let code = if e.use_stderr() { exit::BAD_INPUT } else { 0 };
+            if let Some(hint) = bool_after_a_space(&e, &args) {
+                eprintln!("{hint}");
+                return code;
+            }
             let _ = did_you_mean(e, &cmd).print();
             return code;
         }
@@ -211,8 +227,8 @@ pub async fn main(args: Vec<OsString>, env: &Env) -> i32 {
         }
         Some((command, sub)) => {
             let raw = raw_inputs(env, Some(sub), Some(command));
-            let _ = crate::shutdown::listen_for_signals(shutdown.clone());
-            match with_files(runner.clone(), sub, env) {
+            let _ = crate::shutdown::listen_for_signals(shutdown.clone(), crate::shutdown::RUN_STOPS);
+            match with_files(runner.clone(), sub, env, summary_on(&raw)) {
                 Ok(runner) => job::deploy_or_restore(raw, runner, shutdown, &post_files(sub), env, &args).await,
                 Err(why) => {
                     runner.error("--state-file", &why);
@@ -226,8 +242,8 @@ pub async fn main(args: Vec<OsString>, env: &Env) -> i32 {
         }
         None => {
             let raw = raw_inputs(env, None, None);
-            let _ = crate::shutdown::listen_for_signals(shutdown.clone());
-            match with_files(runner.clone(), &matches, env) {
+            let _ = crate::shutdown::listen_for_signals(shutdown.clone(), crate::shutdown::RUN_STOPS);
+            match with_files(runner.clone(), &matches, env, summary_on(&raw)) {
                 Ok(runner) => job::deploy_or_restore(raw, runner, shutdown, &post_files(&matches), env, &args).await,
                 Err(why) => {
                     runner.error("state file", &why);
@@ -251,6 +267,26 @@ fn at_a_terminal(env: &Env) -> bool {
     env("GITHUB_ACTIONS").as_deref() != Some("true")
         && INPUTS.iter().all(|i| env(&crate::inputs::env_name(i.name)).is_none())
         && (std::io::stdin().is_terminal() || std::io::stdout().is_terminal())
+}
+
+/// `--health-probe false`: a BOOL flag takes its value after `=`, so the word after the
+/// space is an argument no one asked for. Said as the fix, not as clap's puzzle.
+fn bool_after_a_space(e: &clap::Error, args: &[OsString]) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let Some(ContextValue::String(word)) = e.get(ContextKind::InvalidArg) else { return None };
+    crate::inputs::parse_bool(word).ok()?;
+    let at = args.iter().position(|a| a.to_str() == Some(word.as_str()))?;
+    let flag = args.get(at.checked_sub(1)?)?.to_str()?.strip_prefix("--")?;
+    let spec = INPUTS.iter().find(|i| i.name == flag && i.kind == Kind::Bool)?;
+    let off = if crate::inputs::parse_bool(word).ok()? { String::new() } else { format!(" (or --no-{})", spec.name) };
+    Some(format!(
+        "error: --{0} takes its value after an equals sign: write --{0}={1}{off}. Alone, --{0} means true.",
+        spec.name,
+        word.to_ascii_lowercase()
+    ))
 }
 
 /// clap's error for a mistyped subcommand or flag, its best suggestion worded as a
@@ -288,6 +324,11 @@ fn raw_inputs(env: &Env, flags: Option<&ArgMatches>, command: Option<&str>) -> R
             if let Ok(Some(v)) = m.try_get_one::<String>(spec.name) {
                 raw.set(spec.name, v.clone());
             }
+            if spec.kind == Kind::Bool
+                && m.try_get_one::<bool>(&format!("no-{}", spec.name)).ok().flatten() == Some(&true)
+            {
+                raw.set(spec.name, "false");
+            }
         }
     }
     if let Some(c) = command {
@@ -311,17 +352,30 @@ fn token_from_env(raw: &mut RawInputs, env: &Env) {
     // at a time: none of a set when any of it is given.
     let given: Vec<&str> = provider.env.iter().filter(|e| raw.get(e.input).is_some()).map(|e| e.set).collect();
     for e in provider.env.iter().filter(|e| !given.contains(&e.set)) {
-        if let Some(value) = first(e.vars) {
-            raw.set(e.input, value);
+        let Some((var, value)) =
+            e.vars.iter().find_map(|name| env(name).filter(|v| !v.trim().is_empty()).map(|v| (name, v)))
+        else {
+            continue;
+        };
+        // Said, so that a variable left exported (a sandbox's API URL) is never a surprise.
+        if !INPUTS.iter().any(|i| i.name == e.input && i.secret) {
+            tracing::info!("{} from {var}: {value}", raw.surface().name(e.input));
         }
+        raw.set(e.input, value);
     }
+}
+
+/// Whether the run writes a summary (the summary input; a value it cannot read is said
+/// as an input problem later, and writes one).
+fn summary_on(raw: &RawInputs) -> bool {
+    raw.get("summary").and_then(|v| crate::inputs::parse_bool(v).ok()).unwrap_or(true)
 }
 
 /// Off a runner, flags name the summary and state files; a state file is always kept
 /// so a cancelled run can be finished. The state file is made new by the run, readable
 /// by the user only (never a file that was there, a link, a pipe or a device), so the
 /// run may remove it once nothing is left to resume; a summary file is this run's.
-fn with_files(mut runner: Runner, m: &ArgMatches, env: &Env) -> Result<Runner, String> {
+fn with_files(mut runner: Runner, m: &ArgMatches, env: &Env, summary_on: bool) -> Result<Runner, String> {
     let flag = |name: &str| m.try_get_one::<String>(name).ok().flatten().map(PathBuf::from);
     if let Some(p) = flag("summary-file") {
         // Off a runner the file is this run's summary (a runner's is the job's): an old
@@ -342,6 +396,15 @@ fn with_files(mut runner: Runner, m: &ArgMatches, env: &Env) -> Result<Runner, S
         })?;
         runner.paths.state = Some(p);
         runner.paths.state_ours = true;
+    }
+    if runner.paths.summary.is_none() && !runner.on_runner && summary_on {
+        // Off a runner the summary still goes somewhere, as on a runner: a file of this
+        // run's own in the temp folder, whose path the run prints at its end.
+        let dir = env("RUNNER_TEMP").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        runner.paths.summary = (0..8).find_map(|_| {
+            let path = dir.join(format!("safe-deploy-summary-{}-{:08x}.md", std::process::id(), fastrand::u32(..)));
+            crate::secret::new_private_file(&path).ok().map(|_| path)
+        });
     }
     if runner.paths.state.is_none() {
         // Made new here, 0600, under a name no one could have made first (the temp

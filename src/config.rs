@@ -129,6 +129,11 @@ pub struct HealthConfig {
     pub headers: Vec<(String, String)>,
     /// Probe what is live before the first change of a deploy.
     pub probe_first: bool,
+    /// How the inputs were given, so a gate's message names `--health-deadline` off a runner.
+    pub surface: Surface,
+    /// `url` was not given but guessed from the app's name (Fly.io's APP.fly.dev): every
+    /// message about the check says so.
+    pub guessed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -158,6 +163,9 @@ pub struct Config {
     pub transient_environment: bool,
     /// `None`: GitHub's default (production only when the environment is named so).
     pub production_environment: Option<bool>,
+    /// Where the inputs came from (a runner's `with:`, or flags): messages during the run
+    /// name them as the person gave them.
+    pub surface: Surface,
 }
 
 impl Config {
@@ -189,6 +197,22 @@ impl Config {
     }
 }
 
+impl HealthConfig {
+    /// Said after any message about the health check when its URL was guessed, so that a
+    /// failure against an address the person never gave is not a puzzle.
+    pub fn guess_note(&self) -> String {
+        match self.guessed {
+            false => String::new(),
+            true => format!(
+                " ({} was not given, so the check goes to {}, guessed from the app's name; give {} if the app answers elsewhere)",
+                self.surface.name("health-url"),
+                crate::http::shown(&self.url),
+                self.surface.name("health-url")
+            ),
+        }
+    }
+}
+
 impl Config {
     /// Validates with provider files (fly.toml) looked up in the current directory.
     pub fn from_inputs(raw: &RawInputs) -> Result<Config, Vec<InputError>> {
@@ -198,6 +222,7 @@ impl Config {
     /// Validates; provider files such as fly.toml are looked up in `workspace`.
     pub fn from_inputs_in(raw: &RawInputs, workspace: &Path) -> Result<Config, Vec<InputError>> {
         let mut p = Problems::new(raw.surface());
+        let health_url_given = raw.get("health-url").is_some();
         let provider = match raw.get("provider") {
             None => {
                 p.add("provider", "is required", format!("Set it to one of: {}.", registry::names()));
@@ -322,7 +347,10 @@ impl Config {
             }
         };
 
-        let health = health_config(raw, &mut p);
+        let health = health_config(raw, &mut p).map(|mut h| {
+            h.guessed = !health_url_given;
+            h
+        });
 
         let rollback = p.parse(raw, "rollback", parse_bool, "Use true or false.");
         let batch_gate = p.parse(raw, "batch-gate", BatchGate::parse, "Use first, every or end.");
@@ -425,6 +453,7 @@ impl Config {
                 to,
                 transient_environment,
                 production_environment,
+                surface: p.surface(),
             }),
             _ => Err(vec![InputError::new(
                 p.surface(),
@@ -575,6 +604,8 @@ fn health_config(raw: &RawInputs, p: &mut Problems) -> Option<HealthConfig> {
         soak: soak?,
         headers,
         probe_first: probe_first?,
+        surface: p.surface(),
+        guessed: false,
     })
 }
 

@@ -5,9 +5,6 @@
 
 use sandbox::Handle;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
 use sandbox::app::{HealthMode, ReleaseSpec, Releases};
 use sandbox::fly::{FlyOptions, FlySandbox};
@@ -25,7 +22,7 @@ use crate::runner::{Paths, Runner};
 use crate::secret::Redactor;
 use crate::shutdown::Shutdown;
 
-/// The sandbox accepts only this token, so the demo exercises real auth.
+/// The sandbox accepts only this token, so the demo and a pasted deploy exercise real auth.
 const DEMO_TOKEN: &str = "fm2_sandbox-demo-token";
 
 fn options(app: &str, machines: usize, image: &str, releases: Releases) -> std::io::Result<FlyOptions> {
@@ -43,7 +40,7 @@ fn options(app: &str, machines: usize, image: &str, releases: Releases) -> std::
 /// `safe-deploy demo [--provider P]`: the whole job on one provider's sandbox, as its
 /// registration names it.
 pub async fn run_command(sub: &clap::ArgMatches, redactor: Redactor) -> i32 {
-    let summary = sub.get_one::<String>("summary-file").map(PathBuf::from);
+    let summary = sub.get_one::<String>("summary-dir").map(PathBuf::from);
     let name = sub.get_one::<String>("provider").map_or("fly", String::as_str);
     match registry::find(name).and_then(|r| r.demo) {
         Some(demo) => demo(summary, redactor).await,
@@ -104,15 +101,11 @@ pub(crate) fn exit_code(ran: anyhow::Result<i32>) -> i32 {
     })
 }
 
-/// The runner a demo's deploys share: state in `dir`, the summary in `summary`.
-pub(crate) fn demo_runner(dir: &std::path::Path, summary: &std::path::Path, redactor: Redactor) -> Runner {
-    let paths = Paths {
-        output: None,
-        state: Some(dir.join("state")),
-        summary: Some(summary.into()),
-        temp: Some(dir.into()),
-        state_ours: true,
-    };
+/// The runner a demo's deploys share: state in `dir`; each run's summary is set by
+/// [`Workspace::run`].
+pub(crate) fn demo_runner(dir: &std::path::Path, redactor: Redactor) -> Runner {
+    let paths =
+        Paths { output: None, state: Some(dir.join("state")), summary: None, temp: Some(dir.into()), state_ours: true };
     Runner::new(false, paths, redactor)
 }
 
@@ -129,19 +122,41 @@ pub(crate) fn gated_inputs(app_url: &str, version: &str, deadline: &str) -> RawI
     ])
 }
 
-/// The demo's working folder, and where its job summary goes (a fresh file).
-pub(crate) fn workspace(name: &str, summary_file: Option<PathBuf>) -> std::io::Result<Workspace> {
+/// The demo's working folder, and the folder its job summaries go to.
+pub(crate) fn workspace(name: &str, summary_dir: Option<PathBuf>) -> std::io::Result<Workspace> {
     let dir = std::env::temp_dir().join(format!("safe-deploy-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let summary = summary_file.unwrap_or_else(|| dir.join("summary.md"));
-    let _ = std::fs::remove_file(&summary);
-    Ok(Workspace { dir, summary })
+    let summaries = summary_dir.unwrap_or_else(|| dir.clone());
+    std::fs::create_dir_all(&summaries)?;
+    Ok(Workspace { dir, summaries, written: Default::default() })
 }
 
-/// A demo's folder: the job summary stays; the runs' state and snapshots go with it.
+/// A demo's folder: the job summaries stay; the runs' state and snapshots go with it.
 pub(crate) struct Workspace {
     pub dir: PathBuf,
-    pub summary: PathBuf,
+    summaries: PathBuf,
+    written: std::sync::Mutex<Vec<PathBuf>>,
+}
+
+impl Workspace {
+    /// The runner of the demo's next run, with a summary file of its own (a fresh one), so
+    /// that each run's summary opens with its own outcome.
+    pub(crate) fn run(&self, runner: &Runner, name: &str) -> Runner {
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        let path = self.summaries.join(format!("summary-{}-{name}.md", written.len() + 1));
+        let _ = std::fs::remove_file(&path);
+        written.push(path.clone());
+        let mut runner = runner.clone();
+        runner.paths.summary = Some(path);
+        runner
+    }
+
+    /// Says where each run's summary is, in the order the runs went.
+    pub(crate) fn say_summaries(&self) {
+        for path in self.written.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            println!("demo: job summary written to {}", path.display());
+        }
+    }
 }
 
 impl Drop for Workspace {
@@ -158,7 +173,7 @@ impl Drop for Workspace {
 
 async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Result<i32> {
     let workspace = workspace("demo", summary_file)?;
-    let (dir, summary) = (workspace.dir.clone(), workspace.summary.clone());
+    let dir = workspace.dir.clone();
 
     let v1 = "registry.fly.io/demo:v1";
     let mut releases = Releases::new();
@@ -167,9 +182,9 @@ async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Resu
     println!("demo: starting the Fly.io sandbox: app demo, three machines on {v1}");
     let fly = FlySandbox::start(options("demo", 3, v1, releases)?).await?;
     println!("demo: Machines API at {}, app at {}", fly.api_url(), fly.app_url());
-    let traffic = Traffic::start(format!("{}/", fly.app_url()));
+    let traffic = Traffic::judging(format!("{}/", fly.app_url()), &["v3"]);
 
-    let runner = demo_runner(&dir, &summary, redactor);
+    let runner = demo_runner(&dir, redactor);
     let inputs = |version: &str| {
         let mut raw = gated_inputs(&fly.app_url(), version, "5s");
         for (name, value) in [
@@ -185,12 +200,12 @@ async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Resu
     };
 
     println!("\ndemo: 1) deploy demo:v2, a healthy release, machine by machine");
-    let first = deploy(inputs("v2"), runner.clone(), Shutdown::new()).await;
-    let after_first = traffic.counts();
+    let first = deploy(inputs("v2"), workspace.run(&runner, "v2"), Shutdown::new()).await;
+    let after_first = Seen::of(&traffic);
     println!("\ndemo: 2) deploy demo:v3, whose /health answers without 'ok'");
-    let second = deploy(inputs("v3"), runner, Shutdown::new()).await;
+    let second = deploy(inputs("v3"), workspace.run(&runner, "v3"), Shutdown::new()).await;
 
-    let (total, failed) = traffic.stop().await;
+    let seen = Seen::stop(traffic).await;
     let broken_ran = fly.machines_that_ran("registry.fly.io/demo:v3");
     let live: Vec<String> = fly
         .machines()
@@ -199,71 +214,32 @@ async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Resu
         .map(|m| m.image)
         .collect();
     println!("\ndemo: v2 exit code {first} (deployed), v3 exit code {second} (rolled back)");
-    println!(
-        "demo: traffic through the router: {} failed / {} requests during the v2 deploy",
-        after_first.1, after_first.0
-    );
-    println!("demo: traffic through the router: {failed} failed / {total} requests in all");
+    say_traffic(&after_first, "router", "during the v2 deploy");
+    say_traffic(&seen, "router", "in all");
     println!(
         "demo: machines that ever ran the broken v3: {broken_ran} of 3 (the first batch, gated alone before the rest)"
     );
     println!("demo: machines now run: {}", live.join(", "));
-    println!("demo: job summary written to {}", summary.display());
+    workspace.say_summaries();
     fly.stop().await;
     let as_expected =
-        first == 0 && second == 1 && live.iter().all(|i| i.ends_with(":v2")) && failed == 0 && broken_ran == 1;
+        first == 0 && second == 1 && live.iter().all(|i| i.ends_with(":v2")) && seen.errors == 0 && broken_ran == 1;
     Ok(if as_expected { 0 } else { 1 })
 }
 
-/// A steady client: 20 requests a second, counting failures.
-pub(crate) struct Traffic {
-    total: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    stop: Shutdown,
-    task: tokio::task::JoinHandle<()>,
-}
+pub(crate) use sandbox::kit::traffic::{Seen, Traffic};
 
-impl Traffic {
-    pub(crate) fn start(url: String) -> Traffic {
-        let total = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
-        let stop = Shutdown::new();
-        let (t, f, s) = (total.clone(), failed.clone(), stop.clone());
-        let task = tokio::spawn(async move {
-            let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
-            let mut tick = tokio::time::interval(Duration::from_millis(50));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = s.recv() => break,
-                }
-                t.fetch_add(1, Ordering::Relaxed);
-                let ok = matches!(client.get(&url).send().await, Ok(r) if r.status().is_success());
-                if !ok {
-                    f.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        });
-        Traffic { total, failed, stop, task }
-    }
-
-    pub(crate) fn counts(&self) -> (u64, u64) {
-        (self.total.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
-    }
-
-    pub(crate) async fn stop(self) -> (u64, u64) {
-        self.stop.trigger("demo finished");
-        let counts = (self.total.clone(), self.failed.clone());
-        let _ = self.task.await;
-        (counts.0.load(Ordering::Relaxed), counts.1.load(Ordering::Relaxed))
-    }
+/// "demo: traffic through the router: 0 failed / 400 requests in all": what users saw,
+/// a broken release's page (status 200) counted as failed.
+pub(crate) fn say_traffic(seen: &Seen, through: &str, when: &str) {
+    println!("demo: traffic through the {through}: {} {when}", seen);
 }
 
 /// `safe-deploy sandbox`: the emulators, standalone, until interrupted.
 pub async fn serve(app: &str, machines: usize, image: &str, releases: Releases) -> i32 {
     let interrupted = interrupts();
-    let started =
-        async { FlySandbox::start(FlyOptions { token: None, ..options(app, machines, image, releases)? }).await };
+    let releases = with_broken(releases, &format!("{}:v3", repository(image)));
+    let started = async { FlySandbox::start(options(app, machines, image, releases)?).await };
     let fly = match started.await {
         Ok(f) => f,
         Err(e) => return could_not_start(e),
@@ -271,10 +247,133 @@ pub async fn serve(app: &str, machines: usize, image: &str, releases: Releases) 
     println!("FLY_API_URL={}", fly.api_url());
     println!("FLY_APP_URL={}", fly.app_url());
     println!("FLY_APP={app}");
-    println!("# {machines} machines on {image}; any token is accepted. Ctrl-C stops the sandbox.");
+    println!("FLY_API_TOKEN={DEMO_TOKEN}");
+    println!("# {machines} machines on {image}; the sandbox takes only the token above. Ctrl-C stops it.");
+    let repository = repository(image).to_string();
+    Paste {
+        env: vec![],
+        dir: None,
+        shell: vec![],
+        flags: vec![
+            ("provider", "fly".into()),
+            ("app", app.into()),
+            ("api-url", fly.api_url()),
+            ("token", DEMO_TOKEN.into()),
+        ],
+        app_url: fly.app_url(),
+        rollback_to: Some(image.to_string()),
+        release: ("image", format!("{repository}:")),
+    }
+    .print();
     interrupted.recv().await;
     fly.stop().await;
     0
+}
+
+/// What a sandbox prints for a person to paste into another terminal, in order: a
+/// healthy v2, a v3 whose health check fails (rolled back by itself), and a rollback to
+/// the release before the live one. Each command is whole (every flag, the token, the
+/// timings the sandbox's balancer keeps), so nothing has to be guessed or exported.
+pub(crate) struct Paste {
+    /// Variables set before the command (ECS's keys), as `NAME=VALUE` in front of it.
+    pub env: Vec<(&'static str, String)>,
+    /// A folder the command runs in (Heroku's sources are found from there).
+    pub dir: Option<PathBuf>,
+    /// The flags every command takes: provider, app, api-url, token...
+    pub flags: Vec<(&'static str, String)>,
+    /// Flags whose values are shell words already (`"$(cat KEY_FILE)"`), not quoted again.
+    pub shell: Vec<(&'static str, String)>,
+    /// The release a rollback names, where the platform keeps no history to find it in
+    /// (Fly.io, hosts; on a runner the GitHub ledger knows it).
+    pub rollback_to: Option<String>,
+    /// Where the gate checks `/health` and `/version`.
+    pub app_url: String,
+    /// The flag that names a version's release and what comes before the version in
+    /// its value: `("image", "web:")` for `--image web:v2`, `("source-dir", "")`.
+    pub release: (&'static str, String),
+}
+
+impl Paste {
+    /// The three commands, each after a line that says what it does and how it ends.
+    pub(crate) fn print(&self) {
+        println!("# Paste into another terminal, one at a time:");
+        println!("# 1) deploy v2, a healthy release (exit 0):");
+        println!("{}", self.deploy("v2"));
+        println!("# 2) deploy v3, whose health check fails: put back by itself (exit 1):");
+        println!("{}", self.deploy("v3"));
+        match &self.rollback_to {
+            None => {
+                println!("# 3) roll back to the release before the live one (exit 0):");
+                println!("{}", self.command("rollback", &[]));
+            }
+            Some(to) => {
+                println!("# 3) roll back to v1, which --to names (exit 0):");
+                println!("{}", self.command("rollback", &[("to", to.clone())]));
+            }
+        }
+    }
+
+    fn deploy(&self, version: &str) -> String {
+        let mut extra = vec![(self.release.0, format!("{}{version}", self.release.1))];
+        extra.push(("version-url", format!("{}/version", self.app_url)));
+        extra.push(("expect-version", version.into()));
+        self.command("deploy", &extra)
+    }
+
+    fn command(&self, sub: &str, extra: &[(&'static str, String)]) -> String {
+        let quote = |v: &str| shlex::try_quote(v).map(|q| q.into_owned()).unwrap_or_else(|_| format!("'{v}'"));
+        let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "safe-deploy".into());
+        let mut words: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={}", quote(v))).collect();
+        words.push(quote(&exe));
+        words.push(sub.into());
+        // The sandbox's releases start in moments: a short gate, so a broken one is put
+        // back in seconds rather than after the default five minutes.
+        let gate = [
+            ("health-url", format!("{}/health", self.app_url)),
+            ("check-string", "ok".into()),
+            ("health-interval", "500ms".into()),
+            ("health-deadline", "20s".into()),
+        ];
+        for (flag, value) in self.flags.iter().chain(extra).chain(&gate) {
+            words.push(format!("--{flag}"));
+            words.push(quote(value));
+        }
+        for (flag, value) in &self.shell {
+            words.push(format!("--{flag}"));
+            words.push(value.clone());
+        }
+        match &self.dir {
+            Some(dir) => format!("(cd {} && {})", quote(&dir.display().to_string()), words.join(" ")),
+            None => words.join(" "),
+        }
+    }
+}
+
+/// The releases a sandbox serves: those `--release` says, and, unless it says otherwise,
+/// `broken` (the pasted v3) answering its health check wrong.
+pub(crate) fn with_broken(mut releases: Releases, broken: &str) -> Releases {
+    releases.entry(broken.to_string()).or_insert(ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
+    releases
+}
+
+/// A folder of a sandbox's own under the temp folder, made new (the temp folder is
+/// everyone's) and for this user only.
+pub(crate) fn private_dir(name: &str) -> std::io::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("safe-deploy-{name}-{}-{:08x}", std::process::id(), fastrand::u32(..)));
+    let mut folder = std::fs::DirBuilder::new();
+    std::os::unix::fs::DirBuilderExt::mode(&mut folder, 0o700);
+    folder.create(&dir)?;
+    Ok(dir)
+}
+
+/// An image reference without its tag or digest: `registry.fly.io/web:v1` is
+/// `registry.fly.io/web`.
+pub(crate) fn repository(image: &str) -> &str {
+    let name = image.split('@').next().unwrap_or(image);
+    match name.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => name,
+    }
 }
 
 /// `--release` values, or the exit code of a bad one (said on stderr).
@@ -299,7 +398,7 @@ pub(crate) fn parse_releases(release_specs: &[String]) -> Result<Releases, i32> 
 /// once started, instead of killing it half-way.
 pub(crate) fn interrupts() -> Shutdown {
     let shutdown = Shutdown::new();
-    let _ = crate::shutdown::listen_for_signals(shutdown.clone());
+    let _ = crate::shutdown::listen_for_signals(shutdown.clone(), "stopping the sandbox");
     shutdown
 }
 

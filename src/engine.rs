@@ -97,6 +97,7 @@ impl Engine<'_> {
     fn new_report(&self, command: &str) -> Report {
         let mut report = Report::new(command, self.provider.name(), &self.config.app, &self.config.environment);
         report.url = Some(self.config.app_url());
+        report.surface = self.config.surface;
         // A deploy's target is known before any request: a run that fails at its first
         // read still names what it set out to deploy.
         if matches!(self.config.command, Command::Deploy | Command::Plan) && command != "post" {
@@ -201,7 +202,11 @@ impl Engine<'_> {
         let check = if health.version.is_some() { check } else { VersionCheck::Skip };
         let gate = Gate { config: &health, version: check, label };
         let deadline = Instant::now() + health.deadline;
-        let result = self.with_heartbeat(&name, Some(deadline), gate.run(self.probe, &self.shutdown)).await;
+        let attempted = |text| {
+            self.progress.emit(Event::Attempt { text, left: deadline.saturating_duration_since(Instant::now()) })
+        };
+        let result =
+            self.with_heartbeat(&name, Some(deadline), gate.run_observed(self.probe, &self.shutdown, &attempted)).await;
         let (phase_result, out) = match result.result {
             GateResult::Passed => (PhaseResult::Ok, Ok(())),
             GateResult::Failed => (
@@ -536,7 +541,8 @@ impl Engine<'_> {
                     report.outcome = Outcome::RolledBack;
                     report.reason = Some(format!("{}: {why}", self.provider.name()));
                     report.warnings.push(format!(
-                        "rollback is off (rollback: false), but {} put the previous release back by itself",
+                        "rollback is off ({}), but {} put the previous release back by itself",
+                        self.config.surface.setting("rollback", "false"),
                         self.provider.name()
                     ));
                     state::save(self.runner, Stage::Finished, None, None);
@@ -685,10 +691,16 @@ impl Engine<'_> {
             GateResult::Failed => {
                 let last =
                     result.attempts.last().and_then(|a| a.failure.as_ref()).map(|f| f.explain()).unwrap_or_default();
+                let name = |input| self.config.surface.name(input);
                 (
                     PhaseResult::Failed,
                     Err(Stop::Failed(format!(
-                        "the health check already fails against what is live now ({last}), so the gate could never pass; fix health-url, expect-status or check-string, or set health-probe: false for a first deploy or an app that is down"
+                        "the health check already fails against what is live now ({last}), so the gate could never pass; fix {}, {} or {}, or set {} for a first deploy or an app that is down{}",
+                        name("health-url"),
+                        name("expect-status"),
+                        name("check-string"),
+                        self.config.surface.setting("health-probe", "false"),
+                        self.config.health.guess_note()
                     ))),
                 )
             }
@@ -811,9 +823,11 @@ impl Engine<'_> {
         }
         if !self.provider.capabilities().history {
             return Err(Stop::Failed(format!(
-                "{} keeps no release history safe-deploy can read, and the GitHub ledger knows no good release before {}; name one with the to input, or pass github-token so the ledger records each deploy",
+                "{} keeps no release history safe-deploy can read, and the GitHub ledger knows no good release before {}; name one with {}, or pass {} so the ledger records each deploy",
                 self.config.provider.title,
-                live.release.label
+                live.release.label,
+                self.config.surface.name("to"),
+                self.config.surface.name("github-token")
             )));
         }
         let listed = self.provider.history(ctx);
@@ -832,9 +846,10 @@ impl Engine<'_> {
             .map(|r| Target { source: Source::Release(r.clone()), version: None })
             .ok_or_else(|| {
                 Stop::Failed(format!(
-                    "no earlier release to roll back to: neither the GitHub ledger nor {} knows one before {}; name one with the to input",
+                    "no earlier release to roll back to: neither the GitHub ledger nor {} knows one before {}; name one with {}",
                     self.provider.name(),
-                    live.release.label
+                    live.release.label,
+                    self.config.surface.name("to")
                 ))
             })
     }
@@ -890,8 +905,9 @@ impl Engine<'_> {
             }
         }
         let mut gate = format!(
-            "health gate: GET {} until {} consecutive answers with status {}",
+            "health gate: GET {}{} until {} consecutive answers with status {}",
             crate::http::shown(&h.url),
+            if h.guessed { " (guessed from the app's name)" } else { "" },
             h.successes,
             h.expect_status
         );
@@ -912,7 +928,10 @@ impl Engine<'_> {
         steps.push(if self.config.rollback {
             format!("on any failure: put {} back and check its health", live.release.label)
         } else {
-            "on failure: no rollback (rollback: false); the new release stays live".into()
+            format!(
+                "on failure: no rollback ({}); the new release stays live",
+                self.config.surface.setting("rollback", "false")
+            )
         });
         steps
     }
@@ -942,7 +961,10 @@ impl Engine<'_> {
         report.reason = Some(why.clone());
         if !self.config.rollback {
             report.outcome = Outcome::Failed;
-            report.warnings.push("rollback is off (rollback: false), so the failed release was left in place".into());
+            report.warnings.push(format!(
+                "rollback is off ({}), so the failed release was left in place",
+                self.config.surface.setting("rollback", "false")
+            ));
             state::save(self.runner, Stage::Finished, None, None);
             return report;
         }
@@ -1078,6 +1100,15 @@ impl Engine<'_> {
         Some(report)
     }
 
+    /// The run a post step finishes, as the person knows it: the action's main step, or
+    /// the command they stopped.
+    fn stopped_run(&self) -> &'static str {
+        match self.config.surface {
+            crate::inputs::Surface::Action => "the main step stopped",
+            crate::inputs::Surface::Cli => "the run was stopped",
+        }
+    }
+
     async fn post_steps(&self, saved: &Saved) -> Option<Report> {
         // An earlier post step finished with this state: nothing is left to do.
         if saved.snapshot_file.as_deref().is_some_and(crate::state::done_with) {
@@ -1092,7 +1123,7 @@ impl Engine<'_> {
                 report.changed = true;
                 report.outcome = Outcome::RollbackFailed;
                 report.reason = Some(
-                    "the main step stopped mid-deploy, and its record of the previous release was not saved or does not read back; check the app and roll back by hand with command: rollback and to".into(),
+                    format!("{} mid-deploy, and its record of the previous release was not saved or does not read back; check the app and roll back by hand with {} and {}", self.stopped_run(), self.config.surface.command("rollback"), self.config.surface.name("to")),
                 );
                 return Some(report);
             }
@@ -1103,9 +1134,11 @@ impl Engine<'_> {
         report.previous = Some(snapshot.release.label.clone());
         report.target = saved.target.clone();
         report.changed = true;
+        // Whatever this step puts back, it does so because the main step was stopped.
+        report.stopped = true;
         let why = match stage {
-            Stage::RollingBack => "the main step stopped while rolling back".to_string(),
-            _ => "the main step stopped mid-deploy (cancelled or killed)".to_string(),
+            Stage::RollingBack => format!("{} while rolling back", self.stopped_run()),
+            _ => format!("{} mid-deploy (cancelled or killed)", self.stopped_run()),
         };
         // Running twice must do no harm: if the recorded release is back, only prove it.
         // The lock first: the main step may have left it held for this step, which

@@ -86,7 +86,7 @@ impl Failure {
 
     pub fn explain(&self) -> String {
         match self {
-            Failure::Transport { failure, detail } => format!("{}: {detail}", failure.as_str()),
+            Failure::Transport { failure, detail } => failure.plainly(detail),
             Failure::Status { status, expected } => format!("status {status}, expected {expected}"),
             Failure::BodyMismatch { missing } => format!("body does not contain '{missing}'"),
             Failure::WrongVersion { expected, found } => {
@@ -223,6 +223,12 @@ pub struct Gate<'a> {
 
 impl Gate<'_> {
     pub async fn run(&self, http: &dyn Probe, shutdown: &Shutdown) -> GateReport {
+        self.run_observed(http, shutdown, &|_| {}).await
+    }
+
+    /// Runs the gate, telling `attempted` after each attempt its number and what it got,
+    /// in words, for a live status.
+    pub async fn run_observed(&self, http: &dyn Probe, shutdown: &Shutdown, attempted: &dyn Fn(String)) -> GateReport {
         let c = self.config;
         let started = Instant::now();
         let deadline = started + c.deadline;
@@ -263,19 +269,21 @@ impl Gate<'_> {
                 said.settle(self.label);
                 let why = match &last_failure {
                     Some(f) => format!(
-                        "not healthy within health-deadline {} ({} of {} consecutive successes; last failure: {})",
+                        "not healthy within {} {} ({} of {} consecutive successes; last failure: {})",
+                        c.surface.name("health-deadline"),
                         human(c.deadline),
                         consecutive,
                         c.successes,
                         f.explain()
                     ),
                     None => format!(
-                        "only {consecutive} of {} consecutive successes within health-deadline {}",
+                        "only {consecutive} of {} consecutive successes within {} {}",
                         c.successes,
+                        c.surface.name("health-deadline"),
                         human(c.deadline)
                     ),
                 };
-                return finish(report, GateResult::Failed, Some(why));
+                return finish(report, GateResult::Failed, Some(format!("{why}{}", c.guess_note())));
             }
             let timeout =
                 c.timeout.min(deadline.saturating_duration_since(attempt_start)).max(Duration::from_millis(50));
@@ -304,6 +312,11 @@ impl Gate<'_> {
                     last_failure = Some(f.clone());
                 }
             }
+            let got = match &attempt.failure {
+                None => format!("{} in {}ms", attempt.status.unwrap_or(0), attempt.latency.as_millis()),
+                Some(f) => f.explain(),
+            };
+            attempted(format!("attempt {}: {got} ({consecutive} of {} in a row)", attempt.number, c.successes));
             let failure = attempt.failure.clone();
             keep(&mut report.attempts, attempt);
 

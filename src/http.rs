@@ -233,6 +233,23 @@ pub enum TransportFailure {
 }
 
 impl TransportFailure {
+    /// The failure in plain words, with the library's own words only where they add
+    /// something: "connection refused (os error 111)" says no more than "refused".
+    pub fn plainly(self, detail: &str) -> String {
+        match self {
+            TransportFailure::ConnectionRefused => {
+                "connection refused: nothing listens at that address and port (is the service up, the port right?)"
+                    .into()
+            }
+            // rustls reading a plain-HTTP answer as a TLS record.
+            TransportFailure::Tls if detail.contains("InvalidContentType") || detail.contains("corrupt message") => {
+                "TLS error: what answers there does not speak HTTPS (should the URL start with http://?)".into()
+            }
+            TransportFailure::Dns => format!("the host name does not resolve ({detail})"),
+            kind => format!("{} ({detail})", kind.as_str()),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             TransportFailure::Timeout => "timeout",
@@ -247,7 +264,7 @@ impl TransportFailure {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    #[error("{call}: {} ({detail}){}", kind.as_str(), retried(*retries, *elapsed))]
+    #[error("{call}: {}{}", kind.plainly(detail), retried(*retries, *elapsed))]
     Transport { call: String, kind: TransportFailure, detail: String, retries: u32, elapsed: Duration },
     #[error("{call}: stopped by {cause} before an answer came")]
     Cancelled { call: String, cause: &'static str },

@@ -220,7 +220,8 @@ pub async fn post(raw: RawInputs, runner: Runner, files: &PostFiles, env: &Env, 
         None => Saved::from_env(env),
     };
     if !saved.stage.is_some_and(|s| s.needs_rollback()) && saved.open_deployment.is_none() {
-        runner.say("safe-deploy post: the main step finished on its own; nothing to do.");
+        let run = if runner.on_runner { "the main step" } else { "the run" };
+        runner.say(&format!("safe-deploy post: {run} finished on its own; nothing to do."));
         return 0;
     }
     // The post step only restores: the source folder a deploy would upload may be gone
@@ -268,12 +269,13 @@ pub async fn post(raw: RawInputs, runner: Runner, files: &PostFiles, env: &Env, 
         ledger: ledger.as_ref(),
         progress: progress(&runner),
     };
-    let code = match engine.post(&saved).await {
+    // Restored, or nothing left: a post step run again has nothing to do.
+    let (code, done) = match engine.post(&saved).await {
         Some(mut report) => {
             report.warnings.extend(ledger_problem);
-            finish(&report, &runner, config.summary)
+            (finish(&report, &runner, config.summary), report.outcome == crate::report::Outcome::RolledBack)
         }
-        None => 0,
+        None => (0, true),
     };
     // The state the post step was given, once it has nothing left to do.
     if let Some(path) = state.or(flag).filter(|_| !runner.on_runner) {
@@ -283,8 +285,7 @@ pub async fn post(raw: RawInputs, runner: Runner, files: &PostFiles, env: &Env, 
         // On a runner nothing comes after the post step: the snapshot main left in
         // RUNNER_TEMP (the app's configs) goes now, whatever this step could do.
         if let Some(snapshot) = saved.snapshot_file.as_deref().filter(|_| runner.on_runner) {
-            // Restored (1) or nothing left (0): a post step run again has nothing to do.
-            if matches!(code, 0 | 1) {
+            if done {
                 crate::state::mark_done(snapshot);
             }
             crate::state::remove_snapshot(snapshot);
@@ -318,7 +319,7 @@ pub fn finish(report: &Report, runner: &Runner, write_summary: bool) -> i32 {
         ("url", report.url.clone().unwrap_or_default()),
         ("duration-seconds", format!("{:.1}", report.duration.as_secs_f64())),
         ("rolled-back", report.rolled_back().to_string()),
-        ("summary-path", summary_path),
+        ("summary-path", summary_path.clone()),
     ];
     for (name, value) in outputs {
         if let Err(e) = runner.set_output(name, &value) {
@@ -355,6 +356,9 @@ pub fn finish(report: &Report, runner: &Runner, write_summary: bool) -> i32 {
     // Input problems were each said above, naming what to fix.
     if !reason.is_empty() && report.input_errors.is_empty() {
         runner.say(&format!("why: {reason}"));
+    }
+    if !summary_path.is_empty() {
+        runner.say(&format!("summary: {summary_path}"));
     }
     code
 }

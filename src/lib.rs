@@ -2,7 +2,7 @@
 //! version back by itself when it is not; then say exactly what is live.
 //!
 //! Layout:
-//! - `inputs`: the action's inputs, defined once (action.yml, flags, README), and the
+//! - `inputs`: the action's inputs, defined once (action.yml, flags, docs/inputs.md), and the
 //!   toolbox every module parses with (`Problems`, `InputError`, durations, booleans).
 //! - `config`: raw inputs become one validated `Config`, or every problem at once.
 //! - `job`: one run from inputs to its end: config, ledger, engine, report, post step.

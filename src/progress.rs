@@ -49,6 +49,8 @@ impl Observer for LogLines {
         let line = match event {
             // The runner's log groups already show the steps.
             Event::StepStarted { .. } | Event::StepEnded { .. } => return,
+            // The gate's own health lines say each attempt already.
+            Event::Attempt { .. } => return,
             Event::Instance { id, state, release: Some(r) } => format!("instance {id} is {state} on {r}"),
             Event::Instance { id, state, release: None } => format!("instance {id} is {state}"),
             // Outside text: a prefix keeps any line of it from reading as a workflow command.
@@ -81,6 +83,8 @@ pub struct Live {
     deadline: Arc<Mutex<Option<Instant>>>,
     since: Arc<Mutex<Option<Instant>>>,
     instances: Mutex<HashMap<String, ProgressBar>>,
+    /// The current step or wait, and its latest detail (a gate's last attempt).
+    status: Mutex<(String, String)>,
 }
 
 impl Live {
@@ -103,7 +107,7 @@ impl Live {
             });
         let current = multi.add(ProgressBar::new_spinner().with_style(style));
         current.enable_steady_tick(Duration::from_millis(120));
-        Live { runner, multi, current, deadline, since, instances: Mutex::default() }
+        Live { runner, multi, current, deadline, since, instances: Mutex::default(), status: Mutex::default() }
     }
 
     fn instance(&self, id: &str, text: String) {
@@ -113,6 +117,24 @@ impl Live {
             self.multi.insert_before(&self.current, ProgressBar::new_spinner().with_style(style))
         });
         bar.set_message(self.runner.redactor().redact(&text));
+    }
+
+    /// Shows what is under way and, when there is one, its latest detail.
+    fn show(&self, what: Option<String>, detail: Option<String>) {
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = what {
+            *status = (w, String::new());
+        }
+        if let Some(d) = detail {
+            status.1 = d;
+        }
+        // "health gate: new release; attempt 7: body does not contain 'ok' (0 of 3 in a
+        // row); 3.5s, 16.5s left"
+        let text = match status.1.is_empty() {
+            true => status.0.clone(),
+            false => format!("{}; {};", status.0.trim_end_matches(':'), status.1),
+        };
+        self.current.set_message(self.runner.redactor().redact(&text));
     }
 
     /// Takes the display down, leaving each instance's last state on screen as a line.
@@ -133,18 +155,21 @@ impl Live {
 
 impl Observer for Live {
     fn event(&self, event: Event) {
-        let redact = |t: &str| self.runner.redactor().redact(t);
         match event {
             Event::StepStarted { step } => {
                 *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 *self.since.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 self.current.reset_elapsed();
-                self.current.set_message(redact(&step));
+                self.show(Some(step), None);
             }
             Event::StepEnded { .. } => {
                 *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 *self.since.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                self.current.set_message(String::new());
+                self.show(Some(String::new()), None);
+            }
+            Event::Attempt { text, left } => {
+                *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + left);
+                self.show(None, Some(text));
             }
             Event::Instance { id, state, release } => {
                 let on = release.map(|r| format!(" on {r}")).unwrap_or_default();
@@ -154,7 +179,12 @@ impl Observer for Live {
             Event::Waiting { what, elapsed, remaining } => {
                 *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = remaining.map(|r| Instant::now() + r);
                 *self.since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now().checked_sub(elapsed);
-                self.current.set_message(redact(&format!("waiting for {what}:")));
+                // A heartbeat of the same wait keeps the detail; a new wait starts bare.
+                let same = self.status.lock().unwrap_or_else(|e| e.into_inner()).0 == format!("waiting for {what}:");
+                match same {
+                    true => self.show(None, None),
+                    false => self.show(Some(format!("waiting for {what}:")), None),
+                }
             }
         }
     }

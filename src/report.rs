@@ -27,7 +27,7 @@ pub enum Outcome {
 }
 
 pub mod exit {
-    //! Exit codes, as the README lists them.
+    //! Exit codes, as the README and docs/how-a-run-goes.md list them.
     pub const DEPLOYED: i32 = 0;
     pub const FAILED: i32 = 1;
     pub const BAD_INPUT: i32 = 2;
@@ -135,6 +135,13 @@ pub struct Report {
     /// platform (App Platform keeps the spec that names the new image).
     #[serde(default)]
     pub left_behind: Option<String>,
+    /// The run was stopped by a signal, and what it did after (a post step's restore)
+    /// was because of that: the headline says CANCELLED, the exit code is 130.
+    #[serde(default)]
+    pub stopped: bool,
+    /// Who gave the inputs: the summary's advice names a workflow's inputs or the flags.
+    #[serde(skip)]
+    pub surface: crate::inputs::Surface,
 }
 
 /// The GitHub deployment of a run: its id, the last status given, and where to see it.
@@ -175,6 +182,8 @@ impl Report {
             made: None,
             replaced_by: None,
             left_behind: None,
+            stopped: false,
+            surface: crate::inputs::Surface::Action,
         }
     }
 
@@ -182,6 +191,9 @@ impl Report {
     pub fn exit_code(&self) -> i32 {
         if !self.input_errors.is_empty() {
             exit::BAD_INPUT
+        } else if self.stopped && self.outcome == Outcome::RolledBack {
+            // Put back because the run was stopped: a cancelled run, whatever it restored.
+            exit::CANCELLED
         } else if self.outcome == Outcome::Failed && self.changed {
             // A change failed and was not rolled back (rollback: false): what is live is
             // unknown, or a release known to be broken; either way someone must act.
@@ -263,15 +275,20 @@ impl Report {
             Some(r) => format!("{} is live", name(r)),
             None => "what is live is UNKNOWN".into(),
         };
-        let target = self.target.as_deref().map(name);
-        let target = target.as_deref().unwrap_or("the new release");
+        let known = self.target.as_deref().map(name);
+        let target = known.as_deref().unwrap_or("the new release");
         let app = if markdown { crate::markdown::escape(&self.app) } else { self.app.clone() };
-        // What the run set out to do, as the subject of a sentence.
-        let attempt = match self.command.as_str() {
-            "rollback" => format!("Rollback of {app} to {target}"),
-            "redeploy" => format!("Redeploy of {target} to {app}"),
-            "plan" => format!("Plan for {target} on {app}"),
-            _ => format!("Deploy of {target} to {app}"),
+        // What the run set out to do, as the subject of a sentence; a release not found
+        // yet (a rollback that stopped looking for it) is not named.
+        let attempt = match (self.command.as_str(), &known) {
+            ("rollback", Some(t)) => format!("Rollback of {app} to {t}"),
+            ("rollback", None) => format!("Rollback of {app}"),
+            ("redeploy", Some(t)) => format!("Redeploy of {t} to {app}"),
+            ("redeploy", None) => format!("Redeploy on {app}"),
+            ("plan", Some(t)) => format!("Plan for {t} on {app}"),
+            ("plan", None) => format!("Plan for {app}"),
+            (_, Some(t)) => format!("Deploy of {t} to {app}"),
+            (_, None) => format!("Deploy to {app}"),
         };
         if !self.input_errors.is_empty() {
             return format!(
@@ -291,6 +308,9 @@ impl Report {
                 format!("{}Rolled {app} back to {target} on request: {healthy}.", mark("✅"))
             }
             Outcome::Deployed => format!("{}Deployed {target} to {app}: {healthy}.", mark("✅")),
+            Outcome::RolledBack if self.stopped => {
+                format!("{}{attempt} was CANCELLED and rolled back: {live}.", mark("⏹️"))
+            }
             Outcome::RolledBack => format!("{}{attempt} FAILED and was rolled back: {live}.", mark("❌")),
             Outcome::Failed if self.replaced_by.is_some() => format!(
                 "{}{attempt} was REPLACED by another deploy, which safe-deploy does not roll back over: {live}.",

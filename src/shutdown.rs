@@ -76,19 +76,24 @@ impl Shutdown {
     }
 }
 
-/// Installs the signal handlers and triggers `shutdown` on the first signal.
-pub fn listen_for_signals(shutdown: Shutdown) -> std::io::Result<()> {
+/// What a deploy says when a signal stops it: it starts nothing new, and what was changed
+/// is put back next.
+pub const RUN_STOPS: &str = "stopping; no further change is started";
+
+/// Installs the signal handlers and triggers `shutdown` on the first signal, saying which
+/// signal came and `then`, what happens next.
+pub fn listen_for_signals(shutdown: Shutdown, then: &'static str) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut hup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
-        let why = tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-            _ = hup.recv() => "SIGHUP",
+        let (why, said) = tokio::select! {
+            _ = int.recv() => ("SIGINT", "Ctrl-C (SIGINT)"),
+            _ = term.recv() => ("SIGTERM", "SIGTERM"),
+            _ = hup.recv() => ("SIGHUP", "SIGHUP (the terminal closed)"),
         };
-        tracing::warn!("{why} received: stopping forward changes");
+        tracing::warn!("{said}: {then}");
         shutdown.trigger(why);
     });
     Ok(())

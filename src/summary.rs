@@ -13,13 +13,54 @@ use crate::report::{Outcome, PhaseResult, Report};
 /// The runner refuses a summary over 1 MiB; stay well below it.
 pub const MAX_BYTES: usize = 900 * 1024;
 
+/// The timeline's rows: a run of steps that each passed in a moment is one row (three
+/// "0ms ok" rows say less than one), every other step a row of its own.
+fn folded(phases: &[crate::report::Phase]) -> Vec<&[crate::report::Phase]> {
+    let quick =
+        |p: &crate::report::Phase| p.result == PhaseResult::Ok && p.duration < std::time::Duration::from_millis(10);
+    let mut rows = Vec::new();
+    let mut start = 0;
+    while start < phases.len() {
+        let mut end = start + 1;
+        if quick(&phases[start]) {
+            while end < phases.len() && quick(&phases[end]) {
+                end += 1;
+            }
+        }
+        rows.push(&phases[start..end]);
+        start = end;
+    }
+    rows
+}
+
+/// "Changed anything", answered with what changed and what is live because of it.
+fn changes(report: &Report) -> String {
+    if !report.changed {
+        return "no".into();
+    }
+    let target = code(report.target.as_deref());
+    let previous = code(report.previous.as_deref());
+    match report.outcome {
+        Outcome::Deployed => format!("yes: {target} went out and is live"),
+        Outcome::RolledBack => format!("yes: {target} went out, then {previous} was put back"),
+        Outcome::RollbackFailed => format!("yes: {target} went out, and putting {previous} back FAILED"),
+        Outcome::Cancelled => format!("yes: {target} went out part-way; {previous} is put back next"),
+        Outcome::Failed => format!("yes: {target} went out and was left in place"),
+        Outcome::Planned => "yes".into(),
+    }
+}
+
 pub fn render(report: &Report) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "## {}\n", report.headline());
     if report.outcome == Outcome::RollbackFailed {
+        let how = match report.surface {
+            crate::inputs::Surface::Action => "re-run this workflow with `command: rollback`",
+            crate::inputs::Surface::Cli => "run `safe-deploy rollback` with this run's flags",
+        };
         let _ = writeln!(
             md,
-            "> [!CAUTION]\n> The app may be serving a broken release. Check it now, then re-run this workflow with `command: rollback` or fix forward.\n"
+            "> [!CAUTION]\n> The app may be serving a broken release. Check it now, then {how} or fix forward.\n"
         );
     }
 
@@ -46,7 +87,7 @@ pub fn render(report: &Report) -> String {
         row(&mut md, "URL", &inline(url));
     }
     row(&mut md, "Duration", &human(report.duration));
-    row(&mut md, "Changed anything", if report.changed { "yes" } else { "no" });
+    row(&mut md, "Changed anything", &changes(report));
     if let Some(n) = report.api_calls {
         row(&mut md, "Provider API requests", &n.to_string());
     }
@@ -70,14 +111,17 @@ pub fn render(report: &Report) -> String {
 
     if !report.phases.is_empty() {
         let _ = writeln!(md, "### Timeline\n\n| Phase | Started | Took | Result |\n|---|---|---|---|");
-        for p in &report.phases {
+        for rows in folded(&report.phases) {
+            let (p, last) = (&rows[0], &rows[rows.len() - 1]);
             let result = match (p.result, &p.detail) {
                 (PhaseResult::Ok, _) => "ok".to_string(),
                 (r, Some(d)) if said(report, d) => format!("{} (see Why)", phase_word(r)),
                 (r, Some(d)) => format!("{} — {}", phase_word(r), inline(d)),
                 (r, None) => phase_word(r).to_string(),
             };
-            let _ = writeln!(md, "| {} | +{} | {} | {} |", inline(&p.name), human(p.start), human(p.duration), result);
+            let names: Vec<String> = rows.iter().map(|r| inline(&r.name)).collect();
+            let took = (last.start + last.duration).saturating_sub(p.start);
+            let _ = writeln!(md, "| {} | +{} | {} | {} |", names.join(", "), human(p.start), human(took), result);
         }
         md.push('\n');
         gantt(&mut md, report);

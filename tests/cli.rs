@@ -144,7 +144,7 @@ async fn a_finished_cli_run_leaves_no_state_or_snapshot_and_one_left_to_resume_s
     let mut post = without(without(inputs, "image"), "rollback-timeout");
     post.push(("state-file".into(), path.display().to_string()));
     let finished = cli("post", &post, &[]).await;
-    assert_eq!(finished.code, 1, "rolled back: {finished}");
+    assert_eq!(finished.code, 130, "a stopped run, rolled back: {finished}");
     assert_eq!(double.state().live(), "web:v1");
     assert_eq!(leftovers(&step), Vec::<String>::new(), "{finished}");
 }
@@ -254,6 +254,10 @@ async fn every_boolean_input_is_a_flag_with_an_optional_value_after_an_equals_si
 
         let ran = cli("plan", &double.inputs("web:v2"), &[&flag, "false"]).await;
         assert_eq!(ran.code, 2, "{flag} false: the word after a space is not the flag's: {ran}");
+        // ... and the error says how to write it, not clap's "unexpected argument".
+        let fix =
+            format!("error: {flag} takes its value after an equals sign: write {flag}=false (or --no-{})", spec.name);
+        assert!(ran.stderr.contains(&fix), "{flag} false: {ran}");
 
         for value in ["", "=true", "=false"] {
             let ran = cli("plan", &double.inputs("web:v2"), &[&format!("{flag}{value}")]).await;
@@ -270,6 +274,24 @@ async fn every_boolean_input_is_a_flag_with_an_optional_value_after_an_equals_si
         }
     }
     assert_eq!(double.state().changes, 0, "plans change nothing");
+}
+
+/// `--no-rollback` is `--rollback=false`: a broken release is left live, as asked, and
+/// of the two forms the last one given wins.
+#[tokio::test]
+async fn a_boolean_is_turned_off_by_its_no_form_too() {
+    let double = Double::start("web:v1").await;
+    double.broken("web:v2", HealthMode::WrongBody);
+    let ran = cli("deploy", &double.inputs("web:v2"), &["--no-rollback"]).await;
+    assert_eq!(ran.code, 3, "a failed release left live, as --no-rollback asked: {ran}");
+    assert_eq!(double.state().live(), "web:v2");
+    assert!(ran.summary.contains("rollback is off (--rollback=false)"), "said in the flags' own words: {ran}");
+
+    let double = Double::start("web:v1").await;
+    double.broken("web:v2", HealthMode::WrongBody);
+    let ran = cli("deploy", &double.inputs("web:v2"), &["--no-rollback", "--rollback"]).await;
+    assert_eq!(ran.code, 1, "the last form wins: rolled back: {ran}");
+    assert_eq!(double.state().live(), "web:v1");
 }
 
 /// The flags under each heading of a help text, in order.
@@ -553,4 +575,28 @@ async fn the_token_variable_is_not_read_when_token_is_given() {
         ),
         "{ran}"
     );
+}
+
+/// Off a runner the summary still goes somewhere: a new file of the run's own (readable by
+/// the user only) whose path is the run's last line. `--summary=false` writes none.
+#[tokio::test]
+async fn off_a_runner_the_summary_goes_to_a_file_whose_path_is_the_last_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let double = Double::start("web:v1").await;
+    let step = Step::cli(
+        &crate::util::flags("deploy", &double.inputs("web:v2")).iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let ran = step.run_in_dir().await;
+    assert_eq!(ran.code, 0, "{ran}");
+    let path = ran.stdout.lines().last().and_then(|l| l.strip_prefix("summary: ")).expect("the summary's path, last");
+    let path = std::path::Path::new(path);
+    assert!(path.starts_with(step.dir.path()), "in the temp folder: {}", path.display());
+    assert_eq!(std::fs::metadata(path).unwrap().permissions().mode() & 0o777, 0o600);
+    let summary = std::fs::read_to_string(path).unwrap();
+    assert!(summary.starts_with("## ✅ Deployed `web:v2` to web"), "{summary}");
+    assert!(summary.contains("| Changed anything | yes: <code>web:v2</code> went out and is live |"), "{summary}");
+
+    let quiet = cli("deploy", &double.inputs("web:v3"), &["--summary=false"]).await;
+    assert_eq!(quiet.code, 0, "{quiet}");
+    assert!(!quiet.stdout.contains("summary: "), "{quiet}");
 }

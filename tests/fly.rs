@@ -278,7 +278,7 @@ async fn sigint_mid_roll_out_exits_quickly_and_the_post_step_restores_the_record
     assert_eq!(ran.state["safe_deploy_stage"], "changing");
 
     let post = Step::post(&inputs, &ran.state).run().await;
-    assert_eq!(post.code, 1, "{post}");
+    assert_eq!(post.code, 130, "{post}");
     assert_eq!(post.output("status"), "rolled-back");
     let after: Vec<(String, serde_json::Value)> = app_machines(&fly).into_iter().map(|m| (m.id, m.config)).collect();
     assert_eq!(after, before);

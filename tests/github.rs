@@ -96,7 +96,7 @@ async fn a_cancelled_deploy_is_left_to_the_post_step_which_records_the_rollback(
         .env("GITHUB_SHA", &sha(4))
         .env("GITHUB_RUN_ID", "77");
     let finished = post.run().await;
-    assert_eq!(finished.code, 1, "{finished}");
+    assert_eq!(finished.code, 130, "{finished}");
     assert_eq!(states(&gh, 0), ["in_progress", "failure"]);
     assert_eq!(double.state().live(), "web:v1");
 }

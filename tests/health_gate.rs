@@ -25,6 +25,8 @@ fn config(url: &str) -> HealthConfig {
         soak: Duration::ZERO,
         headers: vec![],
         probe_first: true,
+        surface: safe_deploy::inputs::Surface::Action,
+        guessed: false,
     }
 }
 

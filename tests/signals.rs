@@ -26,7 +26,7 @@ async fn sigint_mid_roll_out_exits_130_quickly_then_the_post_step_restores_v1() 
 
     double.change(|s| s.faults.roll_out_delay_ms = 0);
     let post = Step::post(&inputs, &ran.state).run().await;
-    assert_eq!(post.code, 1, "rolled back: the deploy did not happen\n{post}");
+    assert_eq!(post.code, 130, "rolled back: the deploy did not happen, as the run was cancelled\n{post}");
     assert_eq!(post.output("status"), "rolled-back");
     assert_eq!(double.state().live(), "web:v1");
     assert!(post.summary.contains("### Rollback"), "{post}");
@@ -99,15 +99,21 @@ async fn ctrl_c_at_a_terminal_puts_the_recorded_release_back_there_and_then() {
         })
         .await;
 
-    // A person has no post step: the CLI restores, says so, and ends as the post step would.
+    // A person has no post step: the CLI restores, says so, and ends as the post step
+    // would: cancelled (130), and the headline says so and what is live.
     assert!(ran.stdout.contains("Interrupted: putting the recorded release back now"), "{ran}");
-    assert_eq!(ran.code, 1, "rolled back: {ran}");
+    assert!(ran.stdout.contains("Ctrl-C (SIGINT): stopping; no further change is started"), "{ran}");
+    assert_eq!(ran.code, 130, "cancelled, and rolled back: {ran}");
+    assert!(ran.stdout.contains("Deploy of web:v2 to web was CANCELLED and rolled back: web:v1 is live."), "{ran}");
     assert_eq!(double.state().live(), "web:v1");
     assert!(double.state().calls.iter().any(|c| c.starts_with("roll_back web:v1")), "{:?}", double.state().calls);
     assert!(ran.summary.contains("### Rollback"), "{ran}");
     let first = ran.summary.lines().next().unwrap_or_default();
-    assert!(first.contains("rolled back: `web:v1` is live"), "the summary opens with the end, not the cancel: {ran}");
-    assert_eq!(ran.summary.matches("CANCELLED").count(), 0, "{ran}");
+    assert!(
+        first.contains("was CANCELLED and rolled back: `web:v1` is live"),
+        "the summary opens with the end, not the cancel mid-way: {ran}"
+    );
+    assert_eq!(ran.summary.matches("CANCELLED").count(), 1, "{ran}");
 }
 
 #[tokio::test]
@@ -157,7 +163,7 @@ async fn a_second_ctrl_c_stops_at_once_and_prints_the_command_that_finishes_the_
     words.drain(image..image + 2);
     let words: Vec<String> = words.into_iter().map(|w| if w == "***" { secret.to_string() } else { w }).collect();
     let finish = Step::cli(&words.iter().map(String::as_str).collect::<Vec<_>>()).run().await;
-    assert_eq!(finish.code, 1, "rolled back: {finish}");
+    assert_eq!(finish.code, 130, "the stopped run, rolled back: {finish}");
     assert_eq!(double.state().live(), "web:v1");
 }
 

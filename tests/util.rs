@@ -218,7 +218,12 @@ impl Step {
     /// the workspace (fly.toml, .do/app.yaml).
     pub fn cli(args: &[&str]) -> Step {
         let dir = tempfile::tempdir().unwrap();
-        let env = vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())];
+        // The temp folder is the step's own: the state and summary files a run makes by
+        // default go there, and with it.
+        let env = vec![
+            ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+            ("TMPDIR".into(), dir.path().display().to_string()),
+        ];
         Step { dir, env, program: PathBuf::from(BIN), args: args.iter().map(|a| a.to_string()).collect() }
     }
 
@@ -268,16 +273,27 @@ impl Step {
             .expect("the binary finishes within 60 s")
             .unwrap();
         let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        // Off a runner with no --summary-file, the summary is where the run's last line says.
+        let summary = match read("summary") {
+            s if s.is_empty() => stdout
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("summary: "))
+                .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+                .unwrap_or_default(),
+            s => s,
+        };
         let parse = |name: &str| {
             files::parse(&read(name)).unwrap_or_else(|e| panic!("{name} is not a valid file command file: {e}"))
         };
         let ran = Ran {
             code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stdout,
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
             outputs: parse("output"),
             state: parse("state"),
-            summary: read("summary"),
+            summary,
             files: ["output", "state", "summary"].iter().map(|f| read(f)).collect(),
         };
         self.scan_for_secrets(&ran);

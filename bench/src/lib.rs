@@ -4,4 +4,4 @@
 pub mod strategies;
 
 /// Steady traffic through an app's URL: the sandbox's, shared with the tests.
-pub use sandbox::kit::traffic::Traffic;
+pub use sandbox::kit::traffic::{Seen, Traffic};

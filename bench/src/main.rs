@@ -9,6 +9,8 @@
 //! tutorial's procedure against provider `ssh`, on 2 and 4 hosts (`hosts.rs`); and on
 //! the ECS sandbox (two tasks behind a load balancer) a deploy, a rollback by
 //! safe-deploy and one by ECS's circuit breaker, each with its failed/total requests.
+//! A request failed when it got no answer, an error status, or a broken release's page
+//! with status 200 (counted apart too: the wrong page is a failure a status check misses).
 //! Everything runs on loopback, bounded in count and time.
 
 use sandbox::Handle;
@@ -18,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::process::Command;
 
-use bench::Traffic;
+use bench::{Seen, Traffic};
 use sandbox::double::State;
 
 mod hosts;
@@ -144,7 +146,7 @@ async fn fly(binary: &str, dir: &std::path::Path) {
         ("automatic rollback of a broken v4, batch-gate end", "registry.fly.io/web:v4", "end", 1),
     ] {
         fly.reset_calls();
-        let traffic = Traffic::start(format!("{}/", fly.app_url()));
+        let traffic = Traffic::judging(format!("{}/", fly.app_url()), &["v3", "v4"]);
         let started = Instant::now();
         let status = as_the_runner(binary, dir, dir, &fly.app_url(), "5s")
             .env("INPUT_PROVIDER", "fly")
@@ -157,14 +159,14 @@ async fn fly(binary: &str, dir: &std::path::Path) {
             .await
             .expect("the binary runs");
         let wall = started.elapsed();
-        let (total, failed) = traffic.stop().await;
+        let seen = Seen::stop(traffic).await;
         assert_eq!(status.code(), Some(expected), "{label}: unexpected exit");
         let calls = fly.calls();
         let per_machine: Vec<usize> =
             machine_ids.iter().map(|id| calls.iter().filter(|c| c.target.as_deref() == Some(id)).count()).collect();
         let app_level = calls.iter().filter(|c| c.target.is_none()).count();
         println!(
-            "fly, 3 machines, {label}: {failed} failed / {total} requests through the router; wall time {:.1} s; \
+            "fly, 3 machines, {label}: {seen} through the router; wall time {:.1} s; \
              Machines API calls: {} in all, per machine {:?} (+{app_level} app-level list/create)",
             wall.as_secs_f64(),
             calls.len(),
@@ -214,7 +216,7 @@ async fn heroku(binary: &str, dir: &std::path::Path) {
     ] {
         heroku.reset_calls();
         let url = heroku.app_url(app);
-        let traffic = Traffic::start(format!("{url}/"));
+        let traffic = Traffic::judging(format!("{url}/"), &["3.0.0"]);
         let started = Instant::now();
         let status = as_the_runner(binary, dir, &workspace, &url, "6s")
             .env("INPUT_PROVIDER", "heroku")
@@ -230,10 +232,10 @@ async fn heroku(binary: &str, dir: &std::path::Path) {
         // Until every dyno serves the final release: a rollback's own switch counts too.
         heroku.settled(app, Duration::from_secs(20)).await;
         let wall = started.elapsed();
-        let (total, failed) = traffic.stop().await;
+        let seen = Seen::stop(traffic).await;
         assert_eq!(status.code(), Some(expected), "{label}: unexpected exit");
         println!(
-            "heroku, 2 web dynos, {label}: {failed} failed / {total} requests through the router; wall time {:.1} s; Platform API calls: {}",
+            "heroku, 2 web dynos, {label}: {seen} through the router; wall time {:.1} s; Platform API calls: {}",
             wall.as_secs_f64(),
             heroku.calls().len()
         );
@@ -272,7 +274,7 @@ async fn digitalocean(binary: &str, dir: &std::path::Path) {
         ("a deployment that ends in ERROR (v4 crashes)", "registry.digitalocean.com/acme/web:v4".to_string(), 1),
     ] {
         apps.reset_calls();
-        let traffic = Traffic::start(format!("{url}/"));
+        let traffic = Traffic::judging(format!("{url}/"), &["v3"]);
         let started = Instant::now();
         let mut child = as_the_runner(binary, dir, dir, &url, "6s")
             .env("INPUT_PROVIDER", "digitalocean")
@@ -296,10 +298,10 @@ async fn digitalocean(binary: &str, dir: &std::path::Path) {
         let ended = Instant::now();
         apps.settled("web", Duration::from_secs(20)).await;
         let wall = started.elapsed();
-        let (total, failed) = traffic.stop().await;
+        let seen = Seen::stop(traffic).await;
         assert_eq!(status.code(), Some(expected), "{label}: unexpected exit");
         println!(
-            "digitalocean, 2 instances, {label}: {failed} failed / {total} requests through the router; wall time {:.1} s; Apps API calls: {}",
+            "digitalocean, 2 instances, {label}: {seen} through the router; wall time {:.1} s; Apps API calls: {}",
             wall.as_secs_f64(),
             apps.calls().len()
         );
@@ -339,7 +341,7 @@ async fn ecs(binary: &str, dir: &std::path::Path) {
         ("rollback by ECS's circuit breaker of a v4 that crashes", "v4", 1),
     ] {
         ecs.reset_calls();
-        let traffic = Traffic::start(format!("{url}/"));
+        let traffic = Traffic::judging(format!("{url}/"), &["v3"]);
         let started = Instant::now();
         let status = as_the_runner(binary, dir, dir, &url, "6s")
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
@@ -355,10 +357,10 @@ async fn ecs(binary: &str, dir: &std::path::Path) {
             .expect("the binary runs");
         ecs.wait_steady(Duration::from_secs(20)).await;
         let wall = started.elapsed();
-        let (total, failed) = traffic.stop().await;
+        let seen = Seen::stop(traffic).await;
         assert_eq!(status.code(), Some(expected), "{label}: unexpected exit");
         println!(
-            "ecs, 2 tasks, {label}: {failed} failed / {total} requests through the load balancer; wall time {:.1} s; AWS API calls: {}",
+            "ecs, 2 tasks, {label}: {seen} through the load balancer; wall time {:.1} s; AWS API calls: {}",
             wall.as_secs_f64(),
             ecs.calls().len()
         );

@@ -9,13 +9,13 @@ use std::path::PathBuf;
 use sandbox::app::{HealthMode, ReleaseSpec, Releases};
 use sandbox::digitalocean::{AppOptions, DoOptions, DoSandbox};
 
-use super::Traffic;
+use super::{say_traffic, Seen, Traffic};
 use crate::job::deploy_in;
 use crate::providers::registration::{Running, SandboxArgs};
 use crate::secret::Redactor;
 use crate::shutdown::Shutdown;
 
-/// The sandbox accepts only this token, so the demo exercises real auth.
+/// The sandbox accepts only this token, so the demo and a pasted deploy exercise real auth.
 const DEMO_TOKEN: &str = "dop_v1_sandbox_demo_token";
 const REGISTRY: &str = "registry.digitalocean.com/demo";
 
@@ -38,7 +38,7 @@ pub async fn run(summary_file: Option<PathBuf>, redactor: Redactor) -> i32 {
 
 async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Result<i32> {
     let workspace = super::workspace("digitalocean-demo", summary_file)?;
-    let (dir, summary) = (workspace.dir.clone(), workspace.summary.clone());
+    let dir = workspace.dir.clone();
     let v2 = format!("sha256:{}", "2".repeat(64));
     let mut images = Releases::new();
     images.insert(format!("web@{v2}"), ReleaseSpec { version: "v2".into(), ..Default::default() });
@@ -47,8 +47,8 @@ async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Resu
     println!("demo: starting the App Platform sandbox: app demo, service web with two instances on web:v1");
     let apps = DoSandbox::start(DoOptions { token: Some(DEMO_TOKEN.into()), ..options("demo", 2, images)? }).await?;
     println!("demo: Apps API at {}, app at {}", apps.api_url(), apps.app_url("demo"));
-    let traffic = Traffic::start(format!("{}/", apps.app_url("demo")));
-    let runner = super::demo_runner(&dir, &summary, redactor);
+    let traffic = Traffic::judging(format!("{}/", apps.app_url("demo")), &["v3"]);
+    let runner = super::demo_runner(&dir, redactor);
     let inputs = |image: String, version: &str| {
         let mut raw = super::gated_inputs(&apps.app_url("demo"), version, "8s");
         for (name, value) in [
@@ -64,28 +64,29 @@ async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Resu
     };
 
     println!("\ndemo: 1) deploy web@sha256:2222… (v2), a healthy release, pinned by digest");
-    let first = deploy_in(inputs(format!("{REGISTRY}/web@{v2}"), "v2"), &dir, runner.clone(), Shutdown::new()).await;
-    let after_first = traffic.counts();
+    let first =
+        deploy_in(inputs(format!("{REGISTRY}/web@{v2}"), "v2"), &dir, workspace.run(&runner, "v2"), Shutdown::new())
+            .await;
+    let after_first = Seen::of(&traffic);
     println!("\ndemo: 2) deploy web:v3, which App Platform finds ready but whose /health answers without 'ok'");
-    let second = deploy_in(inputs(format!("{REGISTRY}/web:v3"), "v3"), &dir, runner, Shutdown::new()).await;
+    let second =
+        deploy_in(inputs(format!("{REGISTRY}/web:v3"), "v3"), &dir, workspace.run(&runner, "v3"), Shutdown::new())
+            .await;
     apps.settled("demo", std::time::Duration::from_secs(15)).await;
-    let (total, failed) = traffic.stop().await;
+    let seen = Seen::stop(traffic).await;
     let serves = sandbox::client::call("GET", &format!("{}/version", apps.app_url("demo")), &[], None)
         .await
         .map(|r| r.text())
         .unwrap_or_default();
     println!("\ndemo: v2 exit code {first} (deployed), v3 exit code {second} (rolled back)");
-    println!(
-        "demo: traffic through the router: {} failed / {} requests during the v2 deploy",
-        after_first.1, after_first.0
-    );
-    println!("demo: traffic through the router: {failed} failed / {total} requests in all");
+    say_traffic(&after_first, "router", "during the v2 deploy");
+    say_traffic(&seen, "router", "in all");
     println!(
         "demo: live now: deployment {} (serving {serves}), pinned: {}",
         apps.active_deployment("demo").unwrap_or_default(),
         apps.pinned_deployment("demo").is_some()
     );
-    println!("demo: job summary written to {}", summary.display());
+    workspace.say_summaries();
     apps.stop().await;
     Ok(if first == 0 && second == 1 && serves == "v2" { 0 } else { 1 })
 }
@@ -94,7 +95,11 @@ async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Resu
 /// interrupted. Service web starts on web:v1; `releases` say how other images behave.
 pub async fn serve(app: &str, instances: usize, releases: Releases) -> i32 {
     let interrupted = super::interrupts();
-    let apps = match async { DoSandbox::start(options(app, instances, releases)?).await }.await {
+    let releases = super::with_broken(releases, "web:v3");
+    let started = async {
+        DoSandbox::start(DoOptions { token: Some(DEMO_TOKEN.into()), ..options(app, instances, releases)? }).await
+    };
+    let apps = match started.await {
         Ok(a) => a,
         Err(e) => return super::could_not_start(e),
     };
@@ -102,9 +107,23 @@ pub async fn serve(app: &str, instances: usize, releases: Releases) -> i32 {
     println!("DIGITALOCEAN_APP_URL={}", apps.app_url(app));
     println!("DIGITALOCEAN_APP={app}");
     println!("DIGITALOCEAN_APP_ID={}", apps.app_id(app));
-    println!(
-        "# service web, {instances} instances on {REGISTRY}/web:v1; any token is accepted. Ctrl-C stops the sandbox."
-    );
+    println!("DIGITALOCEAN_ACCESS_TOKEN={DEMO_TOKEN}");
+    println!("# service web, {instances} instances on {REGISTRY}/web:v1; the sandbox takes only the token above. Ctrl-C stops it.");
+    super::Paste {
+        env: vec![],
+        dir: None,
+        shell: vec![],
+        flags: vec![
+            ("provider", "digitalocean".into()),
+            ("app", app.into()),
+            ("api-url", apps.api_url()),
+            ("token", DEMO_TOKEN.into()),
+        ],
+        app_url: apps.app_url(app),
+        rollback_to: None,
+        release: ("image", format!("{REGISTRY}/web:")),
+    }
+    .print();
     interrupted.recv().await;
     apps.stop().await;
     0

@@ -11,7 +11,7 @@ use std::time::Duration;
 use sandbox::app::{HealthMode, ReleaseSpec, Releases};
 use sandbox::ecs::{EcsOptions, EcsSandbox, ACCESS_KEY_ID, ID_TOKEN_REQUEST_TOKEN, ROLE_ARN, SECRET_ACCESS_KEY};
 
-use super::Traffic;
+use super::{say_traffic, Seen, Traffic};
 use crate::job::deploy_in;
 use crate::providers::registration::{Running, SandboxArgs};
 use crate::secret::Redactor;
@@ -33,7 +33,7 @@ pub async fn run(summary_file: Option<PathBuf>, redactor: Redactor) -> i32 {
 
 async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Result<i32> {
     let workspace = super::workspace("ecs-demo", summary_file)?;
-    let (dir, summary) = (workspace.dir.clone(), workspace.summary.clone());
+    let dir = workspace.dir.clone();
     let repo = sandbox::ecs::repository(&EcsOptions::default());
     let mut images = Releases::new();
     images.insert(format!("{repo}:v3"), ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
@@ -42,8 +42,8 @@ async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Resu
     println!("demo: starting the ECS sandbox: cluster staging, service web with two Fargate tasks on web:v1 behind a load balancer");
     let ecs = EcsSandbox::start(options("web", 2, images)?).await?;
     println!("demo: AWS APIs at {}, load balancer at {}", ecs.api_url(), ecs.app_url());
-    let traffic = Traffic::start(format!("{}/", ecs.app_url()));
-    let runner = super::demo_runner(&dir, &summary, redactor);
+    let traffic = Traffic::judging(format!("{}/", ecs.app_url()), &["v3"]);
+    let runner = super::demo_runner(&dir, redactor);
     let inputs = |tag: &str| {
         let mut raw = super::gated_inputs(&ecs.app_url(), tag, "8s");
         for (name, value) in [
@@ -62,26 +62,23 @@ async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Resu
     };
 
     println!("\ndemo: 1) deploy web:v2, a healthy release");
-    let first = deploy_in(inputs("v2"), &dir, runner.clone(), Shutdown::new()).await;
-    let after_first = traffic.counts();
+    let first = deploy_in(inputs("v2"), &dir, workspace.run(&runner, "v2"), Shutdown::new()).await;
+    let after_first = Seen::of(&traffic);
     println!("\ndemo: 2) deploy web:v3, which the balancer finds healthy but whose /health answers without 'ok'");
-    let second = deploy_in(inputs("v3"), &dir, runner.clone(), Shutdown::new()).await;
+    let second = deploy_in(inputs("v3"), &dir, workspace.run(&runner, "v3"), Shutdown::new()).await;
     println!("\ndemo: 3) deploy web:v4, whose tasks crash on start: ECS's circuit breaker fails it and rolls back");
-    let third = deploy_in(inputs("v4"), &dir, runner, Shutdown::new()).await;
+    let third = deploy_in(inputs("v4"), &dir, workspace.run(&runner, "v4"), Shutdown::new()).await;
     ecs.wait_steady(Duration::from_secs(15)).await;
-    let (total, failed) = traffic.stop().await;
+    let seen = Seen::stop(traffic).await;
     let serves = sandbox::client::call("GET", &format!("{}/version", ecs.app_url()), &[], None)
         .await
         .map(|r| r.text())
         .unwrap_or_default();
     println!("\ndemo: v2 exit code {first} (deployed), v3 exit code {second} (rolled back), v4 exit code {third} (rolled back by ECS, reported as a failure)");
-    println!(
-        "demo: traffic through the load balancer: {} failed / {} requests during the v2 deploy",
-        after_first.1, after_first.0
-    );
-    println!("demo: traffic through the load balancer: {failed} failed / {total} requests in all");
+    say_traffic(&after_first, "load balancer", "during the v2 deploy");
+    say_traffic(&seen, "load balancer", "in all");
     println!("demo: live now: {} (serving {serves})", ecs.task_definition());
-    println!("demo: job summary written to {}", summary.display());
+    workspace.say_summaries();
     Ok(if first == 0 && second == 1 && third == 1 && serves == "v2" { 0 } else { 1 })
 }
 
@@ -89,6 +86,8 @@ async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Resu
 /// Service web starts on REPO:v1; `releases` say how other images behave.
 pub async fn serve(service: &str, desired: usize, releases: Releases) -> i32 {
     let interrupted = super::interrupts();
+    let broken = format!("{}:v3", sandbox::ecs::repository(&EcsOptions::default()));
+    let releases = super::with_broken(releases, &broken);
     let ecs = match async { EcsSandbox::start(options(service, desired, releases)?).await }.await {
         Ok(e) => e,
         Err(e) => return super::could_not_start(e),
@@ -102,16 +101,24 @@ pub async fn serve(service: &str, desired: usize, releases: Releases) -> i32 {
     println!("ECS_SERVICE={}", ecs.options().service);
     println!("ACTIONS_ID_TOKEN_REQUEST_URL={}", ecs.id_token_url());
     println!("ACTIONS_ID_TOKEN_REQUEST_TOKEN={ID_TOKEN_REQUEST_TOKEN}");
-    // A deploy that works when pasted: every flag it needs, the keys as variables.
-    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "safe-deploy".into());
-    let app = ecs.app_url();
-    println!(
-        "# to deploy v2, paste: AWS_ACCESS_KEY_ID={ACCESS_KEY_ID} AWS_SECRET_ACCESS_KEY={SECRET_ACCESS_KEY} '{exe}' deploy --provider ecs --cluster {} --service {service} --aws-region {} --api-url {} --image {}:v2 --health-url {app}/health --check-string ok --version-url {app}/version --expect-version v2 --health-interval 500ms",
-        ecs.options().cluster,
-        ecs.options().region,
-        ecs.api_url(),
-        ecs.repository()
-    );
+    // The keys go in front of each command, as the AWS CLI's users set them.
+    let repository = ecs.repository();
+    super::Paste {
+        env: vec![("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID.into()), ("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY.into())],
+        dir: None,
+        shell: vec![],
+        flags: vec![
+            ("provider", "ecs".into()),
+            ("cluster", ecs.options().cluster.clone()),
+            ("service", service.into()),
+            ("aws-region", ecs.options().region.clone()),
+            ("api-url", ecs.api_url()),
+        ],
+        app_url: ecs.app_url(),
+        rollback_to: None,
+        release: ("image", format!("{repository}:")),
+    }
+    .print();
     println!(
         "# service {service}, {desired} task(s) on {}:v1 behind a load balancer; requests must be signed with the keys above \
 (or role-to-assume {ROLE_ARN} with the OIDC variables). Give ECS_API_URL to --api-url (the AWS CLI: --endpoint-url). \

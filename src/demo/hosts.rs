@@ -14,12 +14,15 @@ use sandbox::droplets::{DropletSpec, DropletsOptions, DropletsSandbox, LbSpec, L
 use sandbox::hosts::{Fleet, FleetOptions};
 use sandbox::kit::balancer::{Balancer, BalancerOptions, Check, Member};
 
-use super::Traffic;
+use super::{say_traffic, Seen, Traffic};
 use crate::inputs::RawInputs;
 use crate::job::deploy_in;
 use crate::providers::registration::{Running, SandboxArgs};
 use crate::secret::Redactor;
 use crate::shutdown::Shutdown;
+
+/// The Droplets API of the demo and the sandbox takes only this token.
+const DROPLETS_TOKEN: &str = "dop_v1_sandbox_droplets_token";
 
 async fn fleet(hosts: usize, mut releases: Releases) -> anyhow::Result<Fleet> {
     releases.entry("web:v1".into()).or_default();
@@ -35,6 +38,7 @@ async fn droplets_api(fleet: &Fleet, interval: Duration) -> std::io::Result<Drop
     DropletsSandbox::start(DropletsOptions {
         droplets: DropletSpec::for_hosts(fleet.hosts(), "web"),
         balancer: LbSpec { name: "web-lb".into(), by: LbTarget::ById, check, target_port: port, entry_port: 80 },
+        token: DROPLETS_TOKEN.into(),
         ..Default::default()
     })
     .await
@@ -56,7 +60,7 @@ fn droplet_inputs(raw: &mut RawInputs, fleet: &Fleet, api: &DropletsSandbox) {
     for (name, value) in [
         ("provider", "digitalocean-droplets".to_string()),
         ("app", "web".into()),
-        ("token", "dop_v1_demo".into()),
+        ("token", DROPLETS_TOKEN.into()),
         ("api-url", api.api_url()),
         ("load-balancer", api.lb_id()),
         ("ssh-port", fleet.hosts()[0].ssh.port().to_string()),
@@ -101,7 +105,7 @@ pub async fn run(provider: &str, summary_file: Option<PathBuf>, redactor: Redact
 
 async fn demo(droplets: bool, summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Result<i32> {
     let workspace = super::workspace(if droplets { "droplets-demo" } else { "ssh-demo" }, summary_file)?;
-    let (dir, summary) = (workspace.dir.clone(), workspace.summary.clone());
+    let dir = workspace.dir.clone();
     let mut releases = Releases::new();
     releases.insert("web:v2".into(), ReleaseSpec::default());
     releases.insert("web:v3".into(), ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
@@ -120,8 +124,8 @@ async fn demo(droplets: bool, summary_file: Option<PathBuf>, redactor: Redactor)
         Some(api) => println!("demo: the Droplets and Load Balancers API at {}; load balancer {} lists both droplets by id and checks GET /health every 300ms (healthy after 2, unhealthy after 2) at {url}", api.api_url(), api.lb_id()),
         None => println!("demo: the balancer at {url} checks GET /health every 300ms (healthy after 2, unhealthy after 2)"),
     }
-    let traffic = Traffic::start(format!("{url}/"));
-    let runner = super::demo_runner(&dir, &summary, redactor);
+    let traffic = Traffic::judging(format!("{url}/"), &["v3"]);
+    let runner = super::demo_runner(&dir, redactor);
     let inputs = |tag: &str| {
         let mut raw = super::gated_inputs(&url, tag, "6s");
         match (&lb, &api) {
@@ -134,14 +138,14 @@ async fn demo(droplets: bool, summary_file: Option<PathBuf>, redactor: Redactor)
     };
 
     println!("\ndemo: 1) deploy web:v2, a healthy release, one host at a time");
-    let first = deploy_in(inputs("v2"), &dir, runner.clone(), Shutdown::new()).await;
-    let after_first = traffic.counts();
+    let first = deploy_in(inputs("v2"), &dir, workspace.run(&runner, "v2"), Shutdown::new()).await;
+    let after_first = Seen::of(&traffic);
     match droplets {
         true => println!("\ndemo: 2) deploy web:v3, whose /health answers 200 without 'ok': the first droplet stays out of the balancer until its gate passes, so v3 gets no request; the gate fails and v2 goes back there"),
         false => println!("\ndemo: 2) deploy web:v3, whose /health answers 200 without 'ok': the balancer's check passes it, so it serves some requests until the gate on the first host fails it and v2 goes back there"),
     }
-    let second = deploy_in(inputs("v3"), &dir, runner, Shutdown::new()).await;
-    let (total, failed) = traffic.stop().await;
+    let second = deploy_in(inputs("v3"), &dir, workspace.run(&runner, "v3"), Shutdown::new()).await;
+    let seen = Seen::stop(traffic).await;
     let live: Vec<String> = (0..2).map(|i| fleet.running(i).unwrap_or_else(|| "nothing".into())).collect();
     let v3_ran_on = (0..2)
         .filter(|&i| {
@@ -152,37 +156,33 @@ async fn demo(droplets: bool, summary_file: Option<PathBuf>, redactor: Redactor)
         })
         .count();
     println!("\ndemo: v2 exit code {first} (deployed), v3 exit code {second} (rolled back)");
-    println!(
-        "demo: traffic through the balancer: {} failed / {} requests during the v2 deploy",
-        after_first.1, after_first.0
-    );
-    println!("demo: traffic through the balancer: {failed} failed / {total} requests in all");
+    say_traffic(&after_first, "balancer", "during the v2 deploy");
+    say_traffic(&seen, "balancer", "in all");
     println!("demo: hosts run {}; web:v3 ever started on {v3_ran_on} host(s)", live.join(" and "));
-    println!("demo: job summary written to {}", summary.display());
+    workspace.say_summaries();
     if let Some(api) = api {
         api.stop().await;
     }
-    let as_expected = first == 0 && second == 1 && live.iter().all(|l| l == "web:v2") && v3_ran_on == 1 && failed == 0;
+    let as_expected =
+        first == 0 && second == 1 && live.iter().all(|l| l == "web:v2") && v3_ran_on == 1 && seen.errors == 0;
     Ok(if as_expected { 0 } else { 1 })
 }
 
 /// Writes the fleet's client key and known_hosts lines to files, for a person or a
 /// script to pass as inputs.
 fn key_files(fleet: &Fleet) -> std::io::Result<(PathBuf, PathBuf)> {
-    // A folder of its own, made new (the temp folder is everyone's), for this user only.
-    let dir = std::env::temp_dir().join(format!(
-        "safe-deploy-hosts-sandbox-{}-{:08x}",
-        std::process::id(),
-        fastrand::u32(..)
-    ));
-    let mut folder = std::fs::DirBuilder::new();
-    std::os::unix::fs::DirBuilderExt::mode(&mut folder, 0o700);
-    folder.create(&dir)?;
+    let dir = super::private_dir("hosts-sandbox")?;
     let (key, known) = (dir.join("ssh-key"), dir.join("known-hosts"));
     // ssh refuses a private key others can read, and so should we.
     std::io::Write::write_all(&mut crate::secret::new_private_file(&key)?, fleet.client_key_openssh().as_bytes())?;
     std::fs::write(&known, fleet.known_hosts())?;
     Ok((key, known))
+}
+
+/// `"$(cat 'PATH')"`: a file's text as a pasted command's flag value.
+fn cat(path: &std::path::Path) -> String {
+    let text = path.display().to_string();
+    format!("\"$(cat {})\"", shlex::try_quote(&text).map(|q| q.into_owned()).unwrap_or(text))
 }
 
 /// `safe-deploy sandbox --provider ssh | digitalocean-droplets`: the hosts (and, for
@@ -191,6 +191,8 @@ fn key_files(fleet: &Fleet) -> std::io::Result<(PathBuf, PathBuf)> {
 /// whole seconds being what DigitalOcean's API describes.
 pub async fn serve(provider: &str, hosts: usize, releases: Releases) -> i32 {
     let interrupted = super::interrupts();
+    let mut releases = super::with_broken(releases, "web:v3");
+    releases.insert(sandbox::app::ANY_IMAGE.into(), ReleaseSpec::default());
     let started = async {
         let fleet = fleet(hosts.max(1), releases).await?;
         let files = key_files(&fleet)?;
@@ -214,24 +216,55 @@ pub async fn serve(provider: &str, hosts: usize, releases: Releases) -> i32 {
             Err(e) => return super::could_not_start(std::io::Error::other(e.to_string())),
         }
     };
+    let ssh_port = fleet.hosts()[0].ssh.port().to_string();
+    let mut flags = vec![("provider", provider.to_string()), ("app", "web".to_string())];
     match (&api, &lb) {
         (Some(api), _) => {
             println!("DIGITALOCEAN_API_URL={}", api.api_url());
             println!("DIGITALOCEAN_LOAD_BALANCER={}", api.lb_id());
+            println!("DIGITALOCEAN_ACCESS_TOKEN={DROPLETS_TOKEN}");
             println!("APP_URL={}", api.app_url());
+            flags.extend([
+                ("api-url", api.api_url()),
+                ("token", DROPLETS_TOKEN.into()),
+                ("load-balancer", api.lb_id()),
+            ]);
         }
         (_, Some(lb)) => {
             println!("HOSTS={}", addrs.join(","));
             println!("APP_PORT={port}");
             println!("APP_URL={}", lb.url());
+            // The balancer's own check, so the run waits for it as it really works.
+            flags.extend([
+                ("hosts", addrs.join(",")),
+                ("app-port", port.to_string()),
+                ("lb-check-path", "/health".into()),
+                ("lb-interval", "1s".into()),
+                ("lb-timeout", "1s".into()),
+                ("lb-healthy-threshold", "2".into()),
+                ("lb-unhealthy-threshold", "2".into()),
+            ]);
         }
         _ => {}
     }
-    println!("SSH_PORT={}", fleet.hosts()[0].ssh.port());
+    println!("SSH_PORT={ssh_port}");
     println!("SSH_KEY_FILE={}", key.display());
     println!("KNOWN_HOSTS_FILE={}", known.display());
-    let token = if api.is_some() { " any token is accepted." } else { "" };
-    println!("# {} hosts on web:v1 behind a balancer checking GET /health every second (healthy after 2, unhealthy after 2);{token} Ctrl-C stops the sandbox.", addrs.len());
+    let token = if api.is_some() { " the API takes only the token above;" } else { "" };
+    println!("# {} hosts on web:v1 behind a balancer checking GET /health every second (healthy after 2, unhealthy after 2); any image runs;{token} Ctrl-C stops the sandbox.", addrs.len());
+    flags.extend([("ssh-port", ssh_port), ("stop-timeout", "5s".into())]);
+    let app_url = api.as_ref().map(DropletsSandbox::app_url).or(lb.as_ref().map(Balancer::url)).unwrap_or_default();
+    let (key, known) = (key.clone(), known.clone());
+    super::Paste {
+        env: vec![],
+        dir: None,
+        flags,
+        shell: vec![("ssh-key", cat(&key)), ("known-hosts", cat(&known))],
+        app_url,
+        rollback_to: Some("web:v1".into()),
+        release: ("image", "web:".into()),
+    }
+    .print();
     interrupted.recv().await;
     drop(fleet);
     if let Some(api) = api {

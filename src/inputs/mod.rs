@@ -1,6 +1,6 @@
 //! The action's inputs, defined once.
 //!
-//! `action.yml`, the CLI flags and the README table all come from [`INPUTS`]: the
+//! `action.yml`, the CLI flags and the table in docs/inputs.md all come from [`INPUTS`]: the
 //! shared inputs here and each provider's own, which its `Registration` carries; a test
 //! reads `action.yml` and fails when the two disagree. This module only gathers raw
 //! strings, and says how a bad one is wrong: what they mean is `config`'s business.

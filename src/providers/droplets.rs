@@ -16,14 +16,14 @@ use serde_json::json;
 
 use super::digitalocean::client::{DEFAULT_API, DIGITALOCEAN};
 use super::hosts::{settings, Check, Host, HostsProvider, Inventory, Layout, Options};
-use super::registration::{no_defaults, Account, ProviderSettings, Registration};
+use super::registration::{no_defaults, Account, EnvInput, ProviderSettings, Registration};
 use super::rest::RestClient;
 use super::{Context, ProviderError};
 use crate::http::HttpClient;
 use crate::inputs::Problems;
 use crate::inputs::RawInputs;
 
-/// The droplets' own inputs: in `action.yml`, the CLI's flags and the README through `inputs::INPUTS`.
+/// The droplets' own inputs: in `action.yml`, the CLI's flags and docs/inputs.md through `inputs::INPUTS`.
 pub const INPUTS: &[InputSpec] = &[
     input("load-balancer", "", "DigitalOcean Droplets: the load balancer's id. Its health check (path, port, interval, timeout, thresholds) sets every wait; the hosts are the droplets it lists, or those droplet-tag or droplets name."),
     input("droplet-tag", "", "DigitalOcean Droplets: deploy to the droplets with this tag. Empty: the load balancer's tag, or the droplets it lists."),
@@ -40,7 +40,10 @@ pub const REGISTRATION: Registration = Registration {
     title: "DigitalOcean Droplets",
     token_env: &["DIGITALOCEAN_ACCESS_TOKEN"],
     needs_token: true,
-    env: &[],
+    env: &[
+        EnvInput { input: "api-url", vars: &["DIGITALOCEAN_API_URL"], set: "api-url" },
+        EnvInput { input: "load-balancer", vars: &["DIGITALOCEAN_LOAD_BALANCER"], set: "load-balancer" },
+    ],
     file_api: false,
     image_optional: false,
     defaults: no_defaults,

@@ -440,6 +440,14 @@ pub enum Event {
         elapsed: Duration,
         remaining: Option<Duration>,
     },
+    /// A health gate's latest attempt, for the live status: its number and what it got
+    /// ("attempt 7: body does not contain 'ok' (0 of 3 in a row)"). The log has its own
+    /// health lines, so only a terminal shows this.
+    Attempt {
+        text: String,
+        /// Until the gate's deadline.
+        left: Duration,
+    },
 }
 
 /// Where progress events go: the runner log now, a terminal renderer later.
@@ -494,7 +502,7 @@ impl Progress {
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
-    #[error("{what} was not found at {provider}; check the app input and that the token can see it")]
+    #[error("{what}: {provider} answered not found (404); check the app's name and that the token can see it")]
     NotFound { provider: &'static str, what: String },
     #[error("{what} is held by someone else ({detail}); re-run when the other deploy finishes")]
     Conflict { what: String, detail: String },

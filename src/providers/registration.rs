@@ -31,8 +31,8 @@ pub struct Registration {
     pub defaults: fn(&RawInputs, &Path) -> Result<Option<RawInputs>, InputError>,
     /// Parses and checks the provider's own inputs into `problems`; `None` when any is wrong.
     pub configure: fn(&RawInputs, &Path, &mut Problems) -> Option<Arc<dyn ProviderSettings>>,
-    /// Its own inputs (with their help heading), in `action.yml`, the CLI's flags and the
-    /// README: lists, since some are shared with providers of its kind (the hosts').
+    /// Its own inputs (with their help heading), in `action.yml`, the CLI's flags and
+    /// docs/inputs.md: lists, since some are shared with providers of its kind (the hosts').
     pub inputs: &'static [&'static [InputSpec]],
     /// `safe-deploy demo --provider NAME`, where it has one.
     #[cfg(feature = "sandbox")]

@@ -15,7 +15,7 @@ use crate::http::HttpClient;
 use crate::inputs::Problems;
 use crate::inputs::RawInputs;
 
-/// The ssh provider's own inputs: in `action.yml`, the CLI's flags and the README through `inputs::INPUTS`.
+/// The ssh provider's own inputs: in `action.yml`, the CLI's flags and docs/inputs.md through `inputs::INPUTS`.
 pub const INPUTS: &[InputSpec] = &[
     input("hosts", "", "ssh: the hosts behind the balancer, in roll-out order, separated by commas or newlines: the addresses the balancer sends traffic to, and safe-deploy connects to over SSH."),
     input("app-port", "", "ssh: the port the app listens on at each host: where the balancer sends traffic and checks health."),

@@ -6,7 +6,7 @@
 //!
 //! A run passes when it tells the truth and leaves a whole app: the `release` output is
 //! what the emulator runs; that is the old release or the new one, never a mix; the exit
-//! code matches it (0 new, 1 old, 130 then the post step restores the old); no lease
+//! code matches it (0 new, 1 old, 130 then the post step restores the old and exits 130 too); no lease
 //! and no extra machine is left; no request through the router failed.
 //!
 //! Usage: faults BINARY [SUBSTRING]  (only the scenarios whose name contains SUBSTRING).
@@ -1034,9 +1034,10 @@ async fn judge_end(
                         let p_release = post.file("output").get("release").cloned().unwrap_or_default();
                         let after = running();
                         let finished = state.get("safe_deploy_stage").map(String::as_str) == Some("finished");
-                        let restored_ok = p.code == 1 || (p.code == 0 && (finished || restored));
-                        restored |= p.code == 1;
-                        if !restored_ok || after != old || (p.code == 1 && serves(&p_release) != after) {
+                        // A restore after a stop is the cancelled run's end: 130, as the main step.
+                        let restored_ok = p.code == 130 || (p.code == 0 && (finished || restored));
+                        restored |= p.code == 130;
+                        if !restored_ok || after != old || (p.code == 130 && serves(&p_release) != after) {
                             row.problems.push(format!(
                                 "post step {round}: exit {}, release {p_release:?}, the emulator runs {after}",
                                 p.code

@@ -98,6 +98,11 @@ impl ReleaseSpec {
 /// The releases the sandbox knows, by image reference.
 pub type Releases = BTreeMap<String, ReleaseSpec>;
 
+/// A key of [`Releases`] that lets a registry stand-in (the hosts' `docker pull`) serve
+/// any image, as a person trying the sandbox expects; without it an image not listed is
+/// "manifest unknown", as a registry says.
+pub const ANY_IMAGE: &str = "*";
+
 /// The version an image reports when no spec says otherwise: its tag.
 pub fn default_version(image: &str) -> String {
     let last = image.rsplit('/').next().unwrap_or(image);

@@ -27,7 +27,7 @@ use self::client::{AppsClient, Deployment};
 use self::rollout::{deploys, DoRollout, End, Make};
 use self::settings::Settings;
 use self::spec::{ImageRef, Readiness};
-use super::registration::Registration;
+use super::registration::{EnvInput, Registration};
 use super::{
     Capabilities, Context, Ending, Finding, Plan, PlannedBatch, Provider, ProviderError, ReleaseRef, Rollout, Severity,
     Snapshot, Source, Target,
@@ -37,7 +37,7 @@ use crate::http::HttpClient;
 /// Deployments read (one page) when looking one up by a short id or for the history.
 const LOOKBACK: usize = 100;
 
-/// App Platform's own inputs: in `action.yml`, the CLI's flags and the README through `inputs::INPUTS`.
+/// App Platform's own inputs: in `action.yml`, the CLI's flags and docs/inputs.md through `inputs::INPUTS`.
 pub const INPUTS: &[InputSpec] = &[
     input("components", "", "DigitalOcean App Platform: the components (services, workers, jobs) whose image changes, separated by commas, e.g. web,worker. Empty: those .do/app.yaml runs from the image's repository, else those the live spec does, else the only image component."),
     input("app-spec", ".do/app.yaml", "DigitalOcean App Platform: the app spec file in the workspace, read when present for the app name and the image components; the live spec at DigitalOcean is what gets deployed, with the new image."),
@@ -54,7 +54,10 @@ pub const REGISTRATION: Registration = Registration {
     // doctl reads DIGITALOCEAN_ACCESS_TOKEN.
     token_env: &["DIGITALOCEAN_ACCESS_TOKEN"],
     needs_token: true,
-    env: &[],
+    env: &[
+        EnvInput { input: "api-url", vars: &["DIGITALOCEAN_API_URL"], set: "api-url" },
+        EnvInput { input: "app", vars: &["DIGITALOCEAN_APP"], set: "app" },
+    ],
     file_api: false,
     image_optional: true,
     defaults: settings::defaults,

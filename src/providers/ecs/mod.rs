@@ -39,7 +39,7 @@ use rollout::{EcsRollout, Service};
 use settings::Settings;
 use task_definition::image_of;
 
-/// ECS's own inputs: in `action.yml`, the CLI's flags and the README through `inputs::INPUTS`.
+/// ECS's own inputs: in `action.yml`, the CLI's flags and docs/inputs.md through `inputs::INPUTS`.
 pub const INPUTS: &[InputSpec] = &[
     input("cluster", "default", "AWS ECS: the cluster's name or ARN."),
     input("service", "", "AWS ECS: the service's name or ARN. Empty: app."),
@@ -69,6 +69,14 @@ pub const REGISTRATION: Registration = Registration {
         EnvInput { input: "aws-secret-access-key", vars: &["AWS_SECRET_ACCESS_KEY"], set: "keys" },
         EnvInput { input: "aws-session-token", vars: &["AWS_SESSION_TOKEN"], set: "keys" },
         EnvInput { input: "aws-region", vars: &["AWS_REGION", "AWS_DEFAULT_REGION"], set: "region" },
+        // The AWS CLI's endpoint variables, and the sandbox's.
+        EnvInput {
+            input: "api-url",
+            vars: &["AWS_ENDPOINT_URL_ECS", "AWS_ENDPOINT_URL", "ECS_API_URL"],
+            set: "api-url",
+        },
+        EnvInput { input: "cluster", vars: &["ECS_CLUSTER"], set: "cluster" },
+        EnvInput { input: "service", vars: &["ECS_SERVICE"], set: "service" },
     ],
     defaults: settings::defaults,
     configure: settings::configure,

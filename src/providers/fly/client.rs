@@ -144,7 +144,7 @@ impl FlyClient {
         match status {
             401 => ProviderError::Unauthenticated { provider: "Fly" },
             403 => ProviderError::PermissionDenied { provider: "Fly", operation: what.to_string() },
-            404 => ProviderError::NotFound { provider: "Fly", what: format!("{what} ({text})") },
+            404 => ProviderError::NotFound { provider: "Fly.io", what: format!("{what} ({text})") },
             409 => ProviderError::Conflict { what: what.to_string(), detail: text },
             429 => ProviderError::Unavailable(format!(
                 "Fly kept answering 429 (rate limited) to {what} after retries; wait a minute and re-run"

@@ -34,14 +34,14 @@ use self::lease::Leases;
 use self::release_command::ReleaseCommand;
 use self::rollout::{FlyRollout, Recorded};
 use self::settings::{Settings, Strategy};
-use super::registration::Registration;
+use super::registration::{EnvInput, Registration};
 use super::{
     release_of, Capabilities, Context, Finding, LockFor, LockKind, Plan, Provider, ProviderError, ReleaseRef, Rollout,
     Severity, Snapshot, Target,
 };
 use crate::http::HttpClient;
 
-/// Fly.io's own inputs: in `action.yml`, the CLI's flags and the README through `inputs::INPUTS`.
+/// Fly.io's own inputs: in `action.yml`, the CLI's flags and docs/inputs.md through `inputs::INPUTS`.
 pub const INPUTS: &[InputSpec] = &[
     input("strategy", "", "Fly: how machines are replaced: rolling, canary, bluegreen or immediate. Empty: fly.toml's [deploy] strategy, else rolling."),
     input("release-command", "", "Fly: a command run once in a throw-away machine with the new image before any app machine changes (e.g. migrations); non-zero stops the deploy. Empty: fly.toml's [deploy] release_command."),
@@ -60,7 +60,11 @@ pub const REGISTRATION: Registration = Registration {
     // flyctl reads FLY_ACCESS_TOKEN before FLY_API_TOKEN.
     token_env: &["FLY_ACCESS_TOKEN", "FLY_API_TOKEN"],
     needs_token: true,
-    env: &[],
+    env: &[
+        EnvInput { input: "api-url", vars: &["FLY_API_URL"], set: "api-url" },
+        // flyctl reads the app's name from FLY_APP too.
+        EnvInput { input: "app", vars: &["FLY_APP"], set: "app" },
+    ],
     file_api: false,
     image_optional: false,
     defaults: settings::defaults,
@@ -342,7 +346,7 @@ impl Provider for FlyProvider {
     async fn history(&self, _ctx: &Context) -> Result<Vec<ReleaseRef>, ProviderError> {
         Err(ProviderError::NotSupported {
             provider: "fly",
-            operation: "list earlier releases through the Machines API; name the image in the to input".into(),
+            operation: "list earlier releases through the Machines API; name the image to go back to (to, --to on the command line)".into(),
         })
     }
 

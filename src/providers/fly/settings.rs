@@ -205,6 +205,17 @@ mod tests {
         assert_eq!(c.app, "shop-staging");
         assert!(settings(&c).contains("strategy: Rolling") && settings(&c).contains("Count(2)"));
         assert_eq!(c.health.url.as_str(), "https://shop-staging.fly.dev/up");
+        // A URL no one gave is named, as a guess, in every message about the check.
+        assert!(c.health.guessed);
+        let note = c.health.guess_note();
+        assert!(
+            note.contains("health-url was not given") && note.contains("https://shop-staging.fly.dev/up"),
+            "{note}"
+        );
+
+        over.push(("health-url", "https://shop.example.com/up"));
+        let c = Config::from_inputs_in(&raw(&over), dir.path()).expect("valid");
+        assert!(!c.health.guessed && c.health.guess_note().is_empty());
     }
 
     #[test]

@@ -26,14 +26,14 @@ use serde::{Deserialize, Serialize};
 use self::client::{HerokuClient, Release};
 use self::rollout::{HerokuRollout, Make};
 use self::settings::Settings;
-use super::registration::{no_defaults, Registration};
+use super::registration::{no_defaults, EnvInput, Registration};
 use super::{
     Capabilities, Context, Finding, Plan, PlannedBatch, Provider, ProviderError, ReleaseRef, Rollout, Severity,
     Snapshot, Source, Target,
 };
 use crate::http::HttpClient;
 
-/// Heroku's own inputs: in `action.yml`, the CLI's flags and the README through `inputs::INPUTS`.
+/// Heroku's own inputs: in `action.yml`, the CLI's flags and docs/inputs.md through `inputs::INPUTS`.
 pub const INPUTS: &[InputSpec] = &[
     input("source-dir", ".", "Heroku, source deploys: the folder (in the workspace) packed into the source tarball, honouring .gitignore and .slugignore; e.g. services/api in a monorepo."),
     input("promote-from", "", "Heroku: instead of building, promote the release this app (e.g. the staging app) runs to app through their pipeline, then health-gate app and roll it back if it fails."),
@@ -49,7 +49,11 @@ pub const REGISTRATION: Registration = Registration {
     // The Heroku CLI reads HEROKU_API_KEY.
     token_env: &["HEROKU_API_KEY"],
     needs_token: true,
-    env: &[],
+    env: &[
+        EnvInput { input: "api-url", vars: &["HEROKU_API_URL"], set: "api-url" },
+        // The Heroku CLI reads the app's name from HEROKU_APP too.
+        EnvInput { input: "app", vars: &["HEROKU_APP"], set: "app" },
+    ],
     file_api: false,
     image_optional: true,
     defaults: no_defaults,

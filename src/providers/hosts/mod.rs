@@ -70,6 +70,28 @@ impl Check {
         self.interval * self.healthy + (self.interval / 10).min(Duration::from_secs(1))
     }
 
+    /// `out_after` as its sum, for a person watching the wait: "2 failed checks 1s
+    /// apart + a 1s timeout = 3s".
+    pub fn out_arithmetic(&self) -> String {
+        format!(
+            "{} failed checks {} apart + a {} timeout = {}",
+            self.unhealthy,
+            human(self.interval),
+            human(self.timeout),
+            human(self.out_after())
+        )
+    }
+
+    /// `in_after` as its sum: "2 passed checks 1s apart, and a moment = 2.1s".
+    pub fn in_arithmetic(&self) -> String {
+        format!(
+            "{} passed checks {} apart, and a moment = {}",
+            self.healthy,
+            human(self.interval),
+            human(self.in_after())
+        )
+    }
+
     pub fn describe(&self) -> String {
         let what = match &self.path {
             Some(p) if self.tls => format!("HTTPS GET {p} on port {}", self.port),
@@ -606,7 +628,8 @@ impl Core {
         }
         changed();
         ctx.progress.instance(&host.name, "draining", None);
-        self.wait_for_balancer(&format!("the balancer to take {} out", host.name), check.out_after(), ctx).await?;
+        let what = format!("the balancer to take {} out ({})", host.name, check.out_arithmetic());
+        self.wait_for_balancer(&what, check.out_after(), ctx).await?;
         if check.path.is_some() && self.healthy(host, check).await? {
             return Err(ProviderError::Failed(format!(
                 "the app on {} still answers its health check (GET {} on port {}) after POST {path}, so the balancer still sends it requests; its drain switch must make the health check fail",
@@ -636,7 +659,7 @@ impl Core {
         };
         if failing || drained {
             ctx.progress.instance(&host.name, "draining", None);
-            let what = format!("the balancer to take {} out", host.name);
+            let what = format!("the balancer to take {} out ({})", host.name, check.out_arithmetic());
             self.wait_for_balancer(&what, check.out_after(), ctx).await?;
         }
         Ok(())
@@ -647,8 +670,8 @@ impl Core {
         if layout.drain_by_api {
             outlast(ctx, "put the host back in the balancer", || self.inventory.put_back(host, ctx)).await?;
         }
-        self.wait_for_balancer(&format!("the balancer to count {} healthy", host.name), layout.check.in_after(), ctx)
-            .await?;
+        let what = format!("the balancer to count {} healthy ({})", host.name, layout.check.in_arithmetic());
+        self.wait_for_balancer(&what, layout.check.in_after(), ctx).await?;
         if !self.healthy(host, &layout.check).await? {
             return Err(ProviderError::Failed(format!(
                 "the app on {} stopped answering its health check while the balancer took it back",

@@ -16,7 +16,7 @@ use crate::providers::batches::{BatchSize, BATCH_SIZE_FIX};
 /// The providers that deploy to hosts over SSH.
 pub const HOST_PROVIDERS: &[&str] = &["ssh", "digitalocean-droplets"];
 
-/// The inputs both host providers (ssh, droplets) read: in `action.yml`, the CLI's flags and the README through `inputs::INPUTS`.
+/// The inputs both host providers (ssh, droplets) read: in `action.yml`, the CLI's flags and docs/inputs.md through `inputs::INPUTS`.
 pub const INPUTS: &[InputSpec] = &[
     input("ssh-key", "", "Hosts over SSH: the private key safe-deploy logs in with (OpenSSH or PEM, unencrypted). Pass it from a secret; it is masked and never printed.").secret(),
     input("ssh-user", "root", "Hosts over SSH: the user safe-deploy logs in as; it must be allowed to run the container runtime."),

@@ -246,7 +246,8 @@ impl Runtime {
         let [reference] = operands.as_slice() else {
             return fail(1, "\"docker pull\" requires exactly 1 argument.");
         };
-        if !self.releases().contains_key(reference) {
+        let known = self.releases();
+        if !known.contains_key(reference) && !known.contains_key(crate::app::ANY_IMAGE) {
             return fail(1, "Error response from daemon: manifest unknown");
         }
         let (repo, tag) = split_reference(reference);
