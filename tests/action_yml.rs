@@ -130,21 +130,22 @@ async fn every_declared_output_is_written_and_nothing_else() {
 }
 
 #[test]
-fn the_readme_lists_every_input_with_its_default() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+fn the_inputs_page_lists_every_input_with_its_default() {
+    let inputs_page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/inputs.md")).unwrap();
     for spec in INPUTS.iter() {
         let row = match (spec.required, spec.default) {
             (true, _) => format!("| `{}` | required |", spec.name),
             (false, "") => format!("| `{}` | |", spec.name),
             (false, d) => format!("| `{}` | `{d}` |", spec.name),
         };
-        assert!(readme.contains(&row), "README.md has no row starting {row}");
+        assert!(inputs_page.contains(&row), "docs/inputs.md has no row starting {row}");
     }
 }
 
 #[test]
-fn every_provider_has_a_readme_section_and_its_inputs_in_action_yml_and_the_readme() {
+fn every_provider_has_a_readme_section_and_its_inputs_in_action_yml_and_the_inputs_page() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let inputs_page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/inputs.md")).unwrap();
     let action = action();
     let headings: Vec<String> = readme.lines().filter(|l| l.starts_with("## ")).map(str::to_lowercase).collect();
     for r in safe_deploy::providers::registry::PROVIDERS {
@@ -153,8 +154,8 @@ fn every_provider_has_a_readme_section_and_its_inputs_in_action_yml_and_the_read
         for spec in INPUTS.iter().filter(|i| i.providers.contains(&r.name)) {
             assert!(!action["inputs"][spec.name].is_null(), "action.yml lacks {}'s input {}", r.name, spec.name);
             assert!(
-                readme.contains(&format!("| `{}` |", spec.name)),
-                "README.md lacks {}'s input {}",
+                inputs_page.contains(&format!("| `{}` |", spec.name)),
+                "docs/inputs.md lacks {}'s input {}",
                 r.name,
                 spec.name
             );

@@ -20,6 +20,7 @@ mod hosts_real;
 mod http_layer;
 mod input_errors;
 mod properties;
+mod readme;
 mod secrets;
 mod signals;
 mod summaries;
