@@ -321,17 +321,14 @@ impl Config {
         }
 
         let image = raw.get("image").map(str::to_string);
-        if let Some(img) = &image {
-            if img.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                p.add(
-                    "image",
-                    "contains white space",
-                    "Give one image reference such as registry.example.com/app:1.2.3.",
-                );
-            }
+        if let Some(Err(why)) = image.as_deref().map(|i| refuse_hidden_characters(i, "an image reference")) {
+            p.add("image", why, "Give one image reference such as registry.example.com/app:1.2.3.");
         }
 
         let to = raw.get("to").map(str::to_string);
+        if let Some(Err(why)) = to.as_deref().map(|t| refuse_hidden_characters(t, "a release's name")) {
+            p.add("to", why, "Name one release: an image, a release as the platform names it, or a commit SHA.");
+        }
         if command == Some(Command::Redeploy) && to.is_none() && image.is_none() {
             p.add(
                 "to",
@@ -374,7 +371,7 @@ impl Config {
             None => None,
             // A provider whose API is a file (the double) checks the URL itself.
             Some(text) if provider.is_some_and(|r| r.file_api) => url::Url::parse(text).ok(),
-            Some(text) => match refuse_hidden_characters(text)
+            Some(text) => match refuse_hidden_characters(text, "a URL")
                 .and_then(|()| url::Url::parse(text).map_err(|e| format!("'{text}' is not a URL ({e})")))
             {
                 Ok(u) => match check_base_url(&u) {
@@ -626,7 +623,7 @@ fn valid_app_name(name: &str) -> bool {
 /// A health URL: http or https with a host. Plain http is fine here: the app may sit
 /// behind a private address, and no secret travels with a health check.
 fn parse_probe_url(text: &str) -> Result<url::Url, String> {
-    refuse_hidden_characters(text)?;
+    refuse_hidden_characters(text, "a URL")?;
     let u = url::Url::parse(text).map_err(|e| format!("'{text}' is not a URL ({e})"))?;
     if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none_or(str::is_empty) {
         return Err(format!("'{text}' is not an http:// or https:// URL"));
@@ -634,13 +631,14 @@ fn parse_probe_url(text: &str) -> Result<url::Url, String> {
     Ok(u)
 }
 
-/// A URL with a line break, a tab or another control character: the URL parser would
-/// quietly drop some of them and use what is left, which is not what was written.
-/// The URL itself is not repeated: it may carry a password or a token in its query.
-fn refuse_hidden_characters(text: &str) -> Result<(), String> {
+/// A URL (or a name) with a line break, a tab or another control character: the URL
+/// parser would quietly drop some of them and use what is left, which is not what was
+/// written; in a name it would break the log line it is said in. The text itself is not
+/// repeated: a URL may carry a password or a token in its query.
+fn refuse_hidden_characters(text: &str, what: &str) -> Result<(), String> {
     match text.char_indices().find(|(_, c)| c.is_control() || c.is_whitespace()) {
         Some((at, c)) => Err(format!(
-            "contains {} at character {}, which a URL cannot hold",
+            "contains {} at character {}, which {what} cannot hold",
             match c {
                 '\n' | '\r' => "a line break",
                 ' ' => "a space",
@@ -818,6 +816,18 @@ mod tests {
         let errors = Config::from_inputs(&raw(&fly)).unwrap_err();
         assert_eq!(errors.iter().map(|e| e.input).collect::<Vec<_>>(), vec!["api-url"]);
         assert!(errors[0].to_string().contains("a line break"), "{}", errors[0]);
+
+        // A name is said in log lines: each hidden character is named for what it is.
+        let mut image = good();
+        image.retain(|(k, _)| *k != "image");
+        image.push(("image", "web:v2\u{1b}[31m"));
+        let errors = Config::from_inputs(&raw(&image)).unwrap_err();
+        assert!(errors[0].to_string().contains("a control character at character 7"), "{}", errors[0]);
+        let mut to = good();
+        to.extend([("command", "rollback"), ("to", "web:v1\nfoo")]);
+        let errors = Config::from_inputs(&raw(&to)).unwrap_err();
+        assert_eq!(errors.iter().map(|e| e.input).collect::<Vec<_>>(), vec!["to"]);
+        assert!(errors[0].to_string().contains("a line break at character 7"), "{}", errors[0]);
     }
 
     #[test]

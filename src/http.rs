@@ -242,7 +242,7 @@ impl TransportFailure {
                     .into()
             }
             // rustls reading a plain-HTTP answer as a TLS record.
-            TransportFailure::Tls if detail.contains("InvalidContentType") || detail.contains("corrupt message") => {
+            _ if detail.contains("InvalidContentType") || detail.contains("corrupt message") => {
                 "TLS error: what answers there does not speak HTTPS (should the URL start with http://?)".into()
             }
             TransportFailure::Dns => format!("the host name does not resolve ({detail})"),
@@ -639,7 +639,11 @@ pub fn classify(e: &reqwest::Error) -> TransportFailure {
         source = err.source();
     }
     let chain = error_chain(e).to_ascii_lowercase();
-    if chain.contains("certificate") || chain.contains("tls") || chain.contains("handshake") {
+    if chain.contains("certificate")
+        || chain.contains("tls")
+        || chain.contains("handshake")
+        || chain.contains("corrupt message")
+    {
         TransportFailure::Tls
     } else if chain.contains("dns") || chain.contains("resolve") {
         TransportFailure::Dns

@@ -338,6 +338,10 @@ pub fn finish(report: &Report, runner: &Runner, write_summary: bool) -> i32 {
         reason = format!("{reason}; and the rollback: {detail}");
     }
     let with_reason = if reason.is_empty() { headline.clone() } else { format!("{headline} Why: {reason}") };
+    // The plan is in the log too, where a person reading the run looks first.
+    for step in &report.plan {
+        runner.say(&format!("  plan: {step}"));
+    }
     if runner.on_runner {
         match report.outcome {
             _ if !report.input_errors.is_empty() => {}
@@ -348,9 +352,6 @@ pub fn finish(report: &Report, runner: &Runner, write_summary: bool) -> i32 {
             Outcome::Cancelled => runner.warning("deploy cancelled", &with_reason),
         }
         return code;
-    }
-    for step in &report.plan {
-        runner.say(&format!("  plan: {step}"));
     }
     runner.outcome(report.outcome, &headline);
     // Input problems were each said above, naming what to fix.
@@ -374,6 +375,6 @@ pub fn progress(runner: &Runner) -> Progress {
 
 fn append_file(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let mut f = crate::secret::private_file(path)?;
     f.write_all(text.as_bytes())
 }

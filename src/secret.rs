@@ -37,6 +37,11 @@ const SHORT: usize = 8;
 /// Opens `path` to append to, created readable and writable by this user only (0600)
 /// when it is new: state holds what must not be shared.
 pub fn private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    // A pipe or a device would block the run (a FIFO with no reader never opens) or
+    // swallow what it writes: only a regular file, or none yet, is written to.
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(std::io::Error::other("it is not a regular file (a pipe, a device or a folder)"));
+    }
     let mut options = std::fs::OpenOptions::new();
     options.create(true).append(true);
     #[cfg(unix)]

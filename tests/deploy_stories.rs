@@ -142,6 +142,7 @@ async fn a_plan_sends_no_change_and_lists_the_steps() {
     assert!(double.state().writes().is_empty(), "{:?}", double.state().calls);
     assert!(ran.summary.contains("### Plan"));
     assert!(ran.summary.contains("health gate: GET"), "{ran}");
+    assert!(ran.stdout.contains("  plan: health gate: GET"), "the plan is in the runner's log too: {ran}");
     assert_eq!(double.state().live(), "web:v1");
 }
 

@@ -424,6 +424,9 @@ async fn four_hosts_change_one_at_a_time_with_no_request_failing() {
     assert!(lock_is_free(&rig.fleet), "the lock was given back");
     // The first host was gated alone, through its tunnel, before the others changed.
     assert_says(&ran, &["batch 1"]);
+    // Each wait on the balancer says what it waits for, and the sum that makes its length.
+    assert_says(&ran, &["waiting for the balancer to take", "failed checks", "apart + a", "timeout = "]);
+    assert_says(&ran, &["waiting for the balancer to count", "passed checks", "apart, and a moment = "]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -106,6 +106,24 @@ async fn a_refused_connection_is_retried_and_the_error_carries_no_secret() {
     assert!(text.contains("connection refused"), "{text}");
     assert!(text.contains("after 2 retries"), "{text}");
     assert!(!text.contains("s3cr3t"), "{text}");
+    assert!(text.contains("nothing listens at that address and port"), "said plainly: {text}");
+    assert!(!text.contains("os error"), "not the library's words: {text}");
+}
+
+/// https:// to a port that speaks plain HTTP: rustls reads the answer as a corrupt TLS
+/// record; the error says what that means instead.
+#[tokio::test]
+async fn https_to_a_plain_http_port_is_said_in_plain_words() {
+    let (server, _) = queued(vec![(200, None)]).await;
+    let plain = url(&server, "/health");
+    let mut https = plain.clone();
+    https.set_scheme("https").unwrap();
+    let retry = RetryConfig { max_retries: 0, ..Default::default() };
+    let client = HttpClient::new(Redactor::default(), retry, Duration::from_secs(2)).unwrap();
+    let err = client.send(&Call::new(Method::GET, https), &Shutdown::new()).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("does not speak HTTPS (should the URL start with http://?)"), "{text}");
+    assert!(!text.contains("InvalidContentType"), "{text}");
 }
 
 #[tokio::test]

@@ -154,3 +154,18 @@ async fn serve_forever(body: &'static str) -> String {
     });
     url
 }
+
+/// A summary "file" that is a pipe no one reads would block the run for ever at its
+/// end: it is warned about and skipped, and the run ends with its outputs and exit code.
+#[tokio::test]
+async fn a_summary_path_that_is_a_pipe_is_warned_about_never_waited_on() {
+    let double = Double::start("web:v1").await;
+    let pipe = tempfile::tempdir().unwrap();
+    let fifo = pipe.path().join("summary");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let step = Step::main(&double.inputs("web:v2")).env("GITHUB_STEP_SUMMARY", &fifo.display().to_string());
+    let ran = tokio::time::timeout(Duration::from_secs(30), step.run()).await.expect("the run ends");
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!(ran.output("status"), "deployed");
+    assert!(ran.stdout.contains("summary not written") && ran.stdout.contains("not a regular file"), "{ran}");
+}
