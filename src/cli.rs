@@ -351,7 +351,8 @@ fn token_from_env(raw: &mut RawInputs, env: &Env) {
     // The provider's own inputs its CLI reads from the environment (AWS_REGION...), a set
     // at a time: none of a set when any of it is given.
     let given: Vec<&str> = provider.env.iter().filter(|e| raw.get(e.input).is_some()).map(|e| e.set).collect();
-    for e in provider.env.iter().filter(|e| !given.contains(&e.set)) {
+    let cli = raw.surface() == Surface::Cli;
+    for e in provider.env.iter().filter(|e| !given.contains(&e.set) && (e.on_runner || cli)) {
         let Some((var, value)) =
             e.vars.iter().find_map(|name| env(name).filter(|v| !v.trim().is_empty()).map(|v| (name, v)))
         else {
@@ -539,6 +540,29 @@ mod tests {
         let text = did_you_mean(e, &cmd).to_string();
         assert!(text.contains("did you mean 'deploy'?"), "{text}");
         assert!(!text.contains("'demo'"), "one suggestion, the closest: {text}");
+    }
+
+    /// On a runner any earlier step can set a variable (GITHUB_ENV): one naming where the
+    /// API is would take the token there. The CLI reads it; the action's steps never do.
+    #[test]
+    fn an_api_url_variable_is_read_by_the_cli_alone_never_on_a_runner() {
+        let env = |name: &str| match name {
+            "FLY_API_URL" => Some("http://127.0.0.1:9/v1".to_string()),
+            "FLY_APP" => Some("web".to_string()),
+            "INPUT_PROVIDER" => Some("fly".to_string()),
+            _ => None,
+        };
+        let on_a_runner = raw_inputs(&env, None, None);
+        assert_eq!((on_a_runner.get("api-url"), on_a_runner.get("app")), (None, None));
+
+        let m = parse(&["deploy", "--provider", "fly"]).unwrap();
+        let (command, sub) = m.subcommand().unwrap();
+        let typed = raw_inputs(&env, Some(sub), Some(command));
+        assert_eq!(typed.get("api-url"), Some("http://127.0.0.1:9/v1"));
+        assert_eq!(typed.get("app"), Some("web"));
+        let m = parse(&["deploy", "--provider", "fly", "--api-url", "http://127.0.0.1:10/v1"]).unwrap();
+        let (command, sub) = m.subcommand().unwrap();
+        assert_eq!(raw_inputs(&env, Some(sub), Some(command)).get("api-url"), Some("http://127.0.0.1:10/v1"));
     }
 
     #[test]

@@ -41,8 +41,13 @@ pub const REGISTRATION: Registration = Registration {
     token_env: &["DIGITALOCEAN_ACCESS_TOKEN"],
     needs_token: true,
     env: &[
-        EnvInput { input: "api-url", vars: &["DIGITALOCEAN_API_URL"], set: "api-url" },
-        EnvInput { input: "load-balancer", vars: &["DIGITALOCEAN_LOAD_BALANCER"], set: "load-balancer" },
+        EnvInput { input: "api-url", vars: &["DIGITALOCEAN_API_URL"], set: "api-url", on_runner: false },
+        EnvInput {
+            input: "load-balancer",
+            vars: &["DIGITALOCEAN_LOAD_BALANCER"],
+            set: "load-balancer",
+            on_runner: false,
+        },
     ],
     file_api: false,
     image_optional: false,

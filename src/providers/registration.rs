@@ -75,6 +75,10 @@ pub struct EnvInput {
     pub input: &'static str,
     pub vars: &'static [&'static str],
     pub set: &'static str,
+    /// Read in the action's steps too, not only by the CLI. An address (an API URL) is
+    /// read by the CLI alone: on a runner any earlier step can set a variable through
+    /// GITHUB_ENV, and one naming where the token goes would send it there.
+    pub on_runner: bool,
 }
 
 /// The settings a provider parsed from its own inputs, and how it builds itself.

@@ -55,8 +55,8 @@ pub const REGISTRATION: Registration = Registration {
     token_env: &["DIGITALOCEAN_ACCESS_TOKEN"],
     needs_token: true,
     env: &[
-        EnvInput { input: "api-url", vars: &["DIGITALOCEAN_API_URL"], set: "api-url" },
-        EnvInput { input: "app", vars: &["DIGITALOCEAN_APP"], set: "app" },
+        EnvInput { input: "api-url", vars: &["DIGITALOCEAN_API_URL"], set: "api-url", on_runner: false },
+        EnvInput { input: "app", vars: &["DIGITALOCEAN_APP"], set: "app", on_runner: false },
     ],
     file_api: false,
     image_optional: true,

@@ -61,9 +61,9 @@ pub const REGISTRATION: Registration = Registration {
     token_env: &["FLY_ACCESS_TOKEN", "FLY_API_TOKEN"],
     needs_token: true,
     env: &[
-        EnvInput { input: "api-url", vars: &["FLY_API_URL"], set: "api-url" },
+        EnvInput { input: "api-url", vars: &["FLY_API_URL"], set: "api-url", on_runner: false },
         // flyctl reads the app's name from FLY_APP too.
-        EnvInput { input: "app", vars: &["FLY_APP"], set: "app" },
+        EnvInput { input: "app", vars: &["FLY_APP"], set: "app", on_runner: false },
     ],
     file_api: false,
     image_optional: false,

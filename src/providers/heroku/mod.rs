@@ -50,9 +50,9 @@ pub const REGISTRATION: Registration = Registration {
     token_env: &["HEROKU_API_KEY"],
     needs_token: true,
     env: &[
-        EnvInput { input: "api-url", vars: &["HEROKU_API_URL"], set: "api-url" },
+        EnvInput { input: "api-url", vars: &["HEROKU_API_URL"], set: "api-url", on_runner: false },
         // The Heroku CLI reads the app's name from HEROKU_APP too.
-        EnvInput { input: "app", vars: &["HEROKU_APP"], set: "app" },
+        EnvInput { input: "app", vars: &["HEROKU_APP"], set: "app", on_runner: false },
     ],
     file_api: false,
     image_optional: true,
