@@ -228,7 +228,7 @@ pub async fn main(args: Vec<OsString>, env: &Env) -> i32 {
         Some((command, sub)) => {
             let raw = raw_inputs(env, Some(sub), Some(command));
             let _ = crate::shutdown::listen_for_signals(shutdown.clone(), crate::shutdown::RUN_STOPS);
-            match with_files(runner.clone(), sub, env, summary_on(&raw)) {
+            match with_files(runner.clone(), sub, env, job::summary_wanted(&raw)) {
                 Ok(runner) => job::deploy_or_restore(raw, runner, shutdown, &post_files(sub), env, &args).await,
                 Err(why) => {
                     runner.error("--state-file", &why);
@@ -243,7 +243,7 @@ pub async fn main(args: Vec<OsString>, env: &Env) -> i32 {
         None => {
             let raw = raw_inputs(env, None, None);
             let _ = crate::shutdown::listen_for_signals(shutdown.clone(), crate::shutdown::RUN_STOPS);
-            match with_files(runner.clone(), &matches, env, summary_on(&raw)) {
+            match with_files(runner.clone(), &matches, env, job::summary_wanted(&raw)) {
                 Ok(runner) => job::deploy_or_restore(raw, runner, shutdown, &post_files(&matches), env, &args).await,
                 Err(why) => {
                     runner.error("state file", &why);
@@ -350,9 +350,11 @@ fn token_from_env(raw: &mut RawInputs, env: &Env) {
     }
     // The provider's own inputs its CLI reads from the environment (AWS_REGION...), a set
     // at a time: none of a set when any of it is given.
-    let given: Vec<&str> = provider.env.iter().filter(|e| raw.get(e.input).is_some()).map(|e| e.set).collect();
-    let cli = raw.surface() == Surface::Cli;
-    for e in provider.env.iter().filter(|e| !given.contains(&e.set) && (e.on_runner || cli)) {
+    // Given means other than its default: cluster's "default" is no reason to skip ECS_CLUSTER.
+    let given: Vec<&str> = provider.env.iter().filter(|e| raw.given(e.input)).map(|e| e.set).collect();
+    // Off a runner only: the CLI in a workflow's run: step is on a runner too.
+    let off_a_runner = raw.surface() == Surface::Cli && env("GITHUB_ACTIONS").as_deref() != Some("true");
+    for e in provider.env.iter().filter(|e| !given.contains(&e.set) && (e.on_runner || off_a_runner)) {
         let Some((var, value)) =
             e.vars.iter().find_map(|name| env(name).filter(|v| !v.trim().is_empty()).map(|v| (name, v)))
         else {
@@ -360,16 +362,22 @@ fn token_from_env(raw: &mut RawInputs, env: &Env) {
         };
         // Said, so that a variable left exported (a sandbox's API URL) is never a surprise.
         if !INPUTS.iter().any(|i| i.name == e.input && i.secret) {
-            tracing::info!("{} from {var}: {value}", raw.surface().name(e.input));
+            // A URL as it may be shown: no credentials, no query.
+            let shown = url::Url::parse(&value).map_or_else(|_| value.clone(), |u| crate::http::shown(&u));
+            tracing::info!("{} from {var}: {shown}", raw.surface().name(e.input));
         }
         raw.set(e.input, value);
     }
 }
 
-/// Whether the run writes a summary (the summary input; a value it cannot read is said
-/// as an input problem later, and writes one).
-fn summary_on(raw: &RawInputs) -> bool {
-    raw.get("summary").and_then(|v| crate::inputs::parse_bool(v).ok()).unwrap_or(true)
+/// A file made new in `RUNNER_TEMP` or the temp folder, 0600, under a name no one could
+/// have made first (the temp folder is everyone's): `PREFIX-PID-RANDOM.EXT`.
+fn fresh_file(env: &Env, prefix: &str, ext: &str) -> Option<PathBuf> {
+    let dir = env("RUNNER_TEMP").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    (0..8).find_map(|_| {
+        let path = dir.join(format!("{prefix}-{}-{:08x}.{ext}", std::process::id(), fastrand::u32(..)));
+        crate::secret::new_private_file(&path).ok().map(|_| path)
+    })
 }
 
 /// Off a runner, flags name the summary and state files; a state file is always kept
@@ -401,20 +409,12 @@ fn with_files(mut runner: Runner, m: &ArgMatches, env: &Env, summary_on: bool) -
     if runner.paths.summary.is_none() && !runner.on_runner && summary_on {
         // Off a runner the summary still goes somewhere, as on a runner: a file of this
         // run's own in the temp folder, whose path the run prints at its end.
-        let dir = env("RUNNER_TEMP").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-        runner.paths.summary = (0..8).find_map(|_| {
-            let path = dir.join(format!("safe-deploy-summary-{}-{:08x}.md", std::process::id(), fastrand::u32(..)));
-            crate::secret::new_private_file(&path).ok().map(|_| path)
-        });
+        runner.paths.summary = fresh_file(env, "safe-deploy-summary", "md");
     }
     if runner.paths.state.is_none() {
         // Made new here, 0600, under a name no one could have made first (the temp
         // folder is everyone's): the run's appends go to a file that is its own.
-        let dir = env("RUNNER_TEMP").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-        runner.paths.state = (0..8).find_map(|_| {
-            let path = dir.join(format!("safe-deploy-{}-{:08x}.state", std::process::id(), fastrand::u32(..)));
-            crate::secret::new_private_file(&path).ok().map(|_| path)
-        });
+        runner.paths.state = fresh_file(env, "safe-deploy", "state");
         runner.paths.state_ours = runner.paths.state.is_some();
     }
     Ok(runner)

@@ -321,12 +321,12 @@ impl Config {
         }
 
         let image = raw.get("image").map(str::to_string);
-        if let Some(Err(why)) = image.as_deref().map(|i| refuse_hidden_characters(i, "an image reference")) {
+        if let Some(Err(why)) = image.as_deref().map(|i| refuse_hidden_characters(i, "an image reference", false)) {
             p.add("image", why, "Give one image reference such as registry.example.com/app:1.2.3.");
         }
 
         let to = raw.get("to").map(str::to_string);
-        if let Some(Err(why)) = to.as_deref().map(|t| refuse_hidden_characters(t, "a release's name")) {
+        if let Some(Err(why)) = to.as_deref().map(|t| refuse_hidden_characters(t, "a release's name", true)) {
             p.add("to", why, "Name one release: an image, a release as the platform names it, or a commit SHA.");
         }
         if command == Some(Command::Redeploy) && to.is_none() && image.is_none() {
@@ -371,7 +371,7 @@ impl Config {
             None => None,
             // A provider whose API is a file (the double) checks the URL itself.
             Some(text) if provider.is_some_and(|r| r.file_api) => url::Url::parse(text).ok(),
-            Some(text) => match refuse_hidden_characters(text, "a URL")
+            Some(text) => match refuse_hidden_characters(text, "a URL", false)
                 .and_then(|()| url::Url::parse(text).map_err(|e| format!("'{text}' is not a URL ({e})")))
             {
                 Ok(u) => match check_base_url(&u) {
@@ -623,7 +623,7 @@ fn valid_app_name(name: &str) -> bool {
 /// A health URL: http or https with a host. Plain http is fine here: the app may sit
 /// behind a private address, and no secret travels with a health check.
 fn parse_probe_url(text: &str) -> Result<url::Url, String> {
-    refuse_hidden_characters(text, "a URL")?;
+    refuse_hidden_characters(text, "a URL", false)?;
     let u = url::Url::parse(text).map_err(|e| format!("'{text}' is not a URL ({e})"))?;
     if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none_or(str::is_empty) {
         return Err(format!("'{text}' is not an http:// or https:// URL"));
@@ -635,8 +635,9 @@ fn parse_probe_url(text: &str) -> Result<url::Url, String> {
 /// parser would quietly drop some of them and use what is left, which is not what was
 /// written; in a name it would break the log line it is said in. The text itself is not
 /// repeated: a URL may carry a password or a token in its query.
-fn refuse_hidden_characters(text: &str, what: &str) -> Result<(), String> {
-    match text.char_indices().find(|(_, c)| c.is_control() || c.is_whitespace()) {
+fn refuse_hidden_characters(text: &str, what: &str, spaces: bool) -> Result<(), String> {
+    // A release's name may have spaces ("web:2 (…)", as the ledger keeps it).
+    match text.char_indices().find(|(_, c)| c.is_control() || (c.is_whitespace() && !(spaces && *c == ' '))) {
         Some((at, c)) => Err(format!(
             "contains {} at character {}, which {what} cannot hold",
             match c {
@@ -828,6 +829,10 @@ mod tests {
         let errors = Config::from_inputs(&raw(&to)).unwrap_err();
         assert_eq!(errors.iter().map(|e| e.input).collect::<Vec<_>>(), vec!["to"]);
         assert!(errors[0].to_string().contains("a line break at character 7"), "{}", errors[0]);
+        // A release's name as the ledger keeps it has spaces, and is taken.
+        let mut label = good();
+        label.extend([("command", "rollback"), ("to", "web:2 (registry.example.com/web:2)")]);
+        assert!(Config::from_inputs(&raw(&label)).is_ok());
     }
 
     #[test]

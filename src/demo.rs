@@ -89,8 +89,8 @@ pub fn start_sandbox(args: SandboxArgs) -> Running {
     Box::pin(async move { serve(&args.app, args.machines, &args.image, args.releases).await })
 }
 
-pub async fn run(summary_file: Option<PathBuf>, redactor: Redactor) -> i32 {
-    exit_code(demo(summary_file, redactor).await)
+pub async fn run(summary_dir: Option<PathBuf>, redactor: Redactor) -> i32 {
+    exit_code(demo(summary_dir, redactor).await)
 }
 
 /// A demo's exit code: its own, or 1 with the reason when it could not run.
@@ -124,8 +124,7 @@ pub(crate) fn gated_inputs(app_url: &str, version: &str, deadline: &str) -> RawI
 
 /// The demo's working folder, and the folder its job summaries go to.
 pub(crate) fn workspace(name: &str, summary_dir: Option<PathBuf>) -> std::io::Result<Workspace> {
-    let dir = std::env::temp_dir().join(format!("safe-deploy-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let dir = private_dir(name)?;
     let summaries = summary_dir.unwrap_or_else(|| dir.clone());
     std::fs::create_dir_all(&summaries)?;
     Ok(Workspace { dir, summaries, written: Default::default() })
@@ -144,7 +143,9 @@ impl Workspace {
     pub(crate) fn run(&self, runner: &Runner, name: &str) -> Runner {
         let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
         let path = self.summaries.join(format!("summary-{}-{name}.md", written.len() + 1));
+        // Made new: an old summary there is replaced, a link is never followed.
         let _ = std::fs::remove_file(&path);
+        let _ = crate::secret::new_private_file(&path);
         written.push(path.clone());
         let mut runner = runner.clone();
         runner.paths.summary = Some(path);
@@ -171,8 +172,8 @@ impl Drop for Workspace {
     }
 }
 
-async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Result<i32> {
-    let workspace = workspace("demo", summary_file)?;
+async fn demo(summary_dir: Option<PathBuf>, redactor: Redactor) -> anyhow::Result<i32> {
+    let workspace = workspace("demo", summary_dir)?;
     let dir = workspace.dir.clone();
 
     let v1 = "registry.fly.io/demo:v1";
@@ -307,7 +308,7 @@ impl Paste {
                 println!("{}", self.command("rollback", &[]));
             }
             Some(to) => {
-                println!("# 3) roll back to v1, which --to names (exit 0):");
+                println!("# 3) roll back to the first release, which --to names (exit 0):");
                 println!("{}", self.command("rollback", &[("to", to.clone())]));
             }
         }
@@ -321,7 +322,7 @@ impl Paste {
     }
 
     fn command(&self, sub: &str, extra: &[(&'static str, String)]) -> String {
-        let quote = |v: &str| shlex::try_quote(v).map(|q| q.into_owned()).unwrap_or_else(|_| format!("'{v}'"));
+        let quote = shell_word;
         let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "safe-deploy".into());
         let mut words: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={}", quote(v))).collect();
         words.push(quote(&exe));
@@ -347,6 +348,11 @@ impl Paste {
             None => words.join(" "),
         }
     }
+}
+
+/// `value` as one word of a shell command: quoted when it needs to be.
+pub(crate) fn shell_word(value: &str) -> String {
+    shlex::try_quote(value).map(|q| q.into_owned()).unwrap_or_else(|_| format!("'{value}'"))
 }
 
 /// The releases a sandbox serves: those `--release` says, and, unless it says otherwise,

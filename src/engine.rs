@@ -80,6 +80,7 @@ impl Engine<'_> {
             budget: "deploy-timeout",
             shutdown: self.shutdown.clone(),
             progress: self.progress.clone(),
+            surface: self.config.surface,
         }
     }
 
@@ -91,6 +92,7 @@ impl Engine<'_> {
             budget: "deploy-timeout",
             shutdown: Shutdown::new(),
             progress: self.progress.clone(),
+            surface: self.config.surface,
         }
     }
 
@@ -129,9 +131,10 @@ impl Engine<'_> {
                 (PhaseResult::Cancelled, Some(why.clone()), Err(Stop::Cancelled(why)))
             }
             Some(Err(e)) => {
-                let why = self.runner.redactor().redact(&format!("{name}: {e}"));
+                let said = e.said(self.config.surface);
+                let why = self.runner.redactor().redact(&format!("{name}: {said}"));
                 self.runner.say(&format!("failed: {why}"));
-                (PhaseResult::Failed, Some(e.to_string()), Err(Stop::Failed(why)))
+                (PhaseResult::Failed, Some(said), Err(Stop::Failed(why)))
             }
             None => {
                 let why = format!("{name}: cancelled");

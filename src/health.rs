@@ -321,7 +321,12 @@ impl Gate<'_> {
             keep(&mut report.attempts, attempt);
 
             if let (Some(_), Some(f)) = (soak_until, &failure) {
-                let why = format!("failed during the {} soak after passing: {}", human(c.soak), f.explain());
+                let why = format!(
+                    "failed during the {} soak after passing: {}{}",
+                    human(c.soak),
+                    f.explain(),
+                    c.guess_note()
+                );
                 return finish(report, GateResult::Failed, Some(why));
             }
             if soak_until.is_none() && consecutive >= c.successes {

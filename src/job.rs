@@ -40,7 +40,10 @@ pub async fn deploy_or_restore(
     env: &Env,
     args: &[OsString],
 ) -> i32 {
-    let summary_len = |r: &Runner| r.paths.summary.as_ref().and_then(|p| std::fs::metadata(p).ok()).map(|m| m.len());
+    // A regular file's length; a pipe or a device is never opened to be cut.
+    let summary_len = |r: &Runner| {
+        r.paths.summary.as_ref().and_then(|p| std::fs::metadata(p).ok()).filter(|m| m.is_file()).map(|m| m.len())
+    };
     let before = summary_len(&runner);
     let state = runner.paths.state.clone().filter(|_| !runner.on_runner);
     if let Some(state) = &state {
@@ -71,6 +74,12 @@ pub async fn deploy_or_restore(
             code
         }
     }
+}
+
+/// Whether the run writes a summary: the summary input (a value it cannot read is said
+/// as an input problem, and a summary still says so).
+pub fn summary_wanted(raw: &RawInputs) -> bool {
+    raw.get("summary").and_then(|s| crate::inputs::parse_bool(s).ok()).unwrap_or(true)
 }
 
 /// Off a runner: the state file goes when nothing is left to resume, else its path is
@@ -198,7 +207,7 @@ fn bad_input(raw: &RawInputs, runner: &Runner, errors: &[crate::inputs::InputErr
         runner.error(&e.label(), &format!("{}. {}", e.problem, e.fix));
         report.input_errors.push(e.to_string());
     }
-    let summary = raw.get("summary").and_then(|s| crate::inputs::parse_bool(s).ok()).unwrap_or(true);
+    let summary = summary_wanted(raw);
     finish(&report, runner, summary)
 }
 
@@ -347,13 +356,17 @@ pub fn finish(report: &Report, runner: &Runner, write_summary: bool) -> i32 {
             _ if !report.input_errors.is_empty() => {}
             Outcome::Deployed => runner.notice("deployed", &headline),
             Outcome::Planned => runner.notice("planned", &headline),
+            // Put back because the run was stopped: a cancelled run, not a failed one.
+            Outcome::RolledBack if report.stopped => runner.warning("deploy cancelled", &with_reason),
             Outcome::RolledBack | Outcome::Failed => runner.error("deploy failed", &with_reason),
             Outcome::RollbackFailed => runner.error("rollback failed", &with_reason),
             Outcome::Cancelled => runner.warning("deploy cancelled", &with_reason),
         }
         return code;
     }
-    runner.outcome(report.outcome, &headline);
+    let shown_as =
+        if report.stopped && report.outcome == Outcome::RolledBack { Outcome::Cancelled } else { report.outcome };
+    runner.outcome(shown_as, &headline);
     // Input problems were each said above, naming what to fix.
     if !reason.is_empty() && report.input_errors.is_empty() {
         runner.say(&format!("why: {reason}"));

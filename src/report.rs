@@ -187,7 +187,8 @@ impl Report {
         }
     }
 
-    /// The process exit code: bad input has its own, whatever the outcome says.
+    /// The process exit code: bad input has its own, whatever the outcome says; a run
+    /// stopped by a signal is cancelled (130) whatever it then put back.
     pub fn exit_code(&self) -> i32 {
         if !self.input_errors.is_empty() {
             exit::BAD_INPUT

@@ -42,9 +42,20 @@ fn changes(report: &Report) -> String {
     let previous = code(report.previous.as_deref());
     match report.outcome {
         Outcome::Deployed => format!("yes: {target} went out and is live"),
+        Outcome::RolledBack if report.stopped => {
+            format!("yes: {target} went out part-way, the run was stopped, and {previous} was put back")
+        }
         Outcome::RolledBack => format!("yes: {target} went out, then {previous} was put back"),
         Outcome::RollbackFailed => format!("yes: {target} went out, and putting {previous} back FAILED"),
-        Outcome::Cancelled => format!("yes: {target} went out part-way; {previous} is put back next"),
+        Outcome::Cancelled => {
+            format!("yes: {target} went out part-way before the run was stopped; {previous} is not back yet")
+        }
+        Outcome::Failed if report.replaced_by.is_some() => {
+            format!(
+                "yes: {target} went out, then another deploy replaced it with {}",
+                code(report.replaced_by.as_deref())
+            )
+        }
         Outcome::Failed => format!("yes: {target} went out and was left in place"),
         Outcome::Planned => "yes".into(),
     }

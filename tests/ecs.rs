@@ -475,6 +475,7 @@ async fn the_snapshot_names_the_revision_and_never_holds_the_task_definitions_en
         budget: "deploy-timeout",
         shutdown: safe_deploy::shutdown::Shutdown::new(),
         progress: Default::default(),
+        surface: Default::default(),
     };
     let snapshot = harness.provider().snapshot(&ctx).await.unwrap();
     let saved = serde_json::to_string(&snapshot).unwrap();

@@ -506,6 +506,7 @@ async fn a_restore_never_removes_the_recorded_container_whatever_state_a_stopped
         budget: "rollback-timeout",
         shutdown: safe_deploy::shutdown::Shutdown::new(),
         progress: Progress::default(),
+        surface: Default::default(),
     };
     let live = provider.snapshot(&ctx).await.expect("recorded");
     provider.lock(&live, LockFor::Restore, &ctx).await.expect("the lock is free");

@@ -32,12 +32,12 @@ fn options(app: &str, instances: usize, images: Releases) -> std::io::Result<DoO
     })
 }
 
-pub async fn run(summary_file: Option<PathBuf>, redactor: Redactor) -> i32 {
-    super::exit_code(demo(summary_file, redactor).await)
+pub async fn run(summary_dir: Option<PathBuf>, redactor: Redactor) -> i32 {
+    super::exit_code(demo(summary_dir, redactor).await)
 }
 
-async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Result<i32> {
-    let workspace = super::workspace("digitalocean-demo", summary_file)?;
+async fn demo(summary_dir: Option<PathBuf>, redactor: Redactor) -> anyhow::Result<i32> {
+    let workspace = super::workspace("digitalocean-demo", summary_dir)?;
     let dir = workspace.dir.clone();
     let v2 = format!("sha256:{}", "2".repeat(64));
     let mut images = Releases::new();

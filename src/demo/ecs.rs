@@ -27,12 +27,12 @@ fn options(service: &str, desired: usize, images: Releases) -> std::io::Result<E
     })
 }
 
-pub async fn run(summary_file: Option<PathBuf>, redactor: Redactor) -> i32 {
-    super::exit_code(demo(summary_file, redactor).await)
+pub async fn run(summary_dir: Option<PathBuf>, redactor: Redactor) -> i32 {
+    super::exit_code(demo(summary_dir, redactor).await)
 }
 
-async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Result<i32> {
-    let workspace = super::workspace("ecs-demo", summary_file)?;
+async fn demo(summary_dir: Option<PathBuf>, redactor: Redactor) -> anyhow::Result<i32> {
+    let workspace = super::workspace("ecs-demo", summary_dir)?;
     let dir = workspace.dir.clone();
     let repo = sandbox::ecs::repository(&EcsOptions::default());
     let mut images = Releases::new();

@@ -34,12 +34,12 @@ fn write_source(dir: &Path, version: &str, web_flags: &str) -> std::io::Result<(
     std::fs::write(dir.join("VERSION"), version)
 }
 
-pub async fn run(summary_file: Option<PathBuf>, redactor: Redactor) -> i32 {
-    super::exit_code(demo(summary_file, redactor).await)
+pub async fn run(summary_dir: Option<PathBuf>, redactor: Redactor) -> i32 {
+    super::exit_code(demo(summary_dir, redactor).await)
 }
 
-async fn demo(summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Result<i32> {
-    let workspace = super::workspace("heroku-demo", summary_file)?;
+async fn demo(summary_dir: Option<PathBuf>, redactor: Redactor) -> anyhow::Result<i32> {
+    let workspace = super::workspace("heroku-demo", summary_dir)?;
     let dir = workspace.dir.clone();
     write_source(&dir.join("v2"), "v2", "")?;
     write_source(&dir.join("v3"), "v3", "--health wrong-body")?;

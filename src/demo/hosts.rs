@@ -99,12 +99,12 @@ fn ssh_inputs(raw: &mut RawInputs, fleet: &Fleet, balancer: &Balancer, interval:
 /// `demo --provider ssh` (the sandbox's balancer, drained by the app's switch) or
 /// `demo --provider digitalocean-droplets` (droplets behind a balancer that lists them
 /// by id, taken out through the Droplets API).
-pub async fn run(provider: &str, summary_file: Option<PathBuf>, redactor: Redactor) -> i32 {
-    super::exit_code(demo(provider == "digitalocean-droplets", summary_file, redactor).await)
+pub async fn run(provider: &str, summary_dir: Option<PathBuf>, redactor: Redactor) -> i32 {
+    super::exit_code(demo(provider == "digitalocean-droplets", summary_dir, redactor).await)
 }
 
-async fn demo(droplets: bool, summary_file: Option<PathBuf>, redactor: Redactor) -> anyhow::Result<i32> {
-    let workspace = super::workspace(if droplets { "droplets-demo" } else { "ssh-demo" }, summary_file)?;
+async fn demo(droplets: bool, summary_dir: Option<PathBuf>, redactor: Redactor) -> anyhow::Result<i32> {
+    let workspace = super::workspace(if droplets { "droplets-demo" } else { "ssh-demo" }, summary_dir)?;
     let dir = workspace.dir.clone();
     let mut releases = Releases::new();
     releases.insert("web:v2".into(), ReleaseSpec::default());
@@ -163,8 +163,13 @@ async fn demo(droplets: bool, summary_file: Option<PathBuf>, redactor: Redactor)
     if let Some(api) = api {
         api.stop().await;
     }
-    let as_expected =
-        first == 0 && second == 1 && live.iter().all(|l| l == "web:v2") && v3_ran_on == 1 && seen.errors == 0;
+    // Droplets stay out of the balancer until their gate passes: v3 must serve no page.
+    let as_expected = first == 0
+        && second == 1
+        && live.iter().all(|l| l == "web:v2")
+        && v3_ran_on == 1
+        && seen.errors == 0
+        && (!droplets || seen.wrong == 0);
     Ok(if as_expected { 0 } else { 1 })
 }
 
@@ -181,8 +186,7 @@ fn key_files(fleet: &Fleet) -> std::io::Result<(PathBuf, PathBuf)> {
 
 /// `"$(cat 'PATH')"`: a file's text as a pasted command's flag value.
 fn cat(path: &std::path::Path) -> String {
-    let text = path.display().to_string();
-    format!("\"$(cat {})\"", shlex::try_quote(&text).map(|q| q.into_owned()).unwrap_or(text))
+    format!("\"$(cat {})\"", super::shell_word(&path.display().to_string()))
 }
 
 /// `safe-deploy sandbox --provider ssh | digitalocean-droplets`: the hosts (and, for

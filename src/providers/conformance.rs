@@ -408,6 +408,7 @@ fn context(progress: Progress) -> super::Context {
         budget: "deploy-timeout",
         shutdown: Shutdown::new(),
         progress,
+        surface: Default::default(),
     }
 }
 

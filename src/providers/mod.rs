@@ -397,6 +397,9 @@ pub struct Context {
     pub budget: &'static str,
     pub shutdown: Shutdown,
     pub progress: Progress,
+    /// How the person gave the inputs: a provider's advice names `--deploy-timeout` off
+    /// a runner, `deploy-timeout` in a workflow.
+    pub surface: crate::inputs::Surface,
 }
 
 impl Context {
@@ -498,6 +501,11 @@ impl Progress {
     }
 }
 
+/// A wait that ran out of the time `input` gives it, and what to do.
+fn ran_out(what: &str, limit: &str, input: &str) -> String {
+    format!("{what} took longer than {limit}; raise {input} if the app needs more time")
+}
+
 /// Provider errors grouped by meaning, not by provider.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
@@ -506,11 +514,11 @@ pub enum ProviderError {
     NotFound { provider: &'static str, what: String },
     #[error("{what} is held by someone else ({detail}); re-run when the other deploy finishes")]
     Conflict { what: String, detail: String },
-    #[error("{provider} refused the token (401); create a new token and update the secret")]
+    #[error("{provider} refused the token (401); create a new token, and update the secret or variable that holds it")]
     Unauthenticated { provider: &'static str },
     #[error("{provider} says the token may not {operation} (403); give the token that permission")]
     PermissionDenied { provider: &'static str, operation: String },
-    #[error("{what} took longer than {limit}; raise {input} if the app needs more time")]
+    #[error("{}", ran_out(what, limit, input))]
     Timeout { what: String, limit: String, input: &'static str },
     #[error("{provider} cannot {operation}")]
     NotSupported { provider: &'static str, operation: String },
@@ -554,6 +562,15 @@ impl ProviderError {
     /// A wait that ran out of `input`'s time.
     pub fn timeout(what: impl Into<String>, limit: Duration, input: &'static str) -> ProviderError {
         ProviderError::Timeout { what: what.into(), limit: crate::inputs::human(limit), input }
+    }
+
+    /// The error as the person who gave the inputs names them: `raise --deploy-timeout`
+    /// off a runner.
+    pub fn said(&self, surface: crate::inputs::Surface) -> String {
+        match self {
+            ProviderError::Timeout { what, limit, input } => ran_out(what, limit, &surface.name(input)),
+            other => other.to_string(),
+        }
     }
 }
 

@@ -65,6 +65,7 @@ mod tests {
             budget: "rollback-timeout",
             shutdown: crate::shutdown::Shutdown::new(),
             progress: Default::default(),
+            surface: Default::default(),
         }
     }
 

@@ -168,6 +168,7 @@ mod tests {
             budget: "deploy-timeout",
             shutdown: Shutdown::new(),
             progress: Default::default(),
+            surface: Default::default(),
         }
     }
 

@@ -282,7 +282,7 @@ impl Core {
     pub fn pin_note(&self, app_id: &str, d: &Deployment) {
         if self.settings.keep_pin {
             self.note(format!(
-                "the app is pinned to rollback deployment {} (keep-pin: true): App Platform takes no new deployment, deploy on push included, until the rollback is committed (Commit in the control panel, or POST /v2/apps/{app_id}/rollback/commit) or reverted (POST /v2/apps/{app_id}/rollback/revert)",
+                "the app is pinned to rollback deployment {} (keep-pin is on): App Platform takes no new deployment, deploy on push included, until the rollback is committed (Commit in the control panel, or POST /v2/apps/{app_id}/rollback/commit) or reverted (POST /v2/apps/{app_id}/rollback/revert)",
                 short(&d.id)
             ));
         }

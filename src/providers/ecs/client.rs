@@ -220,7 +220,7 @@ pub fn classify(e: AwsError, what: &str) -> ProviderError {
         }
         (_, "ClusterNotFoundException" | "ServiceNotFoundException" | "TargetGroupNotFound") => {
             ProviderError::Failed(format!(
-                "AWS could not {what} ({said}); check the cluster and service inputs (aws ecs list-services --cluster CLUSTER lists them) and that the keys may read them"
+                "AWS could not {what} ({said}); check the cluster's and the service's names (aws ecs list-services --cluster CLUSTER lists them) and that the keys may read them"
             ))
         }
         (400 | 429, c) if THROTTLES.contains(&c) => {
@@ -257,7 +257,7 @@ mod tests {
             classify(AwsError { status, code: code.into(), message: "m".into() }, "read service web")
         };
         let missing = e(400, "ServiceNotFoundException").to_string();
-        assert!(missing.contains("check the cluster and service inputs"), "{missing}");
+        assert!(missing.contains("check the cluster's and the service's names"), "{missing}");
         assert!(matches!(e(400, "ThrottlingException"), ProviderError::RateLimited { .. }));
         assert!(e(400, "ThrottlingException").is_transient(), "a throttle is asked again, never a failure");
         assert!(e(503, "ServiceUnavailableException").is_transient());

@@ -170,13 +170,13 @@ impl Inner {
         match services.into_iter().next() {
             Some(svc) if svc.status == "ACTIVE" => Ok(svc),
             Some(svc) => Err(ProviderError::Failed(format!(
-                "service {} is {}, not ACTIVE: ECS deploys only to an active service; check the service input",
+                "service {} is {}, not ACTIVE: ECS deploys only to an active service; check the service's name",
                 s.service, svc.status
             ))),
             None => {
                 let reason = answer.pointer("/failures/0/reason").and_then(Value::as_str).unwrap_or("no answer");
                 Err(ProviderError::Failed(format!(
-                    "ECS has no service {} in cluster {} ({reason}); check the service and cluster inputs (aws ecs list-services --cluster {} lists them) and the region",
+                    "ECS has no service {} in cluster {} ({reason}); check the service's and the cluster's names (aws ecs list-services --cluster {} lists them) and the region",
                     s.service, s.cluster, s.cluster
                 )))
             }

@@ -662,7 +662,7 @@ pub async fn balancer_findings(
         },
         (false, _) => Finding {
             severity: Severity::Warning,
-            message: "ECS's circuit breaker is off: tasks that keep failing are replaced until deploy-timeout; turn it on (deploymentCircuitBreaker) to fail sooner".into(),
+            message: format!("ECS's circuit breaker is off: tasks that keep failing are replaced until {} runs out; turn it on (deploymentCircuitBreaker) to fail sooner", ctx.surface.name("deploy-timeout")),
         },
     });
     if let Some(alarms) = config.alarms.filter(|a| a.enable) {
@@ -739,8 +739,10 @@ pub async fn balancer_findings(
             true => Finding {
                 severity: Severity::Warning,
                 message: format!(
-                    "{numbers}, longer than the {} deploy-timeout leaves; raise deploy-timeout, or lower HealthCheckIntervalSeconds, HealthyThresholdCount or deregistration_delay.timeout_seconds",
-                    crate::inputs::human(ctx.remaining())
+                    "{numbers}, longer than the {} {} leaves; raise {}, or lower HealthCheckIntervalSeconds, HealthyThresholdCount or deregistration_delay.timeout_seconds",
+                    crate::inputs::human(ctx.remaining()),
+                    ctx.surface.name("deploy-timeout"),
+                    ctx.surface.name("deploy-timeout")
                 ),
             },
             false => Finding { severity: Severity::Info, message: numbers },

@@ -555,7 +555,7 @@ impl Core {
                     "the new container on {} did not pass the balancer's check on the host within {} (its last check {last}); raise {} if the app needs longer to start",
                     host.name,
                     human(poll.elapsed()),
-                    poll.input()
+                    ctx.surface.name(poll.input())
                 )),
                 other => other,
             })?;

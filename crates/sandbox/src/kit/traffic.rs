@@ -94,9 +94,9 @@ impl Seen {
 
     /// Stops the traffic: what it saw in all.
     pub async fn stop(traffic: Traffic) -> Seen {
-        let wrong = traffic.wrong();
+        let counted = traffic.wrong.clone();
         let (total, errors) = traffic.stop().await;
-        Seen { total, errors, wrong }
+        Seen { total, errors, wrong: counted.load(Ordering::SeqCst) }
     }
 
     pub fn failed(&self) -> u64 {
