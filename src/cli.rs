@@ -342,9 +342,12 @@ fn raw_inputs(env: &Env, flags: Option<&ArgMatches>, command: Option<&str>) -> R
 /// own CLI would read it.
 fn token_from_env(raw: &mut RawInputs, env: &Env) {
     let Some(provider) = raw.get("provider").and_then(registry::find) else { return };
-    let first = |vars: &[&str]| vars.iter().find_map(|name| env(name).filter(|v| !v.trim().is_empty()));
     if raw.get("token").is_none() {
-        if let Some(value) = first(provider.token_env) {
+        if let Some((var, value)) =
+            provider.token_env.iter().find_map(|name| env(name).filter(|v| !v.trim().is_empty()).map(|v| (name, v)))
+        {
+            // Said, never shown: the value is masked as the input would be.
+            tracing::info!("{} from {var}", raw.surface().name("token"));
             raw.set("token", value);
         }
     }
@@ -563,6 +566,26 @@ mod tests {
         let m = parse(&["deploy", "--provider", "fly", "--api-url", "http://127.0.0.1:10/v1"]).unwrap();
         let (command, sub) = m.subcommand().unwrap();
         assert_eq!(raw_inputs(&env, Some(sub), Some(command)).get("api-url"), Some("http://127.0.0.1:10/v1"));
+    }
+
+    /// ECS's cluster has a default ("default"), which is no reason to skip ECS_CLUSTER;
+    /// and the CLI in a workflow's run: step is on a runner, so it takes no address.
+    #[test]
+    fn the_ecs_sandbox_variables_are_read_and_none_in_a_workflow_run_step() {
+        let vars = |actions: bool| {
+            move |name: &str| match name {
+                "ECS_CLUSTER" => Some("staging".to_string()),
+                "ECS_API_URL" => Some("http://127.0.0.1:9".to_string()),
+                "GITHUB_ACTIONS" if actions => Some("true".to_string()),
+                _ => None,
+            }
+        };
+        let m = parse(&["deploy", "--provider", "ecs"]).unwrap();
+        let (command, sub) = m.subcommand().unwrap();
+        let typed = raw_inputs(&vars(false), Some(sub), Some(command));
+        assert_eq!((typed.get("cluster"), typed.get("api-url")), (Some("staging"), Some("http://127.0.0.1:9")));
+        let in_a_run_step = raw_inputs(&vars(true), Some(sub), Some(command));
+        assert_eq!((in_a_run_step.get("cluster"), in_a_run_step.get("api-url")), (Some("default"), None));
     }
 
     #[test]

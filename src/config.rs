@@ -829,6 +829,13 @@ mod tests {
         let errors = Config::from_inputs(&raw(&to)).unwrap_err();
         assert_eq!(errors.iter().map(|e| e.input).collect::<Vec<_>>(), vec!["to"]);
         assert!(errors[0].to_string().contains("a line break at character 7"), "{}", errors[0]);
+        // A problem that quotes the value is one line, whatever the value held.
+        let mut app = good();
+        app.retain(|(k, _)| *k != "app");
+        app.push(("app", "web\n::error::forged"));
+        let errors = Config::from_inputs(&raw(&app)).unwrap_err();
+        assert!(!errors[0].to_string().contains('\n'), "{}", errors[0]);
+        assert!(errors[0].to_string().contains("'web\\n::error::forged'"), "{}", errors[0]);
         // A release's name as the ledger keeps it has spaces, and is taken.
         let mut label = good();
         label.extend([("command", "rollback"), ("to", "web:2 (registry.example.com/web:2)")]);

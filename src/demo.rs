@@ -104,8 +104,7 @@ pub(crate) fn exit_code(ran: anyhow::Result<i32>) -> i32 {
 /// The runner a demo's deploys share: state in `dir`; each run's summary is set by
 /// [`Workspace::run`].
 pub(crate) fn demo_runner(dir: &std::path::Path, redactor: Redactor) -> Runner {
-    let paths =
-        Paths { output: None, state: Some(dir.join("state")), summary: None, temp: Some(dir.into()), state_ours: true };
+    let paths = Paths { state: Some(dir.join("state")), temp: Some(dir.into()), state_ours: true, ..Paths::default() };
     Runner::new(false, paths, redactor)
 }
 

@@ -595,7 +595,7 @@ impl Engine<'_> {
         report.live = made.map(|r| r.label);
         // What the gate proves, in the words of the command that was asked for.
         let label = match self.config.command {
-            Command::Rollback => "the release rolled back to",
+            Command::Rollback => "the restored release",
             Command::Redeploy => "the redeployed release",
             _ => "new release",
         };

@@ -363,9 +363,12 @@ impl HttpClient {
                 },
                 Err(e) => {
                     let kind = classify(e);
-                    // A refused connection means the request never left: always safe.
+                    // A refused connection means the request never left: always safe. A
+                    // TLS failure (a certificate, https to a plain port) is not asked again:
+                    // it is the same on every try.
                     let never_sent = e.is_connect() && kind != TransportFailure::Timeout;
-                    (never_sent || call.idempotent).then(|| (kind.as_str().to_string(), None))
+                    ((never_sent || call.idempotent) && kind != TransportFailure::Tls)
+                        .then(|| (kind.as_str().to_string(), None))
                 }
             };
             let elapsed = started.elapsed();

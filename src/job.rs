@@ -57,10 +57,8 @@ pub async fn deploy_or_restore(
         Some(state) if code == exit::CANCELLED && open(&state) => {
             // The summary is to open with what is live at the end: the restore's report
             // replaces the cancelled run's, which said "UNKNOWN, put back next".
-            if let (Some(path), Some(len)) = (&runner.paths.summary, summary_len(&runner)) {
-                let keep = before.unwrap_or(0).min(len);
-                let _ = std::fs::OpenOptions::new().write(true).open(path).and_then(|f| f.set_len(keep));
-            }
+            let mut runner = runner;
+            runner.paths.summary_from = summary_len(&runner).map(|len| before.unwrap_or(0).min(len));
             let code = post(raw, runner.clone(), files, env, Some(&state)).await;
             say_what_is_left(&runner, &state);
             code
@@ -314,7 +312,7 @@ pub fn finish(report: &Report, runner: &Runner, write_summary: bool) -> i32 {
     if write_summary {
         if let Some(path) = &runner.paths.summary {
             let markdown = summary::render(report);
-            match append_file(path, &markdown) {
+            match append_file(path, &markdown, runner.paths.summary_from) {
                 Ok(()) => summary_path = path.display().to_string(),
                 Err(e) => runner.warning("summary not written", &format!("could not write {}: {e}", path.display())),
             }
@@ -386,8 +384,13 @@ pub fn progress(runner: &Runner) -> Progress {
     }
 }
 
-fn append_file(path: &Path, text: &str) -> std::io::Result<()> {
+/// Appends `text`; with `from`, first cuts the file to that length (what was there before
+/// the stopped run wrote), in the same open, just before the new text goes in.
+fn append_file(path: &Path, text: &str, from: Option<u64>) -> std::io::Result<()> {
     use std::io::Write;
     let mut f = crate::secret::private_file(path)?;
+    if let Some(len) = from {
+        f.set_len(len)?;
+    }
     f.write_all(text.as_bytes())
 }

@@ -224,7 +224,7 @@ async fn a_plan_reads_but_never_writes() {
     assert_eq!(ran.code, 0, "{ran}");
     assert_eq!(ran.output("status"), "planned");
     assert!(fly.calls().iter().all(|c| !c.is_write()), "{:?}", fly.calls());
-    assert!(ran.summary.contains("batch 1 of 3 (1 machine(s))"), "{ran}");
+    assert!(ran.summary.contains("batch 1 of 3 (1 machine)"), "{ran}");
     assert!(ran.summary.contains("health gate against batch 1 alone"), "{ran}");
     assert!(ran.summary.contains("run the release command &#96;migrate&#96;"), "{ran}");
     fly.stop().await;

@@ -118,10 +118,11 @@ async fn https_to_a_plain_http_port_is_said_in_plain_words() {
     let plain = url(&server, "/health");
     let mut https = plain.clone();
     https.set_scheme("https").unwrap();
-    let retry = RetryConfig { max_retries: 0, ..Default::default() };
+    let retry = RetryConfig { base: Duration::from_millis(5), max_retries: 3, ..Default::default() };
     let client = HttpClient::new(Redactor::default(), retry, Duration::from_secs(2)).unwrap();
     let err = client.send(&Call::new(Method::GET, https), &Shutdown::new()).await.unwrap_err();
     let text = err.to_string();
+    assert!(!text.contains("retries"), "the same on every try, so tried once: {text}");
     assert!(text.contains("does not speak HTTPS (should the URL start with http://?)"), "{text}");
     assert!(!text.contains("InvalidContentType"), "{text}");
 }

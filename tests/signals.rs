@@ -145,6 +145,8 @@ async fn a_second_ctrl_c_stops_at_once_and_prints_the_command_that_finishes_the_
 
     assert_eq!(ran.code, 130, "{ran}");
     assert!(second.elapsed() < Duration::from_secs(3), "{:?}", second.elapsed());
+    // The summary still holds the stopped run's report: the restore never replaced it.
+    assert!(ran.summary.starts_with("## ⏹️ Deploy of `web:v2` to web was CANCELLED mid-way"), "{ran}");
     let command = ran.stdout.lines().find(|l| l.trim_start().starts_with("safe-deploy post "));
     let command = command.unwrap_or_else(|| panic!("no finishing command printed:\n{ran}"));
     assert!(command.contains("--state-file") && command.contains("--image web:v2"), "{command}");

@@ -206,6 +206,7 @@ async fn the_variables_a_sandbox_prints_are_read_when_their_flags_are_not_given(
     assert_eq!(ran.code, 0, "{ran}");
     assert!(ran.stdout.contains(&format!("--api-url from FLY_API_URL: {}", var("FLY_API_URL"))), "{ran}");
     assert!(ran.stdout.contains("--app from FLY_APP: web"), "{ran}");
+    assert!(ran.stdout.contains("--token from FLY_API_TOKEN\n"), "said, not shown: {ran}");
     assert!(!ran.stdout.contains(&var("FLY_API_TOKEN")), "the token is never printed: {ran}");
     let serves = sandbox::client::call("GET", &format!("{app}/version"), &[], None).await.unwrap().text();
     assert_eq!(serves, "v2");

@@ -101,6 +101,13 @@ pub async fn serve(service: &str, desired: usize, releases: Releases) -> i32 {
     println!("ECS_SERVICE={}", ecs.options().service);
     println!("ACTIONS_ID_TOKEN_REQUEST_URL={}", ecs.id_token_url());
     println!("ACTIONS_ID_TOKEN_REQUEST_TOKEN={ID_TOKEN_REQUEST_TOKEN}");
+    println!(
+        "# service {service}, {} on {}:v1 behind a load balancer; requests must be signed with the keys above \
+(or role-to-assume {ROLE_ARN} with the OIDC variables). Give ECS_API_URL to --api-url (the AWS CLI: --endpoint-url). \
+Ctrl-C stops the sandbox.",
+        crate::markdown::counted(desired, "task"),
+        ecs.repository()
+    );
     // The keys go in front of each command, as the AWS CLI's users set them.
     let repository = ecs.repository();
     super::Paste {
@@ -119,12 +126,6 @@ pub async fn serve(service: &str, desired: usize, releases: Releases) -> i32 {
         release: ("image", format!("{repository}:")),
     }
     .print();
-    println!(
-        "# service {service}, {desired} task(s) on {}:v1 behind a load balancer; requests must be signed with the keys above \
-(or role-to-assume {ROLE_ARN} with the OIDC variables). Give ECS_API_URL to --api-url (the AWS CLI: --endpoint-url). \
-Ctrl-C stops the sandbox.",
-        ecs.repository()
-    );
     interrupted.recv().await;
     0
 }

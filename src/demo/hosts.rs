@@ -142,7 +142,7 @@ async fn demo(droplets: bool, summary_dir: Option<PathBuf>, redactor: Redactor) 
     let after_first = Seen::of(&traffic);
     match droplets {
         true => println!("\ndemo: 2) deploy web:v3, whose /health answers 200 without 'ok': the first droplet stays out of the balancer until its gate passes, so v3 gets no request; the gate fails and v2 goes back there"),
-        false => println!("\ndemo: 2) deploy web:v3, whose /health answers 200 without 'ok': the balancer's check passes it, so it serves some requests until the gate on the first host fails it and v2 goes back there"),
+        false => println!("\ndemo: 2) deploy web:v3, whose /health answers 200 without 'ok': on the first host it starts out of the balancer's reach and is gated there; the gate fails it and v2 goes back, so v3 serves no request"),
     }
     let second = deploy_in(inputs("v3"), &dir, workspace.run(&runner, "v3"), Shutdown::new()).await;
     let seen = Seen::stop(traffic).await;
@@ -158,7 +158,11 @@ async fn demo(droplets: bool, summary_dir: Option<PathBuf>, redactor: Redactor) 
     println!("\ndemo: v2 exit code {first} (deployed), v3 exit code {second} (rolled back)");
     say_traffic(&after_first, "balancer", "during the v2 deploy");
     say_traffic(&seen, "balancer", "in all");
-    println!("demo: hosts run {}; web:v3 ever started on {v3_ran_on} host(s)", live.join(" and "));
+    println!(
+        "demo: hosts run {}; web:v3 ever started on {}",
+        live.join(" and "),
+        crate::markdown::counted(v3_ran_on, "host")
+    );
     workspace.say_summaries();
     if let Some(api) = api {
         api.stop().await;

@@ -20,7 +20,14 @@ pub struct InputError {
 
 impl InputError {
     pub fn new(surface: Surface, input: &'static str, problem: impl Into<String>, fix: impl Into<String>) -> Self {
-        InputError { input, problem: problem.into(), fix: fix.into(), surface }
+        // A problem often quotes the value given; one line, whatever the value held, so a
+        // line break in it can never start a line of its own (a fake `::error::`).
+        let problem: String = problem
+            .into()
+            .chars()
+            .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+            .collect();
+        InputError { input, problem, fix: fix.into(), surface }
     }
 
     /// The title of the error: `input health-url`, or `--health-url`.

@@ -163,6 +163,7 @@ fn runner(dir: &std::path::Path) -> Runner {
             summary: None,
             temp: Some(dir.into()),
             state_ours: false,
+            summary_from: None,
         },
         Redactor::default(),
     )

@@ -137,8 +137,8 @@ impl Provider for MemoryProvider {
         let mut findings = vec![Finding {
             severity: Severity::Info,
             message: format!(
-                "memory is the provider double: {} simulated instance(s) whose state is a local file",
-                record.instances.len()
+                "memory is the provider double: {} whose state is a local file",
+                crate::markdown::counted(record.instances.len(), "simulated instance")
             ),
         }];
         if record.instances.is_empty() {

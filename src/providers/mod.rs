@@ -556,7 +556,7 @@ impl ProviderError {
             ProviderError::Unavailable(_)
                 | ProviderError::RateLimited { .. }
                 | ProviderError::Http(HttpError::Transport { .. })
-        )
+        ) && !matches!(self, ProviderError::Http(HttpError::Transport { kind: crate::http::TransportFailure::Tls, .. }))
     }
 
     /// A wait that ran out of `input`'s time.

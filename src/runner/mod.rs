@@ -25,6 +25,10 @@ pub struct Paths {
     /// The state file is this program's own (made new by this run, or a state file it
     /// wrote, given to `post`): it may be removed once nothing is left to resume.
     pub state_ours: bool,
+    /// Off a runner, a restore after Ctrl-C: its summary replaces what the stopped run
+    /// wrote after this length, when it is written (not before, so that a second Ctrl-C
+    /// leaves the stopped run's summary, not an empty file).
+    pub summary_from: Option<u64>,
 }
 
 #[derive(Clone)]
@@ -60,6 +64,7 @@ impl Runner {
                 summary: path("GITHUB_STEP_SUMMARY"),
                 temp: path("RUNNER_TEMP"),
                 state_ours: false,
+                summary_from: None,
             },
             redactor,
         }

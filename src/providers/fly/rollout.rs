@@ -241,7 +241,7 @@ pub fn plan_batches(settings: &Settings, machines: &[Recorded], image: &str) -> 
         .iter()
         .map(|step| match step {
             Step::Update(ix) => PlannedBatch {
-                label: format!("{} machine(s)", ix.len()),
+                label: crate::markdown::counted(ix.len(), "machine"),
                 steps: vec![format!("update {} to {image}, wait until started and checks pass", ids(ix))],
             },
             Step::Canary => PlannedBatch {
