@@ -42,7 +42,8 @@ sandbox_start() {
   local v value
   for v in "${vars[@]}"; do
     for _ in $(seq 1 300); do grep -q "^$v=" "$work/sandbox-$label.out" && break; sleep 0.1; done
-    value=$(sed -n "s/^$v=//p" "$work/sandbox-$label.out")
+    # The first such line: the commands printed to paste may start with NAME= too.
+    value=$(sed -n "s/^$v=//p" "$work/sandbox-$label.out" | head -n 1)
     [ -n "$value" ] || { cat "$work/sandbox-$label.out"; echo "conformance ($label): the sandbox did not start"; return 1; }
     export "$v=$value"
   done

@@ -151,7 +151,7 @@ fn cli() -> clap::Command {
                         .long("release")
                         .value_name("IMAGE=SETTINGS")
                         .action(ArgAction::Append)
-                        .help("How a release behaves, e.g. registry.fly.io/web:v3=health:wrong-body,boot-delay-ms:500 (settings: health, version, boot-delay-ms, crash-exit-code, release-command-exit-code). Other images are healthy and report their tag. App Platform keys images as REPO:TAG or REPO@DIGEST, e.g. web:v3=health:wrong-body."),
+                        .help("How a release behaves, e.g. registry.fly.io/web:v3=health:wrong-body,boot-delay-ms:500 (settings: health, version, boot-delay-ms, crash-exit-code, release-command-exit-code, latency-ms, latency-p99-ms, error-rate). Other images are healthy and report their tag. App Platform keys images as REPO:TAG or REPO@DIGEST, e.g. web:v3=health:wrong-body."),
                 ),
         )
         .arg(Arg::new("post-role").long("post").action(ArgAction::SetTrue).hide(true))
@@ -413,6 +413,7 @@ fn with_files(mut runner: Runner, m: &ArgMatches, env: &Env, summary_on: bool) -
         // Off a runner the summary still goes somewhere, as on a runner: a file of this
         // run's own in the temp folder, whose path the run prints at its end.
         runner.paths.summary = fresh_file(env, "safe-deploy-summary", "md");
+        runner.paths.summary_ours = runner.paths.summary.is_some();
     }
     if runner.paths.state.is_none() {
         // Made new here, 0600, under a name no one could have made first (the temp

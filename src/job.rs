@@ -309,7 +309,13 @@ pub fn finish(report: &Report, runner: &Runner, write_summary: bool) -> i32 {
     let report = &report.redacted(runner.redactor());
 
     let mut summary_path = String::new();
-    if write_summary {
+    // Off a runner, bad input is said on the terminal, each problem with its fix: a file
+    // of this run's own that would only repeat it goes again.
+    let repeat_only = !runner.on_runner && !report.input_errors.is_empty() && runner.paths.summary_ours;
+    if let (true, Some(path)) = (repeat_only, &runner.paths.summary) {
+        let _ = std::fs::remove_file(path);
+    }
+    if write_summary && !repeat_only {
         if let Some(path) = &runner.paths.summary {
             let markdown = summary::render(report);
             match append_file(path, &markdown, runner.paths.summary_from) {

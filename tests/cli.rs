@@ -599,4 +599,12 @@ async fn off_a_runner_the_summary_goes_to_a_file_whose_path_is_the_last_line() {
     let quiet = cli("deploy", &double.inputs("web:v3"), &["--summary=false"]).await;
     assert_eq!(quiet.code, 0, "{quiet}");
     assert!(!quiet.stdout.contains("summary: "), "{quiet}");
+
+    // Bad input is said on the terminal, with its fix; no file is left to repeat it.
+    let bad = Step::cli(&["deploy", "--provider", "memory", "--app", "web"]);
+    let ran = bad.run_in_dir().await;
+    assert_eq!(ran.code, 2, "{ran}");
+    assert!(!ran.stdout.contains("summary: "), "{ran}");
+    let left = std::fs::read_dir(bad.dir.path()).unwrap().flatten();
+    assert_eq!(left.filter(|e| e.file_name().to_string_lossy().starts_with("safe-deploy-summary")).count(), 0);
 }

@@ -164,6 +164,7 @@ fn runner(dir: &std::path::Path) -> Runner {
             temp: Some(dir.into()),
             state_ours: false,
             summary_from: None,
+            summary_ours: false,
         },
         Redactor::default(),
     )

@@ -29,6 +29,9 @@ pub struct Paths {
     /// wrote after this length, when it is written (not before, so that a second Ctrl-C
     /// leaves the stopped run's summary, not an empty file).
     pub summary_from: Option<u64>,
+    /// The summary file is one this run made in the temp folder (none was named): a run
+    /// that stops at bad input, said on the terminal already, takes it away again.
+    pub summary_ours: bool,
 }
 
 #[derive(Clone)]
@@ -65,6 +68,7 @@ impl Runner {
                 temp: path("RUNNER_TEMP"),
                 state_ours: false,
                 summary_from: None,
+                summary_ours: false,
             },
             redactor,
         }
