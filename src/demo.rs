@@ -390,7 +390,7 @@ pub(crate) fn parse_releases(release_specs: &[String]) -> Result<Releases, i32> 
                 releases.insert(image, s);
             }
             Err(e) => {
-                eprintln!("error: --release: {e}. Write IMAGE=health:wrong-body,version:3.0,boot-delay-ms:500,crash-exit-code:1,release-command-exit-code:2");
+                eprintln!("error: --release: {e}. Write IMAGE=health:wrong-body,version:3.0,boot-delay-ms:500,crash-exit-code:1,release-command-exit-code:2,latency-ms:200,latency-p99-ms:2000,error-rate:0.05");
                 return Err(crate::report::exit::BAD_INPUT);
             }
         }
@@ -431,6 +431,9 @@ fn parse_release(text: &str) -> Result<(String, ReleaseSpec), String> {
                 spec.exit_code = number(value)? as i32;
             }
             "release-command-exit-code" => spec.release_command_exit_code = number(value)? as i32,
+            "latency-ms" => spec.latency_ms = number(value)?.max(0) as u64,
+            "latency-p99-ms" => spec.latency_p99_ms = number(value)?.max(0) as u64,
+            "error-rate" => spec.error_per_mille = sandbox::app::per_mille(value)?,
             other => return Err(format!("unknown setting '{other}'")),
         }
     }
@@ -453,5 +456,12 @@ mod tests {
         assert!(parse_release("web:v3").is_err());
         assert!(parse_release("web:v3=health:sick").is_err());
         assert!(parse_release("web:v3=colour:blue").is_err());
+        // A release that passes its health check and serves users worse.
+        let (_, slow) = parse_release("web:v4=latency-ms:30,latency-p99-ms:900,error-rate:5%").unwrap();
+        assert_eq!(
+            (slow.latency_ms, slow.latency_p99_ms, slow.error_per_mille, slow.health),
+            (30, 900, 50, HealthMode::Ok)
+        );
+        assert!(parse_release("web:v4=error-rate:2").is_err());
     }
 }

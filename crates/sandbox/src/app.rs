@@ -49,6 +49,13 @@ pub struct ReleaseSpec {
     /// Extra time every answer takes; only a real process (`run_process`) applies it,
     /// so a test can have requests in flight when a machine is stopped.
     pub latency_ms: u64,
+    /// One answer in a hundred takes this long instead: the tail a p99 sees, while the
+    /// health check (three answers in a row) still passes. Real processes only.
+    pub latency_p99_ms: u64,
+    /// Answers in a thousand that are a 500, spread evenly (50 is a 5 % error rate),
+    /// `/version` aside: a release that passes its health check and fails users.
+    /// Real processes only.
+    pub error_per_mille: u32,
 }
 
 impl HealthMode {
@@ -88,10 +95,34 @@ impl ReleaseSpec {
         if self.latency_ms > 0 {
             flags.extend(["--latency-ms".into(), self.latency_ms.to_string()]);
         }
+        if self.latency_p99_ms > 0 {
+            flags.extend(["--latency-p99-ms".into(), self.latency_p99_ms.to_string()]);
+        }
+        if self.error_per_mille > 0 {
+            flags.extend(["--error-rate".into(), format!("{}", f64::from(self.error_per_mille) / 1000.0)]);
+        }
         if self.crash_on_start {
             flags.extend(["--crash-exit-code".into(), self.exit_code.to_string()]);
         }
         flags
+    }
+}
+
+/// Whether answer `n` (counting from 0) is one of `per_mille` in a thousand, spread
+/// evenly: the n-th answer is picked when the running count of picks steps up there.
+pub fn one_in(n: u64, per_mille: u64) -> bool {
+    per_mille > 0 && (n + 1) * per_mille / 1000 != n * per_mille / 1000
+}
+
+/// A fraction written as people do (`0.05`, `5%`) as answers in a thousand.
+pub fn per_mille(text: &str) -> Result<u32, String> {
+    let (number, scale) = match text.trim().strip_suffix('%') {
+        Some(p) => (p, 10.0),
+        None => (text.trim(), 1000.0),
+    };
+    match number.parse::<f64>() {
+        Ok(f) if (0.0..=1000.0).contains(&(f * scale)) => Ok((f * scale).round() as u32),
+        _ => Err(format!("'{text}' is not a fraction from 0 to 1 (0.05) or a percentage (5%)")),
     }
 }
 

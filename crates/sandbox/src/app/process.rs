@@ -15,7 +15,7 @@ use crate::server::{serve, text, Request};
 
 const USAGE: &str =
     "usage: sandbox-app [--listen IP] [--port N] [--tls-port N] [--version V] [--health ok|wrong-body|error500|hang] \
-[--boot-delay-ms N] [--latency-ms N] [--crash-exit-code N] [--release-command [--exit-code N]] [--exit-on-stdin-eof]";
+[--boot-delay-ms N] [--latency-ms N] [--latency-p99-ms N] [--error-rate F] [--crash-exit-code N] [--release-command [--exit-code N]] [--exit-on-stdin-eof]";
 
 /// How long a stopping app waits for requests in flight before it exits anyway.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
@@ -69,6 +69,11 @@ impl Flags {
                 }
                 "--boot-delay-ms" => flags.spec.boot_delay_ms = number(flag, &value()?)?,
                 "--latency-ms" => flags.spec.latency_ms = number(flag, &value()?)?,
+                "--latency-p99-ms" => flags.spec.latency_p99_ms = number(flag, &value()?)?,
+                "--error-rate" => {
+                    flags.spec.error_per_mille =
+                        crate::app::per_mille(&value()?).map_err(|e| format!("--error-rate: {e}"))?
+                }
                 "--crash-exit-code" => flags.crash_exit_code = Some(number(flag, &value()?)?),
                 "--release-command" => flags.release_command = true,
                 "--exit-code" => flags.exit_code = number(flag, &value()?)?,
@@ -157,11 +162,20 @@ async fn serve_until_stopped(flags: Flags) -> i32 {
     let (stopping, stopping_seen) = watch::channel(false);
     let spec = Arc::new(flags.spec);
     let drain = Arc::new(Drain::default());
+    // Answers counted, so a slow tail and errors come at their rate, evenly, not by chance.
+    let answered = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let handler = move |request: Request| {
         let (spec, drain, mut stopping) = (spec.clone(), drain.clone(), stopping_seen.clone());
+        let n = answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         async move {
-            if spec.latency_ms > 0 {
-                tokio::time::sleep(Duration::from_millis(spec.latency_ms)).await;
+            let tail = crate::app::one_in(n, 10) && spec.latency_p99_ms > 0;
+            let latency = if tail { spec.latency_p99_ms } else { spec.latency_ms };
+            if latency > 0 {
+                tokio::time::sleep(Duration::from_millis(latency)).await;
+            }
+            let counted = !matches!(request.path.as_str(), "/version" | "/drain");
+            if counted && crate::app::one_in(n, u64::from(spec.error_per_mille)) {
+                return text(500, "sandbox: an error this release makes on purpose");
             }
             if spec.health == HealthMode::Hang && request.path == "/health" {
                 // A hung probe must not hold up the exit: it is not work in flight.
@@ -242,6 +256,8 @@ mod tests {
                     health,
                     boot_delay_ms,
                     latency_ms,
+                    latency_p99_ms: latency_ms * 10,
+                    error_per_mille: latency_ms as u32 * 7,
                     crash_on_start,
                     exit_code: 4,
                     ..Default::default()
@@ -256,6 +272,22 @@ mod tests {
                 assert_eq!(flags.crash_exit_code, crash_on_start.then_some(4));
             }
         }
+    }
+
+    #[test]
+    fn a_rate_picks_that_many_answers_in_a_thousand_evenly() {
+        for per_mille in [0, 10, 50, 333, 1000] {
+            let picked: Vec<u64> = (0..1000).filter(|&n| crate::app::one_in(n, per_mille)).collect();
+            assert_eq!(picked.len() as u64, per_mille, "{per_mille}");
+            // Evenly: never two picks closer than the rate allows (but for 1000 in 1000).
+            if per_mille > 0 && per_mille < 1000 {
+                let gap = 1000 / per_mille;
+                assert!(picked.windows(2).all(|w| w[1] - w[0] >= gap), "{per_mille}: {picked:?}");
+            }
+        }
+        assert_eq!(crate::app::per_mille("0.05"), Ok(50));
+        assert_eq!(crate::app::per_mille("5%"), Ok(50));
+        assert!(crate::app::per_mille("1.5").is_err() && crate::app::per_mille("lots").is_err());
     }
 
     #[test]
