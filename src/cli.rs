@@ -4,6 +4,7 @@
 //! exit code.
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::{Arg, ArgAction, ArgMatches};
@@ -201,7 +202,8 @@ pub async fn main(args: Vec<OsString>, env: &Env) -> i32 {
         Err(e) => {
             let code = if e.use_stderr() { exit::BAD_INPUT } else { 0 };
             if let Some(hint) = bool_after_a_space(&e, &args) {
-                eprintln!("{hint}");
+                // Not eprintln!: a closed pipe must not turn bad input into a panic.
+                let _ = writeln!(std::io::stderr(), "{hint}");
                 return code;
             }
             let _ = did_you_mean(e, &cmd).print();
@@ -218,7 +220,11 @@ pub async fn main(args: Vec<OsString>, env: &Env) -> i32 {
         Some(("sandbox", sub)) => crate::demo::serve_command(sub).await,
         #[cfg(not(feature = "sandbox"))]
         Some((command @ ("demo" | "sandbox"), _)) => {
-            eprintln!("safe-deploy: {command} is left out of this build. {}", crate::config::LEFT_OUT);
+            let _ = writeln!(
+                std::io::stderr(),
+                "safe-deploy: {command} is left out of this build. {}",
+                crate::config::LEFT_OUT
+            );
             exit::BAD_INPUT
         }
         Some(("post", sub)) => {

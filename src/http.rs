@@ -182,6 +182,9 @@ impl Call {
 }
 
 /// A URL as it may be shown (summary, plan, logs): no credentials, and a query, which
+/// How much of a health or analysis answer's body is read.
+const PROBE_BODY_LIMIT: usize = 1024 * 1024;
+
 /// may carry a secret, shown as `?…`.
 pub fn shown(url: &url::Url) -> String {
     let mut u = url.clone();
@@ -598,10 +601,19 @@ impl HttpClient {
         }
         let sent = Instant::now();
         let result = async {
-            let resp = req.send().await?;
+            let mut resp = req.send().await?;
             let status = resp.status().as_u16();
-            let body = resp.bytes().await?;
-            Ok::<_, reqwest::Error>((status, body.to_vec()))
+            // Only the start of a body is ever read (a check string, a version, an
+            // excerpt): a health URL that answers without end must not fill the memory.
+            let mut body = Vec::new();
+            while let Some(chunk) = resp.chunk().await? {
+                body.extend_from_slice(&chunk);
+                if body.len() >= PROBE_BODY_LIMIT {
+                    body.truncate(PROBE_BODY_LIMIT);
+                    break;
+                }
+            }
+            Ok::<_, reqwest::Error>((status, body))
         }
         .await;
         if tracing::enabled!(tracing::Level::DEBUG) {

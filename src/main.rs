@@ -2,6 +2,8 @@
 //! returns the exit code (0 deployed or planned, 1 failed, 2 bad input, 3 rollback
 //! failed or state unknown, 130 cancelled).
 
+use std::io::Write;
+
 fn main() {
     // The sandbox's test app runs as this same binary, so the demo and the container
     // image need nothing else. It builds its own runtime.
@@ -20,7 +22,7 @@ fn main() {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("safe-deploy: cannot start the async runtime: {e}");
+            let _ = writeln!(std::io::stderr(), "safe-deploy: cannot start the async runtime: {e}");
             std::process::exit(3);
         }
     };

@@ -150,3 +150,16 @@ async fn a_shutdown_ends_the_gate_as_cancelled() {
     let report = Gate { config: &c, version: VersionCheck::Skip, label: "x" }.run(&http(), &shutdown).await;
     assert_eq!(report.result, GateResult::Cancelled);
 }
+
+#[tokio::test]
+async fn only_the_first_mebibyte_of_an_answer_is_read() {
+    // A check string past the first MiB is not seen: the gate reads the start of a body
+    // (a check string, a version, an excerpt), never an endless one whole.
+    let body: &'static str = Box::leak(format!("{}ok", "x".repeat(2 * 1024 * 1024)).into_boxed_str());
+    let server = scripted(move |_| (200, body)).await;
+    let mut c = config(&format!("{}/health", server.url()));
+    c.check_string = Some("ok".into());
+    let report = run(&c).await;
+    assert_eq!(report.result, GateResult::Failed, "{report:?}");
+    assert!(report.reason.unwrap_or_default().contains("body does not contain 'ok'"));
+}

@@ -148,6 +148,15 @@ impl RestClient {
         self.calls.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// When the platform takes requests again (`ratelimit-reset`), if that is a time
+    /// within the next day: a value past it is not one the platform meant (and would
+    /// overflow the clock or the date format).
+    fn reset_at(&self) -> Option<std::time::SystemTime> {
+        let reset = self.reset.load(Ordering::Relaxed);
+        let at = std::time::UNIX_EPOCH.checked_add(Duration::from_secs(reset))?;
+        (reset > 0 && at < std::time::SystemTime::now() + Duration::from_secs(86_400)).then_some(at)
+    }
+
     /// Requests the platform said were left at the last answer.
     pub fn remaining(&self) -> Option<u64> {
         Some(self.remaining.load(Ordering::Relaxed)).filter(|r| *r != u64::MAX)
@@ -255,25 +264,64 @@ impl RestClient {
             403 => ProviderError::PermissionDenied { provider: p.name, operation: what.to_string() },
             404 => ProviderError::NotFound { provider: p.name, what: format!("{what}: {text}") },
             409 => ProviderError::Conflict { what: what.to_string(), detail: text },
-            // The budget is spent: when the platform says it takes a request again, that
-            // is when to ask (a caller that may wait does).
-            429 if self.remaining() == Some(0) && self.reset.load(Ordering::Relaxed) > 0 => {
-                let at = std::time::UNIX_EPOCH + Duration::from_secs(self.reset.load(Ordering::Relaxed));
-                ProviderError::RateLimited {
+            429 => match (self.remaining(), self.reset_at()) {
+                // The budget is spent: when the platform says it takes a request again,
+                // that is when to ask (a caller that may wait does).
+                (Some(0), Some(at)) => ProviderError::RateLimited {
                     message: format!(
                         "{}'s request budget for this token is spent ({what} answered 429); it takes requests again at {} (ratelimit-reset)",
                         p.name,
                         httpdate::fmt_http_date(at)
                     ),
                     until: Some(at),
-                }
-            }
-            429 => ProviderError::RateLimited {
-                message: format!("{} kept answering 429 (rate limit) to {what} after retries; {}", p.name, p.rate_hint),
-                until: None,
+                },
+                _ => ProviderError::RateLimited {
+                    message: format!(
+                        "{} kept answering 429 (rate limit) to {what} after retries; {}",
+                        p.name, p.rate_hint
+                    ),
+                    until: None,
+                },
             },
             408 | 500..=599 => ProviderError::Unavailable(format!("{} answered {status} to {what}: {text}", p.name)),
             _ => ProviderError::Failed(format!("{} answered {status} to {what}: {text}", p.name)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> RestClient {
+        let http = HttpClient::new(
+            crate::secret::Redactor::default(),
+            crate::http::RetryConfig::default(),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let base = url::Url::parse("http://127.0.0.1:9/").unwrap();
+        RestClient::new(http, base, "t", &crate::providers::digitalocean::client::DIGITALOCEAN).unwrap()
+    }
+
+    #[test]
+    fn a_spent_budget_with_an_absurd_reset_time_is_rate_limited_without_a_time() {
+        let c = client();
+        c.remaining.store(0, Ordering::Relaxed);
+        // Past what the clock and the date format can hold: not a panic, just no time.
+        for absurd in [u64::MAX, 253_402_300_800] {
+            c.reset.store(absurd, Ordering::Relaxed);
+            assert_eq!(c.reset_at(), None);
+            assert!(matches!(c.error(429, b"slow down", "list apps"), ProviderError::RateLimited { .. }));
+        }
+        let soon = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 60;
+        c.reset.store(soon, Ordering::Relaxed);
+        match c.error(429, b"slow down", "list apps") {
+            ProviderError::RateLimited { until, message } => {
+                assert!(until.is_some(), "{message}");
+                assert!(message.contains("(ratelimit-reset)"), "{message}");
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -190,7 +190,11 @@ pub fn image_text(image: &Value) -> String {
 pub fn image_label(image: &Value) -> String {
     let text = image_text(image);
     match text.split_once("@sha256:") {
-        Some((repo, hex)) if hex.len() > 12 => format!("{repo}@sha256:{}", &hex[..12]),
+        // `get`: a digest that is not ASCII is cut at a character, never inside one.
+        Some((repo, hex)) if hex.len() > 12 => match hex.get(..12) {
+            Some(short) => format!("{repo}@sha256:{short}"),
+            None => text,
+        },
         _ => text,
     }
 }
@@ -300,6 +304,14 @@ mod tests {
     use super::*;
 
     const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_digest_that_is_not_ascii_is_shown_whole_never_cut_inside_a_character() {
+        let odd = serde_json::json!({"repository": "web", "digest": "sha256:0123456789aé0123"});
+        assert_eq!(image_label(&odd), "web@sha256:0123456789aé0123");
+        let plain = serde_json::json!({"repository": "web", "digest": DIGEST});
+        assert_eq!(image_label(&plain), "web@sha256:0123456789ab");
+    }
 
     #[test]
     fn image_references_become_the_specs_image_source() {

@@ -729,7 +729,8 @@ pub async fn balancer_findings(
                 ),
             });
         }
-        let least = Duration::from_secs(interval * healthy + delay);
+        // The numbers are the balancer's: saturating, so an absurd one is said, not a panic.
+        let least = Duration::from_secs(interval.saturating_mul(healthy).saturating_add(delay));
         let numbers = format!(
             "target group {} checks {path} every {interval} s (timeout {timeout} s, healthy after {healthy}, matcher {matcher}) and drains old targets for {delay} s: a roll-out takes at least {}",
             short_tg(&tg),

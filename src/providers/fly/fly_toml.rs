@@ -410,7 +410,7 @@ fn preset(size: &str) -> Option<(String, u32, u32)> {
         "performance" => 2048,
         _ => return None,
     };
-    Some((kind.to_string(), cpus, cpus * per_cpu))
+    Some((kind.to_string(), cpus, cpus.checked_mul(per_cpu)?))
 }
 
 fn memory_mb(v: &toml::Value) -> Option<u32> {
@@ -441,6 +441,12 @@ mod tests {
 
     fn parse(text: &str) -> FlyToml {
         toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn a_size_whose_memory_would_overflow_is_not_a_size() {
+        assert_eq!(preset("performance-cpu-3000000x"), None);
+        assert_eq!(preset("shared-cpu-2x"), Some(("shared".into(), 2, 512)));
     }
 
     #[test]

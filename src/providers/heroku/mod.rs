@@ -282,7 +282,11 @@ impl Provider for HerokuProvider {
                     "pack {} into a tarball (minus .gitignore and .slugignore) and upload it",
                     d.display()
                 ));
-                format!("build it on Heroku ({}); a build that succeeds makes v{}", r.generation, r.version + 1)
+                format!(
+                    "build it on Heroku ({}); a build that succeeds makes v{}",
+                    r.generation,
+                    r.version.saturating_add(1)
+                )
             }
             Source::Image(i) => format!("release image {i} on the web process (docker-releases)"),
             Source::Promotion(from) => format!("promote {from}'s live release through the pipeline"),
