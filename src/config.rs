@@ -146,6 +146,7 @@ pub struct Config {
     pub token: Option<Secret>,
     pub image: Option<String>,
     pub health: HealthConfig,
+    pub analysis: crate::analysis::AnalysisConfig,
     pub rollback: bool,
     /// How long a rollback keeps going through transient failures.
     pub rollback_timeout: Duration,
@@ -349,6 +350,7 @@ impl Config {
             h
         });
 
+        let analysis = crate::analysis::from_inputs(raw, &mut p, health.as_ref(), command);
         let rollback = p.parse(raw, "rollback", parse_bool, "Use true or false.");
         let batch_gate = p.parse(raw, "batch-gate", BatchGate::parse, "Use first, every or end.");
         let rollback_timeout = p.duration(raw, "rollback-timeout", true);
@@ -407,7 +409,7 @@ impl Config {
             provider,
             settings,
             app,
-            health,
+            (health, analysis),
             rollback,
             (batch_gate, rollback_timeout),
             deploy_timeout,
@@ -421,7 +423,7 @@ impl Config {
                 Some(provider),
                 Some(settings),
                 Some(app),
-                Some(health),
+                (Some(health), Some(analysis)),
                 Some(rollback),
                 (Some(batch_gate), Some(rollback_timeout)),
                 Some(deploy_timeout),
@@ -437,6 +439,7 @@ impl Config {
                 token,
                 image,
                 health,
+                analysis,
                 rollback,
                 rollback_timeout,
                 batch_gate,
@@ -622,7 +625,7 @@ fn valid_app_name(name: &str) -> bool {
 
 /// A health URL: http or https with a host. Plain http is fine here: the app may sit
 /// behind a private address, and no secret travels with a health check.
-fn parse_probe_url(text: &str) -> Result<url::Url, String> {
+pub(crate) fn parse_probe_url(text: &str) -> Result<url::Url, String> {
     refuse_hidden_characters(text, "a URL", false)?;
     let u = url::Url::parse(text).map_err(|e| format!("'{text}' is not a URL ({e})"))?;
     if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none_or(str::is_empty) {

@@ -179,6 +179,8 @@ async fn demo(summary_dir: Option<PathBuf>, redactor: Redactor) -> anyhow::Resul
     let mut releases = Releases::new();
     releases
         .insert("registry.fly.io/demo:v3".into(), ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
+    // Healthy to every check, and 60 ms slower than v2 for users: the analysis's to catch.
+    releases.insert("registry.fly.io/demo:v4".into(), ReleaseSpec { latency_ms: 60, ..Default::default() });
     println!("demo: starting the Fly.io sandbox: app demo, three machines on {v1}");
     let fly = FlySandbox::start(options("demo", 3, v1, releases)?).await?;
     println!("demo: Machines API at {}, app at {}", fly.api_url(), fly.app_url());
@@ -204,6 +206,14 @@ async fn demo(summary_dir: Option<PathBuf>, redactor: Redactor) -> anyhow::Resul
     let after_first = Seen::of(&traffic);
     println!("\ndemo: 2) deploy demo:v3, whose /health answers without 'ok'");
     let second = deploy(inputs("v3"), workspace.run(&runner, "v3"), Shutdown::new()).await;
+    println!("\ndemo: 3) deploy demo:v4, healthy to every check but 60 ms slower, with the analysis on");
+    let mut analysed = inputs("v4");
+    for (name, value) in
+        [("analysis", "true"), ("analysis-window", "5s"), ("analysis-rate", "40"), ("analysis-min-samples", "150")]
+    {
+        analysed.set(name, value);
+    }
+    let third = deploy(analysed, workspace.run(&runner, "v4"), Shutdown::new()).await;
 
     let seen = Seen::stop(traffic).await;
     let broken_ran = fly.machines_that_ran("registry.fly.io/demo:v3");
@@ -213,7 +223,9 @@ async fn demo(summary_dir: Option<PathBuf>, redactor: Redactor) -> anyhow::Resul
         .filter(|m| m.process_group == "app" && m.state != "destroyed")
         .map(|m| m.image)
         .collect();
-    println!("\ndemo: v2 exit code {first} (deployed), v3 exit code {second} (rolled back)");
+    println!(
+        "\ndemo: v2 exit code {first} (deployed), v3 exit code {second} (rolled back by its health gate), v4 exit code {third} (rolled back by the analysis)"
+    );
     say_traffic(&after_first, "router", "during the v2 deploy");
     say_traffic(&seen, "router", "in all");
     println!(
@@ -222,8 +234,12 @@ async fn demo(summary_dir: Option<PathBuf>, redactor: Redactor) -> anyhow::Resul
     println!("demo: machines now run: {}", live.join(", "));
     workspace.say_summaries();
     fly.stop().await;
-    let as_expected =
-        first == 0 && second == 1 && live.iter().all(|i| i.ends_with(":v2")) && seen.errors == 0 && broken_ran == 1;
+    let as_expected = first == 0
+        && second == 1
+        && third == 1
+        && live.iter().all(|i| i.ends_with(":v2"))
+        && seen.errors == 0
+        && broken_ran == 1;
     Ok(if as_expected { 0 } else { 1 })
 }
 

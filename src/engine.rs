@@ -14,9 +14,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::analysis::external::{External, ExternalGate};
+use crate::analysis::{Baseline, Comparison, Sample};
 use crate::config::{Command, Config};
+use crate::gate::{Gate, GateReport, GateResult};
 use crate::github::{Entry, Ledger, Record};
-use crate::health::{names_version, Gate, GateResult, Probe, VersionCheck};
+use crate::health::{names_version, Gate as HealthGate, Probe, VersionCheck};
 use crate::inputs::human;
 use crate::providers::{
     outlast, same_release, Context, Ending, Event, Instance, LockFor, LockKind, Progress, Provider, ProviderError,
@@ -169,47 +172,25 @@ impl Engine<'_> {
         }
     }
 
-    /// Runs the health gate as a phase and keeps its attempts for the report. With
-    /// `route`, every check goes to that one instance (a header the app's URL honours).
-    async fn gate(
+    /// Runs a gate (health, analysis, external) as one phase: a log group, the live
+    /// status, a heartbeat and a timeline entry. The caller decides whether the gate's
+    /// report is kept.
+    async fn run_gate(
         &self,
         report: &mut Report,
         run_start: Instant,
-        label: &str,
-        proof: Proof<'_>,
-        route: Option<&Route>,
-    ) -> Result<(), Stop> {
-        let name = format!("health gate: {label}");
+        gate: &dyn Gate,
+    ) -> (GateReport, Result<(), Stop>) {
+        let name = gate.name();
         self.runner.group(&name);
         self.progress.emit(Event::StepStarted { step: name.clone() });
         let start = Instant::now();
-        // Versions are checked where the run has a version URL: the new one must answer,
-        // and after a rollback the failed one must not.
-        let (version, check) = match proof {
-            Proof::Answers(v) => (Some(v), VersionCheck::Named),
-            Proof::Gone(v) => (Some(v), VersionCheck::Gone),
-            Proof::Nothing => (None, VersionCheck::Skip),
-        };
-        let mut health = self.config.health.clone();
-        health.version = health.version.take().and_then(|(url, _)| version.map(|v| (url, v.to_string())));
-        match route {
-            Some(Route::Header(name, value)) => health.headers.push((name.clone(), value.clone())),
-            Some(Route::Origin(origin)) => {
-                health.url = at_origin(&health.url, origin);
-                if let Some((url, _)) = health.version.as_mut() {
-                    *url = at_origin(url, origin);
-                }
-            }
-            None => {}
-        }
-        let check = if health.version.is_some() { check } else { VersionCheck::Skip };
-        let gate = Gate { config: &health, version: check, label };
-        let deadline = Instant::now() + health.deadline;
+        let deadline = start + gate.limit();
         let attempted = |text| {
             self.progress.emit(Event::Attempt { text, left: deadline.saturating_duration_since(Instant::now()) })
         };
         let result =
-            self.with_heartbeat(&name, Some(deadline), gate.run_observed(self.probe, &self.shutdown, &attempted)).await;
+            self.with_heartbeat(&name, Some(deadline), gate.check(self.probe, &self.shutdown, &attempted)).await;
         let (phase_result, out) = match result.result {
             GateResult::Passed => (PhaseResult::Ok, Ok(())),
             GateResult::Failed => (
@@ -227,10 +208,87 @@ impl Engine<'_> {
             result: phase_result,
             detail: result.reason.clone(),
         });
-        report.gates.push(result);
         self.progress.emit(Event::StepEnded { step: name, ok: phase_result == PhaseResult::Ok });
         self.runner.end_group();
+        (result, out)
+    }
+
+    /// The health gate, kept for the report. With `route`, every check goes to that
+    /// one instance (a header the app's URL honours, or its own origin).
+    async fn gate(
+        &self,
+        report: &mut Report,
+        run_start: Instant,
+        label: &str,
+        proof: Proof<'_>,
+        route: Option<&Route>,
+    ) -> Result<(), Stop> {
+        // Versions are checked where the run has a version URL: the new one must answer,
+        // and after a rollback the failed one must not.
+        let (version, check) = match proof {
+            Proof::Answers(v) => (Some(v), VersionCheck::Named),
+            Proof::Gone(v) => (Some(v), VersionCheck::Gone),
+            Proof::Nothing => (None, VersionCheck::Skip),
+        };
+        let mut health = self.config.health.clone();
+        health.version = health.version.take().and_then(|(url, _)| version.map(|v| (url, v.to_string())));
+        if let Some(route) = route {
+            routed(route, &mut health.url, &mut health.headers);
+            if let Some((url, _)) = health.version.as_mut() {
+                routed(route, url, &mut Vec::new());
+            }
+        }
+        let check = if health.version.is_some() { check } else { VersionCheck::Skip };
+        let gate = HealthGate { config: &health, version: check, label };
+        let (result, out) = self.run_gate(report, run_start, &gate).await;
+        report.gates.push(result);
         out
+    }
+
+    /// The analysis gates after a health gate passed, on a deploy: the built-in
+    /// comparison with the baseline, then Prometheus, then the web check.
+    async fn analyse(
+        &self,
+        report: &mut Report,
+        run_start: Instant,
+        label: &str,
+        baseline: Option<&[Sample]>,
+        route: Option<&Route>,
+    ) -> Result<(), Stop> {
+        let a = &self.config.analysis;
+        if self.config.command != Command::Deploy || !a.any() {
+            return Ok(());
+        }
+        if let (true, Some(baseline)) = (a.builtin, baseline) {
+            let (mut urls, mut headers) = (a.urls.clone(), a.headers.clone());
+            if let Some(route) = route {
+                let mut extra = Vec::new();
+                for u in &mut urls {
+                    extra.clear();
+                    routed(route, u, &mut extra);
+                }
+                headers.extend(extra);
+            }
+            let gate = Comparison { config: a, baseline, label, urls, headers };
+            let (result, out) = self.run_gate(report, run_start, &gate).await;
+            report.gates.push(result);
+            out?;
+        }
+        // The external numbers are the app's as a whole: not asked of one instance.
+        if route.is_some() {
+            return Ok(());
+        }
+        // Without the built-in window before them, they give the new release one to serve.
+        let wait = if a.builtin { Duration::ZERO } else { a.window };
+        let checks = a.prometheus.iter().map(External::Prometheus).chain(a.web.iter().map(External::Web));
+        for (i, check) in checks.enumerate() {
+            let gate =
+                ExternalGate { check, label, wait: if i == 0 { wait } else { Duration::ZERO }, timeout: a.timeout };
+            let (result, out) = self.run_gate(report, run_start, &gate).await;
+            report.gates.push(result);
+            out?;
+        }
+        Ok(())
     }
 
     /// `deploy`, `rollback`, `redeploy` and `plan`. Whatever happens, the provider's
@@ -456,6 +514,11 @@ impl Engine<'_> {
         if let Err(stop) = self.take_lock(&mut report, run_start, &live, LockFor::Deploy, &ctx).await {
             return finish(self.stopped_before_change(report, stop));
         }
+        // The yardstick of the analysis, sampled while the lock keeps other deploys out.
+        let baseline = match self.sample_baseline(&mut report, run_start).await {
+            Ok(b) => b,
+            Err(stop) => return finish(self.stopped_before_change(report, stop)),
+        };
         // Everything that may still fail with nothing changed happens here.
         let prepared = self.provider.prepare(&live, &target, &ctx);
         let mut rollout = match self.phase(&mut report, run_start, "prepare", deadline, prepared).await {
@@ -576,7 +639,9 @@ impl Engine<'_> {
             report.made = made.clone();
             if gated {
                 let gating = Instant::now();
-                let gated = self.gate_instances(&mut report, run_start, i, &applied.instances, &target).await;
+                let first = (0..i).all(|j| !self.config.batch_gate.gates(j, batches));
+                let baseline = baseline.as_deref().filter(|_| first);
+                let gated = self.gate_instances(&mut report, run_start, i, &applied.instances, &target, baseline).await;
                 ctx.deadline += gating.elapsed();
                 if let Err(stop) = gated {
                     report.live = None;
@@ -599,7 +664,12 @@ impl Engine<'_> {
             Command::Redeploy => "the redeployed release",
             _ => "new release",
         };
-        match self.gate(&mut report, run_start, label, Proof::answers(target.version.as_deref()), None).await {
+        let proof = Proof::answers(target.version.as_deref());
+        let gated = match self.gate(&mut report, run_start, label, proof, None).await {
+            Ok(()) => self.analyse(&mut report, run_start, label, baseline.as_deref(), None).await,
+            failed => failed,
+        };
+        match gated {
             Ok(()) => {
                 report.outcome = Outcome::Deployed;
                 state::save(self.runner, Stage::Finished, None, None);
@@ -681,45 +751,45 @@ impl Engine<'_> {
         health.soak = Duration::ZERO;
         health.interval = health.interval.min(Duration::from_secs(2));
         health.deadline = (health.interval * 3 + health.timeout.min(Duration::from_secs(10))).min(health.deadline);
-        let gate = Gate { config: &health, version: VersionCheck::Skip, label: "live release, before any change" };
-        let name = "probe the health check against the live release";
-        self.runner.group(name);
-        let start = Instant::now();
-        let result = gate.run(self.probe, &self.shutdown).await;
-        let (phase_result, out) = match result.result {
-            GateResult::Passed => (PhaseResult::Ok, Ok(())),
-            GateResult::Cancelled => {
-                (PhaseResult::Cancelled, Err(Stop::Cancelled(format!("{name}: stopped by a signal"))))
-            }
-            GateResult::Failed => {
-                let last =
-                    result.attempts.last().and_then(|a| a.failure.as_ref()).map(|f| f.explain()).unwrap_or_default();
-                let name = |input| self.config.surface.name(input);
-                (
-                    PhaseResult::Failed,
-                    Err(Stop::Failed(format!(
-                        "the health check already fails against what is live now ({last}), so the gate could never pass; fix {}, {} or {}, or set {} for a first deploy or an app that is down{}",
-                        name("health-url"),
-                        name("expect-status"),
-                        name("check-string"),
-                        self.config.surface.setting("health-probe", "false"),
-                        self.config.health.guess_note()
-                    ))),
-                )
-            }
+        let gate = HealthGate {
+            config: &health,
+            version: VersionCheck::Skip,
+            label: "the live release, probed before the roll-out",
         };
-        report.phases.push(Phase {
-            name: name.to_string(),
-            start: start - run_start,
-            duration: start.elapsed(),
-            result: phase_result,
-            detail: result.reason.clone(),
-        });
-        if phase_result != PhaseResult::Ok {
+        let (result, out) = self.run_gate(report, run_start, &gate).await;
+        if out.is_ok() {
+            return out;
+        }
+        if matches!(out, Err(Stop::Cancelled(_))) {
+            report.gates.push(result);
+            return out;
+        }
+        let last = result.attempts.last().and_then(|a| a.failure.as_ref()).map(|f| f.explain()).unwrap_or_default();
+        let name = |input| self.config.surface.name(input);
+        report.gates.push(result);
+        Err(Stop::Failed(format!(
+            "the health check already fails against what is live now ({last}), so the gate could never pass; fix {}, {} or {}, or set {} for a first deploy or an app that is down{}",
+            name("health-url"),
+            name("expect-status"),
+            name("check-string"),
+            self.config.surface.setting("health-probe", "false"),
+            self.config.health.guess_note()
+        )))
+    }
+
+    /// Samples the live release for the analysis, before the first change. Too few
+    /// answers stop the deploy here, with nothing changed.
+    async fn sample_baseline(&self, report: &mut Report, run_start: Instant) -> Result<Option<Vec<Sample>>, Stop> {
+        let a = &self.config.analysis;
+        if self.config.command != Command::Deploy || !a.builtin {
+            return Ok(None);
+        }
+        let gate = Baseline::new(a);
+        let (result, out) = self.run_gate(report, run_start, &gate).await;
+        if out.is_err() {
             report.gates.push(result);
         }
-        self.runner.end_group();
-        out
+        out.map(|()| Some(gate.samples()))
     }
 
     /// The health gate against each instance a batch changed, alone, before any other
@@ -731,6 +801,7 @@ impl Engine<'_> {
         batch: usize,
         instances: &[Instance],
         target: &Target,
+        baseline: Option<&[Sample]>,
     ) -> Result<(), Stop> {
         let routed: Vec<&Instance> = instances.iter().filter(|i| i.route.is_some()).collect();
         if routed.is_empty() {
@@ -744,6 +815,11 @@ impl Engine<'_> {
             let label = format!("batch {}, instance {}", batch + 1, instance.id);
             let proof = Proof::answers(target.version.as_deref());
             self.gate(report, run_start, &label, proof, instance.route.as_ref()).await?;
+            // The first batch gated alone is the canary: the analysis starts there, while
+            // few users are on the new release.
+            if baseline.is_some() {
+                self.analyse(report, run_start, &label, baseline, instance.route.as_ref()).await?;
+            }
         }
         Ok(())
     }
@@ -928,6 +1004,28 @@ impl Engine<'_> {
             human(h.soak)
         ));
         steps.push(gate);
+        let a = &self.config.analysis;
+        if self.config.command == Command::Deploy || self.config.command == Command::Plan {
+            if a.builtin {
+                steps.push(a.describe());
+            }
+            if let Some(q) = &a.prometheus {
+                steps.push(format!(
+                    "analysis: ask Prometheus at {} for {} and fail when any value is over {}",
+                    crate::http::shown(&q.url),
+                    q.query,
+                    q.max
+                ));
+            }
+            if let Some(w) = &a.web {
+                steps.push(format!(
+                    "analysis: GET {} and fail unless {} meets '{}'",
+                    crate::http::shown(&w.url),
+                    w.json_path.as_ref().map_or("the answer".to_string(), |p| p.to_string()),
+                    w.success_text
+                ));
+            }
+        }
         steps.push(if self.config.rollback {
             format!("on any failure: put {} back and check its health", live.release.label)
         } else {
@@ -1247,6 +1345,15 @@ impl LowercaseFirst for String {
 
 /// `url` asked at `origin` instead: its path and query kept, scheme, host and port
 /// replaced (a tunnel to one instance).
+/// Sends a request for `url` to one instance: a header the app's URL honours, or the
+/// instance's own origin.
+fn routed(route: &Route, url: &mut url::Url, headers: &mut Vec<(String, String)>) {
+    match route {
+        Route::Header(name, value) => headers.push((name.clone(), value.clone())),
+        Route::Origin(origin) => *url = at_origin(url, origin),
+    }
+}
+
 fn at_origin(url: &url::Url, origin: &url::Url) -> url::Url {
     let mut moved = origin.clone();
     moved.set_path(url.path());

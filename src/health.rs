@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use async_trait::async_trait;
 
 use crate::config::HealthConfig;
+use crate::gate::GateKind;
+pub use crate::gate::{GateReport, GateResult};
 use crate::http::{HttpClient, TransportFailure};
 use crate::inputs::human;
 use crate::shutdown::Shutdown;
@@ -110,57 +112,6 @@ pub struct Attempt {
     pub failure: Option<Failure>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum GateResult {
-    Passed,
-    Failed,
-    Cancelled,
-}
-
-/// One run of the gate, for the report.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GateReport {
-    /// Which version was being proved: "new release" or "rolled-back release".
-    pub label: String,
-    pub url: String,
-    pub result: GateResult,
-    pub reason: Option<String>,
-    pub duration: Duration,
-    pub total_attempts: usize,
-    /// The first and latest attempts; `total_attempts` says how many there were.
-    pub attempts: Vec<Attempt>,
-}
-
-impl GateReport {
-    pub fn passed(&self) -> bool {
-        self.result == GateResult::Passed
-    }
-
-    /// Redacts every piece of outside text: the URL, the reason, bodies and details.
-    pub fn redact(&mut self, r: &crate::secret::Redactor) {
-        self.label = r.redact(&self.label);
-        self.url = r.redact(&self.url);
-        if let Some(reason) = &mut self.reason {
-            *reason = r.redact(reason);
-        }
-        for a in &mut self.attempts {
-            a.excerpt = r.redact(&a.excerpt);
-            match &mut a.failure {
-                Some(Failure::Transport { detail, .. }) => *detail = r.redact(detail),
-                Some(Failure::Status { expected, .. }) => *expected = r.redact(expected),
-                Some(Failure::BodyMismatch { missing }) => *missing = r.redact(missing),
-                Some(Failure::WrongVersion { expected, found })
-                | Some(Failure::StillServing { version: expected, found }) => {
-                    *expected = r.redact(expected);
-                    *found = r.redact(found);
-                }
-                None => {}
-            }
-        }
-    }
-}
-
 /// The log's account of failed attempts: a failure is said when it first happens, a
 /// run of the same failure is not said again attempt by attempt, only every 10 s
 /// ("still failing the same way"), and once more in one line when it ends.
@@ -221,6 +172,21 @@ pub struct Gate<'a> {
     pub label: &'a str,
 }
 
+#[async_trait]
+impl crate::gate::Gate for Gate<'_> {
+    fn name(&self) -> String {
+        format!("health gate: {}", self.label)
+    }
+
+    fn limit(&self) -> Duration {
+        self.config.deadline
+    }
+
+    async fn check(&self, probe: &dyn Probe, shutdown: &Shutdown, attempted: &(dyn Fn(String) + Sync)) -> GateReport {
+        self.run_observed(probe, shutdown, attempted).await
+    }
+}
+
 impl Gate<'_> {
     pub async fn run(&self, http: &dyn Probe, shutdown: &Shutdown) -> GateReport {
         self.run_observed(http, shutdown, &|_| {}).await
@@ -228,21 +194,18 @@ impl Gate<'_> {
 
     /// Runs the gate, telling `attempted` after each attempt its number and what it got,
     /// in words, for a live status.
-    pub async fn run_observed(&self, http: &dyn Probe, shutdown: &Shutdown, attempted: &dyn Fn(String)) -> GateReport {
+    async fn run_observed(
+        &self,
+        http: &dyn Probe,
+        shutdown: &Shutdown,
+        attempted: &(dyn Fn(String) + Sync),
+    ) -> GateReport {
         let c = self.config;
         let started = Instant::now();
         let deadline = started + c.deadline;
         // Passing must come early enough for the soak to fit inside the deadline.
         let pass_by = deadline - c.soak;
-        let mut report = GateReport {
-            label: self.label.to_string(),
-            url: crate::http::shown(&c.url),
-            result: GateResult::Failed,
-            reason: None,
-            duration: Duration::ZERO,
-            total_attempts: 0,
-            attempts: Vec::new(),
-        };
+        let mut report = GateReport::new(GateKind::Health, self.label, crate::http::shown(&c.url));
         let finish = |mut r: GateReport, result: GateResult, reason: Option<String>| {
             r.result = result;
             r.reason = reason;

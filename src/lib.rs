@@ -7,7 +7,10 @@
 //! - `config`: raw inputs become one validated `Config`, or every problem at once.
 //! - `job`: one run from inputs to its end: config, ledger, engine, report, post step.
 //! - `engine`: the order of a deploy, its deadlines, lock, health gate and rollback.
+//! - `gate`: what a gate is (health, analysis, external) and its report.
 //! - `health`: the health gate, with every attempt recorded and classified.
+//! - `analysis`: the analysis gates: the new release against the live one's baseline
+//!   (sampled, with a statistical test), a Prometheus query, a web check.
 //! - `providers`: the `Provider` trait, and one module per provider.
 //! - `http`: the one HTTP client: timeouts, retries, `Retry-After`, redaction.
 //! - `report`: one record of the run; `summary` renders it as Markdown (`markdown`
@@ -23,6 +26,7 @@
 //! - `cli`: the binary's roles; `demo`: the sandbox demo (with the `sandbox` feature, on
 //!   by default; the action's image leaves it out, with the emulators and the double).
 
+pub mod analysis;
 pub mod aws;
 pub mod cli;
 pub mod config;
@@ -31,6 +35,7 @@ pub mod demo;
 pub mod engine;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod gate;
 pub mod github;
 pub mod health;
 pub mod http;

@@ -5,7 +5,8 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use crate::health::{Attempt, GateReport, GateResult};
+use crate::gate::{GateKind, GateReport, GateResult};
+use crate::health::Attempt;
 use crate::inputs::human;
 use crate::markdown::{escape, escape_code};
 use crate::report::{Outcome, PhaseResult, Report};
@@ -196,6 +197,10 @@ fn render_gate(md: &mut String, gate: &GateReport, report: &Report) {
         GateResult::Failed => "FAILED",
         GateResult::Cancelled => "cancelled",
     };
+    match gate.kind {
+        GateKind::Health => {}
+        GateKind::Analysis | GateKind::External => return render_analysis(md, gate, report, result),
+    }
     let _ = write!(
         md,
         "### Health checks: {} — {result}\n\n{} in {} against {}.",
@@ -213,6 +218,78 @@ fn render_gate(md: &mut String, gate: &GateReport, report: &Report) {
     }
     md.push_str("\n\n");
     attempts_table(md, &gate.attempts);
+}
+
+/// An analysis: what was asked, the numbers that decided side by side, and the
+/// latency of both releases over the window as a chart.
+fn render_analysis(md: &mut String, gate: &GateReport, report: &Report, result: &str) {
+    let what = match gate.kind {
+        GateKind::External => "asked",
+        _ => "sampled",
+    };
+    let _ = write!(
+        md,
+        "### Analysis: {} — {result}\n\n{} in {}, {what}: {}.",
+        inline(&gate.label),
+        crate::markdown::counted(
+            gate.total_attempts,
+            if gate.kind == GateKind::External { "request" } else { "answer" }
+        ),
+        human(gate.duration),
+        inline(&gate.url)
+    );
+    match &gate.reason {
+        Some(reason) if said(report, reason) => md.push_str(" The failure is the one under Why."),
+        Some(reason) => {
+            let _ = write!(md, " {}", inline(reason));
+        }
+        None => {}
+    }
+    md.push_str("\n\n");
+    let Some(a) = &gate.analysis else { return };
+    if !a.decisions.is_empty() {
+        let _ = writeln!(
+            md,
+            "| Measure | Live release (baseline) | New release | Allowed | p | Verdict |\n|---|---|---|---|---|---|"
+        );
+        for d in &a.decisions {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} |",
+                inline(&d.metric),
+                inline(&d.baseline),
+                inline(&d.new),
+                inline(&d.limit),
+                d.p_value.map(crate::analysis::p_value).unwrap_or_default(),
+                if d.failed { "**worse**" } else { "ok" }
+            );
+        }
+        md.push('\n');
+    } else if let Some(b) = &a.baseline {
+        let _ = writeln!(md, "Baseline: {}.\n", b.line(a.percentile));
+    }
+    if let (Some(b), Some(n)) = (&a.baseline, &a.new) {
+        latency_chart(md, a.window, a.percentile, &b.curve_ms, &n.curve_ms);
+    }
+}
+
+/// Both releases' latency percentile, tenth by tenth of the window, as a mermaid
+/// xychart: the baseline first, the new release second.
+fn latency_chart(md: &mut String, window: Duration, percentile: f64, baseline: &[f64], new: &[f64]) {
+    let slices = baseline.len().max(new.len()).max(1);
+    let slice = window / slices as u32;
+    let labels: Vec<String> = (1..=slices).map(|i| format!("\"{}\"", human(slice * i as u32))).collect();
+    let top = baseline.iter().chain(new).copied().fold(1.0_f64, f64::max) * 1.1;
+    let series = |v: &[f64]| v.iter().map(|ms| format!("{ms}")).collect::<Vec<_>>().join(", ");
+    let _ = writeln!(
+        md,
+        "```mermaid\nxychart-beta\n    title \"p{percentile} latency (ms): live release, then new release\"\n    x-axis [{}]\n    y-axis \"ms\" 0 --> {}\n    line [{}]\n    line [{}]\n```\n",
+        labels.join(", "),
+        top.ceil(),
+        series(baseline),
+        series(new)
+    );
+    let _ = writeln!(md, "<sub>First line: the live release before the change; second: the new release, over each tenth of the window.</sub>\n");
 }
 
 /// Attempts shown one per row at each end of a health gate; the rest fold.
@@ -494,6 +571,8 @@ mod tests {
     fn bodies_from_outside_cannot_break_the_table_or_inject_html() {
         let mut r = report();
         r.gates.push(GateReport {
+            kind: GateKind::Health,
+            analysis: None,
             label: "new release".into(),
             url: "http://x/health".into(),
             result: GateResult::Failed,

@@ -36,6 +36,9 @@ impl FlyHarness {
     async fn with(strategy: &'static str) -> FlyHarness {
         let fly = fly().await;
         fly.add_release(BROKEN, ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
+        for (name, spec) in sandbox::app::analysis_releases() {
+            fly.add_release(&format!("registry.fly.io/web:{name}"), spec);
+        }
         let http = HttpClient::new(Redactor::default(), RetryConfig::default(), Duration::from_secs(30)).unwrap();
         FlyHarness { fly, http, prepare_broken: AtomicBool::new(false), strategy }
     }
@@ -83,6 +86,10 @@ impl Harness for FlyHarness {
 
     fn broken(&self) -> String {
         BROKEN.into()
+    }
+
+    fn analysed(&self, name: &str) -> String {
+        format!("registry.fly.io/web:{name}")
     }
 
     fn running(&self) -> String {
@@ -150,6 +157,16 @@ impl Harness for FlyHarness {
     async fn clear_faults(&self) {
         self.fly.set_faults(Faults::default());
     }
+}
+
+#[tokio::test]
+async fn fly_rolls_back_what_the_analysis_finds_worse() {
+    suite::the_analysis_rolls_back_what_serves_worse(&FlyHarness::start().await).await;
+}
+
+#[tokio::test]
+async fn fly_passes_a_good_release_through_the_analysis() {
+    suite::the_analysis_passes_a_release_as_good(&FlyHarness::start().await).await;
 }
 
 #[tokio::test]

@@ -105,6 +105,9 @@ impl DoHarness {
     async fn start() -> DoHarness {
         let h = apps(vec![AppOptions::image("web")]).await;
         h.add_image("web:broken", ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
+        for (name, spec) in sandbox::app::analysis_releases() {
+            h.add_image(&format!("web:{name}"), spec);
+        }
         let http = HttpClient::new(Redactor::default(), RetryConfig::default(), Duration::from_secs(30)).unwrap();
         DoHarness { h, http, workspace: tempfile::tempdir().unwrap() }
     }
@@ -135,6 +138,10 @@ impl Harness for DoHarness {
 
     fn broken(&self) -> String {
         "broken".into()
+    }
+
+    fn analysed(&self, name: &str) -> String {
+        name.into()
     }
 
     fn running(&self) -> String {
@@ -189,6 +196,16 @@ impl Harness for DoHarness {
     async fn clear_faults(&self) {
         self.h.set_faults(Faults::default());
     }
+}
+
+#[tokio::test]
+async fn app_platform_rolls_back_what_the_analysis_finds_worse() {
+    suite::the_analysis_rolls_back_what_serves_worse(&DoHarness::start().await).await;
+}
+
+#[tokio::test]
+async fn app_platform_passes_a_good_release_through_the_analysis() {
+    suite::the_analysis_passes_a_release_as_good(&DoHarness::start().await).await;
 }
 
 #[tokio::test]

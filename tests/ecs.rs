@@ -102,6 +102,9 @@ impl EcsHarness {
     async fn start() -> EcsHarness {
         let h = start().await;
         h.add_image(&image(&h, "broken"), ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
+        for (name, spec) in sandbox::app::analysis_releases() {
+            h.add_image(&image(&h, name), spec);
+        }
         let http = HttpClient::new(Redactor::default(), RetryConfig::default(), Duration::from_secs(30)).unwrap();
         EcsHarness { h, http, workspace: tempfile::tempdir().unwrap() }
     }
@@ -130,6 +133,10 @@ impl Harness for EcsHarness {
 
     fn broken(&self) -> String {
         "broken".into()
+    }
+
+    fn analysed(&self, name: &str) -> String {
+        name.into()
     }
 
     fn running(&self) -> String {
@@ -178,6 +185,16 @@ impl Harness for EcsHarness {
     async fn clear_faults(&self) {
         self.h.set_faults(Faults::default());
     }
+}
+
+#[tokio::test]
+async fn ecs_rolls_back_what_the_analysis_finds_worse() {
+    suite::the_analysis_rolls_back_what_serves_worse(&EcsHarness::start().await).await;
+}
+
+#[tokio::test]
+async fn ecs_passes_a_good_release_through_the_analysis() {
+    suite::the_analysis_passes_a_release_as_good(&EcsHarness::start().await).await;
 }
 
 #[tokio::test]

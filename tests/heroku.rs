@@ -97,6 +97,11 @@ impl HerokuHarness {
             source(&workspace.path().join(v), v, "", None);
         }
         source(&workspace.path().join("broken"), "broken", "--health wrong-body", None);
+        for (name, spec) in sandbox::app::analysis_releases() {
+            let flags =
+                format!("--latency-ms {} --error-rate {}", spec.latency_ms, f64::from(spec.error_per_mille) / 1000.0);
+            source(&workspace.path().join(name), name, &flags, None);
+        }
         let http = HttpClient::new(Redactor::default(), RetryConfig::default(), Duration::from_secs(30)).unwrap();
         HerokuHarness { h, http, workspace }
     }
@@ -125,6 +130,10 @@ impl Harness for HerokuHarness {
 
     fn broken(&self) -> String {
         "broken".into()
+    }
+
+    fn analysed(&self, name: &str) -> String {
+        name.into()
     }
 
     fn running(&self) -> String {
@@ -182,6 +191,20 @@ impl HerokuHarness {
     async fn done(self) {
         done(self.h).await;
     }
+}
+
+#[tokio::test]
+async fn heroku_rolls_back_what_the_analysis_finds_worse() {
+    let h = HerokuHarness::start().await;
+    suite::the_analysis_rolls_back_what_serves_worse(&h).await;
+    h.done().await;
+}
+
+#[tokio::test]
+async fn heroku_passes_a_good_release_through_the_analysis() {
+    let h = HerokuHarness::start().await;
+    suite::the_analysis_passes_a_release_as_good(&h).await;
+    h.done().await;
 }
 
 #[tokio::test]

@@ -37,6 +37,9 @@ fn releases() -> Releases {
     }
     r.insert("web:broken".into(), ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
     r.insert("web:crashes".into(), ReleaseSpec { crash_on_start: true, exit_code: 3, ..Default::default() });
+    for (name, spec) in sandbox::app::analysis_releases() {
+        r.insert(format!("web:{name}"), spec);
+    }
     r
 }
 
@@ -218,6 +221,10 @@ impl Harness for HostsHarness {
         "broken".into()
     }
 
+    fn analysed(&self, name: &str) -> String {
+        name.into()
+    }
+
     fn running(&self) -> String {
         running(&self.fleet)
     }
@@ -344,6 +351,26 @@ fn host_inputs(fleet: &Fleet, url: &str, own: &[(&str, String)]) -> Vec<(String,
 }
 
 // ----- the shared provider suite -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_over_ssh_roll_back_what_the_analysis_finds_worse() {
+    suite::the_analysis_rolls_back_what_serves_worse(&HostsHarness::ssh().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_over_ssh_pass_a_good_release_through_the_analysis() {
+    suite::the_analysis_passes_a_release_as_good(&HostsHarness::ssh().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn droplets_roll_back_what_the_analysis_finds_worse() {
+    suite::the_analysis_rolls_back_what_serves_worse(&HostsHarness::droplets(LbTarget::ById).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn droplets_pass_a_good_release_through_the_analysis() {
+    suite::the_analysis_passes_a_release_as_good(&HostsHarness::droplets(LbTarget::ById).await).await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_over_ssh_pass_the_provider_suite() {

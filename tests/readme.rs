@@ -60,7 +60,7 @@ async fn the_readmes_demo_command_runs_and_says_where_the_summary_is() {
     assert_eq!(ran.code, 0, "{ran}");
     // One summary per run, each opening with its own outcome.
     let paths: Vec<&str> = ran.stdout.lines().filter_map(|l| l.strip_prefix("demo: job summary written to ")).collect();
-    assert_eq!(paths.len(), 2, "{ran}");
+    assert_eq!(paths.len(), 3, "{ran}");
     let first = std::fs::read_to_string(paths[0]).unwrap();
     assert!(first.starts_with("## ✅ Deployed `registry.fly.io/demo:v2` to demo"), "{first}");
     let second = std::fs::read_to_string(paths[1]).unwrap();
@@ -69,6 +69,14 @@ async fn the_readmes_demo_command_runs_and_says_where_the_summary_is() {
         "{second}"
     );
     assert!(!second.contains("Deployed `registry.fly.io/demo:v2`"), "the v2 run is in its own: {second}");
+    // v4 passes its health gate and is rolled back for its latency.
+    let third = std::fs::read_to_string(paths[2]).unwrap();
+    assert!(
+        third.starts_with("## ❌ Deploy of `registry.fly.io/demo:v4` to demo FAILED and was rolled back"),
+        "{third}"
+    );
+    assert!(third.contains("p95 latency is "), "{third}");
+    assert!(third.contains("### Analysis: batch 1"), "the canary was analysed alone: {third}");
 }
 
 /// The sandbox session the README shows is what the sandbox prints: every line, in order,

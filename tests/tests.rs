@@ -5,6 +5,7 @@
 mod util;
 
 mod action_yml;
+mod analysis;
 mod aws_credentials;
 mod cli;
 mod conformance;

@@ -8,7 +8,9 @@
 //! and during an automatic rollback; then hosts over SSH: the DigitalOcean droplets
 //! tutorial's procedure against provider `ssh`, on 2 and 4 hosts (`hosts.rs`); and on
 //! the ECS sandbox (two tasks behind a load balancer) a deploy, a rollback by
-//! safe-deploy and one by ECS's circuit breaker, each with its failed/total requests.
+//! safe-deploy and one by ECS's circuit breaker, each with its failed/total requests;
+//! and the analysis (`analysis.rs`): failed requests with the health gate alone and with
+//! the analysis, side by side, and rollbacks of good releases over 50 deploys.
 //! A request failed when it got no answer, an error status, or a broken release's page
 //! with status 200 (counted apart too: the wrong page is a failure a status check misses).
 //! Everything runs on loopback, bounded in count and time.
@@ -23,6 +25,7 @@ use tokio::process::Command;
 use bench::{Seen, Traffic};
 use sandbox::double::State;
 
+mod analysis;
 mod hosts;
 
 const RUNS: usize = 15;
@@ -36,6 +39,14 @@ async fn main() {
         let dir = std::env::temp_dir().join(format!("safe-deploy-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         ecs(&binary, &dir).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    // `bench BINARY analysis`: the analysis section alone.
+    if std::env::args().nth(2).as_deref() == Some("analysis") {
+        let dir = std::env::temp_dir().join(format!("safe-deploy-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        analysis::run(&binary, &dir).await;
         let _ = std::fs::remove_dir_all(&dir);
         return;
     }
@@ -117,6 +128,7 @@ async fn main() {
     digitalocean(&binary, &dir).await;
     ecs(&binary, &dir).await;
     hosts::run(&binary, &dir).await;
+    analysis::run(&binary, &dir).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -53,6 +53,7 @@ pub enum Kind {
 pub enum Group {
     What,
     Health,
+    Analysis,
     Rollout,
     /// A provider's own inputs, under its heading (its title, or one its kind shares:
     /// "Hosts over SSH").
@@ -67,6 +68,7 @@ impl Group {
             Group::What => "What to deploy",
             Group::Rollout => "Roll-out and rollback",
             Group::Health => "Health checks",
+            Group::Analysis => "Analysis: serving as well as the live release",
             Group::Provider(heading) => heading,
             Group::GitHub => "GitHub",
             Group::Output => "Output files",
@@ -88,6 +90,10 @@ const fn rollout(name: &'static str, default: &'static str, description: &'stati
 
 const fn health(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
     declare(Group::Health, name, default, description)
+}
+
+const fn analysis(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
+    declare(Group::Analysis, name, default, description)
 }
 
 const fn github(name: &'static str, default: &'static str, description: &'static str) -> InputSpec {
@@ -202,6 +208,21 @@ const HEAD: &[InputSpec] = &[
     health("health-soak", "0s", "Keep checking this long after passing; any failure then fails the deploy.").duration(),
     health("health-probe", "true", "Before the first change of a deploy, check the health URL against what is live now: a closed port, a wrong host, a redirect, TLS on a plain port or a check string the live release already fails means the gate could never pass, so the deploy stops with nothing changed. false for a first deploy or an app that is down.").boolean(),
     health("health-headers", "", "Extra request headers for health checks, one 'Name: value' per line (e.g. a Host header)."),
+    analysis("analysis", "false", "deploy: after the health gate, compare the new release with the live one. The health URL and analysis-urls are sampled at analysis-rate for analysis-window against the live release before the first change (the baseline) and against the new release after its health gate; the deploy rolls back when the new release's error rate or latency is worse by more than the limits below and a statistical test says the difference is not chance. Needs health-probe: true.").boolean(),
+    analysis("analysis-urls", "", "More URLs of the app to sample, besides the health URL, one per line or separated by commas (e.g. the home page and an API route users call)."),
+    analysis("analysis-window", "1m", "How long each side (baseline, then new release) is sampled.").duration(),
+    analysis("analysis-rate", "5", "Requests a second while sampling, spread evenly over the URLs (0.1 to 100)."),
+    analysis("analysis-min-samples", "100", "Answers each side needs for a verdict; fewer is a failure, never a pass. analysis-rate × analysis-window must reach it."),
+    analysis("analysis-max-error-increase", "1%", "How much higher the new release's error rate (5xx or no answer) may be than the baseline's, in percentage points (1% or 0.01)."),
+    analysis("analysis-percentile", "95", "The latency percentile compared: 50, 90, 95 or 99."),
+    analysis("analysis-max-latency-ratio", "1.5", "How many times the baseline's latency percentile the new release's may be."),
+    analysis("analysis-min-latency-increase", "25ms", "A latency increase smaller than this is never a failure, whatever the ratio: milliseconds of noise on a fast app are not a regression.").duration(),
+    analysis("analysis-prometheus-url", "", "Prometheus's base URL (https://prometheus.example.com): with analysis-query and analysis-max, an instant query after the new release has served analysis-window, which fails the deploy when any value is over analysis-max, or when the query finds no data."),
+    analysis("analysis-query", "", "The PromQL instant query, e.g. sum(rate(http_requests_total{code=~\"5..\"}[1m])) / sum(rate(http_requests_total[1m]))."),
+    analysis("analysis-max", "", "The most the query may give (a number)."),
+    analysis("analysis-web-url", "", "A URL whose answer must meet analysis-web-success after the new release has served analysis-window, as Argo Rollouts' web provider (health-headers are sent with it)."),
+    analysis("analysis-web-json-path", "", "Where in the web check's JSON answer the value is, as a JSON path (RFC 9535), e.g. $.data.successRate; it must find one value. Empty: the whole answer."),
+    analysis("analysis-web-success", "", "The condition the value must meet: a comparison and a number, true, false or a quoted text, e.g. '>= 0.99' or '== \"ok\"' (Argo's 'result >= 0.99' is read too)."),
     rollout("rollback", "true", "Put the previous release back by itself when the deploy fails (true or false).").boolean(),
     rollout("rollback-timeout", "5m", "Time limit of a rollback. Until then it keeps going through a flaky API, instance by instance, until every instance is back on the recorded release; what is not back by then is left for the post step (or safe-deploy post) to finish.").duration(),
     rollout("batch-gate", "first", "Where the roll-out has batches (machines, hosts), when the health gate also runs against only the instances just changed, before any other is touched: first (after the first batch), every (after each batch) or end (only once everything is rolled out). The gate always runs at the end too."),

@@ -47,6 +47,9 @@ pub trait Harness: Send + Sync {
     fn good(&self) -> [String; 2];
     /// A release that comes up, as the platform sees it, but fails the health gate.
     fn broken(&self) -> String;
+    /// The release the analysis stories call `name` (`sandbox::app::analysis_releases`),
+    /// as this harness deploys it; the harness registered them when it started.
+    fn analysed(&self, name: &str) -> String;
     /// What the emulator runs now, from the emulator itself: one release, or "mixed...".
     fn running(&self) -> String;
     /// How many instances ever ran `release`.
@@ -261,6 +264,68 @@ pub async fn the_first_batch_gate_catches_a_broken_release(h: &dyn Harness) {
     );
 }
 
+/// A deploy of `release` with the built-in analysis on: a short window sampled fast,
+/// the limits at their defaults.
+fn analysed_config(h: &dyn Harness, release: &str) -> Config {
+    let mut config = h.config(Command::Deploy, release);
+    let a = &mut config.analysis;
+    a.builtin = true;
+    // 300 answers a side: enough for 5 % against none to be no chance (p < 0.0001).
+    a.window = std::time::Duration::from_secs(4);
+    a.rate = 75.0;
+    a.min_samples = 200;
+    config
+}
+
+/// With `calm` (20 ms) live, a release that passes every health check but answers in
+/// three times as long, or fails one request in twenty, is rolled back by the analysis.
+pub async fn the_analysis_rolls_back_what_serves_worse(h: &dyn Harness) {
+    let calm = h.analysed("calm");
+    let dir = tempdir();
+    let report = run(h, &h.config(Command::Deploy, &calm), Shutdown::new(), Progress::default(), dir.path()).await;
+    assert_eq!(report.outcome, Outcome::Deployed, "{report:#?}");
+    for (worse, measure) in [("slow", "latency"), ("erring", "error rate")] {
+        let release = h.analysed(worse);
+        let dir = tempdir();
+        let report = run(h, &analysed_config(h, &release), Shutdown::new(), Progress::default(), dir.path()).await;
+        assert_eq!(report.outcome, Outcome::RolledBack, "{worse}: {report:#?}");
+        let why = report.reason.clone().unwrap_or_default();
+        assert!(why.starts_with("analysis: "), "{worse}: the analysis decided: {why}");
+        assert!(why.contains(measure), "{worse}: {why}");
+        assert_eq!(h.running(), calm, "{worse}: the live release is back");
+        let analysis = report.gates.iter().find(|g| g.kind == crate::gate::GateKind::Analysis && !g.passed());
+        let decided = analysis.and_then(|g| g.analysis.as_ref()).expect("the failed analysis reports its numbers");
+        assert!(decided.decisions.iter().any(|d| d.failed && d.metric.contains(measure)), "{decided:#?}");
+        // Every health gate passed: only the analysis saw it.
+        assert!(
+            report
+                .gates
+                .iter()
+                .filter(|g| g.kind == crate::gate::GateKind::Health)
+                .all(|g| g.passed() || g.label == "rolled-back release"),
+            "{report:#?}"
+        );
+    }
+}
+
+/// With `calm` live, `calm2` (the same speed, no errors) passes the analysis.
+pub async fn the_analysis_passes_a_release_as_good(h: &dyn Harness) {
+    let (calm, calm2) = (h.analysed("calm"), h.analysed("calm2"));
+    let dir = tempdir();
+    let report = run(h, &h.config(Command::Deploy, &calm), Shutdown::new(), Progress::default(), dir.path()).await;
+    assert_eq!(report.outcome, Outcome::Deployed, "{report:#?}");
+    let dir = tempdir();
+    let report = run(h, &analysed_config(h, &calm2), Shutdown::new(), Progress::default(), dir.path()).await;
+    assert_eq!(report.outcome, Outcome::Deployed, "{report:#?}");
+    assert_eq!(h.running(), calm2);
+    let analysed: Vec<_> = report.gates.iter().filter(|g| g.kind == crate::gate::GateKind::Analysis).collect();
+    assert!(!analysed.is_empty() && analysed.iter().all(|g| g.passed()), "{report:#?}");
+    let a = analysed[0].analysis.as_ref().expect("numbers");
+    let (base, new) = (a.baseline.as_ref().expect("a baseline"), a.new.as_ref().expect("the new series"));
+    assert!(base.samples >= 200 && new.samples >= 200, "{a:#?}");
+    assert!(base.p50_ms >= 20.0 && new.p50_ms >= 20.0, "both sides are the 20 ms releases: {a:#?}");
+}
+
 /// Restoring twice puts the recorded release back once and then changes nothing.
 pub async fn restore_twice_does_no_harm(h: &dyn Harness) {
     let [good, _] = h.good();
@@ -450,6 +515,9 @@ pub mod memory {
             state
                 .releases
                 .insert("web:broken".into(), ReleaseSpec { health: HealthMode::WrongBody, ..Default::default() });
+            for (name, spec) in sandbox::app::analysis_releases() {
+                state.releases.insert(format!("web:{name}"), spec);
+            }
             MemoryHarness { store: Store::memory(state) }
         }
 
@@ -538,6 +606,10 @@ pub mod memory {
             "web:broken".into()
         }
 
+        fn analysed(&self, name: &str) -> String {
+            format!("web:{name}")
+        }
+
         fn running(&self) -> String {
             self.store.read().map(|s| s.live()).unwrap_or_default()
         }
@@ -602,6 +674,16 @@ pub mod memory {
         #[tokio::test(start_paused = true)]
         async fn memory_restores_a_failed_roll_out() {
             a_failure_mid_roll_out_is_restored(&MemoryHarness::new()).await;
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn memory_rolls_back_what_the_analysis_finds_worse() {
+            the_analysis_rolls_back_what_serves_worse(&MemoryHarness::new()).await;
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn memory_passes_a_good_release_through_the_analysis() {
+            the_analysis_passes_a_release_as_good(&MemoryHarness::new()).await;
         }
 
         #[tokio::test(start_paused = true)]

@@ -102,6 +102,11 @@ const ROLL_BACK: &str = "::group::roll back to";
 const GATE: &str = "::group::health gate: new release";
 const WAIT: &str = "::group::wait until the provider reports it up";
 const BATCH_GATE: &str = "::group::health gate: batch 1";
+const ANALYSIS: &str = "::group::analysis: ";
+
+/// The analysis on, with a window short enough for the matrix: 4 s a side at 50 a second.
+const ANALYSED: [(&str, &str); 4] =
+    [("analysis", "true"), ("analysis-window", "4s"), ("analysis-rate", "50"), ("analysis-min-samples", "150")];
 
 fn scenarios() -> Vec<Scenario> {
     let mut all = Vec::new();
@@ -164,6 +169,24 @@ fn scenarios() -> Vec<Scenario> {
             .breaking_requests(),
     );
     all.push(Scenario::new("a body without the check string", V3));
+    // Passes every health check; the analysis sees what users see and rolls it back.
+    let mut erring = Scenario::new("a release that fails one request in twenty, with the analysis on", V2)
+        .release(V2, ReleaseSpec { error_per_mille: 50, ..Default::default() })
+        .breaking_requests();
+    let mut slow = Scenario::new("a release 60 ms slower, with the analysis on", V2)
+        .release(V2, ReleaseSpec { latency_ms: 60, ..Default::default() });
+    let mut stopped = Scenario::new("SIGTERM during the analysis, then the post step twice", V2)
+        .release(V2, ReleaseSpec { latency_ms: 60, ..Default::default() })
+        .on(ANALYSIS, Action::Signal("TERM"));
+    let mut flaky_api = Scenario::new("5xx burst during the analysis", V2)
+        .on(ANALYSIS, Action::Faults(Faults { error_burst: 10, ..Default::default() }));
+    for (k, v) in ANALYSED {
+        erring = erring.input(k, v);
+        slow = slow.input(k, v);
+        stopped = stopped.input(k, v);
+        flaky_api = flaky_api.input(k, v);
+    }
+    all.extend([erring, slow, stopped, flaky_api]);
     // Passes its checks and the gate, then breaks while the gate soaks: every machine
     // runs it by then, so requests fail until the rollback brings v1 back.
     all.push(
@@ -335,6 +358,7 @@ fn heroku_scenarios() -> Vec<PlatformScenario> {
     all.push(failing);
     all.push(PlatformScenario::new("a body without the check string", "3.0.0", WRONG_BODY));
     all.push(PlatformScenario::new("the old version still answering", "v1", HEALTHY).input("expect-version", "2.0.0"));
+    all.extend(analysis_rows(|name, _, web| PlatformScenario::new(name, "2.0.0", web)));
     // Heroku has no lock: a second deploy while the first's release phase runs must not
     // start, and both must name the same release as live.
     let mut second = PlatformScenario::new("a second deploy during the release phase", "2.0.0", HEALTHY)
@@ -392,6 +416,19 @@ fn api_fault_rows(
     all
 }
 
+/// A release that passes every health check and fails one request in twenty, and one
+/// 60 ms slower: the analysis rolls both back.
+fn analysis_rows(row: impl Fn(&str, &'static str, &'static str) -> PlatformScenario) -> Vec<PlatformScenario> {
+    let mut erring = row(
+        "a release that fails one request in twenty, with the analysis on",
+        "v2",
+        "--boot-delay-ms 300 --error-rate 0.05",
+    );
+    erring.breaks_requests = true;
+    let slow = row("a release 60 ms slower, with the analysis on", "v2", "--boot-delay-ms 300 --latency-ms 60");
+    [erring, slow].into_iter().map(|r| ANALYSED.iter().fold(r, |r, (k, v)| r.input(k, *v))).collect()
+}
+
 /// SIGINT and SIGTERM during the roll-out, the wait, the final gate and the rollback,
 /// each followed by the post step twice.
 fn signal_rows(row: impl Fn(&str, &'static str, &'static str) -> PlatformScenario) -> Vec<PlatformScenario> {
@@ -440,6 +477,7 @@ fn app_platform_scenarios() -> Vec<PlatformScenario> {
     let mut spent = row("the hourly request budget spent before the deploy", "v2", HEALTHY);
     spent.budget_spent = true;
     all.push(spent);
+    all.extend(analysis_rows(row));
     all.extend(signal_rows(row));
     all
 }
@@ -455,6 +493,7 @@ fn ecs_scenarios() -> Vec<PlatformScenario> {
     all.push(row("a release that crashes on start", "v2", "--crash-exit-code 7"));
     all.push(row("a body without the check string", "v3", WRONG_BODY));
     all.push(row("the old version still answering", "v1", HEALTHY).input("expect-version", "v5"));
+    all.extend(analysis_rows(row));
     all.extend(signal_rows(row));
     all
 }
@@ -542,19 +581,28 @@ async fn ecs_run(binary: &Path, root: &Path, s: &PlatformScenario) -> Row {
     row
 }
 
-/// The test app's flags as a release spec (what App Platform's images run).
+/// The test app's flags as a release spec (what App Platform's and ECS's images run). A
+/// flag it does not know is a bug in the matrix: a row would run another release than it
+/// says.
 fn release_spec(flags: &str, version: &str) -> ReleaseSpec {
     let mut spec = ReleaseSpec { version: version.into(), ..Default::default() };
-    let words: Vec<&str> = flags.split_whitespace().collect();
-    for pair in words.windows(2) {
-        match pair {
-            ["--boot-delay-ms", ms] => spec.boot_delay_ms = ms.parse().unwrap_or(0),
-            ["--health", "wrong-body"] => spec.health = HealthMode::WrongBody,
-            ["--crash-exit-code", code] => {
-                spec.crash_on_start = true;
-                spec.exit_code = code.parse().unwrap_or(1);
+    let mut words = flags.split_whitespace();
+    while let Some(flag) = words.next() {
+        let value = words.next().unwrap_or_else(|| panic!("matrix bug: {flag} has no value in '{flags}'"));
+        let number = || value.parse::<u64>().unwrap_or_else(|_| panic!("matrix bug: {flag} {value}"));
+        match flag {
+            "--boot-delay-ms" => spec.boot_delay_ms = number(),
+            "--latency-ms" => spec.latency_ms = number(),
+            "--health" if value == "wrong-body" => spec.health = HealthMode::WrongBody,
+            "--error-rate" => {
+                spec.error_per_mille =
+                    sandbox::app::per_mille(value).unwrap_or_else(|e| panic!("matrix bug: {flag}: {e}"))
             }
-            _ => {}
+            "--crash-exit-code" => {
+                spec.crash_on_start = true;
+                spec.exit_code = number() as i32;
+            }
+            _ => panic!("matrix bug: the release spec of '{flags}' has no {flag} {value}"),
         }
     }
     spec

@@ -46,15 +46,14 @@ pub struct ReleaseSpec {
     pub exit_code: i32,
     /// What the release command exits with when this image runs as one.
     pub release_command_exit_code: i32,
-    /// Extra time every answer takes; only a real process (`run_process`) applies it,
-    /// so a test can have requests in flight when a machine is stopped.
+    /// Extra time every answer takes (so a test can have requests in flight when a
+    /// machine is stopped, and an analysis can see a slow release).
     pub latency_ms: u64,
     /// One answer in a hundred takes this long instead: the tail a p99 sees, while the
-    /// health check (three answers in a row) still passes. Real processes only.
+    /// health check (three answers in a row) still passes.
     pub latency_p99_ms: u64,
     /// Answers in a thousand that are a 500, spread evenly (50 is a 5 % error rate),
     /// `/version` aside: a release that passes its health check and fails users.
-    /// Real processes only.
     pub error_per_mille: u32,
 }
 
@@ -111,6 +110,8 @@ impl ReleaseSpec {
 /// Whether answer `n` (counting from 0) is one of `per_mille` in a thousand, spread
 /// evenly: the n-th answer is picked when the running count of picks steps up there.
 pub fn one_in(n: u64, per_mille: u64) -> bool {
+    // The pattern repeats every thousand answers, so any count (a random one too) works.
+    let n = n % 1000;
     per_mille > 0 && (n + 1) * per_mille / 1000 != n * per_mille / 1000
 }
 
@@ -124,6 +125,19 @@ pub fn per_mille(text: &str) -> Result<u32, String> {
         Ok(f) if (0.0..=1000.0).contains(&(f * scale)) => Ok((f * scale).round() as u32),
         _ => Err(format!("'{text}' is not a fraction from 0 to 1 (0.05) or a percentage (5%)")),
     }
+}
+
+/// The releases the analysis stories deploy, by their tag; each passes its health
+/// check. `calm` and `calm2` answer in 20 ms; `slow` in 60 ms, three times as long;
+/// `erring` in 20 ms with one answer in twenty a 500.
+pub fn analysis_releases() -> [(&'static str, ReleaseSpec); 4] {
+    let calm = ReleaseSpec { latency_ms: 20, ..Default::default() };
+    [
+        ("calm", calm.clone()),
+        ("calm2", calm.clone()),
+        ("slow", ReleaseSpec { latency_ms: 60, ..Default::default() }),
+        ("erring", ReleaseSpec { error_per_mille: 50, ..calm }),
+    ]
 }
 
 /// The releases the sandbox knows, by image reference.
@@ -165,6 +179,54 @@ impl Drain {
 
     pub fn set(&self, draining: bool) {
         self.0.store(draining, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The latency and the errors a release is set to have, for answer `n` of its server
+/// (counted, so a slow tail and errors come at their rate, evenly, not by chance): waits
+/// the latency, then gives the 500 when this answer is one of the errors.
+pub async fn slow_or_failing(spec: &ReleaseSpec, n: u64, request: &Request) -> Option<Response> {
+    let tail = one_in(n, 10) && spec.latency_p99_ms > 0;
+    let latency = if tail { spec.latency_p99_ms } else { spec.latency_ms };
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    let counted = !matches!(request.path.as_str(), "/version" | "/drain");
+    (counted && one_in(n, u64::from(spec.error_per_mille)))
+        .then(|| text(500, "sandbox: an error this release makes on purpose"))
+}
+
+/// What a server of the test app has answered, by status class, as Prometheus scrapes
+/// it from `/metrics`: `sandbox_requests_total{code="5xx"}`.
+#[derive(Debug, Default)]
+pub struct Metrics([std::sync::atomic::AtomicU64; 5]);
+
+impl Metrics {
+    pub fn count(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.0[class].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> Response {
+        let mut out = String::from(
+            "# HELP sandbox_requests_total Requests answered, by status class.\n# TYPE sandbox_requests_total counter\n",
+        );
+        for (i, n) in self.0.iter().enumerate() {
+            let n = n.load(std::sync::atomic::Ordering::Relaxed);
+            out.push_str(&format!("sandbox_requests_total{{code=\"{}xx\"}} {n}\n", i + 1));
+        }
+        text(200, out)
+    }
+
+    /// Answers `/metrics` from the counts, or counts what `answer` gives.
+    pub async fn around(&self, request: &Request, answer: impl std::future::Future<Output = Response>) -> Response {
+        if request.path == "/metrics" {
+            return self.render();
+        }
+        let response = answer.await;
+        self.count(response.status().as_u16());
+        response
     }
 }
 

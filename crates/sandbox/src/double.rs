@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::app::{answer, spec_for, Releases};
+use crate::app::{answer, slow_or_failing, spec_for, Releases};
 use crate::server::{serve, text, Request, Response, Server};
 
 /// The header that sends a request to one instance, by its index.
@@ -189,21 +189,29 @@ pub async fn answer_as_instance(state: &State, request: &Request, next: usize) -
         },
         None => next % state.instances.len(),
     };
-    answer(&spec_for(&state.releases, &state.instances[chosen]), request).await
+    let spec = spec_for(&state.releases, &state.instances[chosen]);
+    match slow_or_failing(&spec, next as u64, request).await {
+        Some(error) => error,
+        None => answer(&spec, request).await,
+    }
 }
 
 /// Serves the app as the instances in `store` answer, re-reading it on every request so
 /// a deploy takes effect at once.
 pub async fn serve_store(addr: SocketAddr, store: Store) -> std::io::Result<Server> {
     let counter = Arc::new(AtomicUsize::new(0));
+    let metrics = Arc::new(crate::app::Metrics::default());
     serve(addr, move |request| {
-        let store = store.clone();
+        let (store, metrics) = (store.clone(), metrics.clone());
         let next = counter.fetch_add(1, Ordering::Relaxed);
         async move {
-            match store.read() {
-                Ok(state) => answer_as_instance(&state, &request, next).await,
-                Err(e) => text(503, format!("no app state: {e}")),
-            }
+            let served = async {
+                match store.read() {
+                    Ok(state) => answer_as_instance(&state, &request, next).await,
+                    Err(e) => text(503, format!("no app state: {e}")),
+                }
+            };
+            metrics.around(&request, served).await
         }
     })
     .await

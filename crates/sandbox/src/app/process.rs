@@ -164,28 +164,27 @@ async fn serve_until_stopped(flags: Flags) -> i32 {
     let drain = Arc::new(Drain::default());
     // Answers counted, so a slow tail and errors come at their rate, evenly, not by chance.
     let answered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let metrics = Arc::new(crate::app::Metrics::default());
     let handler = move |request: Request| {
-        let (spec, drain, mut stopping) = (spec.clone(), drain.clone(), stopping_seen.clone());
+        let (spec, drain, mut stopping, metrics) =
+            (spec.clone(), drain.clone(), stopping_seen.clone(), metrics.clone());
         let n = answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         async move {
-            let tail = crate::app::one_in(n, 10) && spec.latency_p99_ms > 0;
-            let latency = if tail { spec.latency_p99_ms } else { spec.latency_ms };
-            if latency > 0 {
-                tokio::time::sleep(Duration::from_millis(latency)).await;
-            }
-            let counted = !matches!(request.path.as_str(), "/version" | "/drain");
-            if counted && crate::app::one_in(n, u64::from(spec.error_per_mille)) {
-                return text(500, "sandbox: an error this release makes on purpose");
-            }
-            if spec.health == HealthMode::Hang && request.path == "/health" {
-                // A hung probe must not hold up the exit: it is not work in flight.
-                tokio::select! {
-                    response = answer_with(&spec, Some(&drain), &request) => response,
-                    _ = stopping.wait_for(|s| *s) => text(503, "shutting down"),
+            let served = async {
+                if let Some(error) = crate::app::slow_or_failing(&spec, n, &request).await {
+                    return error;
                 }
-            } else {
-                answer_with(&spec, Some(&drain), &request).await
-            }
+                if spec.health == HealthMode::Hang && request.path == "/health" {
+                    // A hung probe must not hold up the exit: it is not work in flight.
+                    tokio::select! {
+                        response = answer_with(&spec, Some(&drain), &request) => response,
+                        _ = stopping.wait_for(|s| *s) => text(503, "shutting down"),
+                    }
+                } else {
+                    answer_with(&spec, Some(&drain), &request).await
+                }
+            };
+            metrics.around(&request, served).await
         }
     };
     let addr = SocketAddr::new(flags.listen, flags.port);

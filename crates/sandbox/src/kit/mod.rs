@@ -30,6 +30,7 @@ pub mod faults;
 pub mod handle;
 pub mod haproxy;
 pub mod process;
+pub mod prometheus;
 pub mod router;
 pub mod traffic;
 pub mod watched;
