@@ -208,9 +208,14 @@ async fn demo(summary_dir: Option<PathBuf>, redactor: Redactor) -> anyhow::Resul
     let second = deploy(inputs("v3"), workspace.run(&runner, "v3"), Shutdown::new()).await;
     println!("\ndemo: 3) deploy demo:v4, healthy to every check but 60 ms slower, with the analysis on");
     let mut analysed = inputs("v4");
-    for (name, value) in
-        [("analysis", "true"), ("analysis-window", "5s"), ("analysis-rate", "40"), ("analysis-min-samples", "150")]
-    {
+    let home = format!("{}/", fly.app_url());
+    for (name, value) in [
+        ("analysis", "true"),
+        ("analysis-window", "5s"),
+        ("analysis-rate", "40"),
+        ("analysis-min-samples", "150"),
+        ("analysis-urls", home.as_str()),
+    ] {
         analysed.set(name, value);
     }
     let third = deploy(analysed, workspace.run(&runner, "v4"), Shutdown::new()).await;

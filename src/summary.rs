@@ -201,14 +201,15 @@ fn render_gate(md: &mut String, gate: &GateReport, report: &Report) {
         GateKind::Health => {}
         GateKind::Analysis | GateKind::External => return render_analysis(md, gate, report, result),
     }
-    let _ = write!(
-        md,
-        "### Health checks: {} — {result}\n\n{} in {} against {}.",
-        inline(&gate.label),
-        crate::markdown::counted(gate.total_attempts, "attempt"),
-        human(gate.duration),
-        inline(&gate.url)
-    );
+    let counted = crate::markdown::counted(gate.total_attempts, "attempt");
+    gate_heading(md, report, gate, &format!("Health checks: {} — {result}", inline(&gate.label)), &counted, "against");
+    attempts_table(md, &gate.attempts);
+}
+
+/// A gate's heading and its first paragraph: how many tries, how long, of what, and
+/// why it failed unless the Why line says it already.
+fn gate_heading(md: &mut String, report: &Report, gate: &GateReport, heading: &str, counted: &str, of: &str) {
+    let _ = write!(md, "### {heading}\n\n{counted} in {} {of} {}.", human(gate.duration), inline(&gate.url));
     match &gate.reason {
         Some(reason) if said(report, reason) => md.push_str(" The failure is the one under Why."),
         Some(reason) => {
@@ -217,35 +218,17 @@ fn render_gate(md: &mut String, gate: &GateReport, report: &Report) {
         None => {}
     }
     md.push_str("\n\n");
-    attempts_table(md, &gate.attempts);
 }
 
 /// An analysis: what was asked, the numbers that decided side by side, and the
 /// latency of both releases over the window as a chart.
 fn render_analysis(md: &mut String, gate: &GateReport, report: &Report, result: &str) {
-    let what = match gate.kind {
-        GateKind::External => "asked",
-        _ => "sampled",
+    let (unit, of) = match gate.kind {
+        GateKind::External => ("request", "asking"),
+        _ => ("answer", "sampling"),
     };
-    let _ = write!(
-        md,
-        "### Analysis: {} — {result}\n\n{} in {}, {what}: {}.",
-        inline(&gate.label),
-        crate::markdown::counted(
-            gate.total_attempts,
-            if gate.kind == GateKind::External { "request" } else { "answer" }
-        ),
-        human(gate.duration),
-        inline(&gate.url)
-    );
-    match &gate.reason {
-        Some(reason) if said(report, reason) => md.push_str(" The failure is the one under Why."),
-        Some(reason) => {
-            let _ = write!(md, " {}", inline(reason));
-        }
-        None => {}
-    }
-    md.push_str("\n\n");
+    let counted = crate::markdown::counted(gate.total_attempts, unit);
+    gate_heading(md, report, gate, &format!("Analysis: {} — {result}", inline(&gate.label)), &counted, of);
     let Some(a) = &gate.analysis else { return };
     if !a.decisions.is_empty() {
         let _ = writeln!(

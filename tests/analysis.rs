@@ -33,14 +33,15 @@ async fn calm_double() -> Double {
     double
 }
 
-/// A deploy of `image` with the built-in analysis on: 4 s a side at 75 a second.
+/// A deploy of `image` with the built-in analysis on: 5 s a side at 100 a second, the
+/// health check and the home page in turn.
 fn analysed(double: &Double, image: &str) -> Vec<(String, String)> {
     let mut inputs = double.inputs(image);
     for (k, v) in [
         ("analysis", "true"),
-        ("analysis-window", "4s"),
-        ("analysis-rate", "75"),
-        ("analysis-min-samples", "200"),
+        ("analysis-window", "5s"),
+        ("analysis-rate", "100"),
+        ("analysis-min-samples", "300"),
         ("analysis-urls", &format!("{}/", double.app.url())),
     ] {
         inputs = with(inputs, k, v);
@@ -72,7 +73,7 @@ async fn a_release_that_fails_one_request_in_twenty_is_rolled_back_and_the_summa
     let row = ran.summary.lines().find(|l| l.starts_with("| error rate |")).expect("an error rate row");
     let cells: Vec<&str> = row.split('|').map(str::trim).collect();
     assert!(cells[2].starts_with("0.0 % (0 of "), "{row}");
-    assert!(percent(cells[3]) > 4.0 && cells[6] == "**worse**", "{row}");
+    assert!(percent(cells[3]) > 1.5 && cells[6] == "**worse**", "{row}");
     assert!(ran.summary.contains("xychart-beta"), "{ran}");
     // The health gate passed: the analysis alone saw it.
     assert!(ran.summary.contains("### Health checks: new release — passed"), "{ran}");
@@ -106,8 +107,8 @@ async fn a_release_as_good_as_the_live_one_passes_and_its_numbers_are_shown() {
 
 #[tokio::test]
 async fn a_live_release_that_already_fails_is_the_yardstick() {
-    // The live release fails one request in five; the new one just as often: not
-    // worse, so it goes out.
+    // The live release fails one request in five of its pages; the new one just as
+    // often: not worse, so it goes out.
     let double = Double::start("web:flaky").await;
     let flaky = ReleaseSpec { error_per_mille: 200, ..Default::default() };
     double.release("web:flaky", flaky.clone());
@@ -117,7 +118,8 @@ async fn a_live_release_that_already_fails_is_the_yardstick() {
     assert_eq!(ran.code, 0, "{ran}");
     let row = ran.summary.lines().find(|l| l.starts_with("| error rate |")).expect("an error rate row");
     let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-    assert!((15.0..25.0).contains(&percent(cells[2])) && (15.0..25.0).contains(&percent(cells[3])), "{row}");
+    // One request in five fails on the home page, none on the health check: about 10 %.
+    assert!((5.0..15.0).contains(&percent(cells[2])) && (5.0..15.0).contains(&percent(cells[3])), "{row}");
     assert_eq!(cells[6], "ok", "{row}");
 }
 
@@ -128,7 +130,7 @@ async fn settings_that_cannot_give_a_verdict_are_refused_before_any_request() {
     let ran = run_main(&too_few).await;
     assert_eq!(ran.code, 2, "{ran}");
     assert!(
-        ran.stdout.contains("::error title=input analysis-min-samples::200 answers cannot come from analysis-window 2s at analysis-rate 5 a second (at most 10)"),
+        ran.stdout.contains("::error title=input analysis-min-samples::300 answers cannot come from analysis-window 2s at analysis-rate 5 a second (at most 10)"),
         "{ran}"
     );
     let no_baseline = with(analysed(&double, "web:calm2"), "health-probe", "false");

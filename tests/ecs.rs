@@ -195,6 +195,8 @@ async fn ecs_rolls_back_what_the_analysis_finds_worse() {
 #[tokio::test]
 async fn ecs_passes_a_good_release_through_the_analysis() {
     suite::the_analysis_passes_a_release_as_good(&EcsHarness::start().await).await;
+    suite::a_flapping_baseline_is_the_yardstick(&EcsHarness::start().await).await;
+    suite::too_few_answers_stop_the_deploy_before_any_change(&EcsHarness::start().await).await;
 }
 
 #[tokio::test]

@@ -205,6 +205,12 @@ async fn heroku_passes_a_good_release_through_the_analysis() {
     let h = HerokuHarness::start().await;
     suite::the_analysis_passes_a_release_as_good(&h).await;
     h.done().await;
+    let h = HerokuHarness::start().await;
+    suite::a_flapping_baseline_is_the_yardstick(&h).await;
+    h.done().await;
+    let h = HerokuHarness::start().await;
+    suite::too_few_answers_stop_the_deploy_before_any_change(&h).await;
+    h.done().await;
 }
 
 #[tokio::test]

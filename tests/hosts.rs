@@ -360,6 +360,8 @@ async fn hosts_over_ssh_roll_back_what_the_analysis_finds_worse() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_over_ssh_pass_a_good_release_through_the_analysis() {
     suite::the_analysis_passes_a_release_as_good(&HostsHarness::ssh().await).await;
+    suite::a_flapping_baseline_is_the_yardstick(&HostsHarness::ssh().await).await;
+    suite::too_few_answers_stop_the_deploy_before_any_change(&HostsHarness::ssh().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -370,6 +372,8 @@ async fn droplets_roll_back_what_the_analysis_finds_worse() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn droplets_pass_a_good_release_through_the_analysis() {
     suite::the_analysis_passes_a_release_as_good(&HostsHarness::droplets(LbTarget::ById).await).await;
+    suite::a_flapping_baseline_is_the_yardstick(&HostsHarness::droplets(LbTarget::ById).await).await;
+    suite::too_few_answers_stop_the_deploy_before_any_change(&HostsHarness::droplets(LbTarget::ById).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,16 +24,9 @@ pub async fn run(binary: &str, dir: &std::path::Path) {
 }
 
 async fn side_by_side(binary: &str, dir: &std::path::Path) {
-    use sandbox::fly::{FlyOptions, FlySandbox};
-    let token = "fm2_bench-token";
+    let token = crate::FLY_TOKEN;
     for (label, analysis) in [("the health gate alone", false), ("with the analysis", true)] {
-        let fly = FlySandbox::start(FlyOptions {
-            app_command: vec![binary.into(), "__sandbox-app".into()],
-            token: Some(token.into()),
-            ..FlyOptions::default()
-        })
-        .await
-        .expect("the Fly sandbox starts");
+        let fly = crate::fly_sandbox(binary).await;
         let erring = "registry.fly.io/web:v5";
         fly.add_release(erring, ReleaseSpec { error_per_mille: 50, ..Default::default() });
         let traffic = Traffic::judging(format!("{}/", fly.app_url()), &[]);
@@ -47,7 +40,7 @@ async fn side_by_side(binary: &str, dir: &std::path::Path) {
             .env("INPUT_API-URL", fly.api_url())
             .env("INPUT_ANALYSIS", analysis.to_string())
             .env("INPUT_ANALYSIS-WINDOW", "10s")
-            .env("INPUT_ANALYSIS-RATE", "30")
+            .env("INPUT_ANALYSIS-RATE", "60")
             .env("INPUT_ANALYSIS-URLS", format!("{}/", fly.app_url()));
         let status = command.status().await.expect("the binary runs");
         let wall = started.elapsed();
@@ -103,7 +96,7 @@ async fn good_releases(binary: &str, dir: &std::path::Path) {
         }
     }
     println!(
-        "double, a release as good as the live one (both 20 ms), {GOOD_RUNS} deploys with the analysis (300 answers a side): {rolled_back} rolled back, {other} ended otherwise (goal: none) in {:.0} s",
+        "double, a release as good as the live one (both 20 ms), {GOOD_RUNS} deploys with the analysis (300 answers a side, half the health check, half the home page): {rolled_back} rolled back, {other} ended otherwise (goal: none) in {:.0} s",
         started.elapsed().as_secs_f64()
     );
 }

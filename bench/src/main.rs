@@ -132,19 +132,25 @@ async fn main() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+const FLY_TOKEN: &str = "fm2_bench-token";
+
+/// The Fly sandbox with three machines of `binary`'s test app, taking `FLY_TOKEN`.
+async fn fly_sandbox(binary: &str) -> sandbox::fly::FlySandbox {
+    sandbox::fly::FlySandbox::start(sandbox::fly::FlyOptions {
+        app_command: vec![binary.into(), "__sandbox-app".into()],
+        token: Some(FLY_TOKEN.into()),
+        ..Default::default()
+    })
+    .await
+    .expect("the Fly sandbox starts")
+}
+
 /// A rolling deploy and an automatic rollback on the Fly sandbox under steady traffic.
 async fn fly(binary: &str, dir: &std::path::Path) {
     use sandbox::app::{HealthMode, ReleaseSpec};
-    use sandbox::fly::{FlyOptions, FlySandbox};
 
-    let token = "fm2_bench-token";
-    let fly = FlySandbox::start(FlyOptions {
-        app_command: vec![binary.into(), "__sandbox-app".into()],
-        token: Some(token.into()),
-        ..FlyOptions::default()
-    })
-    .await
-    .expect("the Fly sandbox starts");
+    let fly = fly_sandbox(binary).await;
+    let token = FLY_TOKEN;
     // Two broken releases (health answers without "ok"): one gated after the first batch,
     // one only at the end, as every deploy was before the batch gate.
     for broken in ["registry.fly.io/web:v3", "registry.fly.io/web:v4"] {

@@ -270,10 +270,15 @@ fn analysed_config(h: &dyn Harness, release: &str) -> Config {
     let mut config = h.config(Command::Deploy, release);
     let a = &mut config.analysis;
     a.builtin = true;
-    // 300 answers a side: enough for 5 % against none to be no chance (p < 0.0001).
-    a.window = std::time::Duration::from_secs(4);
-    a.rate = 75.0;
-    a.min_samples = 200;
+    // Users' page besides the health check, which a release's errors spare.
+    let mut home = config.health.url.clone();
+    home.set_path("/");
+    a.urls.push(home);
+    // 500 answers a side, 250 of them the home page: 5 % errors there against none is
+    // far from chance (p ≈ 0.0002).
+    a.window = std::time::Duration::from_secs(5);
+    a.rate = 100.0;
+    a.min_samples = 300;
     config
 }
 
@@ -322,8 +327,41 @@ pub async fn the_analysis_passes_a_release_as_good(h: &dyn Harness) {
     assert!(!analysed.is_empty() && analysed.iter().all(|g| g.passed()), "{report:#?}");
     let a = analysed[0].analysis.as_ref().expect("numbers");
     let (base, new) = (a.baseline.as_ref().expect("a baseline"), a.new.as_ref().expect("the new series"));
-    assert!(base.samples >= 200 && new.samples >= 200, "{a:#?}");
+    assert!(base.samples >= 300 && new.samples >= 300, "{a:#?}");
     assert!(base.p50_ms >= 20.0 && new.p50_ms >= 20.0, "both sides are the 20 ms releases: {a:#?}");
+}
+
+/// With `flaky` live (one answer in ten a 500), `flaky2`, which fails as often, is not
+/// worse: the baseline is the yardstick, not a threshold it already misses.
+pub async fn a_flapping_baseline_is_the_yardstick(h: &dyn Harness) {
+    let (flaky, flaky2) = (h.analysed("flaky"), h.analysed("flaky2"));
+    let dir = tempdir();
+    let report = run(h, &h.config(Command::Deploy, &flaky), Shutdown::new(), Progress::default(), dir.path()).await;
+    assert_eq!(report.outcome, Outcome::Deployed, "{report:#?}");
+    let dir = tempdir();
+    let report = run(h, &analysed_config(h, &flaky2), Shutdown::new(), Progress::default(), dir.path()).await;
+    assert_eq!(report.outcome, Outcome::Deployed, "{report:#?}");
+    let a = report.gates.iter().rev().find_map(|g| g.analysis.as_ref()).expect("the analysis's numbers");
+    let base = a.baseline.as_ref().expect("a baseline");
+    assert!(base.errors > 0, "the baseline flaps: {a:#?}");
+}
+
+/// Settings that leave too few answers of the live release to compare with stop the
+/// deploy at the baseline, with nothing changed (config refuses them as input; the
+/// engine does not rely on it).
+pub async fn too_few_answers_stop_the_deploy_before_any_change(h: &dyn Harness) {
+    let [good, _] = h.good();
+    let before = h.running();
+    let mut config = analysed_config(h, &good);
+    config.analysis.window = std::time::Duration::from_secs(1);
+    config.analysis.rate = 20.0;
+    let dir = tempdir();
+    let report = run(h, &config, Shutdown::new(), Progress::default(), dir.path()).await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:#?}");
+    assert!(!report.changed, "{report:#?}");
+    let why = report.reason.clone().unwrap_or_default();
+    assert!(why.contains("from the live release in 1s (at least 300 needed), nothing to compare"), "{why}");
+    assert_eq!(h.running(), before);
 }
 
 /// Restoring twice puts the recorded release back once and then changes nothing.
@@ -684,6 +722,8 @@ pub mod memory {
         #[tokio::test(start_paused = true)]
         async fn memory_passes_a_good_release_through_the_analysis() {
             the_analysis_passes_a_release_as_good(&MemoryHarness::new()).await;
+            a_flapping_baseline_is_the_yardstick(&MemoryHarness::new()).await;
+            too_few_answers_stop_the_deploy_before_any_change(&MemoryHarness::new()).await;
         }
 
         #[tokio::test(start_paused = true)]

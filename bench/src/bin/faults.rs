@@ -104,9 +104,9 @@ const WAIT: &str = "::group::wait until the provider reports it up";
 const BATCH_GATE: &str = "::group::health gate: batch 1";
 const ANALYSIS: &str = "::group::analysis: ";
 
-/// The analysis on, with a window short enough for the matrix: 4 s a side at 50 a second.
+/// The analysis on, with a window short enough for the matrix: 5 s a side at 60 a second.
 const ANALYSED: [(&str, &str); 4] =
-    [("analysis", "true"), ("analysis-window", "4s"), ("analysis-rate", "50"), ("analysis-min-samples", "150")];
+    [("analysis", "true"), ("analysis-window", "5s"), ("analysis-rate", "60"), ("analysis-min-samples", "200")];
 
 fn scenarios() -> Vec<Scenario> {
     let mut all = Vec::new();
@@ -758,6 +758,8 @@ fn platform_inputs(
         source,
         ("api-url", api),
         ("health-url", format!("{app}/health")),
+        // Where users' requests go: what the analysis samples, besides the health URL.
+        ("analysis-urls", format!("{app}/")),
         ("check-string", "ok".into()),
         ("version-url", format!("{app}/version")),
         ("expect-version", s.version.into()),
@@ -1164,6 +1166,7 @@ async fn run(binary: &Path, root: &Path, s: &Scenario) -> Row {
         ("image", s.image.into()),
         ("api-url", fly.api_url()),
         ("health-url", health),
+        ("analysis-urls", format!("{app}/")),
         ("check-string", "ok".into()),
         ("version-url", format!("{app}/version")),
         ("expect-version", sandbox::app::default_version(s.image)),

@@ -53,7 +53,8 @@ pub struct ReleaseSpec {
     /// health check (three answers in a row) still passes.
     pub latency_p99_ms: u64,
     /// Answers in a thousand that are a 500, spread evenly (50 is a 5 % error rate),
-    /// `/version` aside: a release that passes its health check and fails users.
+    /// `/health` and `/version` aside: a release that passes its health check and fails
+    /// users.
     pub error_per_mille: u32,
 }
 
@@ -129,14 +130,18 @@ pub fn per_mille(text: &str) -> Result<u32, String> {
 
 /// The releases the analysis stories deploy, by their tag; each passes its health
 /// check. `calm` and `calm2` answer in 20 ms; `slow` in 60 ms, three times as long;
-/// `erring` in 20 ms with one answer in twenty a 500.
-pub fn analysis_releases() -> [(&'static str, ReleaseSpec); 4] {
+/// `erring` in 20 ms with one answer in twenty a 500; `flaky` and `flaky2` fail one
+/// answer in ten, a live release that flaps, and its equal.
+pub fn analysis_releases() -> [(&'static str, ReleaseSpec); 6] {
     let calm = ReleaseSpec { latency_ms: 20, ..Default::default() };
+    let flaky = ReleaseSpec { error_per_mille: 100, ..Default::default() };
     [
         ("calm", calm.clone()),
         ("calm2", calm.clone()),
         ("slow", ReleaseSpec { latency_ms: 60, ..Default::default() }),
         ("erring", ReleaseSpec { error_per_mille: 50, ..calm }),
+        ("flaky", flaky.clone()),
+        ("flaky2", flaky),
     ]
 }
 
@@ -191,7 +196,8 @@ pub async fn slow_or_failing(spec: &ReleaseSpec, n: u64, request: &Request) -> O
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
-    let counted = !matches!(request.path.as_str(), "/version" | "/drain");
+    // The health check is spared: a release that answers it and fails its users.
+    let counted = !matches!(request.path.as_str(), "/health" | "/version" | "/drain");
     (counted && one_in(n, u64::from(spec.error_per_mille)))
         .then(|| text(500, "sandbox: an error this release makes on purpose"))
 }
