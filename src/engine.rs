@@ -534,6 +534,9 @@ impl Engine<'_> {
         // From here on the provider may be changed: the post step must know.
         state::save(self.runner, Stage::Changing, None, Some(&target.label()));
         let mut made: Option<ReleaseRef> = None;
+        // The first batch gated alone was compared with the baseline: the end is not
+        // compared again (the external checks, of the app as a whole, still run there).
+        let mut canary_analysed = false;
         for i in 0..batches {
             // A signal stops forward changes between batches; the post step takes over.
             if let Some(cause) = self.shutdown.cause() {
@@ -640,8 +643,9 @@ impl Engine<'_> {
             if gated {
                 let gating = Instant::now();
                 let first = (0..i).all(|j| !self.config.batch_gate.gates(j, batches));
-                let baseline = baseline.as_deref().filter(|_| first);
-                let gated = self.gate_instances(&mut report, run_start, i, &applied.instances, &target, baseline).await;
+                let canary = baseline.as_deref().filter(|_| first);
+                let gated = self.gate_instances(&mut report, run_start, i, &applied.instances, &target, canary).await;
+                canary_analysed |= canary.is_some() && gated.is_ok();
                 ctx.deadline += gating.elapsed();
                 if let Err(stop) = gated {
                     report.live = None;
@@ -666,7 +670,10 @@ impl Engine<'_> {
         };
         let proof = Proof::answers(target.version.as_deref());
         let gated = match self.gate(&mut report, run_start, label, proof, None).await {
-            Ok(()) => self.analyse(&mut report, run_start, label, baseline.as_deref(), None).await,
+            Ok(()) => {
+                let baseline = baseline.as_deref().filter(|_| !canary_analysed);
+                self.analyse(&mut report, run_start, label, baseline, None).await
+            }
             failed => failed,
         };
         match gated {

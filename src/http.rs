@@ -183,7 +183,7 @@ impl Call {
 
 /// A URL as it may be shown (summary, plan, logs): no credentials, and a query, which
 /// How much of a health or analysis answer's body is read.
-const PROBE_BODY_LIMIT: usize = 1024 * 1024;
+pub const PROBE_BODY_LIMIT: usize = 1024 * 1024;
 
 /// may carry a secret, shown as `?…`.
 pub fn shown(url: &url::Url) -> String {

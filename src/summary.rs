@@ -244,7 +244,11 @@ fn render_analysis(md: &mut String, gate: &GateReport, report: &Report, result: 
                 inline(&d.new),
                 inline(&d.limit),
                 d.p_value.map(crate::analysis::p_value).unwrap_or_default(),
-                if d.failed { "**worse**" } else { "ok" }
+                match (d.failed, d.over_limit) {
+                    (true, _) => "**worse**",
+                    (false, true) => "ok: past the limit, but by no more than chance",
+                    (false, false) => "ok",
+                }
             );
         }
         md.push('\n');

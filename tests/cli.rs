@@ -459,6 +459,10 @@ async fn every_duration_input_takes_a_bare_number_as_seconds_and_says_so_when_it
         let base = ["plan", "--provider", provider, "--app", "web", "--health-url", "http://127.0.0.1:9/health"];
         let run = |value: &'static str| {
             let mut args = base.to_vec();
+            // The analysis's settings mean nothing without it (and say so).
+            if spec.name.starts_with("analysis-") {
+                args.push("--analysis");
+            }
             args.extend([flag.as_str(), value]);
             let step = Step::cli(&args);
             async move { step.run_in_dir().await }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
+use super::{AnalysisReport, Decision};
 use crate::gate::{Gate, GateKind, GateReport, GateResult};
 use crate::health::{excerpt, Probe};
 use crate::shutdown::Shutdown;
@@ -135,14 +136,16 @@ impl Condition {
                     Value::String(s) => s.trim().parse::<f64>().ok(),
                     _ => None,
                 };
-                let n = n.ok_or_else(|| format!("found {found}, which is not a number"))?;
+                let n = n.ok_or_else(|| format!("found {}, which is not a number", shown(found)))?;
                 n.partial_cmp(want).ok_or("found NaN")?
             }
             (Literal::Text(want), Value::String(s)) => {
                 return Ok(matches!(self.op, Op::Eq) == (s == want));
             }
             (Literal::Bool(want), Value::Bool(b)) => return Ok(matches!(self.op, Op::Eq) == (b == want)),
-            (_, found) => return Err(format!("found {found}, which is not comparable with the condition's value")),
+            (_, found) => {
+                return Err(format!("found {}, which is not comparable with the condition's value", shown(found)))
+            }
         };
         Ok(match self.op {
             Op::Lt => ordering == Ordering::Less,
@@ -186,6 +189,11 @@ impl WebCheck {
     }
 }
 
+/// A value found, as a message shows it: short, on one line.
+fn shown(value: &Value) -> String {
+    excerpt(&value.to_string())
+}
+
 /// Which external check a gate runs.
 pub enum External<'a> {
     Prometheus(&'a PrometheusCheck),
@@ -209,27 +217,40 @@ impl ExternalGate<'_> {
         }
     }
 
-    /// What the answer says: a pass, or why not.
-    fn judge(&self, body: &str) -> Result<String, String> {
-        match &self.check {
+    /// What the answer says: the decision (the value found, the limit, whether it
+    /// passes) and the sentence that says it; or why the answer proves nothing.
+    fn judge(&self, body: &str) -> Result<(Decision, String), String> {
+        let number = |v: f64| format!("{}", (v * 10000.0).round() / 10000.0);
+        let (metric, found, limit, passed, said) = match &self.check {
             External::Prometheus(p) => {
                 let values = PrometheusCheck::values(body)?;
                 let worst = values.iter().copied().fold(f64::MIN, f64::max);
-                let shown = |v: f64| format!("{}", (v * 10000.0).round() / 10000.0);
-                if worst > p.max {
-                    Err(format!("the query gives {} (over analysis-max {})", shown(worst), shown(p.max)))
-                } else {
-                    Ok(format!("the query gives {} (at most {})", shown(worst), shown(p.max)))
-                }
+                let passed = worst <= p.max;
+                let said = match passed {
+                    true => format!("the query gives {} (at most {})", number(worst), number(p.max)),
+                    false => format!("the query gives {} (over analysis-max {})", number(worst), number(p.max)),
+                };
+                (p.query.clone(), number(worst), format!("at most {}", number(p.max)), passed, said)
             }
             External::Web(w) => {
                 let value = w.value(body)?;
-                match w.success.holds(&value)? {
-                    true => Ok(format!("found {value}, which meets '{}'", w.success_text)),
-                    false => Err(format!("found {value}, which does not meet '{}'", w.success_text)),
-                }
+                let passed = w.success.holds(&value)?;
+                let meets = if passed { "meets" } else { "does not meet" };
+                let said = format!("found {}, which {meets} '{}'", shown(&value), w.success_text);
+                let metric = w.json_path.as_ref().map_or("the answer".to_string(), |p| p.to_string());
+                (metric, shown(&value), w.success_text.clone(), passed, said)
             }
-        }
+        };
+        let decision = Decision {
+            metric,
+            baseline: "—".into(),
+            new: found,
+            limit,
+            p_value: None,
+            failed: !passed,
+            over_limit: !passed,
+        };
+        Ok((decision, said))
     }
 }
 
@@ -253,7 +274,11 @@ impl Gate for ExternalGate<'_> {
             External::Prometheus(p) => format!("{} {}", crate::http::shown(&p.url), p.query),
             External::Web(w) => crate::http::shown(&w.url),
         };
-        let mut report = GateReport::new(GateKind::External, self.label, shown);
+        let label = match self.check {
+            External::Prometheus(_) => format!("Prometheus query on the {}", self.label),
+            External::Web(_) => format!("web check on the {}", self.label),
+        };
+        let mut report = GateReport::new(GateKind::External, &label, shown);
         let done = |mut r: GateReport, result, reason: String| {
             r.result = result;
             r.reason = Some(reason);
@@ -277,20 +302,35 @@ impl Gate for ExternalGate<'_> {
             };
             match answer {
                 Ok((status, body)) if usable(status) => {
+                    let cut = if body.len() >= crate::http::PROBE_BODY_LIMIT {
+                        " (the first MiB of a longer answer)"
+                    } else {
+                        ""
+                    };
                     let body = String::from_utf8_lossy(&body);
                     return match self.judge(&body) {
-                        Ok(fine) => {
-                            tracing::info!("analysis: {fine}");
-                            let mut r = done(report, GateResult::Passed, fine);
-                            r.reason = None;
+                        Ok((decision, said)) => {
+                            tracing::info!("analysis: {said}");
+                            let passed = !decision.failed;
+                            report.analysis = Some(AnalysisReport { decisions: vec![decision], ..Default::default() });
+                            let mut r =
+                                done(report, if passed { GateResult::Passed } else { GateResult::Failed }, said);
+                            if passed {
+                                r.reason = None;
+                            }
                             r
                         }
-                        Err(why) => done(report, GateResult::Failed, why),
+                        Err(why) => done(report, GateResult::Failed, format!("{why}{cut}")),
                     };
                 }
                 Ok((status @ 500.., _)) => last = format!("status {status}"),
                 Ok((status, body)) => {
-                    let why = format!("status {status}: {}", excerpt(&String::from_utf8_lossy(&body)));
+                    let body = excerpt(&String::from_utf8_lossy(&body));
+                    let why = match status {
+                        300..=399 => format!("status {status}: a redirect is not followed; give the URL it leads to"),
+                        _ if body.is_empty() => format!("status {status}, with an empty body"),
+                        _ => format!("status {status}: {body}"),
+                    };
                     return done(report, GateResult::Failed, why);
                 }
                 Err((failure, detail)) => last = failure.plainly(&detail),

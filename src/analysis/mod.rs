@@ -178,6 +178,9 @@ pub struct Decision {
     /// The statistical test's one-sided p-value, where one was made.
     pub p_value: Option<f64>,
     pub failed: bool,
+    /// Past the limit, whether or not the test found it more than chance.
+    #[serde(default)]
+    pub over_limit: bool,
 }
 
 /// What the built-in analysis measured and decided, for the summary.
@@ -216,6 +219,7 @@ pub fn compare(c: &AnalysisConfig, baseline: &[Sample], new: &[Sample]) -> (Anal
         limit: format!("at least {}", c.min_samples),
         p_value: None,
         failed: !enough,
+        over_limit: !enough,
     });
     if !enough {
         why.push(too_few(c, now.samples, "the new release", "too few to tell it serves as well as the live release"));
@@ -223,7 +227,8 @@ pub fn compare(c: &AnalysisConfig, baseline: &[Sample], new: &[Sample]) -> (Anal
 
     let p = stats::fisher_worse(base.errors, base.samples, now.errors, now.samples);
     let allowed = base.error_rate() + c.max_error_increase;
-    let worse = now.error_rate() > allowed + f64::EPSILON && p < SIGNIFICANCE;
+    let over = now.error_rate() > allowed + f64::EPSILON;
+    let worse = over && p < SIGNIFICANCE;
     decisions.push(Decision {
         metric: "error rate".into(),
         baseline: format!("{} % ({} of {})", percent(base.error_rate()), base.errors, base.samples),
@@ -231,6 +236,7 @@ pub fn compare(c: &AnalysisConfig, baseline: &[Sample], new: &[Sample]) -> (Anal
         limit: format!("at most {} %", percent(allowed)),
         p_value: Some(p),
         failed: enough && worse,
+        over_limit: over,
     });
     if enough && worse {
         why.push(format!(
@@ -248,7 +254,8 @@ pub fn compare(c: &AnalysisConfig, baseline: &[Sample], new: &[Sample]) -> (Anal
     let p = stats::mann_whitney_slower(&ms(baseline), &ms(new));
     let floor = c.min_latency_increase.as_secs_f64() * 1000.0;
     let limit = (b * c.max_latency_ratio).max(b + floor);
-    let slower = n > limit && p < SIGNIFICANCE;
+    let over = n > limit;
+    let slower = over && p < SIGNIFICANCE;
     decisions.push(Decision {
         metric: format!("p{} latency", c.percentile),
         baseline: format!("{b}ms"),
@@ -256,6 +263,7 @@ pub fn compare(c: &AnalysisConfig, baseline: &[Sample], new: &[Sample]) -> (Anal
         limit: format!("at most {}ms ({}× and +{})", round(limit), c.max_latency_ratio, human(c.min_latency_increase)),
         p_value: Some(p),
         failed: enough && slower,
+        over_limit: over,
     });
     if enough && slower {
         why.push(format!(
@@ -326,11 +334,13 @@ impl<'a> Baseline<'a> {
 #[async_trait]
 impl Gate for Baseline<'_> {
     fn name(&self) -> String {
-        "analysis baseline: the live release, sampled before the roll-out".into()
+        "analysis: the live release's baseline, before the roll-out".into()
     }
 
+    /// The window: the last answers may take up to a timeout more, which the live
+    /// status need not count.
     fn limit(&self) -> Duration {
-        self.config.window + self.config.timeout
+        self.config.window
     }
 
     async fn check(&self, probe: &dyn Probe, shutdown: &Shutdown, attempted: &(dyn Fn(String) + Sync)) -> GateReport {
@@ -380,11 +390,11 @@ pub struct Comparison<'a> {
 #[async_trait]
 impl Gate for Comparison<'_> {
     fn name(&self) -> String {
-        format!("analysis: {} against the live release's baseline", self.label)
+        format!("analysis: {} against the baseline", self.label)
     }
 
     fn limit(&self) -> Duration {
-        self.config.window + self.config.timeout
+        self.config.window
     }
 
     async fn check(&self, probe: &dyn Probe, shutdown: &Shutdown, attempted: &(dyn Fn(String) + Sync)) -> GateReport {

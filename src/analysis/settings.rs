@@ -124,6 +124,32 @@ pub fn from_inputs(
 
     let prometheus = prometheus(raw, p);
     let web = web(raw, p, health);
+    // A setting of the built-in analysis given without it is a forgotten `analysis: true`,
+    // not a wish to be ignored.
+    if builtin == Some(false) {
+        let external = matches!(prometheus, Some(Some(_))) || matches!(web, Some(Some(_)));
+        let builtin_only = [
+            "analysis-urls",
+            "analysis-rate",
+            "analysis-min-samples",
+            "analysis-max-error-increase",
+            "analysis-percentile",
+            "analysis-max-latency-ratio",
+            "analysis-min-latency-increase",
+        ];
+        let window = (!external).then_some("analysis-window");
+        for name in builtin_only.into_iter().chain(window).filter(|n| raw.given(n)) {
+            p.add(
+                name,
+                format!("has no effect unless {} is set", p.setting("analysis", "true")),
+                format!(
+                    "Set {} to compare the new release with the live one, or leave {} out.",
+                    p.setting("analysis", "true"),
+                    p.name(name)
+                ),
+            );
+        }
+    }
     Some(AnalysisConfig {
         builtin: builtin?,
         urls,
@@ -163,7 +189,11 @@ fn all_or_none(raw: &RawInputs, p: &mut Problems, names: &[&'static str]) -> boo
     for missing in names.iter().copied().filter(|n| !given.contains(n)) {
         p.add(
             missing,
-            format!("is required when {} is set", given.iter().map(|g| p.name(g)).collect::<Vec<_>>().join(" and ")),
+            format!(
+                "is required when {} {} set",
+                given.iter().map(|g| p.name(g)).collect::<Vec<_>>().join(" and "),
+                if given.len() > 1 { "are" } else { "is" }
+            ),
             format!("Set {} together.", names.iter().map(|n| p.name(n)).collect::<Vec<_>>().join(", ")),
         );
     }

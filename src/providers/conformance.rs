@@ -544,6 +544,7 @@ pub mod memory {
 
     pub struct MemoryHarness {
         pub store: Store,
+        answers: sandbox::app::Answers,
     }
 
     impl MemoryHarness {
@@ -556,7 +557,7 @@ pub mod memory {
             for (name, spec) in sandbox::app::analysis_releases() {
                 state.releases.insert(format!("web:{name}"), spec);
             }
-            MemoryHarness { store: Store::memory(state) }
+            MemoryHarness { store: Store::memory(state), answers: Default::default() }
         }
 
         fn change(&self, f: impl FnOnce(&mut State)) {
@@ -593,7 +594,7 @@ pub mod memory {
                 headers: map,
                 body: Default::default(),
             };
-            let response = answer_as_instance(&state, &request, fastrand::usize(..)).await;
+            let response = answer_as_instance(&state, &request, fastrand::usize(..), &self.answers).await;
             let status = response.status().as_u16();
             let body = http_body_util::BodyExt::collect(response.into_body())
                 .await

@@ -102,7 +102,8 @@ const ROLL_BACK: &str = "::group::roll back to";
 const GATE: &str = "::group::health gate: new release";
 const WAIT: &str = "::group::wait until the provider reports it up";
 const BATCH_GATE: &str = "::group::health gate: batch 1";
-const ANALYSIS: &str = "::group::analysis: ";
+/// The first batch's comparison with the baseline (Fly gates its first machine alone).
+const ANALYSIS: &str = "::group::analysis: batch 1";
 
 /// The analysis on, with a window short enough for the matrix: 5 s a side at 60 a second.
 const ANALYSED: [(&str, &str); 4] =

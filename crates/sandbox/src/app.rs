@@ -187,19 +187,36 @@ impl Drain {
     }
 }
 
-/// The latency and the errors a release is set to have, for answer `n` of its server
-/// (counted, so a slow tail and errors come at their rate, evenly, not by chance): waits
-/// the latency, then gives the 500 when this answer is one of the errors.
-pub async fn slow_or_failing(spec: &ReleaseSpec, n: u64, request: &Request) -> Option<Response> {
-    let tail = one_in(n, 10) && spec.latency_p99_ms > 0;
-    let latency = if tail { spec.latency_p99_ms } else { spec.latency_ms };
-    if latency > 0 {
-        tokio::time::sleep(Duration::from_millis(latency)).await;
+/// A server's count of its answers, so a slow tail and errors come at their rate,
+/// evenly, not by chance.
+#[derive(Debug, Default)]
+pub struct Answers {
+    all: std::sync::atomic::AtomicU64,
+    /// Users' requests only (the health check, `/version` and `/drain` aside): errors are
+    /// spread over these, so a client that alternates a user's page with the health
+    /// check still sees its share (spread over every answer, they could all fall on the
+    /// health check).
+    users: std::sync::atomic::AtomicU64,
+}
+
+impl Answers {
+    /// The latency and the errors `spec` is set to have, for this answer: waits the
+    /// latency, then gives the 500 when this answer is one of the errors.
+    pub async fn slow_or_failing(&self, spec: &ReleaseSpec, request: &Request) -> Option<Response> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = self.all.fetch_add(1, Relaxed);
+        let tail = one_in(n, 10) && spec.latency_p99_ms > 0;
+        let latency = if tail { spec.latency_p99_ms } else { spec.latency_ms };
+        if latency > 0 {
+            tokio::time::sleep(Duration::from_millis(latency)).await;
+        }
+        // The health check is spared: a release that answers it and fails its users.
+        if matches!(request.path.as_str(), "/health" | "/version" | "/drain") {
+            return None;
+        }
+        let m = self.users.fetch_add(1, Relaxed);
+        one_in(m, u64::from(spec.error_per_mille)).then(|| text(500, "sandbox: an error this release makes on purpose"))
     }
-    // The health check is spared: a release that answers it and fails its users.
-    let counted = !matches!(request.path.as_str(), "/health" | "/version" | "/drain");
-    (counted && one_in(n, u64::from(spec.error_per_mille)))
-        .then(|| text(500, "sandbox: an error this release makes on purpose"))
 }
 
 /// What a server of the test app has answered, by status class, as Prometheus scrapes

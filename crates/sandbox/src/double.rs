@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::app::{answer, slow_or_failing, spec_for, Releases};
+use crate::app::{answer, spec_for, Answers, Releases};
 use crate::server::{serve, text, Request, Response, Server};
 
 /// The header that sends a request to one instance, by its index.
@@ -178,7 +178,7 @@ impl Store {
 }
 
 /// How instance `n` of `state` answers `request` (round-robin when it names none).
-pub async fn answer_as_instance(state: &State, request: &Request, next: usize) -> Response {
+pub async fn answer_as_instance(state: &State, request: &Request, next: usize, answers: &Answers) -> Response {
     if state.instances.is_empty() {
         return text(503, "no instances");
     }
@@ -190,7 +190,7 @@ pub async fn answer_as_instance(state: &State, request: &Request, next: usize) -
         None => next % state.instances.len(),
     };
     let spec = spec_for(&state.releases, &state.instances[chosen]);
-    match slow_or_failing(&spec, next as u64, request).await {
+    match answers.slow_or_failing(&spec, request).await {
         Some(error) => error,
         None => answer(&spec, request).await,
     }
@@ -201,13 +201,14 @@ pub async fn answer_as_instance(state: &State, request: &Request, next: usize) -
 pub async fn serve_store(addr: SocketAddr, store: Store) -> std::io::Result<Server> {
     let counter = Arc::new(AtomicUsize::new(0));
     let metrics = Arc::new(crate::app::Metrics::default());
+    let answers = Arc::new(Answers::default());
     serve(addr, move |request| {
-        let (store, metrics) = (store.clone(), metrics.clone());
+        let (store, metrics, answers) = (store.clone(), metrics.clone(), answers.clone());
         let next = counter.fetch_add(1, Ordering::Relaxed);
         async move {
             let served = async {
                 match store.read() {
-                    Ok(state) => answer_as_instance(&state, &request, next).await,
+                    Ok(state) => answer_as_instance(&state, &request, next, &answers).await,
                     Err(e) => text(503, format!("no app state: {e}")),
                 }
             };

@@ -163,15 +163,14 @@ async fn serve_until_stopped(flags: Flags) -> i32 {
     let spec = Arc::new(flags.spec);
     let drain = Arc::new(Drain::default());
     // Answers counted, so a slow tail and errors come at their rate, evenly, not by chance.
-    let answered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let answers = Arc::new(crate::app::Answers::default());
     let metrics = Arc::new(crate::app::Metrics::default());
     let handler = move |request: Request| {
-        let (spec, drain, mut stopping, metrics) =
-            (spec.clone(), drain.clone(), stopping_seen.clone(), metrics.clone());
-        let n = answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (spec, drain, mut stopping, metrics, answers) =
+            (spec.clone(), drain.clone(), stopping_seen.clone(), metrics.clone(), answers.clone());
         async move {
             let served = async {
-                if let Some(error) = crate::app::slow_or_failing(&spec, n, &request).await {
+                if let Some(error) = answers.slow_or_failing(&spec, &request).await {
                     return error;
                 }
                 if spec.health == HealthMode::Hang && request.path == "/health" {
