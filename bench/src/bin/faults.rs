@@ -105,6 +105,14 @@ const BATCH_GATE: &str = "::group::health gate: batch 1";
 /// The first batch's comparison with the baseline (Fly gates its first machine alone).
 const ANALYSIS: &str = "::group::analysis: batch 1";
 
+/// With the analysis on, users' page is sampled too, besides the health URL (a release's
+/// errors spare its health check).
+fn analysed_urls(inputs: &mut BTreeMap<&'static str, String>, app: &str) {
+    if inputs.get("analysis").is_some_and(|v| v == "true") {
+        inputs.insert("analysis-urls", format!("{app}/"));
+    }
+}
+
 /// The analysis on, with a window short enough for the matrix: 5 s a side at 60 a second.
 const ANALYSED: [(&str, &str); 4] =
     [("analysis", "true"), ("analysis-window", "5s"), ("analysis-rate", "60"), ("analysis-min-samples", "200")];
@@ -759,8 +767,6 @@ fn platform_inputs(
         source,
         ("api-url", api),
         ("health-url", format!("{app}/health")),
-        // Where users' requests go: what the analysis samples, besides the health URL.
-        ("analysis-urls", format!("{app}/")),
         ("check-string", "ok".into()),
         ("version-url", format!("{app}/version")),
         ("expect-version", s.version.into()),
@@ -775,6 +781,7 @@ fn platform_inputs(
     for (k, v) in &s.inputs {
         inputs.insert(k, v.clone());
     }
+    analysed_urls(&mut inputs, app);
     inputs
 }
 
@@ -1167,7 +1174,6 @@ async fn run(binary: &Path, root: &Path, s: &Scenario) -> Row {
         ("image", s.image.into()),
         ("api-url", fly.api_url()),
         ("health-url", health),
-        ("analysis-urls", format!("{app}/")),
         ("check-string", "ok".into()),
         ("version-url", format!("{app}/version")),
         ("expect-version", sandbox::app::default_version(s.image)),
@@ -1185,6 +1191,7 @@ async fn run(binary: &Path, root: &Path, s: &Scenario) -> Row {
             inputs.insert(k, v.clone());
         }
     }
+    analysed_urls(&mut inputs, &app);
     if let Some(f) = &s.before {
         fly.set_faults(f.clone());
     }
