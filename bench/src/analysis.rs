@@ -37,11 +37,14 @@ async fn side_by_side(binary: &str, dir: &std::path::Path) {
             .env("INPUT_APP", "web")
             .env("INPUT_TOKEN", token)
             .env("INPUT_IMAGE", erring)
-            .env("INPUT_API-URL", fly.api_url())
-            .env("INPUT_ANALYSIS", analysis.to_string())
-            .env("INPUT_ANALYSIS-WINDOW", "10s")
-            .env("INPUT_ANALYSIS-RATE", "60")
-            .env("INPUT_ANALYSIS-URLS", format!("{}/", fly.app_url()));
+            .env("INPUT_API-URL", fly.api_url());
+        if analysis {
+            command
+                .env("INPUT_ANALYSIS", "true")
+                .env("INPUT_ANALYSIS-WINDOW", "10s")
+                .env("INPUT_ANALYSIS-RATE", "60")
+                .env("INPUT_ANALYSIS-URLS", format!("{}/", fly.app_url()));
+        }
         let status = command.status().await.expect("the binary runs");
         let wall = started.elapsed();
         tokio::time::sleep(SPAN.saturating_sub(wall)).await;
