@@ -282,13 +282,19 @@ fn analysed_config(h: &dyn Harness, release: &str) -> Config {
     config
 }
 
+/// Deploys `release` without the analysis and checks it went live: where an analysis
+/// story starts.
+async fn goes_live(h: &dyn Harness, release: &str) {
+    let dir = tempdir();
+    let report = run(h, &h.config(Command::Deploy, release), Shutdown::new(), Progress::default(), dir.path()).await;
+    assert_eq!(report.outcome, Outcome::Deployed, "{report:#?}");
+}
+
 /// With `calm` (20 ms) live, a release that passes every health check but answers in
 /// three times as long, or fails one request in twenty, is rolled back by the analysis.
 pub async fn the_analysis_rolls_back_what_serves_worse(h: &dyn Harness) {
     let calm = h.analysed("calm");
-    let dir = tempdir();
-    let report = run(h, &h.config(Command::Deploy, &calm), Shutdown::new(), Progress::default(), dir.path()).await;
-    assert_eq!(report.outcome, Outcome::Deployed, "{report:#?}");
+    goes_live(h, &calm).await;
     for (worse, measure) in [("slow", "latency"), ("erring", "error rate")] {
         let release = h.analysed(worse);
         let dir = tempdir();
@@ -316,9 +322,7 @@ pub async fn the_analysis_rolls_back_what_serves_worse(h: &dyn Harness) {
 /// With `calm` live, `calm2` (the same speed, no errors) passes the analysis.
 pub async fn the_analysis_passes_a_release_as_good(h: &dyn Harness) {
     let (calm, calm2) = (h.analysed("calm"), h.analysed("calm2"));
-    let dir = tempdir();
-    let report = run(h, &h.config(Command::Deploy, &calm), Shutdown::new(), Progress::default(), dir.path()).await;
-    assert_eq!(report.outcome, Outcome::Deployed, "{report:#?}");
+    goes_live(h, &calm).await;
     let dir = tempdir();
     let report = run(h, &analysed_config(h, &calm2), Shutdown::new(), Progress::default(), dir.path()).await;
     assert_eq!(report.outcome, Outcome::Deployed, "{report:#?}");
@@ -335,9 +339,7 @@ pub async fn the_analysis_passes_a_release_as_good(h: &dyn Harness) {
 /// worse: the baseline is the yardstick, not a threshold it already misses.
 pub async fn a_flapping_baseline_is_the_yardstick(h: &dyn Harness) {
     let (flaky, flaky2) = (h.analysed("flaky"), h.analysed("flaky2"));
-    let dir = tempdir();
-    let report = run(h, &h.config(Command::Deploy, &flaky), Shutdown::new(), Progress::default(), dir.path()).await;
-    assert_eq!(report.outcome, Outcome::Deployed, "{report:#?}");
+    goes_live(h, &flaky).await;
     let dir = tempdir();
     let report = run(h, &analysed_config(h, &flaky2), Shutdown::new(), Progress::default(), dir.path()).await;
     assert_eq!(report.outcome, Outcome::Deployed, "{report:#?}");
